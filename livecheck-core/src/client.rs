@@ -1,0 +1,287 @@
+//! The service-side handle: one shared producer for tests and signals, plus counters.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::context::{scope_current, Current, TestContext};
+use crate::counters::{bump, ClientCounters};
+use crate::error::Error;
+use crate::headers::ContextError;
+
+/// Names of the three LiveCheck topics. Tests and signals must have the same partition count
+/// (they are co-partitioned by test id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `TestExecution` records, keyed by test id.
+    pub tests: String,
+    /// `SignalEvent` records, keyed by test id.
+    pub signals: String,
+    /// `Report` records, keyed by test id.
+    pub reports: String,
+}
+
+impl Topics {
+    /// `{prefix}livecheck-tests`, `{prefix}livecheck-signals`, `{prefix}livecheck-reports`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            tests: format!("{prefix}livecheck-tests"),
+            signals: format!("{prefix}livecheck-signals"),
+            reports: format!("{prefix}livecheck-reports"),
+        }
+    }
+
+    /// The three names, tests first.
+    pub fn all(&self) -> [&str; 3] {
+        [&self.tests, &self.signals, &self.reports]
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::with_prefix("")
+    }
+}
+
+/// How to reach Kafka: bootstrap servers plus any librdkafka property (security included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// Extra client properties (`security.protocol`, `sasl.*`, `linger.ms`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Config for `brokers` with no extra properties.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a client property.
+    #[must_use]
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// A librdkafka config with the servers and the properties (user properties last, so
+    /// they win over `defaults`).
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Producer settings used everywhere: Java-compatible murmur2 partitioning, short linger.
+    pub fn producer_config(&self) -> ClientConfig {
+        self.client_config(&[
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"),
+        ])
+    }
+}
+
+/// Counts (and logs) records the broker did not acknowledge.
+#[derive(Debug)]
+pub(crate) struct DeliveryCounter {
+    pub(crate) counters: Arc<ClientCounters>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((err, msg)) = result {
+            bump(&self.counters.delivery_errors);
+            warn!(topic = msg.topic(), error = %err, "livecheck record was not delivered");
+        }
+    }
+}
+
+struct Inner {
+    topics: Topics,
+    kafka: KafkaConfig,
+    producer: ThreadedProducer<DeliveryCounter>,
+    counters: Arc<ClientCounters>,
+}
+
+/// A LiveCheck client: what a service (or a harness) uses to trigger tests, scope work and
+/// publish signals. Cheap to clone; create one per process.
+#[derive(Clone)]
+pub struct LiveCheck {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LiveCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCheck")
+            .field("brokers", &self.inner.kafka.brokers)
+            .field("topics", &self.inner.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveCheck {
+    /// Creates the client and its producer.
+    pub fn new(kafka: KafkaConfig, topics: Topics) -> Result<Self, Error> {
+        let counters = Arc::new(ClientCounters::default());
+        let producer = kafka
+            .producer_config()
+            .create_with_context(DeliveryCounter {
+                counters: counters.clone(),
+            })
+            .map_err(Error::kafka("creating the LiveCheck producer"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                topics,
+                kafka,
+                producer,
+                counters,
+            }),
+        })
+    }
+
+    /// The topics this client publishes to.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    /// The Kafka settings this client was made with.
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.inner.kafka
+    }
+
+    /// The client's counters.
+    pub fn counters(&self) -> &ClientCounters {
+        &self.inner.counters
+    }
+
+    /// Runs `fut` on behalf of the test `context`: signals sent inside belong to it.
+    pub async fn scope<F: Future>(&self, context: TestContext, fut: F) -> F::Output {
+        self.scope_arc(Arc::new(context), fut).await
+    }
+
+    /// As [`LiveCheck::scope`], with a shared context.
+    pub async fn scope_arc<F: Future>(&self, context: Arc<TestContext>, fut: F) -> F::Output {
+        let current = Current {
+            context,
+            client: self.clone(),
+        };
+        scope_current(current, fut).await
+    }
+
+    /// Runs `fut` scoped by the context decoded from incoming headers, or unscoped when there
+    /// is none or it was rejected (the rejection is counted and logged).
+    pub async fn scope_decoded<F: Future>(
+        &self,
+        decoded: Result<Option<TestContext>, ContextError>,
+        origin: &str,
+        fut: F,
+    ) -> F::Output {
+        match self.accept(decoded, origin) {
+            Some(context) => self.scope(context, fut).await,
+            None => fut.await,
+        }
+    }
+
+    /// Counts and logs a rejected context; returns the accepted one.
+    pub fn accept(
+        &self,
+        decoded: Result<Option<TestContext>, ContextError>,
+        origin: &str,
+    ) -> Option<TestContext> {
+        match decoded {
+            Ok(found) => found,
+            Err(err) => {
+                bump(&self.inner.counters.contexts_rejected);
+                warn!(%origin, error = %err, "rejected a malformed test context; handling the request as a non-test request");
+                None
+            }
+        }
+    }
+
+    /// Publishes `TestExecution` for `context` to the tests topic (the runner starts its run).
+    pub fn register_test(&self, context: &TestContext) -> Result<(), Error> {
+        let payload = serde_json::to_vec(context)
+            .map_err(|e| Error::Config(format!("test arguments do not serialize: {e}")))?;
+        self.publish(&self.inner.topics.tests, &context.id, &payload, None)
+            .map_err(Error::kafka(format!("publishing test {}", context.id)))?;
+        bump(&self.inner.counters.tests_triggered);
+        debug!(test_id = %context.id, case = %context.case, "test registered");
+        Ok(())
+    }
+
+    /// Enqueues a record keyed by `key`; delivery failures are counted by the producer.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        // A full local queue is back-pressure: wait for room, a bounded number of times.
+        for _ in 0..100 {
+            match self.inner.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+        Err(rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::QueueFull,
+        ))
+    }
+
+    /// Serializes `value` as JSON and publishes it; counts failures.
+    pub(crate) fn publish_json<T: Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        let payload = serde_json::to_vec(value).map_err(|e| format!("does not serialize: {e}"))?;
+        self.publish(topic, key, &payload, None)
+            .map_err(|e| format!("could not be enqueued: {e}"))
+    }
+
+    /// Waits until every enqueued record is acknowledged (or `timeout`).
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner
+            .producer
+            .flush(timeout)
+            .map_err(Error::kafka("flushing the LiveCheck producer"))
+    }
+}

@@ -1,0 +1,122 @@
+//! The test context: what identifies one test as it travels through the services.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::client::LiveCheck;
+
+/// Everything a service needs to know about the test a request belongs to.
+///
+/// It travels in headers (see [`crate::headers`]) and scopes the work done for the
+/// request, so that [`crate::Signal::send`] knows which test a step belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestContext {
+    /// Unique id of the test (also the Kafka key of its records).
+    pub id: String,
+    /// Name of the case this test runs (`orders.place_order`).
+    pub case: String,
+    /// When the test was issued.
+    pub issued_at: DateTime<Utc>,
+    /// After this instant the test is stale and its run is skipped.
+    pub expires_at: DateTime<Utc>,
+    /// Arguments of the case (JSON), e.g. the order side. Not carried in headers: the
+    /// runner reads them from the `TestExecution` record.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+impl TestContext {
+    /// A new context for `case` with a fresh id, issued now and valid for `expires_in`.
+    pub fn new(case: impl Into<String>, expires_in: std::time::Duration) -> Self {
+        Self::with_id(uuid::Uuid::new_v4().to_string(), case, expires_in)
+    }
+
+    /// A new context with a caller-chosen id (e.g. the id of the order under test).
+    pub fn with_id(
+        id: impl Into<String>,
+        case: impl Into<String>,
+        expires_in: std::time::Duration,
+    ) -> Self {
+        let issued_at = Utc::now();
+        let expires_at = issued_at
+            + ChronoDuration::from_std(expires_in).unwrap_or_else(|_| ChronoDuration::days(365));
+        Self {
+            id: id.into(),
+            case: case.into(),
+            issued_at,
+            expires_at,
+            arguments: serde_json::Value::Null,
+        }
+    }
+
+    /// Sets the case arguments.
+    #[must_use]
+    pub fn arguments(mut self, arguments: serde_json::Value) -> Self {
+        self.arguments = arguments;
+        self
+    }
+
+    /// Whether the test is past its expiry at `now`.
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        now > self.expires_at
+    }
+}
+
+/// The context of the current task together with the client that publishes its signals.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub(crate) context: Arc<TestContext>,
+    pub(crate) client: LiveCheck,
+}
+
+tokio::task_local! {
+    static CURRENT: Current;
+}
+
+/// The test context of the current task, if the task runs on behalf of a test.
+pub fn current_test() -> Option<Arc<TestContext>> {
+    CURRENT.try_with(|c| c.context.clone()).ok()
+}
+
+/// Whether the current task runs on behalf of a test. Costs a thread-local read.
+#[inline]
+pub fn in_test() -> bool {
+    CURRENT.try_with(|_| ()).is_ok()
+}
+
+pub(crate) fn current() -> Option<Current> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+pub(crate) fn with_current<R>(f: impl FnOnce(&Current) -> R) -> Option<R> {
+    CURRENT.try_with(f).ok()
+}
+
+pub(crate) async fn scope_current<F: Future>(current: Current, fut: F) -> F::Output {
+    CURRENT.scope(current, fut).await
+}
+
+/// Runs `fut` with the current task's test context (if any) and returns its output.
+///
+/// Use it for work handed to another task by hand; [`spawn`] does it for you.
+pub fn propagate<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let current = current();
+    async move {
+        match current {
+            Some(current) => CURRENT.scope(current, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
+/// Spawns a task that keeps the current task's test context (plain `tokio::spawn` loses it).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(propagate(fut))
+}

@@ -1,0 +1,116 @@
+//! The embedded broker: librdkafka's mock cluster, in-process, speaking the real Kafka
+//! protocol on loopback.
+//!
+//! The mock cluster is not `Send`, so it lives on a thread of its own; this handle only
+//! carries the bootstrap address and a command channel, and can go anywhere.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+use tracing::info;
+
+use crate::client::Topics;
+use crate::error::Error;
+
+enum Command {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    Shutdown,
+}
+
+/// A running mock cluster. Dropping the handle stops it.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a mock cluster of one broker.
+    pub fn start() -> Result<Self, Error> {
+        let (commands, rx) = mpsc::channel::<Command>();
+        let (started_tx, started_rx) = mpsc::channel::<Result<String, String>>();
+        let thread = std::thread::Builder::new()
+            .name("livecheck-embedded-broker".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(cluster) => cluster,
+                    Err(err) => {
+                        let _ = started_tx.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok(cluster.bootstrap_servers()));
+                while let Ok(command) = rx.recv() {
+                    match command {
+                        Command::CreateTopic {
+                            name,
+                            partitions,
+                            reply,
+                        } => {
+                            let result = cluster
+                                .create_topic(&name, partitions, 1)
+                                .map_err(|e| e.to_string());
+                            let _ = reply.send(result);
+                        }
+                        Command::Shutdown => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::Embedded(format!("cannot start its thread: {e}")))?;
+        let bootstrap = started_rx
+            .recv()
+            .map_err(|_| Error::Embedded("its thread ended before it started".into()))?
+            .map_err(|e| Error::Embedded(format!("the mock cluster did not start: {e}")))?;
+        info!(%bootstrap, "embedded Kafka broker (librdkafka mock cluster) started");
+        Ok(Self {
+            bootstrap,
+            commands,
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts a mock cluster with the three LiveCheck topics and `extra` topics created,
+    /// each with `partitions` partitions.
+    pub fn with_topics(topics: &Topics, extra: &[&str], partitions: i32) -> Result<Self, Error> {
+        let broker = Self::start()?;
+        for name in topics.all().into_iter().chain(extra.iter().copied()) {
+            broker.create_topic(name, partitions)?;
+        }
+        Ok(broker)
+    }
+
+    /// The bootstrap servers (`127.0.0.1:PORT`).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates a topic (the mock does not implement the admin API).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::CreateTopic {
+                name: name.to_owned(),
+                partitions,
+                reply,
+            })
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?
+            .map_err(|e| Error::Embedded(format!("cannot create topic {name}: {e}")))
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

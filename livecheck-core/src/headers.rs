@@ -1,0 +1,259 @@
+//! The wire format of a test context in headers (HTTP and Kafka alike).
+//!
+//! The names are Faust's, so a Rust runner and Faust services can share one wire format:
+//! `LiveCheck-Test-Id`, `LiveCheck-Test-Name`, `LiveCheck-Test-Timestamp` and
+//! `LiveCheck-Test-Expires`, times in ISO-8601. A fifth name, `LiveCheck-Test-Signature`,
+//! is reserved for an HMAC of the other four; it is ignored when decoding today.
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+
+use crate::context::TestContext;
+
+/// Header carrying the test id.
+pub const TEST_ID: &str = "LiveCheck-Test-Id";
+/// Header carrying the case name.
+pub const TEST_NAME: &str = "LiveCheck-Test-Name";
+/// Header carrying the issue time (ISO-8601).
+pub const TEST_TIMESTAMP: &str = "LiveCheck-Test-Timestamp";
+/// Header carrying the expiry time (ISO-8601).
+pub const TEST_EXPIRES: &str = "LiveCheck-Test-Expires";
+/// Reserved for a signature of the other headers (HMAC with a shared secret).
+pub const TEST_SIGNATURE: &str = "LiveCheck-Test-Signature";
+
+/// All context header names, in wire order.
+pub const ALL: [&str; 4] = [TEST_ID, TEST_NAME, TEST_TIMESTAMP, TEST_EXPIRES];
+
+/// Longest header value accepted, in bytes. Longer values are rejected, not truncated.
+pub const MAX_VALUE_LEN: usize = 256;
+
+/// Why a test context in headers was rejected. The request goes on as a non-test request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// Some context headers are present and this one is not.
+    #[error("test context header {header} is missing (the other LiveCheck headers are present)")]
+    Missing {
+        /// The missing header.
+        header: &'static str,
+    },
+    /// The header is present and empty.
+    #[error("test context header {header} is empty")]
+    Empty {
+        /// The empty header.
+        header: &'static str,
+    },
+    /// The header value is not UTF-8.
+    #[error("test context header {header} is not valid UTF-8")]
+    NotUtf8 {
+        /// The header.
+        header: &'static str,
+    },
+    /// The header value is longer than [`MAX_VALUE_LEN`].
+    #[error("test context header {header} is {len} bytes long, more than the {max} allowed")]
+    Oversized {
+        /// The header.
+        header: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A time header does not hold an ISO-8601 timestamp.
+    #[error("test context header {header} holds {value:?}, which is not an ISO-8601 timestamp")]
+    BadTimestamp {
+        /// The header.
+        header: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The test expires before it was issued.
+    #[error("test context expires at {expires_at} before it was issued at {issued_at}")]
+    ExpiresBeforeIssued {
+        /// Issue time.
+        issued_at: DateTime<Utc>,
+        /// Expiry time.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// Formats a time as the headers carry it (RFC 3339, microseconds, `Z`).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Parses an ISO-8601 time: RFC 3339 with an offset, or a naive time taken as UTC (Faust
+/// sends `datetime.utcnow().isoformat()`, which has no offset).
+pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// The four header values of `context`, in the order of [`ALL`].
+pub fn encode(context: &TestContext) -> [(&'static str, String); 4] {
+    [
+        (TEST_ID, context.id.clone()),
+        (TEST_NAME, context.case.clone()),
+        (TEST_TIMESTAMP, format_time(context.issued_at)),
+        (TEST_EXPIRES, format_time(context.expires_at)),
+    ]
+}
+
+/// Reads a context from headers through `get`, which returns a header's raw value by name
+/// (the caller decides about case). `Ok(None)` when no LiveCheck header is present.
+pub fn decode<'a>(
+    get: impl Fn(&'static str) -> Option<&'a [u8]>,
+) -> Result<Option<TestContext>, ContextError> {
+    let values = ALL.map(get);
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut text = [""; 4];
+    for (i, (name, value)) in ALL.iter().zip(values).enumerate() {
+        let raw = value.ok_or(ContextError::Missing { header: name })?;
+        if raw.len() > MAX_VALUE_LEN {
+            return Err(ContextError::Oversized {
+                header: name,
+                len: raw.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        let s = std::str::from_utf8(raw)
+            .map_err(|_| ContextError::NotUtf8 { header: name })?
+            .trim();
+        if s.is_empty() {
+            return Err(ContextError::Empty { header: name });
+        }
+        text[i] = s;
+    }
+    let time = |header: &'static str, value: &str| {
+        parse_time(value).ok_or_else(|| ContextError::BadTimestamp {
+            header,
+            value: value.to_owned(),
+        })
+    };
+    let issued_at = time(TEST_TIMESTAMP, text[2])?;
+    let expires_at = time(TEST_EXPIRES, text[3])?;
+    if expires_at < issued_at {
+        return Err(ContextError::ExpiresBeforeIssued {
+            issued_at,
+            expires_at,
+        });
+    }
+    Ok(Some(TestContext {
+        id: text[0].to_owned(),
+        case: text[1].to_owned(),
+        issued_at,
+        expires_at,
+        arguments: serde_json::Value::Null,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn decode_map(
+        map: &HashMap<&'static str, Vec<u8>>,
+    ) -> Result<Option<TestContext>, ContextError> {
+        decode(|name| map.get(name).map(Vec::as_slice))
+    }
+
+    fn encoded() -> (TestContext, HashMap<&'static str, Vec<u8>>) {
+        let ctx = TestContext::new("orders.place_order", Duration::from_secs(60));
+        let map = encode(&ctx)
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        (ctx, map)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (ctx, map) = encoded();
+        let back = decode_map(&map).unwrap().unwrap();
+        assert_eq!(back.id, ctx.id);
+        assert_eq!(back.case, ctx.case);
+        // Microsecond precision on the wire.
+        assert_eq!(
+            back.issued_at.timestamp_micros(),
+            ctx.issued_at.timestamp_micros()
+        );
+        assert_eq!(
+            back.expires_at.timestamp_micros(),
+            ctx.expires_at.timestamp_micros()
+        );
+    }
+
+    #[test]
+    fn no_headers_is_no_test() {
+        assert_eq!(decode_map(&HashMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn partial_context_names_the_missing_header() {
+        let (_, mut map) = encoded();
+        map.remove(TEST_NAME);
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::Missing { header: TEST_NAME })
+        );
+    }
+
+    #[test]
+    fn bad_timestamp_is_rejected() {
+        let (_, mut map) = encoded();
+        map.insert(TEST_TIMESTAMP, b"yesterday".to_vec());
+        let err = decode_map(&map).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test context header LiveCheck-Test-Timestamp holds \"yesterday\", which is not an ISO-8601 timestamp"
+        );
+    }
+
+    #[test]
+    fn oversized_and_non_utf8_values_are_rejected() {
+        let (_, mut map) = encoded();
+        map.insert(TEST_ID, vec![b'x'; MAX_VALUE_LEN + 1]);
+        assert!(matches!(
+            decode_map(&map),
+            Err(ContextError::Oversized {
+                header: TEST_ID,
+                ..
+            })
+        ));
+        map.insert(TEST_ID, vec![0xff, 0xfe]);
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::NotUtf8 { header: TEST_ID })
+        );
+        map.insert(TEST_ID, b"  ".to_vec());
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::Empty { header: TEST_ID })
+        );
+    }
+
+    #[test]
+    fn faust_naive_timestamps_are_utc() {
+        let t = parse_time("2020-05-01T12:30:00.123456").unwrap();
+        assert_eq!(format_time(t), "2020-05-01T12:30:00.123456Z");
+        let t = parse_time("2020-05-01T14:30:00+02:00").unwrap();
+        assert_eq!(format_time(t), "2020-05-01T12:30:00.000000Z");
+    }
+
+    #[test]
+    fn expiry_before_issue_is_rejected() {
+        let (_, mut map) = encoded();
+        map.insert(TEST_EXPIRES, b"2000-01-01T00:00:00Z".to_vec());
+        assert!(matches!(
+            decode_map(&map),
+            Err(ContextError::ExpiresBeforeIssued { .. })
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! HTTP propagation: a tower layer for axum services (incoming) and a reqwest extension
+//! (outgoing).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderValue, Request};
+use tower::{Layer, Service};
+
+use crate::client::LiveCheck;
+use crate::context::{current_test, TestContext};
+use crate::headers::{self, ContextError};
+
+/// Reads a test context from HTTP headers (names are case-insensitive).
+pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError> {
+    headers::decode(|name| headers.get(name).map(HeaderValue::as_bytes))
+}
+
+/// Writes `context` into HTTP headers.
+pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
+    for (name, value) in headers::encode(context) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// A tower layer that scopes each request's handling with the test context of its headers.
+/// A malformed context is counted on the client, logged, and the request goes on as a
+/// non-test request.
+#[derive(Debug, Clone)]
+pub struct TestContextLayer {
+    client: LiveCheck,
+}
+
+impl TestContextLayer {
+    /// A layer whose signals go through `client`.
+    pub fn new(client: LiveCheck) -> Self {
+        Self { client }
+    }
+}
+
+impl<S> Layer<S> for TestContextLayer {
+    type Service = TestContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TestContextService {
+            inner,
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// The service of [`TestContextLayer`].
+#[derive(Debug, Clone)]
+pub struct TestContextService<S> {
+    inner: S,
+    client: LiveCheck,
+}
+
+impl<S, B> Service<Request<B>> for TestContextService<S>
+where
+    S: Service<Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let decoded = extract(request.headers());
+        let context = self.client.accept(decoded, request.uri().path());
+        let fut = self.inner.call(request);
+        match context {
+            Some(context) => {
+                let client = self.client.clone();
+                Box::pin(async move { client.scope(context, fut).await })
+            }
+            None => Box::pin(fut),
+        }
+    }
+}
+
+/// Carries the current test context in outgoing reqwest requests.
+pub trait RequestBuilderExt {
+    /// Adds the current task's test context (if any) to the request's headers.
+    #[must_use]
+    fn test_context(self) -> Self;
+}
+
+impl RequestBuilderExt for reqwest::RequestBuilder {
+    fn test_context(self) -> Self {
+        match current_test() {
+            Some(context) => headers::encode(&context)
+                .into_iter()
+                .fold(self, |request, (name, value)| request.header(name, value)),
+            None => self,
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! # LiveCheck core
+//!
+//! End-to-end checks for asynchronous, Kafka-connected systems, written like unit tests.
+//!
+//! A service carries a [`TestContext`] along each request (HTTP headers via
+//! [`http::TestContextLayer`] and [`http::RequestBuilderExt`], Kafka record headers via
+//! [`kafka`]) and sends a typed [`Signal`] at each step. A [`Case`] waits for each signal
+//! and asserts on its value; the [`Runner`] consumes the tests and signals topics, runs the
+//! case per test and publishes one [`Report`] per test.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use livecheck_core::{ensure_eq, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner,
+//!     RunnerConfig, Signal, Suite, Topics, Trigger};
+//!
+//! static SAVED: Signal<String> = Signal::new("orders.place_order", "order_saved");
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let topics = Topics::default();
+//! let broker = EmbeddedBroker::with_topics(&topics, &[], 4)?;
+//! let client = LiveCheck::new(KafkaConfig::new(broker.bootstrap_servers()), topics)?;
+//!
+//! let case = Case::new("orders.place_order").timeout(Duration::from_secs(5)).expect(
+//!     |run: Run, side: String| async move {
+//!         let saved = run.wait(&SAVED).await?;
+//!         ensure_eq!(saved, side, "the side was changed");
+//!         Ok(())
+//!     },
+//! );
+//! let runner = Runner::new(Suite::new([case])?, client.clone(), RunnerConfig::default());
+//! tokio::spawn({ let r = runner.clone(); async move { r.run(std::future::pending()).await } });
+//!
+//! // In the service:
+//! let trigger = Trigger::new("orders.place_order");
+//! if let Some(context) = trigger.maybe_trigger(&client, &"sell") {
+//!     let report = runner.report_for(&context.id);
+//!     client.scope(context, SAVED.send(&"sell".to_owned())).await;
+//!     println!("{}", report.await?.render());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Known limitations
+//! - In-flight runs live in memory: a runner restart loses them (their signals are re-read
+//!   only if offsets were not committed).
+//! - The signature header name is reserved; signing is not implemented yet.
+//! - Tests and signals topics must have the same partition count.
+
+mod case;
+mod client;
+mod context;
+pub mod counters;
+mod embedded;
+mod error;
+pub mod headers;
+pub mod http;
+pub mod kafka;
+pub mod murmur2;
+mod registry;
+mod report;
+mod run;
+mod runner;
+mod signal;
+
+pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};
+pub use client::{KafkaConfig, LiveCheck, Topics};
+pub use context::{current_test, in_test, propagate, spawn, TestContext};
+pub use embedded::EmbeddedBroker;
+pub use error::Error;
+pub use headers::ContextError;
+pub use registry::Limits;
+pub use report::{Report, Step, Verdict};
+pub use run::Run;
+pub use runner::{Runner, RunnerConfig, Suite};
+pub use signal::{Signal, SignalEvent};

@@ -1,0 +1,357 @@
+//! The runner's bookkeeping: in-flight tests, signals that came early, finished tests.
+//! Every collection is bounded; evictions are counted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+/// A signal as the runner received it.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub(crate) signal: String,
+    pub(crate) value: Box<RawValue>,
+    pub(crate) sent_at: DateTime<Utc>,
+    pub(crate) arrived_at: DateTime<Utc>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+pub(crate) enum WaitStart {
+    Ready(Arc<Arrival>),
+    Pending(oneshot::Receiver<Arc<Arrival>>),
+    Gone,
+}
+
+#[derive(Default)]
+struct Slot {
+    arrived: Vec<Arc<Arrival>>,
+    waiters: Vec<(String, oneshot::Sender<Arc<Arrival>>)>,
+}
+
+struct Early {
+    arrivals: Vec<Arc<Arrival>>,
+    since: Instant,
+}
+
+/// Limits of the runner's buffers.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Tests whose signals came before their test record, at most.
+    pub max_early_tests: usize,
+    /// Signals buffered per such test, at most.
+    pub max_early_signals_per_test: usize,
+    /// How long early signals wait for their test record.
+    pub early_ttl: Duration,
+    /// Finished test ids remembered (to drop duplicates and late signals).
+    pub max_finished: usize,
+    /// Runs in flight, at most (more are `SKIP`ped and counted).
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_early_tests: 10_000,
+            max_early_signals_per_test: 64,
+            early_ttl: Duration::from_secs(120),
+            max_finished: 100_000,
+            max_in_flight: 100_000,
+        }
+    }
+}
+
+/// What happened to an incoming signal.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SignalOutcome {
+    Delivered,
+    Stored,
+    Duplicate,
+    Late,
+    Buffered { evicted: usize },
+    BufferFull,
+}
+
+/// What happened to an incoming test record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TestOutcome {
+    Started,
+    Duplicate,
+    AtCapacity,
+}
+
+pub(crate) struct Registry {
+    running: HashMap<String, Slot>,
+    early: HashMap<String, Early>,
+    early_order: VecDeque<String>,
+    finished: HashSet<String>,
+    finished_order: VecDeque<String>,
+    limits: Limits,
+}
+
+impl Registry {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            running: HashMap::new(),
+            early: HashMap::new(),
+            early_order: VecDeque::new(),
+            finished: HashSet::new(),
+            finished_order: VecDeque::new(),
+            limits,
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.running.len()
+    }
+
+    pub(crate) fn early_tests(&self) -> usize {
+        self.early.len()
+    }
+
+    pub(crate) fn is_known(&self, test_id: &str) -> bool {
+        self.running.contains_key(test_id) || self.finished.contains(test_id)
+    }
+
+    /// Starts tracking a test; moves its early signals in.
+    pub(crate) fn start_test(&mut self, test_id: &str) -> TestOutcome {
+        if self.is_known(test_id) {
+            return TestOutcome::Duplicate;
+        }
+        if self.running.len() >= self.limits.max_in_flight {
+            return TestOutcome::AtCapacity;
+        }
+        let mut slot = Slot::default();
+        if let Some(early) = self.early.remove(test_id) {
+            slot.arrived = early.arrivals;
+        }
+        self.running.insert(test_id.to_owned(), slot);
+        TestOutcome::Started
+    }
+
+    /// Marks a test finished without running it (skip) so duplicates are recognised.
+    pub(crate) fn mark_finished(&mut self, test_id: &str) {
+        self.early.remove(test_id);
+        if self.finished.insert(test_id.to_owned()) {
+            self.finished_order.push_back(test_id.to_owned());
+            while self.finished_order.len() > self.limits.max_finished {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Stops tracking a running test; returns the names of signals that arrived and were
+    /// never taken by the run. Memory held for the test is released here.
+    pub(crate) fn finish_test(&mut self, test_id: &str, awaited: &[&str]) -> Vec<String> {
+        let unawaited = self
+            .running
+            .remove(test_id)
+            .map(|slot| {
+                slot.arrived
+                    .iter()
+                    .filter(|a| !awaited.contains(&a.signal.as_str()))
+                    .map(|a| a.signal.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.mark_finished(test_id);
+        unawaited
+    }
+
+    pub(crate) fn on_signal(&mut self, test_id: &str, arrival: Arrival) -> SignalOutcome {
+        if let Some(slot) = self.running.get_mut(test_id) {
+            if slot.arrived.iter().any(|a| a.signal == arrival.signal) {
+                return SignalOutcome::Duplicate;
+            }
+            let arrival = Arc::new(arrival);
+            slot.arrived.push(arrival.clone());
+            // Wake only the run waiting for this test and this signal.
+            let mut delivered = false;
+            let mut i = 0;
+            while i < slot.waiters.len() {
+                if slot.waiters[i].0 == arrival.signal {
+                    let (_, tx) = slot.waiters.swap_remove(i);
+                    delivered |= tx.send(arrival.clone()).is_ok();
+                } else {
+                    i += 1;
+                }
+            }
+            return if delivered {
+                SignalOutcome::Delivered
+            } else {
+                SignalOutcome::Stored
+            };
+        }
+        if self.finished.contains(test_id) {
+            return SignalOutcome::Late;
+        }
+        let mut evicted = 0;
+        if !self.early.contains_key(test_id) {
+            while self.early.len() >= self.limits.max_early_tests {
+                match self.early_order.pop_front() {
+                    Some(old) => {
+                        if let Some(e) = self.early.remove(&old) {
+                            evicted += e.arrivals.len();
+                        }
+                    }
+                    None => break,
+                }
+            }
+            self.early_order.push_back(test_id.to_owned());
+        }
+        let early = self
+            .early
+            .entry(test_id.to_owned())
+            .or_insert_with(|| Early {
+                arrivals: Vec::new(),
+                since: Instant::now(),
+            });
+        if early.arrivals.iter().any(|a| a.signal == arrival.signal) {
+            return SignalOutcome::Duplicate;
+        }
+        if early.arrivals.len() >= self.limits.max_early_signals_per_test {
+            return SignalOutcome::BufferFull;
+        }
+        early.arrivals.push(Arc::new(arrival));
+        SignalOutcome::Buffered { evicted }
+    }
+
+    /// Drops early signals older than the TTL; returns how many were dropped.
+    pub(crate) fn expire_early(&mut self, now: Instant) -> usize {
+        let ttl = self.limits.early_ttl;
+        let mut dropped = 0;
+        while let Some(id) = self.early_order.front() {
+            match self.early.get(id) {
+                Some(e) if now.duration_since(e.since) < ttl => break,
+                Some(_) => {
+                    if let Some(e) = self.early.remove(id) {
+                        dropped += e.arrivals.len();
+                    }
+                    self.early_order.pop_front();
+                }
+                None => {
+                    self.early_order.pop_front();
+                }
+            }
+        }
+        dropped
+    }
+
+    pub(crate) fn start_wait(&mut self, test_id: &str, signal: &str) -> WaitStart {
+        let Some(slot) = self.running.get_mut(test_id) else {
+            return WaitStart::Gone;
+        };
+        if let Some(a) = slot.arrived.iter().find(|a| a.signal == signal) {
+            return WaitStart::Ready(a.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        slot.waiters.push((signal.to_owned(), tx));
+        WaitStart::Pending(rx)
+    }
+
+    pub(crate) fn cancel_wait(&mut self, test_id: &str, signal: &str) {
+        if let Some(slot) = self.running.get_mut(test_id) {
+            slot.waiters.retain(|(name, _)| name != signal);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival(signal: &str) -> Arrival {
+        Arrival {
+            signal: signal.into(),
+            value: RawValue::from_string("1".into()).unwrap(),
+            sent_at: Utc::now(),
+            arrived_at: Utc::now(),
+            topic: Arc::from("signals"),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn early_signals_move_into_the_run() {
+        let mut r = Registry::new(Limits::default());
+        assert_eq!(
+            r.on_signal("t", arrival("a")),
+            SignalOutcome::Buffered { evicted: 0 }
+        );
+        assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Duplicate);
+        assert_eq!(r.start_test("t"), TestOutcome::Started);
+        assert!(matches!(r.start_wait("t", "a"), WaitStart::Ready(_)));
+        assert_eq!(r.start_test("t"), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn only_the_matching_waiter_wakes() {
+        let mut r = Registry::new(Limits::default());
+        r.start_test("t1");
+        r.start_test("t2");
+        let WaitStart::Pending(mut rx1) = r.start_wait("t1", "a") else {
+            panic!()
+        };
+        let WaitStart::Pending(mut rx2) = r.start_wait("t2", "a") else {
+            panic!()
+        };
+        let WaitStart::Pending(mut rx3) = r.start_wait("t1", "b") else {
+            panic!()
+        };
+        assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Delivered);
+        assert!(rx1.try_recv().is_ok());
+        assert!(rx2.try_recv().is_err());
+        assert!(rx3.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_early_buffer_is_bounded_and_evicts_the_oldest() {
+        let limits = Limits {
+            max_early_tests: 2,
+            max_early_signals_per_test: 1,
+            ..Limits::default()
+        };
+        let mut r = Registry::new(limits);
+        r.on_signal("t1", arrival("a"));
+        r.on_signal("t2", arrival("a"));
+        assert_eq!(r.on_signal("t2", arrival("b")), SignalOutcome::BufferFull);
+        assert_eq!(
+            r.on_signal("t3", arrival("a")),
+            SignalOutcome::Buffered { evicted: 1 }
+        );
+        assert_eq!(r.early_tests(), 2);
+        assert_eq!(r.start_test("t1"), TestOutcome::Started);
+        assert!(matches!(r.start_wait("t1", "a"), WaitStart::Pending(_)));
+    }
+
+    #[test]
+    fn finished_tests_release_memory_and_turn_signals_late() {
+        let mut r = Registry::new(Limits::default());
+        r.start_test("t");
+        r.on_signal("t", arrival("a"));
+        r.on_signal("t", arrival("b"));
+        assert_eq!(r.finish_test("t", &["a"]), vec!["b".to_owned()]);
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
+        assert_eq!(r.start_test("t"), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn stale_early_signals_expire() {
+        let limits = Limits {
+            early_ttl: Duration::from_millis(0),
+            ..Limits::default()
+        };
+        let mut r = Registry::new(limits);
+        r.on_signal("t", arrival("a"));
+        assert_eq!(r.expire_early(Instant::now() + Duration::from_millis(1)), 1);
+        assert_eq!(r.early_tests(), 0);
+    }
+}

@@ -1,0 +1,148 @@
+//! Verdicts and reports: what a run ends in.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Every step arrived and every contract held.
+    Pass,
+    /// A contract was violated (an `ensure!` or `assert!` failed, or the check panicked).
+    Fail,
+    /// The check itself errored (a value did not decode, the stimulus failed, ...).
+    Error,
+    /// A step did not arrive in time.
+    Timeout,
+    /// The test was not run (expired, inactive case, runner at capacity).
+    Skip,
+}
+
+impl Verdict {
+    /// `PASS`, `FAIL`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Error => "ERROR",
+            Verdict::Timeout => "TIMEOUT",
+            Verdict::Skip => "SKIP",
+        }
+    }
+
+    /// All verdicts, in display order.
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Pass,
+        Verdict::Fail,
+        Verdict::Error,
+        Verdict::Timeout,
+        Verdict::Skip,
+    ];
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a run's timeline: a signal the run waited for and received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Signal name.
+    pub signal: String,
+    /// When the service sent it.
+    pub sent_at: DateTime<Utc>,
+    /// When the runner received it.
+    pub arrived_at: DateTime<Utc>,
+    /// Milliseconds since the previous step arrived (the first step: since the test was issued).
+    pub latency_ms: f64,
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+}
+
+/// The outcome of one run, published to the reports topic keyed by test id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Test id.
+    pub test_id: String,
+    /// Case name.
+    pub case: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What went wrong, for every verdict but `PASS`.
+    pub error: Option<String>,
+    /// The step that never came (`TIMEOUT`).
+    pub missing_step: Option<String>,
+    /// The last step that did come.
+    pub last_step: Option<String>,
+    /// Signals that arrived for this test but were never waited for.
+    #[serde(default)]
+    pub unawaited: Vec<String>,
+    /// The steps, in the order the run received them.
+    pub timeline: Vec<Step>,
+    /// When the test was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When the verdict was reached.
+    pub finished_at: DateTime<Utc>,
+    /// Case arguments.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+impl Report {
+    /// A readable, multi-line account of the run: verdict, error, every step and the
+    /// step that never came.
+    pub fn render(&self) -> String {
+        use fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} {} (test {})",
+            self.case, self.verdict, self.test_id
+        );
+        if let Some(error) = &self.error {
+            let _ = writeln!(out, "  error: {error}");
+        }
+        let _ = writeln!(
+            out,
+            "  issued at {}",
+            crate::headers::format_time(self.issued_at)
+        );
+        for step in &self.timeline {
+            let _ = writeln!(
+                out,
+                "  ✓ {:<24} +{:>9.3} ms  at {}  ({}[{}]@{})",
+                step.signal,
+                step.latency_ms,
+                crate::headers::format_time(step.arrived_at),
+                step.topic,
+                step.partition,
+                step.offset
+            );
+        }
+        if let Some(missing) = &self.missing_step {
+            let _ = writeln!(out, "  ✗ {missing:<24} never arrived");
+        }
+        if !self.unawaited.is_empty() {
+            let _ = writeln!(
+                out,
+                "  arrived but not awaited: {}",
+                self.unawaited.join(", ")
+            );
+        }
+        let _ = write!(
+            out,
+            "  verdict at {}",
+            crate::headers::format_time(self.finished_at)
+        );
+        out
+    }
+}

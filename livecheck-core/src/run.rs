@@ -1,0 +1,144 @@
+//! A run: one execution of a case's expectations for one test.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use crate::case::CheckError;
+use crate::context::TestContext;
+use crate::registry::{Arrival, Registry, WaitStart};
+use crate::report::Step;
+use crate::signal::Signal;
+
+pub(crate) struct RunState {
+    pub(crate) timeline: Vec<Step>,
+    pub(crate) previous_at: DateTime<Utc>,
+    pub(crate) missing_step: Option<String>,
+}
+
+pub(crate) struct RunShared {
+    pub(crate) context: Arc<TestContext>,
+    pub(crate) timeout: Duration,
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) state: Mutex<RunState>,
+}
+
+/// The handle expectations get: wait for signals of the test, read its context.
+pub struct Run {
+    pub(crate) shared: Arc<RunShared>,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("test_id", &self.shared.context.id)
+            .field("case", &self.shared.context.case)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// The test id.
+    pub fn test_id(&self) -> &str {
+        &self.shared.context.id
+    }
+
+    /// The test context.
+    pub fn context(&self) -> &TestContext {
+        &self.shared.context
+    }
+
+    /// Waits for `signal` with the case's timeout (counted from now) and returns its value.
+    pub async fn wait<T: DeserializeOwned>(&self, signal: &Signal<T>) -> Result<T, CheckError> {
+        self.wait_timeout(signal, self.shared.timeout).await
+    }
+
+    /// Waits for `signal` at most `timeout` (counted from now) and returns its value.
+    pub async fn wait_timeout<T: DeserializeOwned>(
+        &self,
+        signal: &Signal<T>,
+        timeout: Duration,
+    ) -> Result<T, CheckError> {
+        let name = signal.name();
+        let test_id = &self.shared.context.id;
+        let start = self
+            .shared
+            .registry
+            .lock()
+            .map_err(|_| CheckError::Error("runner state is poisoned".into()))?
+            .start_wait(test_id, name);
+        let arrival = match start {
+            WaitStart::Ready(arrival) => arrival,
+            WaitStart::Gone => {
+                return Err(CheckError::Error(format!(
+                    "test {test_id} is no longer tracked by the runner"
+                )))
+            }
+            WaitStart::Pending(mut rx) => match tokio::time::timeout(timeout, &mut rx).await {
+                Ok(Ok(arrival)) => arrival,
+                Ok(Err(_)) => {
+                    return Err(CheckError::Error(
+                        "the runner stopped while the run was waiting".into(),
+                    ))
+                }
+                Err(_) => {
+                    // Give up the wait; a signal that raced the timer is still taken.
+                    if let Ok(mut registry) = self.shared.registry.lock() {
+                        registry.cancel_wait(test_id, name);
+                    }
+                    match rx.try_recv() {
+                        Ok(arrival) => arrival,
+                        Err(_) => return Err(self.timed_out(name, timeout)),
+                    }
+                }
+            },
+        };
+        self.record(&arrival);
+        serde_json::from_str(arrival.value.get()).map_err(|e| {
+            CheckError::Error(format!(
+                "value of signal `{name}` ({}) does not decode as {}: {e}",
+                truncate(arrival.value.get(), 200),
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    fn timed_out(&self, name: &str, waited: Duration) -> CheckError {
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.missing_step = Some(name.to_owned());
+        CheckError::Timeout {
+            signal: name.to_owned(),
+            waited,
+            last_step: state.timeline.last().map(|s| s.signal.clone()),
+        }
+    }
+
+    fn record(&self, arrival: &Arrival) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.timeline.iter().any(|s| s.signal == arrival.signal) {
+            return;
+        }
+        let latency = (arrival.arrived_at - state.previous_at)
+            .to_std()
+            .unwrap_or_default();
+        state.previous_at = arrival.arrived_at;
+        state.timeline.push(Step {
+            signal: arrival.signal.clone(),
+            sent_at: arrival.sent_at,
+            arrived_at: arrival.arrived_at,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            topic: arrival.topic.to_string(),
+            partition: arrival.partition,
+            offset: arrival.offset,
+        });
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,553 @@
+//! The runner: consumes tests and signals, runs each test's expectations, publishes one
+//! report per test.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt as _;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio::sync::{broadcast, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::case::{Case, CheckError};
+use crate::client::LiveCheck;
+use crate::context::TestContext;
+use crate::counters::{bump, RunnerCounters};
+use crate::error::Error;
+use crate::registry::{Arrival, Limits, Registry, SignalOutcome, TestOutcome};
+use crate::report::{Report, Verdict};
+use crate::run::{Run, RunShared, RunState};
+use crate::signal::SignalEvent;
+
+/// The cases a runner knows, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Suite {
+    cases: HashMap<String, Arc<Case>>,
+}
+
+impl Suite {
+    /// A suite of `cases`; each is validated and names must be unique.
+    pub fn new(cases: impl IntoIterator<Item = Case>) -> Result<Self, Error> {
+        let mut map = HashMap::new();
+        for case in cases {
+            case.validate()?;
+            let name = case.name().to_owned();
+            if map.insert(name.clone(), Arc::new(case)).is_some() {
+                return Err(Error::Config(format!("two cases are named {name}")));
+            }
+        }
+        Ok(Self { cases: map })
+    }
+
+    /// The case named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Case>> {
+        self.cases.get(name)
+    }
+
+    /// All cases, sorted by name.
+    pub fn cases(&self) -> Vec<&Arc<Case>> {
+        let mut cases: Vec<_> = self.cases.values().collect();
+        cases.sort_by(|a, b| a.name().cmp(b.name()));
+        cases
+    }
+}
+
+/// How the runner consumes.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Consumer group to join; `None` assigns every partition directly (one runner, fast
+    /// start, no offsets committed).
+    pub group_id: Option<String>,
+    /// Buffer limits.
+    pub limits: Limits,
+    /// How often stale buffers are swept.
+    pub sweep_every: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            group_id: None,
+            limits: Limits::default(),
+            sweep_every: Duration::from_secs(1),
+        }
+    }
+}
+
+struct RunnerInner {
+    suite: Suite,
+    client: LiveCheck,
+    config: RunnerConfig,
+    registry: Arc<Mutex<Registry>>,
+    counters: RunnerCounters,
+    reports: broadcast::Sender<Arc<Report>>,
+    watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
+    ready: watch::Sender<bool>,
+}
+
+/// Runs the suite's cases for the tests it consumes. Cheap to clone.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<RunnerInner>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("topics", self.inner.client.topics())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RunnerContext {
+    ready: watch::Sender<bool>,
+}
+
+impl ClientContext for RunnerContext {}
+
+impl ConsumerContext for RunnerContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                info!(partitions = list.count(), "runner assigned partitions");
+                self.ready.send_replace(true);
+            }
+            Rebalance::Revoke(list) => {
+                info!(partitions = list.count(), "runner partitions revoked")
+            }
+            Rebalance::Error(err) => warn!(error = %err, "runner rebalance error"),
+        }
+    }
+}
+
+impl Runner {
+    /// A runner for `suite`, publishing reports through `client`.
+    pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
+        let (reports, _) = broadcast::channel(1024);
+        let (ready, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(RunnerInner {
+                suite,
+                registry: Arc::new(Mutex::new(Registry::new(config.limits.clone()))),
+                client,
+                config,
+                counters: RunnerCounters::default(),
+                reports,
+                watchers: Mutex::new(HashMap::new()),
+                ready,
+            }),
+        }
+    }
+
+    /// The runner's counters.
+    pub fn counters(&self) -> &RunnerCounters {
+        &self.inner.counters
+    }
+
+    /// The suite.
+    pub fn suite(&self) -> &Suite {
+        &self.inner.suite
+    }
+
+    /// Runs in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.lock_registry().in_flight()
+    }
+
+    /// Tests with early (buffered) signals now.
+    pub fn buffered_tests(&self) -> usize {
+        self.lock_registry().early_tests()
+    }
+
+    /// Every report this runner publishes, as it publishes it (a slow receiver lags).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Report>> {
+        self.inner.reports.subscribe()
+    }
+
+    /// The report for `test_id`, once published. Register before the test can finish.
+    pub fn report_for(&self, test_id: &str) -> oneshot::Receiver<Arc<Report>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(test_id.to_owned(), tx);
+        rx
+    }
+
+    /// Resolves once the runner has its partitions.
+    pub async fn ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Consumes until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let topics = self.inner.client.topics().clone();
+        let group = self.inner.config.group_id.clone();
+        let kafka = self.inner.client.kafka();
+        let group_id = group
+            .clone()
+            .unwrap_or_else(|| format!("livecheck-runner-{}", uuid::Uuid::new_v4()));
+        let consumer: StreamConsumer<RunnerContext> = kafka
+            .client_config(&[
+                ("group.id", &group_id),
+                (
+                    "enable.auto.commit",
+                    if group.is_some() { "true" } else { "false" },
+                ),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "6000"),
+                ("fetch.wait.max.ms", "100"),
+            ])
+            .create_with_context(RunnerContext {
+                ready: self.inner.ready.clone(),
+            })
+            .map_err(Error::kafka("creating the runner consumer"))?;
+        if group.is_some() {
+            consumer
+                .subscribe(&[&topics.tests, &topics.signals])
+                .map_err(Error::kafka("subscribing to the tests and signals topics"))?;
+        } else {
+            let mut list = TopicPartitionList::new();
+            for topic in [&topics.tests, &topics.signals] {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .map_err(Error::kafka(format!(
+                        "reading the metadata of topic {topic}"
+                    )))?;
+                let partitions = metadata
+                    .topics()
+                    .first()
+                    .map(|t| t.partitions().len())
+                    .unwrap_or(0);
+                if partitions == 0 {
+                    return Err(Error::Config(format!(
+                        "topic {topic} does not exist or has no partitions; create it first"
+                    )));
+                }
+                for p in 0..partitions {
+                    list.add_partition_offset(topic, p as i32, Offset::Beginning)
+                        .map_err(Error::kafka("building the assignment"))?;
+                }
+            }
+            consumer
+                .assign(&list)
+                .map_err(Error::kafka("assigning the tests and signals partitions"))?;
+            self.inner.ready.send_replace(true);
+        }
+        info!(tests = %topics.tests, signals = %topics.signals, group = ?group, "runner consuming");
+        let tests_topic: Arc<str> = Arc::from(topics.tests.as_str());
+        let signals_topic: Arc<str> = Arc::from(topics.signals.as_str());
+        let mut sweep = tokio::time::interval(self.inner.config.sweep_every);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                msg = consumer.recv() => match msg {
+                    Ok(msg) => self.handle_message(&msg, &tests_topic, &signals_topic),
+                    Err(err) => {
+                        warn!(error = %err, "runner consumer error; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+        info!("runner stopped");
+        Ok(())
+    }
+
+    fn sweep(&self) {
+        let dropped = self.lock_registry().expire_early(Instant::now());
+        if dropped > 0 {
+            self.inner
+                .counters
+                .buffer_evictions
+                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+            warn!(dropped, "early signals expired without their test record");
+        }
+    }
+
+    fn handle_message(&self, msg: &BorrowedMessage<'_>, tests: &Arc<str>, signals: &Arc<str>) {
+        let topic = msg.topic();
+        if topic == &**tests {
+            self.on_test_record(topic, msg.partition(), msg.offset(), msg.payload());
+        } else if topic == &**signals {
+            self.on_signal_record(signals, msg.partition(), msg.offset(), msg.payload());
+        }
+    }
+
+    fn malformed(&self, topic: &str, partition: i32, offset: i64, why: &str) {
+        bump(&self.inner.counters.records_malformed);
+        warn!(
+            topic,
+            partition, offset, "skipped a malformed record: {why}"
+        );
+    }
+
+    /// Handles one record of the tests topic.
+    pub fn on_test_record(&self, topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) {
+        bump(&self.inner.counters.tests_received);
+        let Some(payload) = payload else {
+            return self.malformed(topic, partition, offset, "no payload");
+        };
+        let context: TestContext = match serde_json::from_slice(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.malformed(
+                    topic,
+                    partition,
+                    offset,
+                    &format!("not a TestExecution: {e}"),
+                )
+            }
+        };
+        let Some(case) = self.inner.suite.get(&context.case).cloned() else {
+            bump(&self.inner.counters.unknown_case);
+            warn!(topic, partition, offset, case = %context.case, test_id = %context.id, "skipped a test of an unknown case");
+            return;
+        };
+        let outcome = {
+            let mut registry = self.lock_registry();
+            if registry.is_known(&context.id) {
+                TestOutcome::Duplicate
+            } else if !case.is_active() || context.is_expired_at(Utc::now()) {
+                registry.mark_finished(&context.id);
+                drop(registry);
+                let why = if case.is_active() {
+                    format!(
+                        "test expired at {} before the runner saw it",
+                        crate::headers::format_time(context.expires_at)
+                    )
+                } else {
+                    format!("case {} is inactive", case.name())
+                };
+                self.publish(skip_report(&context, why));
+                return;
+            } else {
+                registry.start_test(&context.id)
+            }
+        };
+        match outcome {
+            TestOutcome::Started => {
+                debug!(test_id = %context.id, case = %context.case, "run started");
+                tokio::spawn(self.clone().execute(case, Arc::new(context)));
+            }
+            TestOutcome::Duplicate => {
+                bump(&self.inner.counters.duplicate_tests);
+                debug!(test_id = %context.id, "duplicate test record ignored");
+            }
+            TestOutcome::AtCapacity => {
+                bump(&self.inner.counters.capacity_skips);
+                self.lock_registry().mark_finished(&context.id);
+                let limit = self.inner.config.limits.max_in_flight;
+                self.publish(skip_report(
+                    &context,
+                    format!("runner at capacity ({limit} runs in flight)"),
+                ));
+            }
+        }
+    }
+
+    /// Handles one record of the signals topic.
+    pub fn on_signal_record(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+    ) {
+        bump(&self.inner.counters.signals_received);
+        let Some(payload) = payload else {
+            return self.malformed(topic, partition, offset, "no payload");
+        };
+        let event: SignalEvent = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return self.malformed(topic, partition, offset, &format!("not a SignalEvent: {e}"))
+            }
+        };
+        if self.inner.suite.get(&event.case).is_none() {
+            bump(&self.inner.counters.unknown_case);
+            warn!(%topic, partition, offset, case = %event.case, signal = %event.signal, "skipped a signal of an unknown case");
+            return;
+        }
+        let arrival = Arrival {
+            signal: event.signal,
+            value: event.value,
+            sent_at: event.sent_at,
+            arrived_at: Utc::now(),
+            topic: topic.clone(),
+            partition,
+            offset,
+        };
+        let outcome = self.lock_registry().on_signal(&event.test_id, arrival);
+        let c = &self.inner.counters;
+        match outcome {
+            SignalOutcome::Delivered | SignalOutcome::Stored => {}
+            SignalOutcome::Duplicate => bump(&c.duplicate_signals),
+            SignalOutcome::Late => {
+                bump(&c.late_signals);
+                debug!(test_id = %event.test_id, "signal for a finished test ignored");
+            }
+            SignalOutcome::Buffered { evicted } => {
+                bump(&c.signals_buffered);
+                if evicted > 0 {
+                    c.buffer_evictions
+                        .fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+                    warn!(
+                        evicted,
+                        "early-signal buffer full: evicted the oldest test's signals"
+                    );
+                }
+            }
+            SignalOutcome::BufferFull => {
+                bump(&c.buffer_evictions);
+                warn!(%topic, partition, offset, test_id = %event.test_id, "too many early signals for one test; dropped this one");
+            }
+        }
+    }
+
+    async fn execute(self, case: Arc<Case>, context: Arc<TestContext>) {
+        let shared = Arc::new(RunShared {
+            context: context.clone(),
+            timeout: case.signal_timeout(),
+            registry: self.inner.registry.clone(),
+            state: Mutex::new(RunState {
+                timeline: Vec::new(),
+                previous_at: context.issued_at,
+                missing_step: None,
+            }),
+        });
+        let run = Run {
+            shared: shared.clone(),
+        };
+        let result = match &case.expectations {
+            Some(expectations) => {
+                AssertUnwindSafe(expectations(run, context.arguments.clone()))
+                    .catch_unwind()
+                    .await
+            }
+            None => Ok(Err(CheckError::Error(format!(
+                "case {} has no expectations",
+                case.name()
+            )))),
+        };
+        let (verdict, error) = match result {
+            Ok(Ok(())) => (Verdict::Pass, None),
+            Ok(Err(e @ CheckError::Failed(_))) => (Verdict::Fail, Some(e.to_string())),
+            Ok(Err(e @ CheckError::Timeout { .. })) => (Verdict::Timeout, Some(e.to_string())),
+            Ok(Err(e @ CheckError::Error(_))) => (Verdict::Error, Some(e.to_string())),
+            Err(panic) => (
+                Verdict::Fail,
+                Some(format!("the check panicked: {}", panic_message(&*panic))),
+            ),
+        };
+        let state = std::mem::replace(
+            &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
+            RunState {
+                timeline: Vec::new(),
+                previous_at: context.issued_at,
+                missing_step: None,
+            },
+        );
+        let awaited: Vec<&str> = state.timeline.iter().map(|s| s.signal.as_str()).collect();
+        let unawaited = self.lock_registry().finish_test(&context.id, &awaited);
+        let report = Report {
+            test_id: context.id.clone(),
+            case: context.case.clone(),
+            verdict,
+            error,
+            missing_step: if verdict == Verdict::Timeout {
+                state.missing_step
+            } else {
+                None
+            },
+            last_step: state.timeline.last().map(|s| s.signal.clone()),
+            unawaited,
+            timeline: state.timeline,
+            issued_at: context.issued_at,
+            finished_at: Utc::now(),
+            arguments: context.arguments.clone(),
+        };
+        self.publish(report);
+    }
+
+    fn publish(&self, report: Report) {
+        let c = &self.inner.counters;
+        bump(match report.verdict {
+            Verdict::Pass => &c.verdict_pass,
+            Verdict::Fail => &c.verdict_fail,
+            Verdict::Error => &c.verdict_error,
+            Verdict::Timeout => &c.verdict_timeout,
+            Verdict::Skip => &c.verdict_skip,
+        });
+        let client = &self.inner.client;
+        match client.publish_json(&client.topics().reports, &report.test_id, &report) {
+            Ok(()) => bump(&c.reports_published),
+            Err(err) => {
+                bump(&c.report_errors);
+                warn!(test_id = %report.test_id, "report {err}");
+            }
+        }
+        if report.verdict == Verdict::Pass {
+            debug!(test_id = %report.test_id, case = %report.case, "PASS");
+        } else {
+            info!(test_id = %report.test_id, case = %report.case, verdict = %report.verdict, error = report.error.as_deref().unwrap_or(""), "run finished");
+        }
+        let report = Arc::new(report);
+        let watcher = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&report.test_id);
+        if let Some(tx) = watcher {
+            let _ = tx.send(report.clone());
+        }
+        let _ = self.inner.reports.send(report);
+    }
+}
+
+fn skip_report(context: &TestContext, why: String) -> Report {
+    Report {
+        test_id: context.id.clone(),
+        case: context.case.clone(),
+        verdict: Verdict::Skip,
+        error: Some(why),
+        missing_step: None,
+        last_step: None,
+        unawaited: Vec::new(),
+        timeline: Vec::new(),
+        issued_at: context.issued_at,
+        finished_at: Utc::now(),
+        arguments: context.arguments.clone(),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
