@@ -1,1 +1,26 @@
-//! placeholder
+//! # The example app: the stock-ordering system of the LiveCheck tutorial
+//!
+//! `GET /order/init/{side}/` creates an order and, with a probability (0.5 by default),
+//! makes it a test of case `orders.place_order`; it POSTs the order to `/order/create/`
+//! carrying the test context, which writes it to Kafka topic `orders`. The *create order*
+//! consumer stores it (`order_sent_to_db`), forwards it to `order-execution`
+//! (`order_sent_to_kafka` once acknowledged) and indexes it per user (`order_cached`); the
+//! *execute order* consumer executes it unless it is fake (`order_executed`).
+//!
+//! Faults can be switched on (flags, environment, `POST /admin/faults`) so that checks can
+//! be tested against a broken system; see [`faults::FaultConfig`].
+//!
+//! ## Known limitations
+//! - The "database" is in-process memory.
+
+pub mod app;
+pub mod consumers;
+pub mod faults;
+pub mod http;
+pub mod model;
+pub mod signals;
+pub mod store;
+
+pub use app::{AppConfig, AppTopics, RunningApp};
+pub use faults::FaultConfig;
+pub use model::{Order, Side};

@@ -1,1 +1,409 @@
-fn main() {}
+//! Benchmarks of the LiveCheck core: plain figures, printed, never asserted on time.
+//!
+//! It measures:
+//! 1. [`Signal::send`] outside a test (no task-local context): nanoseconds per call and heap
+//!    allocations over the whole loop (a counting global allocator; the goal is zero), and
+//!    the same for [`livecheck_core::in_test`];
+//! 2. the test-context header round trip, inject and extract each timed on its own, for
+//!    Kafka record headers and HTTP headers (goal: at most 300 ns per operation);
+//! 3. the runner's throughput on the embedded broker (librdkafka's mock cluster): tests and
+//!    signals are produced up front, then a bare rdkafka consumer that only parses each
+//!    payload as JSON and a [`Runner`] each read them all; the runner's rate is compared with
+//!    the bare consumer's (goal: at least half of it). Every verdict must be `PASS`,
+//!    otherwise the figure means nothing and the benchmark panics.
+//!
+//! Run it (release mode; it takes well under a minute) with
+//!
+//! ```text
+//! cargo bench -p livecheck-core --bench core
+//! ```
+#![expect(
+    unsafe_code,
+    reason = "counting allocator for the zero-allocation benchmark"
+)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use livecheck_core::{
+    ensure_eq, in_test, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Signal,
+    Suite, TestContext, Topics,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// The system allocator, counting every allocation (and reallocation).
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above; `ptr` came from this allocator, hence from `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+const CASE: &str = "bench.four_steps";
+static STEP_1: Signal<u64> = Signal::new(CASE, "step_1");
+static STEP_2: Signal<u64> = Signal::new(CASE, "step_2");
+static STEP_3: Signal<u64> = Signal::new(CASE, "step_3");
+static STEP_4: Signal<u64> = Signal::new(CASE, "step_4");
+static STEPS: [&Signal<u64>; 4] = [&STEP_1, &STEP_2, &STEP_3, &STEP_4];
+
+/// Iterations of the no-op loops (`Signal::send`, `in_test`).
+const NOOP_ITERATIONS: u64 = 20_000_000;
+/// Iterations of each header operation.
+const HEADER_ITERATIONS: u64 = 500_000;
+/// Goal for each header operation, in nanoseconds.
+const HEADER_GOAL_NS: f64 = 300.0;
+/// Tests produced for the throughput run; each has one test record and four signals, so
+/// 5 × TESTS records in all (the mock cluster keeps a bounded log per partition).
+const TESTS: u64 = 20_000;
+/// Partitions of each topic.
+const PARTITIONS: i32 = 4;
+/// Goal for runner throughput over bare-consumer throughput.
+const RATIO_GOAL: f64 = 0.5;
+/// Longest wait for a reader to see every record before the benchmark gives up.
+const READ_DEADLINE: Duration = Duration::from_secs(40);
+
+fn main() {
+    println!("LiveCheck core benchmarks (no timed assertions; figures only)\n");
+    bench_noop_send();
+    println!();
+    bench_headers();
+    println!();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(bench_runner());
+}
+
+/// Times `iterations` calls of `op` and counts the heap allocations they make.
+/// Returns (ns per call, allocations in all).
+fn measure(iterations: u64, mut op: impl FnMut(u64)) -> (f64, u64) {
+    // Warm-up: caches, lazy statics, branch predictors.
+    for i in 0..(iterations / 20).max(1) {
+        op(i);
+    }
+    let allocs_before = allocations();
+    let start = Instant::now();
+    for i in 0..iterations {
+        op(i);
+    }
+    let elapsed = start.elapsed();
+    let allocs = allocations() - allocs_before;
+    (elapsed.as_nanos() as f64 / iterations as f64, allocs)
+}
+
+fn bench_noop_send() {
+    println!("1. Outside a test (no task-local context), {NOOP_ITERATIONS} calls each");
+    assert!(!in_test(), "the benchmark thread must not be in a test");
+    let mut cx = Context::from_waker(Waker::noop());
+    let (ns, allocs) = measure(NOOP_ITERATIONS, |i| {
+        let value = black_box(i);
+        let send = pin!(STEP_1.send(&value));
+        black_box(send.poll(&mut cx));
+    });
+    println!(
+        "   Signal::send (polled once)   {ns:>8.2} ns/call   {allocs} heap allocations in all"
+    );
+    let (ns, allocs) = measure(NOOP_ITERATIONS, |_| {
+        black_box(in_test());
+    });
+    println!(
+        "   in_test()                    {ns:>8.2} ns/call   {allocs} heap allocations in all"
+    );
+}
+
+fn header_line(what: &str, ns: f64, allocs: u64, note: &str) {
+    let per_op = allocs as f64 / HEADER_ITERATIONS as f64;
+    let status = if ns <= HEADER_GOAL_NS {
+        "meets"
+    } else {
+        "MISSES"
+    };
+    println!(
+        "   {what:<16} {ns:>8.1} ns/op   goal <= {HEADER_GOAL_NS:.0} ns ({status})   {per_op:.1} Rust allocs/op{note}"
+    );
+}
+
+fn bench_headers() {
+    println!("2. Test-context header round trip, {HEADER_ITERATIONS} operations each");
+    let context = TestContext::new(CASE, Duration::from_secs(3600));
+
+    // Kafka record headers.
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        let headers = livecheck_core::kafka::inject_context(
+            OwnedHeaders::new_with_capacity(4),
+            black_box(&context),
+        );
+        black_box(headers);
+    });
+    header_line(
+        "Kafka inject",
+        ns,
+        allocs,
+        " (librdkafka's own mallocs not counted)",
+    );
+    let message = OwnedMessage::new(
+        Some(b"{}".to_vec()),
+        Some(context.id.clone().into_bytes()),
+        "bench-topic".to_owned(),
+        Timestamp::NotAvailable,
+        0,
+        0,
+        Some(livecheck_core::kafka::inject_context(
+            OwnedHeaders::new_with_capacity(4),
+            &context,
+        )),
+    );
+    let back = livecheck_core::kafka::extract(&message)
+        .expect("the injected Kafka context decodes")
+        .expect("the injected Kafka context is found");
+    assert_eq!(back.id, context.id, "Kafka round trip changed the id");
+    assert!(message.headers().is_some());
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        black_box(livecheck_core::kafka::extract(black_box(&message)).ok());
+    });
+    header_line("Kafka extract", ns, allocs, "");
+
+    // HTTP headers.
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        let mut headers = HeaderMap::new();
+        livecheck_core::http::inject(&mut headers, black_box(&context));
+        black_box(headers);
+    });
+    header_line("HTTP inject", ns, allocs, "");
+    let mut headers = HeaderMap::new();
+    livecheck_core::http::inject(&mut headers, &context);
+    let back = livecheck_core::http::extract(&headers)
+        .expect("the injected HTTP context decodes")
+        .expect("the injected HTTP context is found");
+    assert_eq!(back.id, context.id, "HTTP round trip changed the id");
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        black_box(livecheck_core::http::extract(black_box(&headers)).ok());
+    });
+    header_line("HTTP extract", ns, allocs, "");
+}
+
+/// A case waiting for its four steps, each carrying the test's argument.
+fn four_step_case() -> livecheck_core::Case {
+    livecheck_core::Case::new(CASE)
+        .timeout(Duration::from_secs(30))
+        .test_expires(Duration::from_secs(3600))
+        .expect(|run: Run, n: u64| async move {
+            for step in STEPS {
+                let value = run.wait(step).await?;
+                ensure_eq!(value, n, "step {} carried another value", step.name());
+            }
+            Ok(())
+        })
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+async fn bench_runner() {
+    let records = TESTS * 5;
+    println!(
+        "3. Runner throughput on the embedded broker: {TESTS} tests x (1 test + 4 signals) = {records} records, {PARTITIONS} partitions"
+    );
+    let prefix = format!("bench{}-", uuid::Uuid::new_v4().simple());
+    let topics = Topics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS).expect("embedded broker");
+    let client = LiveCheck::new(KafkaConfig::new(broker.bootstrap_servers()), topics.clone())
+        .expect("LiveCheck client");
+
+    // Produce every test and its four signals up front.
+    let start = Instant::now();
+    for n in 0..TESTS {
+        let context = TestContext::new(CASE, Duration::from_secs(3600)).arguments(n.into());
+        client.register_test(&context).expect("test registered");
+        client
+            .scope(context, async {
+                for step in STEPS {
+                    step.send(&n).await;
+                }
+            })
+            .await;
+    }
+    client
+        .flush(Duration::from_secs(30))
+        .expect("producer flushed");
+    let produced = start.elapsed();
+    let c = client.counters();
+    let sent = c.signals_sent.load(Ordering::Relaxed);
+    let failed =
+        c.signal_errors.load(Ordering::Relaxed) + c.delivery_errors.load(Ordering::Relaxed);
+    assert!(
+        sent == TESTS * 4 && failed == 0,
+        "producing failed: {sent} signals sent, {failed} errors; the figures would be meaningless"
+    );
+    println!(
+        "   produced and flushed in {:.2} s ({:.0} records/s, through LiveCheck::register_test and Signal::send)",
+        produced.as_secs_f64(),
+        rate(records, produced)
+    );
+
+    // (a) A bare consumer: read every record, parse its payload as JSON, nothing else.
+    let start = Instant::now();
+    let read = raw_read(client.kafka(), &topics, records).await;
+    let raw_elapsed = start.elapsed();
+    let raw_rate = rate(read, raw_elapsed);
+    println!(
+        "   (a) bare rdkafka StreamConsumer + serde_json::Value: {read} records in {:.3} s = {raw_rate:>9.0} records/s",
+        raw_elapsed.as_secs_f64()
+    );
+
+    // (b) The runner, from start until every report is published.
+    let runner = Runner::new(
+        Suite::new([four_step_case()]).expect("suite"),
+        client.clone(),
+        RunnerConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let start = Instant::now();
+    let task = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    let counters = runner.counters();
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    while load(&counters.reports_published) < TESTS {
+        if start.elapsed() > READ_DEADLINE || task.is_finished() {
+            panic!(
+                "the runner published {} of {TESTS} reports in {:.1} s; counters: {:?}",
+                load(&counters.reports_published),
+                start.elapsed().as_secs_f64(),
+                nonzero(counters.snapshot())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let runner_elapsed = start.elapsed();
+    let _ = stop.send(());
+    task.await
+        .expect("the runner task panicked")
+        .expect("the runner failed");
+
+    let signals = load(&counters.signals_received);
+    let tests = load(&counters.tests_received);
+    let runner_records = signals + tests;
+    let runner_rate = rate(runner_records, runner_elapsed);
+    println!(
+        "   (b) Runner: {TESTS} reports in {:.3} s = {:>9.0} signals/s, {runner_rate:>9.0} records/s",
+        runner_elapsed.as_secs_f64(),
+        rate(signals, runner_elapsed)
+    );
+    let ratio = runner_rate / raw_rate;
+    let status = if ratio >= RATIO_GOAL {
+        "meets"
+    } else {
+        "MISSES"
+    };
+    println!("   runner / bare consumer (records/s): {ratio:.2}   goal >= {RATIO_GOAL} ({status})");
+
+    let verdicts = [
+        ("PASS", load(&counters.verdict_pass)),
+        ("FAIL", load(&counters.verdict_fail)),
+        ("ERROR", load(&counters.verdict_error)),
+        ("TIMEOUT", load(&counters.verdict_timeout)),
+        ("SKIP", load(&counters.verdict_skip)),
+    ];
+    let shown: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+    println!("   verdicts: {}", shown.join(", "));
+    println!("   runner counters: {:?}", nonzero(counters.snapshot()));
+    assert!(
+        verdicts[0].1 == TESTS && verdicts[1..].iter().all(|(_, n)| *n == 0),
+        "not every verdict is PASS ({}); the throughput figure is meaningless",
+        shown.join(", ")
+    );
+    assert_eq!(
+        (tests, signals),
+        (TESTS, TESTS * 4),
+        "the runner did not read each record exactly once"
+    );
+    drop(runner);
+    drop(client);
+    drop(broker);
+}
+
+/// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
+/// every partition from the beginning), parsing each payload as JSON. Returns the count.
+async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> u64 {
+    // Same fetch wait as the runner's consumer, so that the two read alike.
+    let consumer: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", "raw"),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "100"),
+        ])
+        .create()
+        .expect("bare consumer");
+    let mut list = TopicPartitionList::new();
+    for topic in [&topics.tests, &topics.signals] {
+        for p in 0..PARTITIONS {
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition added");
+        }
+    }
+    consumer.assign(&list).expect("partitions assigned");
+    let mut read = 0;
+    while read < expected {
+        let message = tokio::time::timeout(READ_DEADLINE, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the bare consumer read only {read} of {expected} records"))
+            .expect("a record");
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).expect("a JSON payload");
+        black_box(value);
+        read += 1;
+    }
+    read
+}
+
+fn nonzero(snapshot: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+    snapshot.into_iter().filter(|(_, n)| *n != 0).collect()
+}

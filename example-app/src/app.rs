@@ -1,0 +1,226 @@
+//! The service: HTTP front, two Kafka consumers, wiring.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use livecheck_core::{EmbeddedBroker, KafkaConfig, LiveCheck, Topics, Trigger};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::consumers;
+use crate::faults::{FaultConfig, Faults};
+use crate::http;
+use crate::signals::ORDER_CASE;
+use crate::store::{MemoryStore, OrderStore, UserCache};
+
+/// Topic names of the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTopics {
+    /// Orders, keyed by order id.
+    pub orders: String,
+    /// Orders on their way to execution.
+    pub execution: String,
+    /// LiveCheck's topics.
+    pub livecheck: Topics,
+}
+
+impl AppTopics {
+    /// `{prefix}orders`, `{prefix}order-execution` and LiveCheck's with the same prefix.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            orders: format!("{prefix}orders"),
+            execution: format!("{prefix}order-execution"),
+            livecheck: Topics::with_prefix(prefix),
+        }
+    }
+
+    /// Every topic the app and LiveCheck use.
+    pub fn all(&self) -> Vec<&str> {
+        let mut all = vec![self.orders.as_str(), self.execution.as_str()];
+        all.extend(self.livecheck.all());
+        all
+    }
+}
+
+impl Default for AppTopics {
+    fn default() -> Self {
+        Self::with_prefix("")
+    }
+}
+
+/// Settings of the app.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Where the HTTP front listens (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: AppTopics,
+    /// Share of orders that become tests.
+    pub probability: f64,
+    /// Consumer group prefix (`{prefix}create-order`, `{prefix}execute-order`).
+    pub group_prefix: String,
+    /// Fault switches at start.
+    pub faults: FaultConfig,
+}
+
+impl AppConfig {
+    /// Defaults for `kafka`: port 6066 on loopback, probability 0.5.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6066)),
+            kafka,
+            topics: AppTopics::default(),
+            probability: 0.5,
+            group_prefix: "example-app-".to_owned(),
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// Counters of the app.
+#[derive(Debug, Default)]
+pub struct AppCounters {
+    /// Orders accepted by `/order/create/`.
+    pub orders_created: AtomicU64,
+    /// Orders stored by the create-order consumer.
+    pub orders_stored: AtomicU64,
+    /// Orders executed.
+    pub orders_executed: AtomicU64,
+    /// Records that did not decode (logged with topic/partition/offset).
+    pub malformed_records: AtomicU64,
+    /// Requests refused with 4xx.
+    pub bad_requests: AtomicU64,
+}
+
+impl AppCounters {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What the handlers and consumers share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Settings.
+    pub config: AppConfig,
+    /// LiveCheck client (signals, triggers, counters).
+    pub livecheck: LiveCheck,
+    /// The order case's trigger.
+    pub trigger: Trigger,
+    /// Fault switches.
+    pub faults: Faults,
+    /// Orders.
+    pub store: Arc<dyn OrderStore>,
+    /// Per-user index.
+    pub cache: UserCache,
+    /// Counters.
+    pub counters: AppCounters,
+    /// Base URL of the HTTP front (for its own calls to `/order/create/`).
+    pub base_url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl std::fmt::Debug for dyn OrderStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OrderStore({} orders)", self.len())
+    }
+}
+
+/// A running app. Dropping it stops the HTTP front and the consumers.
+#[derive(Debug)]
+pub struct RunningApp {
+    /// Shared state (faults, counters, store).
+    pub shared: Arc<Shared>,
+    /// `http://IP:PORT`.
+    pub base_url: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl RunningApp {
+    /// Starts the app on `config`'s brokers.
+    pub async fn start(config: AppConfig) -> anyhow::Result<Self> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Starts an embedded broker with the app's topics (4 partitions) and the app on it.
+    pub async fn start_embedded(mut config: AppConfig) -> anyhow::Result<Self> {
+        let broker = EmbeddedBroker::start()?;
+        for topic in config.topics.all() {
+            broker.create_topic(topic, 4)?;
+        }
+        config.kafka.brokers = broker.bootstrap_servers().to_owned();
+        Self::start_inner(config, Some(broker)).await
+    }
+
+    async fn start_inner(config: AppConfig, broker: Option<EmbeddedBroker>) -> anyhow::Result<Self> {
+        let livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (choose another port with --port)", config.listen))?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let shared = Arc::new(Shared {
+            trigger: Trigger::new(ORDER_CASE)
+                .probability(config.probability)
+                .expires(Duration::from_secs(600)),
+            faults: Faults::new(&config.faults),
+            store: Arc::new(MemoryStore::default()),
+            cache: UserCache::default(),
+            counters: AppCounters::default(),
+            base_url: base_url.clone(),
+            http: reqwest::Client::new(),
+            livecheck,
+            config,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let router = http::router(shared.clone());
+        let mut http_stop = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "HTTP front stopped");
+            }
+        }));
+        tasks.push(consumers::spawn_create_order(shared.clone(), stopped.clone())?);
+        tasks.push(consumers::spawn_execute_order(shared.clone(), stopped)?);
+        info!(%base_url, brokers = %shared.config.kafka.brokers, "example app started");
+        Ok(Self {
+            shared,
+            base_url,
+            stop,
+            tasks,
+            _broker: broker,
+        })
+    }
+
+    /// The Kafka bootstrap servers the app uses.
+    pub fn brokers(&self) -> &str {
+        &self.shared.config.kafka.brokers
+    }
+
+    /// Stops the HTTP front and the consumers and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}

@@ -1,0 +1,60 @@
+//! The example app as a service: `example-app [--brokers HOST:PORT] [--port 6066]`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use livecheck_core::KafkaConfig;
+
+/// The stock-ordering system of the LiveCheck tutorial, instrumented.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Kafka bootstrap servers; without it an embedded broker is started.
+    #[arg(long, env = "EXAMPLE_BROKERS")]
+    brokers: Option<String>,
+    /// HTTP address to bind.
+    #[arg(long, env = "EXAMPLE_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// HTTP port.
+    #[arg(long, env = "EXAMPLE_PORT", default_value_t = 6066)]
+    port: u16,
+    /// Prefix of every topic name.
+    #[arg(long, env = "EXAMPLE_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// Share of orders that become tests, 0 to 1.
+    #[arg(long, env = "EXAMPLE_PROBABILITY", default_value_t = 0.5)]
+    probability: f64,
+    /// Fault switches.
+    #[command(flatten)]
+    faults: FaultConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if !(0.0..=1.0).contains(&args.probability) {
+        anyhow::bail!("--probability must be between 0 and 1, not {}", args.probability);
+    }
+    let mut config = AppConfig::new(KafkaConfig::new(args.brokers.clone().unwrap_or_default()));
+    config.listen = SocketAddr::new(args.host, args.port);
+    config.topics = AppTopics::with_prefix(&args.topic_prefix);
+    config.probability = args.probability;
+    config.faults = args.faults;
+    let app = match args.brokers {
+        Some(_) => RunningApp::start(config).await?,
+        None => RunningApp::start_embedded(config).await?,
+    };
+    println!("example-app listening on {}", app.base_url);
+    println!("kafka bootstrap servers: {}", app.brokers());
+    println!("try: curl {}/order/init/sell/", app.base_url);
+    tokio::signal::ctrl_c().await?;
+    app.stop().await;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! The two Kafka consumers, as two separate services would run them (separate groups).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livecheck_core::kafka;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::app::Shared;
+use crate::model::{Cached, Delivered, Execution, Order};
+use crate::signals::{ORDER_CACHED, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA};
+
+/// Records processed concurrently per consumer.
+const IN_FLIGHT: usize = 512;
+
+fn consumer(shared: &Shared, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let group_id = format!("{}{group}", shared.config.group_prefix);
+    let consumer: StreamConsumer = shared
+        .config
+        .kafka
+        .client_config(&[
+            ("group.id", &group_id),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "true"),
+            ("session.timeout.ms", "6000"),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create consumer {group_id}: {e}"))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| anyhow::anyhow!("consumer {group_id} cannot subscribe to {topic}: {e}"))?;
+    Ok(consumer)
+}
+
+/// Runs `process` for each well-formed order of `topic`, scoped by the record's test
+/// context, up to [`IN_FLIGHT`] at a time. Malformed records are counted, logged, skipped.
+fn spawn_loop<F, Fut>(
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    group: &'static str,
+    topic: String,
+    process: F,
+) -> anyhow::Result<JoinHandle<()>>
+where
+    F: Fn(Arc<Shared>, Order) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let consumer = consumer(&shared, group, &topic)?;
+    let process = Arc::new(process);
+    Ok(tokio::spawn(async move {
+        let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+        info!(group, %topic, "consumer started");
+        loop {
+            let msg = tokio::select! {
+                _ = stopped.wait_for(|s| *s) => break,
+                msg = consumer.recv() => msg,
+            };
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(err) => {
+                    warn!(group, error = %err, "consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let origin = format!("{}[{}]@{}", msg.topic(), msg.partition(), msg.offset());
+            let order: Order = match msg.payload().map(serde_json::from_slice) {
+                Some(Ok(order)) => order,
+                Some(Err(e)) => {
+                    shared.counters.malformed_records.fetch_add(1, Ordering::Relaxed);
+                    warn!(group, record = %origin, error = %e, "skipped a malformed order record");
+                    continue;
+                }
+                None => {
+                    shared.counters.malformed_records.fetch_add(1, Ordering::Relaxed);
+                    warn!(group, record = %origin, "skipped an order record without payload");
+                    continue;
+                }
+            };
+            let decoded = kafka::extract(&msg);
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let shared = shared.clone();
+            let process = process.clone();
+            tokio::spawn(async move {
+                let livecheck = shared.livecheck.clone();
+                livecheck
+                    .scope_decoded(decoded, &origin, process(shared, order))
+                    .await;
+                drop(permit);
+            });
+        }
+        info!(group, "consumer stopped");
+    }))
+}
+
+/// The create-order service: store, signal, forward to execution, cache.
+pub fn spawn_create_order(shared: Arc<Shared>, stopped: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+    let producer: FutureProducer = shared
+        .config
+        .kafka
+        .producer_config()
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the create-order producer: {e}"))?;
+    let topic = shared.config.topics.orders.clone();
+    spawn_loop(shared, stopped, "create-order", topic, move |shared, order| {
+        let producer = producer.clone();
+        async move {
+            shared.store.insert(order.clone());
+            shared.counters.orders_stored.fetch_add(1, Ordering::Relaxed);
+            ORDER_SENT_TO_DB.send(&order).await;
+
+            let headers = if shared.faults.drop_headers() {
+                warn!(order_id = %order.id, "fault drop-headers: forwarding without the test headers");
+                OwnedHeaders::new()
+            } else {
+                kafka::inject(OwnedHeaders::new())
+            };
+            let payload = serde_json::to_vec(&order).unwrap_or_default();
+            let topic = &shared.config.topics.execution;
+            let record = FutureRecord::to(topic).key(&order.id).payload(&payload).headers(headers);
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(delivery) => {
+                    ORDER_SENT_TO_KAFKA
+                        .send(&Delivered {
+                            order_id: order.id.clone(),
+                            topic: topic.clone(),
+                            partition: delivery.partition,
+                            offset: delivery.offset,
+                        })
+                        .await;
+                }
+                Err((e, _)) => warn!(order_id = %order.id, error = %e, "could not forward the order to execution"),
+            }
+
+            let user_orders = shared.cache.index(&order.user_id, &order.id);
+            ORDER_CACHED
+                .send(&Cached {
+                    order_id: order.id.clone(),
+                    user_id: order.user_id.clone(),
+                    user_orders,
+                })
+                .await;
+        }
+    })
+}
+
+/// The execute-order service: executes unless fake, signals.
+pub fn spawn_execute_order(shared: Arc<Shared>, stopped: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+    let topic = shared.config.topics.execution.clone();
+    spawn_loop(shared, stopped, "execute-order", topic, |shared, order| async move {
+        let delay = shared.faults.delay_ms();
+        if delay > 0 {
+            warn!(order_id = %order.id, delay, "fault delay: holding the execution step");
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if shared.faults.skip_execution() {
+            warn!(order_id = %order.id, "fault skip-execution: not executing");
+            return;
+        }
+        let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
+        if execution_id.is_some() {
+            shared.counters.orders_executed.fetch_add(1, Ordering::Relaxed);
+        }
+        ORDER_EXECUTED
+            .send(&Execution {
+                order_id: order.id.clone(),
+                execution_id,
+            })
+            .await;
+    })
+}

@@ -1,0 +1,114 @@
+//! Faults to switch on, so that checks can be tested against a broken system.
+//! Each can be set at start (flag or environment variable) and changed at run time
+//! (`POST /admin/faults`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+/// A snapshot of the fault switches (also the body of `POST /admin/faults`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct FaultConfig {
+    /// Flip the order side in the create step.
+    #[arg(long = "fault-flip-side", env = "EXAMPLE_FAULT_FLIP_SIDE")]
+    pub flip_side: bool,
+    /// Skip the execution step.
+    #[arg(long = "fault-skip-execution", env = "EXAMPLE_FAULT_SKIP_EXECUTION")]
+    pub skip_execution: bool,
+    /// Delay the execution step by this many milliseconds.
+    #[arg(long = "fault-delay-ms", env = "EXAMPLE_FAULT_DELAY_MS", default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Drop the test headers between the two Kafka hops.
+    #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS")]
+    pub drop_headers: bool,
+    /// Make the HTTP front answer 503.
+    #[arg(long = "fault-http-503", env = "EXAMPLE_FAULT_HTTP_503")]
+    pub http_503: bool,
+}
+
+/// The live switches.
+#[derive(Debug, Default)]
+pub struct Faults {
+    flip_side: AtomicBool,
+    skip_execution: AtomicBool,
+    delay_ms: AtomicU64,
+    drop_headers: AtomicBool,
+    http_503: AtomicBool,
+}
+
+impl Faults {
+    /// Switches set as in `config`.
+    pub fn new(config: &FaultConfig) -> Self {
+        let faults = Self::default();
+        faults.set(config);
+        faults
+    }
+
+    /// Sets every switch; logs loudly each one that is on.
+    pub fn set(&self, config: &FaultConfig) {
+        self.flip_side.store(config.flip_side, Ordering::Relaxed);
+        self.skip_execution.store(config.skip_execution, Ordering::Relaxed);
+        self.delay_ms.store(config.delay_ms, Ordering::Relaxed);
+        self.drop_headers.store(config.drop_headers, Ordering::Relaxed);
+        self.http_503.store(config.http_503, Ordering::Relaxed);
+        let on = self.describe();
+        if !on.is_empty() {
+            warn!("FAULTS SWITCHED ON: {} — this app is broken on purpose", on.join(", "));
+        }
+    }
+
+    /// The switches now.
+    pub fn get(&self) -> FaultConfig {
+        FaultConfig {
+            flip_side: self.flip_side(),
+            skip_execution: self.skip_execution(),
+            delay_ms: self.delay_ms(),
+            drop_headers: self.drop_headers(),
+            http_503: self.http_503(),
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let c = self.get();
+        let mut on = Vec::new();
+        if c.flip_side {
+            on.push("flip-side".to_owned());
+        }
+        if c.skip_execution {
+            on.push("skip-execution".to_owned());
+        }
+        if c.delay_ms > 0 {
+            on.push(format!("delay-execution {} ms", c.delay_ms));
+        }
+        if c.drop_headers {
+            on.push("drop-headers".to_owned());
+        }
+        if c.http_503 {
+            on.push("http-503".to_owned());
+        }
+        on
+    }
+
+    /// Flip the side in the create step?
+    pub fn flip_side(&self) -> bool {
+        self.flip_side.load(Ordering::Relaxed)
+    }
+    /// Skip execution?
+    pub fn skip_execution(&self) -> bool {
+        self.skip_execution.load(Ordering::Relaxed)
+    }
+    /// Delay of the execution step.
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms.load(Ordering::Relaxed)
+    }
+    /// Drop headers between the Kafka hops?
+    pub fn drop_headers(&self) -> bool {
+        self.drop_headers.load(Ordering::Relaxed)
+    }
+    /// Answer 503?
+    pub fn http_503(&self) -> bool {
+        self.http_503.load(Ordering::Relaxed)
+    }
+}

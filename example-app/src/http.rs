@@ -1,0 +1,182 @@
+//! The HTTP front.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use livecheck_core::http::{RequestBuilderExt as _, TestContextLayer};
+use livecheck_core::kafka;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::app::Shared;
+use crate::faults::FaultConfig;
+use crate::model::{ApiError, Order, Side};
+use crate::signals::ORDER_CASE;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: message.into() })).into_response()
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+}
+
+/// The routes: `/order/init/{side}/`, `/order/create/`, `/healthz`, `/admin/faults`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let producer: FutureProducer = shared
+        .config
+        .kafka
+        .producer_config()
+        .create()
+        .expect("producer settings were accepted by the LiveCheck client already");
+    let state = AppState {
+        shared: shared.clone(),
+        producer,
+    };
+    Router::new()
+        .route("/order/init/{side}/", get(init_order))
+        .route("/order/init/{side}", get(init_order))
+        .route("/order/create/", post(create_order))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/admin/faults", get(get_faults).post(set_faults))
+        .layer(TestContextLayer::new(shared.livecheck.clone()))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct InitQuery {
+    #[serde(default)]
+    fake: Option<String>,
+}
+
+async fn init_order(
+    State(state): State<AppState>,
+    Path(side): Path<String>,
+    Query(query): Query<InitQuery>,
+) -> Response {
+    let shared = &state.shared;
+    if shared.faults.http_503() {
+        warn!("fault http-503: refusing /order/init/");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable (fault http-503 is on)");
+    }
+    let side: Side = match side.parse() {
+        Ok(side) => side,
+        Err(message) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let fake = matches!(query.fake.as_deref(), Some("1" | "true" | "yes"));
+    // A test context that came with the request names the order (the harness's test id).
+    let order_id = livecheck_core::current_test()
+        .filter(|c| c.case == ORDER_CASE)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |c| c.id.clone());
+    let order = Order {
+        id: order_id.clone(),
+        user_id: format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        side,
+        fake,
+    };
+    let test = shared
+        .trigger
+        .maybe_trigger_with_id(&shared.livecheck, Some(&order_id), &side);
+    let post = async {
+        shared
+            .http
+            .post(format!("{}/order/create/", shared.base_url))
+            .json(&order)
+            .test_context()
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+    };
+    let result = match test {
+        Some(context) => shared.livecheck.scope(context, post).await,
+        None => post.await,
+    };
+    match result {
+        Ok(response) if response.status().is_success() => match response.json::<Order>().await {
+            Ok(created) => Json(created).into_response(),
+            Err(e) => error(StatusCode::BAD_GATEWAY, format!("/order/create/ answered an unreadable body: {e}")),
+        },
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            error(StatusCode::BAD_GATEWAY, format!("/order/create/ answered {status}: {body}"))
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("/order/create/ failed: {e}")),
+    }
+}
+
+async fn create_order(State(state): State<AppState>, body: Result<Json<Order>, JsonRejection>) -> Response {
+    let shared = &state.shared;
+    if shared.faults.http_503() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable (fault http-503 is on)");
+    }
+    let mut order = match body {
+        Ok(Json(order)) => order,
+        Err(rejection) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, format!("malformed order: {}", rejection.body_text()));
+        }
+    };
+    if order.id.is_empty() || order.id.len() > 128 {
+        shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::BAD_REQUEST, "order id must be 1 to 128 bytes");
+    }
+    if let Some(context) = livecheck_core::current_test() {
+        if context.case == ORDER_CASE && context.id != order.id {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("test context {} does not belong to order {}", context.id, order.id),
+            );
+        }
+    }
+    if shared.faults.flip_side() {
+        warn!(order_id = %order.id, "fault flip-side: flipping the order side");
+        order.side = order.side.flipped();
+    }
+    let payload = match serde_json::to_vec(&order) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("order does not serialize: {e}")),
+    };
+    let headers = kafka::inject(OwnedHeaders::new());
+    let record = FutureRecord::to(&shared.config.topics.orders)
+        .key(&order.id)
+        .payload(&payload)
+        .headers(headers);
+    match state.producer.send(record, Duration::from_secs(10)).await {
+        Ok(_) => {
+            shared.counters.orders_created.fetch_add(1, Ordering::Relaxed);
+            info!(order_id = %order.id, side = order.side.as_str(), "order created");
+            Json(order).into_response()
+        }
+        Err((e, _)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("could not write the order to Kafka: {e}")),
+    }
+}
+
+async fn get_faults(State(state): State<AppState>) -> Json<FaultConfig> {
+    Json(state.shared.faults.get())
+}
+
+async fn set_faults(State(state): State<AppState>, body: Result<Json<FaultConfig>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(config)) => {
+            state.shared.faults.set(&config);
+            Json(state.shared.faults.get()).into_response()
+        }
+        Err(rejection) => error(StatusCode::BAD_REQUEST, format!("malformed fault switches: {}", rejection.body_text())),
+    }
+}

@@ -1,0 +1,65 @@
+//! The "database" and the per-user cache.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::model::Order;
+
+/// Where orders are stored.
+pub trait OrderStore: Send + Sync + 'static {
+    /// Stores an order (replacing one with the same id).
+    fn insert(&self, order: Order);
+    /// The order with `id`.
+    fn get(&self, id: &str) -> Option<Order>;
+    /// Number of orders stored.
+    fn len(&self) -> usize;
+    /// Whether no order is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An in-process store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    orders: Mutex<HashMap<String, Order>>,
+}
+
+impl OrderStore for MemoryStore {
+    fn insert(&self, order: Order) {
+        self.orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(order.id.clone(), order);
+    }
+
+    fn get(&self, id: &str) -> Option<Order> {
+        self.orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Order ids per user.
+#[derive(Debug, Default)]
+pub struct UserCache {
+    by_user: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl UserCache {
+    /// Indexes an order; returns how many orders the user has now.
+    pub fn index(&self, user_id: &str, order_id: &str) -> usize {
+        let mut map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        let orders = map.entry(user_id.to_owned()).or_default();
+        if !orders.iter().any(|o| o == order_id) {
+            orders.push(order_id.to_owned());
+        }
+        orders.len()
+    }
+}
