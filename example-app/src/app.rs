@@ -161,11 +161,19 @@ impl RunningApp {
         Self::start_inner(config, Some(broker)).await
     }
 
-    async fn start_inner(config: AppConfig, broker: Option<EmbeddedBroker>) -> anyhow::Result<Self> {
+    async fn start_inner(
+        config: AppConfig,
+        broker: Option<EmbeddedBroker>,
+    ) -> anyhow::Result<Self> {
         let livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (choose another port with --port)", config.listen))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {}: {e} (choose another port with --port)",
+                    config.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let shared = Arc::new(Shared {
@@ -193,7 +201,10 @@ impl RunningApp {
                 tracing::error!(error = %err, "HTTP front stopped");
             }
         }));
-        tasks.push(consumers::spawn_create_order(shared.clone(), stopped.clone())?);
+        tasks.push(consumers::spawn_create_order(
+            shared.clone(),
+            stopped.clone(),
+        )?);
         tasks.push(consumers::spawn_execute_order(shared.clone(), stopped)?);
         info!(%base_url, brokers = %shared.config.kafka.brokers, "example app started");
         Ok(Self {
@@ -216,11 +227,24 @@ impl RunningApp {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        drop(self._broker.take());
     }
 }
 
 impl Drop for RunningApp {
+    /// Stops the tasks; the embedded broker outlives them (on a thread of its own, not a
+    /// task that runtime shutdown could drop first), because a Kafka consumer whose broker
+    /// vanished first never finishes closing.
     fn drop(&mut self) {
         self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut self.tasks);
+        if let Some(broker) = self._broker.take() {
+            let _ = std::thread::Builder::new()
+                .name("example-app-broker-keeper".into())
+                .spawn(move || {
+                    futures::executor::block_on(futures::future::join_all(tasks));
+                    drop(broker);
+                });
+        }
     }
 }

@@ -74,18 +74,26 @@ where
             let order: Order = match msg.payload().map(serde_json::from_slice) {
                 Some(Ok(order)) => order,
                 Some(Err(e)) => {
-                    shared.counters.malformed_records.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .malformed_records
+                        .fetch_add(1, Ordering::Relaxed);
                     warn!(group, record = %origin, error = %e, "skipped a malformed order record");
                     continue;
                 }
                 None => {
-                    shared.counters.malformed_records.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .malformed_records
+                        .fetch_add(1, Ordering::Relaxed);
                     warn!(group, record = %origin, "skipped an order record without payload");
                     continue;
                 }
             };
             let decoded = kafka::extract(&msg);
-            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
             let shared = shared.clone();
             let process = process.clone();
             tokio::spawn(async move {
@@ -101,7 +109,10 @@ where
 }
 
 /// The create-order service: store, signal, forward to execution, cache.
-pub fn spawn_create_order(shared: Arc<Shared>, stopped: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+pub fn spawn_create_order(
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let producer: FutureProducer = shared
         .config
         .kafka
@@ -109,70 +120,96 @@ pub fn spawn_create_order(shared: Arc<Shared>, stopped: watch::Receiver<bool>) -
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create the create-order producer: {e}"))?;
     let topic = shared.config.topics.orders.clone();
-    spawn_loop(shared, stopped, "create-order", topic, move |shared, order| {
-        let producer = producer.clone();
-        async move {
-            shared.store.insert(order.clone());
-            shared.counters.orders_stored.fetch_add(1, Ordering::Relaxed);
-            ORDER_SENT_TO_DB.send(&order).await;
+    spawn_loop(
+        shared,
+        stopped,
+        "create-order",
+        topic,
+        move |shared, order| {
+            let producer = producer.clone();
+            async move {
+                shared.store.insert(order.clone());
+                shared
+                    .counters
+                    .orders_stored
+                    .fetch_add(1, Ordering::Relaxed);
+                ORDER_SENT_TO_DB.send(&order).await;
 
-            let headers = if shared.faults.drop_headers() {
-                warn!(order_id = %order.id, "fault drop-headers: forwarding without the test headers");
-                OwnedHeaders::new()
-            } else {
-                kafka::inject(OwnedHeaders::new())
-            };
-            let payload = serde_json::to_vec(&order).unwrap_or_default();
-            let topic = &shared.config.topics.execution;
-            let record = FutureRecord::to(topic).key(&order.id).payload(&payload).headers(headers);
-            match producer.send(record, Duration::from_secs(10)).await {
-                Ok(delivery) => {
-                    ORDER_SENT_TO_KAFKA
-                        .send(&Delivered {
-                            order_id: order.id.clone(),
-                            topic: topic.clone(),
-                            partition: delivery.partition,
-                            offset: delivery.offset,
-                        })
-                        .await;
+                let headers = if shared.faults.drop_headers() {
+                    warn!(order_id = %order.id, "fault drop-headers: forwarding without the test headers");
+                    OwnedHeaders::new()
+                } else {
+                    kafka::inject(OwnedHeaders::new())
+                };
+                let payload = serde_json::to_vec(&order).unwrap_or_default();
+                let topic = &shared.config.topics.execution;
+                let record = FutureRecord::to(topic)
+                    .key(&order.id)
+                    .payload(&payload)
+                    .headers(headers);
+                match producer.send(record, Duration::from_secs(10)).await {
+                    Ok(delivery) => {
+                        ORDER_SENT_TO_KAFKA
+                            .send(&Delivered {
+                                order_id: order.id.clone(),
+                                topic: topic.clone(),
+                                partition: delivery.partition,
+                                offset: delivery.offset,
+                            })
+                            .await;
+                    }
+                    Err((e, _)) => {
+                        warn!(order_id = %order.id, error = %e, "could not forward the order to execution")
+                    }
                 }
-                Err((e, _)) => warn!(order_id = %order.id, error = %e, "could not forward the order to execution"),
-            }
 
-            let user_orders = shared.cache.index(&order.user_id, &order.id);
-            ORDER_CACHED
-                .send(&Cached {
-                    order_id: order.id.clone(),
-                    user_id: order.user_id.clone(),
-                    user_orders,
-                })
-                .await;
-        }
-    })
+                let user_orders = shared.cache.index(&order.user_id, &order.id);
+                ORDER_CACHED
+                    .send(&Cached {
+                        order_id: order.id.clone(),
+                        user_id: order.user_id.clone(),
+                        user_orders,
+                    })
+                    .await;
+            }
+        },
+    )
 }
 
 /// The execute-order service: executes unless fake, signals.
-pub fn spawn_execute_order(shared: Arc<Shared>, stopped: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+pub fn spawn_execute_order(
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let topic = shared.config.topics.execution.clone();
-    spawn_loop(shared, stopped, "execute-order", topic, |shared, order| async move {
-        let delay = shared.faults.delay_ms();
-        if delay > 0 {
-            warn!(order_id = %order.id, delay, "fault delay: holding the execution step");
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        if shared.faults.skip_execution() {
-            warn!(order_id = %order.id, "fault skip-execution: not executing");
-            return;
-        }
-        let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
-        if execution_id.is_some() {
-            shared.counters.orders_executed.fetch_add(1, Ordering::Relaxed);
-        }
-        ORDER_EXECUTED
-            .send(&Execution {
-                order_id: order.id.clone(),
-                execution_id,
-            })
-            .await;
-    })
+    spawn_loop(
+        shared,
+        stopped,
+        "execute-order",
+        topic,
+        |shared, order| async move {
+            let delay = shared.faults.delay_ms();
+            if delay > 0 {
+                warn!(order_id = %order.id, delay, "fault delay: holding the execution step");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if shared.faults.skip_execution() {
+                warn!(order_id = %order.id, "fault skip-execution: not executing");
+                return;
+            }
+            let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
+            if execution_id.is_some() {
+                shared
+                    .counters
+                    .orders_executed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            ORDER_EXECUTED
+                .send(&Execution {
+                    order_id: order.id.clone(),
+                    execution_id,
+                })
+                .await;
+        },
+    )
 }

@@ -18,7 +18,11 @@ pub struct FaultConfig {
     #[arg(long = "fault-skip-execution", env = "EXAMPLE_FAULT_SKIP_EXECUTION")]
     pub skip_execution: bool,
     /// Delay the execution step by this many milliseconds.
-    #[arg(long = "fault-delay-ms", env = "EXAMPLE_FAULT_DELAY_MS", default_value_t = 0)]
+    #[arg(
+        long = "fault-delay-ms",
+        env = "EXAMPLE_FAULT_DELAY_MS",
+        default_value_t = 0
+    )]
     pub delay_ms: u64,
     /// Drop the test headers between the two Kafka hops.
     #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS")]
@@ -49,13 +53,18 @@ impl Faults {
     /// Sets every switch; logs loudly each one that is on.
     pub fn set(&self, config: &FaultConfig) {
         self.flip_side.store(config.flip_side, Ordering::Relaxed);
-        self.skip_execution.store(config.skip_execution, Ordering::Relaxed);
+        self.skip_execution
+            .store(config.skip_execution, Ordering::Relaxed);
         self.delay_ms.store(config.delay_ms, Ordering::Relaxed);
-        self.drop_headers.store(config.drop_headers, Ordering::Relaxed);
+        self.drop_headers
+            .store(config.drop_headers, Ordering::Relaxed);
         self.http_503.store(config.http_503, Ordering::Relaxed);
         let on = self.describe();
         if !on.is_empty() {
-            warn!("FAULTS SWITCHED ON: {} — this app is broken on purpose", on.join(", "));
+            warn!(
+                "FAULTS SWITCHED ON: {} — this app is broken on purpose",
+                on.join(", ")
+            );
         }
     }
 

@@ -23,7 +23,13 @@ use crate::model::{ApiError, Order, Side};
 use crate::signals::ORDER_CASE;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: message.into() })).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 #[derive(Clone)]
@@ -68,7 +74,10 @@ async fn init_order(
     let shared = &state.shared;
     if shared.faults.http_503() {
         warn!("fault http-503: refusing /order/init/");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable (fault http-503 is on)");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable (fault http-503 is on)",
+        );
     }
     let side: Side = match side.parse() {
         Ok(side) => side,
@@ -108,27 +117,45 @@ async fn init_order(
     match result {
         Ok(response) if response.status().is_success() => match response.json::<Order>().await {
             Ok(created) => Json(created).into_response(),
-            Err(e) => error(StatusCode::BAD_GATEWAY, format!("/order/create/ answered an unreadable body: {e}")),
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                format!("/order/create/ answered an unreadable body: {e}"),
+            ),
         },
         Ok(response) => {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            error(StatusCode::BAD_GATEWAY, format!("/order/create/ answered {status}: {body}"))
+            error(
+                StatusCode::BAD_GATEWAY,
+                format!("/order/create/ answered {status}: {body}"),
+            )
         }
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("/order/create/ failed: {e}")),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            format!("/order/create/ failed: {e}"),
+        ),
     }
 }
 
-async fn create_order(State(state): State<AppState>, body: Result<Json<Order>, JsonRejection>) -> Response {
+async fn create_order(
+    State(state): State<AppState>,
+    body: Result<Json<Order>, JsonRejection>,
+) -> Response {
     let shared = &state.shared;
     if shared.faults.http_503() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable (fault http-503 is on)");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable (fault http-503 is on)",
+        );
     }
     let mut order = match body {
         Ok(Json(order)) => order,
         Err(rejection) => {
             shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::BAD_REQUEST, format!("malformed order: {}", rejection.body_text()));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed order: {}", rejection.body_text()),
+            );
         }
     };
     if order.id.is_empty() || order.id.len() > 128 {
@@ -140,7 +167,10 @@ async fn create_order(State(state): State<AppState>, body: Result<Json<Order>, J
             shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("test context {} does not belong to order {}", context.id, order.id),
+                format!(
+                    "test context {} does not belong to order {}",
+                    context.id, order.id
+                ),
             );
         }
     }
@@ -150,7 +180,12 @@ async fn create_order(State(state): State<AppState>, body: Result<Json<Order>, J
     }
     let payload = match serde_json::to_vec(&order) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("order does not serialize: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("order does not serialize: {e}"),
+            )
+        }
     };
     let headers = kafka::inject(OwnedHeaders::new());
     let record = FutureRecord::to(&shared.config.topics.orders)
@@ -159,11 +194,17 @@ async fn create_order(State(state): State<AppState>, body: Result<Json<Order>, J
         .headers(headers);
     match state.producer.send(record, Duration::from_secs(10)).await {
         Ok(_) => {
-            shared.counters.orders_created.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .orders_created
+                .fetch_add(1, Ordering::Relaxed);
             info!(order_id = %order.id, side = order.side.as_str(), "order created");
             Json(order).into_response()
         }
-        Err((e, _)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("could not write the order to Kafka: {e}")),
+        Err((e, _)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("could not write the order to Kafka: {e}"),
+        ),
     }
 }
 
@@ -171,12 +212,18 @@ async fn get_faults(State(state): State<AppState>) -> Json<FaultConfig> {
     Json(state.shared.faults.get())
 }
 
-async fn set_faults(State(state): State<AppState>, body: Result<Json<FaultConfig>, JsonRejection>) -> Response {
+async fn set_faults(
+    State(state): State<AppState>,
+    body: Result<Json<FaultConfig>, JsonRejection>,
+) -> Response {
     match body {
         Ok(Json(config)) => {
             state.shared.faults.set(&config);
             Json(state.shared.faults.get()).into_response()
         }
-        Err(rejection) => error(StatusCode::BAD_REQUEST, format!("malformed fault switches: {}", rejection.body_text())),
+        Err(rejection) => error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed fault switches: {}", rejection.body_text()),
+        ),
     }
 }

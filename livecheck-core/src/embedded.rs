@@ -107,10 +107,11 @@ impl EmbeddedBroker {
 }
 
 impl Drop for EmbeddedBroker {
+    /// Asks the broker thread to stop and does not wait for it: destroying the mock cluster
+    /// waits for its clients to disconnect, and those clients may be owned by tasks of the
+    /// runtime this drop runs on.
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.thread.take());
     }
 }

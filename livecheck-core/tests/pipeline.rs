@@ -24,11 +24,12 @@ static NEVER: Signal<()> = Signal::new(CASE, "never_sent");
 
 /// One broker, one client and one runner per test, with topics named for the test.
 struct Fixture {
-    _broker: EmbeddedBroker,
     client: LiveCheck,
     runner: Runner,
     orders_topic: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    // Last: clients must close before their broker goes.
+    _broker: EmbeddedBroker,
 }
 
 impl Fixture {

@@ -40,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if !(0.0..=1.0).contains(&args.probability) {
-        anyhow::bail!("--probability must be between 0 and 1, not {}", args.probability);
+        anyhow::bail!(
+            "--probability must be between 0 and 1, not {}",
+            args.probability
+        );
     }
     let mut config = AppConfig::new(KafkaConfig::new(args.brokers.clone().unwrap_or_default()));
     config.listen = SocketAddr::new(args.host, args.port);

@@ -1,0 +1,360 @@
+//! Integration tests of the example app on the embedded broker: orders flow through HTTP
+//! and both consumers, the four signals carry the right values, each fault switch changes
+//! exactly what it says, and bad input gets a clear error while the service keeps serving.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use example_app::model::{Cached, Delivered, Execution};
+use example_app::{AppConfig, AppTopics, FaultConfig, Order, RunningApp, Side};
+use livecheck_core::{KafkaConfig, SignalEvent};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+async fn start(probability: f64, faults: FaultConfig) -> RunningApp {
+    let mut config = AppConfig::new(KafkaConfig::new(""));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.topics = AppTopics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
+    config.group_prefix = format!("g{}-", uuid::Uuid::new_v4().simple());
+    config.probability = probability;
+    config.faults = faults;
+    RunningApp::start_embedded(config).await.unwrap()
+}
+
+/// Reads signal events of the app's signals topic, from the beginning.
+struct SignalReader {
+    consumer: StreamConsumer,
+    seen: Vec<SignalEvent>,
+}
+
+impl SignalReader {
+    fn new(app: &RunningApp) -> Self {
+        let consumer: StreamConsumer = KafkaConfig::new(app.brokers())
+            .client_config(&[("group.id", "reader"), ("enable.auto.commit", "false")])
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..4 {
+            list.add_partition_offset(
+                &app.shared.config.topics.livecheck.signals,
+                p,
+                Offset::Beginning,
+            )
+            .unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        Self {
+            consumer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Signals of `test_id`, waiting until `count` came or `within` passed.
+    async fn for_test(
+        &mut self,
+        test_id: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<SignalEvent> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found: Vec<_> = self
+                .seen
+                .iter()
+                .filter(|e| e.test_id == test_id)
+                .cloned()
+                .collect();
+            if found.len() >= count || Instant::now() >= deadline {
+                return found;
+            }
+            if let Ok(Ok(msg)) =
+                tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await
+            {
+                self.seen
+                    .push(serde_json::from_slice(msg.payload().unwrap()).unwrap());
+            }
+        }
+    }
+}
+
+fn value<T: serde::de::DeserializeOwned>(events: &[SignalEvent], signal: &str) -> T {
+    let event = events
+        .iter()
+        .find(|e| e.signal == signal)
+        .unwrap_or_else(|| panic!("no {signal}"));
+    serde_json::from_str(event.value.get()).unwrap()
+}
+
+async fn place(app: &RunningApp, path: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{}{path}", app.base_url))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn place_order(app: &RunningApp, side: &str) -> Order {
+    let (status, body) = place(app, &format!("/order/init/{side}/")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const NAMES: [&str; 4] = [
+    "order_sent_to_db",
+    "order_sent_to_kafka",
+    "order_cached",
+    "order_executed",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_over_http_reaches_the_execution_consumer() {
+    let app = start(0.0, FaultConfig::default()).await;
+    let order = place_order(&app, "buy").await;
+    assert_eq!(order.side, Side::Buy);
+    let counters = &app.shared.counters;
+    eventually("execution", || {
+        counters.orders_executed.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(app.shared.store.get(&order.id), Some(order));
+    // Probability 0: no test, no signal.
+    assert_eq!(
+        app.shared
+            .livecheck
+            .counters()
+            .signals_sent
+            .load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_order_publishes_the_four_signals_in_order_with_the_right_values() {
+    let app = start(1.0, FaultConfig::default()).await;
+    let mut reader = SignalReader::new(&app);
+    let order = place_order(&app, "sell").await;
+    let events = reader.for_test(&order.id, 4, Duration::from_secs(20)).await;
+    let names: Vec<_> = events.iter().map(|e| e.signal.as_str()).collect();
+    assert_eq!(names, NAMES);
+    assert!(events.iter().all(|e| e.case == "orders.place_order"));
+    let stored: Order = value(&events, "order_sent_to_db");
+    assert_eq!(stored, order);
+    let delivered: Delivered = value(&events, "order_sent_to_kafka");
+    assert_eq!(delivered.order_id, order.id);
+    assert_eq!(delivered.topic, app.shared.config.topics.execution);
+    let cached: Cached = value(&events, "order_cached");
+    assert_eq!(
+        (
+            cached.order_id.as_str(),
+            cached.user_id.as_str(),
+            cached.user_orders
+        ),
+        (order.id.as_str(), order.user_id.as_str(), 1)
+    );
+    let executed: Execution = value(&events, "order_executed");
+    assert_eq!(executed.order_id, order.id);
+    assert!(executed.execution_id.is_some());
+    // A fake order goes through every step but is not executed.
+    let (_, body) = place(&app, "/order/init/buy/?fake=1").await;
+    let fake: Order = serde_json::from_value(body).unwrap();
+    assert!(fake.fake);
+    let events = reader.for_test(&fake.id, 4, Duration::from_secs(20)).await;
+    let executed: Execution = value(&events, "order_executed");
+    assert_eq!(executed.execution_id, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_switch_changes_exactly_what_it_says() {
+    let app = start(1.0, FaultConfig::default()).await;
+    let mut reader = SignalReader::new(&app);
+    let http = reqwest::Client::new();
+    let set = |faults: FaultConfig| {
+        let http = http.clone();
+        let url = format!("{}/admin/faults", app.base_url);
+        async move {
+            let r = http.post(url).json(&faults).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let quiet = Duration::from_millis(1500);
+
+    // flip-side: the stored order has the other side; every step still happens.
+    set(FaultConfig {
+        flip_side: true,
+        ..Default::default()
+    })
+    .await;
+    let order = place_order(&app, "sell").await;
+    let events = reader.for_test(&order.id, 4, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(value::<Order>(&events, "order_sent_to_db").side, Side::Buy);
+
+    // skip-execution: the first three steps, never order_executed.
+    set(FaultConfig {
+        skip_execution: true,
+        ..Default::default()
+    })
+    .await;
+    let order = place_order(&app, "sell").await;
+    let events = reader.for_test(&order.id, 4, Duration::from_secs(5)).await;
+    let names: Vec<_> = events.iter().map(|e| e.signal.as_str()).collect();
+    assert_eq!(names, &NAMES[..3]);
+    assert_eq!(value::<Order>(&events, "order_sent_to_db").side, Side::Sell);
+
+    // drop-headers: the execution still happens, but outside the test (no signal).
+    set(FaultConfig {
+        drop_headers: true,
+        ..Default::default()
+    })
+    .await;
+    let executed_before = app.shared.counters.orders_executed.load(Ordering::Relaxed);
+    let order = place_order(&app, "sell").await;
+    eventually("execution", || {
+        app.shared.counters.orders_executed.load(Ordering::Relaxed) > executed_before
+    })
+    .await;
+    let events = reader.for_test(&order.id, 4, quiet).await;
+    let names: Vec<_> = events.iter().map(|e| e.signal.as_str()).collect();
+    assert_eq!(names, &NAMES[..3]);
+
+    // delay: order_executed comes, at least the delay after order_cached.
+    set(FaultConfig {
+        delay_ms: 800,
+        ..Default::default()
+    })
+    .await;
+    let order = place_order(&app, "sell").await;
+    let events = reader.for_test(&order.id, 4, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 4);
+    let gap = events[3].sent_at - events[2].sent_at;
+    assert!(gap >= chrono::Duration::milliseconds(750), "gap {gap}");
+
+    // http-503: the front refuses, nothing is created.
+    set(FaultConfig {
+        http_503: true,
+        ..Default::default()
+    })
+    .await;
+    let created = app.shared.counters.orders_created.load(Ordering::Relaxed);
+    let (status, body) = place(&app, "/order/init/sell/").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "service unavailable (fault http-503 is on)");
+    assert_eq!(
+        app.shared.counters.orders_created.load(Ordering::Relaxed),
+        created
+    );
+
+    // All off: healthy again.
+    set(FaultConfig::default()).await;
+    let order = place_order(&app, "sell").await;
+    assert_eq!(
+        reader
+            .for_test(&order.id, 4, Duration::from_secs(20))
+            .await
+            .len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
+    let app = start(1.0, FaultConfig::default()).await;
+    let (status, body) = place(&app, "/order/init/hold/").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "side must be `buy` or `sell`, not \"hold\"")
+    );
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/order/create/", app.base_url))
+        .header("content-type", "application/json")
+        .body("{\"id\": 12")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed order:"),
+        "{body}"
+    );
+
+    // A test context that does not belong to the order is refused.
+    let context = livecheck_core::TestContext::new("orders.place_order", Duration::from_secs(60));
+    let mut headers = http::HeaderMap::new();
+    livecheck_core::http::inject(&mut headers, &context);
+    let order = Order {
+        id: "another".into(),
+        user_id: "u".into(),
+        side: Side::Buy,
+        fake: false,
+    };
+    let response = http
+        .post(format!("{}/order/create/", app.base_url))
+        .headers(headers)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        format!(
+            "test context {} does not belong to order another",
+            context.id
+        )
+    );
+
+    // Malformed records on the orders topic are counted and skipped.
+    let producer: FutureProducer = KafkaConfig::new(app.brokers())
+        .producer_config()
+        .create()
+        .unwrap();
+    for payload in [&b"not json"[..], b"{\"id\":1}"] {
+        producer
+            .send(
+                FutureRecord::to(&app.shared.config.topics.orders)
+                    .key("k")
+                    .payload(payload)
+                    .headers(OwnedHeaders::new()),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    let counters = &app.shared.counters;
+    eventually("malformed records", || {
+        counters.malformed_records.load(Ordering::Relaxed) == 2
+    })
+    .await;
+
+    // And the next good order goes all the way.
+    let mut reader = SignalReader::new(&app);
+    let order = place_order(&app, "buy").await;
+    assert_eq!(
+        reader
+            .for_test(&order.id, 4, Duration::from_secs(20))
+            .await
+            .len(),
+        4
+    );
+    let health = reqwest::get(format!("{}/healthz", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
