@@ -232,19 +232,9 @@ impl RunningApp {
 }
 
 impl Drop for RunningApp {
-    /// Stops the tasks; the embedded broker outlives them (on a thread of its own, not a
-    /// task that runtime shutdown could drop first), because a Kafka consumer whose broker
-    /// vanished first never finishes closing.
+    /// Stops the tasks. An embedded broker keeps serving for a grace period after its drop,
+    /// so the consumers can still close.
     fn drop(&mut self) {
         self.stop.send_replace(true);
-        let tasks = std::mem::take(&mut self.tasks);
-        if let Some(broker) = self._broker.take() {
-            let _ = std::thread::Builder::new()
-                .name("example-app-broker-keeper".into())
-                .spawn(move || {
-                    futures::executor::block_on(futures::future::join_all(tasks));
-                    drop(broker);
-                });
-        }
     }
 }

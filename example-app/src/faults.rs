@@ -12,10 +12,10 @@ use tracing::warn;
 #[serde(default)]
 pub struct FaultConfig {
     /// Flip the order side in the create step.
-    #[arg(long = "fault-flip-side", env = "EXAMPLE_FAULT_FLIP_SIDE")]
+    #[arg(long = "fault-flip-side", env = "EXAMPLE_FAULT_FLIP_SIDE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub flip_side: bool,
     /// Skip the execution step.
-    #[arg(long = "fault-skip-execution", env = "EXAMPLE_FAULT_SKIP_EXECUTION")]
+    #[arg(long = "fault-skip-execution", env = "EXAMPLE_FAULT_SKIP_EXECUTION", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_execution: bool,
     /// Delay the execution step by this many milliseconds.
     #[arg(
@@ -25,11 +25,42 @@ pub struct FaultConfig {
     )]
     pub delay_ms: u64,
     /// Drop the test headers between the two Kafka hops.
-    #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS")]
+    #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub drop_headers: bool,
     /// Make the HTTP front answer 503.
-    #[arg(long = "fault-http-503", env = "EXAMPLE_FAULT_HTTP_503")]
+    #[arg(long = "fault-http-503", env = "EXAMPLE_FAULT_HTTP_503", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub http_503: bool,
+}
+
+impl FaultConfig {
+    /// Switches from environment-style pairs (`EXAMPLE_FAULT_FLIP_SIDE=1`, ...), as the
+    /// container image reads them. Unknown keys and bad values are errors.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, String> {
+        let mut config = Self::default();
+        for (key, value) in pairs {
+            let flag = || match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" | "" => Ok(false),
+                other => Err(format!("{key}={other:?} is not a boolean (use 1 or 0)")),
+            };
+            match key {
+                "EXAMPLE_FAULT_FLIP_SIDE" => config.flip_side = flag()?,
+                "EXAMPLE_FAULT_SKIP_EXECUTION" => config.skip_execution = flag()?,
+                "EXAMPLE_FAULT_DROP_HEADERS" => config.drop_headers = flag()?,
+                "EXAMPLE_FAULT_HTTP_503" => config.http_503 = flag()?,
+                "EXAMPLE_FAULT_DELAY_MS" => {
+                    config.delay_ms = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{key}={value:?} is not a number of milliseconds"))?;
+                }
+                other => return Err(format!("unknown fault setting {other}")),
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// The live switches.

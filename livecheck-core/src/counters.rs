@@ -58,6 +58,8 @@ counters! {
         buffer_evictions,
         /// Signals that name a case other than their test's.
         signals_case_mismatch,
+        /// Records of tests this runner does not watch (`watched_only`), ignored.
+        foreign_records,
         /// Tests refused because the in-flight limit was reached.
         capacity_skips,
         /// Reports published.

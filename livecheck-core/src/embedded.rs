@@ -13,6 +13,11 @@ use tracing::info;
 use crate::client::Topics;
 use crate::error::Error;
 
+/// How long a dropped broker keeps serving, so that clients dropped after it (e.g. by a
+/// runtime shutting down) can still close: a consumer whose broker vanished never finishes
+/// closing.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 enum Command {
     CreateTopic {
         name: String,
@@ -58,7 +63,11 @@ impl EmbeddedBroker {
                                 .map_err(|e| e.to_string());
                             let _ = reply.send(result);
                         }
-                        Command::Shutdown => break,
+                        Command::Shutdown => {
+                            // Clients still closing need their broker: destroy it later.
+                            std::thread::sleep(SHUTDOWN_GRACE);
+                            break;
+                        }
                     }
                 }
             })
@@ -107,9 +116,8 @@ impl EmbeddedBroker {
 }
 
 impl Drop for EmbeddedBroker {
-    /// Asks the broker thread to stop and does not wait for it: destroying the mock cluster
-    /// waits for its clients to disconnect, and those clients may be owned by tasks of the
-    /// runtime this drop runs on.
+    /// Asks the broker thread to stop after a grace period and does not wait for it: its
+    /// clients may be owned by tasks of the runtime this drop runs on, and close later.
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Shutdown);
         drop(self.thread.take());

@@ -69,6 +69,11 @@ pub struct RunnerConfig {
     pub limits: Limits,
     /// How often stale buffers are swept.
     pub sweep_every: Duration,
+    /// Without a group: start at the partitions' current ends instead of their beginnings.
+    pub start_at_end: bool,
+    /// Run only the tests registered with [`Runner::report_for`] and ignore (count as
+    /// `foreign_records`) the others: a harness sharing topics with other processes.
+    pub watched_only: bool,
 }
 
 impl Default for RunnerConfig {
@@ -77,6 +82,8 @@ impl Default for RunnerConfig {
             group_id: None,
             limits: Limits::default(),
             sweep_every: Duration::from_secs(1),
+            start_at_end: false,
+            watched_only: false,
         }
     }
 }
@@ -241,8 +248,16 @@ impl Runner {
                         "topic {topic} does not exist or has no partitions; create it first"
                     )));
                 }
-                for p in 0..partitions {
-                    list.add_partition_offset(topic, p as i32, Offset::Beginning)
+                for p in 0..partitions as i32 {
+                    let offset = if self.inner.config.start_at_end {
+                        let (_, high) = consumer
+                            .fetch_watermarks(topic, p, Duration::from_secs(10))
+                            .map_err(Error::kafka(format!("reading the end of {topic}[{p}]")))?;
+                        Offset::Offset(high)
+                    } else {
+                        Offset::Beginning
+                    };
+                    list.add_partition_offset(topic, p, offset)
                         .map_err(Error::kafka("building the assignment"))?;
                 }
             }
@@ -294,6 +309,17 @@ impl Runner {
         }
     }
 
+    fn is_foreign(&self, test_id: &str) -> bool {
+        self.inner.config.watched_only
+            && !self
+                .inner
+                .watchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(test_id)
+            && !self.lock_registry().is_known(test_id)
+    }
+
     fn malformed(&self, topic: &str, partition: i32, offset: i64, why: &str) {
         bump(&self.inner.counters.records_malformed);
         warn!(
@@ -319,6 +345,10 @@ impl Runner {
                 )
             }
         };
+        if self.is_foreign(&context.id) {
+            bump(&self.inner.counters.foreign_records);
+            return;
+        }
         let Some(case) = self.inner.suite.get(&context.case).cloned() else {
             bump(&self.inner.counters.unknown_case);
             warn!(topic, partition, offset, case = %context.case, test_id = %context.id, "skipped a test of an unknown case");
@@ -384,6 +414,10 @@ impl Runner {
                 return self.malformed(topic, partition, offset, &format!("not a SignalEvent: {e}"))
             }
         };
+        if self.is_foreign(&event.test_id) {
+            bump(&self.inner.counters.foreign_records);
+            return;
+        }
         if self.inner.suite.get(&event.case).is_none() {
             bump(&self.inner.counters.unknown_case);
             warn!(%topic, partition, offset, case = %event.case, signal = %event.signal, "skipped a signal of an unknown case");

@@ -1,1 +1,70 @@
-//! placeholder
+//! # The example app's checks
+//!
+//! The case definitions live here, in a library, so that the same code runs in the three
+//! places: `cargo test` (the check file `tests/orders.rs`, through the harness), and the
+//! `livecheck` binary in staging and production.
+
+pub mod orders;
+
+use std::time::Duration;
+
+use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use livecheck_core::Case;
+use livecheck_harness::{
+    AppHandle, AppImage, AppStart, EnvironmentConfig, EnvironmentError, ImageRef,
+};
+
+/// Every case of the example app.
+pub fn cases() -> Vec<Case> {
+    vec![orders::place_order()]
+}
+
+/// Line the app prints when it is ready.
+pub const APP_READY_LINE: &str = "example-app listening on";
+
+/// Starts the example app in-process on the given broker (the embedded environment).
+pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
+    let faults = FaultConfig::from_pairs(start.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(anyhow::Error::msg)?;
+    let mut config = AppConfig::new(start.kafka);
+    config.listen = "127.0.0.1:0".parse()?;
+    config.topics = AppTopics::with_prefix(&start.topic_prefix);
+    config.group_prefix = format!("{}example-app-", start.topic_prefix);
+    // Only requests that carry a test context become tests in CI.
+    config.probability = 0.0;
+    config.faults = faults;
+    let app = RunningApp::start(config).await?;
+    Ok(AppHandle {
+        base_url: app.base_url.clone(),
+        guard: Box::new(app),
+    })
+}
+
+/// Where the example app's checks run: `LIVECHECK_ENV` and friends, with the example app's
+/// image (`livecheck/example-app:local`, built by `ci/build-images.sh`) and in-process start.
+pub fn environment() -> Result<EnvironmentConfig, EnvironmentError> {
+    Ok(EnvironmentConfig::from_env()?
+        .app_image(AppImage {
+            image: ImageRef::new("livecheck/example-app", "local"),
+            args: [
+                "--brokers",
+                "{brokers}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--topic-prefix",
+                "{prefix}",
+                "--probability",
+                "0",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ready_line: APP_READY_LINE.to_owned(),
+        })
+        .app_topics(["{prefix}orders", "{prefix}order-execution"])
+        .embedded_app(start_app))
+}
+
+/// A signal timeout short enough for tests that expect a `TIMEOUT`.
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(3);

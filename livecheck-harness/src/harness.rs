@@ -1,0 +1,244 @@
+//! The libtest-mimic harness: a check file's `main` hands its cases to [`Harness`].
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use livecheck_core::{Case, Verdict};
+use tokio::runtime::Runtime;
+use tokio::sync::OnceCell;
+
+use crate::environment::EnvironmentConfig;
+use crate::junit::{self, TrialRecord};
+use crate::session::{secs, Session};
+
+/// Runs a check file's cases as libtest trials named `module::case`.
+///
+/// ```no_run
+/// use livecheck_harness::{EnvironmentConfig, Harness};
+/// fn main() -> std::process::ExitCode {
+///     let environment = EnvironmentConfig::from_env().expect("environment settings");
+///     Harness::new("orders").environment(environment).cases(vec![]).run()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Harness {
+    module: String,
+    cases: Vec<Case>,
+    environment: Option<EnvironmentConfig>,
+    iterations: usize,
+}
+
+struct Shared {
+    runtime: Runtime,
+    environment: Option<EnvironmentConfig>,
+    cases: Vec<Case>,
+    iterations: usize,
+    session: OnceCell<Result<Session, String>>,
+    records: Mutex<Vec<TrialRecord>>,
+}
+
+impl Harness {
+    /// A harness for the check file `module`. Iterations per case: `LIVECHECK_ITERATIONS`,
+    /// else 3.
+    pub fn new(module: impl Into<String>) -> Self {
+        let iterations = std::env::var("LIVECHECK_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(3);
+        Self {
+            module: module.into(),
+            cases: Vec::new(),
+            environment: None,
+            iterations,
+        }
+    }
+
+    /// The cases to run.
+    #[must_use]
+    pub fn cases(mut self, cases: Vec<Case>) -> Self {
+        self.cases = cases;
+        self
+    }
+
+    /// Where to run them.
+    #[must_use]
+    pub fn environment(mut self, environment: EnvironmentConfig) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Runs of each case's stimulus per trial.
+    #[must_use]
+    pub fn iterations(mut self, iterations: usize) -> Self {
+        self.iterations = iterations.max(1);
+        self
+    }
+
+    /// Parses libtest's arguments (plus `--junit PATH`), runs the trials, prints figures,
+    /// writes the JUnit report, and returns the exit code (never `process::exit`, so the
+    /// containers are removed).
+    pub fn run(self) -> ExitCode {
+        let started = Instant::now();
+        let (args, junit_path) = split_junit(std::env::args().collect());
+        let args = Arguments::from_iter(args);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,livecheck_harness=info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(err) => {
+                eprintln!("error: cannot start the async runtime: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shared = Arc::new(Shared {
+            runtime,
+            environment: self.environment,
+            cases: self.cases,
+            iterations: self.iterations,
+            session: OnceCell::new(),
+            records: Mutex::new(Vec::new()),
+        });
+        let trials = (0..shared.cases.len())
+            .map(|i| {
+                let case = &shared.cases[i];
+                let short = case.name().rsplit('.').next().unwrap_or(case.name());
+                let name = format!("{}::{short}", self.module);
+                let shared = shared.clone();
+                let trial_name = name.clone();
+                let has_stimulus = case.has_stimulus();
+                Trial::test(name, move || run_trial(&shared, i, &trial_name))
+                    .with_ignored_flag(!has_stimulus)
+            })
+            .collect();
+        let conclusion = libtest_mimic::run(&args, trials);
+
+        let Ok(mut shared) = Arc::try_unwrap(shared) else {
+            return conclusion.exit_code();
+        };
+        let records =
+            std::mem::take(&mut *shared.records.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(Ok(session)) = shared.session.get() {
+            println!("livecheck: {}", session.environment().timing_line());
+        }
+        if !records.is_empty() {
+            println!(
+                "livecheck: {} trial(s), suite time {:.2} s (harness start to last verdict)",
+                records.len(),
+                secs(started)
+            );
+        }
+        if let Some(path) = junit_path {
+            match std::fs::write(&path, junit::render(&self.module, &records)) {
+                Ok(()) => println!("livecheck: JUnit report written to {path}"),
+                Err(err) => eprintln!("livecheck: cannot write the JUnit report to {path}: {err}"),
+            }
+        }
+        // Tear the environment down inside the runtime (containers are removed on drop).
+        if let Some(Ok(session)) = shared.session.take() {
+            shared.runtime.block_on(session.close());
+        }
+        shared.runtime.shutdown_timeout(Duration::from_secs(15));
+        conclusion.exit_code()
+    }
+}
+
+fn split_junit(args: Vec<String>) -> (Vec<String>, Option<String>) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut junit = std::env::var("LIVECHECK_JUNIT")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--junit" {
+            junit = iter.next();
+        } else if let Some(path) = arg.strip_prefix("--junit=") {
+            junit = Some(path.to_owned());
+        } else {
+            rest.push(arg);
+        }
+    }
+    (rest, junit)
+}
+
+fn run_trial(shared: &Shared, index: usize, name: &str) -> Result<(), Failed> {
+    let started = Instant::now();
+    let case = &shared.cases[index];
+    let result = shared.runtime.block_on(async {
+        let session = shared
+            .session
+            .get_or_init(|| async {
+                let Some(config) = &shared.environment else {
+                    return Err(
+                        "the harness has no environment: call Harness::environment".to_owned()
+                    );
+                };
+                Session::start(config, shared.cases.clone())
+                    .await
+                    .map_err(|e| format!("the environment did not come up: {e}"))
+            })
+            .await;
+        let session = session.as_ref().map_err(String::clone)?;
+        let reports = session.run_case(case, shared.iterations).await;
+        let bad: Vec<_> = reports
+            .iter()
+            .filter(|r| r.verdict != Verdict::Pass)
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            let mut text = format!(
+                "{} of {} run(s) of {} did not pass:\n",
+                bad.len(),
+                reports.len(),
+                case.name()
+            );
+            for report in bad {
+                text.push_str(&report.render());
+                text.push('\n');
+            }
+            Err(text)
+        }
+    });
+    shared
+        .records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(TrialRecord {
+            name: name.to_owned(),
+            duration: started.elapsed(),
+            failure: result.as_ref().err().cloned(),
+        });
+    result.map_err(Failed::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_flag_is_taken_out_of_libtest_arguments() {
+        let args = [
+            "bin",
+            "--junit",
+            "out.xml",
+            "--exact",
+            "orders::place_order",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (rest, junit) = split_junit(args);
+        assert_eq!(rest, ["bin", "--exact", "orders::place_order"]);
+        assert_eq!(junit.as_deref(), Some("out.xml"));
+    }
+}

@@ -1,0 +1,173 @@
+//! A session: an environment plus a LiveCheck client and a runner, ready to run cases.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use livecheck_core::{
+    Case, LiveCheck, Report, Runner, RunnerConfig, Suite, Target, TestContext, Verdict,
+};
+use tokio::sync::oneshot;
+
+use crate::environment::{Environment, EnvironmentConfig, EnvironmentError};
+
+/// The environment, a client and a runner that runs only the tests this session starts.
+#[derive(Debug)]
+pub struct Session {
+    client: LiveCheck,
+    runner: Runner,
+    target: Target,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    // Last: the environment outlives the client and the runner.
+    environment: Environment,
+}
+
+impl Session {
+    /// Brings `config`'s environment up and starts a runner for `cases` on it.
+    pub async fn start(config: &EnvironmentConfig, cases: Vec<Case>) -> Result<Self, SessionError> {
+        let environment = config.start().await?;
+        let client = LiveCheck::new(environment.kafka.clone(), environment.topics.clone())
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
+        let runner = Runner::new(
+            suite,
+            client.clone(),
+            RunnerConfig {
+                start_at_end: true,
+                watched_only: true,
+                ..RunnerConfig::default()
+            },
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let r = runner.clone();
+        let task = tokio::spawn(async move {
+            if let Err(err) = r
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            {
+                tracing::error!(error = %err, "the harness runner stopped");
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), runner.ready())
+            .await
+            .map_err(|_| {
+                SessionError::Setup("the runner did not get its partitions within 30 s".into())
+            })?;
+        let target = Target::new(environment.app_url.clone());
+        Ok(Self {
+            client,
+            runner,
+            target,
+            stop: Some(stop),
+            task: Some(task),
+            environment,
+        })
+    }
+
+    /// Stops the runner, waits for its consumer to close, then tears the environment down
+    /// (so no client sees its broker vanish).
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let _ = self.client.flush(Duration::from_secs(5));
+    }
+
+    /// The environment.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
+    /// The LiveCheck client.
+    pub fn client(&self) -> &LiveCheck {
+        &self.client
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Runs `case` once: a fresh test context, the stimulus scoped by it, then the verdict.
+    /// A failed stimulus is an `ERROR` report naming what failed.
+    pub async fn run_once(&self, case: &Case) -> Report {
+        let context = TestContext::new(case.name(), case.expires());
+        let report = self.runner.report_for(&context.id);
+        let stimulus = self
+            .client
+            .scope(context.clone(), case.run_stimulus(self.target.clone()))
+            .await;
+        if let Err(err) = stimulus {
+            return synthetic_report(&context, Verdict::Error, format!("stimulus failed: {err}"));
+        }
+        // Every wait has its own timeout; bound the whole run generously above that.
+        let bound = case.signal_timeout() * 10 + Duration::from_secs(30);
+        match tokio::time::timeout(bound, report).await {
+            Ok(Ok(report)) => Arc::unwrap_or_clone(report),
+            Ok(Err(_)) => synthetic_report(&context, Verdict::Error, "the runner stopped before the verdict".into()),
+            Err(_) => synthetic_report(
+                &context,
+                Verdict::Error,
+                format!(
+                    "no verdict within {bound:?}: the runner never saw the test record (does the service call maybe_trigger for case {}?)",
+                    case.name()
+                ),
+            ),
+        }
+    }
+
+    /// Runs `case` `iterations` times, one after the other.
+    pub async fn run_case(&self, case: &Case, iterations: usize) -> Vec<Report> {
+        let mut reports = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            reports.push(self.run_once(case).await);
+        }
+        reports
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> Report {
+    Report {
+        test_id: context.id.clone(),
+        case: context.case.clone(),
+        verdict,
+        error: Some(error),
+        missing_step: None,
+        last_step: None,
+        unawaited: Vec::new(),
+        timeline: Vec::new(),
+        issued_at: context.issued_at,
+        finished_at: Utc::now(),
+        arguments: serde_json::Value::Null,
+    }
+}
+
+/// Why a session did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The environment did not come up.
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+    /// The client, suite or runner could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Time since `start`, for figures.
+pub(crate) fn secs(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

@@ -1,0 +1,2 @@
+//! placeholder until live mode lands
+fn main() {}

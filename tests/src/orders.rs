@@ -1,0 +1,70 @@
+//! The order case: an order placed over HTTP is stored with the side it was placed with,
+//! forwarded to Kafka, cached for its user and executed (or, when fake, passed through).
+
+use std::time::Duration;
+
+use example_app::model::{Cached, Delivered, Execution};
+use example_app::signals::{
+    ORDER_CACHED, ORDER_CASE, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA,
+};
+use example_app::{Order, Side};
+use livecheck_core::{ensure, ensure_eq, Case, Run, Target};
+
+/// `orders.place_order`.
+pub fn place_order() -> Case {
+    Case::new(ORDER_CASE)
+        .probability(0.5)
+        .timeout(Duration::from_secs(10))
+        .test_expires(Duration::from_secs(600))
+        .warn_stalled_after(Duration::from_secs(60))
+        .frequency(Duration::from_secs(10))
+        .max_consecutive_failures(3)
+        .stimulus(|app: Target| async move { app.get("/order/init/sell/?fake=1").await.map(drop) })
+        .expect(|run: Run, side: Side| async move {
+            let order: Order = run.wait(&ORDER_SENT_TO_DB).await?;
+            ensure_eq!(
+                order.side,
+                side,
+                "the side of the stored order is not the test's argument"
+            );
+            ensure_eq!(
+                order.id,
+                run.test_id(),
+                "the stored order is not the test's order"
+            );
+
+            let delivered: Delivered = run.wait(&ORDER_SENT_TO_KAFKA).await?;
+            ensure_eq!(
+                delivered.order_id,
+                order.id,
+                "another order was forwarded to execution"
+            );
+
+            let cached: Cached = run.wait(&ORDER_CACHED).await?;
+            ensure_eq!(
+                cached.user_id,
+                order.user_id,
+                "the order was cached for another user"
+            );
+            ensure!(
+                cached.user_orders >= 1,
+                "the user's index is empty after caching"
+            );
+
+            let executed: Execution = run.wait(&ORDER_EXECUTED).await?;
+            ensure_eq!(executed.order_id, order.id, "another order was executed");
+            if order.fake {
+                ensure!(
+                    executed.execution_id.is_none(),
+                    "a fake order was executed ({:?})",
+                    executed.execution_id
+                );
+            } else {
+                ensure!(
+                    executed.execution_id.is_some(),
+                    "a real order was not executed"
+                );
+            }
+            Ok(())
+        })
+}
