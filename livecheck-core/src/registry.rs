@@ -21,6 +21,28 @@ pub(crate) struct Arrival {
     pub(crate) offset: i64,
 }
 
+/// Where a record came from: what the consumer commits past once it is done with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pos {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+impl Arrival {
+    pub(crate) fn pos(&self) -> Pos {
+        Pos {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+fn positions(arrivals: &[Arc<Arrival>]) -> impl Iterator<Item = Pos> + '_ {
+    arrivals.iter().map(|a| a.pos())
+}
+
 pub(crate) enum WaitStart {
     Ready(Arc<Arrival>),
     Pending(oneshot::Receiver<Arc<Arrival>>),
@@ -29,6 +51,7 @@ pub(crate) enum WaitStart {
 
 #[derive(Default)]
 struct Slot {
+    test_pos: Option<Pos>,
     arrived: Vec<Arc<Arrival>>,
     waiters: Vec<(String, oneshot::Sender<Arc<Arrival>>)>,
 }
@@ -72,7 +95,7 @@ pub(crate) enum SignalOutcome {
     Stored,
     Duplicate,
     Late,
-    Buffered { evicted: usize },
+    Buffered { evicted: Vec<Pos> },
     BufferFull,
 }
 
@@ -118,14 +141,17 @@ impl Registry {
     }
 
     /// Starts tracking a test; moves its early signals in.
-    pub(crate) fn start_test(&mut self, test_id: &str) -> TestOutcome {
+    pub(crate) fn start_test(&mut self, test_id: &str, test_pos: Option<Pos>) -> TestOutcome {
         if self.is_known(test_id) {
             return TestOutcome::Duplicate;
         }
         if self.running.len() >= self.limits.max_in_flight {
             return TestOutcome::AtCapacity;
         }
-        let mut slot = Slot::default();
+        let mut slot = Slot {
+            test_pos,
+            ..Slot::default()
+        };
         if let Some(early) = self.early.remove(test_id) {
             slot.arrived = early.arrivals;
         }
@@ -147,21 +173,33 @@ impl Registry {
     }
 
     /// Stops tracking a running test; returns the names of signals that arrived and were
-    /// never taken by the run. Memory held for the test is released here.
-    pub(crate) fn finish_test(&mut self, test_id: &str, awaited: &[&str]) -> Vec<String> {
-        let unawaited = self
+    /// never taken by the run, and the positions of every record of the test. Memory held
+    /// for the test is released here.
+    pub(crate) fn finish_test(
+        &mut self,
+        test_id: &str,
+        awaited: &[&str],
+    ) -> (Vec<String>, Vec<Pos>) {
+        let (unawaited, done) = self
             .running
             .remove(test_id)
             .map(|slot| {
-                slot.arrived
+                let unawaited = slot
+                    .arrived
                     .iter()
                     .filter(|a| !awaited.contains(&a.signal.as_str()))
                     .map(|a| a.signal.clone())
-                    .collect()
+                    .collect();
+                let done = slot
+                    .test_pos
+                    .into_iter()
+                    .chain(positions(&slot.arrived))
+                    .collect();
+                (unawaited, done)
             })
             .unwrap_or_default();
         self.mark_finished(test_id);
-        unawaited
+        (unawaited, done)
     }
 
     pub(crate) fn on_signal(&mut self, test_id: &str, arrival: Arrival) -> SignalOutcome {
@@ -191,13 +229,13 @@ impl Registry {
         if self.finished.contains(test_id) {
             return SignalOutcome::Late;
         }
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         if !self.early.contains_key(test_id) {
             while self.early.len() >= self.limits.max_early_tests {
                 match self.early_order.pop_front() {
                     Some(old) => {
                         if let Some(e) = self.early.remove(&old) {
-                            evicted += e.arrivals.len();
+                            evicted.extend(positions(&e.arrivals));
                         }
                     }
                     None => break,
@@ -222,16 +260,16 @@ impl Registry {
         SignalOutcome::Buffered { evicted }
     }
 
-    /// Drops early signals older than the TTL; returns how many were dropped.
-    pub(crate) fn expire_early(&mut self, now: Instant) -> usize {
+    /// Drops early signals older than the TTL; returns their positions.
+    pub(crate) fn expire_early(&mut self, now: Instant) -> Vec<Pos> {
         let ttl = self.limits.early_ttl;
-        let mut dropped = 0;
+        let mut dropped = Vec::new();
         while let Some(id) = self.early_order.front() {
             match self.early.get(id) {
                 Some(e) if now.duration_since(e.since) < ttl => break,
                 Some(_) => {
                     if let Some(e) = self.early.remove(id) {
-                        dropped += e.arrivals.len();
+                        dropped.extend(positions(&e.arrivals));
                     }
                     self.early_order.pop_front();
                 }
@@ -283,19 +321,19 @@ mod tests {
         let mut r = Registry::new(Limits::default());
         assert_eq!(
             r.on_signal("t", arrival("a")),
-            SignalOutcome::Buffered { evicted: 0 }
+            SignalOutcome::Buffered { evicted: vec![] }
         );
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Duplicate);
-        assert_eq!(r.start_test("t"), TestOutcome::Started);
+        assert_eq!(r.start_test("t", None), TestOutcome::Started);
         assert!(matches!(r.start_wait("t", "a"), WaitStart::Ready(_)));
-        assert_eq!(r.start_test("t"), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
     }
 
     #[test]
     fn only_the_matching_waiter_wakes() {
         let mut r = Registry::new(Limits::default());
-        r.start_test("t1");
-        r.start_test("t2");
+        r.start_test("t1", None);
+        r.start_test("t2", None);
         let WaitStart::Pending(mut rx1) = r.start_wait("t1", "a") else {
             panic!()
         };
@@ -322,25 +360,27 @@ mod tests {
         r.on_signal("t1", arrival("a"));
         r.on_signal("t2", arrival("a"));
         assert_eq!(r.on_signal("t2", arrival("b")), SignalOutcome::BufferFull);
-        assert_eq!(
+        assert!(matches!(
             r.on_signal("t3", arrival("a")),
-            SignalOutcome::Buffered { evicted: 1 }
-        );
+            SignalOutcome::Buffered { evicted } if evicted.len() == 1
+        ));
         assert_eq!(r.early_tests(), 2);
-        assert_eq!(r.start_test("t1"), TestOutcome::Started);
+        assert_eq!(r.start_test("t1", None), TestOutcome::Started);
         assert!(matches!(r.start_wait("t1", "a"), WaitStart::Pending(_)));
     }
 
     #[test]
     fn finished_tests_release_memory_and_turn_signals_late() {
         let mut r = Registry::new(Limits::default());
-        r.start_test("t");
+        r.start_test("t", None);
         r.on_signal("t", arrival("a"));
         r.on_signal("t", arrival("b"));
-        assert_eq!(r.finish_test("t", &["a"]), vec!["b".to_owned()]);
+        let (unawaited, done) = r.finish_test("t", &["a"]);
+        assert_eq!(unawaited, vec!["b".to_owned()]);
+        assert_eq!(done.len(), 2);
         assert_eq!(r.in_flight(), 0);
         assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
-        assert_eq!(r.start_test("t"), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
     }
 
     #[test]
@@ -351,7 +391,11 @@ mod tests {
         };
         let mut r = Registry::new(limits);
         r.on_signal("t", arrival("a"));
-        assert_eq!(r.expire_early(Instant::now() + Duration::from_millis(1)), 1);
+        assert_eq!(
+            r.expire_early(Instant::now() + Duration::from_millis(1))
+                .len(),
+            1
+        );
         assert_eq!(r.early_tests(), 0);
     }
 }

@@ -1,15 +1,16 @@
 //! The runner: consumes tests and signals, runs each test's expectations, publishes one
 //! report per test.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt as _;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
@@ -21,7 +22,7 @@ use crate::client::LiveCheck;
 use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
-use crate::registry::{Arrival, Limits, Registry, SignalOutcome, TestOutcome};
+use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Verdict};
 use crate::run::{Run, RunShared, RunState};
 use crate::signal::SignalEvent;
@@ -74,6 +75,9 @@ pub struct RunnerConfig {
     /// Run only the tests registered with [`Runner::report_for`] and ignore (count as
     /// `foreign_records`) the others: a harness sharing topics with other processes.
     pub watched_only: bool,
+    /// On shutdown (group mode), how long in-flight runs may take to finish before they are
+    /// handed back (their records stay uncommitted and are read again after a restart).
+    pub drain_timeout: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -84,6 +88,7 @@ impl Default for RunnerConfig {
             sweep_every: Duration::from_secs(1),
             start_at_end: false,
             watched_only: false,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +102,58 @@ struct RunnerInner {
     reports: broadcast::Sender<Arc<Report>>,
     watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
     ready: watch::Sender<bool>,
+    offsets: Mutex<OffsetTracker>,
+    owns_first_partition: Arc<AtomicBool>,
+    draining: AtomicBool,
+}
+
+/// Per partition: the offsets of records still needed (their tests have no verdict yet)
+/// and the next offset after the last record seen. The committable offset is the smallest
+/// still-needed one: at-least-once, nothing committed before its report is published.
+#[derive(Debug, Default)]
+struct OffsetTracker {
+    partitions: HashMap<(Arc<str>, i32), PartitionOffsets>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionOffsets {
+    pending: BTreeSet<i64>,
+    next: i64,
+}
+
+impl OffsetTracker {
+    fn seen(&mut self, pos: &Pos) {
+        let p = self
+            .partitions
+            .entry((pos.topic.clone(), pos.partition))
+            .or_default();
+        p.pending.insert(pos.offset);
+        p.next = p.next.max(pos.offset + 1);
+    }
+
+    fn release(&mut self, pos: &Pos) {
+        if let Some(p) = self.partitions.get_mut(&(pos.topic.clone(), pos.partition)) {
+            p.pending.remove(&pos.offset);
+        }
+    }
+
+    fn committable(&self) -> Vec<(Arc<str>, i32, i64)> {
+        self.partitions
+            .iter()
+            .map(|((topic, partition), p)| {
+                (
+                    topic.clone(),
+                    *partition,
+                    p.pending.first().copied().unwrap_or(p.next),
+                )
+            })
+            .collect()
+    }
+
+    fn forget_unassigned(&mut self, assigned: &TopicPartitionList) {
+        self.partitions
+            .retain(|(topic, partition), _| assigned.find_partition(topic, *partition).is_some());
+    }
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -116,6 +173,8 @@ impl std::fmt::Debug for Runner {
 
 struct RunnerContext {
     ready: watch::Sender<bool>,
+    tests_topic: String,
+    owns_first_partition: Arc<AtomicBool>,
 }
 
 impl ClientContext for RunnerContext {}
@@ -124,7 +183,13 @@ impl ConsumerContext for RunnerContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                info!(partitions = list.count(), "runner assigned partitions");
+                let first = list.find_partition(&self.tests_topic, 0).is_some();
+                self.owns_first_partition.store(first, Ordering::Relaxed);
+                info!(
+                    partitions = list.count(),
+                    owns_partition_0 = first,
+                    "runner assigned partitions"
+                );
                 self.ready.send_replace(true);
             }
             Rebalance::Revoke(list) => {
@@ -150,6 +215,9 @@ impl Runner {
                 reports,
                 watchers: Mutex::new(HashMap::new()),
                 ready,
+                offsets: Mutex::new(OffsetTracker::default()),
+                owns_first_partition: Arc::new(AtomicBool::new(false)),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -190,6 +258,12 @@ impl Runner {
         rx
     }
 
+    /// Whether this runner holds partition 0 of the tests topic (the one instance of a group
+    /// that sends synthetic traffic). Always true without a group.
+    pub fn owns_first_partition(&self) -> bool {
+        self.inner.owns_first_partition.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the runner has its partitions.
     pub async fn ready(&self) {
         let mut rx = self.inner.ready.subscribe();
@@ -214,16 +288,16 @@ impl Runner {
         let consumer: StreamConsumer<RunnerContext> = kafka
             .client_config(&[
                 ("group.id", &group_id),
-                (
-                    "enable.auto.commit",
-                    if group.is_some() { "true" } else { "false" },
-                ),
+                // Offsets are committed by hand, only past records whose reports are out.
+                ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", "6000"),
                 ("fetch.wait.max.ms", "100"),
             ])
             .create_with_context(RunnerContext {
                 ready: self.inner.ready.clone(),
+                tests_topic: topics.tests.clone(),
+                owns_first_partition: self.inner.owns_first_partition.clone(),
             })
             .map_err(Error::kafka("creating the runner consumer"))?;
         if group.is_some() {
@@ -264,17 +338,31 @@ impl Runner {
             consumer
                 .assign(&list)
                 .map_err(Error::kafka("assigning the tests and signals partitions"))?;
+            self.inner
+                .owns_first_partition
+                .store(true, Ordering::Relaxed);
             self.inner.ready.send_replace(true);
         }
         info!(tests = %topics.tests, signals = %topics.signals, group = ?group, "runner consuming");
         let tests_topic: Arc<str> = Arc::from(topics.tests.as_str());
         let signals_topic: Arc<str> = Arc::from(topics.signals.as_str());
         let mut sweep = tokio::time::interval(self.inner.config.sweep_every);
+        let in_group = group.is_some();
         tokio::pin!(shutdown);
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = &mut shutdown, if drain_until.is_none() => {
+                    if !in_group {
+                        break;
+                    }
+                    // Stop taking new tests; let the in-flight runs finish.
+                    self.inner.draining.store(true, Ordering::Relaxed);
+                    let in_flight = self.in_flight();
+                    info!(in_flight, "runner draining: no new tests; waiting for the runs in flight");
+                    drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
+                }
                 msg = consumer.recv() => match msg {
                     Ok(msg) => self.handle_message(&msg, &tests_topic, &signals_topic),
                     Err(err) => {
@@ -282,30 +370,114 @@ impl Runner {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = sweep.tick() => self.sweep(),
+                _ = sweep.tick() => {
+                    self.sweep();
+                    if in_group {
+                        self.commit(&consumer, CommitMode::Async).await;
+                    }
+                }
             }
+            if let Some(until) = drain_until {
+                let in_flight = self.in_flight();
+                if in_flight == 0 || tokio::time::Instant::now() >= until {
+                    if in_flight > 0 {
+                        warn!(in_flight, "drain timeout: handing the unfinished runs back (their records stay uncommitted)");
+                    }
+                    break;
+                }
+            }
+        }
+        if in_group {
+            self.commit(&consumer, CommitMode::Sync).await;
         }
         info!("runner stopped");
         Ok(())
     }
 
+    /// Commits, per assigned partition, the smallest offset still needed, after making sure
+    /// every report enqueued so far is acknowledged.
+    async fn commit(&self, consumer: &StreamConsumer<RunnerContext>, mode: CommitMode) {
+        let client = self.inner.client.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || client.flush(Duration::from_secs(10))).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            warn!("reports not acknowledged yet; not committing this time");
+            return;
+        }
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        {
+            let mut offsets = self.inner.offsets.lock().unwrap_or_else(|p| p.into_inner());
+            offsets.forget_unassigned(&assignment);
+            for (topic, partition, offset) in offsets.committable() {
+                let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(err) = consumer.commit(&list, mode) {
+            warn!(error = %err, "offset commit failed; will retry");
+        }
+    }
+
+    fn track(&self, pos: &Pos) {
+        if self.inner.config.group_id.is_some() {
+            self.inner
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seen(pos);
+        }
+    }
+
+    fn release<'a>(&self, done: impl IntoIterator<Item = &'a Pos>) {
+        if self.inner.config.group_id.is_some() {
+            let mut offsets = self.inner.offsets.lock().unwrap_or_else(|p| p.into_inner());
+            for pos in done {
+                offsets.release(pos);
+            }
+        }
+    }
+
     fn sweep(&self) {
         let dropped = self.lock_registry().expire_early(Instant::now());
-        if dropped > 0 {
+        if !dropped.is_empty() {
+            self.release(&dropped);
             self.inner
                 .counters
                 .buffer_evictions
-                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
-            warn!(dropped, "early signals expired without their test record");
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            warn!(
+                dropped = dropped.len(),
+                "early signals expired without their test record"
+            );
         }
     }
 
     fn handle_message(&self, msg: &BorrowedMessage<'_>, tests: &Arc<str>, signals: &Arc<str>) {
-        let topic = msg.topic();
-        if topic == &**tests {
-            self.on_test_record(topic, msg.partition(), msg.offset(), msg.payload());
-        } else if topic == &**signals {
-            self.on_signal_record(signals, msg.partition(), msg.offset(), msg.payload());
+        let topic = if msg.topic() == &**tests {
+            tests
+        } else if msg.topic() == &**signals {
+            signals
+        } else {
+            return;
+        };
+        let pos = Pos {
+            topic: topic.clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        };
+        self.track(&pos);
+        let retained = if Arc::ptr_eq(topic, tests) {
+            self.on_test_record(&pos, msg.payload())
+        } else {
+            self.on_signal_record(&pos, msg.payload())
+        };
+        if !retained {
+            self.release([&pos]);
         }
     }
 
@@ -328,31 +500,38 @@ impl Runner {
         );
     }
 
-    /// Handles one record of the tests topic.
-    pub fn on_test_record(&self, topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) {
+    /// Handles one record of the tests topic; whether its test keeps it (uncommitted).
+    fn on_test_record(&self, pos: &Pos, payload: Option<&[u8]>) -> bool {
+        let (topic, partition, offset) = (&*pos.topic, pos.partition, pos.offset);
+        if self.inner.draining.load(Ordering::Relaxed) {
+            // Draining: not taken; left uncommitted for whoever takes the partition next.
+            return true;
+        }
         bump(&self.inner.counters.tests_received);
         let Some(payload) = payload else {
-            return self.malformed(topic, partition, offset, "no payload");
+            self.malformed(topic, partition, offset, "no payload");
+            return false;
         };
         let context: TestContext = match serde_json::from_slice(payload) {
             Ok(c) => c,
             Err(e) => {
-                return self.malformed(
+                self.malformed(
                     topic,
                     partition,
                     offset,
                     &format!("not a TestExecution: {e}"),
-                )
+                );
+                return false;
             }
         };
         if self.is_foreign(&context.id) {
             bump(&self.inner.counters.foreign_records);
-            return;
+            return false;
         }
         let Some(case) = self.inner.suite.get(&context.case).cloned() else {
             bump(&self.inner.counters.unknown_case);
             warn!(topic, partition, offset, case = %context.case, test_id = %context.id, "skipped a test of an unknown case");
-            return;
+            return false;
         };
         let outcome = {
             let mut registry = self.lock_registry();
@@ -370,19 +549,21 @@ impl Runner {
                     format!("case {} is inactive", case.name())
                 };
                 self.publish(skip_report(&context, why));
-                return;
+                return false;
             } else {
-                registry.start_test(&context.id)
+                registry.start_test(&context.id, Some(pos.clone()))
             }
         };
         match outcome {
             TestOutcome::Started => {
                 debug!(test_id = %context.id, case = %context.case, "run started");
                 tokio::spawn(self.clone().execute(case, Arc::new(context)));
+                true
             }
             TestOutcome::Duplicate => {
                 bump(&self.inner.counters.duplicate_tests);
                 debug!(test_id = %context.id, "duplicate test record ignored");
+                false
             }
             TestOutcome::AtCapacity => {
                 bump(&self.inner.counters.capacity_skips);
@@ -392,36 +573,34 @@ impl Runner {
                     &context,
                     format!("runner at capacity ({limit} runs in flight)"),
                 ));
+                false
             }
         }
     }
 
-    /// Handles one record of the signals topic.
-    pub fn on_signal_record(
-        &self,
-        topic: &Arc<str>,
-        partition: i32,
-        offset: i64,
-        payload: Option<&[u8]>,
-    ) {
+    /// Handles one record of the signals topic; whether its test keeps it (uncommitted).
+    fn on_signal_record(&self, pos: &Pos, payload: Option<&[u8]>) -> bool {
+        let (topic, partition, offset) = (&pos.topic, pos.partition, pos.offset);
         bump(&self.inner.counters.signals_received);
         let Some(payload) = payload else {
-            return self.malformed(topic, partition, offset, "no payload");
+            self.malformed(topic, partition, offset, "no payload");
+            return false;
         };
         let event: SignalEvent = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
-                return self.malformed(topic, partition, offset, &format!("not a SignalEvent: {e}"))
+                self.malformed(topic, partition, offset, &format!("not a SignalEvent: {e}"));
+                return false;
             }
         };
         if self.is_foreign(&event.test_id) {
             bump(&self.inner.counters.foreign_records);
-            return;
+            return false;
         }
         if self.inner.suite.get(&event.case).is_none() {
             bump(&self.inner.counters.unknown_case);
             warn!(%topic, partition, offset, case = %event.case, signal = %event.signal, "skipped a signal of an unknown case");
-            return;
+            return false;
         }
         let arrival = Arrival {
             signal: event.signal,
@@ -435,26 +614,33 @@ impl Runner {
         let outcome = self.lock_registry().on_signal(&event.test_id, arrival);
         let c = &self.inner.counters;
         match outcome {
-            SignalOutcome::Delivered | SignalOutcome::Stored => {}
-            SignalOutcome::Duplicate => bump(&c.duplicate_signals),
+            SignalOutcome::Delivered | SignalOutcome::Stored => true,
+            SignalOutcome::Duplicate => {
+                bump(&c.duplicate_signals);
+                false
+            }
             SignalOutcome::Late => {
                 bump(&c.late_signals);
                 debug!(test_id = %event.test_id, "signal for a finished test ignored");
+                false
             }
             SignalOutcome::Buffered { evicted } => {
                 bump(&c.signals_buffered);
-                if evicted > 0 {
+                if !evicted.is_empty() {
+                    self.release(&evicted);
                     c.buffer_evictions
-                        .fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(evicted.len() as u64, Ordering::Relaxed);
                     warn!(
-                        evicted,
+                        evicted = evicted.len(),
                         "early-signal buffer full: evicted the oldest test's signals"
                     );
                 }
+                true
             }
             SignalOutcome::BufferFull => {
                 bump(&c.buffer_evictions);
                 warn!(%topic, partition, offset, test_id = %event.test_id, "too many early signals for one test; dropped this one");
+                false
             }
         }
     }
@@ -503,7 +689,7 @@ impl Runner {
             },
         );
         let awaited: Vec<&str> = state.timeline.iter().map(|s| s.signal.as_str()).collect();
-        let unawaited = self.lock_registry().finish_test(&context.id, &awaited);
+        let (unawaited, done) = self.lock_registry().finish_test(&context.id, &awaited);
         let report = Report {
             test_id: context.id.clone(),
             case: context.case.clone(),
@@ -522,6 +708,7 @@ impl Runner {
             arguments: context.arguments.clone(),
         };
         self.publish(report);
+        self.release(&done);
     }
 
     fn publish(&self, report: Report) {
