@@ -265,8 +265,9 @@ impl LiveCheck {
         ))
     }
 
-    /// Serializes `value` as JSON and publishes it; counts failures.
-    pub(crate) fn publish_json<T: Serialize>(
+    /// Serializes `value` as JSON and publishes it keyed by `key` (e.g. a suite-state
+    /// record on the reports topic). Delivery failures are counted.
+    pub fn publish_json<T: Serialize>(
         &self,
         topic: &str,
         key: &str,

@@ -91,14 +91,72 @@ pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
         .map(|naive| naive.and_utc())
 }
 
+/// Length of a time as the headers carry it (`2020-05-01T12:30:00.123456Z`).
+const TIME_LEN: usize = 27;
+
+/// Formats `t` as [`format_time`] does, into a stack buffer (no allocation). Years outside
+/// 0..=9999 fall back to chrono's formatter.
+fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let micros = t.timestamp_subsec_micros().min(999_999);
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second().min(59), 2);
+    put(20, micros, 6);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(buf).ok()
+}
+
+/// Calls `put(name, value)` for the four headers of `context`, in the order of [`ALL`],
+/// without allocating.
+pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str)) {
+    put(TEST_ID, &context.id);
+    put(TEST_NAME, &context.case);
+    for (name, t) in [
+        (TEST_TIMESTAMP, context.issued_at),
+        (TEST_EXPIRES, context.expires_at),
+    ] {
+        let mut buf = [0u8; TIME_LEN];
+        match format_time_into(t, &mut buf) {
+            Some(text) => put(name, text),
+            None => put(name, &format_time(t)),
+        }
+    }
+}
+
 /// The four header values of `context`, in the order of [`ALL`].
 pub fn encode(context: &TestContext) -> [(&'static str, String); 4] {
-    [
-        (TEST_ID, context.id.clone()),
-        (TEST_NAME, context.case.clone()),
-        (TEST_TIMESTAMP, format_time(context.issued_at)),
-        (TEST_EXPIRES, format_time(context.expires_at)),
-    ]
+    let mut out: [(&'static str, String); 4] = Default::default();
+    let mut i = 0;
+    encode_with(context, |name, value| {
+        out[i] = (name, value.to_owned());
+        i += 1;
+    });
+    out
 }
 
 /// Reads a context from headers through `get`, which returns a header's raw value by name
@@ -237,6 +295,19 @@ mod tests {
             decode_map(&map),
             Err(ContextError::Empty { header: TEST_ID })
         );
+    }
+
+    #[test]
+    fn the_stack_formatter_matches_chrono() {
+        for t in [
+            "2020-05-01T12:30:00.123456Z",
+            "1999-12-31T23:59:59.000001Z",
+            "2026-01-02T03:04:05Z",
+        ] {
+            let t = parse_time(t).unwrap();
+            let mut buf = [0u8; TIME_LEN];
+            assert_eq!(format_time_into(t, &mut buf), Some(format_time(t).as_str()));
+        }
     }
 
     #[test]

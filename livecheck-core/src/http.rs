@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower::{Layer, Service};
 
 use crate::client::LiveCheck;
@@ -16,13 +16,26 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError>
     headers::decode(|name| headers.get(name).map(HeaderValue::as_bytes))
 }
 
+/// The header names, lowercase, built once.
+static NAMES: [HeaderName; 4] = [
+    HeaderName::from_static("livecheck-test-id"),
+    HeaderName::from_static("livecheck-test-name"),
+    HeaderName::from_static("livecheck-test-timestamp"),
+    HeaderName::from_static("livecheck-test-expires"),
+];
+
+fn header_name(name: &'static str) -> &'static HeaderName {
+    let i = headers::ALL.iter().position(|n| *n == name).unwrap_or(0);
+    &NAMES[i]
+}
+
 /// Writes `context` into HTTP headers.
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
-    for (name, value) in headers::encode(context) {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
+    headers::encode_with(context, |name, value| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(header_name(name), value);
         }
-    }
+    });
 }
 
 /// A tower layer that scopes each request's handling with the test context of its headers.
@@ -95,9 +108,11 @@ pub trait RequestBuilderExt {
 impl RequestBuilderExt for reqwest::RequestBuilder {
     fn test_context(self) -> Self {
         match current_test() {
-            Some(context) => headers::encode(&context)
-                .into_iter()
-                .fold(self, |request, (name, value)| request.header(name, value)),
+            Some(context) => {
+                let mut map = HeaderMap::with_capacity(4);
+                inject(&mut map, &context);
+                self.headers(map)
+            }
             None => self,
         }
     }

@@ -9,14 +9,17 @@ use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
 /// Adds `context` to a record's headers.
-pub fn inject_context(mut record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
-    for (key, value) in headers::encode(context) {
-        record_headers = record_headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
+pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
+    let mut record_headers = Some(record_headers);
+    headers::encode_with(context, |key, value| {
+        record_headers = record_headers.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
         });
-    }
-    record_headers
+    });
+    record_headers.unwrap_or_default()
 }
 
 /// Adds the current task's test context (if any) to a record's headers.

@@ -26,6 +26,7 @@
 mod environment;
 mod harness;
 pub mod junit;
+pub mod live;
 mod session;
 
 pub use environment::{

@@ -4,6 +4,8 @@
 //! places: `cargo test` (the check file `tests/orders.rs`, through the harness), and the
 //! `livecheck` binary in staging and production.
 
+pub mod demo;
+pub mod load;
 pub mod orders;
 
 use std::time::Duration;

@@ -1,0 +1,451 @@
+//! Live-mode settings: a profile of `livecheck.toml`, overridden by environment variables
+//! and flags (clap does both: every flag has an environment variable).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use livecheck_core::KafkaConfig;
+use serde::Deserialize;
+
+/// Command-line flags of the `livecheck` binary.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "livecheck",
+    version,
+    about = "Runs the check files on live traffic: a passive observer of production and staging streams."
+)]
+pub struct LiveArgs {
+    /// Profile of the settings file (`staging`, `production`, ...). Without a profile and
+    /// without brokers, the demo runs on the embedded broker.
+    #[arg(long, env = "LIVECHECK_PROFILE")]
+    pub profile: Option<String>,
+    /// Settings file.
+    #[arg(long, env = "LIVECHECK_CONFIG", default_value = "livecheck.toml")]
+    pub config: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "LIVECHECK_BROKERS")]
+    pub brokers: Option<String>,
+    /// Prefix of the topic names (`staging-` gives `staging-livecheck-tests`, ...).
+    #[arg(long, env = "LIVECHECK_TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Consumer group of the runners.
+    #[arg(long, env = "LIVECHECK_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Port of the status page, `/metrics` and the JSON API (0 picks one).
+    #[arg(long, env = "LIVECHECK_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Address the HTTP surfaces bind.
+    #[arg(long, env = "LIVECHECK_HTTP_HOST")]
+    pub http_host: Option<String>,
+    /// URL that receives suite-state alerts (JSON POST).
+    #[arg(long, env = "LIVECHECK_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Base URL of the service the synthetic requests go to.
+    #[arg(long, env = "LIVECHECK_APP_URL")]
+    pub app_url: Option<String>,
+    /// Kafka client property `key=value` (security settings included); repeatable.
+    #[arg(
+        long = "kafka",
+        value_name = "KEY=VALUE",
+        env = "LIVECHECK_KAFKA",
+        value_delimiter = ','
+    )]
+    pub kafka: Vec<String>,
+    /// Case probability `case=0.01`; repeatable.
+    #[arg(
+        long = "case-probability",
+        value_name = "CASE=P",
+        env = "LIVECHECK_CASE_PROBABILITY",
+        value_delimiter = ','
+    )]
+    pub case_probability: Vec<String>,
+    /// Case active flag `case=false`; repeatable.
+    #[arg(
+        long = "case-active",
+        value_name = "CASE=BOOL",
+        env = "LIVECHECK_CASE_ACTIVE",
+        value_delimiter = ','
+    )]
+    pub case_active: Vec<String>,
+    /// Stop cleanly after this long (`30s`, `5m`, `1h`); for scripts.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
+    /// Seconds between summaries printed.
+    #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
+    pub summary_every: u64,
+    /// Print every verdict (default in the demo).
+    #[arg(long, env = "LIVECHECK_PRINT_VERDICTS")]
+    pub print_verdicts: bool,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// One profile of `livecheck.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Bootstrap servers.
+    pub brokers: Option<String>,
+    /// Topic prefix.
+    pub topic_prefix: Option<String>,
+    /// Consumer group.
+    pub group_id: Option<String>,
+    /// HTTP port.
+    pub http_port: Option<u16>,
+    /// HTTP bind address.
+    pub http_host: Option<String>,
+    /// Alert webhook.
+    pub alert_webhook: Option<String>,
+    /// Service base URL for synthetic requests.
+    pub app_url: Option<String>,
+    /// Seconds in a state before recovering from it.
+    pub hold_down_secs: Option<u64>,
+    /// Kafka client properties.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    /// Per-case settings.
+    #[serde(default)]
+    pub cases: BTreeMap<String, CaseSettings>,
+}
+
+/// Per-case settings of a profile.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSettings {
+    /// Probability.
+    pub probability: Option<f64>,
+    /// Active flag.
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// A settings problem, naming the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Profile name (`demo` when none).
+    pub profile: String,
+    /// Kafka (`None`: the demo on the embedded broker).
+    pub kafka: Option<KafkaConfig>,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// HTTP bind address and port.
+    pub http_host: String,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Alert webhook.
+    pub alert_webhook: Option<String>,
+    /// Service base URL.
+    pub app_url: Option<String>,
+    /// Hold-down.
+    pub hold_down: Duration,
+    /// Per-case probability overrides.
+    pub probabilities: BTreeMap<String, f64>,
+    /// Per-case active overrides.
+    pub active: BTreeMap<String, bool>,
+    /// Stop after.
+    pub run_for: Option<Duration>,
+    /// Summary period.
+    pub summary_every: Duration,
+    /// Print every verdict.
+    pub print_verdicts: bool,
+}
+
+fn pairs(values: &[String], what: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| ConfigError(format!("{what} {v:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+impl LiveConfig {
+    /// Resolves flags (and their environment variables) over the profile of the file.
+    pub fn resolve(args: &LiveArgs) -> Result<Self, ConfigError> {
+        let profile = match &args.profile {
+            Some(name) => load_profile(&args.config, name)?,
+            None => Profile::default(),
+        };
+        let name = args.profile.clone().unwrap_or_else(|| "demo".to_owned());
+        let origin = |key: &str| match &args.profile {
+            Some(p) => format!("`{key}` of [profiles.{p}] in {}", args.config.display()),
+            None => format!("--{}", key.replace('_', "-")),
+        };
+        let brokers = args.brokers.clone().or(profile.brokers.clone());
+        let mut properties = profile.kafka.clone();
+        properties.extend(pairs(&args.kafka, "--kafka")?);
+        let kafka = match brokers {
+            Some(b) if b.trim().is_empty() => {
+                return Err(ConfigError(format!("{} is empty: give bootstrap servers host:port", origin("brokers"))))
+            }
+            Some(b) => Some(KafkaConfig {
+                brokers: b,
+                properties,
+            }),
+            None if args.profile.is_some() => {
+                return Err(ConfigError(format!(
+                    "no brokers for profile {name}: set `brokers` in [profiles.{name}] of {}, LIVECHECK_BROKERS or --brokers",
+                    args.config.display()
+                )))
+            }
+            None => None,
+        };
+        let mut probabilities = BTreeMap::new();
+        let mut active = BTreeMap::new();
+        for (case, s) in &profile.cases {
+            if let Some(p) = s.probability {
+                probabilities.insert(case.clone(), p);
+            }
+            if let Some(a) = s.active {
+                active.insert(case.clone(), a);
+            }
+        }
+        for (case, p) in pairs(&args.case_probability, "--case-probability")? {
+            let p: f64 = p.parse().map_err(|_| {
+                ConfigError(format!("--case-probability {case}={p:?}: not a number"))
+            })?;
+            probabilities.insert(case, p);
+        }
+        for (case, a) in pairs(&args.case_active, "--case-active")? {
+            let a: bool = a.parse().map_err(|_| {
+                ConfigError(format!("--case-active {case}={a:?}: use true or false"))
+            })?;
+            active.insert(case, a);
+        }
+        for (case, p) in &probabilities {
+            if !(0.0..=1.0).contains(p) {
+                return Err(ConfigError(format!(
+                    "probability of case {case} is {p}, not between 0 and 1 ({})",
+                    origin("cases")
+                )));
+            }
+        }
+        if let Some(url) = args
+            .alert_webhook
+            .as_ref()
+            .or(profile.alert_webhook.as_ref())
+        {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "{} = {url:?} is not an http(s) URL",
+                    origin("alert_webhook")
+                )));
+            }
+        }
+        Ok(Self {
+            topic_prefix: args
+                .topic_prefix
+                .clone()
+                .or(profile.topic_prefix)
+                .unwrap_or_default(),
+            group_id: args
+                .group_id
+                .clone()
+                .or(profile.group_id)
+                .unwrap_or_else(|| format!("livecheck-{name}")),
+            http_host: args
+                .http_host
+                .clone()
+                .or(profile.http_host)
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            http_port: args.http_port.or(profile.http_port).unwrap_or(8099),
+            alert_webhook: args.alert_webhook.clone().or(profile.alert_webhook),
+            app_url: args.app_url.clone().or(profile.app_url),
+            hold_down: Duration::from_secs(profile.hold_down_secs.unwrap_or(5)),
+            probabilities,
+            active,
+            run_for: args.run_for,
+            summary_every: Duration::from_secs(args.summary_every.max(1)),
+            print_verdicts: args.print_verdicts || args.profile.is_none(),
+            profile: name,
+            kafka,
+        })
+    }
+}
+
+fn load_profile(path: &Path, name: &str) -> Result<Profile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read {} for profile {name}: {e} (give the file with --config or LIVECHECK_CONFIG)",
+            path.display()
+        ))
+    })?;
+    let file: File =
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    let known: Vec<_> = file.profiles.keys().cloned().collect();
+    file.profiles.get(name).cloned().ok_or_else(|| {
+        ConfigError(format!(
+            "profile {name} is not in {} (profiles there: {})",
+            path.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::new(text)
+    }
+
+    mod tempfile_path {
+        pub(super) struct TempPath(pub(super) std::path::PathBuf);
+        impl TempPath {
+            pub(super) fn new(text: &str) -> Self {
+                let p =
+                    std::env::temp_dir().join(format!("livecheck-{}.toml", uuid::Uuid::new_v4()));
+                std::fs::write(&p, text).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn args(file: &std::path::Path, profile: &str) -> LiveArgs {
+        LiveArgs {
+            profile: Some(profile.into()),
+            config: file.to_owned(),
+            summary_every: 10,
+            ..LiveArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_profile_is_read_and_flags_win() {
+        let f = write(
+            r#"
+[profiles.staging]
+brokers = "k1:9092"
+topic_prefix = "staging-"
+http_port = 9000
+[profiles.staging.kafka]
+"security.protocol" = "SASL_SSL"
+[profiles.staging.cases."orders.place_order"]
+probability = 0.25
+active = false
+"#,
+        );
+        let mut a = args(&f.0, "staging");
+        a.http_port = Some(9100);
+        a.kafka = vec!["sasl.mechanism=PLAIN".into()];
+        let c = LiveConfig::resolve(&a).unwrap();
+        let kafka = c.kafka.unwrap();
+        assert_eq!(kafka.brokers, "k1:9092");
+        assert_eq!(kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(kafka.properties["sasl.mechanism"], "PLAIN");
+        assert_eq!((c.topic_prefix.as_str(), c.http_port), ("staging-", 9100));
+        assert_eq!(c.probabilities["orders.place_order"], 0.25);
+        assert!(!c.active["orders.place_order"]);
+        assert_eq!(c.group_id, "livecheck-staging");
+    }
+
+    #[test]
+    fn wrong_settings_name_the_key_and_the_file() {
+        let f = write("[profiles.staging]\nbrokerz = \"x\"\n");
+        let err = LiveConfig::resolve(&args(&f.0, "staging"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `brokerz`"), "{err}");
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
+
+        let valid = write("[profiles.staging]\nbrokers = \"b:1\"\n");
+        let err = LiveConfig::resolve(&args(&valid.0, "production"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("profile production is not in"), "{err}");
+        assert!(err.ends_with("(profiles there: staging)"), "{err}");
+
+        let f = write("[profiles.staging]\nhttp_port = 1\n");
+        let err = LiveConfig::resolve(&args(&f.0, "staging"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "no brokers for profile staging: set `brokers` in [profiles.staging] of"
+            ),
+            "{err}"
+        );
+
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n[profiles.p.cases.x]\nprobability = 2.0\n");
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "probability of case x is 2, not between 0 and 1 (`cases` of [profiles.p] in"
+            ),
+            "{err}"
+        );
+
+        let missing = LiveConfig::resolve(&args(
+            std::path::Path::new("/nonexistent/livecheck.toml"),
+            "p",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.starts_with("cannot read /nonexistent/livecheck.toml for profile p"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Live mode: the `livecheck` binary runs the check files on live traffic, as a passive
+//! observer (production, staging) or on the demo (embedded broker, example app).
+
+pub mod config;
+pub mod health;
+pub mod service;
+pub mod state;
+pub mod web;

@@ -1,0 +1,398 @@
+//! The runner as a long-running service: consumer group, health, alerts, synthetic
+//! traffic, operator surfaces, clean shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livecheck_core::{
+    BoxFuture, Case, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Target,
+    TestContext, Topics, Verdict,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::config::LiveConfig;
+use super::health::{deliver_alerts, HealthMonitor, HealthRules};
+use super::state::LiveState;
+use super::web;
+
+/// What the demo hands back: a broker and an app with traffic flowing.
+pub struct Demo {
+    /// The embedded broker's settings.
+    pub kafka: KafkaConfig,
+    /// The app's base URL.
+    pub app_url: String,
+    /// Keeps broker, app and traffic alive.
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo")
+            .field("kafka", &self.kafka)
+            .field("app_url", &self.app_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the demo for a topic prefix (used when no brokers are configured).
+pub type DemoFn = Box<dyn FnOnce(String) -> BoxFuture<anyhow::Result<Demo>> + Send>;
+
+/// A running live service.
+pub struct LiveService {
+    /// Shared state (what the surfaces show).
+    pub state: Arc<LiveState>,
+    /// Where the HTTP surfaces listen.
+    pub http_addr: SocketAddr,
+    /// Health decisions.
+    pub health: Arc<HealthMonitor>,
+    stop: watch::Sender<bool>,
+    runner_task: JoinHandle<Result<(), livecheck_core::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+    _demo: Option<Demo>,
+}
+
+impl std::fmt::Debug for LiveService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveService")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn apply_overrides(config: &LiveConfig, cases: Vec<Case>) -> anyhow::Result<Vec<Case>> {
+    let names: Vec<String> = cases.iter().map(|c| c.name().to_owned()).collect();
+    for name in config.probabilities.keys().chain(config.active.keys()) {
+        if !names.contains(name) {
+            anyhow::bail!(
+                "settings name case {name}, which the check files do not define (cases: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .map(|case| {
+            let mut case = case;
+            if let Some(p) = config.probabilities.get(case.name()) {
+                case = case.probability(*p);
+            }
+            if let Some(a) = config.active.get(case.name()) {
+                case = case.active(*a);
+            }
+            case
+        })
+        .collect())
+}
+
+impl LiveService {
+    /// Starts everything; returns once the runner has its partitions and the HTTP
+    /// surfaces listen.
+    pub async fn start(
+        config: LiveConfig,
+        cases: Vec<Case>,
+        demo: Option<DemoFn>,
+    ) -> anyhow::Result<Self> {
+        let cases = apply_overrides(&config, cases)?;
+        let topics = Topics::with_prefix(&config.topic_prefix);
+        let (kafka, app_url, demo) = match (&config.kafka, demo) {
+            (Some(kafka), _) => (kafka.clone(), config.app_url.clone(), None),
+            (None, Some(demo)) => {
+                let demo = demo(config.topic_prefix.clone()).await?;
+                (demo.kafka.clone(), Some(demo.app_url.clone()), Some(demo))
+            }
+            (None, None) => anyhow::bail!("no brokers configured: give --brokers or --profile"),
+        };
+        let client = LiveCheck::new(kafka, topics)?;
+        let suite = Suite::new(cases.clone())?;
+        let runner = Runner::new(
+            suite,
+            client.clone(),
+            RunnerConfig {
+                group_id: Some(config.group_id.clone()),
+                ..RunnerConfig::default()
+            },
+        );
+        let state = Arc::new(LiveState::new(runner.clone(), client.clone()));
+        let (alerts_tx, alerts_rx) = mpsc::channel(1024);
+        let health = Arc::new(HealthMonitor::new(
+            state.clone(),
+            HealthRules {
+                hold_down: config.hold_down,
+                ..HealthRules::default()
+            },
+            alerts_tx,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // Verdicts → state, health, output.
+        let mut reports = runner.subscribe();
+        {
+            let (state, health, print) = (state.clone(), health.clone(), config.print_verdicts);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match reports.recv().await {
+                        Ok(report) => {
+                            if print {
+                                println!("{}", verdict_line(&report));
+                            }
+                            // Counts first: health decides on them.
+                            state.record(report.clone());
+                            health.on_report(&report);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            warn!(
+                                missed = n,
+                                "verdict feed lagged: the status page misses {n} runs"
+                            );
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(deliver_alerts(
+            alerts_rx,
+            state.clone(),
+            config.alert_webhook.clone(),
+        )));
+
+        // Health ticks and summaries.
+        {
+            let (state, health, mut stopped) = (state.clone(), health.clone(), stopped.clone());
+            let summary_every = config.summary_every;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut summary = tokio::time::interval(summary_every);
+                summary.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        _ = tick.tick() => health.tick(),
+                        _ = summary.tick() => println!("{}", summary_line(&state)),
+                    }
+                }
+            }));
+        }
+
+        // Synthetic traffic.
+        if let Some(url) = &app_url {
+            for case in cases
+                .iter()
+                .filter(|c| c.stimulus_frequency().is_some() && c.is_active())
+            {
+                tasks.push(tokio::spawn(synthetic_traffic(
+                    case.clone(),
+                    Target::new(url.clone()),
+                    client.clone(),
+                    runner.clone(),
+                    health.clone(),
+                    stopped.clone(),
+                )));
+            }
+        }
+
+        // Operator surfaces.
+        let listener = tokio::net::TcpListener::bind((config.http_host.as_str(), config.http_port))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {}:{}: {e} (choose another with --http-port or LIVECHECK_HTTP_PORT)",
+                    config.http_host,
+                    config.http_port
+                )
+            })?;
+        let http_addr = listener.local_addr()?;
+        {
+            let router = web::router(state.clone());
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+                if let Err(err) = serve.await {
+                    warn!(error = %err, "status page server stopped");
+                }
+            }));
+        }
+
+        // The runner.
+        let runner_task = {
+            let (runner, mut stopped) = (runner.clone(), stopped.clone());
+            tokio::spawn(async move {
+                runner
+                    .run(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(60), runner.ready())
+            .await
+            .map_err(|_| anyhow::anyhow!("the runner did not get partitions within 60 s: is the broker reachable and are the topics there?"))?;
+        info!(profile = %config.profile, group = %config.group_id, %http_addr, "livecheck running");
+        Ok(Self {
+            state,
+            http_addr,
+            health,
+            stop,
+            runner_task,
+            tasks,
+            _demo: demo,
+        })
+    }
+
+    /// Stops taking new tests, lets in-flight runs finish (or hands them back), commits,
+    /// and stops everything else.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        let result = self.runner_task.await;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let _ = self.state.client.flush(Duration::from_secs(10));
+        println!("{}", summary_line(&self.state));
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(anyhow::anyhow!("the runner task failed: {e}")),
+        }
+    }
+}
+
+async fn synthetic_traffic(
+    case: Case,
+    target: Target,
+    client: LiveCheck,
+    runner: Runner,
+    health: Arc<HealthMonitor>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let Some(every) = case.stimulus_frequency() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        // One instance of the group sends: the owner of the tests topic's partition 0.
+        if !runner.owns_first_partition() {
+            continue;
+        }
+        let mut delay = Duration::from_millis(200);
+        let mut outcome = Err(String::new());
+        for attempt in 1..=3 {
+            let context = TestContext::new(case.name(), case.expires());
+            match client
+                .scope(context, case.run_stimulus(target.clone()))
+                .await
+            {
+                Ok(()) => {
+                    outcome = Ok(());
+                    break;
+                }
+                Err(err) => {
+                    outcome = Err(format!("synthetic request failed {attempt} times: {err}"));
+                    if attempt < 3 {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+        health.set_down(case.name(), outcome.err());
+    }
+}
+
+/// `PASS orders.place_order 6f1c… 12.4 ms` (and the error for other verdicts).
+pub fn verdict_line(report: &Report) -> String {
+    let total: f64 = report.timeline.iter().map(|s| s.latency_ms).sum();
+    let mut line = format!(
+        "{:<7} {} {} {:.1} ms",
+        report.verdict.as_str(),
+        report.case,
+        report.test_id,
+        total
+    );
+    if let Some(error) = &report.error {
+        line.push_str(" — ");
+        line.push_str(error);
+    }
+    line
+}
+
+/// One line per case: health, pass rate, counts; plus runs in flight.
+pub fn summary_line(state: &LiveState) -> String {
+    let mut parts = Vec::new();
+    for case in state.cases() {
+        let count = |v: Verdict| case.verdicts.get(&v).copied().unwrap_or(0);
+        parts.push(format!(
+            "{} {} pass {} (PASS {} FAIL {} ERROR {} TIMEOUT {} SKIP {})",
+            case.name,
+            case.health,
+            case.pass_rate
+                .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Error),
+            count(Verdict::Timeout),
+            count(Verdict::Skip),
+        ));
+    }
+    format!(
+        "summary: {}; in flight {}",
+        parts.join("; "),
+        state.runner.in_flight()
+    )
+}
+
+/// Waits for SIGINT/SIGTERM, or `run_for`.
+pub async fn shutdown_signal(run_for: Option<Duration>) {
+    let term = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    let until = async {
+        match run_for {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        () = term => info!("SIGTERM: shutting down"),
+        () = until => info!("--for elapsed: shutting down"),
+    }
+}
+
+/// The whole of `livecheck`'s main: resolve settings, start, wait, shut down.
+pub async fn run_until<F: Future<Output = ()>>(
+    config: LiveConfig,
+    cases: Vec<Case>,
+    demo: Option<DemoFn>,
+    until: F,
+) -> anyhow::Result<()> {
+    let service = LiveService::start(config, cases, demo).await?;
+    println!(
+        "livecheck status page: http://{}/  (metrics: /metrics, API: /api/cases)",
+        service.http_addr
+    );
+    until.await;
+    service.shutdown().await
+}

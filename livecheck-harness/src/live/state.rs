@@ -1,0 +1,265 @@
+//! What live mode knows and shows: per-case health, pass rates, recent runs, step latencies.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use livecheck_core::{LiveCheck, Report, Runner, Verdict};
+use serde::Serialize;
+
+/// Suite state of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Health {
+    /// Runs pass.
+    Ok,
+    /// `max_consecutive_failures` runs in a row did not pass.
+    Fail,
+    /// No run for `warn_stalled_after`.
+    Stall,
+    /// The synthetic request could not reach the service.
+    Down,
+}
+
+impl Health {
+    /// `OK`, `FAIL`, `STALL`, `DOWN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Fail => "FAIL",
+            Health::Stall => "STALL",
+            Health::Down => "DOWN",
+        }
+    }
+
+    /// All states.
+    pub const ALL: [Health; 4] = [Health::Ok, Health::Fail, Health::Stall, Health::Down];
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Upper bounds (seconds) of the step-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram (Prometheus style: cumulative at render time).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Histogram {
+    /// Count per bucket of [`LATENCY_BUCKETS`] (not cumulative), plus one for `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of observations, seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        }
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// One case as the status page and `/api/cases` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSnapshot {
+    /// Case name.
+    pub name: String,
+    /// Suite state.
+    pub health: Health,
+    /// Since when.
+    pub health_since: DateTime<Utc>,
+    /// Why (the last transition's reason).
+    pub health_reason: String,
+    /// Whether the case is active.
+    pub active: bool,
+    /// Sampling probability.
+    pub probability: f64,
+    /// Runs by verdict.
+    pub verdicts: HashMap<Verdict, u64>,
+    /// Share of PASS among finished non-SKIP runs (`None` before the first).
+    pub pass_rate: Option<f64>,
+    /// Non-passing runs in a row.
+    pub consecutive_failures: u32,
+    /// When the last run finished.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The most recent runs, newest first.
+    pub recent: Vec<Arc<Report>>,
+}
+
+pub(crate) struct CaseState {
+    pub(crate) snapshot: CaseSnapshot,
+    pub(crate) latencies: HashMap<String, Histogram>,
+    pub(crate) stall_after: Option<Duration>,
+    pub(crate) max_failures: u32,
+    pub(crate) down: bool,
+}
+
+/// Runs by test id, and their ids oldest first (to bound the map).
+type RecentRuns = (HashMap<String, Arc<Report>>, VecDeque<String>);
+
+/// Live state shared by the service, the health checks and the web surfaces.
+pub struct LiveState {
+    pub(crate) cases: Mutex<HashMap<String, CaseState>>,
+    runs: Mutex<RecentRuns>,
+    /// The runner (counters, buffers).
+    pub runner: Runner,
+    /// The client (counters).
+    pub client: LiveCheck,
+    /// Consumer lag per partition, refreshed by the service.
+    pub lag: Mutex<Vec<(String, i32, i64)>>,
+    /// Health transitions so far, by target state.
+    pub transitions: Mutex<HashMap<Health, u64>>,
+    /// When live mode started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for LiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveState")
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Recent runs kept per case.
+pub const RECENT_PER_CASE: usize = 20;
+/// Runs kept for `/api/runs/{id}`.
+pub const RUNS_KEPT: usize = 2_000;
+
+impl LiveState {
+    /// State for the runner's suite.
+    pub fn new(runner: Runner, client: LiveCheck) -> Self {
+        let now = Utc::now();
+        let cases = runner
+            .suite()
+            .cases()
+            .into_iter()
+            .map(|case| {
+                (
+                    case.name().to_owned(),
+                    CaseState {
+                        snapshot: CaseSnapshot {
+                            name: case.name().to_owned(),
+                            health: Health::Ok,
+                            health_since: now,
+                            health_reason: "started".to_owned(),
+                            active: case.is_active(),
+                            probability: case.sample_probability(),
+                            verdicts: HashMap::new(),
+                            pass_rate: None,
+                            consecutive_failures: 0,
+                            last_run_at: None,
+                            recent: Vec::new(),
+                        },
+                        latencies: HashMap::new(),
+                        stall_after: case.stalled_after(),
+                        max_failures: case.failure_threshold().max(1),
+                        down: false,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            cases: Mutex::new(cases),
+            runs: Mutex::new((HashMap::new(), VecDeque::new())),
+            runner,
+            client,
+            lag: Mutex::new(Vec::new()),
+            transitions: Mutex::new(HashMap::new()),
+            started_at: now,
+        }
+    }
+
+    /// Records a finished run (counts, pass rate, recent runs, step latencies).
+    pub fn record(&self, report: Arc<Report>) {
+        {
+            let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+            if runs
+                .0
+                .insert(report.test_id.clone(), report.clone())
+                .is_none()
+            {
+                runs.1.push_back(report.test_id.clone());
+            }
+            while runs.1.len() > RUNS_KEPT {
+                if let Some(old) = runs.1.pop_front() {
+                    runs.0.remove(&old);
+                }
+            }
+        }
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(case) = cases.get_mut(&report.case) else {
+            return;
+        };
+        let s = &mut case.snapshot;
+        *s.verdicts.entry(report.verdict).or_default() += 1;
+        let pass = s.verdicts.get(&Verdict::Pass).copied().unwrap_or(0);
+        let judged: u64 = s
+            .verdicts
+            .iter()
+            .filter(|(v, _)| **v != Verdict::Skip)
+            .map(|(_, n)| *n)
+            .sum();
+        s.pass_rate = (judged > 0).then(|| pass as f64 / judged as f64);
+        match report.verdict {
+            Verdict::Pass => s.consecutive_failures = 0,
+            Verdict::Skip => {}
+            _ => s.consecutive_failures += 1,
+        }
+        s.last_run_at = Some(report.finished_at);
+        s.recent.insert(0, report.clone());
+        s.recent.truncate(RECENT_PER_CASE);
+        for step in &report.timeline {
+            case.latencies
+                .entry(step.signal.clone())
+                .or_default()
+                .observe(step.latency_ms / 1000.0);
+        }
+    }
+
+    /// Every case, sorted by name.
+    pub fn cases(&self) -> Vec<CaseSnapshot> {
+        let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = cases.values().map(|c| c.snapshot.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Step-latency histograms: (case, signal, histogram).
+    pub fn latencies(&self) -> Vec<(String, String, Histogram)> {
+        let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (name, case) in cases.iter() {
+            for (signal, h) in &case.latencies {
+                out.push((name.clone(), signal.clone(), h.clone()));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    /// A run by test id (the last [`RUNS_KEPT`]).
+    pub fn run(&self, test_id: &str) -> Option<Arc<Report>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(test_id)
+            .cloned()
+    }
+}

@@ -1,0 +1,1189 @@
+//! Web surfaces of live mode: the status page for people, Prometheus metrics, a JSON API
+//! and a liveness probe.
+//!
+//! | Route | What |
+//! |---|---|
+//! | `GET /` | status page: one self-contained HTML page that polls `/api/cases` every second |
+//! | `GET /metrics` | Prometheus text exposition (format 0.0.4) |
+//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot) |
+//! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run, or 404 `{"error": ...}` |
+//! | `GET /healthz` | `ok` |
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use livecheck_core::Verdict;
+use serde::Serialize;
+
+use super::state::{Health, LiveState, LATENCY_BUCKETS, RUNS_KEPT};
+
+/// Content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The page's content security policy: nothing is loaded from anywhere; the only request
+/// the page makes is its own `api/cases` poll.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// The routes of the live-mode web server (see the [module docs](self)).
+pub fn router(state: Arc<LiveState>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/api/cases", get(api_cases))
+        .route("/api/runs/{id}", get(api_run))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn status_page(State(state): State<Arc<LiveState>>) -> Response {
+    let mut response = render_page(&state).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, METRICS_CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        render_metrics(&state),
+    )
+        .into_response()
+}
+
+async fn api_cases(State(state): State<Arc<LiveState>>) -> Response {
+    no_store(Json(state.cases()).into_response())
+}
+
+async fn api_run(State(state): State<Arc<LiveState>>, Path(id): Path<String>) -> Response {
+    let response = match state.run(&id) {
+        Some(report) => Json(&*report).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": format!(
+                    "no run with test id {id:?} (the last {RUNS_KEPT} runs are kept)"
+                ),
+            })),
+        )
+            .into_response(),
+    };
+    no_store(response)
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------
+
+/// A float as Prometheus writes it (`+Inf`, `-Inf`, `NaN`, shortest round-trip otherwise).
+struct Float(f64);
+
+impl fmt::Display for Float {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if v == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A metric name made of `[a-zA-Z0-9_]` only (anything else becomes `_`).
+fn metric_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    // HELP text escapes backslash and line feed.
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes one sample line.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{key}=\"{}\"", escape_label_value(value));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// The live state in the Prometheus text exposition format (0.0.4).
+pub fn render_metrics(state: &LiveState) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let cases = state.cases();
+
+    family(
+        &mut out,
+        "livecheck_runs_total",
+        "counter",
+        "Finished runs by case and verdict.",
+    );
+    for case in &cases {
+        for verdict in Verdict::ALL {
+            let n = case.verdicts.get(&verdict).copied().unwrap_or(0);
+            sample(
+                &mut out,
+                "livecheck_runs_total",
+                &[("case", &case.name), ("verdict", verdict.as_str())],
+                n,
+            );
+        }
+    }
+
+    let latency = "livecheck_step_latency_seconds";
+    family(
+        &mut out,
+        latency,
+        "histogram",
+        "Latency of each step of a run (since the previous step; the first step: since the test was issued), seconds.",
+    );
+    for (case, signal, histogram) in state.latencies() {
+        let labels = [("case", case.as_str()), ("signal", signal.as_str())];
+        let mut cumulative = 0u64;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += histogram.buckets.get(i).copied().unwrap_or(0);
+            let le = Float(*bound).to_string();
+            sample(
+                &mut out,
+                &format!("{latency}_bucket"),
+                &[labels[0], labels[1], ("le", &le)],
+                cumulative,
+            );
+        }
+        sample(
+            &mut out,
+            &format!("{latency}_bucket"),
+            &[labels[0], labels[1], ("le", "+Inf")],
+            histogram.count,
+        );
+        sample(
+            &mut out,
+            &format!("{latency}_sum"),
+            &labels,
+            Float(histogram.sum),
+        );
+        sample(
+            &mut out,
+            &format!("{latency}_count"),
+            &labels,
+            histogram.count,
+        );
+    }
+
+    family(
+        &mut out,
+        "livecheck_suite_state",
+        "gauge",
+        "Suite state of each case: 1 for the current state, 0 for the others.",
+    );
+    for case in &cases {
+        for health in Health::ALL {
+            sample(
+                &mut out,
+                "livecheck_suite_state",
+                &[("case", &case.name), ("state", health.as_str())],
+                u8::from(case.health == health),
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "livecheck_consecutive_failures",
+        "gauge",
+        "Runs in a row that did not pass, per case.",
+    );
+    for case in &cases {
+        sample(
+            &mut out,
+            "livecheck_consecutive_failures",
+            &[("case", &case.name)],
+            case.consecutive_failures,
+        );
+    }
+
+    family(
+        &mut out,
+        "livecheck_suite_transitions_total",
+        "counter",
+        "Suite-state transitions so far, by the state entered.",
+    );
+    {
+        let transitions = state.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        for health in Health::ALL {
+            sample(
+                &mut out,
+                "livecheck_suite_transitions_total",
+                &[("state", health.as_str())],
+                transitions.get(&health).copied().unwrap_or(0),
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "livecheck_runs_in_flight",
+        "gauge",
+        "Runs in flight now.",
+    );
+    sample(
+        &mut out,
+        "livecheck_runs_in_flight",
+        &[],
+        state.runner.in_flight(),
+    );
+    family(
+        &mut out,
+        "livecheck_buffered_tests",
+        "gauge",
+        "Tests with early (buffered) signals now.",
+    );
+    sample(
+        &mut out,
+        "livecheck_buffered_tests",
+        &[],
+        state.runner.buffered_tests(),
+    );
+
+    for (prefix, what, counters) in [
+        (
+            "livecheck_runner",
+            "Runner",
+            state.runner.counters().snapshot(),
+        ),
+        (
+            "livecheck_client",
+            "Client",
+            state.client.counters().snapshot(),
+        ),
+    ] {
+        for (name, value) in counters {
+            let full = format!("{prefix}_{}_total", metric_name(name));
+            family(
+                &mut out,
+                &full,
+                "counter",
+                &format!("{what} counter {name}."),
+            );
+            sample(&mut out, &full, &[], value);
+        }
+    }
+
+    family(
+        &mut out,
+        "livecheck_consumer_lag",
+        "gauge",
+        "Consumer lag of the runner per topic partition, records.",
+    );
+    {
+        let lag = state.lag.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition, records) in lag.iter() {
+            sample(
+                &mut out,
+                "livecheck_consumer_lag",
+                &[("topic", topic), ("partition", &partition.to_string())],
+                records,
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "livecheck_start_time_seconds",
+        "gauge",
+        "When live mode started, seconds since the Unix epoch.",
+    );
+    sample(
+        &mut out,
+        "livecheck_start_time_seconds",
+        &[],
+        Float(state.started_at.timestamp_millis() as f64 / 1000.0),
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Status page
+// ---------------------------------------------------------------------------------------
+
+/// JSON that is safe inside a `<script>` element (no `<`, `>` or `&`, even in strings).
+fn script_safe_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".to_owned())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// The status page, with the current cases embedded (the script renders them at once,
+/// then polls `api/cases`).
+pub fn render_page(state: &LiveState) -> String {
+    PAGE.replace("__LIVECHECK_INITIAL__", &script_safe_json(&state.cases()))
+}
+
+const PAGE: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>LiveCheck</title>
+<style>
+:root {
+  --bg: #f6f7f9; --fg: #1c2430; --muted: #667085; --card: #ffffff; --line: #e3e6eb;
+  --ok: #1a7f37; --fail: #cf222e; --stall: #bf8700; --down: #6e40c9; --error: #d1570b;
+  --skip: #8c959f; --track: #eef0f3; --bar: #3b82f6;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0d1117; --fg: #e6edf3; --muted: #8b949e; --card: #161b22; --line: #30363d;
+    --ok: #3fb950; --fail: #f85149; --stall: #d29922; --down: #a371f7; --error: #f0883e;
+    --skip: #8b949e; --track: #21262d; --bar: #58a6ff;
+  }
+}
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--fg);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+header.top { position: sticky; top: 0; z-index: 1; display: flex; flex-wrap: wrap; gap: 6px 18px;
+  align-items: baseline; padding: 10px 20px; background: var(--card); border-bottom: 1px solid var(--line); }
+header.top h1 { font-size: 18px; margin: 0 8px 0 0; }
+.summary { display: flex; flex-wrap: wrap; gap: 6px 14px; color: var(--muted); }
+.summary b { color: var(--fg); }
+#conn { margin-left: auto; color: var(--muted); font-size: 12px; }
+#conn[data-state="error"] { color: var(--fail); font-weight: 600; }
+main { padding: 16px 20px 40px; display: grid; gap: 16px; }
+.empty { color: var(--muted); }
+section.case { background: var(--card); border: 1px solid var(--line); border-left: 6px solid var(--skip);
+  border-radius: 8px; padding: 12px 16px; }
+section.case[data-health="OK"] { border-left-color: var(--ok); }
+section.case[data-health="FAIL"] { border-left-color: var(--fail); }
+section.case[data-health="STALL"] { border-left-color: var(--stall); }
+section.case[data-health="DOWN"] { border-left-color: var(--down); }
+.case-head { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 12px; }
+.case-head h2 { font-size: 16px; margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+  overflow-wrap: anywhere; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 700; font-size: 12px;
+  color: #fff; background: var(--skip); letter-spacing: .03em; }
+.badge[data-health="OK"], .badge[data-verdict="PASS"] { background: var(--ok); }
+.badge[data-health="FAIL"], .badge[data-verdict="FAIL"] { background: var(--fail); }
+.badge[data-health="STALL"], .badge[data-verdict="TIMEOUT"] { background: var(--stall); }
+.badge[data-health="DOWN"] { background: var(--down); }
+.badge[data-verdict="ERROR"] { background: var(--error); }
+.reason { color: var(--muted); overflow-wrap: anywhere; }
+.tag { font-size: 12px; color: var(--muted); border: 1px solid var(--line); border-radius: 4px; padding: 0 5px; }
+.stats { display: flex; flex-wrap: wrap; gap: 4px 22px; margin: 8px 0 6px; }
+.stat .k { color: var(--muted); margin-right: 4px; }
+.stat .v { font-weight: 600; font-variant-numeric: tabular-nums; }
+.counts { display: inline-flex; gap: 8px; }
+.count { font-variant-numeric: tabular-nums; }
+.count::before { content: ""; display: inline-block; width: 8px; height: 8px; border-radius: 50%;
+  margin-right: 4px; background: var(--skip); }
+.count[data-verdict-count="PASS"]::before { background: var(--ok); }
+.count[data-verdict-count="FAIL"]::before { background: var(--fail); }
+.count[data-verdict-count="ERROR"]::before { background: var(--error); }
+.count[data-verdict-count="TIMEOUT"]::before { background: var(--stall); }
+ol.runs { list-style: none; margin: 8px 0 0; padding: 0; display: grid; gap: 6px; }
+li.run { border-top: 1px solid var(--line); padding-top: 6px; }
+.run-head { display: flex; flex-wrap: wrap; gap: 4px 10px; align-items: baseline; }
+.run-head a { color: inherit; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
+  overflow-wrap: anywhere; }
+.muted { color: var(--muted); font-size: 12px; }
+.error-text { margin: 4px 0 2px; padding: 4px 8px; border-radius: 4px; white-space: pre-wrap;
+  overflow-wrap: anywhere; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
+  background: color-mix(in srgb, var(--fail) 10%, transparent); }
+.timeline { display: grid; grid-template-columns: minmax(90px, max-content) 1fr minmax(80px, max-content); gap: 2px 10px;
+  align-items: center; margin-top: 4px; }
+.step { display: contents; }
+.step-name { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
+  overflow-wrap: anywhere; }
+.track { position: relative; height: 12px; background: var(--track); border-radius: 3px; overflow: hidden; }
+.bar { position: absolute; top: 0; bottom: 0; min-width: 2px; background: var(--bar); border-radius: 3px; }
+.step-ms { font-size: 12px; text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+.step.missing .step-name, .step.missing .step-ms { color: var(--fail); font-weight: 600; }
+.bar.missing { background: repeating-linear-gradient(45deg, var(--fail) 0 4px, transparent 4px 8px);
+  border: 1px solid var(--fail); }
+.note { font-size: 12px; color: var(--muted); margin-top: 2px; overflow-wrap: anywhere; }
+</style>
+</head>
+<body>
+<header class="top">
+  <h1>LiveCheck</h1>
+  <div class="summary">
+    <span><b id="cases-total">0</b> cases</span>
+    <span id="health-summary"></span>
+    <span><b id="runs-total">0</b> runs</span>
+    <span><b id="runs-shown">0</b> recent runs shown</span>
+  </div>
+  <span id="conn" data-state="init">loading…</span>
+</header>
+<main id="cases"></main>
+<noscript><p>This page needs JavaScript to render; the data is at <a href="api/cases">api/cases</a>.</p></noscript>
+<script type="application/json" id="initial-data">__LIVECHECK_INITIAL__</script>
+<script>
+(function () {
+  "use strict";
+  var VERDICTS = ["PASS", "FAIL", "ERROR", "TIMEOUT", "SKIP"];
+  var HEALTHS = ["OK", "FAIL", "STALL", "DOWN"];
+  var POLL_MS = 1000, TIMEOUT_MS = 5000;
+  var container = document.getElementById("cases");
+  var rendered = new Map(); // case name -> { key, el }
+
+  // Builds an element with DOM APIs only: text is always set as text, never parsed.
+  function h(tag, attrs) {
+    var e = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (k) {
+        var v = attrs[k];
+        if (v === null || v === undefined || v === false) return;
+        if (k === "text") e.textContent = String(v);
+        else if (k === "class") e.className = v;
+        else if (k === "style") Object.keys(v).forEach(function (p) { e.style[p] = v[p]; });
+        else e.setAttribute(k, String(v));
+      });
+    }
+    for (var i = 2; i < arguments.length; i++) append(e, arguments[i]);
+    return e;
+  }
+  function append(parent, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(parent, c); }); return; }
+    parent.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+
+  function ms(v) {
+    if (typeof v !== "number" || !isFinite(v)) return "–";
+    if (v < 10) return v.toFixed(2) + " ms";
+    if (v < 1000) return v.toFixed(1) + " ms";
+    return Math.round(v) + " ms";
+  }
+  function time(iso) {
+    if (!iso) return "–";
+    var d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toLocaleTimeString([], { hour12: false });
+  }
+  function ago(iso) {
+    var t = Date.parse(iso);
+    if (isNaN(t)) return "";
+    var s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return Math.floor(s / 86400) + " d ago";
+  }
+  function agoEl(iso) { return h("span", { class: "muted", "data-ago": iso || "", text: iso ? "(" + ago(iso) + ")" : "" }); }
+  function runSpanMs(r) {
+    var steps = (r.timeline || []).reduce(function (s, st) { return s + (st.latency_ms || 0); }, 0);
+    var wall = Date.parse(r.finished_at) - Date.parse(r.issued_at);
+    return Math.max(steps, isNaN(wall) ? 0 : wall);
+  }
+  function stat(label, value, attr) {
+    var v = h("span", { class: "v", text: value });
+    if (attr) v.setAttribute(attr[0], attr[1]);
+    return h("span", { class: "stat" }, h("span", { class: "k", text: label }), v);
+  }
+
+  function renderRun(r, scale) {
+    var li = h("li", { class: "run", "data-test-id": r.test_id, "data-verdict": r.verdict });
+    var total = runSpanMs(r);
+    li.appendChild(h("div", { class: "run-head" },
+      h("span", { class: "badge", "data-verdict": r.verdict, text: r.verdict }),
+      h("a", { href: "api/runs/" + encodeURIComponent(r.test_id), title: "the report as JSON", text: r.test_id }),
+      h("span", { class: "muted", title: r.finished_at, text: "finished " + time(r.finished_at) }),
+      agoEl(r.finished_at),
+      h("span", { class: "muted", text: "took " + ms(total) })));
+    if (r.error) li.appendChild(h("div", { class: "error-text", "data-error": "", text: r.error }));
+    var tl = h("div", { class: "timeline" });
+    var offset = 0;
+    (r.timeline || []).forEach(function (st) {
+      var lat = Math.max(0, st.latency_ms || 0);
+      var row = h("div", { class: "step", "data-step": st.signal, "data-latency-ms": lat },
+        h("span", { class: "step-name", title: st.topic + "[" + st.partition + "]@" + st.offset, text: "✓ " + st.signal }),
+        h("span", { class: "track" }, h("span", { class: "bar", style: {
+          left: (offset / scale * 100) + "%", width: (lat / scale * 100) + "%" } })),
+        h("span", { class: "step-ms", text: "+" + ms(lat) }));
+      tl.appendChild(row);
+      offset += lat;
+    });
+    if (r.missing_step) {
+      var left = Math.min(offset, scale);
+      tl.appendChild(h("div", { class: "step missing", "data-missing-step": r.missing_step },
+        h("span", { class: "step-name", text: "✗ " + r.missing_step }),
+        h("span", { class: "track" }, h("span", { class: "bar missing", style: {
+          left: (left / scale * 100) + "%", width: Math.max(0, (total - left) / scale * 100) + "%" } })),
+        h("span", { class: "step-ms", text: "never arrived" })));
+    }
+    if (tl.childNodes.length) li.appendChild(tl);
+    if (r.unawaited && r.unawaited.length) {
+      li.appendChild(h("div", { class: "note", text: "arrived but not awaited: " + r.unawaited.join(", ") }));
+    }
+    if (r.arguments !== null && r.arguments !== undefined) {
+      li.appendChild(h("div", { class: "note", text: "arguments: " + JSON.stringify(r.arguments) }));
+    }
+    return li;
+  }
+
+  function renderCase(c) {
+    var runs = VERDICTS.reduce(function (s, v) { return s + ((c.verdicts || {})[v] || 0); }, 0);
+    var recent = c.recent || [];
+    var scale = recent.reduce(function (m, r) { return Math.max(m, runSpanMs(r)); }, 0) || 1;
+    var sec = h("section", { class: "case", "data-case": c.name, "data-health": c.health });
+    sec.appendChild(h("div", { class: "case-head" },
+      h("h2", { text: c.name }),
+      h("span", { class: "badge", "data-health": c.health, text: c.health }),
+      h("span", { class: "muted", title: c.health_since, text: "since " + time(c.health_since) }),
+      agoEl(c.health_since),
+      h("span", { class: "reason", "data-health-reason": "", text: c.health_reason }),
+      c.active ? null : h("span", { class: "tag", text: "inactive" }),
+      h("span", { class: "tag", text: "sampled " + Math.round((c.probability || 0) * 1000) / 10 + "%" })));
+    var counts = h("span", { class: "counts" });
+    VERDICTS.forEach(function (v) {
+      counts.appendChild(h("span", { class: "count", title: v, "data-verdict-count": v,
+        text: v + " " + ((c.verdicts || {})[v] || 0) }));
+    });
+    sec.appendChild(h("div", { class: "stats" },
+      stat("pass rate", c.pass_rate === null || c.pass_rate === undefined ? "–" :
+        (Math.round(c.pass_rate * 1000) / 10) + "%", ["data-pass-rate", c.pass_rate === null ? "" : c.pass_rate]),
+      stat("runs", runs, ["data-runs", runs]),
+      h("span", { class: "stat" }, counts),
+      stat("consecutive failures", c.consecutive_failures, ["data-consecutive-failures", c.consecutive_failures]),
+      h("span", { class: "stat" }, h("span", { class: "k", text: "last run" }),
+        h("span", { class: "v", text: time(c.last_run_at) }), " ", c.last_run_at ? agoEl(c.last_run_at) : null)));
+    if (recent.length) {
+      sec.appendChild(h("ol", { class: "runs" }, recent.map(function (r) { return renderRun(r, scale); })));
+    } else {
+      sec.appendChild(h("div", { class: "note", text: "no runs yet" }));
+    }
+    return sec;
+  }
+
+  function render(cases) {
+    if (!Array.isArray(cases)) return;
+    var seen = new Set(), runsTotal = 0, shown = 0, byHealth = {};
+    cases.forEach(function (c) {
+      seen.add(c.name);
+      runsTotal += VERDICTS.reduce(function (s, v) { return s + ((c.verdicts || {})[v] || 0); }, 0);
+      shown += (c.recent || []).length;
+      byHealth[c.health] = (byHealth[c.health] || 0) + 1;
+      var key = JSON.stringify(c);
+      var old = rendered.get(c.name);
+      var el = old && old.key === key ? old.el : renderCase(c);
+      if (old && old.el !== el) old.el.replaceWith(el);
+      rendered.set(c.name, { key: key, el: el });
+      container.appendChild(el); // appends new blocks, keeps the order of existing ones
+    });
+    rendered.forEach(function (v, name) { if (!seen.has(name)) { v.el.remove(); rendered.delete(name); } });
+    var empty = document.getElementById("no-cases");
+    if (!cases.length && !empty) container.appendChild(h("p", { id: "no-cases", class: "empty", text: "No cases." }));
+    if (cases.length && empty) empty.remove();
+    document.getElementById("cases-total").textContent = cases.length;
+    document.getElementById("runs-total").textContent = runsTotal;
+    document.getElementById("runs-shown").textContent = shown;
+    var summary = document.getElementById("health-summary");
+    summary.textContent = "";
+    HEALTHS.forEach(function (s) {
+      if (byHealth[s]) append(summary, [h("span", { class: "badge", "data-health": s, text: byHealth[s] + " " + s }), " "]);
+    });
+    var worst = ["DOWN", "FAIL", "STALL"].find(function (s) { return byHealth[s]; });
+    document.title = (worst ? worst + " · " : "") + "LiveCheck";
+    refreshAgo();
+  }
+
+  function refreshAgo() {
+    document.querySelectorAll("[data-ago]").forEach(function (e) {
+      var iso = e.getAttribute("data-ago");
+      if (iso) e.textContent = "(" + ago(iso) + ")";
+    });
+  }
+
+  function setConn(state, text) {
+    var c = document.getElementById("conn");
+    c.setAttribute("data-state", state);
+    c.textContent = text;
+  }
+
+  function poll() {
+    var ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    var timer = setTimeout(function () { if (ctrl) ctrl.abort(); }, TIMEOUT_MS);
+    fetch("api/cases", { cache: "no-store", signal: ctrl ? ctrl.signal : undefined })
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
+      .then(function (cases) {
+        render(cases);
+        setConn("live", "live · updated " + new Date().toLocaleTimeString([], { hour12: false }));
+      })
+      .catch(function (e) {
+        setConn("error", "update failed (" + (e && e.message ? e.message : e) + "); retrying");
+      })
+      .then(function () {
+        clearTimeout(timer);
+        setTimeout(poll, POLL_MS);
+      });
+  }
+
+  try {
+    render(JSON.parse(document.getElementById("initial-data").textContent));
+    setConn("init", "connecting…");
+  } catch (e) {
+    setConn("error", "could not read the initial data");
+  }
+  poll();
+})();
+</script>
+</body>
+</html>
+"##;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use chrono::{TimeDelta, Utc};
+    use livecheck_core::{
+        Case, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig, Step, Suite, Topics,
+    };
+
+    use super::*;
+
+    fn state_with(names: &[&str]) -> Arc<LiveState> {
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+        let cases = names
+            .iter()
+            .map(|name| Case::new(*name).expect(|_: Run, (): ()| async { Ok(()) }));
+        let runner = Runner::new(
+            Suite::new(cases).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        Arc::new(LiveState::new(runner, client))
+    }
+
+    fn report(case: &str, id: &str, verdict: Verdict, steps: &[(&str, f64)]) -> Report {
+        let issued_at = Utc::now() - TimeDelta::milliseconds(100);
+        let mut at = issued_at;
+        let timeline = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (signal, latency_ms))| {
+                at += TimeDelta::microseconds((latency_ms * 1000.0) as i64);
+                Step {
+                    signal: (*signal).to_owned(),
+                    sent_at: at,
+                    arrived_at: at,
+                    latency_ms: *latency_ms,
+                    topic: "livecheck.signals".to_owned(),
+                    partition: 0,
+                    offset: i as i64,
+                }
+            })
+            .collect();
+        Report {
+            test_id: id.to_owned(),
+            case: case.to_owned(),
+            verdict,
+            error: (verdict != Verdict::Pass).then(|| format!("{verdict} in {id}")),
+            missing_step: None,
+            last_step: steps.last().map(|(s, _)| (*s).to_owned()),
+            unawaited: Vec::new(),
+            timeline,
+            issued_at,
+            finished_at: Utc::now(),
+            arguments: serde_json::Value::Null,
+        }
+    }
+
+    /// A sample line: name, labels (unescaped), value.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// A small parser of the text format: checks every sample belongs to a family whose
+    /// HELP and TYPE came first, and unescapes label values.
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut helps = std::collections::HashSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().expect("help name");
+                assert!(helps.insert(name.to_owned()), "HELP twice for {name}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().expect("type name").to_owned();
+                let kind = parts.next().expect("type kind").to_owned();
+                assert!(helps.contains(&name), "TYPE before HELP for {name}");
+                assert!(
+                    ["counter", "gauge", "histogram"].contains(&kind.as_str()),
+                    "{kind}"
+                );
+                assert!(
+                    types.insert(name.clone(), kind).is_none(),
+                    "TYPE twice for {name}"
+                );
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+            let name_end = line.find(['{', ' ']).expect("sample name");
+            let name = &line[..name_end];
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "bad metric name {name:?}"
+            );
+            let mut labels = Vec::new();
+            let mut rest = &line[name_end..];
+            if let Some(after) = rest.strip_prefix('{') {
+                let mut chars = after.char_indices().peekable();
+                let end;
+                loop {
+                    let (start, c) = chars.next().expect("label or }");
+                    if c == '}' {
+                        end = start + 1;
+                        break;
+                    }
+                    if c == ',' {
+                        continue;
+                    }
+                    let eq = after[start..].find('=').expect("=") + start;
+                    let key = after[start..eq].to_owned();
+                    while let Some((i, _)) = chars.peek() {
+                        if *i > eq {
+                            break;
+                        }
+                        chars.next();
+                    }
+                    assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "quote in {line:?}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().expect("unterminated label value").1 {
+                            '"' => break,
+                            '\\' => match chars.next().expect("escape").1 {
+                                '\\' => value.push('\\'),
+                                '"' => value.push('"'),
+                                'n' => value.push('\n'),
+                                other => panic!("bad escape \\{other} in {line:?}"),
+                            },
+                            '\n' => panic!("raw newline in {line:?}"),
+                            c => value.push(c),
+                        }
+                    }
+                    labels.push((key, value));
+                }
+                rest = &after[end..];
+            }
+            let value = rest.strip_prefix(' ').expect("space before value");
+            assert!(
+                value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                "bad value {value:?} in {line:?}"
+            );
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+                })
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "sample before TYPE: {line:?}");
+            samples.push((name.to_owned(), labels, value.to_owned()));
+        }
+        samples
+    }
+
+    fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> &'a str {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && l.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label_value("line\nnext"), "line\\nnext");
+        assert_eq!(escape_label_value("plain.case-1"), "plain.case-1");
+
+        let weird = "we\"ird\\case\nname";
+        let state = state_with(&[weird, "plain"]);
+        state.record(Arc::new(report(
+            weird,
+            "t1",
+            Verdict::Fail,
+            &[("a\"b", 3.0)],
+        )));
+        state
+            .lag
+            .lock()
+            .unwrap()
+            .push(("topic\\with\"quote\n".to_owned(), 3, 42));
+        let text = render_metrics(&state);
+        assert!(
+            text.contains(r#"livecheck_runs_total{case="we\"ird\\case\nname",verdict="FAIL"} 1"#),
+            "{text}"
+        );
+        // Every line is one sample or comment; escaped values read back as the originals.
+        let samples = parse(&text);
+        assert_eq!(
+            find(
+                &samples,
+                "livecheck_runs_total",
+                &[("case", weird), ("verdict", "FAIL")]
+            ),
+            "1"
+        );
+        assert_eq!(
+            find(
+                &samples,
+                "livecheck_step_latency_seconds_count",
+                &[("case", weird), ("signal", "a\"b")]
+            ),
+            "1"
+        );
+        assert_eq!(
+            find(
+                &samples,
+                "livecheck_consumer_lag",
+                &[("topic", "topic\\with\"quote\n"), ("partition", "3")]
+            ),
+            "42"
+        );
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let state = state_with(&["orders.place_order"]);
+        // Latencies of step "saved": 0.5 ms, 3 ms, 3 ms, 20 s; of step "shipped": 0.2 s.
+        state.record(Arc::new(report(
+            "orders.place_order",
+            "t1",
+            Verdict::Pass,
+            &[("saved", 0.5), ("shipped", 200.0)],
+        )));
+        state.record(Arc::new(report(
+            "orders.place_order",
+            "t2",
+            Verdict::Pass,
+            &[("saved", 3.0)],
+        )));
+        state.record(Arc::new(report(
+            "orders.place_order",
+            "t3",
+            Verdict::Fail,
+            &[("saved", 3.0)],
+        )));
+        state.record(Arc::new(report(
+            "orders.place_order",
+            "t4",
+            Verdict::Timeout,
+            &[("saved", 20_000.0)],
+        )));
+        let samples = parse(&render_metrics(&state));
+        let bucket = |signal: &str, le: &str| -> u64 {
+            find(
+                &samples,
+                "livecheck_step_latency_seconds_bucket",
+                &[
+                    ("case", "orders.place_order"),
+                    ("signal", signal),
+                    ("le", le),
+                ],
+            )
+            .parse()
+            .expect("count")
+        };
+        let expected = [
+            ("0.001", 1),
+            ("0.0025", 1),
+            ("0.005", 3),
+            ("0.01", 3),
+            ("0.025", 3),
+            ("0.05", 3),
+            ("0.1", 3),
+            ("0.25", 3),
+            ("0.5", 3),
+            ("1", 3),
+            ("2.5", 3),
+            ("10", 3),
+            ("+Inf", 4),
+        ];
+        assert_eq!(expected.len(), LATENCY_BUCKETS.len() + 1);
+        for (le, n) in expected {
+            assert_eq!(bucket("saved", le), n, "le={le}");
+        }
+        // Every bucket series is non-decreasing and ends at _count.
+        let mut previous = 0;
+        for bound in LATENCY_BUCKETS {
+            let n = bucket("shipped", &Float(bound).to_string());
+            assert!(n >= previous);
+            previous = n;
+        }
+        assert_eq!(bucket("shipped", "0.1"), 0);
+        assert_eq!(bucket("shipped", "0.25"), 1);
+        assert_eq!(bucket("shipped", "+Inf"), 1);
+        let count = |signal: &str| {
+            find(
+                &samples,
+                "livecheck_step_latency_seconds_count",
+                &[("case", "orders.place_order"), ("signal", signal)],
+            )
+        };
+        assert_eq!(count("saved"), "4");
+        let sum: f64 = find(
+            &samples,
+            "livecheck_step_latency_seconds_sum",
+            &[("case", "orders.place_order"), ("signal", "saved")],
+        )
+        .parse()
+        .expect("sum");
+        assert!((sum - 20.0065).abs() < 1e-9, "{sum}");
+
+        // Runs by verdict (zeros included), suite state, gauges and counters.
+        let runs = |v: &str| {
+            find(
+                &samples,
+                "livecheck_runs_total",
+                &[("case", "orders.place_order"), ("verdict", v)],
+            )
+        };
+        assert_eq!(
+            [
+                runs("PASS"),
+                runs("FAIL"),
+                runs("ERROR"),
+                runs("TIMEOUT"),
+                runs("SKIP")
+            ],
+            ["2", "1", "0", "1", "0"]
+        );
+        for (health, v) in [("OK", "1"), ("FAIL", "0"), ("STALL", "0"), ("DOWN", "0")] {
+            assert_eq!(
+                find(
+                    &samples,
+                    "livecheck_suite_state",
+                    &[("case", "orders.place_order"), ("state", health)]
+                ),
+                v
+            );
+        }
+        assert_eq!(find(&samples, "livecheck_runs_in_flight", &[]), "0");
+        assert_eq!(find(&samples, "livecheck_buffered_tests", &[]), "0");
+        assert_eq!(
+            find(
+                &samples,
+                "livecheck_consecutive_failures",
+                &[("case", "orders.place_order")]
+            ),
+            "2"
+        );
+        for (name, _) in state.runner.counters().snapshot() {
+            find(&samples, &format!("livecheck_runner_{name}_total"), &[]);
+        }
+        for (name, _) in state.client.counters().snapshot() {
+            find(&samples, &format!("livecheck_client_{name}_total"), &[]);
+        }
+        assert!(render_metrics(&state)
+            .contains("# TYPE livecheck_runner_tests_received_total counter\n"));
+    }
+
+    #[test]
+    fn floats_render_like_prometheus() {
+        assert_eq!(Float(1.0).to_string(), "1");
+        assert_eq!(Float(0.0025).to_string(), "0.0025");
+        assert_eq!(Float(f64::INFINITY).to_string(), "+Inf");
+        assert_eq!(Float(f64::NEG_INFINITY).to_string(), "-Inf");
+        assert_eq!(Float(f64::NAN).to_string(), "NaN");
+    }
+
+    #[test]
+    fn the_page_embeds_the_cases_without_breaking_out_of_the_script() {
+        let state = state_with(&["x.y"]);
+        let mut r = report("x.y", "t1", Verdict::Fail, &[("saved", 1.0)]);
+        r.error = Some("</script><script>alert(1)</script> & more".to_owned());
+        state.record(Arc::new(r));
+        let page = render_page(&state);
+        assert_eq!(
+            page.matches("</script>").count(),
+            2,
+            "only the page's own script ends"
+        );
+        assert!(page.contains(r"\u003c/script\u003e\u003cscript\u003ealert(1)"));
+        // Self-contained: nothing is loaded from elsewhere.
+        for external in ["http://", "https://", "src=", "<link", "@import"] {
+            assert!(!page.contains(external), "page contains {external}");
+        }
+        // The embedded JSON is the cases.
+        let start =
+            page.find(r#"id="initial-data">"#).expect("data") + r#"id="initial-data">"#.len();
+        let end = start + page[start..].find("</script>").expect("end");
+        let cases: serde_json::Value = serde_json::from_str(&page[start..end]).expect("json");
+        assert_eq!(cases[0]["name"], "x.y");
+        assert_eq!(
+            cases[0]["recent"][0]["error"],
+            "</script><script>alert(1)</script> & more"
+        );
+    }
+
+    async fn serve(state: Arc<LiveState>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let state = state_with(&["x.y"]);
+        state.record(Arc::new(report(
+            "x.y",
+            "t-1",
+            Verdict::Pass,
+            &[("saved", 2.0)],
+        )));
+        let base = serve(state).await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+
+        let r = http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.expect("body"), "ok");
+
+        let r = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = r.text().await.expect("body");
+        assert!(text.contains("livecheck_runs_total{case=\"x.y\",verdict=\"PASS\"} 1\n"));
+        parse(&text);
+
+        let r = http
+            .get(format!("{base}/api/cases"))
+            .send()
+            .await
+            .expect("cases");
+        assert_eq!(r.status(), 200);
+        let cases: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(cases[0]["name"], "x.y");
+        assert_eq!(cases[0]["health"], "OK");
+        assert_eq!(cases[0]["verdicts"]["PASS"], 1);
+        assert_eq!(cases[0]["recent"][0]["test_id"], "t-1");
+
+        let r = http
+            .get(format!("{base}/api/runs/t-1"))
+            .send()
+            .await
+            .expect("run");
+        assert_eq!(r.status(), 200);
+        let run: Report = r.json().await.expect("report");
+        assert_eq!(run.test_id, "t-1");
+        assert_eq!(run.verdict, Verdict::Pass);
+
+        let r = http
+            .get(format!("{base}/api/runs/nope"))
+            .send()
+            .await
+            .expect("404");
+        assert_eq!(r.status(), 404);
+        let error: serde_json::Value = r.json().await.expect("json");
+        assert!(
+            error["error"].as_str().expect("error").contains("nope"),
+            "{error}"
+        );
+
+        let r = http.get(format!("{base}/")).send().await.expect("page");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html"));
+        assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        let page = r.text().await.expect("body");
+        assert!(page.contains(r#"id="runs-total""#));
+        assert!(page.contains("\"t-1\""));
+    }
+}

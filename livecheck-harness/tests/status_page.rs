@@ -1,0 +1,699 @@
+//! The live-mode status page in a real headless Chromium, driven over the W3C WebDriver
+//! protocol (chromedriver): the page shows the cases, and a run recorded after the page
+//! loaded appears without a reload.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`ci/test.sh` installs them);
+//! without them the test fails (it does not skip).
+
+use std::future::Future;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use livecheck_core::{
+    Case, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig, Step, Suite, Topics, Verdict,
+};
+use livecheck_harness::live::health::{HealthMonitor, HealthRules};
+use livecheck_harness::live::state::LiveState;
+use livecheck_harness::live::web;
+use serde_json::{json, Value};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const ORDERS: &str = "orders.place_order";
+const REFUNDS: &str = "payments.refund";
+/// W3C WebDriver element reference key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn report(
+    case: &str,
+    id: &str,
+    verdict: Verdict,
+    steps: &[(&str, f64)],
+    error: Option<&str>,
+    missing: Option<&str>,
+) -> Report {
+    let issued_at = Utc::now() - TimeDelta::milliseconds(200);
+    let mut at = issued_at;
+    let timeline = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (signal, latency_ms))| {
+            at += TimeDelta::microseconds((latency_ms * 1000.0) as i64);
+            Step {
+                signal: (*signal).to_owned(),
+                sent_at: at,
+                arrived_at: at,
+                latency_ms: *latency_ms,
+                topic: "livecheck.signals".to_owned(),
+                partition: 0,
+                offset: i as i64,
+            }
+        })
+        .collect();
+    Report {
+        test_id: id.to_owned(),
+        case: case.to_owned(),
+        verdict,
+        error: error.map(str::to_owned),
+        missing_step: missing.map(str::to_owned),
+        last_step: steps.last().map(|(s, _)| (*s).to_owned()),
+        unawaited: Vec::new(),
+        timeline,
+        issued_at,
+        finished_at: Utc::now(),
+        arguments: Value::Null,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits (bounded) until `check` gives `Ok`; panics with the last `Err` (what was seen).
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// chromedriver process
+// ---------------------------------------------------------------------------------------
+
+/// A chromedriver child process and its scratch directory. Dropping it ends the browser
+/// session (if one is open), kills chromedriver and any browser process it left behind
+/// (by pid), and removes the directory — also when the test panics.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    session: Option<String>,
+}
+
+impl Chromedriver {
+    fn start() -> Self {
+        assert!(
+            Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+            "{CHROMEDRIVER} or {CHROMIUM} is missing: install the Debian packages \
+             `chromium chromium-driver` (ci/test.sh installs them) to run the status-page \
+             browser test"
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "livecheck-status-page-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(dir.join("profile")).expect("scratch directory");
+        let log = std::fs::File::create(dir.join("chromedriver.log")).expect("log file");
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
+        Self {
+            child,
+            port,
+            dir,
+            session: None,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn profile(&self) -> PathBuf {
+        self.dir.join("profile")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("chromedriver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Ends the session with a plain blocking HTTP request (usable from `Drop`).
+    fn delete_session_blocking(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let request = format!(
+            "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+        }
+    }
+}
+
+/// The pids of every process below `root` (from `/proc`).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...; comm may contain spaces and parentheses.
+            let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "chromedriver log ({}):\n{}",
+                self.dir.join("chromedriver.log").display(),
+                self.log_tail()
+            );
+        }
+        self.delete_session_blocking();
+        // Whatever the browser left running below chromedriver, then chromedriver itself.
+        let leftovers = descendants(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in leftovers {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A minimal W3C WebDriver client
+// ---------------------------------------------------------------------------------------
+
+struct Browser {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Browser {
+    /// Waits for chromedriver, then opens a headless Chromium session.
+    async fn open(driver: &mut Chromedriver) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        let base = driver.base();
+        wait_for("chromedriver to be ready", Duration::from_secs(20), || {
+            let (http, base) = (&http, &base);
+            async move {
+                let status: Value = http
+                    .get(format!("{base}/status"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if status["value"]["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(status.to_string())
+                }
+            }
+        })
+        .await;
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,1000",
+                    format!("--user-data-dir={}", driver.profile().display()),
+                ],
+            },
+        }}});
+        let response: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .expect("POST /session")
+            .json()
+            .await
+            .expect("session response");
+        let session = response["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {response}"))
+            .to_owned();
+        driver.session = Some(session.clone());
+        Self {
+            http,
+            url: format!("{base}/session/{session}"),
+        }
+    }
+
+    /// One command; `Err` is the WebDriver error (`{"error": ..., "message": ...}`).
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| json!({"error": "transport", "message": e.to_string()}))?;
+        let ok = response.status().is_success();
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|e| json!({"error": "decode", "message": e.to_string()}))?;
+        let value = value.get("value").cloned().unwrap_or(Value::Null);
+        if ok {
+            Ok(value)
+        } else {
+            Err(value)
+        }
+    }
+
+    async fn navigate(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await
+            .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
+    }
+
+    /// The first element matching a CSS selector, if any.
+    async fn find(&self, selector: &str) -> Option<String> {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": selector})),
+            )
+            .await;
+        match found {
+            Ok(element) => Some(element[ELEMENT].as_str().expect("element id").to_owned()),
+            Err(e) if e["error"] == "no such element" => None,
+            Err(e) => panic!("finding {selector}: {e}"),
+        }
+    }
+
+    async fn find_all(&self, selector: &str) -> Vec<String> {
+        self.command(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": selector})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("finding all {selector}: {e}"))
+        .as_array()
+        .expect("element list")
+        .iter()
+        .map(|e| e[ELEMENT].as_str().expect("element id").to_owned())
+        .collect()
+    }
+
+    async fn text(&self, element: &str) -> String {
+        let text = self
+            .command(
+                reqwest::Method::GET,
+                &format!("/element/{element}/text"),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("text of {element}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn attribute(&self, element: &str, name: &str) -> Option<String> {
+        self.command(
+            reqwest::Method::GET,
+            &format!("/element/{element}/attribute/{name}"),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("attribute {name} of {element}: {e}"))
+        .as_str()
+        .map(str::to_owned)
+    }
+
+    async fn execute(&self, script: &str, args: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// The text of the first element matching `selector` (panics if there is none).
+    async fn text_of(&self, selector: &str) -> String {
+        let element = self
+            .find(selector)
+            .await
+            .unwrap_or_else(|| panic!("no element {selector}"));
+        self.text(&element).await
+    }
+
+    async fn quit(self, driver: &mut Chromedriver) {
+        let _ = self.command(reqwest::Method::DELETE, "", None).await;
+        driver.session = None;
+    }
+}
+
+/// What the page shows of a case, read in one script.
+const OBSERVE: &str = r#"
+const [name, testId] = arguments;
+const block = [...document.querySelectorAll("[data-case]")]
+  .find((e) => e.getAttribute("data-case") === name);
+const row = block && [...block.querySelectorAll("[data-test-id]")]
+  .find((e) => e.getAttribute("data-test-id") === testId);
+const badge = block && block.querySelector(".case-head [data-health]");
+return {
+  found: !!block,
+  health: block ? block.getAttribute("data-health") : null,
+  badge: badge ? badge.textContent : null,
+  runsTotal: document.getElementById("runs-total").textContent,
+  row: !!row,
+  verdict: row ? row.getAttribute("data-verdict") : null,
+  conn: document.getElementById("conn").getAttribute("data-state"),
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_updates_live_in_a_real_browser() {
+    // A live state without Kafka: the client is never used to send.
+    let client =
+        LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+    let cases = [
+        Case::new(ORDERS)
+            .max_consecutive_failures(1)
+            .expect(|_: Run, (): ()| async { Ok(()) }),
+        Case::new(REFUNDS).expect(|_: Run, (): ()| async { Ok(()) }),
+    ];
+    let runner = Runner::new(
+        Suite::new(cases).expect("suite"),
+        client.clone(),
+        RunnerConfig::default(),
+    );
+    let state = Arc::new(LiveState::new(runner, client));
+    let (alerts, _alerts_rx) = tokio::sync::mpsc::channel(16);
+    let health = HealthMonitor::new(state.clone(), HealthRules::default(), alerts);
+    let record = |r: Report| {
+        let r = Arc::new(r);
+        state.record(r.clone());
+        health.on_report(&r);
+    };
+    record(report(
+        ORDERS,
+        "t-pass-1",
+        Verdict::Pass,
+        &[("order_received", 5.0), ("order_saved", 20.0)],
+        None,
+        None,
+    ));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = web::router(state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let page = format!("http://{addr}/");
+
+    let mut driver = Chromedriver::start();
+    let browser = Browser::open(&mut driver).await;
+    browser.navigate(&page).await;
+
+    // The page shows both cases, healthy, and the first run with its timeline.
+    let orders = format!(r#"[data-case="{ORDERS}"]"#);
+    let badge = wait_for("the orders case block", Duration::from_secs(10), || async {
+        browser
+            .find(&format!("{orders} .case-head [data-health]"))
+            .await
+            .ok_or_else(|| "no case block yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        browser.attribute(&badge, "data-health").await.as_deref(),
+        Some("OK")
+    );
+    assert_eq!(browser.text(&badge).await, "OK");
+    assert!(
+        browser
+            .find(&format!(r#"[data-case="{REFUNDS}"][data-health="OK"]"#))
+            .await
+            .is_some(),
+        "the refunds case is shown"
+    );
+    assert_eq!(browser.text_of("#runs-total").await, "1");
+    let pass_row = browser
+        .find(r#"[data-test-id="t-pass-1"]"#)
+        .await
+        .expect("the first run's row");
+    assert_eq!(
+        browser
+            .attribute(&pass_row, "data-verdict")
+            .await
+            .as_deref(),
+        Some("PASS")
+    );
+    assert_eq!(
+        browser
+            .find_all(r#"[data-test-id="t-pass-1"] [data-step]"#)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!("{orders} [data-consecutive-failures]"))
+            .await,
+        "0"
+    );
+    // The poll is running (the page reports itself live).
+    wait_for("the first poll", Duration::from_secs(10), || async {
+        let seen = browser.execute(OBSERVE, json!([ORDERS, "t-pass-1"])).await;
+        (seen["conn"] == "live")
+            .then_some(())
+            .ok_or(seen.to_string())
+    })
+    .await;
+
+    // Mark this page load: a reload would lose the mark.
+    browser
+        .execute("window.__livecheckLoad = 'first'; return null;", json!([]))
+        .await;
+
+    // A failing run arrives (its error text is untrusted, HTML-looking text), then a
+    // timeout with a missing step.
+    let error = r#"<b id="injected">reserved</b> & "quoted": expected 3, got 4"#;
+    record(report(
+        ORDERS,
+        "t-fail-1",
+        Verdict::Fail,
+        &[("order_received", 10.0), ("stock_reserved", 40.0)],
+        Some(error),
+        None,
+    ));
+    record(report(
+        ORDERS,
+        "t-timeout-1",
+        Verdict::Timeout,
+        &[("order_received", 8.0)],
+        Some("order_shipped did not arrive within 5s"),
+        Some("order_shipped"),
+    ));
+
+    let seen = wait_for(
+        "the failing run to appear without a reload",
+        Duration::from_secs(10),
+        || async {
+            let seen = browser.execute(OBSERVE, json!([ORDERS, "t-fail-1"])).await;
+            if seen["row"] == true && seen["verdict"] == "FAIL" && seen["health"] == "FAIL" {
+                Ok(seen)
+            } else {
+                Err(seen.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(seen["badge"], "FAIL", "{seen}");
+    assert_eq!(seen["runsTotal"], "3", "{seen}");
+    assert_eq!(
+        browser
+            .execute("return window.__livecheckLoad || null;", json!([]))
+            .await,
+        "first",
+        "the page was reloaded"
+    );
+
+    // Health, counters and the new rows, read through WebDriver.
+    let badge = browser
+        .find(&format!("{orders} .case-head [data-health]"))
+        .await
+        .expect("badge");
+    assert_eq!(
+        browser.attribute(&badge, "data-health").await.as_deref(),
+        Some("FAIL")
+    );
+    assert_eq!(browser.text(&badge).await, "FAIL");
+    assert_eq!(browser.text_of("#runs-total").await, "3");
+    assert_eq!(
+        browser
+            .text_of(&format!("{orders} [data-consecutive-failures]"))
+            .await,
+        "2"
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!(r#"{orders} [data-verdict-count="FAIL"]"#))
+            .await,
+        "FAIL 1"
+    );
+    assert_eq!(
+        browser.text_of(&format!("{orders} [data-pass-rate]")).await,
+        "33.3%"
+    );
+    let fail_row = browser
+        .find(r#"[data-test-id="t-fail-1"]"#)
+        .await
+        .expect("the failing run's row");
+    assert_eq!(
+        browser
+            .attribute(&fail_row, "data-verdict")
+            .await
+            .as_deref(),
+        Some("FAIL")
+    );
+    // The error is shown as text, not markup.
+    assert_eq!(
+        browser
+            .text_of(r#"[data-test-id="t-fail-1"] [data-error]"#)
+            .await,
+        error
+    );
+    assert!(
+        browser.find("#injected").await.is_none(),
+        "the error text was parsed as HTML"
+    );
+    // Bars are proportional to the step latencies (10 ms and 40 ms).
+    let widths = browser
+        .execute(
+            r#"return [...document.querySelectorAll('[data-test-id="t-fail-1"] [data-step] .bar')]
+                 .map((b) => b.getBoundingClientRect().width);"#,
+            json!([]),
+        )
+        .await;
+    let widths: Vec<f64> = widths
+        .as_array()
+        .expect("widths")
+        .iter()
+        .map(|w| w.as_f64().expect("width"))
+        .collect();
+    assert_eq!(widths.len(), 2, "{widths:?}");
+    let ratio = widths[1] / widths[0];
+    assert!((3.5..=4.5).contains(&ratio), "bar widths {widths:?}");
+    assert!(browser
+        .text_of(r#"[data-test-id="t-fail-1"] [data-step="stock_reserved"] .step-ms"#)
+        .await
+        .contains("40.0 ms"));
+    // The timeout shows its missing step.
+    let timeout_row = browser
+        .find(r#"[data-test-id="t-timeout-1"][data-verdict="TIMEOUT"]"#)
+        .await
+        .expect("the timeout's row");
+    assert!(browser.text(&timeout_row).await.contains("never arrived"));
+    assert!(
+        browser
+            .find(r#"[data-test-id="t-timeout-1"] [data-missing-step="order_shipped"]"#)
+            .await
+            .is_some(),
+        "the missing step is marked"
+    );
+    // The other case is unaffected.
+    assert!(browser
+        .find(&format!(r#"[data-case="{REFUNDS}"][data-health="OK"]"#))
+        .await
+        .is_some());
+
+    browser.quit(&mut driver).await;
+    drop(driver);
+    server.abort();
+}

@@ -1,0 +1,674 @@
+//! The runner under the example app's real workload: plain figures, printed, never asserted
+//! on time.
+//!
+//! Every test is published by [`livecheck_tests::load::publish_order_test`] (a test record
+//! and the app's four signals with real `Order`, `Delivered`, `Cached` and `Execution`
+//! values) into the embedded broker (librdkafka's mock cluster, 4 partitions per topic) and
+//! checked by a [`Runner`] of the real order case, [`livecheck_tests::orders::place_order`]
+//! (10 s signal timeout). It measures:
+//!
+//! a. verdict accuracy under load: 1,000 tests/s sustained for 10 s; tests sent, the
+//!    achieved rate and the count of non-PASS verdicts (every signal is sent right after
+//!    its test, so each of them is a false verdict);
+//! b. verdict latency over the runs of (a), from the arrival of a run's last signal at the
+//!    runner (`timeline.last().arrived_at`) to its verdict (`finished_at`): p50 and p99,
+//!    goal p99 <= 50 ms;
+//! c. sustained throughput: 15,000 tests (75,000 records) produced up front, then, in each
+//!    of 3 rounds, a bare rdkafka `StreamConsumer` reading them all and parsing each payload
+//!    as a `serde_json::Value`, and a fresh runner from its start to its last report; the
+//!    medians and their ratio (goal >= 0.5);
+//! d. memory per in-flight run: resident set size (`/proc/self/statm`) before and after
+//!    20,000 tests are registered with no signals to a runner whose case waits 600 s, so
+//!    they stay in flight; bytes per run, goal <= 1 KiB.
+//!
+//! It exits non-zero when a verdict is not PASS (or a reader does not see every record):
+//! the figures would then be meaningless. Times are wall-clock on whatever else the machine
+//! is doing: compare runs on a quiet machine only.
+//!
+//! Run it (release mode; about a minute on 2 cores) with
+//!
+//! ```text
+//! cargo bench -p livecheck-tests --bench live
+//! ```
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use example_app::Side;
+use livecheck_core::{
+    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Topics,
+    Verdict,
+};
+use livecheck_tests::load::{publish_order_test, register_order_test};
+use livecheck_tests::orders::place_order;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Partitions of each LiveCheck topic.
+const PARTITIONS: i32 = 4;
+/// Signals per test (the order case's four steps).
+const SIGNALS_PER_TEST: u64 = 4;
+
+/// (a) Tests per second, and for how long.
+const LOAD_RATE: u64 = 1_000;
+const LOAD_FOR: Duration = Duration::from_secs(10);
+/// (a) The generator produces the tests due at each tick (a small burst per tick).
+const LOAD_TICK: Duration = Duration::from_millis(10);
+/// (b) Goal for the verdict latency's 99th percentile.
+const LATENCY_GOAL: Duration = Duration::from_millis(50);
+
+/// (c) Tests produced up front: 5 records each, within what the mock cluster keeps.
+const THROUGHPUT_TESTS: u64 = 15_000;
+/// (c) Rounds (medians are printed).
+const ROUNDS: usize = 3;
+/// (c) Goal for runner throughput over bare-consumer throughput.
+const RATIO_GOAL: f64 = 0.5;
+
+/// (d) Runs kept in flight.
+const IN_FLIGHT: usize = 20_000;
+/// (d) Goal for memory per in-flight run.
+const BYTES_PER_RUN_GOAL: f64 = 1024.0;
+
+/// Longest wait for a reader (runner or bare consumer) to get through its records.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let outcome = runtime.block_on(run());
+    // The runs left in flight by (d) wait 600 s: do not wait for them.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(problems) if problems.is_empty() => ExitCode::SUCCESS,
+        Ok(problems) => {
+            eprintln!("\nerror: the figures above are meaningless:");
+            for problem in problems {
+                eprintln!("  - {problem}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("\nerror: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every section; returns what makes figures meaningless (non-PASS verdicts, ...).
+async fn run() -> Result<Vec<String>, String> {
+    println!(
+        "LiveCheck runner under the example app's workload (no timed assertions; figures only)"
+    );
+    println!(
+        "embedded broker, {PARTITIONS} partitions per topic, case {} (4 signals per test)\n",
+        example_app::signals::ORDER_CASE
+    );
+    let mut problems = Vec::new();
+    accuracy_and_latency(&mut problems).await?;
+    println!();
+    throughput(&mut problems).await?;
+    println!();
+    memory_per_run().await?;
+    Ok(problems)
+}
+
+/// A fresh embedded broker with the three topics, and a client of it.
+struct World {
+    // Dropped before the broker: a client whose broker vanished never finishes closing.
+    client: LiveCheck,
+    topics: Topics,
+    _broker: EmbeddedBroker,
+}
+
+impl World {
+    fn new(tag: &str) -> Result<Self, String> {
+        let prefix = format!("{tag}{}-", uuid::Uuid::new_v4().simple());
+        let topics = Topics::with_prefix(&prefix);
+        let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS)
+            .map_err(|e| format!("embedded broker: {e}"))?;
+        let client = LiveCheck::new(KafkaConfig::new(broker.bootstrap_servers()), topics.clone())
+            .map_err(|e| format!("LiveCheck client: {e}"))?;
+        Ok(Self {
+            client,
+            topics,
+            _broker: broker,
+        })
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        self.client
+            .flush(Duration::from_secs(60))
+            .map_err(|e| format!("producer flush: {e}"))?;
+        let c = self.client.counters();
+        let failed = load(&c.signal_errors) + load(&c.delivery_errors);
+        if failed > 0 {
+            return Err(format!("{failed} records were not produced"));
+        }
+        Ok(())
+    }
+}
+
+/// A runner consuming in a task of its own.
+struct Running {
+    runner: Runner,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), livecheck_core::Error>>,
+}
+
+impl Running {
+    fn start(runner: Runner) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let runner = runner.clone();
+            async move {
+                runner
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Self { runner, stop, task }
+    }
+
+    /// Waits (at most [`DEADLINE`]) until `done` holds of the runner.
+    async fn wait_for(&self, what: &str, done: impl Fn(&Runner) -> bool) -> Result<(), String> {
+        let start = Instant::now();
+        while !done(&self.runner) {
+            if start.elapsed() > DEADLINE || self.task.is_finished() {
+                return Err(format!(
+                    "the runner did not reach {what} in {:.0} s; counters: {:?}",
+                    start.elapsed().as_secs_f64(),
+                    nonzero(self.runner.counters().snapshot())
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(self) -> Result<(), String> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| format!("the runner task failed: {e}"))?
+            .map_err(|e| format!("the runner failed: {e}"))
+    }
+}
+
+/// The runner's verdict counts, in the order of [`Verdict::ALL`].
+fn verdicts(runner: &Runner) -> [u64; 5] {
+    let c = runner.counters();
+    [
+        load(&c.verdict_pass),
+        load(&c.verdict_fail),
+        load(&c.verdict_error),
+        load(&c.verdict_timeout),
+        load(&c.verdict_skip),
+    ]
+}
+
+fn describe(verdicts: [u64; 5]) -> String {
+    Verdict::ALL
+        .iter()
+        .zip(verdicts)
+        .map(|(v, n)| format!("{v} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the report subscriber of (a) collects.
+#[derive(Debug, Default)]
+struct Seen {
+    reports: u64,
+    lagged: u64,
+    /// Last signal's arrival at the runner to verdict, per PASS run.
+    arrival_to_verdict: Vec<Duration>,
+    /// Last signal sent by the service to verdict, per PASS run (includes Kafka).
+    sent_to_verdict: Vec<Duration>,
+    /// The first few non-PASS reports.
+    non_pass: Vec<Arc<Report>>,
+}
+
+/// (a) and (b).
+async fn accuracy_and_latency(problems: &mut Vec<String>) -> Result<(), String> {
+    let total = LOAD_RATE * LOAD_FOR.as_secs();
+    println!(
+        "a. Verdict accuracy under load: {LOAD_RATE} tests/s ({} signals/s) for {} s = {total} tests",
+        LOAD_RATE * SIGNALS_PER_TEST,
+        LOAD_FOR.as_secs()
+    );
+    println!("   (for context: the original LiveCheck gave false TIMEOUTs for 30% of tests at 25 requests/s)");
+    let world = World::new("live-a")?;
+    let runner = Runner::new(
+        Suite::new([place_order()]).map_err(|e| e.to_string())?,
+        world.client.clone(),
+        RunnerConfig::default(),
+    );
+    // Drain every report as it comes (a receiver that is not drained lags).
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut reports = runner.subscribe();
+    let drain = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                match reports.recv().await {
+                    Ok(report) => {
+                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        seen.reports += 1;
+                        if report.verdict != Verdict::Pass {
+                            if seen.non_pass.len() < 3 {
+                                seen.non_pass.push(report);
+                            }
+                            continue;
+                        }
+                        if let Some(last) = report.timeline.last() {
+                            seen.arrival_to_verdict
+                                .push(between(last.arrived_at, report.finished_at));
+                            seen.sent_to_verdict
+                                .push(between(last.sent_at, report.finished_at));
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        seen.lock().unwrap_or_else(|p| p.into_inner()).lagged += n;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    });
+    let running = Running::start(runner.clone());
+    runner.ready().await;
+
+    // Sustained load: at each tick, produce the tests due by now.
+    let mut ticks = tokio::time::interval(LOAD_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        ticks.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * LOAD_RATE as f64) as u64 + 1).min(total);
+        while sent < due {
+            let side = if sent % 2 == 0 { Side::Buy } else { Side::Sell };
+            publish_order_test(&world.client, side)
+                .await
+                .map_err(|e| format!("publishing a test: {e}"))?;
+            sent += 1;
+        }
+    }
+    let load_time = start.elapsed();
+    let ended = Instant::now();
+    let all_reported = running
+        .wait_for("one report per test", |r| {
+            load(&r.counters().reports_published) >= sent
+        })
+        .await;
+    let settle = ended.elapsed();
+    // Let the subscriber take the last reports.
+    let caught_up = Instant::now();
+    while {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        s.reports + s.lagged < load(&runner.counters().reports_published)
+    } && caught_up.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let counts = verdicts(&runner);
+    let counters = nonzero(runner.counters().snapshot());
+    running.stop().await?;
+    drain.abort();
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+
+    let non_pass: u64 = counts[1..].iter().sum();
+    println!(
+        "   tests sent       {sent} ({} signals) in {:.2} s",
+        sent * SIGNALS_PER_TEST,
+        load_time.as_secs_f64()
+    );
+    println!(
+        "   achieved rate    {:.0} tests/s ({:.0} signals/s); last report {:.2} s after the load ended",
+        rate(sent, load_time),
+        rate(sent * SIGNALS_PER_TEST, load_time),
+        settle.as_secs_f64()
+    );
+    println!(
+        "   non-PASS         {non_pass} of {} verdicts ({})",
+        counts.iter().sum::<u64>(),
+        describe(counts)
+    );
+    println!("   runner counters  {counters:?}");
+    for report in &seen.non_pass {
+        println!("{}", indent(&report.render()));
+    }
+    if let Err(err) = all_reported {
+        problems.push(format!("(a) {err}"));
+    }
+    if non_pass > 0 {
+        problems.push(format!(
+            "(a) {non_pass} of {sent} verdicts under load are not PASS ({})",
+            describe(counts)
+        ));
+    }
+
+    println!();
+    println!(
+        "b. Verdict latency over the PASS runs of (a): last signal's arrival at the runner -> verdict"
+    );
+    if seen.lagged > 0 {
+        println!(
+            "   (the report subscriber lagged and missed {} reports; they are not in the figures)",
+            seen.lagged
+        );
+    }
+    let mut latencies = seen.arrival_to_verdict;
+    let mut end_to_end = seen.sent_to_verdict;
+    if latencies.is_empty() {
+        println!("   no PASS run to measure");
+        return Ok(());
+    }
+    latencies.sort();
+    end_to_end.sort();
+    let p99 = percentile(&latencies, 0.99);
+    println!(
+        "   runs {:>6}   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   goal p99 <= {} ms ({})",
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(p99),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+        LATENCY_GOAL.as_millis(),
+        if p99 <= LATENCY_GOAL {
+            "meets"
+        } else {
+            "MISSES"
+        }
+    );
+    println!(
+        "   for reference, from the service sending the last signal (Kafka included): p50 {:.3} ms   p99 {:.3} ms",
+        ms(percentile(&end_to_end, 0.50)),
+        ms(percentile(&end_to_end, 0.99))
+    );
+    Ok(())
+}
+
+/// (c).
+async fn throughput(problems: &mut Vec<String>) -> Result<(), String> {
+    let records = THROUGHPUT_TESTS * (1 + SIGNALS_PER_TEST);
+    println!(
+        "c. Sustained runner throughput: {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
+    );
+    let world = World::new("live-c")?;
+    let start = Instant::now();
+    for n in 0..THROUGHPUT_TESTS {
+        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+        publish_order_test(&world.client, side)
+            .await
+            .map_err(|e| format!("publishing a test: {e}"))?;
+    }
+    world.flush()?;
+    let produced = start.elapsed();
+    println!(
+        "   produced and flushed in {:.2} s ({:.0} records/s through the generator)",
+        produced.as_secs_f64(),
+        rate(records, produced)
+    );
+
+    let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
+        let runner = Runner::new(
+            Suite::new([place_order()]).map_err(|e| e.to_string())?,
+            world.client.clone(),
+            RunnerConfig::default(),
+        );
+        let start = Instant::now();
+        let running = Running::start(runner.clone());
+        let drained = running
+            .wait_for("one report per test", |r| {
+                load(&r.counters().reports_published) >= THROUGHPUT_TESTS
+            })
+            .await;
+        let runner_time = start.elapsed();
+        let counts = verdicts(&runner);
+        let c = runner.counters();
+        let (tests, signals) = (load(&c.tests_received), load(&c.signals_received));
+        running.stop().await?;
+        drained.map_err(|e| format!("(c) round {round}: {e}"))?;
+        let raw = rate(records, raw_time);
+        let runner_rate = rate(tests + signals, runner_time);
+        println!(
+            "   round {round}: bare consumer + JSON {raw:>7.0} records/s ({:.3} s) | runner {:>6.0} tests/s, {:>7.0} signals/s, {runner_rate:>7.0} records/s ({:.3} s to {THROUGHPUT_TESTS} reports) | {}",
+            raw_time.as_secs_f64(),
+            rate(tests, runner_time),
+            rate(signals, runner_time),
+            runner_time.as_secs_f64(),
+            describe(counts)
+        );
+        if counts[0] != THROUGHPUT_TESTS
+            || (tests, signals) != (THROUGHPUT_TESTS, THROUGHPUT_TESTS * SIGNALS_PER_TEST)
+        {
+            problems.push(format!(
+                "(c) round {round}: the runner read {tests} tests and {signals} signals, verdicts {}",
+                describe(counts)
+            ));
+        }
+        raw_rates.push(raw);
+        tests_rates.push(rate(tests, runner_time));
+        signals_rates.push(rate(signals, runner_time));
+        ratios.push(runner_rate / raw);
+    }
+    let raw = median(raw_rates);
+    let ratio = median(ratios);
+    println!("   medians over {ROUNDS} rounds:");
+    println!("   bare rdkafka StreamConsumer + serde_json::Value   {raw:>9.0} records/s");
+    println!(
+        "   Runner (start to last report)                     {:>9.0} tests/s   {:>9.0} signals/s",
+        median(tests_rates),
+        median(signals_rates)
+    );
+    println!(
+        "   runner / bare consumer (records/s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
+        if ratio >= RATIO_GOAL {
+            "meets"
+        } else {
+            "MISSES"
+        }
+    );
+    Ok(())
+}
+
+/// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
+/// every partition from the beginning, after a metadata fetch as the runner does), parsing
+/// each payload as JSON. Returns the time from the consumer's creation to the last record.
+async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result<Duration, String> {
+    let start = Instant::now();
+    let consumer: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", "live-bench-bare"),
+            ("enable.auto.commit", "false"),
+            // The runner's fetch wait, so that the two read alike.
+            ("fetch.wait.max.ms", "100"),
+        ])
+        .create()
+        .map_err(|e| format!("bare consumer: {e}"))?;
+    let mut list = TopicPartitionList::new();
+    for topic in [&topics.tests, &topics.signals] {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        for p in 0..partitions as i32 {
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| format!("assignment: {e}"))?;
+        }
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| format!("assignment: {e}"))?;
+    let mut read = 0;
+    while read < expected {
+        let message = tokio::time::timeout(DEADLINE, consumer.recv())
+            .await
+            .map_err(|_| format!("the bare consumer read only {read} of {expected} records"))?
+            .map_err(|e| format!("the bare consumer: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default())
+                .map_err(|e| format!("a payload is not JSON: {e}"))?;
+        std::hint::black_box(value);
+        read += 1;
+    }
+    Ok(start.elapsed())
+}
+
+/// (d).
+async fn memory_per_run() -> Result<(), String> {
+    println!(
+        "d. Memory per in-flight run: {IN_FLIGHT} tests registered with no signals; the case waits 600 s for its first step"
+    );
+    let world = World::new("live-d")?;
+    let case: Case = place_order().timeout(Duration::from_secs(600));
+    let runner = Runner::new(
+        Suite::new([case]).map_err(|e| e.to_string())?,
+        world.client.clone(),
+        RunnerConfig::default(),
+    );
+    let running = Running::start(runner.clone());
+    runner.ready().await;
+    // Warm up (allocator, consumer, producer, runtime) with complete tests, which finish.
+    const WARM_UP: u64 = 1_000;
+    for n in 0..WARM_UP {
+        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+        publish_order_test(&world.client, side)
+            .await
+            .map_err(|e| format!("publishing a test: {e}"))?;
+    }
+    world.flush()?;
+    running
+        .wait_for("the warm-up reports", |r| {
+            load(&r.counters().reports_published) >= WARM_UP && r.in_flight() == 0
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss()?;
+
+    let mut levels = vec![(0usize, idle)];
+    for level in 1..=2 {
+        for _ in 0..IN_FLIGHT {
+            let id = uuid::Uuid::new_v4().to_string();
+            register_order_test(&world.client, &id, Side::Sell)
+                .map_err(|e| format!("registering a test: {e}"))?;
+        }
+        world.flush()?;
+        let target = level * IN_FLIGHT;
+        running
+            .wait_for(&format!("{target} runs in flight"), |r| {
+                r.in_flight() >= target
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        levels.push((runner.in_flight(), rss()?));
+    }
+    let counters = nonzero(runner.counters().snapshot());
+    running.stop().await?;
+
+    let per_run = |from: (usize, u64), to: (usize, u64)| {
+        (to.1 as f64 - from.1 as f64) / (to.0 - from.0) as f64
+    };
+    let verdict = |bytes: f64| {
+        if bytes <= BYTES_PER_RUN_GOAL {
+            "meets"
+        } else {
+            "MISSES"
+        }
+    };
+    println!(
+        "   RSS: idle runner (after {WARM_UP} warm-up tests) {:.1} MiB; {} runs in flight {:.1} MiB; {} runs in flight {:.1} MiB",
+        mib(levels[0].1),
+        levels[1].0,
+        mib(levels[1].1),
+        levels[2].0,
+        mib(levels[2].1)
+    );
+    let first = per_run(levels[0], levels[1]);
+    let second = per_run(levels[1], levels[2]);
+    println!(
+        "   RSS delta / K, 0 -> {IN_FLIGHT} in flight:           {first:>7.0} bytes per run   goal <= {BYTES_PER_RUN_GOAL:.0} ({})",
+        verdict(first)
+    );
+    println!(
+        "   RSS delta / K, {IN_FLIGHT} -> {} in flight:       {second:>7.0} bytes per run   goal <= {BYTES_PER_RUN_GOAL:.0} ({})",
+        2 * IN_FLIGHT,
+        verdict(second)
+    );
+    println!(
+        "   (the first figure also holds what producing and fetching {IN_FLIGHT} records left in the allocator; the second reuses it)"
+    );
+    println!("   runner counters  {counters:?}");
+    Ok(())
+}
+
+/// Resident set size of this process, in bytes.
+fn rss() -> Result<u64, String> {
+    let statm = std::fs::read_to_string("/proc/self/statm")
+        .map_err(|e| format!("reading /proc/self/statm: {e}"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("unexpected /proc/self/statm: {statm:?}"))?;
+    Ok(pages * 4096)
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn between(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+/// The `q` quantile of sorted `values` (nearest rank).
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("   {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn nonzero(snapshot: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+    snapshot.into_iter().filter(|(_, n)| *n != 0).collect()
+}

@@ -1,0 +1,77 @@
+//! The demo `cargo run --bin livecheck` runs with no configuration: the embedded broker,
+//! the example app (half of its orders become tests) and traffic to it, as the tutorial's
+//! visits to `/order/init/sell/` would make.
+
+use std::time::Duration;
+
+use example_app::{AppConfig, AppTopics, RunningApp};
+use livecheck_core::{EmbeddedBroker, KafkaConfig};
+use livecheck_harness::live::service::{Demo, DemoFn};
+use tracing::warn;
+
+/// Aborts the traffic task when dropped.
+struct Traffic(tokio::task::JoinHandle<()>);
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Orders per second the demo places (`LIVECHECK_DEMO_RATE`, default 5).
+fn rate() -> f64 {
+    std::env::var("LIVECHECK_DEMO_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| *r > 0.0 && r.is_finite())
+        .unwrap_or(5.0)
+}
+
+/// Starts the demo for `prefix`.
+pub async fn start(prefix: String) -> anyhow::Result<Demo> {
+    let topics = AppTopics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::start()?;
+    for topic in topics.all() {
+        broker.create_topic(topic, 4)?;
+    }
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    println!(
+        "embedded Kafka broker (librdkafka mock cluster) at {}",
+        kafka.brokers
+    );
+    let mut config = AppConfig::new(kafka.clone());
+    config.listen = "127.0.0.1:0".parse()?;
+    config.topics = topics;
+    config.probability = 0.5;
+    let app = RunningApp::start(config).await?;
+    println!(
+        "example app at {} (half of its orders become tests)",
+        app.base_url
+    );
+    let url = app.base_url.clone();
+    let every = Duration::from_secs_f64(1.0 / rate());
+    let traffic = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut tick = tokio::time::interval(every);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let side = if n % 2 == 0 { "buy" } else { "sell" };
+            if let Err(err) = http.get(format!("{url}/order/init/{side}/")).send().await {
+                warn!(error = %err, "demo traffic: order not placed");
+            }
+        }
+    });
+    Ok(Demo {
+        kafka,
+        app_url: app.base_url.clone(),
+        // Dropped in order: traffic, app, then the broker.
+        guard: Box::new((Traffic(traffic), app, broker)),
+    })
+}
+
+/// [`start`] as the live service takes it.
+pub fn demo() -> DemoFn {
+    Box::new(|prefix| Box::pin(start(prefix)))
+}
