@@ -214,6 +214,34 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
         assert_eq!(r.len(), 1, "test {id} has {} reports", r.len());
         assert_eq!(r[0].verdict, Verdict::Pass, "{}", r[0].render());
     }
+    // The operator surfaces show it: runs by verdict and the group's consumer lag.
+    eventually("the consumer lag", Duration::from_secs(15), || {
+        !service.state.lag.lock().unwrap().is_empty()
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", service.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "livecheck_runs_total{{case=\"orders.place_order\",verdict=\"PASS\"}} {triggered}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("livecheck_consumer_lag{topic="),
+        "{metrics}"
+    );
+    let api: serde_json::Value = reqwest::get(format!("http://{}/api/cases", service.http_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api[0]["health"], "OK");
     service.shutdown().await.unwrap();
 }
 

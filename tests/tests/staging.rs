@@ -20,9 +20,16 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     let case = orders::place_order();
     let harness_verdict = session.run_once(&case).await.verdict;
     let env = session.environment();
-    let prefix = env.topics.tests.trim_end_matches("livecheck-tests").to_owned();
+    let prefix = env
+        .topics
+        .tests
+        .trim_end_matches("livecheck-tests")
+        .to_owned();
 
-    let dir = std::env::temp_dir().join(format!("livecheck-staging-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "livecheck-staging-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let settings = dir.join("livecheck.toml");
     std::fs::write(
@@ -53,7 +60,9 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     // Wait for the status page line: the runner has its partitions.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("livecheck did not start");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("livecheck did not start");
         if line.starts_with("livecheck status page:") {
             break;
         }
@@ -65,30 +74,53 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     for _ in 0..3 {
         let context = TestContext::new(case.name(), case.expires());
         ids.push(context.id.clone());
-        client.scope(context, case.run_stimulus(target.clone())).await.unwrap();
+        client
+            .scope(context, case.run_stimulus(target.clone()))
+            .await
+            .unwrap();
     }
     let mut verdicts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while verdicts.len() < ids.len() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("only {} of {} verdicts: {verdicts:?}", verdicts.len(), ids.len()));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {} verdicts: {verdicts:?}",
+                    verdicts.len(),
+                    ids.len()
+                )
+            });
         if ids.iter().any(|id| line.contains(id.as_str())) {
-            verdicts.push(line.split_whitespace().next().unwrap_or_default().to_owned());
+            verdicts.push(
+                line.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
     }
-    assert!(verdicts.iter().all(|v| v == harness_verdict.as_str()), "{verdicts:?} vs the harness's {harness_verdict}");
+    assert!(
+        verdicts.iter().all(|v| v == harness_verdict.as_str()),
+        "{verdicts:?} vs the harness's {harness_verdict}"
+    );
     assert_eq!(harness_verdict.as_str(), "PASS");
 
     // SIGTERM: a clean stop, exit code 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(45);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "livecheck did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "livecheck did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(exit.code(), Some(0));

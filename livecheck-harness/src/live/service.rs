@@ -196,6 +196,37 @@ impl LiveService {
             }
         }
 
+        // Consumer lag, for /metrics.
+        {
+            let (state, kafka, group) = (
+                state.clone(),
+                client.kafka().clone(),
+                config.group_id.clone(),
+            );
+            let topics = [
+                client.topics().tests.clone(),
+                client.topics().signals.clone(),
+            ];
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        _ = tick.tick() => {}
+                    }
+                    let (kafka, group, topics) = (kafka.clone(), group.clone(), topics.clone());
+                    match tokio::task::spawn_blocking(move || consumer_lag(&kafka, &group, &topics))
+                        .await
+                    {
+                        Ok(Ok(lag)) => *state.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag,
+                        Ok(Err(err)) => warn!(error = %err, "cannot read the consumer lag"),
+                        Err(_) => {}
+                    }
+                }
+            }));
+        }
+
         // Operator surfaces.
         let listener = tokio::net::TcpListener::bind((config.http_host.as_str(), config.http_port))
             .await
@@ -263,6 +294,40 @@ impl LiveService {
             Err(e) => Err(anyhow::anyhow!("the runner task failed: {e}")),
         }
     }
+}
+
+/// Per partition of `topics`: end offset minus the group's committed offset.
+fn consumer_lag(
+    kafka: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let consumer: BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    let mut lag = Vec::new();
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let from = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag.push((e.topic().to_owned(), e.partition(), (high - from).max(0)));
+    }
+    Ok(lag)
 }
 
 async fn synthetic_traffic(
