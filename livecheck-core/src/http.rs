@@ -13,7 +13,7 @@ use crate::headers::{self, ContextError};
 
 /// Reads a test context from HTTP headers (names are case-insensitive).
 pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError> {
-    headers::decode(|name| headers.get(name).map(HeaderValue::as_bytes))
+    headers::decode(|name| headers.get(header_name(name)).map(HeaderValue::as_bytes))
 }
 
 /// The header names, lowercase, built once.
