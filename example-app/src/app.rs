@@ -201,11 +201,30 @@ impl RunningApp {
                 tracing::error!(error = %err, "HTTP front stopped");
             }
         }));
+        let (create_ready, mut create_ready_rx) = watch::channel(false);
+        let (execute_ready, mut execute_ready_rx) = watch::channel(false);
         tasks.push(consumers::spawn_create_order(
             shared.clone(),
             stopped.clone(),
+            create_ready,
         )?);
-        tasks.push(consumers::spawn_execute_order(shared.clone(), stopped)?);
+        tasks.push(consumers::spawn_execute_order(
+            shared.clone(),
+            stopped,
+            execute_ready,
+        )?);
+        // Ready when both consumers have their partitions (a group join takes ~3 s on the
+        // embedded broker): orders placed before would wait that long for their first step.
+        let both = async {
+            let _ = create_ready_rx.wait_for(|r| *r).await;
+            let _ = execute_ready_rx.wait_for(|r| *r).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(30), both)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the consumers have no partitions after 30 s; serving anyway (is the broker reachable?)");
+        }
         info!(%base_url, brokers = %shared.config.kafka.brokers, "example app started");
         Ok(Self {
             shared,

@@ -19,9 +19,34 @@ use crate::signals::{ORDER_CACHED, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_
 /// Records processed concurrently per consumer.
 const IN_FLIGHT: usize = 512;
 
-fn consumer(shared: &Shared, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+/// Tells when the consumer has its partitions (the service is ready then).
+#[derive(Debug)]
+pub struct ReadyContext {
+    ready: watch::Sender<bool>,
+}
+
+impl rdkafka::ClientContext for ReadyContext {}
+
+impl rdkafka::consumer::ConsumerContext for ReadyContext {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.ready.send_replace(true);
+        }
+    }
+}
+
+fn consumer(
+    shared: &Shared,
+    group: &str,
+    topic: &str,
+    ready: watch::Sender<bool>,
+) -> anyhow::Result<StreamConsumer<ReadyContext>> {
     let group_id = format!("{}{group}", shared.config.group_prefix);
-    let consumer: StreamConsumer = shared
+    let consumer: StreamConsumer<ReadyContext> = shared
         .config
         .kafka
         .client_config(&[
@@ -31,7 +56,7 @@ fn consumer(shared: &Shared, group: &str, topic: &str) -> anyhow::Result<StreamC
             ("session.timeout.ms", "6000"),
             ("fetch.wait.max.ms", "50"),
         ])
-        .create()
+        .create_with_context(ReadyContext { ready })
         .map_err(|e| anyhow::anyhow!("cannot create consumer {group_id}: {e}"))?;
     consumer
         .subscribe(&[topic])
@@ -47,12 +72,13 @@ fn spawn_loop<F, Fut>(
     group: &'static str,
     topic: String,
     process: F,
+    ready: watch::Sender<bool>,
 ) -> anyhow::Result<JoinHandle<()>>
 where
     F: Fn(Arc<Shared>, Order) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let consumer = consumer(&shared, group, &topic)?;
+    let consumer = consumer(&shared, group, &topic, ready)?;
     let process = Arc::new(process);
     Ok(tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -112,6 +138,7 @@ where
 pub fn spawn_create_order(
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let producer: FutureProducer = shared
         .config
@@ -173,6 +200,7 @@ pub fn spawn_create_order(
                     .await;
             }
         },
+        ready,
     )
 }
 
@@ -180,6 +208,7 @@ pub fn spawn_create_order(
 pub fn spawn_execute_order(
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let topic = shared.config.topics.execution.clone();
     spawn_loop(
@@ -211,5 +240,6 @@ pub fn spawn_execute_order(
                 })
                 .await;
         },
+        ready,
     )
 }

@@ -407,6 +407,9 @@ impl Case {
         if self.expectations.is_none() {
             return bad("no expectations; add them with Case::expect".into());
         }
+        if self.frequency.is_some_and(|f| f.is_zero()) {
+            return bad("the frequency is zero".into());
+        }
         if self.frequency.is_some() && self.stimulus.is_none() {
             return bad("a frequency is set but no stimulus".into());
         }

@@ -54,6 +54,7 @@ struct Slot {
     test_pos: Option<Pos>,
     arrived: Vec<Arc<Arrival>>,
     waiters: Vec<(String, oneshot::Sender<Arc<Arrival>>)>,
+    task: Option<tokio::task::AbortHandle>,
 }
 
 struct Early {
@@ -160,8 +161,13 @@ impl Registry {
     }
 
     /// Marks a test finished without running it (skip) so duplicates are recognised.
-    pub(crate) fn mark_finished(&mut self, test_id: &str) {
-        self.early.remove(test_id);
+    /// Returns the positions of early signals dropped with it.
+    pub(crate) fn mark_finished(&mut self, test_id: &str) -> Vec<Pos> {
+        let dropped = self
+            .early
+            .remove(test_id)
+            .map(|e| positions(&e.arrivals).collect())
+            .unwrap_or_default();
         if self.finished.insert(test_id.to_owned()) {
             self.finished_order.push_back(test_id.to_owned());
             while self.finished_order.len() > self.limits.max_finished {
@@ -170,6 +176,7 @@ impl Registry {
                 }
             }
         }
+        dropped
     }
 
     /// Stops tracking a running test; returns the names of signals that arrived and were
@@ -206,6 +213,9 @@ impl Registry {
         if let Some(slot) = self.running.get_mut(test_id) {
             if slot.arrived.iter().any(|a| a.signal == arrival.signal) {
                 return SignalOutcome::Duplicate;
+            }
+            if slot.arrived.len() >= self.limits.max_early_signals_per_test {
+                return SignalOutcome::BufferFull;
             }
             let arrival = Arc::new(arrival);
             slot.arrived.push(arrival.clone());
@@ -293,10 +303,58 @@ impl Registry {
         WaitStart::Pending(rx)
     }
 
-    pub(crate) fn cancel_wait(&mut self, test_id: &str, signal: &str) {
+    /// Forgets waiters whose run gave up (closed its receiver); other waits on the same
+    /// signal stay.
+    pub(crate) fn cancel_wait(&mut self, test_id: &str) {
         if let Some(slot) = self.running.get_mut(test_id) {
-            slot.waiters.retain(|(name, _)| name != signal);
+            slot.waiters.retain(|(_, tx)| !tx.is_closed());
         }
+    }
+
+    /// Remembers the task running a test (to cancel it on a rebalance).
+    pub(crate) fn set_task(&mut self, test_id: &str, task: tokio::task::AbortHandle) {
+        match self.running.get_mut(test_id) {
+            Some(slot) => slot.task = Some(task),
+            // Finished already.
+            None => drop(task),
+        }
+    }
+
+    /// Drops every test and early signal whose records live on partition `partition` (of
+    /// either topic: they are co-partitioned), aborting their runs without a report: the
+    /// partition's next owner reads them again. Returns the number of runs cancelled.
+    pub(crate) fn cancel_partition(&mut self, partition: i32) -> usize {
+        let ids: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, slot)| {
+                slot.test_pos
+                    .as_ref()
+                    .is_some_and(|p| p.partition == partition)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(slot) = self.running.remove(id) {
+                if let Some(task) = slot.task {
+                    task.abort();
+                }
+            }
+        }
+        self.early
+            .retain(|_, e| !e.arrivals.iter().any(|a| a.partition == partition));
+        ids.len()
+    }
+
+    /// Aborts every run (the runner stops and hands them back).
+    pub(crate) fn cancel_all(&mut self) -> usize {
+        let n = self.running.len();
+        for (_, slot) in self.running.drain() {
+            if let Some(task) = slot.task {
+                task.abort();
+            }
+        }
+        n
     }
 }
 
@@ -381,6 +439,40 @@ mod tests {
         assert_eq!(r.in_flight(), 0);
         assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn giving_up_one_wait_keeps_another_on_the_same_signal() {
+        let mut r = Registry::new(Limits::default());
+        r.start_test("t", None);
+        let WaitStart::Pending(mut first) = r.start_wait("t", "a") else {
+            panic!()
+        };
+        let WaitStart::Pending(mut second) = r.start_wait("t", "a") else {
+            panic!()
+        };
+        first.close();
+        r.cancel_wait("t");
+        assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
+        assert!(second.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_revoked_partition_drops_its_runs_and_early_signals() {
+        let mut r = Registry::new(Limits::default());
+        let pos = |partition| Pos {
+            topic: Arc::from("tests"),
+            partition,
+            offset: 0,
+        };
+        r.start_test("on0", Some(pos(0)));
+        r.start_test("on1", Some(pos(1)));
+        r.on_signal("early0", arrival("a")); // arrival() is on partition 0
+        assert_eq!(r.cancel_partition(0), 1);
+        assert_eq!(r.in_flight(), 1);
+        assert_eq!(r.early_tests(), 0);
+        // Not finished: its records, read again, start it again.
+        assert_eq!(r.start_test("on0", Some(pos(0))), TestOutcome::Started);
     }
 
     #[test]

@@ -85,10 +85,12 @@ impl Run {
                 }
                 Err(_) => {
                     // Give up the wait; a signal that raced the timer is still taken.
+                    rx.close();
+                    let raced = rx.try_recv();
                     if let Ok(mut registry) = self.shared.registry.lock() {
-                        registry.cancel_wait(test_id, name);
+                        registry.cancel_wait(test_id);
                     }
-                    match rx.try_recv() {
+                    match raced {
                         Ok(arrival) => arrival,
                         Err(_) => return Err(self.timed_out(name, timeout)),
                     }

@@ -102,7 +102,7 @@ struct RunnerInner {
     reports: broadcast::Sender<Arc<Report>>,
     watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
     ready: watch::Sender<bool>,
-    offsets: Mutex<OffsetTracker>,
+    offsets: Arc<Mutex<OffsetTracker>>,
     owns_first_partition: Arc<AtomicBool>,
     draining: AtomicBool,
 }
@@ -122,13 +122,14 @@ struct PartitionOffsets {
 }
 
 impl OffsetTracker {
-    fn seen(&mut self, pos: &Pos) {
+    /// Whether the record is new (not pending already).
+    fn seen(&mut self, pos: &Pos) -> bool {
         let p = self
             .partitions
             .entry((pos.topic.clone(), pos.partition))
             .or_default();
-        p.pending.insert(pos.offset);
         p.next = p.next.max(pos.offset + 1);
+        p.pending.insert(pos.offset)
     }
 
     fn release(&mut self, pos: &Pos) {
@@ -148,11 +149,6 @@ impl OffsetTracker {
                 )
             })
             .collect()
-    }
-
-    fn forget_unassigned(&mut self, assigned: &TopicPartitionList) {
-        self.partitions
-            .retain(|(topic, partition), _| assigned.find_partition(topic, *partition).is_some());
     }
 }
 
@@ -175,11 +171,56 @@ struct RunnerContext {
     ready: watch::Sender<bool>,
     tests_topic: String,
     owns_first_partition: Arc<AtomicBool>,
+    registry: Arc<Mutex<Registry>>,
+    offsets: Arc<Mutex<OffsetTracker>>,
+    client: LiveCheck,
 }
 
 impl ClientContext for RunnerContext {}
 
 impl ConsumerContext for RunnerContext {
+    /// Before partitions go, their runs are cancelled without a report and their offsets
+    /// forgotten: whoever owns them next reads their records again from the last commit.
+    /// (Synchronous, so no record of the next assignment can be mistaken for them.)
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        if let Rebalance::Revoke(list) = rebalance {
+            // Commit what is done first, so the next owner re-runs only the unfinished.
+            let snapshot = self
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .committable();
+            if !snapshot.is_empty() && self.client.flush(Duration::from_secs(5)).is_ok() {
+                let mut done = TopicPartitionList::new();
+                for (topic, partition, offset) in snapshot {
+                    let _ = done.add_partition_offset(&topic, partition, Offset::Offset(offset));
+                }
+                if let Err(err) = consumer.commit(&done, CommitMode::Sync) {
+                    warn!(error = %err, "commit before the rebalance failed");
+                }
+            }
+            let mut cancelled = 0;
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+            for e in list.elements() {
+                cancelled += registry.cancel_partition(e.partition());
+                offsets
+                    .partitions
+                    .retain(|(topic, p), _| !(&**topic == e.topic() && *p == e.partition()));
+            }
+            if cancelled > 0 {
+                info!(
+                    cancelled,
+                    "partitions revoked: runs in flight handed back to their next owner"
+                );
+            }
+        }
+    }
+
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
@@ -215,7 +256,7 @@ impl Runner {
                 reports,
                 watchers: Mutex::new(HashMap::new()),
                 ready,
-                offsets: Mutex::new(OffsetTracker::default()),
+                offsets: Arc::new(Mutex::new(OffsetTracker::default())),
                 owns_first_partition: Arc::new(AtomicBool::new(false)),
                 draining: AtomicBool::new(false),
             }),
@@ -264,6 +305,15 @@ impl Runner {
         self.inner.owns_first_partition.load(Ordering::Relaxed)
     }
 
+    /// Stops waiting for the report of `test_id` (e.g. its stimulus failed).
+    pub fn forget(&self, test_id: &str) {
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(test_id);
+    }
+
     /// Resolves once the runner has its partitions.
     pub async fn ready(&self) {
         let mut rx = self.inner.ready.subscribe();
@@ -298,6 +348,9 @@ impl Runner {
                 ready: self.inner.ready.clone(),
                 tests_topic: topics.tests.clone(),
                 owns_first_partition: self.inner.owns_first_partition.clone(),
+                registry: self.inner.registry.clone(),
+                offsets: self.inner.offsets.clone(),
+                client: self.inner.client.clone(),
             })
             .map_err(Error::kafka("creating the runner consumer"))?;
         if group.is_some() {
@@ -388,6 +441,14 @@ impl Runner {
             }
         }
         if in_group {
+            // Runs still going are handed back: they must not publish after the last commit.
+            let handed_back = self.lock_registry().cancel_all();
+            if handed_back > 0 {
+                warn!(
+                    handed_back,
+                    "runs not finished at shutdown stay uncommitted and run again after a restart"
+                );
+            }
             self.commit(&consumer, CommitMode::Sync).await;
         }
         info!("runner stopped");
@@ -397,40 +458,49 @@ impl Runner {
     /// Commits, per assigned partition, the smallest offset still needed, after making sure
     /// every report enqueued so far is acknowledged.
     async fn commit(&self, consumer: &StreamConsumer<RunnerContext>, mode: CommitMode) {
+        // What is committable now; every report behind it is enqueued already.
+        let snapshot = self
+            .inner
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .committable();
+        if snapshot.is_empty() {
+            return;
+        }
         let client = self.inner.client.clone();
+        let errors_before = client.counters().delivery_errors.load(Ordering::Relaxed);
         let flushed =
             tokio::task::spawn_blocking(move || client.flush(Duration::from_secs(10))).await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            warn!("reports not acknowledged yet; not committing this time");
+        let errors_after = self
+            .inner
+            .client
+            .counters()
+            .delivery_errors
+            .load(Ordering::Relaxed);
+        if !matches!(flushed, Ok(Ok(()))) || errors_after != errors_before {
+            warn!("reports not all acknowledged; not committing this time (their tests run again after a restart)");
             return;
         }
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
         let mut list = TopicPartitionList::new();
-        {
-            let mut offsets = self.inner.offsets.lock().unwrap_or_else(|p| p.into_inner());
-            offsets.forget_unassigned(&assignment);
-            for (topic, partition, offset) in offsets.committable() {
-                let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
-            }
-        }
-        if list.count() == 0 {
-            return;
+        for (topic, partition, offset) in snapshot {
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
         }
         if let Err(err) = consumer.commit(&list, mode) {
             warn!(error = %err, "offset commit failed; will retry");
         }
     }
 
-    fn track(&self, pos: &Pos) {
-        if self.inner.config.group_id.is_some() {
-            self.inner
+    /// Notes a record's offset as still needed; whether it was new (a re-read of a record
+    /// still pending must not release it).
+    fn track(&self, pos: &Pos) -> bool {
+        self.inner.config.group_id.is_none()
+            || self
+                .inner
                 .offsets
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .seen(pos);
-        }
+                .seen(pos)
     }
 
     fn release<'a>(&self, done: impl IntoIterator<Item = &'a Pos>) {
@@ -470,13 +540,13 @@ impl Runner {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        self.track(&pos);
+        let new = self.track(&pos);
         let retained = if Arc::ptr_eq(topic, tests) {
             self.on_test_record(&pos, msg.payload())
         } else {
             self.on_signal_record(&pos, msg.payload())
         };
-        if !retained {
+        if !retained && new {
             self.release([&pos]);
         }
     }
@@ -538,7 +608,7 @@ impl Runner {
             if registry.is_known(&context.id) {
                 TestOutcome::Duplicate
             } else if !case.is_active() || context.is_expired_at(Utc::now()) {
-                registry.mark_finished(&context.id);
+                let dropped = registry.mark_finished(&context.id);
                 drop(registry);
                 let why = if case.is_active() {
                     format!(
@@ -548,7 +618,9 @@ impl Runner {
                 } else {
                     format!("case {} is inactive", case.name())
                 };
-                self.publish(skip_report(&context, why));
+                if self.publish(skip_report(&context, why)) {
+                    self.release(&dropped);
+                }
                 return false;
             } else {
                 registry.start_test(&context.id, Some(pos.clone()))
@@ -557,7 +629,9 @@ impl Runner {
         match outcome {
             TestOutcome::Started => {
                 debug!(test_id = %context.id, case = %context.case, "run started");
-                tokio::spawn(self.clone().execute(case, Arc::new(context)));
+                let id = context.id.clone();
+                let task = tokio::spawn(self.clone().execute(case, Arc::new(context)));
+                self.lock_registry().set_task(&id, task.abort_handle());
                 true
             }
             TestOutcome::Duplicate => {
@@ -567,12 +641,14 @@ impl Runner {
             }
             TestOutcome::AtCapacity => {
                 bump(&self.inner.counters.capacity_skips);
-                self.lock_registry().mark_finished(&context.id);
+                let dropped = self.lock_registry().mark_finished(&context.id);
                 let limit = self.inner.config.limits.max_in_flight;
-                self.publish(skip_report(
+                if self.publish(skip_report(
                     &context,
                     format!("runner at capacity ({limit} runs in flight)"),
-                ));
+                )) {
+                    self.release(&dropped);
+                }
                 false
             }
         }
@@ -707,11 +783,13 @@ impl Runner {
             finished_at: Utc::now(),
             arguments: context.arguments.clone(),
         };
-        self.publish(report);
-        self.release(&done);
+        if self.publish(report) {
+            self.release(&done);
+        }
     }
 
-    fn publish(&self, report: Report) {
+    /// Publishes a report; whether it was enqueued (else its records stay uncommitted).
+    fn publish(&self, report: Report) -> bool {
         let c = &self.inner.counters;
         bump(match report.verdict {
             Verdict::Pass => &c.verdict_pass,
@@ -721,13 +799,18 @@ impl Runner {
             Verdict::Skip => &c.verdict_skip,
         });
         let client = &self.inner.client;
-        match client.publish_json(&client.topics().reports, &report.test_id, &report) {
-            Ok(()) => bump(&c.reports_published),
-            Err(err) => {
-                bump(&c.report_errors);
-                warn!(test_id = %report.test_id, "report {err}");
-            }
-        }
+        let published =
+            match client.publish_json(&client.topics().reports, &report.test_id, &report) {
+                Ok(()) => {
+                    bump(&c.reports_published);
+                    true
+                }
+                Err(err) => {
+                    bump(&c.report_errors);
+                    warn!(test_id = %report.test_id, "report {err}");
+                    false
+                }
+            };
         if report.verdict == Verdict::Pass {
             debug!(test_id = %report.test_id, case = %report.case, "PASS");
         } else {
@@ -744,6 +827,7 @@ impl Runner {
             let _ = tx.send(report.clone());
         }
         let _ = self.inner.reports.send(report);
+        published
     }
 }
 

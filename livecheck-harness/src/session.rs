@@ -104,21 +104,29 @@ impl Session {
             .scope(context.clone(), case.run_stimulus(self.target.clone()))
             .await;
         if let Err(err) = stimulus {
+            self.runner.forget(&context.id);
             return synthetic_report(&context, Verdict::Error, format!("stimulus failed: {err}"));
         }
         // Every wait has its own timeout; bound the whole run generously above that.
         let bound = case.signal_timeout() * 10 + Duration::from_secs(30);
         match tokio::time::timeout(bound, report).await {
             Ok(Ok(report)) => Arc::unwrap_or_clone(report),
-            Ok(Err(_)) => synthetic_report(&context, Verdict::Error, "the runner stopped before the verdict".into()),
-            Err(_) => synthetic_report(
+            Ok(Err(_)) => synthetic_report(
+                &context,
+                Verdict::Error,
+                "the runner stopped before the verdict".into(),
+            ),
+            Err(_) => {
+                self.runner.forget(&context.id);
+                synthetic_report(
                 &context,
                 Verdict::Error,
                 format!(
                     "no verdict within {bound:?}: the runner never saw the test record (does the service call maybe_trigger for case {}?)",
                     case.name()
                 ),
-            ),
+            )
+            }
         }
     }
 

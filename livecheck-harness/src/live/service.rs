@@ -347,8 +347,10 @@ async fn synthetic_traffic(
             _ = stopped.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        // One instance of the group sends: the owner of the tests topic's partition 0.
+        // One instance of the group sends: the owner of the tests topic's partition 0. An
+        // instance that stopped owning it no longer knows, so it clears its DOWN.
         if !runner.owns_first_partition() {
+            health.set_down(case.name(), None);
             continue;
         }
         let mut delay = Duration::from_millis(200);
