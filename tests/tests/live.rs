@@ -430,3 +430,50 @@ async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
     );
     second.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() {
+    let world = World::new(1.0).await;
+    let a = LiveService::start(world.config("runners"), cases(), None)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..15 {
+        ids.push(world.order("sell").await);
+    }
+    // A second instance joins while tests are in flight: partitions move (eager rebalance),
+    // runs in flight on revoked partitions are handed back and run by the new owner.
+    let b = LiveService::start(world.config("runners"), cases(), None)
+        .await
+        .unwrap();
+    for _ in 0..15 {
+        ids.push(world.order("buy").await);
+    }
+    let reports = world.reports(ids.len()).await;
+    let mut duplicated = 0;
+    for id in &ids {
+        let r = reports.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert!(!r.is_empty(), "test {id} got no report");
+        assert!(
+            r.iter().all(|r| r.verdict == Verdict::Pass),
+            "{}",
+            r[0].render()
+        );
+        duplicated += usize::from(r.len() > 1);
+    }
+    let published = |s: &LiveService| {
+        s.state
+            .runner
+            .counters()
+            .reports_published
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    println!(
+        "{} tests, {duplicated} reported twice (at-least-once around the rebalance); published by a {}, by b {}",
+        ids.len(),
+        published(&a),
+        published(&b)
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
