@@ -18,8 +18,7 @@ use crate::run::Run;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-pub(crate) type Expectations =
-    Arc<dyn Fn(Run, serde_json::Value) -> BoxFuture<Result<(), CheckError>> + Send + Sync>;
+pub(crate) type Expectations = Arc<dyn Fn(Run) -> BoxFuture<Result<(), CheckError>> + Send + Sync>;
 pub(crate) type StimulusFn =
     Arc<dyn Fn(Target) -> BoxFuture<Result<(), StimulusError>> + Send + Sync>;
 
@@ -317,18 +316,19 @@ impl Case {
         F: Fn(Run, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CheckError>> + Send + 'static,
     {
-        let expectations = Arc::new(expectations);
-        self.expectations = Some(Arc::new(move |run: Run, arguments: serde_json::Value| {
-            let expectations = expectations.clone();
-            Box::pin(async move {
-                let args = A::deserialize(&arguments).map_err(|e| {
-                    CheckError::Error(format!(
+        self.expectations = Some(Arc::new(move |run: Run| {
+            // Decoded before the future is built: the run holds the arguments already.
+            let arguments = &run.context().arguments;
+            match A::deserialize(arguments) {
+                Ok(args) => Box::pin(expectations(run, args)) as BoxFuture<_>,
+                Err(e) => {
+                    let error = CheckError::Error(format!(
                         "test arguments {arguments} do not decode as {}: {e}",
                         std::any::type_name::<A>()
-                    ))
-                })?;
-                expectations(run, args).await
-            }) as BoxFuture<_>
+                    ));
+                    Box::pin(async move { Err(error) })
+                }
+            }
         }));
         self
     }

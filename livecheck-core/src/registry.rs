@@ -53,7 +53,8 @@ pub(crate) enum WaitStart {
 struct Slot {
     test_pos: Option<Pos>,
     arrived: Vec<Arc<Arrival>>,
-    waiters: Vec<(String, oneshot::Sender<Arc<Arrival>>)>,
+    /// Signal names are the `&'static str` of their `Signal` declarations: no copy per wait.
+    waiters: Vec<(&'static str, oneshot::Sender<Arc<Arrival>>)>,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -291,7 +292,7 @@ impl Registry {
         dropped
     }
 
-    pub(crate) fn start_wait(&mut self, test_id: &str, signal: &str) -> WaitStart {
+    pub(crate) fn start_wait(&mut self, test_id: &str, signal: &'static str) -> WaitStart {
         let Some(slot) = self.running.get_mut(test_id) else {
             return WaitStart::Gone;
         };
@@ -299,7 +300,9 @@ impl Registry {
             return WaitStart::Ready(a.clone());
         }
         let (tx, rx) = oneshot::channel();
-        slot.waiters.push((signal.to_owned(), tx));
+        // Runs mostly wait for one signal at a time: room for exactly one.
+        slot.waiters.reserve_exact(1);
+        slot.waiters.push((signal, tx));
         WaitStart::Pending(rx)
     }
 

@@ -736,8 +736,10 @@ impl Runner {
             shared: shared.clone(),
         };
         let result = match &case.expectations {
-            Some(expectations) => {
-                AssertUnwindSafe(expectations(run, context.arguments.clone()))
+            Some(expectations) =>
+            // Called inside the future, so a panic in the closure itself is caught too.
+            {
+                AssertUnwindSafe(async move { expectations(run).await })
                     .catch_unwind()
                     .await
             }
