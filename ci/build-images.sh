@@ -29,8 +29,8 @@ SHA_LABEL=livecheck.binary-sha256
 TANSU_READY_PATTERN='ready in'
 READY_TIMEOUT=${LIVECHECK_READY_TIMEOUT:-30}
 
-log() { printf '[ci] %s\n' "$*" >&2; }
-die() { printf '[ci] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=ci/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 # --- cleanup of temporary folders and the smoke container -------------------
 TMP_DIRS=()

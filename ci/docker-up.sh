@@ -12,21 +12,11 @@ set -euo pipefail
 DOCKERD_LOG=${LIVECHECK_DOCKERD_LOG:-/tmp/livecheck-dockerd.log}
 WAIT_SECONDS=${LIVECHECK_DOCKERD_WAIT:-60}
 
-log() { printf '[ci] %s\n' "$*" >&2; }
-die() { printf '[ci] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=ci/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
-# Run a command as root (directly, or through sudo when available).
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "'$*' needs root: run this script as root (or install sudo)."
-    fi
-}
 
 if command -v docker >/dev/null 2>&1 && engine_answers; then
     log "Docker engine already running (server $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')); nothing to do."

@@ -20,8 +20,8 @@ CI_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$CI_DIR")
 START=$SECONDS
 
-log() { printf '[ci] %s\n' "$*" >&2; }
-die() { printf '[ci] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=ci/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 ENV_ONLY=false
 if [[ ${1-} == --env-only ]]; then
@@ -73,15 +73,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "'$*' needs root: run as root (or install sudo), or install the packages yourself."
-    fi
-}
 
 ensure_rust_tools() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup."

@@ -113,6 +113,17 @@ impl Drop for Fixture {
     }
 }
 
+/// Waits (at most 5 s) until `counter` reads `expected`, then asserts it does.
+async fn reaches(counter: &std::sync::atomic::AtomicU64, expected: u64) {
+    for _ in 0..200 {
+        if counter.load(Ordering::Relaxed) == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), expected);
+}
+
 fn two_hop_case() -> Case {
     Case::new(CASE)
         .timeout(Duration::from_secs(10))
@@ -325,25 +336,7 @@ async fn signals_before_the_test_record_are_buffered_and_the_run_passes() {
         })
         .await;
     // Wait until both are buffered, then publish the test record.
-    for _ in 0..200 {
-        if fx
-            .runner
-            .counters()
-            .signals_buffered
-            .load(Ordering::Relaxed)
-            == 2
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        fx.runner
-            .counters()
-            .signals_buffered
-            .load(Ordering::Relaxed),
-        2
-    );
+    reaches(&fx.runner.counters().signals_buffered, 2).await;
     fx.client.register_test(&context).unwrap();
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
@@ -450,25 +443,7 @@ async fn malformed_records_and_headers_are_counted_and_the_next_good_record_is_p
     assert_eq!(c.records_malformed.load(Ordering::Relaxed), 2);
     assert_eq!(c.unknown_case.load(Ordering::Relaxed), 1);
     // One from HTTP, one from Kafka.
-    for _ in 0..100 {
-        if fx
-            .client
-            .counters()
-            .contexts_rejected
-            .load(Ordering::Relaxed)
-            == 2
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        fx.client
-            .counters()
-            .contexts_rejected
-            .load(Ordering::Relaxed),
-        2
-    );
+    reaches(&fx.client.counters().contexts_rejected, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
