@@ -97,6 +97,17 @@ pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
 /// Length of a time as the headers carry it (`2020-05-01T12:30:00.123456Z`).
 const TIME_LEN: usize = 27;
 
+/// Where that format has its fixed characters, and which.
+const SEPARATORS: [(usize, u8); 7] = [
+    (4, b'-'),
+    (7, b'-'),
+    (10, b'T'),
+    (13, b':'),
+    (16, b':'),
+    (19, b'.'),
+    (26, b'Z'),
+];
+
 /// Formats `t` as [`format_time`] does, into a stack buffer (no allocation). Years outside
 /// 0..=9999 fall back to chrono's formatter.
 fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> {
@@ -120,15 +131,7 @@ fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> 
     put(14, t.minute(), 2);
     put(17, t.second().min(59), 2);
     put(20, micros, 6);
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
+    for (at, c) in SEPARATORS {
         buf[at] = c;
     }
     std::str::from_utf8(buf).ok()
@@ -156,19 +159,7 @@ pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str
 fn parse_own_format(value: &str) -> Option<DateTime<Utc>> {
     use chrono::{NaiveDate, NaiveTime};
     let b = value.as_bytes();
-    if b.len() != TIME_LEN
-        || [
-            (4, b'-'),
-            (7, b'-'),
-            (10, b'T'),
-            (13, b':'),
-            (16, b':'),
-            (19, b'.'),
-            (26, b'Z'),
-        ]
-        .iter()
-        .any(|(at, c)| b[*at] != *c)
-    {
+    if b.len() != TIME_LEN || SEPARATORS.iter().any(|(at, c)| b[*at] != *c) {
         return None;
     }
     let num = |from: usize, len: usize| -> Option<u32> {
