@@ -64,8 +64,24 @@ counters! {
         capacity_skips,
         /// Reports published.
         reports_published,
-        /// Reports the broker did not acknowledge.
+        /// Reports the broker did not acknowledge (each attempt).
         report_errors,
+        /// Reports published with arguments or long texts cut (too large).
+        reports_truncated,
+        /// Report attempts retried after a refusal.
+        reports_retried,
+        /// Reports given up on after retrying for `report_retry_for` (logged at error).
+        reports_lost,
+        /// Tests found decided on the reports topic when a partition was restored (not run
+        /// again).
+        decided_restored,
+        /// Runs handed back unfinished (partition revoked, or shutdown): the partition's
+        /// next owner runs them.
+        runs_handed_back,
+        /// Runs stopped at the overall run deadline (`max_run_time`): verdict `ERROR`.
+        runs_overdue,
+        /// Partition restores that failed and were retried.
+        restore_retries,
         /// Runs that passed.
         verdict_pass,
         /// Runs that failed a contract.

@@ -48,19 +48,23 @@
 
 mod case;
 mod client;
+mod clock;
 mod context;
 pub mod counters;
 mod embedded;
 mod error;
+mod group;
 pub mod headers;
 pub mod http;
 pub mod kafka;
+mod ledger;
 pub mod murmur2;
 mod registry;
 mod report;
 mod run;
 mod runner;
 mod signal;
+mod sink;
 
 pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};
 pub use client::{KafkaConfig, LiveCheck, Topics};
@@ -69,7 +73,7 @@ pub use embedded::EmbeddedBroker;
 pub use error::Error;
 pub use headers::ContextError;
 pub use registry::Limits;
-pub use report::{Report, Step, Verdict};
+pub use report::{Report, Step, Truncation, Verdict};
 pub use run::Run;
 pub use runner::{Runner, RunnerConfig, Suite};
 pub use signal::{Signal, SignalEvent};

@@ -16,6 +16,8 @@ pub(crate) struct Arrival {
     pub(crate) value: Box<RawValue>,
     pub(crate) sent_at: DateTime<Utc>,
     pub(crate) arrived_at: DateTime<Utc>,
+    /// The record's timestamp (event time); `None` when the record had none.
+    pub(crate) event_at: Option<DateTime<Utc>>,
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
@@ -182,32 +184,27 @@ impl Registry {
 
     /// Stops tracking a running test; returns the names of signals that arrived and were
     /// never taken by the run, and the positions of every record of the test. Memory held
-    /// for the test is released here.
+    /// for the test is released here. `None` when the test is not running any more (its
+    /// partition was revoked: its run is handed back and must not publish).
     pub(crate) fn finish_test(
         &mut self,
         test_id: &str,
         awaited: &[&str],
-    ) -> (Vec<String>, Vec<Pos>) {
-        let (unawaited, done) = self
-            .running
-            .remove(test_id)
-            .map(|slot| {
-                let unawaited = slot
-                    .arrived
-                    .iter()
-                    .filter(|a| !awaited.contains(&a.signal.as_str()))
-                    .map(|a| a.signal.clone())
-                    .collect();
-                let done = slot
-                    .test_pos
-                    .into_iter()
-                    .chain(positions(&slot.arrived))
-                    .collect();
-                (unawaited, done)
-            })
-            .unwrap_or_default();
+    ) -> Option<(Vec<String>, Vec<Pos>)> {
+        let slot = self.running.remove(test_id)?;
+        let unawaited = slot
+            .arrived
+            .iter()
+            .filter(|a| !awaited.contains(&a.signal.as_str()))
+            .map(|a| a.signal.clone())
+            .collect();
+        let done = slot
+            .test_pos
+            .into_iter()
+            .chain(positions(&slot.arrived))
+            .collect();
         self.mark_finished(test_id);
-        (unawaited, done)
+        Some((unawaited, done))
     }
 
     pub(crate) fn on_signal(&mut self, test_id: &str, arrival: Arrival) -> SignalOutcome {
@@ -371,6 +368,7 @@ mod tests {
             value: RawValue::from_string("1".into()).unwrap(),
             sent_at: Utc::now(),
             arrived_at: Utc::now(),
+            event_at: None,
             topic: Arc::from("signals"),
             partition: 0,
             offset: 0,
@@ -436,7 +434,7 @@ mod tests {
         r.start_test("t", None);
         r.on_signal("t", arrival("a"));
         r.on_signal("t", arrival("b"));
-        let (unawaited, done) = r.finish_test("t", &["a"]);
+        let (unawaited, done) = r.finish_test("t", &["a"]).unwrap();
         assert_eq!(unawaited, vec!["b".to_owned()]);
         assert_eq!(done.len(), 2);
         assert_eq!(r.in_flight(), 0);

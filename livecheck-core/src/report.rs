@@ -58,7 +58,11 @@ pub struct Step {
     pub sent_at: DateTime<Utc>,
     /// When the runner received it.
     pub arrived_at: DateTime<Utc>,
-    /// Milliseconds since the previous step arrived (the first step: since the test was issued).
+    /// The record's own timestamp: the event time lateness is judged by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_at: Option<DateTime<Utc>>,
+    /// Milliseconds since the previous step, by event time (the first step: since the test
+    /// was issued).
     pub latency_ms: f64,
     /// Source topic.
     pub topic: String,
@@ -95,6 +99,18 @@ pub struct Report {
     /// Case arguments.
     #[serde(default)]
     pub arguments: serde_json::Value,
+    /// Set when the report was too large to publish whole: what was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+}
+
+/// What was cut from a report too large to publish whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// The size of the whole report, in bytes of JSON.
+    pub original_bytes: usize,
+    /// The fields cut or emptied (`arguments`, `error`, `unawaited`, `timeline`).
+    pub fields: Vec<String>,
 }
 
 impl Report {
@@ -136,6 +152,14 @@ impl Report {
                 out,
                 "  arrived but not awaited: {}",
                 self.unawaited.join(", ")
+            );
+        }
+        if let Some(t) = &self.truncated {
+            let _ = writeln!(
+                out,
+                "  (published truncated: {} cut from {} bytes)",
+                t.fields.join(", "),
+                t.original_bytes
             );
         }
         let _ = write!(

@@ -1,31 +1,43 @@
 //! The runner: consumes tests and signals, runs each test's expectations, publishes one
 //! report per test.
+//!
+//! In a consumer group (live mode) it gives exactly one true verdict per test across
+//! restarts and rebalances: see [`crate::group`] (rebalances and restores),
+//! [`crate::ledger`] (what is committed), [`crate::clock`] (event time) and
+//! [`crate::sink`] (reports that are never lost).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
-use tokio::sync::{broadcast, oneshot, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
 
 use crate::case::{Case, CheckError};
 use crate::client::LiveCheck;
+use crate::clock::Clocks;
 use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
+use crate::group::{
+    self, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
+};
+use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Verdict};
 use crate::run::{Run, RunShared, RunState};
 use crate::signal::SignalEvent;
+use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 
 /// The cases a runner knows, by name.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +80,7 @@ pub struct RunnerConfig {
     pub group_id: Option<String>,
     /// Buffer limits.
     pub limits: Limits,
-    /// How often stale buffers are swept.
+    /// How often stale buffers are swept and offsets committed.
     pub sweep_every: Duration,
     /// Without a group: start at the partitions' current ends instead of their beginnings.
     pub start_at_end: bool,
@@ -78,6 +90,22 @@ pub struct RunnerConfig {
     /// On shutdown (group mode), how long in-flight runs may take to finish before they are
     /// handed back (their records stay uncommitted and are read again after a restart).
     pub drain_timeout: Duration,
+    /// How far out of timestamp order records of several producers may interleave: a step
+    /// is declared missing once the signals are read this far past its deadline.
+    pub clock_slack: Duration,
+    /// After the broker was unreachable, how long producers may take to deliver what they
+    /// held (their reconnect back-off) before steps of that time are declared missing.
+    pub outage_grace: Duration,
+    /// The longest a run may take, whatever its expectations do: a hung check ends in
+    /// `ERROR` and cannot hold its partition.
+    pub max_run_time: Duration,
+    /// Reports larger than this (bytes of JSON) are published truncated.
+    pub max_report_bytes: usize,
+    /// How long a report the broker refuses is retried before it is given up (counted as
+    /// `reports_lost`, logged at error) so that its partition's commit moves on.
+    pub report_retry_for: Duration,
+    /// How long restoring an assigned partition may take before it is tried again.
+    pub restore_timeout: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -89,67 +117,34 @@ impl Default for RunnerConfig {
             start_at_end: false,
             watched_only: false,
             drain_timeout: Duration::from_secs(30),
+            clock_slack: Duration::from_millis(500),
+            outage_grace: Duration::from_secs(10),
+            max_run_time: Duration::from_secs(600),
+            max_report_bytes: sink::DEFAULT_MAX_REPORT_BYTES,
+            report_retry_for: Duration::from_secs(300),
+            restore_timeout: Duration::from_secs(30),
         }
     }
 }
+
+/// `fetch.wait.max.ms` of the runner's consumers.
+const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 struct RunnerInner {
     suite: Suite,
     client: LiveCheck,
     config: RunnerConfig,
     registry: Arc<Mutex<Registry>>,
+    ledger: Arc<Mutex<Ledger>>,
+    ownership: Arc<Ownership>,
+    clocks: Clocks,
     counters: RunnerCounters,
     reports: broadcast::Sender<Arc<Report>>,
     watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
     ready: watch::Sender<bool>,
-    offsets: Arc<Mutex<OffsetTracker>>,
-    owns_first_partition: Arc<AtomicBool>,
     draining: AtomicBool,
-}
-
-/// Per partition: the offsets of records still needed (their tests have no verdict yet)
-/// and the next offset after the last record seen. The committable offset is the smallest
-/// still-needed one: at-least-once, nothing committed before its report is published.
-#[derive(Debug, Default)]
-struct OffsetTracker {
-    partitions: HashMap<(Arc<str>, i32), PartitionOffsets>,
-}
-
-#[derive(Debug, Default)]
-struct PartitionOffsets {
-    pending: BTreeSet<i64>,
-    next: i64,
-}
-
-impl OffsetTracker {
-    /// Whether the record is new (not pending already).
-    fn seen(&mut self, pos: &Pos) -> bool {
-        let p = self
-            .partitions
-            .entry((pos.topic.clone(), pos.partition))
-            .or_default();
-        p.next = p.next.max(pos.offset + 1);
-        p.pending.insert(pos.offset)
-    }
-
-    fn release(&mut self, pos: &Pos) {
-        if let Some(p) = self.partitions.get_mut(&(pos.topic.clone(), pos.partition)) {
-            p.pending.remove(&pos.offset);
-        }
-    }
-
-    fn committable(&self) -> Vec<(Arc<str>, i32, i64)> {
-        self.partitions
-            .iter()
-            .map(|((topic, partition), p)| {
-                (
-                    topic.clone(),
-                    *partition,
-                    p.pending.first().copied().unwrap_or(p.next),
-                )
-            })
-            .collect()
-    }
+    sink: OnceLock<ReportSink>,
+    signals_topic: Arc<str>,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -167,98 +162,34 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-struct RunnerContext {
-    ready: watch::Sender<bool>,
-    tests_topic: String,
-    owns_first_partition: Arc<AtomicBool>,
-    registry: Arc<Mutex<Registry>>,
-    offsets: Arc<Mutex<OffsetTracker>>,
-    client: LiveCheck,
-}
+type Consumer2 = StreamConsumer<RunnerContext>;
 
-impl ClientContext for RunnerContext {}
-
-impl ConsumerContext for RunnerContext {
-    /// Before partitions go, their runs are cancelled without a report and their offsets
-    /// forgotten: whoever owns them next reads their records again from the last commit.
-    /// (Synchronous, so no record of the next assignment can be mistaken for them.)
-    fn pre_rebalance(
-        &self,
-        consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        if let Rebalance::Revoke(list) = rebalance {
-            // Commit what is done first, so the next owner re-runs only the unfinished.
-            let snapshot = self
-                .offsets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .committable();
-            if !snapshot.is_empty() && self.client.flush(Duration::from_secs(5)).is_ok() {
-                let mut done = TopicPartitionList::new();
-                for (topic, partition, offset) in snapshot {
-                    let _ = done.add_partition_offset(&topic, partition, Offset::Offset(offset));
-                }
-                if let Err(err) = consumer.commit(&done, CommitMode::Sync) {
-                    warn!(error = %err, "commit before the rebalance failed");
-                }
-            }
-            let mut cancelled = 0;
-            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-            for e in list.elements() {
-                cancelled += registry.cancel_partition(e.partition());
-                offsets
-                    .partitions
-                    .retain(|(topic, p), _| !(&**topic == e.topic() && *p == e.partition()));
-            }
-            if cancelled > 0 {
-                info!(
-                    cancelled,
-                    "partitions revoked: runs in flight handed back to their next owner"
-                );
-            }
-        }
-    }
-
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(list) => {
-                let first = list.find_partition(&self.tests_topic, 0).is_some();
-                self.owns_first_partition.store(first, Ordering::Relaxed);
-                info!(
-                    partitions = list.count(),
-                    owns_partition_0 = first,
-                    "runner assigned partitions"
-                );
-                self.ready.send_replace(true);
-            }
-            Rebalance::Revoke(list) => {
-                info!(partitions = list.count(), "runner partitions revoked")
-            }
-            Rebalance::Error(err) => warn!(error = %err, "runner rebalance error"),
-        }
-    }
-}
+/// Restores under way: the partitions, and what each restore found.
+type Restores = JoinSet<(Vec<i32>, Result<Vec<Restored>, KafkaError>)>;
 
 impl Runner {
     /// A runner for `suite`, publishing reports through `client`.
     pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
+        let clocks = Clocks::new(config.clock_slack, config.outage_grace, FETCH_WAIT);
+        let signals_topic = Arc::from(client.topics().signals.as_str());
         Self {
             inner: Arc::new(RunnerInner {
                 suite,
                 registry: Arc::new(Mutex::new(Registry::new(config.limits.clone()))),
+                ledger: Arc::default(),
+                ownership: Arc::default(),
+                clocks,
                 client,
                 config,
                 counters: RunnerCounters::default(),
                 reports,
                 watchers: Mutex::new(HashMap::new()),
                 ready,
-                offsets: Arc::new(Mutex::new(OffsetTracker::default())),
-                owns_first_partition: Arc::new(AtomicBool::new(false)),
                 draining: AtomicBool::new(false),
+                sink: OnceLock::new(),
+                signals_topic,
             }),
         }
     }
@@ -283,6 +214,28 @@ impl Runner {
         self.lock_registry().early_tests()
     }
 
+    /// Tests-topic partitions this runner holds now (restored or being restored).
+    pub fn assigned_partitions(&self) -> usize {
+        self.inner.ownership.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Whether the broker answered the runner's consumers lately (`false` from librdkafka's
+    /// "all brokers down" until a record, an end of partition or broker statistics say
+    /// otherwise).
+    pub fn broker_reachable(&self) -> bool {
+        self.inner.clocks.is_broker_reachable()
+    }
+
+    /// Records read and not yet committable (tests, signals): what a restart would read
+    /// again.
+    pub fn uncommitted(&self) -> (usize, usize) {
+        self.inner
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held()
+    }
+
     /// Every report this runner publishes, as it publishes it (a slow receiver lags).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Report>> {
         self.inner.reports.subscribe()
@@ -302,7 +255,7 @@ impl Runner {
     /// Whether this runner holds partition 0 of the tests topic (the one instance of a group
     /// that sends synthetic traffic). Always true without a group.
     pub fn owns_first_partition(&self) -> bool {
-        self.inner.owns_first_partition.load(Ordering::Relaxed)
+        self.inner.ownership.owns_first.load(Ordering::Relaxed)
     }
 
     /// Stops waiting for the report of `test_id` (e.g. its stimulus failed).
@@ -314,7 +267,7 @@ impl Runner {
             .remove(test_id);
     }
 
-    /// Resolves once the runner has its partitions.
+    /// Resolves once the runner has its partitions (restored, in a group).
     pub async fn ready(&self) {
         let mut rx = self.inner.ready.subscribe();
         let _ = rx.wait_for(|ready| *ready).await;
@@ -327,80 +280,84 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_group(&self) -> bool {
+        self.inner.config.group_id.is_some()
+    }
+
     /// Consumes until `shutdown` resolves.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let topics = self.inner.client.topics().clone();
-        let group = self.inner.config.group_id.clone();
         let kafka = self.inner.client.kafka();
-        let group_id = group
+        let in_group = self.in_group();
+        let (sink, mut sink_events) = ReportSink::new(
+            kafka,
+            topics.reports.clone(),
+            self.inner.config.max_report_bytes,
+        )?;
+        if self.inner.sink.set(sink).is_err() {
+            return Err(Error::Config(
+                "a runner runs once; create another one".into(),
+            ));
+        }
+        let group_id = self
+            .inner
+            .config
+            .group_id
             .clone()
             .unwrap_or_else(|| format!("livecheck-runner-{}", uuid::Uuid::new_v4()));
-        let consumer: StreamConsumer<RunnerContext> = kafka
+        let (group_tx, mut group_events) = mpsc::unbounded_channel();
+        let context = || RunnerContext {
+            tests_topic: topics.tests.clone(),
+            signals_topic: topics.signals.clone(),
+            ownership: self.inner.ownership.clone(),
+            registry: self.inner.registry.clone(),
+            ledger: self.inner.ledger.clone(),
+            clocks: self.inner.clocks.clone(),
+            events: group_tx.clone(),
+        };
+        let fetch_wait = FETCH_WAIT.as_millis().to_string();
+        let tests_consumer: Arc<Consumer2> = Arc::new(
+            kafka
+                .client_config(&[
+                    ("group.id", &group_id),
+                    // Offsets are committed by hand, with the signals and reports positions.
+                    ("enable.auto.commit", "false"),
+                    ("auto.offset.reset", "earliest"),
+                    ("session.timeout.ms", "6000"),
+                    ("fetch.wait.max.ms", &fetch_wait),
+                    // Incremental rebalances: a join or leave moves only what moves.
+                    ("partition.assignment.strategy", "cooperative-sticky"),
+                ])
+                .create_with_context(context())
+                .map_err(Error::kafka("creating the runner's tests consumer"))?,
+        );
+        // Assigned by hand, following the tests partitions; never joins the group.
+        let signals_consumer: Consumer2 = kafka
             .client_config(&[
-                ("group.id", &group_id),
-                // Offsets are committed by hand, only past records whose reports are out.
+                ("group.id", &format!("{group_id}.signals")),
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
-                ("session.timeout.ms", "6000"),
-                ("fetch.wait.max.ms", "100"),
+                ("fetch.wait.max.ms", &fetch_wait),
+                ("enable.partition.eof", "true"),
+                ("statistics.interval.ms", "500"),
             ])
-            .create_with_context(RunnerContext {
-                ready: self.inner.ready.clone(),
-                tests_topic: topics.tests.clone(),
-                owns_first_partition: self.inner.owns_first_partition.clone(),
-                registry: self.inner.registry.clone(),
-                offsets: self.inner.offsets.clone(),
-                client: self.inner.client.clone(),
-            })
-            .map_err(Error::kafka("creating the runner consumer"))?;
-        if group.is_some() {
-            consumer
-                .subscribe(&[&topics.tests, &topics.signals])
-                .map_err(Error::kafka("subscribing to the tests and signals topics"))?;
+            .create_with_context(context())
+            .map_err(Error::kafka("creating the runner's signals consumer"))?;
+        if in_group {
+            self.check_partitions(&tests_consumer).await?;
+            tests_consumer
+                .subscribe(&[&topics.tests])
+                .map_err(Error::kafka("subscribing to the tests topic"))?;
         } else {
-            let mut list = TopicPartitionList::new();
-            for topic in [&topics.tests, &topics.signals] {
-                let metadata = consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(10))
-                    .map_err(Error::kafka(format!(
-                        "reading the metadata of topic {topic}"
-                    )))?;
-                let partitions = metadata
-                    .topics()
-                    .first()
-                    .map(|t| t.partitions().len())
-                    .unwrap_or(0);
-                if partitions == 0 {
-                    return Err(Error::Config(format!(
-                        "topic {topic} does not exist or has no partitions; create it first"
-                    )));
-                }
-                for p in 0..partitions as i32 {
-                    let offset = if self.inner.config.start_at_end {
-                        let (_, high) = consumer
-                            .fetch_watermarks(topic, p, Duration::from_secs(10))
-                            .map_err(Error::kafka(format!("reading the end of {topic}[{p}]")))?;
-                        Offset::Offset(high)
-                    } else {
-                        Offset::Beginning
-                    };
-                    list.add_partition_offset(topic, p, offset)
-                        .map_err(Error::kafka("building the assignment"))?;
-                }
-            }
-            consumer
-                .assign(&list)
-                .map_err(Error::kafka("assigning the tests and signals partitions"))?;
-            self.inner
-                .owns_first_partition
-                .store(true, Ordering::Relaxed);
-            self.inner.ready.send_replace(true);
+            self.assign_all(&tests_consumer, &signals_consumer).await?;
         }
-        info!(tests = %topics.tests, signals = %topics.signals, group = ?group, "runner consuming");
-        let tests_topic: Arc<str> = Arc::from(topics.tests.as_str());
-        let signals_topic: Arc<str> = Arc::from(topics.signals.as_str());
-        let mut sweep = tokio::time::interval(self.inner.config.sweep_every);
-        let in_group = group.is_some();
+        info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, "runner consuming");
+        let mut tick = tokio::time::interval(self.inner.config.sweep_every);
+        let mut restores: Restores = JoinSet::new();
         tokio::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
@@ -416,17 +373,28 @@ impl Runner {
                     info!(in_flight, "runner draining: no new tests; waiting for the runs in flight");
                     drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
                 }
-                msg = consumer.recv() => match msg {
-                    Ok(msg) => self.handle_message(&msg, &tests_topic, &signals_topic),
-                    Err(err) => {
-                        warn!(error = %err, "runner consumer error; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                Some(event) = group_events.recv() => {
+                    self.on_group_event(event, &tests_consumer, &signals_consumer, &mut restores);
+                }
+                Some(done) = restores.join_next() => match done {
+                    Ok((partitions, result)) => self.on_restored(
+                        partitions, result, &tests_consumer, &signals_consumer, &group_tx,
+                    ),
+                    Err(err) => warn!(error = %err, "a partition restore task failed"),
                 },
-                _ = sweep.tick() => {
+                Some(event) = sink_events.recv() => self.on_sink_event(event),
+                msg = tests_consumer.recv() => match msg {
+                    Ok(msg) => self.on_tests_message(&msg),
+                    Err(err) => self.on_consumer_error(err).await,
+                },
+                msg = signals_consumer.recv() => match msg {
+                    Ok(msg) => self.on_signals_message(&msg),
+                    Err(err) => self.on_consumer_error(err).await,
+                },
+                _ = tick.tick() => {
                     self.sweep();
                     if in_group {
-                        self.commit(&consumer, CommitMode::Async).await;
+                        self.commit(&tests_consumer, CommitMode::Async, false);
                     }
                 }
             }
@@ -444,78 +412,385 @@ impl Runner {
             // Runs still going are handed back: they must not publish after the last commit.
             let handed_back = self.lock_registry().cancel_all();
             if handed_back > 0 {
+                self.inner
+                    .counters
+                    .runs_handed_back
+                    .fetch_add(handed_back as u64, Ordering::Relaxed);
                 warn!(
                     handed_back,
                     "runs not finished at shutdown stay uncommitted and run again after a restart"
                 );
             }
-            self.commit(&consumer, CommitMode::Sync).await;
+            // Wait for the reports enqueued so far, so the last commit covers them.
+            let runner = self.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                runner.sink().map(|s| s.flush(Duration::from_secs(10)))
+            })
+            .await;
+            if !matches!(flushed, Ok(Some(Ok(())))) {
+                warn!("not every report was acknowledged at shutdown; their tests run again after a restart");
+            }
+            while let Ok(event) = sink_events.try_recv() {
+                self.on_sink_event(event);
+            }
+            self.commit(&tests_consumer, CommitMode::Sync, true);
         }
         info!("runner stopped");
         Ok(())
     }
 
-    /// Commits, per assigned partition, the smallest offset still needed, after making sure
-    /// every report enqueued so far is acknowledged.
-    async fn commit(&self, consumer: &StreamConsumer<RunnerContext>, mode: CommitMode) {
-        // What is committable now; every report behind it is enqueued already.
-        let snapshot = self
-            .inner
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .committable();
-        if snapshot.is_empty() {
-            return;
-        }
-        let client = self.inner.client.clone();
-        let errors_before = client.counters().delivery_errors.load(Ordering::Relaxed);
-        let flushed =
-            tokio::task::spawn_blocking(move || client.flush(Duration::from_secs(10))).await;
-        let errors_after = self
-            .inner
-            .client
-            .counters()
-            .delivery_errors
-            .load(Ordering::Relaxed);
-        if !matches!(flushed, Ok(Ok(()))) || errors_after != errors_before {
-            warn!("reports not all acknowledged; not committing this time (their tests run again after a restart)");
-            return;
-        }
-        let mut list = TopicPartitionList::new();
-        for (topic, partition, offset) in snapshot {
-            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
-        }
-        if let Err(err) = consumer.commit(&list, mode) {
-            warn!(error = %err, "offset commit failed; will retry");
-        }
+    fn sink(&self) -> Option<&ReportSink> {
+        self.inner.sink.get()
     }
 
-    /// Notes a record's offset as still needed; whether it was new (a re-read of a record
-    /// still pending must not release it).
-    fn track(&self, pos: &Pos) -> bool {
-        self.inner.config.group_id.is_none()
-            || self
-                .inner
-                .offsets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .seen(pos)
-    }
-
-    fn release<'a>(&self, done: impl IntoIterator<Item = &'a Pos>) {
-        if self.inner.config.group_id.is_some() {
-            let mut offsets = self.inner.offsets.lock().unwrap_or_else(|p| p.into_inner());
-            for pos in done {
-                offsets.release(pos);
+    /// In a group: tests, signals and reports must have the same partition count (they are
+    /// co-partitioned by test id). A broker that does not answer is not an error here: the
+    /// runner waits for it (and says so).
+    async fn check_partitions(&self, consumer: &Arc<Consumer2>) -> Result<(), Error> {
+        let consumer = consumer.clone();
+        let topics = self.inner.client.topics().clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            topics
+                .all()
+                .iter()
+                .map(|topic| {
+                    consumer
+                        .fetch_metadata(Some(topic), Duration::from_secs(10))
+                        .map(|m| {
+                            (
+                                topic.to_string(),
+                                m.topics().first().map_or(0, |t| t.partitions().len()),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))?;
+        match counts {
+            Ok(counts) => {
+                if counts.iter().any(|(_, n)| *n == 0) {
+                    return Err(Error::Config(format!(
+                        "a LiveCheck topic does not exist or has no partitions ({}); create the three topics with the same partition count",
+                        describe(&counts)
+                    )));
+                }
+                if counts.windows(2).any(|w| w[0].1 != w[1].1) {
+                    return Err(Error::Config(format!(
+                        "the tests, signals and reports topics must have the same partition count (they are co-partitioned by test id): {}",
+                        describe(&counts)
+                    )));
+                }
+                Ok(())
             }
+            Err(err) => {
+                warn!(brokers = %self.inner.client.kafka().brokers, error = %err, "cannot read the LiveCheck topics' metadata; the runner waits for the broker");
+                Ok(())
+            }
+        }
+    }
+
+    /// Without a group: every partition of both topics, from their beginnings or ends.
+    async fn assign_all(&self, tests: &Arc<Consumer2>, signals: &Consumer2) -> Result<(), Error> {
+        let topics = self.inner.client.topics().clone();
+        let start_at_end = self.inner.config.start_at_end;
+        let lists = {
+            let consumer = tests.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<TopicPartitionList>, Error> {
+                let mut lists = Vec::new();
+                for topic in [&topics.tests, &topics.signals] {
+                    let metadata = consumer
+                        .fetch_metadata(Some(topic), Duration::from_secs(10))
+                        .map_err(Error::kafka(format!(
+                            "reading the metadata of topic {topic}"
+                        )))?;
+                    let partitions = metadata
+                        .topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len());
+                    if partitions == 0 {
+                        return Err(Error::Config(format!(
+                            "topic {topic} does not exist or has no partitions; create it first"
+                        )));
+                    }
+                    let mut list = TopicPartitionList::new();
+                    for p in 0..partitions as i32 {
+                        let offset = if start_at_end {
+                            let (_, high) = consumer
+                                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                                .map_err(Error::kafka(format!(
+                                    "reading the end of {topic}[{p}]"
+                                )))?;
+                            Offset::Offset(high)
+                        } else {
+                            Offset::Beginning
+                        };
+                        list.add_partition_offset(topic, p, offset)
+                            .map_err(Error::kafka("building the assignment"))?;
+                    }
+                    lists.push(list);
+                }
+                Ok(lists)
+            })
+            .await
+            .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))??
+        };
+        tests
+            .assign(&lists[0])
+            .map_err(Error::kafka("assigning the tests partitions"))?;
+        signals
+            .assign(&lists[1])
+            .map_err(Error::kafka("assigning the signals partitions"))?;
+        {
+            let mut partitions = self.inner.ownership.lock();
+            for e in lists[0].elements() {
+                partitions.insert(e.partition(), PartitionState::Active);
+            }
+            self.inner
+                .ownership
+                .assigned
+                .store(partitions.len(), Ordering::Relaxed);
+        }
+        self.inner
+            .ownership
+            .owns_first
+            .store(true, Ordering::Relaxed);
+        self.inner.ready.send_replace(true);
+        Ok(())
+    }
+
+    fn on_group_event(
+        &self,
+        event: GroupEvent,
+        tests: &Arc<Consumer2>,
+        signals: &Consumer2,
+        restores: &mut Restores,
+    ) {
+        match event {
+            GroupEvent::Assigned(partitions) => {
+                // Only those still waiting (a retry may come after a revoke).
+                let partitions: Vec<i32> = {
+                    let owned = self.inner.ownership.lock();
+                    partitions
+                        .into_iter()
+                        .filter(|p| matches!(owned.get(p), Some(PartitionState::Restoring(_))))
+                        .collect()
+                };
+                if partitions.is_empty() {
+                    // An empty assignment (more runners than partitions): nothing to wait for.
+                    self.inner.ready.send_replace(true);
+                    return;
+                }
+                let consumer = tests.clone();
+                let kafka = self.inner.client.kafka().clone();
+                let topics = self.inner.client.topics().clone();
+                let timeout = self.inner.config.restore_timeout;
+                restores.spawn_blocking(move || {
+                    let result = group::restore(&*consumer, &kafka, &topics, &partitions, timeout);
+                    (partitions, result)
+                });
+            }
+            GroupEvent::Revoked(partitions) => {
+                let topic = &self.inner.client.topics().signals;
+                let mut list = TopicPartitionList::new();
+                for p in &partitions {
+                    list.add_partition(topic, *p);
+                }
+                // Only those assigned already (a partition revoked mid-restore was not).
+                let assigned = signals.assignment().unwrap_or_default();
+                let list = list
+                    .elements()
+                    .iter()
+                    .filter(|e| assigned.find_partition(e.topic(), e.partition()).is_some())
+                    .fold(TopicPartitionList::new(), |mut l, e| {
+                        l.add_partition(e.topic(), e.partition());
+                        l
+                    });
+                if list.count() > 0 {
+                    if let Err(err) = signals.incremental_unassign(&list) {
+                        warn!(error = %err, "could not stop reading revoked signals partitions; their records are ignored");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_restored(
+        &self,
+        partitions: Vec<i32>,
+        result: Result<Vec<Restored>, KafkaError>,
+        tests: &Consumer2,
+        signals: &Consumer2,
+        retry: &mpsc::UnboundedSender<GroupEvent>,
+    ) {
+        let restored = match result {
+            Ok(restored) => restored,
+            Err(err) => {
+                bump(&self.inner.counters.restore_retries);
+                warn!(partitions = ?partitions, error = %err, "could not restore assigned partitions; trying again in 1 s");
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = retry.send(GroupEvent::Assigned(partitions));
+                });
+                return;
+            }
+        };
+        let topics = self.inner.client.topics();
+        for r in restored {
+            let p = r.partition;
+            let held = {
+                let mut owned = self.inner.ownership.lock();
+                match owned.get_mut(&p) {
+                    Some(PartitionState::Restoring(held)) => {
+                        let held = std::mem::take(held);
+                        owned.insert(p, PartitionState::Active);
+                        held
+                    }
+                    // Revoked meanwhile.
+                    _ => continue,
+                }
+            };
+            {
+                let mut registry = self.lock_registry();
+                for id in &r.decided {
+                    registry.mark_finished(id);
+                }
+            }
+            self.inner
+                .counters
+                .decided_restored
+                .fetch_add(r.decided.len() as u64, Ordering::Relaxed);
+            self.lock_ledger().open(p, r.resume);
+            self.inner.clocks.reset(p);
+            let mut list = TopicPartitionList::new();
+            let _ = list.add_partition_offset(&topics.signals, p, Offset::Offset(r.resume.signals));
+            if let Err(err) = signals.incremental_assign(&list) {
+                error!(partition = p, error = %err, "could not read the signals partition of a restored tests partition");
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&topics.tests, p);
+            if let Err(err) = tests.resume(&list) {
+                error!(partition = p, error = %err, "could not resume a restored tests partition");
+            }
+            debug!(partition = p, resume = ?r.resume, decided = r.decided.len(), held = held.len(), "partition restored");
+            for record in held {
+                self.on_test_record(
+                    p,
+                    record.offset,
+                    record.timestamp,
+                    record.payload.as_deref(),
+                );
+            }
+        }
+        self.inner.ready.send_replace(true);
+    }
+
+    async fn on_consumer_error(&self, err: KafkaError) {
+        if let KafkaError::PartitionEOF(p) = err {
+            self.inner.clocks.broker_reachable(true, Utc::now());
+            self.inner.clocks.caught_up(p, Utc::now());
+            return;
+        }
+        warn!(error = %err, "runner consumer error; retrying");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    fn on_tests_message(&self, msg: &BorrowedMessage<'_>) {
+        self.inner.clocks.broker_reachable(true, Utc::now());
+        let p = msg.partition();
+        if self.in_group() {
+            let mut owned = self.inner.ownership.lock();
+            match owned.get_mut(&p) {
+                Some(PartitionState::Active) => {}
+                Some(PartitionState::Restoring(held)) => {
+                    held.push(HeldRecord {
+                        offset: msg.offset(),
+                        timestamp: msg.timestamp().to_millis(),
+                        payload: msg.payload().map(<[u8]>::to_vec),
+                    });
+                    return;
+                }
+                // Not ours any more.
+                None => return,
+            }
+        }
+        self.on_test_record(p, msg.offset(), msg.timestamp().to_millis(), msg.payload());
+    }
+
+    fn on_signals_message(&self, msg: &BorrowedMessage<'_>) {
+        let now = Utc::now();
+        self.inner.clocks.broker_reachable(true, now);
+        let p = msg.partition();
+        let event_at = msg
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::from_timestamp_millis);
+        if self.in_group() && !self.inner.ownership.is_active(p) {
+            return;
+        }
+        self.inner.clocks.record(p, event_at);
+        let pos = Pos {
+            topic: self.inner.signals_topic.clone(),
+            partition: p,
+            offset: msg.offset(),
+        };
+        if self.in_group() && !self.lock_ledger().signal_read(p, pos.offset) {
+            // Read again while still held: already counted.
+            return;
+        }
+        if !self.on_signal_record(&pos, event_at, msg.payload()) {
+            self.release_signals([&pos]);
+        }
+    }
+
+    /// Signal records no test needs any more.
+    fn release_signals<'a>(&self, done: impl IntoIterator<Item = &'a Pos>) {
+        if self.in_group() {
+            let mut ledger = self.lock_ledger();
+            for pos in done {
+                ledger.signals_done(pos.partition, [pos.offset]);
+            }
+        }
+    }
+
+    /// A test record that needs nothing more.
+    fn test_done(&self, partition: i32, offset: i64) {
+        if self.in_group() {
+            self.lock_ledger().test_done(partition, offset);
+        }
+    }
+
+    /// Commits what is decided: per partition the tests offset, with the signals and
+    /// reports positions as metadata. Only what moved, unless `all`.
+    fn commit(&self, consumer: &Consumer2, mode: CommitMode, all: bool) {
+        let positions = {
+            let ledger = self.lock_ledger();
+            if all {
+                ledger.positions()
+            } else {
+                ledger.to_commit()
+            }
+        };
+        if positions.is_empty() {
+            return;
+        }
+        let list = group::commit_list(&self.inner.client.topics().tests, &positions);
+        match consumer.commit(&list, mode) {
+            Ok(()) => {
+                let mut ledger = self.lock_ledger();
+                for (p, resume) in positions {
+                    ledger.committed(p, resume);
+                }
+            }
+            Err(err) => debug!(error = %err, "offset commit failed; retrying at the next tick"),
         }
     }
 
     fn sweep(&self) {
         let dropped = self.lock_registry().expire_early(Instant::now());
         if !dropped.is_empty() {
-            self.release(&dropped);
+            self.release_signals(&dropped);
             self.inner
                 .counters
                 .buffer_evictions
@@ -524,30 +799,6 @@ impl Runner {
                 dropped = dropped.len(),
                 "early signals expired without their test record"
             );
-        }
-    }
-
-    fn handle_message(&self, msg: &BorrowedMessage<'_>, tests: &Arc<str>, signals: &Arc<str>) {
-        let topic = if msg.topic() == &**tests {
-            tests
-        } else if msg.topic() == &**signals {
-            signals
-        } else {
-            return;
-        };
-        let pos = Pos {
-            topic: topic.clone(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
-        let new = self.track(&pos);
-        let retained = if Arc::ptr_eq(topic, tests) {
-            self.on_test_record(&pos, msg.payload())
-        } else {
-            self.on_signal_record(&pos, msg.payload())
-        };
-        if !retained && new {
-            self.release([&pos]);
         }
     }
 
@@ -570,17 +821,26 @@ impl Runner {
         );
     }
 
-    /// Handles one record of the tests topic; whether its test keeps it (uncommitted).
-    fn on_test_record(&self, pos: &Pos, payload: Option<&[u8]>) -> bool {
-        let (topic, partition, offset) = (&*pos.topic, pos.partition, pos.offset);
+    /// Handles one record of the tests topic.
+    fn on_test_record(
+        &self,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        payload: Option<&[u8]>,
+    ) {
         if self.inner.draining.load(Ordering::Relaxed) {
             // Draining: not taken; left uncommitted for whoever takes the partition next.
-            return true;
+            return;
         }
+        if self.in_group() && !self.lock_ledger().test_read(partition, offset) {
+            return;
+        }
+        let topic = self.inner.client.topics().tests.as_str();
         bump(&self.inner.counters.tests_received);
         let Some(payload) = payload else {
             self.malformed(topic, partition, offset, "no payload");
-            return false;
+            return self.test_done(partition, offset);
         };
         let context: TestContext = match serde_json::from_slice(payload) {
             Ok(c) => c,
@@ -591,18 +851,24 @@ impl Runner {
                     offset,
                     &format!("not a TestExecution: {e}"),
                 );
-                return false;
+                return self.test_done(partition, offset);
             }
         };
         if self.is_foreign(&context.id) {
             bump(&self.inner.counters.foreign_records);
-            return false;
+            return self.test_done(partition, offset);
         }
         let Some(case) = self.inner.suite.get(&context.case).cloned() else {
             bump(&self.inner.counters.unknown_case);
             warn!(topic, partition, offset, case = %context.case, test_id = %context.id, "skipped a test of an unknown case");
-            return false;
+            return self.test_done(partition, offset);
         };
+        let pos = Pos {
+            topic: Arc::from(topic),
+            partition,
+            offset,
+        };
+        let event_at = timestamp.and_then(DateTime::from_timestamp_millis);
         let outcome = {
             let mut registry = self.lock_registry();
             if registry.is_known(&context.id) {
@@ -618,10 +884,9 @@ impl Runner {
                 } else {
                     format!("case {} is inactive", case.name())
                 };
-                if self.publish(skip_report(&context, why)) {
-                    self.release(&dropped);
-                }
-                return false;
+                let hold = self.hold(&pos, &dropped);
+                self.spawn_publish(skip_report(&context, why), hold);
+                return;
             } else {
                 registry.start_test(&context.id, Some(pos.clone()))
             }
@@ -630,32 +895,54 @@ impl Runner {
             TestOutcome::Started => {
                 debug!(test_id = %context.id, case = %context.case, "run started");
                 let id = context.id.clone();
-                let task = tokio::spawn(self.clone().execute(case, Arc::new(context)));
+                let task =
+                    tokio::spawn(self.clone().execute(case, Arc::new(context), pos, event_at));
                 self.lock_registry().set_task(&id, task.abort_handle());
-                true
             }
             TestOutcome::Duplicate => {
                 bump(&self.inner.counters.duplicate_tests);
-                debug!(test_id = %context.id, "duplicate test record ignored");
-                false
+                debug!(test_id = %context.id, "test already decided or running; record ignored");
+                self.test_done(partition, offset);
             }
             TestOutcome::AtCapacity => {
                 bump(&self.inner.counters.capacity_skips);
                 let dropped = self.lock_registry().mark_finished(&context.id);
                 let limit = self.inner.config.limits.max_in_flight;
-                if self.publish(skip_report(
-                    &context,
-                    format!("runner at capacity ({limit} runs in flight)"),
-                )) {
-                    self.release(&dropped);
-                }
-                false
+                let hold = self.hold(&pos, &dropped);
+                self.spawn_publish(
+                    skip_report(
+                        &context,
+                        format!("runner at capacity ({limit} runs in flight)"),
+                    ),
+                    hold,
+                );
             }
         }
     }
 
-    /// Handles one record of the signals topic; whether its test keeps it (uncommitted).
-    fn on_signal_record(&self, pos: &Pos, payload: Option<&[u8]>) -> bool {
+    /// What a report of the test whose record is at `test` decides (group mode).
+    fn hold(&self, test: &Pos, records: &[Pos]) -> Option<Hold> {
+        self.in_group().then(|| Hold {
+            partition: test.partition,
+            test_offset: test.offset,
+            signals: records
+                .iter()
+                .filter(|p| {
+                    Arc::ptr_eq(&p.topic, &self.inner.signals_topic)
+                        || *p.topic == *self.inner.signals_topic
+                })
+                .map(|p| p.offset)
+                .collect(),
+        })
+    }
+
+    /// Handles one record of the signals topic; whether its test keeps it.
+    fn on_signal_record(
+        &self,
+        pos: &Pos,
+        event_at: Option<DateTime<Utc>>,
+        payload: Option<&[u8]>,
+    ) -> bool {
         let (topic, partition, offset) = (&pos.topic, pos.partition, pos.offset);
         bump(&self.inner.counters.signals_received);
         let Some(payload) = payload else {
@@ -683,6 +970,7 @@ impl Runner {
             value: event.value,
             sent_at: event.sent_at,
             arrived_at: Utc::now(),
+            event_at,
             topic: topic.clone(),
             partition,
             offset,
@@ -703,7 +991,7 @@ impl Runner {
             SignalOutcome::Buffered { evicted } => {
                 bump(&c.signals_buffered);
                 if !evicted.is_empty() {
-                    self.release(&evicted);
+                    self.release_signals(&evicted);
                     c.buffer_evictions
                         .fetch_add(evicted.len() as u64, Ordering::Relaxed);
                     warn!(
@@ -721,27 +1009,44 @@ impl Runner {
         }
     }
 
-    async fn execute(self, case: Arc<Case>, context: Arc<TestContext>) {
+    async fn execute(
+        self,
+        case: Arc<Case>,
+        context: Arc<TestContext>,
+        pos: Pos,
+        event_at: Option<DateTime<Utc>>,
+    ) {
+        let started_at = event_at.unwrap_or(context.issued_at);
         let shared = Arc::new(RunShared {
             context: context.clone(),
             timeout: case.signal_timeout(),
             registry: self.inner.registry.clone(),
             state: Mutex::new(RunState {
                 timeline: Vec::new(),
-                previous_at: context.issued_at,
+                previous_at: started_at,
                 missing_step: None,
             }),
+            partition: pos.partition,
+            clocks: self.inner.clocks.clone(),
         });
         let run = Run {
             shared: shared.clone(),
         };
+        let max_run_time = self.inner.config.max_run_time;
         let result = match &case.expectations {
-            Some(expectations) =>
-            // Called inside the future, so a panic in the closure itself is caught too.
-            {
-                AssertUnwindSafe(async move { expectations(run).await })
-                    .catch_unwind()
-                    .await
+            Some(expectations) => {
+                // Called inside the future, so a panic in the closure itself is caught too.
+                let checked =
+                    AssertUnwindSafe(async move { expectations(run).await }).catch_unwind();
+                match tokio::time::timeout(max_run_time, checked).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        bump(&self.inner.counters.runs_overdue);
+                        Ok(Err(CheckError::Error(format!(
+                            "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
+                        ))))
+                    }
+                }
             }
             None => Ok(Err(CheckError::Error(format!(
                 "case {} has no expectations",
@@ -762,12 +1067,17 @@ impl Runner {
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState {
                 timeline: Vec::new(),
-                previous_at: context.issued_at,
+                previous_at: started_at,
                 missing_step: None,
             },
         );
         let awaited: Vec<&str> = state.timeline.iter().map(|s| s.signal.as_str()).collect();
-        let (unawaited, done) = self.lock_registry().finish_test(&context.id, &awaited);
+        let Some((unawaited, done)) = self.lock_registry().finish_test(&context.id, &awaited)
+        else {
+            // Handed back (partition revoked): the next owner runs it.
+            bump(&self.inner.counters.runs_handed_back);
+            return;
+        };
         let report = Report {
             test_id: context.id.clone(),
             case: context.case.clone(),
@@ -784,14 +1094,20 @@ impl Runner {
             issued_at: context.issued_at,
             finished_at: Utc::now(),
             arguments: context.arguments.clone(),
+            truncated: None,
         };
-        if self.publish(report) {
-            self.release(&done);
-        }
+        let hold = self.hold(&pos, &done);
+        self.publish(report, hold).await;
     }
 
-    /// Publishes a report; whether it was enqueued (else its records stay uncommitted).
-    fn publish(&self, report: Report) -> bool {
+    fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
+        let runner = self.clone();
+        tokio::spawn(async move { runner.publish(report, hold).await });
+    }
+
+    /// Publishes a report: to the watchers and subscribers now, to the reports topic through
+    /// the sink (its acknowledgement decides the test in the ledger).
+    async fn publish(&self, report: Report, hold: Option<Hold>) {
         let c = &self.inner.counters;
         bump(match report.verdict {
             Verdict::Pass => &c.verdict_pass,
@@ -800,19 +1116,6 @@ impl Runner {
             Verdict::Timeout => &c.verdict_timeout,
             Verdict::Skip => &c.verdict_skip,
         });
-        let client = &self.inner.client;
-        let published =
-            match client.publish_json(&client.topics().reports, &report.test_id, &report) {
-                Ok(()) => {
-                    bump(&c.reports_published);
-                    true
-                }
-                Err(err) => {
-                    bump(&c.report_errors);
-                    warn!(test_id = %report.test_id, "report {err}");
-                    false
-                }
-            };
         if report.verdict == Verdict::Pass {
             debug!(test_id = %report.test_id, case = %report.case, "PASS");
         } else {
@@ -828,9 +1131,93 @@ impl Runner {
         if let Some(tx) = watcher {
             let _ = tx.send(report.clone());
         }
-        let _ = self.inner.reports.send(report);
-        published
+        let _ = self.inner.reports.send(report.clone());
+        self.enqueue(Outgoing::new(report, hold)).await;
     }
+
+    async fn enqueue(&self, outgoing: Box<Outgoing>) {
+        let Some(sink) = self.sink() else {
+            error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
+            return;
+        };
+        if let Err((outgoing, error)) = sink.send(outgoing, Duration::from_secs(5)).await {
+            sink.fail(outgoing, error);
+        }
+    }
+
+    /// A report was acknowledged or refused.
+    fn on_sink_event(&self, event: SinkEvent) {
+        let c = &self.inner.counters;
+        match event {
+            SinkEvent::Delivered {
+                outgoing,
+                partition,
+                offset,
+            } => {
+                bump(&c.reports_published);
+                if outgoing.truncated {
+                    bump(&c.reports_truncated);
+                }
+                if self.in_group() {
+                    let mut ledger = self.lock_ledger();
+                    ledger.report_acked(partition, offset);
+                    if let Some(hold) = &outgoing.hold {
+                        ledger.decided(
+                            hold.partition,
+                            hold.test_offset,
+                            hold.signals.iter().copied(),
+                            (hold.partition == partition).then_some(offset),
+                        );
+                    }
+                }
+            }
+            SinkEvent::Failed {
+                mut outgoing,
+                error,
+            } => {
+                bump(&c.report_errors);
+                let test_id = outgoing.report.test_id.clone();
+                if sink::is_too_large(&error) && outgoing.shrink < 3 {
+                    outgoing.shrink += 1;
+                    warn!(%test_id, error = %error, shrink = outgoing.shrink, "report refused as too large; publishing it truncated");
+                    self.resend(outgoing, Duration::ZERO);
+                } else if outgoing.first_try.elapsed() < self.inner.config.report_retry_for {
+                    bump(&c.reports_retried);
+                    let backoff = Duration::from_millis(100 << outgoing.attempts.min(7))
+                        .min(Duration::from_secs(10));
+                    debug!(%test_id, error = %error, ?backoff, "report refused; retrying");
+                    self.resend(outgoing, backoff);
+                } else {
+                    bump(&c.reports_lost);
+                    error!(%test_id, error = %error, retried_for = ?self.inner.config.report_retry_for, "report given up: its test may run again after a restart");
+                    if let Some(hold) = &outgoing.hold {
+                        self.lock_ledger().decided(
+                            hold.partition,
+                            hold.test_offset,
+                            hold.signals.iter().copied(),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn resend(&self, outgoing: Box<Outgoing>, after: Duration) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            runner.enqueue(outgoing).await;
+        });
+    }
+}
+
+fn describe(counts: &[(String, usize)]) -> String {
+    counts
+        .iter()
+        .map(|(t, n)| format!("{t}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn skip_report(context: &TestContext, why: String) -> Report {
@@ -846,6 +1233,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         issued_at: context.issued_at,
         finished_at: Utc::now(),
         arguments: context.arguments.clone(),
+        truncated: None,
     }
 }
 

@@ -317,7 +317,7 @@ async fn a_missing_step_is_a_timeout_naming_it_and_the_last_step() {
     assert_eq!(report.last_step.as_deref(), Some("at_http"));
     assert_eq!(
         report.error.as_deref(),
-        Some("signal `never_sent` did not arrive within 700ms of the run waiting for it (last step that arrived: `at_http`)")
+        Some("signal `never_sent` did not arrive within 700ms of the previous step `at_http`")
     );
     assert!(report.render().contains("✗ never_sent"));
 }

@@ -48,6 +48,7 @@ fn report(
                 signal: (*signal).to_owned(),
                 sent_at: at,
                 arrived_at: at,
+                event_at: Some(at),
                 latency_ms: *latency_ms,
                 topic: "livecheck.signals".to_owned(),
                 partition: 0,
@@ -67,6 +68,7 @@ fn report(
         issued_at,
         finished_at: Utc::now(),
         arguments: Value::Null,
+        truncated: None,
     }
 }
 

@@ -48,7 +48,9 @@ async fn execution_skipped_is_a_timeout_naming_order_executed() {
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
     assert_eq!(
         report.error.as_deref(),
-        Some("signal `order_executed` did not arrive within 3s of the run waiting for it (last step that arrived: `order_cached`)")
+        Some(
+            "signal `order_executed` did not arrive within 3s of the previous step `order_cached`"
+        )
     );
 }
 

@@ -737,6 +737,7 @@ mod tests {
                     signal: (*signal).to_owned(),
                     sent_at: at,
                     arrived_at: at,
+                    event_at: Some(at),
                     latency_ms: *latency_ms,
                     topic: "livecheck.signals".to_owned(),
                     partition: 0,
@@ -756,6 +757,7 @@ mod tests {
             issued_at,
             finished_at: Utc::now(),
             arguments: serde_json::Value::Null,
+            truncated: None,
         }
     }
 

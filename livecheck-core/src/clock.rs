@@ -1,0 +1,238 @@
+//! Event time: how far the runner has read each signals partition, in the records' own
+//! timestamps.
+//!
+//! A step is in time when its record's timestamp is within the timeout of the previous
+//! step's (the first step: of the test record's). A run may declare a step missing only
+//! once the partition it reads has been read past that deadline — not when the wall clock
+//! passes it — so a run replayed after a restart, or one whose runner is behind or cut off
+//! from the broker, judges exactly as a run on time would:
+//!
+//! - the partition's event-time clock is the largest record timestamp read on it;
+//! - when the consumer is caught up (librdkafka's statistics: every record up to the high
+//!   watermark handed to the runner, the partition's leader up), the clock also follows the
+//!   wall clock: nothing older can come any more;
+//! - while the broker is unreachable, and for a grace period after it is back (producers
+//!   retry with back-off and deliver what they held), the wall clock does not count and
+//!   record timestamps count only up to the start of the outage;
+//! - both allow a skew (`slack`) for records of several producers interleaving out of
+//!   timestamp order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rdkafka::statistics::Statistics;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PartitionClock {
+    /// Largest record timestamp read.
+    max_ts: Option<DateTime<Utc>>,
+    /// When the consumer was last seen caught up with the partition.
+    caught_up_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct Outage {
+    /// Since when the broker is unreachable (`None`: reachable).
+    down_since: Option<DateTime<Utc>>,
+    /// The last outage: its start and when the broker was back.
+    last: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    partitions: HashMap<i32, PartitionClock>,
+    outage: Outage,
+}
+
+/// Per-partition event-time clocks of the signals topic. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Clocks {
+    state: Arc<Mutex<State>>,
+    slack: TimeDelta,
+    outage_grace: TimeDelta,
+    /// How stale librdkafka's view of the high watermark can be when it says "caught up".
+    fetch_staleness: TimeDelta,
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+impl Clocks {
+    pub(crate) fn new(slack: Duration, outage_grace: Duration, fetch_wait: Duration) -> Self {
+        Self {
+            state: Arc::default(),
+            slack: delta(slack),
+            outage_grace: delta(outage_grace),
+            fetch_staleness: delta(fetch_wait) + TimeDelta::milliseconds(100),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A record with timestamp `ts` was read from `partition`.
+    pub(crate) fn record(&self, partition: i32, ts: Option<DateTime<Utc>>) {
+        if let Some(ts) = ts {
+            let mut state = self.lock();
+            let clock = state.partitions.entry(partition).or_default();
+            clock.max_ts = Some(clock.max_ts.map_or(ts, |m| m.max(ts)));
+        }
+    }
+
+    /// The consumer reached the end of `partition` (an EOF event) at `now`.
+    pub(crate) fn caught_up(&self, partition: i32, now: DateTime<Utc>) {
+        let mut state = self.lock();
+        state.partitions.entry(partition).or_default().caught_up_at = Some(now);
+    }
+
+    /// `partition` changed hands: its clock starts again.
+    pub(crate) fn reset(&self, partition: i32) {
+        self.lock().partitions.remove(&partition);
+    }
+
+    /// The broker became unreachable (`false`) or reachable again (`true`) at `now`.
+    pub(crate) fn broker_reachable(&self, reachable: bool, now: DateTime<Utc>) {
+        let mut state = self.lock();
+        let outage = &mut state.outage;
+        match (reachable, outage.down_since) {
+            (false, None) => outage.down_since = Some(now),
+            (true, Some(since)) => {
+                outage.down_since = None;
+                outage.last = Some((since, now));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the broker is reachable, as last reported.
+    pub(crate) fn is_broker_reachable(&self) -> bool {
+        self.lock().outage.down_since.is_none()
+    }
+
+    /// Takes the consumer's statistics: every signals partition whose records up to the
+    /// high watermark were all handed over, with its leader up, is caught up as of the
+    /// statistics' time (less how stale the watermark may be).
+    pub(crate) fn statistics(&self, topic: &str, stats: &Statistics, now: DateTime<Utc>) {
+        let Some(t) = stats.topics.get(topic) else {
+            return;
+        };
+        let leaders_up: Vec<i32> = stats
+            .brokers
+            .values()
+            .filter(|b| b.state == "UP")
+            .map(|b| b.nodeid)
+            .collect();
+        let as_of = now - self.fetch_staleness;
+        let mut state = self.lock();
+        for (partition, p) in &t.partitions {
+            if *partition < 0 || p.fetch_state != "active" || !leaders_up.contains(&p.leader) {
+                continue;
+            }
+            // Handed to the runner up to: the application offset, or (nothing handed yet)
+            // the fetch position when nothing waits in the fetch queue.
+            let read_to = if p.app_offset >= 0 {
+                p.app_offset
+            } else if p.fetchq_cnt == 0 {
+                p.next_offset
+            } else {
+                continue;
+            };
+            if p.hi_offset >= 0 && read_to >= p.hi_offset {
+                let clock = state.partitions.entry(*partition).or_default();
+                clock.caught_up_at = Some(clock.caught_up_at.map_or(as_of, |c| c.max(as_of)));
+            }
+        }
+    }
+
+    /// The event-time "now" of `partition` as of wall-clock `now`: every record with a
+    /// timestamp up to it has been read (see the module docs). `None` before any evidence.
+    pub(crate) fn now(&self, partition: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let state = self.lock();
+        let clock = state
+            .partitions
+            .get(&partition)
+            .copied()
+            .unwrap_or_default();
+        let mut t = match clock.caught_up_at {
+            Some(c) => Some(clock.max_ts.map_or(c, |m| m.max(c))),
+            None => clock.max_ts,
+        }?;
+        // An outage now, or one that ended within the grace period: what producers held
+        // during it may still come, with timestamps from its start on.
+        let held_from = match (state.outage.down_since, state.outage.last) {
+            (Some(since), _) => Some(since),
+            (None, Some((since, back))) if now < back + self.outage_grace => Some(since),
+            _ => None,
+        };
+        if let Some(since) = held_from {
+            t = t.min(since);
+        }
+        Some(t - self.slack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn clocks() -> Clocks {
+        Clocks::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Duration::from_millis(0),
+        )
+    }
+
+    #[test]
+    fn no_evidence_no_time() {
+        assert_eq!(clocks().now(0, at(0)), None);
+    }
+
+    #[test]
+    fn records_move_the_clock_less_the_slack() {
+        let c = clocks();
+        c.record(0, Some(at(1000)));
+        c.record(0, Some(at(500)));
+        assert_eq!(c.now(0, at(9000)), Some(at(900)));
+        assert_eq!(c.now(1, at(9000)), None, "partitions are separate");
+    }
+
+    #[test]
+    fn caught_up_follows_the_wall_clock() {
+        let c = clocks();
+        c.record(0, Some(at(1000)));
+        c.caught_up(0, at(5000));
+        assert_eq!(c.now(0, at(6000)), Some(at(4900)));
+    }
+
+    #[test]
+    fn an_outage_holds_the_clock_at_its_start_until_the_grace_ends() {
+        let c = clocks();
+        c.caught_up(0, at(1000));
+        c.broker_reachable(false, at(2000));
+        c.caught_up(0, at(5000));
+        c.record(0, Some(at(6000)));
+        assert_eq!(c.now(0, at(6000)), Some(at(1900)));
+        c.broker_reachable(true, at(17_000));
+        assert!(c.is_broker_reachable());
+        assert_eq!(c.now(0, at(20_000)), Some(at(1900)), "within the grace");
+        c.caught_up(0, at(27_500));
+        assert_eq!(c.now(0, at(27_500)), Some(at(27_400)), "after the grace");
+    }
+
+    #[test]
+    fn a_reset_partition_starts_again() {
+        let c = clocks();
+        c.record(0, Some(at(1000)));
+        c.reset(0);
+        assert_eq!(c.now(0, at(2000)), None);
+    }
+}

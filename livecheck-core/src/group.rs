@@ -1,0 +1,394 @@
+//! The consumer-group side of the runner: rebalance callbacks, which partitions are owned
+//! and in what state, restoring a partition before its tests run, and commits.
+//!
+//! The group consumer subscribes to the tests topic only, with incremental
+//! (cooperative-sticky) assignment; the signals partitions follow it on a consumer of their
+//! own (`signals[P]` is read exactly while `tests[P]` is owned). Nothing here blocks inside
+//! a rebalance callback (rust-rdkafka runs them inside poll): a revoke cancels the
+//! partition's runs and forgets its bookkeeping (no commit — the next owner skips what is
+//! decided, see [`crate::ledger`]); an assignment pauses the partition and hands it to the
+//! runner loop, which restores it off the async workers:
+//!
+//! 1. read the partition's commit: the tests offset, and the signals and reports positions
+//!    in its metadata;
+//! 2. read the reports partition from that position to its end: the tests decided there
+//!    are not run again;
+//! 3. assign `signals[P]` at its position, resume `tests[P]`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::client::{KafkaConfig, Topics};
+use crate::clock::Clocks;
+use crate::ledger::{Ledger, Resume};
+use crate::registry::Registry;
+
+/// A test record read while its partition was still being restored: kept, and handled
+/// once the partition is restored.
+#[derive(Debug)]
+pub(crate) struct HeldRecord {
+    pub(crate) offset: i64,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) payload: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum PartitionState {
+    /// Assigned and paused; its restore is under way.
+    Restoring(Vec<HeldRecord>),
+    /// Restored: its records are handled.
+    Active,
+}
+
+/// What the rebalance callbacks tell the runner loop.
+#[derive(Debug)]
+pub(crate) enum GroupEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// State shared by the callbacks and the runner loop.
+#[derive(Debug, Default)]
+pub(crate) struct Ownership {
+    pub(crate) partitions: Mutex<HashMap<i32, PartitionState>>,
+    pub(crate) assigned: AtomicUsize,
+    pub(crate) owns_first: AtomicBool,
+}
+
+impl Ownership {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, PartitionState>> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether records of `partition` are handled now.
+    pub(crate) fn is_active(&self, partition: i32) -> bool {
+        matches!(self.lock().get(&partition), Some(PartitionState::Active))
+    }
+}
+
+/// The context of both runner consumers: rebalances (group consumer only), connectivity
+/// and statistics for the event-time clocks.
+pub(crate) struct RunnerContext {
+    pub(crate) tests_topic: String,
+    pub(crate) signals_topic: String,
+    pub(crate) ownership: Arc<Ownership>,
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    pub(crate) clocks: Clocks,
+    pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
+}
+
+impl ClientContext for RunnerContext {
+    fn stats(&self, statistics: Statistics) {
+        let known: Vec<&str> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .map(|b| b.state.as_str())
+            .collect();
+        if !known.is_empty() {
+            let up = known.contains(&"UP");
+            self.clocks.broker_reachable(up, Utc::now());
+        }
+        self.clocks
+            .statistics(&self.signals_topic, &statistics, Utc::now());
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.clocks.broker_reachable(false, Utc::now());
+        }
+        warn!(error = %error, reason, "kafka client error (runner consumer)");
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    list.elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect()
+}
+
+impl ConsumerContext for RunnerContext {
+    /// A revoke hands the partitions' runs back without a report, synchronously, so that no
+    /// record of a later assignment can be mistaken for them. No commit, no flush here.
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let revoked = partitions_of(list, &self.tests_topic);
+        let mut cancelled = 0;
+        {
+            let mut partitions = self.ownership.lock();
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &revoked {
+                if partitions.remove(p).is_some() {
+                    self.ownership.assigned.fetch_sub(1, Ordering::Relaxed);
+                }
+                cancelled += registry.cancel_partition(*p);
+                ledger.close(*p);
+                self.clocks.reset(*p);
+                if *p == 0 {
+                    self.ownership.owns_first.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        info!(
+            partitions = ?revoked,
+            cancelled,
+            "runner partitions revoked: runs in flight handed back to their next owner"
+        );
+        let _ = self.events.send(GroupEvent::Revoked(revoked));
+    }
+
+    /// An assignment pauses the new partitions until the runner loop has restored them.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned = partitions_of(list, &self.tests_topic);
+                if assigned.is_empty() {
+                    return;
+                }
+                if let Err(err) = consumer.pause(list) {
+                    warn!(error = %err, "could not pause newly assigned partitions; their first records wait in memory until they are restored");
+                }
+                {
+                    let mut partitions = self.ownership.lock();
+                    for p in &assigned {
+                        if partitions
+                            .insert(*p, PartitionState::Restoring(Vec::new()))
+                            .is_none()
+                        {
+                            self.ownership.assigned.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if *p == 0 {
+                            self.ownership.owns_first.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                info!(partitions = ?assigned, "runner assigned partitions; restoring them");
+                let _ = self.events.send(GroupEvent::Assigned(assigned));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(err) => warn!(error = %err, "runner rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(err) = result {
+            // Committed again at the next tick; a rebalance in progress refuses commits.
+            debug!(error = %err, "offset commit failed; retrying at the next tick");
+            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for p in partitions_of(offsets, &self.tests_topic) {
+                ledger.commit_failed(p);
+            }
+        }
+    }
+}
+
+/// A partition restored by [`restore`].
+#[derive(Debug)]
+pub(crate) struct Restored {
+    pub(crate) partition: i32,
+    /// Where the tests and signals are read from; `reports` is where the reports
+    /// partition ended when it was read.
+    pub(crate) resume: Resume,
+    /// Tests decided by earlier owners, not to run again.
+    pub(crate) decided: Vec<String>,
+}
+
+/// Only what identifies a report; other records of the reports topic (suite state) have
+/// no `test_id` or a `kind`.
+#[derive(Deserialize)]
+struct DecidedRecord {
+    test_id: Option<String>,
+    verdict: Option<serde::de::IgnoredAny>,
+    kind: Option<serde::de::IgnoredAny>,
+}
+
+/// The test id of a reports-topic record, when it is a report.
+pub(crate) fn decided_test(payload: &[u8]) -> Option<String> {
+    let record: DecidedRecord = serde_json::from_slice(payload).ok()?;
+    match record {
+        DecidedRecord {
+            test_id: Some(id),
+            verdict: Some(_),
+            kind: None,
+        } => Some(id),
+        _ => None,
+    }
+}
+
+/// Restores `partitions` (blocking: run it off the async workers): their commit, and the
+/// tests decided on the reports topic since. `group` reads the commit; a short-lived
+/// consumer of its own reads the reports.
+pub(crate) fn restore<C: ConsumerContext>(
+    group: &impl Consumer<C>,
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    partitions: &[i32],
+    timeout: Duration,
+) -> KafkaResult<Vec<Restored>> {
+    let started = Instant::now();
+    let mut wanted = TopicPartitionList::new();
+    for p in partitions {
+        wanted.add_partition(&topics.tests, *p);
+        wanted.add_partition(&topics.signals, *p);
+    }
+    let committed = group.committed_offsets(wanted, timeout)?;
+    let committed_at = |topic: &str, p: i32| {
+        committed
+            .find_partition(topic, p)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some((o, e.metadata().to_owned())),
+                _ => None,
+            })
+    };
+    let scan: BaseConsumer = kafka
+        .client_config(&[
+            (
+                "group.id",
+                &format!("livecheck-restore-{}", uuid::Uuid::new_v4()),
+            ),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create()?;
+    let mut restored = Vec::new();
+    let mut scan_from = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for &p in partitions {
+        let (low, high) = scan.fetch_watermarks(&topics.reports, p, timeout)?;
+        let resume = match committed_at(&topics.tests, p) {
+            Some((tests, metadata)) => match Resume::parse_metadata(tests, &metadata) {
+                Some(resume) => resume,
+                // Committed by an older runner: the signals offset is its own commit.
+                None => Resume {
+                    tests,
+                    signals: match committed_at(&topics.signals, p) {
+                        Some((s, _)) => s,
+                        None => scan.fetch_watermarks(&topics.signals, p, timeout)?.0,
+                    },
+                    reports: low,
+                },
+            },
+            // Never committed: everything from the start (auto.offset.reset=earliest).
+            None => Resume {
+                tests: scan.fetch_watermarks(&topics.tests, p, timeout)?.0,
+                signals: scan.fetch_watermarks(&topics.signals, p, timeout)?.0,
+                reports: low,
+            },
+        };
+        let from = resume.reports.max(low);
+        if from < high {
+            scan_from.add_partition_offset(&topics.reports, p, Offset::Offset(from))?;
+            ends.insert(p, high);
+        }
+        restored.push(Restored {
+            partition: p,
+            resume: Resume {
+                reports: high,
+                ..resume
+            },
+            decided: Vec::new(),
+        });
+    }
+    let mut read = 0usize;
+    if !ends.is_empty() {
+        scan.assign(&scan_from)?;
+        let mut decided: HashMap<i32, Vec<String>> = HashMap::new();
+        while !ends.is_empty() {
+            if started.elapsed() > timeout {
+                return Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ));
+            }
+            match scan.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    read += 1;
+                    let p = msg.partition();
+                    if let Some(id) = msg.payload().and_then(decided_test) {
+                        decided.entry(p).or_default().push(id);
+                    }
+                    if ends.get(&p).is_some_and(|end| msg.offset() + 1 >= *end) {
+                        ends.remove(&p);
+                    }
+                }
+                Some(Err(err)) => return Err(err),
+                None => {}
+            }
+        }
+        for r in &mut restored {
+            r.decided = decided.remove(&r.partition).unwrap_or_default();
+        }
+    }
+    info!(
+        partitions = ?partitions,
+        reports_read = read,
+        decided = restored.iter().map(|r| r.decided.len()).sum::<usize>(),
+        millis = started.elapsed().as_millis() as u64,
+        "partitions restored"
+    );
+    Ok(restored)
+}
+
+/// The commit of `positions` on the tests topic, with the signals and reports positions as
+/// metadata.
+pub(crate) fn commit_list(tests_topic: &str, positions: &[(i32, Resume)]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (p, resume) in positions {
+        let mut e = list.add_partition(tests_topic, *p);
+        let _ = e.set_offset(Offset::Offset(resume.tests));
+        e.set_metadata(resume.metadata());
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_decided_tests_and_suite_states_are_not() {
+        assert_eq!(
+            decided_test(br#"{"test_id":"t1","verdict":"PASS","case":"c"}"#),
+            Some("t1".to_owned())
+        );
+        assert_eq!(
+            decided_test(br#"{"kind":"suite_state","case":"c","test_id":"x","verdict":"x"}"#),
+            None
+        );
+        assert_eq!(decided_test(b"not json"), None);
+        assert_eq!(decided_test(br#"{"test_id":"t1"}"#), None);
+    }
+
+    #[test]
+    fn a_commit_carries_the_positions_in_its_metadata() {
+        let resume = Resume {
+            tests: 3,
+            signals: 4,
+            reports: 5,
+        };
+        let list = commit_list("tests", &[(2, resume)]);
+        let e = list.find_partition("tests", 2).unwrap();
+        assert_eq!(e.offset(), Offset::Offset(3));
+        assert_eq!(Resume::parse_metadata(3, e.metadata()), Some(resume));
+    }
+}

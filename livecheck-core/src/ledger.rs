@@ -1,0 +1,449 @@
+//! The at-least-once core: which records a partition still needs, and the one position
+//! per partition that the runner commits.
+//!
+//! Tests, signals and reports are co-partitioned by test id, so partition `P` of the three
+//! topics belongs to one runner at a time. What that runner must be able to resume from is
+//! committed **atomically**, as the tests-topic offset of `P` plus two positions in the
+//! commit's metadata:
+//!
+//! - `tests`: the smallest test record whose test is not decided (no report delivered);
+//! - `signals`: the smallest signal record that an undecided test may still need — a
+//!   decided test's signals are held until its own test record is behind `tests`, so a test
+//!   that is read again is never run without the signals the log holds for it;
+//! - `reports`: where the reports of the decided tests at or after `tests` begin. A new
+//!   owner reads the reports topic from there (the changelog of decided tests) and does not
+//!   run those tests again.
+//!
+//! Nothing here talks to Kafka: the runner feeds it records and report acknowledgements and
+//! asks it what to commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What a new owner of a partition resumes from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// The tests topic offset (the commit's offset).
+    pub(crate) tests: i64,
+    /// The signals topic offset.
+    pub(crate) signals: i64,
+    /// The reports topic offset.
+    pub(crate) reports: i64,
+}
+
+const METADATA_PREFIX: &str = "livecheck/1";
+
+impl Resume {
+    /// The commit metadata carrying the signals and reports positions.
+    pub(crate) fn metadata(&self) -> String {
+        format!(
+            "{METADATA_PREFIX} signals={} reports={}",
+            self.signals, self.reports
+        )
+    }
+
+    /// Reads the signals and reports positions back from commit metadata written by
+    /// [`Resume::metadata`]; `None` for metadata this runner did not write.
+    pub(crate) fn parse_metadata(tests: i64, metadata: &str) -> Option<Self> {
+        let rest = metadata.strip_prefix(METADATA_PREFIX)?;
+        let (mut signals, mut reports) = (None, None);
+        for field in rest.split_whitespace() {
+            match field.split_once('=') {
+                Some(("signals", v)) => signals = v.parse::<i64>().ok(),
+                Some(("reports", v)) => reports = v.parse::<i64>().ok(),
+                _ => {}
+            }
+        }
+        Some(Self {
+            tests,
+            signals: signals.filter(|o| *o >= 0)?,
+            reports: reports.filter(|o| *o >= 0)?,
+        })
+    }
+}
+
+/// A decided test whose test record is not yet behind the committed tests offset.
+#[derive(Debug)]
+struct Decided {
+    signals: Vec<i64>,
+    report: Option<i64>,
+}
+
+/// One partition's bookkeeping.
+#[derive(Debug)]
+struct PartitionLedger {
+    /// Test records read whose tests are not decided yet.
+    tests_pending: BTreeSet<i64>,
+    /// The offset after the last test record read (or the resume position).
+    tests_next: i64,
+    /// Signal records an undecided test may still need.
+    signals_pending: BTreeSet<i64>,
+    /// Signal records of decided tests, held until their test record is committable.
+    signals_held: BTreeSet<i64>,
+    /// The offset after the last signal record read (or the resume position).
+    signals_next: i64,
+    /// Decided tests by test record offset, while that offset is not committable.
+    decided: BTreeMap<i64, Decided>,
+    /// Where a report produced from now on lands at the earliest.
+    reports_next: i64,
+    /// What was last committed (to skip commits that change nothing).
+    committed: Option<Resume>,
+}
+
+impl PartitionLedger {
+    fn new(from: Resume) -> Self {
+        Self {
+            tests_pending: BTreeSet::new(),
+            tests_next: from.tests,
+            signals_pending: BTreeSet::new(),
+            signals_held: BTreeSet::new(),
+            signals_next: from.signals,
+            decided: BTreeMap::new(),
+            reports_next: from.reports,
+            committed: Some(from),
+        }
+    }
+
+    fn tests_committable(&self) -> i64 {
+        self.tests_pending
+            .first()
+            .copied()
+            .unwrap_or(self.tests_next)
+    }
+
+    /// Forgets decided tests whose test records are committable, and their held signals.
+    fn prune(&mut self) {
+        let committable = self.tests_committable();
+        while let Some(entry) = self.decided.first_entry() {
+            if *entry.key() >= committable {
+                break;
+            }
+            for signal in entry.remove().signals {
+                self.signals_held.remove(&signal);
+            }
+        }
+    }
+
+    fn resume(&self) -> Resume {
+        let signals = [
+            self.signals_pending.first(),
+            self.signals_held.first(),
+            Some(&self.signals_next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .copied()
+        .unwrap_or(self.signals_next);
+        let reports = self
+            .decided
+            .values()
+            .filter_map(|d| d.report)
+            .min()
+            .unwrap_or(self.reports_next)
+            .min(self.reports_next);
+        Resume {
+            tests: self.tests_committable(),
+            signals,
+            reports,
+        }
+    }
+}
+
+/// Every owned partition's bookkeeping. Partitions are added once their new owner has
+/// restored them and removed when they are revoked.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    partitions: HashMap<i32, PartitionLedger>,
+}
+
+impl Ledger {
+    /// Starts tracking `partition` from what was committed (or the topics' starts).
+    pub(crate) fn open(&mut self, partition: i32, from: Resume) {
+        self.partitions
+            .insert(partition, PartitionLedger::new(from));
+    }
+
+    /// Stops tracking `partition` (revoked): whatever it held is the next owner's.
+    pub(crate) fn close(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Notes a test record read; whether it is new (a record read twice is tracked once).
+    pub(crate) fn test_read(&mut self, partition: i32, offset: i64) -> bool {
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        p.tests_next = p.tests_next.max(offset + 1);
+        !p.decided.contains_key(&offset) && p.tests_pending.insert(offset)
+    }
+
+    /// Notes a signal record read; whether it is new.
+    pub(crate) fn signal_read(&mut self, partition: i32, offset: i64) -> bool {
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        p.signals_next = p.signals_next.max(offset + 1);
+        !p.signals_held.contains(&offset) && p.signals_pending.insert(offset)
+    }
+
+    /// A test record that needs nothing more (malformed, of an unknown case, a test decided
+    /// before): committable as soon as the records before it are.
+    pub(crate) fn test_done(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.tests_pending.remove(&offset);
+            p.prune();
+        }
+    }
+
+    /// Signal records that no test needs any more (late, duplicate, malformed, expired in
+    /// the early buffer).
+    pub(crate) fn signals_done(&mut self, partition: i32, offsets: impl IntoIterator<Item = i64>) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            for offset in offsets {
+                p.signals_pending.remove(&offset);
+            }
+        }
+    }
+
+    /// A test is decided: its report is acknowledged at `report` on the reports topic
+    /// (`None`: given up on, see the runner's report retries). Its signals stay held until
+    /// its test record is committable.
+    pub(crate) fn decided(
+        &mut self,
+        partition: i32,
+        test: i64,
+        signals: impl IntoIterator<Item = i64>,
+        report: Option<i64>,
+    ) {
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if let Some(report) = report {
+            p.reports_next = p.reports_next.max(report + 1);
+        }
+        if !p.tests_pending.remove(&test) {
+            // Not read by this owner (or decided twice): nothing of it is held here.
+            return;
+        }
+        let mut held = Vec::new();
+        for signal in signals {
+            if p.signals_pending.remove(&signal) {
+                p.signals_held.insert(signal);
+                held.push(signal);
+            }
+        }
+        p.decided.insert(
+            test,
+            Decided {
+                signals: held,
+                report,
+            },
+        );
+        p.prune();
+    }
+
+    /// A report (of any test, or a record of another kind) was acknowledged at `offset` of
+    /// the reports topic's `partition`.
+    pub(crate) fn report_acked(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.reports_next = p.reports_next.max(offset + 1);
+        }
+    }
+
+    /// What to commit: per partition whose position moved since the last commit.
+    pub(crate) fn to_commit(&self) -> Vec<(i32, Resume)> {
+        self.partitions
+            .iter()
+            .filter_map(|(partition, p)| {
+                let resume = p.resume();
+                (p.committed != Some(resume)).then_some((*partition, resume))
+            })
+            .collect()
+    }
+
+    /// Every tracked partition's position, moved or not (a final commit).
+    pub(crate) fn positions(&self) -> Vec<(i32, Resume)> {
+        self.partitions
+            .iter()
+            .map(|(partition, p)| (*partition, p.resume()))
+            .collect()
+    }
+
+    /// Notes that `resume` was committed for `partition`.
+    pub(crate) fn committed(&mut self, partition: i32, resume: Resume) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.committed = Some(resume);
+        }
+    }
+
+    /// A commit of `partition` failed: commit its position again at the next tick.
+    pub(crate) fn commit_failed(&mut self, partition: i32) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.committed = None;
+        }
+    }
+
+    /// Records read but not committable yet, per kind: (tests, signals).
+    pub(crate) fn held(&self) -> (usize, usize) {
+        self.partitions.values().fold((0, 0), |(t, s), p| {
+            (
+                t + p.tests_pending.len() + p.decided.len(),
+                s + p.signals_pending.len() + p.signals_held.len(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: Resume = Resume {
+        tests: 10,
+        signals: 100,
+        reports: 1000,
+    };
+
+    fn ledger() -> Ledger {
+        let mut l = Ledger::default();
+        l.open(0, START);
+        l
+    }
+
+    fn position(l: &Ledger) -> Resume {
+        l.positions()[0].1
+    }
+
+    #[test]
+    fn nothing_read_commits_nothing_new() {
+        let l = ledger();
+        assert_eq!(position(&l), START);
+        assert!(l.to_commit().is_empty());
+    }
+
+    #[test]
+    fn an_undecided_test_pins_tests_and_its_signals() {
+        let mut l = ledger();
+        assert!(l.test_read(0, 10));
+        assert!(l.signal_read(0, 100));
+        assert!(l.signal_read(0, 101));
+        assert_eq!(position(&l), START);
+        l.decided(0, 10, [100, 101], Some(1000));
+        assert_eq!(
+            position(&l),
+            Resume {
+                tests: 11,
+                signals: 102,
+                reports: 1001
+            }
+        );
+    }
+
+    /// The bug of issue 8: a finished test's signals were released while its test record
+    /// was held back behind an earlier unfinished test; after a restart the test was read
+    /// again without its signals.
+    #[test]
+    fn a_decided_test_behind_an_undecided_one_keeps_its_signals_and_report() {
+        let mut l = ledger();
+        l.test_read(0, 10); // slow test: undecided
+        l.test_read(0, 11); // fast test
+        l.signal_read(0, 100); // the fast test's signal
+        l.decided(0, 11, [100], Some(1005));
+        let r = position(&l);
+        assert_eq!(r.tests, 10, "the slow test pins the tests offset");
+        assert_eq!(
+            r.signals, 100,
+            "the fast test's signal is held, not released"
+        );
+        assert_eq!(
+            r.reports, 1005,
+            "a new owner reads the fast test's report and does not run it again"
+        );
+        l.decided(0, 10, [], Some(1006));
+        assert_eq!(
+            position(&l),
+            Resume {
+                tests: 12,
+                signals: 101,
+                reports: 1007
+            }
+        );
+    }
+
+    #[test]
+    fn late_and_malformed_records_do_not_pin() {
+        let mut l = ledger();
+        l.test_read(0, 10);
+        l.test_done(0, 10);
+        l.signal_read(0, 100);
+        l.signals_done(0, [100]);
+        assert_eq!(
+            position(&l),
+            Resume {
+                tests: 11,
+                signals: 101,
+                reports: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_read_twice_is_tracked_once() {
+        let mut l = ledger();
+        assert!(l.test_read(0, 10));
+        assert!(!l.test_read(0, 10));
+        l.decided(0, 10, [], Some(1000));
+        // Read again after its decision (a consumer re-fetch): not pending again.
+        l.test_read(0, 12);
+        assert!(l.signal_read(0, 100));
+        assert!(!l.signal_read(0, 100));
+    }
+
+    #[test]
+    fn a_report_given_up_on_does_not_pin_the_partition() {
+        let mut l = ledger();
+        l.test_read(0, 10);
+        l.decided(0, 10, [], None);
+        assert_eq!(position(&l).tests, 11);
+    }
+
+    #[test]
+    fn commits_only_what_moved_and_forgets_revoked_partitions() {
+        let mut l = ledger();
+        l.test_read(0, 10);
+        l.decided(0, 10, [], Some(1000));
+        let moved = l.to_commit();
+        assert_eq!(moved.len(), 1);
+        l.committed(0, moved[0].1);
+        assert!(l.to_commit().is_empty());
+        l.close(0);
+        assert!(l.positions().is_empty());
+        assert!(
+            !l.test_read(0, 11),
+            "records of a revoked partition are not tracked"
+        );
+    }
+
+    #[test]
+    fn metadata_round_trips_and_foreign_metadata_is_refused() {
+        let r = Resume {
+            tests: 5,
+            signals: 7,
+            reports: 9,
+        };
+        assert_eq!(Resume::parse_metadata(5, &r.metadata()), Some(r));
+        assert_eq!(Resume::parse_metadata(5, ""), None);
+        assert_eq!(Resume::parse_metadata(5, "livecheck/1 signals=3"), None);
+        assert_eq!(
+            Resume::parse_metadata(5, "livecheck/1 signals=-1 reports=2"),
+            None
+        );
+    }
+
+    #[test]
+    fn acknowledged_reports_of_other_records_move_the_reports_position() {
+        let mut l = ledger();
+        l.report_acked(0, 1500);
+        assert_eq!(position(&l).reports, 1501);
+    }
+}

@@ -1,0 +1,341 @@
+//! Reports on their way to the reports topic.
+//!
+//! Reports have a producer of their own so that the runner learns where each one landed:
+//! its offset is the reports-topic position a new owner of the partition reads decided
+//! tests from (see [`crate::ledger`]). A report is never dropped: one too large for the
+//! broker is sent again with its arguments and long texts truncated and marked (verdict,
+//! error head and timeline intact); one the broker refuses otherwise is retried with
+//! back-off, and given up on only after a bounded time (counted, logged) so that its
+//! partition's commit is not pinned for ever. Enqueueing never blocks a thread: a full
+//! local queue is waited out asynchronously.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::client::KafkaConfig;
+use crate::error::Error;
+use crate::report::{Report, Truncation};
+
+/// What a report decides, for the ledger (group mode).
+#[derive(Debug, Clone)]
+pub(crate) struct Hold {
+    pub(crate) partition: i32,
+    pub(crate) test_offset: i64,
+    pub(crate) signals: Vec<i64>,
+}
+
+/// A report on its way, with what it decides.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) report: Arc<Report>,
+    pub(crate) hold: Option<Hold>,
+    pub(crate) attempts: u32,
+    pub(crate) first_try: Instant,
+    /// How hard to truncate: 0 = only when above the configured maximum size.
+    pub(crate) shrink: u8,
+    /// Whether the last enqueued copy was truncated.
+    pub(crate) truncated: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn new(report: Arc<Report>, hold: Option<Hold>) -> Box<Self> {
+        Box::new(Self {
+            report,
+            hold,
+            attempts: 0,
+            first_try: Instant::now(),
+            shrink: 0,
+            truncated: false,
+        })
+    }
+}
+
+/// What became of a report.
+#[derive(Debug)]
+pub(crate) enum SinkEvent {
+    /// Acknowledged at `offset` of the reports topic's `partition`.
+    Delivered {
+        outgoing: Box<Outgoing>,
+        partition: i32,
+        offset: i64,
+    },
+    /// Refused (by the broker, or by the local producer at enqueue).
+    Failed {
+        outgoing: Box<Outgoing>,
+        error: KafkaError,
+    },
+}
+
+/// Whether `error` says the record is too large for the producer or the broker.
+pub(crate) fn is_too_large(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
+}
+
+struct SinkContext {
+    events: mpsc::UnboundedSender<SinkEvent>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Outgoing>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, outgoing: Self::DeliveryOpaque) {
+        let event = match result {
+            Ok(msg) => SinkEvent::Delivered {
+                outgoing,
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+            Err((error, _)) => SinkEvent::Failed {
+                outgoing,
+                error: error.clone(),
+            },
+        };
+        // The receiver goes only when the runner has stopped: nothing left to tell.
+        let _ = self.events.send(event);
+    }
+}
+
+/// The reports producer.
+pub(crate) struct ReportSink {
+    producer: ThreadedProducer<SinkContext>,
+    events: mpsc::UnboundedSender<SinkEvent>,
+    topic: String,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for ReportSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSink")
+            .field("topic", &self.topic)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest single record a report may be before it is truncated, by default: below
+/// Kafka's default `message.max.bytes` (1,000,012) with room for the record overhead.
+pub(crate) const DEFAULT_MAX_REPORT_BYTES: usize = 900_000;
+
+impl ReportSink {
+    pub(crate) fn new(
+        kafka: &KafkaConfig,
+        topic: String,
+        max_bytes: usize,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<SinkEvent>), Error> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let producer = kafka
+            .producer_config()
+            .create_with_context(SinkContext {
+                events: events.clone(),
+            })
+            .map_err(Error::kafka("creating the reports producer"))?;
+        Ok((
+            Self {
+                producer,
+                events,
+                topic,
+                max_bytes,
+            },
+            rx,
+        ))
+    }
+
+    /// Enqueues a report. A full local queue is waited out (asynchronously, up to
+    /// `queue_wait`); any other refusal is handed back for the runner to retry.
+    pub(crate) async fn send(
+        &self,
+        mut outgoing: Box<Outgoing>,
+        queue_wait: Duration,
+    ) -> Result<(), (Box<Outgoing>, KafkaError)> {
+        let deadline = tokio::time::Instant::now() + queue_wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            outgoing.attempts += 1;
+            let (payload, truncation) = encode(&outgoing.report, self.max_bytes, outgoing.shrink);
+            outgoing.truncated = truncation.is_some();
+            if let Some(truncation) = truncation {
+                tracing::warn!(
+                    test_id = %outgoing.report.test_id,
+                    original_bytes = truncation.original_bytes,
+                    fields = ?truncation.fields,
+                    "report too large: publishing it truncated (verdict, error head and timeline kept)"
+                );
+            }
+            let key = outgoing.report.test_id.clone();
+            let record = BaseRecord::with_opaque_to(&self.topic, outgoing)
+                .key(&key)
+                .payload(&payload);
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((error, record)) => {
+                    outgoing = record.delivery_opaque;
+                    let queue_full = matches!(
+                        error,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                    );
+                    if !queue_full || tokio::time::Instant::now() >= deadline {
+                        return Err((outgoing, error));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Hands a report refused at enqueue to the runner's retry handling, like a refusal
+    /// by the broker.
+    pub(crate) fn fail(&self, outgoing: Box<Outgoing>, error: KafkaError) {
+        let _ = self.events.send(SinkEvent::Failed { outgoing, error });
+    }
+
+    /// Waits (blocking: call off the async workers) until every enqueued report is
+    /// acknowledged or `timeout`.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+const ERROR_KEEP: [usize; 3] = [4096, 1024, 256];
+const UNAWAITED_KEEP: [usize; 3] = [64, 16, 0];
+
+/// The report as JSON, truncated when it exceeds `max_bytes` or when `shrink` > 0 (the
+/// broker refused it as too large): arguments replaced, the error and the unawaited list
+/// cut, each marked in the report's `truncated` field. Never fails: a report that does not
+/// serialize is replaced by a minimal one that says so.
+pub(crate) fn encode(
+    report: &Report,
+    max_bytes: usize,
+    shrink: u8,
+) -> (Vec<u8>, Option<Truncation>) {
+    let full = serde_json::to_vec(report).unwrap_or_default();
+    if shrink == 0 && !full.is_empty() && full.len() <= max_bytes {
+        return (full, None);
+    }
+    let level = usize::from(shrink.saturating_sub(1)).min(ERROR_KEEP.len() - 1);
+    let mut cut = report.clone();
+    let mut fields = Vec::new();
+    if !cut.arguments.is_null() {
+        cut.arguments = serde_json::Value::Null;
+        fields.push("arguments".to_owned());
+    }
+    if let Some(error) = &mut cut.error {
+        if cut_text(error, ERROR_KEEP[level]) {
+            fields.push("error".to_owned());
+        }
+    }
+    if cut.unawaited.len() > UNAWAITED_KEEP[level] {
+        cut.unawaited.truncate(UNAWAITED_KEEP[level]);
+        fields.push("unawaited".to_owned());
+    }
+    if shrink >= 3 && cut.timeline.len() > 64 {
+        cut.timeline.truncate(64);
+        fields.push("timeline".to_owned());
+    }
+    let truncation = Truncation {
+        original_bytes: full.len(),
+        fields,
+    };
+    cut.truncated = Some(truncation.clone());
+    (
+        serde_json::to_vec(&cut).unwrap_or_default(),
+        Some(truncation),
+    )
+}
+
+/// Cuts `text` to at most `keep` bytes (on a character boundary) with a note of how much
+/// went; whether anything was cut.
+fn cut_text(text: &mut String, keep: usize) -> bool {
+    if text.len() <= keep {
+        return false;
+    }
+    let mut end = keep;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… ({cut} bytes cut)"));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::report::{Step, Verdict};
+
+    fn report(arguments: serde_json::Value, error: String) -> Report {
+        Report {
+            test_id: "t".into(),
+            case: "c".into(),
+            verdict: Verdict::Fail,
+            error: Some(error),
+            missing_step: None,
+            last_step: Some("a".into()),
+            unawaited: Vec::new(),
+            timeline: vec![Step {
+                signal: "a".into(),
+                sent_at: Utc::now(),
+                arrived_at: Utc::now(),
+                event_at: None,
+                latency_ms: 1.0,
+                topic: "s".into(),
+                partition: 0,
+                offset: 1,
+            }],
+            issued_at: Utc::now(),
+            finished_at: Utc::now(),
+            arguments,
+            truncated: None,
+        }
+    }
+
+    #[test]
+    fn a_small_report_is_sent_as_it_is() {
+        let r = report(serde_json::json!({"side": "sell"}), "boom".into());
+        let (bytes, truncation) = encode(&r, 10_000, 0);
+        assert!(truncation.is_none());
+        let back: Report = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_large_report_keeps_verdict_error_head_and_timeline() {
+        let r = report(
+            serde_json::json!({"blob": "x".repeat(50_000)}),
+            "é".repeat(10_000),
+        );
+        let (bytes, truncation) = encode(&r, 10_000, 0);
+        assert!(bytes.len() < 10_000, "{} bytes", bytes.len());
+        let back: Report = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.verdict, Verdict::Fail);
+        assert_eq!(back.timeline, r.timeline);
+        assert!(back.arguments.is_null());
+        assert!(back.error.as_deref().unwrap().ends_with("bytes cut)"));
+        let t = back.truncated.unwrap();
+        assert_eq!(Some(&t), truncation.as_ref());
+        assert_eq!(t.fields, vec!["arguments".to_owned(), "error".to_owned()]);
+        assert!(t.original_bytes > 60_000);
+    }
+
+    #[test]
+    fn a_refused_report_shrinks_further_each_time() {
+        let r = report(serde_json::Value::Null, "e".repeat(5000));
+        let sizes: Vec<usize> = (1..=3).map(|s| encode(&r, usize::MAX, s).0.len()).collect();
+        assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "{sizes:?}");
+    }
+}
