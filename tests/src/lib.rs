@@ -4,6 +4,7 @@
 //! places: `cargo test` (the check file `tests/orders.rs`, through the harness), and the
 //! `livecheck` binary in staging and production.
 
+pub mod chaos;
 pub mod demo;
 pub mod load;
 pub mod orders;

@@ -1,8 +1,11 @@
 //! Live mode: the `livecheck` binary runs the check files on live traffic, as a passive
 //! observer (production, staging) or on the demo (embedded broker, example app).
 
+mod cli;
 pub mod config;
 pub mod health;
 pub mod service;
 pub mod state;
 pub mod web;
+
+pub use cli::{main, EXIT_CONFIG, EXIT_FAILURE};

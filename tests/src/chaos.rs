@@ -1,0 +1,107 @@
+//! A synthetic two-step flow for fault tests of live mode: the test process plays the
+//! services (it registers tests and sends their signals), runner processes in a consumer
+//! group check them, and every test's verdict is known in advance from what was sent.
+//!
+//! The `livecheck-chaos` binary runs the live service with [`cases`]; the fault tests
+//! (`tests/chaos.rs`) kill, stop and start such processes mid-stream.
+
+use std::time::Duration;
+
+use livecheck_core::{ensure_eq, Case, LiveCheck, Run, Signal, TestContext, Trigger, Verdict};
+
+/// The case name.
+pub const CASE: &str = "chaos.flow";
+/// The first step: carries the test's number.
+pub static STEP_A: Signal<u64> = Signal::new(CASE, "a");
+/// The second step: carries twice the test's number.
+pub static STEP_B: Signal<u64> = Signal::new(CASE, "b");
+/// Each step's timeout.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The flow: `a` = n, then `b` = 2n, each within [`TIMEOUT`] of the previous step.
+pub fn flow() -> Case {
+    Case::new(CASE)
+        .timeout(TIMEOUT)
+        .frequency(Duration::from_secs(3600))
+        .expect(|run: Run, n: u64| async move {
+            let a = run.wait(&STEP_A).await?;
+            ensure_eq!(a, n, "step a carries the test's number");
+            let b = run.wait(&STEP_B).await?;
+            ensure_eq!(b, 2 * n, "step b carries twice the test's number");
+            Ok(())
+        })
+}
+
+/// The cases of the chaos runner.
+pub fn cases() -> Vec<Case> {
+    vec![flow()]
+}
+
+/// What a test of the flow is made to do, and so the one true verdict it must get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// `a` and `b` right away: decided before any fault.
+    Quick,
+    /// `a` now, `b` (right) later, within the timeout.
+    Pass,
+    /// `a` now, `b` with a wrong value later.
+    WrongB,
+    /// `a` now, never `b`.
+    NoB,
+    /// `a` now, `b` after the timeout: late by event time, whenever it is read.
+    LateB,
+}
+
+impl Script {
+    /// The script of test number `n`: a fixed mix (1 in 10 quick, 5 pass, 1 wrong, 1 missing,
+    /// 1 late, 1 more pass).
+    pub fn of(n: u64) -> Self {
+        match n % 10 {
+            0 => Script::Quick,
+            7 => Script::WrongB,
+            8 => Script::NoB,
+            9 => Script::LateB,
+            _ => Script::Pass,
+        }
+    }
+
+    /// The verdict a run without faults gives.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Script::Quick | Script::Pass => Verdict::Pass,
+            Script::WrongB => Verdict::Fail,
+            Script::NoB | Script::LateB => Verdict::Timeout,
+        }
+    }
+}
+
+/// The services' side: registers test `n` and sends its first step (and for
+/// [`Script::Quick`] its second); returns its context for [`send_b`].
+pub async fn start_test(client: &LiveCheck, n: u64) -> TestContext {
+    let id = format!("chaos-{n:06}-{}", uuid::Uuid::new_v4().simple());
+    let context = Trigger::new(CASE)
+        .probability(1.0)
+        .maybe_trigger_with_id(client, Some(&id), &n)
+        .expect("a test registers");
+    client
+        .scope(context.clone(), async {
+            STEP_A.send(&n).await;
+            if Script::of(n) == Script::Quick {
+                STEP_B.send(&(2 * n)).await;
+            }
+        })
+        .await;
+    context
+}
+
+/// The services' side: sends test `n`'s second step as its script says (nothing for
+/// scripts without one).
+pub async fn send_b(client: &LiveCheck, context: &TestContext, n: u64, late: bool) {
+    let value = match Script::of(n) {
+        Script::Pass => 2 * n,
+        Script::WrongB => 2 * n + 1,
+        Script::LateB if late => 2 * n,
+        _ => return,
+    };
+    client.scope(context.clone(), STEP_B.send(&value)).await;
+}
