@@ -254,6 +254,45 @@ impl FromStr for SigningKeys {
     }
 }
 
+/// A string that holds secrets (e.g. a `kid:secret,...` key list before it is parsed): its
+/// `Debug` and `Display` print `<redacted>`. For flags and settings structs that derive
+/// `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret text itself: do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 fn make_key(index: usize, kid: String, secret: &[u8]) -> Result<Key, KeysError> {
     let why = if kid.is_empty() {
         Some("it is empty")
@@ -538,6 +577,13 @@ mod tests {
         assert!(
             shown.contains("k2") && shown.contains("redacted"),
             "{shown}"
+        );
+        let text: SecretString = format!("k1:{OLD}").parse().unwrap();
+        let shown = format!("{text:?} {text} {:?}", Some(&text));
+        assert!(!shown.contains(OLD), "{shown}");
+        assert_eq!(
+            SigningKeys::parse(text.expose()).unwrap().current_kid(),
+            "k1"
         );
     }
 }
