@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use livecheck_core::signing::SigningKeys;
 use livecheck_core::{EmbeddedBroker, KafkaConfig, LiveCheck, Topics, Trigger};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,6 +67,12 @@ pub struct AppConfig {
     pub group_prefix: String,
     /// Fault switches at start.
     pub faults: FaultConfig,
+    /// Test hooks: `POST /admin/faults` and the `?fake=1` switch. Off by default (then
+    /// `/admin/faults` answers 404 and `fake` is ignored); tests and the demo turn them on.
+    pub test_hooks: bool,
+    /// Signing keys for the LiveCheck client: with them, only signed test contexts are
+    /// accepted and the tests this app triggers are signed.
+    pub signing_keys: Option<SigningKeys>,
 }
 
 impl AppConfig {
@@ -78,6 +85,8 @@ impl AppConfig {
             probability: 0.5,
             group_prefix: "example-app-".to_owned(),
             faults: FaultConfig::default(),
+            test_hooks: false,
+            signing_keys: None,
         }
     }
 }
@@ -165,7 +174,10 @@ impl RunningApp {
         config: AppConfig,
         broker: Option<EmbeddedBroker>,
     ) -> anyhow::Result<Self> {
-        let livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
+        let mut livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
+        if let Some(keys) = &config.signing_keys {
+            livecheck = livecheck.with_signing(keys.clone());
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {

@@ -15,7 +15,7 @@ use livecheck_core::kafka;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::Shared;
 use crate::faults::FaultConfig;
@@ -38,7 +38,8 @@ struct AppState {
     producer: FutureProducer,
 }
 
-/// The routes: `/order/init/{side}/`, `/order/create/`, `/healthz`, `/admin/faults`.
+/// The routes: `/order/init/{side}/`, `/order/create/`, `/healthz`, and `/admin/faults` when
+/// the test hooks are on ([`crate::AppConfig::test_hooks`]; otherwise it answers 404).
 pub fn router(shared: Arc<Shared>) -> Router {
     let producer: FutureProducer = shared
         .config
@@ -50,12 +51,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared: shared.clone(),
         producer,
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/order/init/{side}/", get(init_order))
         .route("/order/init/{side}", get(init_order))
         .route("/order/create/", post(create_order))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/admin/faults", get(get_faults).post(set_faults))
+        .route("/healthz", get(|| async { "ok" }));
+    if shared.config.test_hooks {
+        router = router.route("/admin/faults", get(get_faults).post(set_faults));
+    }
+    router
         .layer(TestContextLayer::new(shared.livecheck.clone()))
         .with_state(state)
 }
@@ -86,7 +90,11 @@ async fn init_order(
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
-    let fake = matches!(query.fake.as_deref(), Some("1" | "true" | "yes"));
+    let asked_fake = matches!(query.fake.as_deref(), Some("1" | "true" | "yes"));
+    if asked_fake && !shared.config.test_hooks {
+        debug!("ignored ?fake=1: the test hooks are off");
+    }
+    let fake = asked_fake && shared.config.test_hooks;
     // A test context that came with the request names the order (the harness's test id).
     let order_id = livecheck_core::current_test()
         .filter(|c| c.case == ORDER_CASE)
@@ -158,6 +166,10 @@ async fn create_order(
             );
         }
     };
+    if order.fake && !shared.config.test_hooks {
+        // Only the test hooks make fake orders; without them every order is real.
+        order.fake = false;
+    }
     if order.id.is_empty() || order.id.len() > 128 {
         shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::BAD_REQUEST, "order id must be 1 to 128 bytes");

@@ -8,7 +8,10 @@
 //! *execute order* consumer executes it unless it is fake (`order_executed`).
 //!
 //! Faults can be switched on (flags, environment, `POST /admin/faults`) so that checks can
-//! be tested against a broken system; see [`faults::FaultConfig`].
+//! be tested against a broken system; see [`faults::FaultConfig`]. `POST /admin/faults` and
+//! `?fake=1` are test hooks, off unless `--test-hooks` (`EXAMPLE_APP_TEST_HOOKS=1`,
+//! [`AppConfig::test_hooks`]) turns them on. `--signing-keys` (`LIVECHECK_SIGNING_KEYS`)
+//! makes its LiveCheck client accept only signed test contexts.
 //!
 //! ## Known limitations
 //! - The "database" is in-process memory.

@@ -13,13 +13,21 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-async fn start(probability: f64, faults: FaultConfig) -> RunningApp {
+fn config(probability: f64, faults: FaultConfig) -> AppConfig {
     let mut config = AppConfig::new(KafkaConfig::new(""));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.topics = AppTopics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
     config.group_prefix = format!("g{}-", uuid::Uuid::new_v4().simple());
     config.probability = probability;
     config.faults = faults;
+    config
+}
+
+/// The app with its test hooks on (`/admin/faults`, `?fake=1`), as every test here but one
+/// needs.
+async fn start(probability: f64, faults: FaultConfig) -> RunningApp {
+    let mut config = config(probability, faults);
+    config.test_hooks = true;
     RunningApp::start_embedded(config).await.unwrap()
 }
 
@@ -357,4 +365,67 @@ async fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_test_hooks_admin_faults_is_404_fake_is_ignored_and_signing_keys_apply() {
+    let mut config = config(0.0, FaultConfig::default());
+    assert!(!config.test_hooks, "test hooks must be off by default");
+    let keys = livecheck_core::signing::SigningKeys::new("k1", "example-app-test-secret").unwrap();
+    config.signing_keys = Some(keys.clone());
+    let app = RunningApp::start_embedded(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/admin/faults", app.base_url);
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let response = http
+        .post(&url)
+        .json(&FaultConfig {
+            http_503: true,
+            ..FaultConfig::default()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(!app.shared.faults.http_503());
+
+    // ?fake=1 is ignored: the order is real and executed.
+    let (status, body) = place(&app, "/order/init/buy/?fake=1").await;
+    assert_eq!(status, 200, "{body}");
+    let order: Order = serde_json::from_value(body).unwrap();
+    assert!(!order.fake);
+
+    // With signing keys an unsigned context is not a test: the order gets its own id.
+    let livecheck = &app.shared.livecheck;
+    let forged = livecheck_core::TestContext::new("orders.place_order", Duration::from_secs(60));
+    let mut headers = http::HeaderMap::new();
+    livecheck_core::http::inject(&mut headers, &forged);
+    let response = http
+        .get(format!("{}/order/init/sell/", app.base_url))
+        .headers(headers.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let order: Order = response.json().await.unwrap();
+    assert_ne!(order.id, forged.id);
+    let rejected = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(
+        rejected(&livecheck.counters().contexts_rejected_unsigned),
+        1
+    );
+    // A signed one is a test of that id.
+    let signed = livecheck.sign(forged.clone());
+    let mut headers = http::HeaderMap::new();
+    livecheck_core::http::inject(&mut headers, &signed);
+    let response = http
+        .get(format!("{}/order/init/sell/", app.base_url))
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
+    let order: Order = response.json().await.unwrap();
+    assert_eq!(order.id, signed.id);
+    assert_eq!(rejected(&livecheck.counters().contexts_rejected), 1);
 }

@@ -513,7 +513,8 @@ impl Trigger {
     /// returns the context to scope the rest of the request with ([`LiveCheck::scope`]).
     ///
     /// Inside a test of this case already (a context came in with the request) it returns
-    /// that context with the arguments and registers it, whatever the sampling says.
+    /// that context with the arguments and registers it, whatever the sampling says; its
+    /// signature is kept. A fresh context is signed when the client has signing keys.
     pub fn maybe_trigger<A: Serialize>(
         &self,
         client: &LiveCheck,
@@ -523,7 +524,8 @@ impl Trigger {
     }
 
     /// As [`Trigger::maybe_trigger`], with the test id chosen by the caller (e.g. the id
-    /// of the order under test), or a fresh one when `id` is `None`.
+    /// of the order under test), or a fresh one when `id` is `None`. An id that is not 1 to
+    /// 128 bytes of visible ASCII triggers nothing (logged).
     pub fn maybe_trigger_with_id<A: Serialize>(
         &self,
         client: &LiveCheck,
@@ -544,10 +546,16 @@ impl Trigger {
             Some(_) => return None,
             None => {
                 let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+                if let Err(err) = crate::headers::check_test_id(&id) {
+                    tracing::warn!(case = %self.case, error = %err, "not triggering a test with this id");
+                    return None;
+                }
                 if !self.sample(&id) {
                     return None;
                 }
-                TestContext::with_id(id, self.case.clone(), self.expires).arguments(arguments)
+                client.sign(
+                    TestContext::with_id(id, self.case.clone(), self.expires).arguments(arguments),
+                )
             }
         };
         match client.register_test(&context) {

@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 use crate::context::{scope_current, Current, TestContext};
 use crate::counters::{bump, ClientCounters};
 use crate::error::Error;
-use crate::headers::ContextError;
+use crate::headers::{self, ContextError};
+use crate::signing::SigningKeys;
 
 /// Names of the three LiveCheck topics. Tests and signals must have the same partition count
 /// (they are co-partitioned by test id).
@@ -128,9 +129,15 @@ struct Inner {
 
 /// A LiveCheck client: what a service (or a harness) uses to trigger tests, scope work and
 /// publish signals. Cheap to clone; create one per process.
+///
+/// With [`SigningKeys`] ([`LiveCheck::with_signing`]) it signs the contexts it creates and
+/// accepts only incoming contexts that are signed with one of its keys and not expired.
+/// Without keys every well-formed incoming context is accepted: anyone who can reach the
+/// service can then start a test path with the test id of their choice.
 #[derive(Clone)]
 pub struct LiveCheck {
     inner: Arc<Inner>,
+    signing: Option<SigningKeys>,
 }
 
 impl std::fmt::Debug for LiveCheck {
@@ -138,6 +145,7 @@ impl std::fmt::Debug for LiveCheck {
         f.debug_struct("LiveCheck")
             .field("brokers", &self.inner.kafka.brokers)
             .field("topics", &self.inner.topics)
+            .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +167,50 @@ impl LiveCheck {
                 producer,
                 counters,
             }),
+            signing: None,
         })
+    }
+
+    /// This client with signing keys: it signs the contexts it creates and drops incoming
+    /// contexts that are unsigned, forged, tampered or expired (counted, logged, and the
+    /// request goes on as a non-test request). Clones made before this call keep their own
+    /// setting.
+    #[must_use]
+    pub fn with_signing(mut self, keys: SigningKeys) -> Self {
+        self.signing = Some(keys);
+        self
+    }
+
+    /// The signing keys, if any.
+    pub fn signing(&self) -> Option<&SigningKeys> {
+        self.signing.as_ref()
+    }
+
+    /// `context` signed with the current key (any previous signature replaced); unchanged
+    /// when the client has no keys.
+    #[must_use]
+    pub fn sign(&self, mut context: TestContext) -> TestContext {
+        if let Some(keys) = &self.signing {
+            context.signature = Some(keys.sign(&context));
+        }
+        context
+    }
+
+    /// A fresh context for `case` valid for `expires_in`, signed when the client has keys
+    /// (what a harness scopes a stimulus with).
+    pub fn new_context(&self, case: impl Into<String>, expires_in: Duration) -> TestContext {
+        self.sign(TestContext::new(case, expires_in))
+    }
+
+    /// Checks a context read from a `TestExecution` record: its test id always, and, when the
+    /// client has keys, its signature (unsigned, malformed, unknown key id, forged or
+    /// tampered are errors). Expiry is not checked here: the runner reports an expired test
+    /// as `SKIP`. Counts nothing; the caller counts and logs.
+    pub fn verify_context(&self, context: &TestContext) -> Result<(), ContextError> {
+        match &self.signing {
+            Some(keys) => keys.verify(context),
+            None => headers::check_test_id(&context.id),
+        }
     }
 
     /// The topics this client publishes to.
@@ -205,17 +256,37 @@ impl LiveCheck {
         }
     }
 
-    /// Counts and logs a rejected context; returns the accepted one.
+    /// Returns the context to scope an incoming request with: the decoded one if it is
+    /// well-formed and, when the client has keys, validly signed and not expired. A rejected
+    /// context is counted (in total and by reason), logged once at warn with `origin`, and
+    /// `None` is returned: the request goes on as a non-test request.
     pub fn accept(
         &self,
         decoded: Result<Option<TestContext>, ContextError>,
         origin: &str,
     ) -> Option<TestContext> {
-        match decoded {
+        self.accept_from(decoded, &origin)
+    }
+
+    /// As [`LiveCheck::accept`], with an origin formatted only if the context is rejected.
+    pub(crate) fn accept_from(
+        &self,
+        decoded: Result<Option<TestContext>, ContextError>,
+        origin: &dyn std::fmt::Display,
+    ) -> Option<TestContext> {
+        let checked = decoded.and_then(|found| match (found, &self.signing) {
+            (Some(context), Some(keys)) => keys
+                .verify_at(&context, chrono::Utc::now())
+                .map(|()| Some(context)),
+            (found, _) => Ok(found),
+        });
+        match checked {
             Ok(found) => found,
             Err(err) => {
-                bump(&self.inner.counters.contexts_rejected);
-                warn!(%origin, error = %err, "rejected a malformed test context; handling the request as a non-test request");
+                let counters = &self.inner.counters;
+                bump(&counters.contexts_rejected);
+                bump(counters.rejected_for(&err));
+                warn!(%origin, reason = err.reason(), error = %err, "rejected a test context; handling the request as a non-test request");
                 None
             }
         }

@@ -14,7 +14,9 @@ use crate::client::LiveCheck;
 /// request, so that [`crate::Signal::send`] knows which test a step belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestContext {
-    /// Unique id of the test (also the Kafka key of its records).
+    /// Unique id of the test (also the Kafka key of its records): 1 to 128 bytes of visible
+    /// ASCII. A `TestExecution` record with any other id does not decode.
+    #[serde(deserialize_with = "deserialize_test_id")]
     pub id: String,
     /// Name of the case this test runs (`orders.place_order`).
     pub case: String,
@@ -26,6 +28,17 @@ pub struct TestContext {
     /// runner reads them from the `TestExecution` record.
     #[serde(default)]
     pub arguments: serde_json::Value,
+    /// The signature of the id, case and times (`v1;kid=<kid>;sig=<base64url>`), made by a
+    /// client with signing keys ([`LiveCheck::sign`]); carried in the
+    /// `LiveCheck-Test-Signature` header and in the `TestExecution` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+fn deserialize_test_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    crate::headers::check_test_id(&id).map_err(serde::de::Error::custom)?;
+    Ok(id)
 }
 
 impl TestContext {
@@ -49,6 +62,7 @@ impl TestContext {
             issued_at,
             expires_at,
             arguments: serde_json::Value::Null,
+            signature: None,
         }
     }
 

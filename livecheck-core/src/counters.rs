@@ -30,8 +30,26 @@ counters! {
         signal_errors,
         /// Records the broker did not acknowledge.
         delivery_errors,
-        /// Incoming contexts (HTTP or Kafka headers) rejected as malformed.
+        /// Incoming contexts (HTTP or Kafka headers) rejected, for any reason below.
         contexts_rejected,
+        /// ... because a header is missing, empty, not UTF-8, or a time is bad.
+        contexts_rejected_malformed,
+        /// ... because a header value is too long.
+        contexts_rejected_oversized,
+        /// ... because the test id is not 1 to 128 bytes of visible ASCII.
+        contexts_rejected_bad_test_id,
+        /// ... because a context header appears more than once.
+        contexts_rejected_duplicate_header,
+        /// ... because signing is on and the context is not signed.
+        contexts_rejected_unsigned,
+        /// ... because the signature header is malformed.
+        contexts_rejected_malformed_signature,
+        /// ... because the signature names a key id that is not configured.
+        contexts_rejected_unknown_key,
+        /// ... because the signature does not match (forged, or a field was tampered with).
+        contexts_rejected_bad_signature,
+        /// ... because signing is on and the context has expired.
+        contexts_rejected_expired,
     }
 }
 
@@ -44,6 +62,13 @@ counters! {
         signals_received,
         /// Records that did not decode (logged with topic/partition/offset).
         records_malformed,
+        /// Test records refused because their context is not signed (signing keys set).
+        tests_rejected_unsigned,
+        /// Test records refused because their signature is malformed, names an unknown key
+        /// or does not match (forged or tampered).
+        tests_rejected_bad_signature,
+        /// Test records refused for another reason (a bad test id).
+        tests_rejected_other,
         /// Records naming a case the runner does not know.
         unknown_case,
         /// Test records seen again for a test already known.
@@ -92,6 +117,28 @@ counters! {
         verdict_timeout,
         /// Runs skipped (expired or inactive).
         verdict_skip,
+    }
+}
+
+impl ClientCounters {
+    /// The per-reason counter of a rejected context.
+    pub(crate) fn rejected_for(&self, error: &crate::headers::ContextError) -> &AtomicU64 {
+        use crate::headers::ContextError as E;
+        match error {
+            E::Missing { .. }
+            | E::Empty { .. }
+            | E::NotUtf8 { .. }
+            | E::BadTimestamp { .. }
+            | E::ExpiresBeforeIssued { .. } => &self.contexts_rejected_malformed,
+            E::Oversized { .. } => &self.contexts_rejected_oversized,
+            E::BadTestId { .. } => &self.contexts_rejected_bad_test_id,
+            E::DuplicateHeader { .. } => &self.contexts_rejected_duplicate_header,
+            E::Unsigned { .. } => &self.contexts_rejected_unsigned,
+            E::MalformedSignature { .. } => &self.contexts_rejected_malformed_signature,
+            E::UnknownKey { .. } => &self.contexts_rejected_unknown_key,
+            E::BadSignature { .. } => &self.contexts_rejected_bad_signature,
+            E::Expired { .. } => &self.contexts_rejected_expired,
+        }
     }
 }
 

@@ -2,8 +2,12 @@
 //!
 //! The names are Faust's, so a Rust runner and Faust services can share one wire format:
 //! `LiveCheck-Test-Id`, `LiveCheck-Test-Name`, `LiveCheck-Test-Timestamp` and
-//! `LiveCheck-Test-Expires`, times in ISO-8601. A fifth name, `LiveCheck-Test-Signature`,
-//! is reserved for an HMAC of the other four; it is ignored when decoding today.
+//! `LiveCheck-Test-Expires`, times in ISO-8601. A fifth, `LiveCheck-Test-Signature`, carries
+//! an HMAC of the other four (see [`crate::signing`]); it is optional on the wire and checked
+//! by a client configured with signing keys.
+//!
+//! Whatever the signing setting, a test id must be 1 to [`MAX_TEST_ID_LEN`] bytes of visible
+//! ASCII, and a context header may appear only once.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 
@@ -17,14 +21,26 @@ pub const TEST_NAME: &str = "LiveCheck-Test-Name";
 pub const TEST_TIMESTAMP: &str = "LiveCheck-Test-Timestamp";
 /// Header carrying the expiry time (ISO-8601).
 pub const TEST_EXPIRES: &str = "LiveCheck-Test-Expires";
-/// Reserved for a signature of the other headers (HMAC with a shared secret).
+/// Header carrying the signature of the other four (`v1;kid=<kid>;sig=<base64url>`).
 pub const TEST_SIGNATURE: &str = "LiveCheck-Test-Signature";
 
 /// All context header names, in wire order.
 pub const ALL: [&str; 4] = [TEST_ID, TEST_NAME, TEST_TIMESTAMP, TEST_EXPIRES];
 
+/// All five names: the four of [`ALL`] and [`TEST_SIGNATURE`].
+pub const ALL_WITH_SIGNATURE: [&str; 5] = [
+    TEST_ID,
+    TEST_NAME,
+    TEST_TIMESTAMP,
+    TEST_EXPIRES,
+    TEST_SIGNATURE,
+];
+
 /// Longest header value accepted, in bytes. Longer values are rejected, not truncated.
 pub const MAX_VALUE_LEN: usize = 256;
+
+/// Longest test id accepted, in bytes.
+pub const MAX_TEST_ID_LEN: usize = 128;
 
 /// Why a test context in headers was rejected. The request goes on as a non-test request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +89,100 @@ pub enum ContextError {
         /// Expiry time.
         expires_at: DateTime<Utc>,
     },
+    /// The test id is not 1 to [`MAX_TEST_ID_LEN`] bytes of visible ASCII.
+    #[error("test id {id:?} is not 1 to {max} bytes of visible ASCII ({why})", max = MAX_TEST_ID_LEN)]
+    BadTestId {
+        /// The id, cut to [`MAX_TEST_ID_LEN`] characters (escaped by `Debug`).
+        id: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A context header appears more than once in one request or record.
+    #[error("test context header {header} appears {count} times; it may appear once")]
+    DuplicateHeader {
+        /// The repeated header.
+        header: &'static str,
+        /// How many times it appears.
+        count: usize,
+    },
+    /// Signing is on and the context carries no signature.
+    #[error("test context {id} is not signed (signing keys are configured)")]
+    Unsigned {
+        /// The test id.
+        id: String,
+    },
+    /// The signature header does not have the form `v1;kid=<kid>;sig=<base64url>`.
+    #[error("the signature of test context {id} is malformed: {why}")]
+    MalformedSignature {
+        /// The test id.
+        id: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The signature names a key id that is not configured.
+    #[error("test context {id} is signed with key id {kid:?}, which is not configured")]
+    UnknownKey {
+        /// The test id.
+        id: String,
+        /// The key id the signature names.
+        kid: String,
+    },
+    /// The signature does not match the fields: it was made with another secret (forged) or a
+    /// field changed after signing (tampered). An HMAC cannot tell the two apart.
+    #[error("the signature of test context {id} (key id {kid:?}) does not match its fields: forged, or a field was changed after signing")]
+    BadSignature {
+        /// The test id.
+        id: String,
+        /// The key id the signature names.
+        kid: String,
+    },
+    /// Signing is on and the (validly signed) context has expired.
+    #[error("test context {id} expired at {expires_at}")]
+    Expired {
+        /// The test id.
+        id: String,
+        /// Its expiry.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+impl ContextError {
+    /// A short, stable name of the reason, as counted in
+    /// [`crate::counters::ClientCounters`] (`contexts_rejected_<reason>`) and logged.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing { .. }
+            | Self::Empty { .. }
+            | Self::NotUtf8 { .. }
+            | Self::BadTimestamp { .. }
+            | Self::ExpiresBeforeIssued { .. } => "malformed",
+            Self::Oversized { .. } => "oversized",
+            Self::BadTestId { .. } => "bad_test_id",
+            Self::DuplicateHeader { .. } => "duplicate_header",
+            Self::Unsigned { .. } => "unsigned",
+            Self::MalformedSignature { .. } => "malformed_signature",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::Expired { .. } => "expired",
+        }
+    }
+}
+
+/// Checks that `id` is 1 to [`MAX_TEST_ID_LEN`] bytes of visible ASCII (`0x21..=0x7E`).
+pub fn check_test_id(id: &str) -> Result<(), ContextError> {
+    let why = if id.is_empty() {
+        "it is empty"
+    } else if id.len() > MAX_TEST_ID_LEN {
+        "it is too long"
+    } else if !id.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+        "it has a space, a control or a non-ASCII character"
+    } else {
+        return Ok(());
+    };
+    Err(ContextError::BadTestId {
+        id: id.chars().take(MAX_TEST_ID_LEN).collect(),
+        why,
+    })
 }
 
 /// Formats a time as the headers carry it (RFC 3339, microseconds, `Z`).
@@ -138,8 +248,16 @@ fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> 
 }
 
 /// Calls `put(name, value)` for the four headers of `context`, in the order of [`ALL`],
-/// without allocating.
+/// then for [`TEST_SIGNATURE`] when the context is signed, without allocating.
 pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str)) {
+    encode_fields_with(context, &mut put);
+    if let Some(signature) = &context.signature {
+        put(TEST_SIGNATURE, signature);
+    }
+}
+
+/// The four signed fields in their canonical header forms (what [`crate::signing`] signs).
+pub(crate) fn encode_fields_with(context: &TestContext, mut put: impl FnMut(&'static str, &str)) {
     put(TEST_ID, &context.id);
     put(TEST_NAME, &context.case);
     for (name, t) in [
@@ -172,43 +290,49 @@ fn parse_own_format(value: &str) -> Option<DateTime<Utc>> {
     Some(date.and_time(time).and_utc())
 }
 
-/// The four header values of `context`, in the order of [`ALL`].
-pub fn encode(context: &TestContext) -> [(&'static str, String); 4] {
-    let mut out: [(&'static str, String); 4] = Default::default();
-    let mut i = 0;
-    encode_with(context, |name, value| {
-        out[i] = (name, value.to_owned());
-        i += 1;
-    });
+/// The header values of `context`, in the order of [`ALL`], plus the signature if any.
+pub fn encode(context: &TestContext) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(5);
+    encode_with(context, |name, value| out.push((name, value.to_owned())));
     out
 }
 
 /// Reads a context from headers through `get`, which returns a header's raw value by name
 /// (the caller decides about case). `Ok(None)` when no LiveCheck header is present.
+///
+/// A caller whose headers can repeat (HTTP, Kafka) uses [`decode_counted`], so that a
+/// repeated context header is rejected.
 pub fn decode<'a>(
     get: impl Fn(&'static str) -> Option<&'a [u8]>,
 ) -> Result<Option<TestContext>, ContextError> {
-    let values = ALL.map(get);
+    decode_counted(|name| (get(name), usize::from(get(name).is_some())))
+}
+
+/// As [`decode`], with `get` returning a header's first value and how many times the header
+/// appears: a context header that appears more than once rejects the context.
+pub fn decode_counted<'a>(
+    get: impl Fn(&'static str) -> (Option<&'a [u8]>, usize),
+) -> Result<Option<TestContext>, ContextError> {
+    let found = ALL_WITH_SIGNATURE.map(get);
+    if let Some((name, (_, count))) = ALL_WITH_SIGNATURE
+        .iter()
+        .zip(&found)
+        .find(|(_, (_, count))| *count > 1)
+    {
+        return Err(ContextError::DuplicateHeader {
+            header: name,
+            count: *count,
+        });
+    }
+    let [id, name, timestamp, expires, signature] = found.map(|(value, _)| value);
+    let values = [id, name, timestamp, expires];
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
     let mut text = [""; 4];
     for (i, (name, value)) in ALL.iter().zip(values).enumerate() {
         let raw = value.ok_or(ContextError::Missing { header: name })?;
-        if raw.len() > MAX_VALUE_LEN {
-            return Err(ContextError::Oversized {
-                header: name,
-                len: raw.len(),
-                max: MAX_VALUE_LEN,
-            });
-        }
-        let s = std::str::from_utf8(raw)
-            .map_err(|_| ContextError::NotUtf8 { header: name })?
-            .trim();
-        if s.is_empty() {
-            return Err(ContextError::Empty { header: name });
-        }
-        text[i] = s;
+        text[i] = checked_text(name, raw)?;
     }
     let time = |header: &'static str, value: &str| {
         parse_time(value).ok_or_else(|| ContextError::BadTimestamp {
@@ -224,13 +348,40 @@ pub fn decode<'a>(
             expires_at,
         });
     }
+    check_test_id(text[0])?;
+    let signature = match signature {
+        None => None,
+        Some(raw) => {
+            let text = checked_text(TEST_SIGNATURE, raw)?;
+            Some(text.to_owned())
+        }
+    };
     Ok(Some(TestContext {
         id: text[0].to_owned(),
         case: text[1].to_owned(),
         issued_at,
         expires_at,
         arguments: serde_json::Value::Null,
+        signature,
     }))
+}
+
+/// A header value as trimmed, non-empty UTF-8 of at most [`MAX_VALUE_LEN`] bytes.
+fn checked_text<'a>(name: &'static str, raw: &'a [u8]) -> Result<&'a str, ContextError> {
+    if raw.len() > MAX_VALUE_LEN {
+        return Err(ContextError::Oversized {
+            header: name,
+            len: raw.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    let s = std::str::from_utf8(raw)
+        .map_err(|_| ContextError::NotUtf8 { header: name })?
+        .trim();
+    if s.is_empty() {
+        return Err(ContextError::Empty { header: name });
+    }
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -341,6 +492,59 @@ mod tests {
         assert_eq!(format_time(t), "2020-05-01T12:30:00.123456Z");
         let t = parse_time("2020-05-01T14:30:00+02:00").unwrap();
         assert_eq!(format_time(t), "2020-05-01T12:30:00.000000Z");
+    }
+
+    #[test]
+    fn test_ids_are_1_to_128_visible_ascii_bytes() {
+        let (_, mut map) = encoded();
+        for good in ["a".repeat(128), "order-1!~".to_owned()] {
+            map.insert(TEST_ID, good.clone().into_bytes());
+            assert_eq!(decode_map(&map).unwrap().unwrap().id, good);
+        }
+        for bad in [
+            "a".repeat(129),
+            "has space".to_owned(),
+            "tab\there".to_owned(),
+            "caf\u{e9}".to_owned(),
+            "nul\0".to_owned(),
+        ] {
+            map.insert(TEST_ID, bad.clone().into_bytes());
+            let err = decode_map(&map).unwrap_err();
+            assert_eq!(err.reason(), "bad_test_id", "{bad:?}: {err}");
+        }
+        // The same rule for a TestExecution record.
+        let mut json = serde_json::to_value(TestContext::new("c", Duration::from_secs(9))).unwrap();
+        json["id"] = "two words".into();
+        let err = serde_json::from_value::<TestContext>(json).unwrap_err();
+        assert!(err.to_string().contains("visible ASCII"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_context_header_is_rejected() {
+        let (_, map) = encoded();
+        for repeated in ALL_WITH_SIGNATURE {
+            let decoded = decode_counted(|name| {
+                let value = map.get(name).map(Vec::as_slice).or(Some(b"v1;kid=k;sig=x"));
+                (value, if name == repeated { 2 } else { 1 })
+            });
+            assert_eq!(
+                decoded,
+                Err(ContextError::DuplicateHeader {
+                    header: repeated,
+                    count: 2
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn old_records_without_a_signature_still_parse() {
+        let json = r#"{"id":"t1","case":"c","issued_at":"2020-05-01T12:30:00Z","expires_at":"2020-05-01T13:30:00Z"}"#;
+        let context: TestContext = serde_json::from_str(json).unwrap();
+        assert_eq!(context.signature, None);
+        assert!(!serde_json::to_string(&context)
+            .unwrap()
+            .contains("signature"));
     }
 
     #[test]

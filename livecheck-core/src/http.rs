@@ -11,25 +11,38 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Reads a test context from HTTP headers (names are case-insensitive).
+/// Reads a test context (and its signature, if any) from HTTP headers (names are
+/// case-insensitive; a context header sent twice rejects the context). Checks the form,
+/// not the signature: [`LiveCheck::accept`] does.
 pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError> {
-    headers::decode(|name| headers.get(header_name(name)).map(HeaderValue::as_bytes))
+    headers::decode_counted(|name| {
+        let mut values = headers.get_all(header_name(name)).iter();
+        match values.next() {
+            None => (None, 0),
+            Some(first) => (Some(first.as_bytes()), 1 + values.count()),
+        }
+    })
 }
 
-/// The header names, lowercase, built once.
-static NAMES: [HeaderName; 4] = [
+/// The header names, lowercase, built once, in the order of
+/// [`headers::ALL_WITH_SIGNATURE`].
+static NAMES: [HeaderName; 5] = [
     HeaderName::from_static("livecheck-test-id"),
     HeaderName::from_static("livecheck-test-name"),
     HeaderName::from_static("livecheck-test-timestamp"),
     HeaderName::from_static("livecheck-test-expires"),
+    HeaderName::from_static("livecheck-test-signature"),
 ];
 
 fn header_name(name: &'static str) -> &'static HeaderName {
-    let i = headers::ALL.iter().position(|n| *n == name).unwrap_or(0);
+    let i = headers::ALL_WITH_SIGNATURE
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(0);
     &NAMES[i]
 }
 
-/// Writes `context` into HTTP headers.
+/// Writes `context` (and its signature, if any) into HTTP headers.
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
     headers::encode_with(context, |name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -39,8 +52,9 @@ pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
 }
 
 /// A tower layer that scopes each request's handling with the test context of its headers.
-/// A malformed context is counted on the client, logged, and the request goes on as a
-/// non-test request.
+/// A malformed context (or, when the client has signing keys, an unsigned, forged, tampered
+/// or expired one) is counted on the client, logged, and the request goes on as a non-test
+/// request: never an HTTP error.
 #[derive(Debug, Clone)]
 pub struct TestContextLayer {
     client: LiveCheck,
@@ -109,7 +123,7 @@ impl RequestBuilderExt for reqwest::RequestBuilder {
     fn test_context(self) -> Self {
         match current_test() {
             Some(context) => {
-                let mut map = HeaderMap::with_capacity(4);
+                let mut map = HeaderMap::with_capacity(5);
                 inject(&mut map, &context);
                 self.headers(map)
             }

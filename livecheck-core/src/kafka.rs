@@ -8,7 +8,7 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Adds `context` to a record's headers.
+/// Adds `context` (and its signature, if any) to a record's headers.
 pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
     let mut record_headers = Some(record_headers);
     headers::encode_with(context, |key, value| {
@@ -30,38 +30,45 @@ pub fn inject(record_headers: OwnedHeaders) -> OwnedHeaders {
     }
 }
 
-/// Reads the test context from a consumed message's headers (names compared
-/// case-insensitively; the first occurrence wins).
+/// Reads the test context (and its signature, if any) from a consumed message's headers
+/// (names compared case-insensitively; a context header present twice rejects the context).
+/// Checks the form, not the signature: [`LiveCheck::accept_message`] does.
 pub fn extract<M: Message>(message: &M) -> Result<Option<TestContext>, ContextError> {
     let Some(record_headers) = message.headers() else {
         return Ok(None);
     };
-    headers::decode(|name| {
-        record_headers
+    headers::decode_counted(|name| {
+        let mut matching = record_headers
             .iter()
-            .find(|h| h.key.eq_ignore_ascii_case(name))
-            .map(|h| h.value.unwrap_or_default())
+            .filter(|h| h.key.eq_ignore_ascii_case(name));
+        match matching.next() {
+            None => (None, 0),
+            Some(first) => (Some(first.value.unwrap_or_default()), 1 + matching.count()),
+        }
     })
 }
 
 impl LiveCheck {
-    /// Runs `fut` scoped by the test context of `message` (if any). A malformed context is
-    /// counted, logged with topic/partition/offset, and the record is processed as a
-    /// non-test record.
-    pub async fn scope_message<M: Message, F: Future>(&self, message: &M, fut: F) -> F::Output {
-        let decoded = extract(message);
-        let context = if decoded.is_err() {
-            let origin = format!(
+    /// The test context of `message` if it is accepted ([`LiveCheck::accept`]: well-formed
+    /// and, with signing keys, validly signed and not expired). A rejected context is
+    /// counted and logged with topic/partition/offset; `None` means a non-test record.
+    pub fn accept_message<M: Message>(&self, message: &M) -> Option<TestContext> {
+        self.accept_from(
+            extract(message),
+            &format_args!(
                 "{}[{}]@{}",
                 message.topic(),
                 message.partition(),
                 message.offset()
-            );
-            self.accept(decoded, &origin)
-        } else {
-            self.accept(decoded, "")
-        };
-        match context {
+            ),
+        )
+    }
+
+    /// Runs `fut` scoped by the test context of `message` if it is accepted
+    /// ([`LiveCheck::accept_message`]); otherwise the record is processed as a non-test
+    /// record.
+    pub async fn scope_message<M: Message, F: Future>(&self, message: &M, fut: F) -> F::Output {
+        match self.accept_message(message) {
             Some(context) => self.scope(context, fut).await,
             None => fut.await,
         }

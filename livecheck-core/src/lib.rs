@@ -40,10 +40,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Signed contexts
+//!
+//! A client built with [`LiveCheck::with_signing`] (keys from [`signing::SigningKeys::parse`]
+//! or [`signing::SigningKeys::from_env`], `LIVECHECK_SIGNING_KEYS=kid2:secret2,kid1:secret1`)
+//! signs the contexts its triggers create (HMAC-SHA256, header `LiveCheck-Test-Signature`),
+//! and its HTTP layer and Kafka helpers drop incoming contexts that are unsigned, forged,
+//! tampered or expired: counted by reason in [`counters::ClientCounters`], logged once at
+//! warn, and the request goes on as an ordinary request. A runner checks a `TestExecution`
+//! record with [`LiveCheck::verify_context`].
+//!
 //! ## Known limitations
 //! - In-flight runs live in memory: a runner restart loses them (their signals are re-read
 //!   only if offsets were not committed).
-//! - The signature header name is reserved; signing is not implemented yet.
+//! - Without [`signing::SigningKeys`] (the demo's setting), every well-formed test context
+//!   that comes in is trusted: anyone who can reach a service can send a request down its
+//!   test path, bypass sampling and choose the test id. Configure keys
+//!   ([`LiveCheck::with_signing`], `LIVECHECK_SIGNING_KEYS`) wherever outsiders can reach.
+//! - A signature covers the test id, case and times, not the arguments (which travel only
+//!   in the `TestExecution` record) and not the hop: a signed context can be replayed until
+//!   it expires.
 //! - Tests and signals topics must have the same partition count.
 
 mod case;
@@ -64,6 +80,7 @@ mod report;
 mod run;
 mod runner;
 mod signal;
+pub mod signing;
 mod sink;
 
 pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};

@@ -854,6 +854,18 @@ impl Runner {
                 return self.test_done(partition, offset);
             }
         };
+        if let Err(err) = self.inner.client.verify_context(&context) {
+            let c = &self.inner.counters;
+            bump(match err.reason() {
+                "unsigned" => &c.tests_rejected_unsigned,
+                "malformed_signature" | "unknown_key" | "bad_signature" => {
+                    &c.tests_rejected_bad_signature
+                }
+                _ => &c.tests_rejected_other,
+            });
+            warn!(topic, partition, offset, test_id = %context.id, case = %context.case, reason = err.reason(), error = %err, "refused a test record: its context is not trusted; no run");
+            return self.test_done(partition, offset);
+        }
         if self.is_foreign(&context.id) {
             bump(&self.inner.counters.foreign_records);
             return self.test_done(partition, offset);

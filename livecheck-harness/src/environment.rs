@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use livecheck_core::signing::SigningKeys;
 use livecheck_core::{BoxFuture, EmbeddedBroker, KafkaConfig, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -197,6 +198,10 @@ pub struct EnvironmentConfig {
     pub partitions: i32,
     /// The app's own topics, created with LiveCheck's; `{prefix}` is replaced.
     pub app_topics: Vec<String>,
+    /// Signing keys of the harness's client (`LIVECHECK_SIGNING_KEYS`): it signs the test
+    /// context of each stimulus. The app needs the same keys (give them through its own
+    /// settings, e.g. [`EnvironmentConfig::app_env`]).
+    pub signing_keys: Option<SigningKeys>,
 }
 
 impl fmt::Debug for EnvironmentConfig {
@@ -212,6 +217,7 @@ impl fmt::Debug for EnvironmentConfig {
             .field("run_id", &self.run_id)
             .field("app_env", &self.app_env)
             .field("app_topics", &self.app_topics)
+            .field("signing_keys", &self.signing_keys)
             .finish()
     }
 }
@@ -235,6 +241,8 @@ impl EnvironmentConfig {
             app_env: BTreeMap::new(),
             partitions: 4,
             app_topics: Vec::new(),
+            signing_keys: SigningKeys::from_env()
+                .map_err(|e| EnvironmentError::Config(e.to_string()))?,
         })
     }
 
@@ -274,6 +282,13 @@ impl EnvironmentConfig {
     #[must_use]
     pub fn app_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.app_env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Signing keys for the harness's client (it signs each stimulus's test context).
+    #[must_use]
+    pub fn signing_keys(mut self, keys: SigningKeys) -> Self {
+        self.signing_keys = Some(keys);
         self
     }
 

@@ -27,8 +27,11 @@ impl Session {
     /// Brings `config`'s environment up and starts a runner for `cases` on it.
     pub async fn start(config: &EnvironmentConfig, cases: Vec<Case>) -> Result<Self, SessionError> {
         let environment = config.start().await?;
-        let client = LiveCheck::new(environment.kafka.clone(), environment.topics.clone())
+        let mut client = LiveCheck::new(environment.kafka.clone(), environment.topics.clone())
             .map_err(|e| SessionError::Setup(e.to_string()))?;
+        if let Some(keys) = &config.signing_keys {
+            client = client.with_signing(keys.clone());
+        }
         let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
         let runner = Runner::new(
             suite,
@@ -94,10 +97,11 @@ impl Session {
         &self.runner
     }
 
-    /// Runs `case` once: a fresh test context, the stimulus scoped by it, then the verdict.
-    /// A failed stimulus is an `ERROR` report naming what failed.
+    /// Runs `case` once: a fresh test context (signed when the environment has signing
+    /// keys), the stimulus scoped by it, then the verdict. A failed stimulus is an `ERROR`
+    /// report naming what failed.
     pub async fn run_once(&self, case: &Case) -> Report {
-        let context = TestContext::new(case.name(), case.expires());
+        let context = self.client.new_context(case.name(), case.expires());
         let report = self.runner.report_for(&context.id);
         let stimulus = self
             .client

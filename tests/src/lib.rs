@@ -36,6 +36,8 @@ pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     // Only requests that carry a test context become tests in CI.
     config.probability = 0.0;
     config.faults = faults;
+    // The checks place fake orders (`?fake=1`).
+    config.test_hooks = true;
     let app = RunningApp::start(config).await?;
     Ok(AppHandle {
         base_url: app.base_url.clone(),
@@ -60,6 +62,7 @@ pub fn environment() -> Result<EnvironmentConfig, EnvironmentError> {
                 "{prefix}",
                 "--probability",
                 "0",
+                "--test-hooks",
             ]
             .map(String::from)
             .to_vec(),

@@ -38,6 +38,8 @@ impl World {
         config.topics = topics;
         config.group_prefix = format!("{prefix}app-");
         config.probability = probability;
+        // These tests switch faults over `POST /admin/faults`.
+        config.test_hooks = true;
         let app = RunningApp::start(config).await.unwrap();
         Self {
             prefix,

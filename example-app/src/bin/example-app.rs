@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
 use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::KafkaConfig;
 
 /// The stock-ordering system of the LiveCheck tutorial, instrumented.
@@ -28,6 +29,13 @@ struct Args {
     /// Fault switches.
     #[command(flatten)]
     faults: FaultConfig,
+    /// Turn on the test hooks: `POST /admin/faults` and `?fake=1` (off: 404 and ignored).
+    #[arg(long, env = "EXAMPLE_APP_TEST_HOOKS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    test_hooks: bool,
+    /// LiveCheck signing keys, `kid:secret[,kid:secret...]` (the first signs): only signed
+    /// test contexts are accepted.
+    #[arg(long, env = "LIVECHECK_SIGNING_KEYS", hide_env_values = true)]
+    signing_keys: Option<SecretString>,
 }
 
 #[tokio::main]
@@ -50,6 +58,15 @@ async fn main() -> anyhow::Result<()> {
     config.topics = AppTopics::with_prefix(&args.topic_prefix);
     config.probability = args.probability;
     config.faults = args.faults;
+    config.test_hooks = args.test_hooks;
+    config.signing_keys = match args.signing_keys.as_ref().map(|s| s.expose().trim()) {
+        None | Some("") => None,
+        // Parsed here, not by clap: clap's error would print the value, secrets included.
+        Some(spec) => Some(
+            SigningKeys::parse(spec)
+                .map_err(|e| anyhow::anyhow!("--signing-keys is invalid: {e}"))?,
+        ),
+    };
     let app = match args.brokers {
         Some(_) => RunningApp::start(config).await?,
         None => RunningApp::start_embedded(config).await?,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::KafkaConfig;
 use serde::Deserialize;
 
@@ -77,6 +78,14 @@ pub struct LiveArgs {
     /// Print every verdict (default in the demo).
     #[arg(long, env = "LIVECHECK_PRINT_VERDICTS")]
     pub print_verdicts: bool,
+    /// Signing keys `kid:secret[,kid:secret...]`: the first signs synthetic tests, all verify.
+    #[arg(
+        long,
+        env = "LIVECHECK_SIGNING_KEYS",
+        hide_env_values = true,
+        value_name = "KID:SECRET,..."
+    )]
+    pub signing_keys: Option<SecretString>,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
@@ -129,6 +138,8 @@ pub struct Profile {
     /// Per-case settings.
     #[serde(default)]
     pub cases: BTreeMap<String, CaseSettings>,
+    /// Signing keys `kid:secret[,kid:secret...]`.
+    pub signing_keys: Option<SecretString>,
 }
 
 /// Per-case settings of a profile.
@@ -184,6 +195,8 @@ pub struct LiveConfig {
     pub summary_every: Duration,
     /// Print every verdict.
     pub print_verdicts: bool,
+    /// Signing keys (`None`: contexts are neither signed nor checked).
+    pub signing_keys: Option<SigningKeys>,
 }
 
 fn pairs(values: &[String], what: &str) -> Result<Vec<(String, String)>, ConfigError> {
@@ -271,7 +284,20 @@ impl LiveConfig {
                 )));
             }
         }
+        let signing_keys = match args.signing_keys.as_ref().or(profile.signing_keys.as_ref()) {
+            Some(spec) if !spec.expose().trim().is_empty() => {
+                Some(SigningKeys::parse(spec.expose()).map_err(|e| {
+                    let from = match args.signing_keys {
+                        Some(_) => "--signing-keys (LIVECHECK_SIGNING_KEYS)".to_owned(),
+                        None => origin("signing_keys"),
+                    };
+                    ConfigError(format!("{from}: {e}"))
+                })?)
+            }
+            _ => None,
+        };
         Ok(Self {
+            signing_keys,
             topic_prefix: args
                 .topic_prefix
                 .clone()
@@ -446,5 +472,48 @@ active = false
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("1e300h").is_err());
+    }
+
+    #[test]
+    fn signing_keys_come_from_the_profile_or_the_flag_and_never_show() {
+        let secret = "profile-secret-0123456789";
+        let f = write(&format!(
+            "[profiles.staging]\nbrokers = \"b:1\"\nsigning_keys = \"k1:{secret}\"\n"
+        ));
+        let c = LiveConfig::resolve(&args(&f.0, "staging")).unwrap();
+        assert_eq!(c.signing_keys.as_ref().unwrap().current_kid(), "k1");
+        let mut a = args(&f.0, "staging");
+        a.signing_keys = Some(SecretString::new(format!(
+            "k2:flag-secret-0123456789,k1:{secret}"
+        )));
+        let c = LiveConfig::resolve(&a).unwrap();
+        let keys = c.signing_keys.as_ref().unwrap();
+        assert_eq!(keys.kids().collect::<Vec<_>>(), ["k2", "k1"]);
+        for shown in [format!("{a:?}"), format!("{c:?}")] {
+            assert!(
+                !shown.contains(secret) && !shown.contains("flag-secret"),
+                "{shown}"
+            );
+        }
+        a.signing_keys = Some(SecretString::new("k1:short-secret"));
+        let err = LiveConfig::resolve(&a).unwrap_err().to_string();
+        assert!(err.starts_with("--signing-keys (LIVECHECK_SIGNING_KEYS): the secret of signing key \"k1\" is 12 bytes"), "{err}");
+        assert!(!err.contains("short-secret"), "{err}");
+        let f = write("[profiles.staging]\nbrokers = \"b:1\"\nsigning_keys = \"nocolon\"\n");
+        let err = LiveConfig::resolve(&args(&f.0, "staging"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`signing_keys` of [profiles.staging]"),
+            "{err}"
+        );
+        assert!(!err.contains("nocolon"), "{err}");
+        // --help never shows the value of LIVECHECK_SIGNING_KEYS.
+        let command = <LiveArgs as clap::CommandFactory>::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "signing_keys")
+            .unwrap();
+        assert!(arg.is_hide_env_values_set());
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livecheck_core::{
-    BoxFuture, Case, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Target,
-    TestContext, Topics, Verdict,
+    BoxFuture, Case, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Target, Topics,
+    Verdict,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -106,7 +106,10 @@ impl LiveService {
             }
             (None, None) => anyhow::bail!("no brokers configured: give --brokers or --profile"),
         };
-        let client = LiveCheck::new(kafka, topics)?;
+        let mut client = LiveCheck::new(kafka, topics)?;
+        if let Some(keys) = &config.signing_keys {
+            client = client.with_signing(keys.clone());
+        }
         let suite = Suite::new(cases.clone())?;
         let runner = Runner::new(
             suite,
@@ -356,7 +359,7 @@ async fn synthetic_traffic(
         let mut delay = Duration::from_millis(200);
         let mut outcome = Err(String::new());
         for attempt in 1..=3 {
-            let context = TestContext::new(case.name(), case.expires());
+            let context = client.new_context(case.name(), case.expires());
             match client
                 .scope(context, case.run_stimulus(target.clone()))
                 .await
