@@ -1,0 +1,475 @@
+//! Live mode under faults, with runner processes (the `livecheck-chaos` binary) in one
+//! consumer group on the embedded broker: kill -9 with hundreds of tests in flight, runners
+//! joining, leaving (SIGTERM) and crashing, and a report too large for the broker. The test
+//! process plays the services; every test's one true verdict is known from its script
+//! (`livecheck_tests::chaos::Script`), so each test must end with exactly that verdict —
+//! reported once, or again with the same verdict (counted and printed).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use livecheck_core::{
+    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Signal, TestContext, Topics,
+    Trigger, Verdict,
+};
+use livecheck_harness::live::config::{LiveArgs, LiveConfig};
+use livecheck_harness::live::service::LiveService;
+use livecheck_tests::chaos::{self, Script};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 4;
+
+type Reports = Arc<Mutex<HashMap<String, Vec<Report>>>>;
+
+struct World {
+    prefix: String,
+    kafka: KafkaConfig,
+    client: LiveCheck,
+    reports: Reports,
+    logs: PathBuf,
+    _broker: EmbeddedBroker,
+}
+
+impl World {
+    async fn new() -> Self {
+        let prefix = format!("c{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let topics = Topics::with_prefix(&prefix);
+        let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+        let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
+        let reports = read_reports(&kafka, &topics.reports);
+        let logs = std::env::temp_dir().join(format!("livecheck-chaos-{prefix}"));
+        std::fs::create_dir_all(&logs).unwrap();
+        Self {
+            prefix,
+            kafka,
+            client,
+            reports,
+            logs,
+            _broker: broker,
+        }
+    }
+
+    fn args(&self, group: &str) -> Vec<String> {
+        [
+            "--brokers",
+            &self.kafka.brokers,
+            "--topic-prefix",
+            &self.prefix,
+            "--group-id",
+            &format!("{}{group}", self.prefix),
+            "--http-port",
+            "0",
+            "--summary-every",
+            "3600",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// Starts a runner process in `group`.
+    fn runner(&self, group: &str, name: &str) -> RunnerProcess {
+        let log = self.logs.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_livecheck-chaos"))
+            .args(self.args(group))
+            .env(
+                "RUST_LOG",
+                "warn,livecheck_core=info,livecheck_harness=info",
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        RunnerProcess {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Starts test `n`: registers it and sends its first step.
+    async fn start(&self, n: u64) -> (u64, TestContext) {
+        (n, chaos::start_test(&self.client, n).await)
+    }
+
+    /// Sends the second step of `tests` as their scripts say (`late`: the late ones).
+    async fn send_b(&self, tests: &[(u64, TestContext)], late: bool) {
+        for (n, context) in tests {
+            chaos::send_b(&self.client, context, *n, late).await;
+        }
+    }
+
+    fn reported(&self, tests: &[(u64, TestContext)]) -> usize {
+        let reports = self.reports.lock().unwrap();
+        tests
+            .iter()
+            .filter(|(_, c)| reports.contains_key(&c.id))
+            .count()
+    }
+
+    /// Waits until every test of `tests` has a report (or `within`).
+    async fn all_reported(&self, tests: &[(u64, TestContext)], within: Duration) -> Duration {
+        let start = Instant::now();
+        while self.reported(tests) < tests.len() && start.elapsed() < within {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A duplicate, if any, comes within moments of the first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        start.elapsed()
+    }
+
+    /// Checks every test's reports against its script: none lost, none conflicting, each
+    /// the verdict a run without faults gives. Returns the number of tests reported twice
+    /// or more.
+    fn check(&self, tests: &[(u64, TestContext)], runners: &[&RunnerProcess]) -> usize {
+        let reports = self.reports.lock().unwrap();
+        let mut problems = Vec::new();
+        let mut duplicated = 0;
+        for (n, context) in tests {
+            let expected = Script::of(*n).verdict();
+            match reports.get(&context.id) {
+                None => problems.push(format!("test {n} ({:?}) got no report", Script::of(*n))),
+                Some(r) => {
+                    duplicated += usize::from(r.len() > 1);
+                    for report in r {
+                        if report.verdict != expected {
+                            problems.push(format!(
+                                "test {n} ({:?}): {} instead of {expected} ({} reports)\n{}",
+                                Script::of(*n),
+                                report.verdict,
+                                r.len(),
+                                report.render()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            for runner in runners {
+                runner.print_log();
+            }
+            panic!(
+                "{} of {} tests are wrong:\n{}",
+                problems.len(),
+                tests.len(),
+                problems[..problems.len().min(10)].join("\n")
+            );
+        }
+        duplicated
+    }
+
+    /// Starts a Quick test and waits for its report: the group is up and reading.
+    async fn warm_up(&self, n: u64, runners: &[&RunnerProcess]) {
+        let test = [self.start(n).await];
+        let waited = self.all_reported(&test, Duration::from_secs(60)).await;
+        if self.reported(&test) == 0 {
+            for runner in runners {
+                runner.print_log();
+            }
+            panic!("the runners did not report a warm-up test within {waited:?}");
+        }
+    }
+}
+
+/// Every report on the reports topic, collected as it comes.
+fn read_reports(kafka: &KafkaConfig, topic: &str) -> Reports {
+    let consumer: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &format!("reader-{}", uuid::Uuid::new_v4())),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "20"),
+        ])
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let reports: Reports = Arc::default();
+    let r = reports.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(msg) = consumer.recv().await {
+                if let Ok(report) =
+                    serde_json::from_slice::<Report>(msg.payload().unwrap_or_default())
+                {
+                    r.lock()
+                        .unwrap()
+                        .entry(report.test_id.clone())
+                        .or_default()
+                        .push(report);
+                }
+            }
+        }
+    });
+    reports
+}
+
+struct RunnerProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl RunnerProcess {
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{} did not exit within {within:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn print_log(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "--- last lines of {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_hundreds_of_tests_in_flight_then_restart_gives_each_test_its_one_true_verdict()
+{
+    let w = World::new().await;
+    let mut first = w.runner("g", "first");
+    w.warm_up(1_000_000, &[&first]).await;
+
+    let mut tests = Vec::new();
+    for n in 0..600 {
+        tests.push(w.start(n).await);
+    }
+    // The first runner has read them: the quick ones are decided.
+    let quick = tests
+        .iter()
+        .filter(|(n, _)| Script::of(*n) == Script::Quick)
+        .count();
+    let start = Instant::now();
+    while w.reported(&tests) < quick / 2 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let decided_before = w.reported(&tests);
+    first.kill9();
+    let killed = Instant::now();
+    let in_flight = tests.len() - decided_before;
+    // While no runner runs: second steps in time, then the late ones.
+    w.send_b(&tests, false).await;
+    tokio::time::sleep(chaos::TIMEOUT + Duration::from_millis(1500)).await;
+    w.send_b(&tests, true).await;
+    let second = w.runner("g", "second");
+    let waited = w.all_reported(&tests, Duration::from_secs(90)).await;
+    let duplicated = w.check(&tests, &[&first, &second]);
+    println!(
+        "kill -9: {} tests, {decided_before} decided before the kill, {in_flight} in flight; \
+         {duplicated} reported twice; all verdicts {:.1} s after the kill ({:.1} s after the restart)",
+        tests.len(),
+        killed.elapsed().as_secs_f64(),
+        waited.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_joining_leaving_and_crashing_lose_nothing_and_never_conflict() {
+    let w = Arc::new(World::new().await);
+    let mut a = w.runner("g", "a");
+    let mut b = w.runner("g", "b");
+    w.warm_up(1_000_000, &[&a, &b]).await;
+
+    let mut tests = Vec::new();
+    let mut c = None;
+    let mut senders = Vec::new();
+    for wave in 0..12u64 {
+        let mut batch = Vec::new();
+        for i in 0..40 {
+            batch.push(w.start(wave * 100 + i).await);
+        }
+        tests.extend(batch.iter().cloned());
+        let world = w.clone();
+        senders.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            world.send_b(&batch, false).await;
+            tokio::time::sleep(chaos::TIMEOUT + Duration::from_millis(1500)).await;
+            world.send_b(&batch, true).await;
+        }));
+        match wave {
+            2 => c = Some(w.runner("g", "c")),
+            5 => a.terminate(),
+            8 => b.kill9(),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let exit = a.wait_exit(Duration::from_secs(40));
+    assert!(exit.success(), "a SIGTERM ends the runner with 0: {exit:?}");
+    for s in senders {
+        s.await.unwrap();
+    }
+    let c = c.unwrap();
+    let waited = w.all_reported(&tests, Duration::from_secs(90)).await;
+    let duplicated = w.check(&tests, &[&a, &b, &c]);
+    println!(
+        "join, leave (SIGTERM), crash (kill -9): {} tests, {duplicated} reported twice \
+         ({:.2} % over 3 rebalances), all verdicts {:.1} s after the last test",
+        tests.len(),
+        100.0 * duplicated as f64 / tests.len() as f64,
+        waited.as_secs_f64()
+    );
+}
+
+static BIG_STEP: Signal<u64> = Signal::new("big.flow", "step");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_move_on() {
+    let w = World::new().await;
+    let case = || {
+        Case::new("big.flow")
+            .timeout(Duration::from_secs(3))
+            .expect(|run: Run, _args: serde_json::Value| async move {
+                run.wait(&BIG_STEP).await?;
+                Ok(())
+            })
+    };
+    let config = || {
+        let mut args = LiveArgs {
+            brokers: Some(w.kafka.brokers.clone()),
+            topic_prefix: Some(w.prefix.clone()),
+            group_id: Some(format!("{}big", w.prefix)),
+            http_port: Some(0),
+            summary_every: 3600,
+            ..LiveArgs::default()
+        };
+        // The broker limit, as the runner's producer sees it.
+        args.kafka = vec!["message.max.bytes=20000".into()];
+        let mut config = LiveConfig::resolve(&args).unwrap();
+        config.print_verdicts = false;
+        config
+    };
+    let trigger = Trigger::new("big.flow").probability(1.0);
+    let send = |big: bool| {
+        let args = if big {
+            serde_json::json!({ "blob": "x".repeat(50_000) })
+        } else {
+            serde_json::json!({ "n": 1 })
+        };
+        let context = trigger.maybe_trigger(&w.client, &args).unwrap();
+        let client = w.client.clone();
+        async move {
+            client.scope(context.clone(), BIG_STEP.send(&1)).await;
+            (0, context)
+        }
+    };
+    let service = LiveService::start(config(), vec![case()], None)
+        .await
+        .unwrap();
+    let mut tests = Vec::new();
+    for i in 0..20 {
+        tests.push(send(i == 10).await);
+    }
+    w.all_reported(&tests, Duration::from_secs(30)).await;
+    service.shutdown().await.unwrap();
+    // A graceful restart: nothing is run again.
+    let service = LiveService::start(config(), vec![case()], None)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tests.push(send(false).await);
+    }
+    w.all_reported(&tests, Duration::from_secs(30)).await;
+    let counters = service.state.runner.counters();
+    let truncated = counters
+        .reports_truncated
+        .load(std::sync::atomic::Ordering::Relaxed);
+    service.shutdown().await.unwrap();
+
+    let reports = w.reports.lock().unwrap();
+    for (i, (_, context)) in tests.iter().enumerate() {
+        let r = reports
+            .get(&context.id)
+            .unwrap_or_else(|| panic!("test {i} got no report"));
+        assert_eq!(r.len(), 1, "test {i} reported {} times", r.len());
+        assert_eq!(r[0].verdict, Verdict::Pass, "{}", r[0].render());
+        if i == 10 {
+            let t = r[0]
+                .truncated
+                .as_ref()
+                .expect("the big report is marked truncated");
+            assert_eq!(t.fields, vec!["arguments".to_owned()]);
+            assert!(t.original_bytes > 50_000, "{t:?}");
+            assert!(r[0].arguments.is_null());
+            assert_eq!(r[0].timeline.len(), 1, "the timeline is kept");
+        } else {
+            assert!(r[0].truncated.is_none());
+        }
+    }
+    assert_eq!(
+        truncated, 0,
+        "the second runner published nothing truncated"
+    );
+
+    // The group's commit moved past every test record.
+    let consumer: StreamConsumer = w
+        .kafka
+        .client_config(&[("group.id", &format!("{}big", w.prefix))])
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    let tests_topic = format!("{}livecheck-tests", w.prefix);
+    for p in 0..PARTITIONS {
+        list.add_partition(&tests_topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    let mut committed_total = 0;
+    for p in 0..PARTITIONS {
+        let (_, high) = consumer
+            .fetch_watermarks(&tests_topic, p, Duration::from_secs(10))
+            .unwrap();
+        let at = match committed.find_partition(&tests_topic, p).unwrap().offset() {
+            Offset::Offset(o) => o,
+            other => panic!("partition {p} has no commit: {other:?}"),
+        };
+        assert_eq!(at, high, "partition {p}: committed {at}, end {high}");
+        committed_total += at;
+    }
+    assert_eq!(committed_total, tests.len() as i64);
+}
