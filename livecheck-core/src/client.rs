@@ -101,6 +101,14 @@ impl KafkaConfig {
     }
 }
 
+/// Whether the producer refused a record because its local queue is full.
+pub(crate) fn is_queue_full(err: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        err,
+        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+    )
+}
+
 /// Counts (and logs) records the broker did not acknowledge.
 #[derive(Debug)]
 pub(crate) struct DeliveryCounter {
@@ -303,7 +311,9 @@ impl LiveCheck {
         Ok(())
     }
 
-    /// Enqueues a record keyed by `key`; delivery failures are counted by the producer.
+    /// Enqueues a record keyed by `key`, once: a full local queue is refused at once
+    /// (`QueueFull`), never waited out on the caller's thread. Delivery failures are counted
+    /// by the producer.
     pub(crate) fn publish(
         &self,
         topic: &str,
@@ -315,25 +325,29 @@ impl LiveCheck {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        // A full local queue is back-pressure: wait for room, a bounded number of times.
-        for _ in 0..100 {
-            match self.inner.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(10));
+        self.inner.producer.send(record).map_err(|(err, _)| err)
+    }
+
+    /// As [`LiveCheck::publish`], waiting asynchronously (up to `wait`, with back-off) while
+    /// the local queue is full: back-pressure that never blocks an async worker.
+    pub(crate) async fn publish_waiting(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        wait: Duration,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.publish(topic, key, payload, None) {
+                Err(err) if is_queue_full(&err) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err((err, _)) => return Err(err),
+                result => return result,
             }
         }
-        Err(rdkafka::error::KafkaError::MessageProduction(
-            rdkafka::types::RDKafkaErrorCode::QueueFull,
-        ))
     }
 
     /// Serializes `value` as JSON and publishes it keyed by `key` (e.g. a suite-state

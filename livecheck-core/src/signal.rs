@@ -1,13 +1,14 @@
 //! Signals: typed, named steps of a case, sent by production code.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracing::{trace, warn};
 
-use crate::context::with_current;
+use crate::context::{with_current, Current};
 use crate::counters::bump;
 
 /// The record a signal publishes to the signals topic, keyed by test id.
@@ -72,30 +73,60 @@ impl<T> Signal<T> {
     }
 }
 
+/// How long [`Signal::send`] waits for room while the client's local queue is full.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
 impl<T: Serialize> Signal<T> {
     /// Publishes `value` for the current test; a no-op when the task has no test context
     /// (or its test runs another case). Never fails the caller: problems are counted and
-    /// logged on the client.
+    /// logged on the client. When the client's local queue is full it waits for room
+    /// asynchronously, up to a second, then drops the signal (counted in `signal_errors`;
+    /// the run then ends in `TIMEOUT`) — the service's own work is never held up longer.
     #[inline]
     pub async fn send(&self, value: &T) {
-        self.send_now(value);
+        // Fast path: one task-local read; nothing allocated when not in a test.
+        let Some(Some((current, payload))) = with_current(|current| self.encode(current, value))
+        else {
+            return;
+        };
+        let client = &current.client;
+        let result = client
+            .publish_waiting(
+                &client.topics().signals,
+                &current.context.id,
+                &payload,
+                QUEUE_WAIT,
+            )
+            .await;
+        self.count(&current, result);
     }
 
-    /// As [`Signal::send`], for synchronous code.
+    /// As [`Signal::send`], for synchronous code: never blocks; a full local queue drops
+    /// the signal at once (counted).
     #[inline]
     pub fn send_now(&self, value: &T) {
-        // Fast path: one thread-local read; nothing allocated when not in a test.
-        let _ = with_current(|current| self.publish(current, value));
+        let _ = with_current(|current| {
+            if let Some((current, payload)) = self.encode(current, value) {
+                let client = &current.client;
+                let result = client.publish(
+                    &client.topics().signals,
+                    &current.context.id,
+                    &payload,
+                    None,
+                );
+                self.count(&current, result);
+            }
+        });
     }
 
+    /// The record for the current test, if the signal belongs to its case.
     #[cold]
-    fn publish(&self, current: &crate::context::Current, value: &T) {
+    fn encode(&self, current: &Current, value: &T) -> Option<(Current, Vec<u8>)> {
         let context = &current.context;
         if context.case != self.case {
             trace!(signal = self.name, case = self.case, test_case = %context.case, "signal of another case; not sent");
-            return;
+            return None;
         }
-        let client = &current.client;
         let event = SignalEventRef {
             signal: self.name,
             case: self.case,
@@ -103,11 +134,23 @@ impl<T: Serialize> Signal<T> {
             sent_at: Utc::now(),
             value,
         };
-        match client.publish_json(&client.topics().signals, &context.id, &event) {
-            Ok(()) => bump(&client.counters().signals_sent),
+        match serde_json::to_vec(&event) {
+            Ok(payload) => Some((current.clone(), payload)),
             Err(err) => {
-                bump(&client.counters().signal_errors);
-                warn!(signal = self.name, test_id = %context.id, "signal {err}");
+                bump(&current.client.counters().signal_errors);
+                warn!(signal = self.name, test_id = %context.id, error = %err, "signal value does not serialize; not sent");
+                None
+            }
+        }
+    }
+
+    fn count(&self, current: &Current, result: Result<(), rdkafka::error::KafkaError>) {
+        let counters = current.client.counters();
+        match result {
+            Ok(()) => bump(&counters.signals_sent),
+            Err(err) => {
+                bump(&counters.signal_errors);
+                warn!(signal = self.name, test_id = %current.context.id, error = %err, "signal could not be enqueued; dropped");
             }
         }
     }
