@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use livecheck_core::http::{RequestBuilderExt as _, TestContextLayer};
+use livecheck_core::signing::SigningKeys;
 use livecheck_core::{
     ensure_eq, headers, kafka, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner,
     RunnerConfig, Signal, Suite, TestContext, Topics, Trigger, Verdict,
@@ -34,12 +35,20 @@ struct Fixture {
 
 impl Fixture {
     async fn new(cases: Vec<Case>) -> Self {
+        Self::with_keys(cases, None).await
+    }
+
+    /// A fixture whose client (and so its runner) verifies and signs with `keys`.
+    async fn with_keys(cases: Vec<Case>, keys: Option<SigningKeys>) -> Self {
         let prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
         let topics = Topics::with_prefix(&prefix);
         let orders_topic = format!("{prefix}orders");
         let broker = EmbeddedBroker::with_topics(&topics, &[&orders_topic], 4).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
-        let client = LiveCheck::new(kafka, topics).unwrap();
+        let mut client = LiveCheck::new(kafka, topics).unwrap();
+        if let Some(keys) = keys {
+            client = client.with_signing(keys);
+        }
         let runner = Runner::new(
             Suite::new(cases).unwrap(),
             client.clone(),
@@ -519,4 +528,52 @@ async fn sending_outside_a_test_publishes_nothing() {
         .await;
     assert!(kept);
     assert!(!lost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_signing_keys_the_runner_runs_only_signed_untampered_tests() {
+    const SECRET: &str = "the-runner-test-shared-secret";
+    let keys = SigningKeys::new("k1", SECRET).unwrap();
+    let fx = Fixture::with_keys(vec![two_hop_case()], Some(keys)).await;
+    let unsigned_client =
+        LiveCheck::new(fx.client.kafka().clone(), fx.client.topics().clone()).unwrap();
+    let trigger = Trigger::new(CASE).probability(1.0);
+    // Unsigned: a service without keys registered it.
+    let unsigned = trigger.maybe_trigger(&unsigned_client, &"sell").unwrap();
+    // Forged: signed with a guessed secret.
+    let forger = unsigned_client
+        .clone()
+        .with_signing(SigningKeys::new("k1", "a-guessed-secret-0000").unwrap());
+    let forged = trigger.maybe_trigger(&forger, &"sell").unwrap();
+    // Tampered: signed, then its expiry pushed out.
+    let mut tampered = fx
+        .client
+        .sign(TestContext::new(CASE, Duration::from_secs(60)).arguments(serde_json::json!("sell")));
+    tampered.expires_at += chrono::Duration::hours(1);
+    unsigned_client.register_test(&tampered).unwrap();
+    // Signed and intact: runs.
+    let good = trigger.maybe_trigger(&fx.client, &"sell").unwrap();
+    assert!(good.signature.is_some(), "a trigger with keys signs");
+    let watchers: Vec<_> = [&unsigned, &forged, &tampered]
+        .iter()
+        .map(|c| fx.runner.report_for(&c.id))
+        .collect();
+    let report = fx.runner.report_for(&good.id);
+    for context in [&unsigned, &forged, &tampered, &good] {
+        fx.client
+            .scope(context.clone(), async {
+                AT_HTTP.send(&"sell".to_owned()).await;
+                AT_CONSUMER.send(&format!("sell@{}", context.id)).await;
+            })
+            .await;
+    }
+    let report = fx.report(report).await;
+    assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    let c = fx.runner.counters();
+    reaches(&c.tests_rejected_unsigned, 1).await;
+    reaches(&c.tests_rejected_bad_signature, 2).await;
+    for mut rx in watchers {
+        assert!(rx.try_recv().is_err(), "an untrusted test got a report");
+    }
+    assert_eq!(c.verdict_pass.load(Ordering::Relaxed), 1);
 }
