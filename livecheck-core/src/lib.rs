@@ -48,6 +48,7 @@
 
 mod case;
 mod client;
+pub mod connectivity;
 mod context;
 pub mod counters;
 mod embedded;
@@ -56,6 +57,7 @@ pub mod headers;
 pub mod http;
 pub mod kafka;
 pub mod murmur2;
+pub mod redact;
 mod registry;
 mod report;
 mod run;
@@ -64,6 +66,7 @@ mod signal;
 
 pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};
 pub use client::{KafkaConfig, LiveCheck, Topics};
+pub use connectivity::Connectivity;
 pub use context::{current_test, in_test, propagate, spawn, TestContext};
 pub use embedded::EmbeddedBroker;
 pub use error::Error;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::case::{Case, CheckError};
 use crate::client::LiveCheck;
+use crate::connectivity::Connectivity;
 use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
@@ -105,6 +106,8 @@ struct RunnerInner {
     offsets: Arc<Mutex<OffsetTracker>>,
     owns_first_partition: Arc<AtomicBool>,
     draining: AtomicBool,
+    connectivity: Connectivity,
+    assigned_partitions: Arc<AtomicUsize>,
 }
 
 /// Per partition: the offsets of records still needed (their tests have no verdict yet)
@@ -174,9 +177,26 @@ struct RunnerContext {
     registry: Arc<Mutex<Registry>>,
     offsets: Arc<Mutex<OffsetTracker>>,
     client: LiveCheck,
+    connectivity: Connectivity,
+    assigned_partitions: Arc<AtomicUsize>,
 }
 
-impl ClientContext for RunnerContext {}
+impl RunnerContext {
+    /// How many partitions of the tests topic `list` holds.
+    fn tests_partitions(&self, list: &TopicPartitionList) -> usize {
+        list.elements_for_topic(&self.tests_topic).len()
+    }
+}
+
+impl ClientContext for RunnerContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connectivity.on_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for RunnerContext {
     /// Before partitions go, their runs are cancelled without a report and their offsets
@@ -188,6 +208,12 @@ impl ConsumerContext for RunnerContext {
         rebalance: &Rebalance<'_>,
     ) {
         if let Rebalance::Revoke(list) = rebalance {
+            let revoked = self.tests_partitions(list);
+            let _ =
+                self.assigned_partitions
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(revoked))
+                    });
             // Commit what is done first, so the next owner re-runs only the unfinished.
             let snapshot = self
                 .offsets
@@ -226,6 +252,9 @@ impl ConsumerContext for RunnerContext {
             Rebalance::Assign(list) => {
                 let first = list.find_partition(&self.tests_topic, 0).is_some();
                 self.owns_first_partition.store(first, Ordering::Relaxed);
+                self.assigned_partitions
+                    .fetch_add(self.tests_partitions(list), Ordering::Relaxed);
+                self.connectivity.mark_reachable();
                 info!(
                     partitions = list.count(),
                     owns_partition_0 = first,
@@ -246,6 +275,7 @@ impl Runner {
     pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
+        let connectivity = client.connectivity().clone();
         Self {
             inner: Arc::new(RunnerInner {
                 suite,
@@ -259,6 +289,8 @@ impl Runner {
                 offsets: Arc::new(Mutex::new(OffsetTracker::default())),
                 owns_first_partition: Arc::new(AtomicBool::new(false)),
                 draining: AtomicBool::new(false),
+                connectivity,
+                assigned_partitions: Arc::new(AtomicUsize::new(0)),
             }),
         }
     }
@@ -303,6 +335,16 @@ impl Runner {
     /// that sends synthetic traffic). Always true without a group.
     pub fn owns_first_partition(&self) -> bool {
         self.inner.owns_first_partition.load(Ordering::Relaxed)
+    }
+
+    /// Broker connectivity as the runner's consumer and its client's producer see it.
+    pub fn connectivity(&self) -> &Connectivity {
+        &self.inner.connectivity
+    }
+
+    /// Partitions of the tests topic this runner holds now.
+    pub fn assigned_partitions(&self) -> usize {
+        self.inner.assigned_partitions.load(Ordering::Relaxed)
     }
 
     /// Stops waiting for the report of `test_id` (e.g. its stimulus failed).
@@ -351,6 +393,8 @@ impl Runner {
                 registry: self.inner.registry.clone(),
                 offsets: self.inner.offsets.clone(),
                 client: self.inner.client.clone(),
+                connectivity: self.inner.connectivity.clone(),
+                assigned_partitions: self.inner.assigned_partitions.clone(),
             })
             .map_err(Error::kafka("creating the runner consumer"))?;
         if group.is_some() {
@@ -374,6 +418,11 @@ impl Runner {
                     return Err(Error::Config(format!(
                         "topic {topic} does not exist or has no partitions; create it first"
                     )));
+                }
+                if topic == &topics.tests {
+                    self.inner
+                        .assigned_partitions
+                        .store(partitions, Ordering::Relaxed);
                 }
                 for p in 0..partitions as i32 {
                     let offset = if self.inner.config.start_at_end {
@@ -417,7 +466,10 @@ impl Runner {
                     drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
                 }
                 msg = consumer.recv() => match msg {
-                    Ok(msg) => self.handle_message(&msg, &tests_topic, &signals_topic),
+                    Ok(msg) => {
+                        self.inner.connectivity.mark_reachable();
+                        self.handle_message(&msg, &tests_topic, &signals_topic)
+                    }
                     Err(err) => {
                         warn!(error = %err, "runner consumer error; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
