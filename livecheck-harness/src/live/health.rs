@@ -68,7 +68,7 @@ impl Default for HealthRules {
         Self {
             hold_down: Duration::from_secs(30),
             recovery_passes: 2,
-            warm_up: Duration::from_secs(10),
+            warm_up: Duration::from_secs(5),
         }
     }
 }
@@ -88,6 +88,8 @@ struct Blind {
     since: DateTime<Utc>,
     clear_since: Option<DateTime<Utc>>,
     before: HashMap<String, (Health, DateTime<Utc>, String)>,
+    /// Whether the outage alert went out (a warm-up may have held it back).
+    alerted: bool,
 }
 
 #[derive(Debug)]
@@ -147,6 +149,17 @@ impl HealthMonitor {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Monitor> {
         self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every case shows DOWN because LiveCheck cannot see its inputs.
+    pub fn is_blind(&self) -> bool {
+        self.lock().blind.is_some()
+    }
+
+    /// Whether this instance took the group's voice less than [`HealthRules::warm_up`] ago
+    /// (it sends no alert yet).
+    pub fn warming_up(&self) -> bool {
+        self.lock().quiet_until.is_some()
     }
 
     /// Whether this instance speaks for the group (decides from the whole reports topic
@@ -264,6 +277,7 @@ impl HealthMonitor {
                     since: now,
                     clear_since: None,
                     before,
+                    alerted: false,
                 });
                 self.state.set_blind(Some(reason.clone()));
                 warn!(reason = %reason, "LiveCheck is blind: every case shows DOWN until it sees its inputs again");
@@ -276,7 +290,10 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
-                self.emit(&mut m, t);
+                let alerted = self.emit(&mut m, t);
+                if let Some(b) = &mut m.blind {
+                    b.alerted = alerted;
+                }
             }
             (Some(b), Some(reason)) => {
                 b.clear_since = None;
@@ -330,7 +347,7 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
-                self.emit(&mut m, t);
+                let _ = self.emit(&mut m, t);
             }
         }
     }
@@ -374,6 +391,22 @@ impl HealthMonitor {
                 announced = differing.len(),
                 "warm-up over: this instance now alerts for the group"
             );
+            // An outage that began during the warm-up is announced now.
+            let held_back = m.blind.as_ref().filter(|b| !b.alerted).map(|b| Transition {
+                kind: LIVECHECK_BLIND,
+                case: EVERY_CASE.to_owned(),
+                from: Health::Ok,
+                to: Health::Down,
+                reason: b.reason.clone(),
+                at: now,
+                cases: names.clone(),
+            });
+            if let Some(t) = held_back {
+                let alerted = self.emit(&mut m, t);
+                if let Some(b) = &mut m.blind {
+                    b.alerted = alerted;
+                }
+            }
             for (case, heard, _, reason) in differing {
                 let to = self
                     .state
@@ -391,7 +424,7 @@ impl HealthMonitor {
                     at: now,
                     cases: Vec::new(),
                 };
-                self.emit(&mut m, t);
+                let _ = self.emit(&mut m, t);
             }
         }
     }
@@ -478,12 +511,12 @@ impl HealthMonitor {
         } else {
             warn!(case, from = %transition.from, to = %transition.to, reason = %transition.reason, "suite state changed");
         }
-        self.emit(&mut m, transition);
+        let _ = self.emit(&mut m, transition);
     }
 
     /// Counts a transition and, when this instance speaks for the group and is not warming
     /// up, queues it for the reports topic and the webhook.
-    fn emit(&self, m: &mut Monitor, transition: Transition) {
+    fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
         *self
             .state
             .transitions
@@ -493,11 +526,11 @@ impl HealthMonitor {
             .or_default() += 1;
         if !m.voice {
             info!(case = %transition.case, to = %transition.to, "not alerting: {NOT_THE_VOICE}");
-            return;
+            return false;
         }
         if m.quiet_until.is_some() {
             info!(case = %transition.case, to = %transition.to, "not alerting yet: warming up as the group's voice");
-            return;
+            return false;
         }
         if transition.kind == SUITE_STATE {
             m.announced.insert(transition.case.clone(), transition.to);
@@ -505,7 +538,9 @@ impl HealthMonitor {
         let case = transition.case.clone();
         if self.alerts.try_send(transition).is_err() {
             warn!(case, "alert queue full: transition not sent to the webhook");
+            return false;
         }
+        true
     }
 }
 

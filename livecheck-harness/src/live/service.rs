@@ -211,12 +211,18 @@ impl LiveService {
                             } else {
                                 no_partitions_since.get_or_insert((tokio::time::Instant::now(), Utc::now()));
                             }
+                            // The grace delays going blind, never seeing again: an outage
+                            // ends when Kafka answers and the partitions are back.
+                            let was_blind = health.is_blind();
                             let connectivity = runner.connectivity();
-                            let blind = if connectivity.down_for().is_some_and(|d| d >= KAFKA_GRACE) {
+                            let blind = if connectivity
+                                .down_for()
+                                .is_some_and(|d| was_blind || d >= KAFKA_GRACE)
+                            {
                                 connectivity.describe()
                             } else {
                                 no_partitions_since
-                                    .filter(|(at, _)| at.elapsed() >= PARTITIONS_GRACE)
+                                    .filter(|(at, _)| was_blind || at.elapsed() >= PARTITIONS_GRACE)
                                     .map(|(_, since)| format!(
                                         "the runner holds no partitions of {tests_topic} (group {group}) since {}",
                                         livecheck_core::headers::format_time(since)
