@@ -199,7 +199,32 @@ impl Connectivity {
         }
         let kind = format!("error {}", normalize(&format!("{error}: {reason}")));
         if let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) {
-            warn!(target: "librdkafka", repeats, "Kafka client error: {error}: {reason}");
+            // One broker's transport failure is routine (the outage line covers all down).
+            if code == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+                info!(target: "librdkafka", repeats, "Kafka client error: {error}: {reason}");
+            } else {
+                warn!(target: "librdkafka", repeats, "Kafka client error: {error}: {reason}");
+            }
+        }
+    }
+
+    /// Feeds an error a client returned (e.g. a consumer's `recv`), rate-limited per kind;
+    /// `AllBrokersDown` marks Kafka unreachable.
+    pub fn on_client_error(&self, what: &str, error: &KafkaError) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.mark_unreachable("all broker connections are down");
+        }
+        let kind = format!("client {what} {}", normalize(&error.to_string()));
+        if let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) {
+            if matches!(
+                code,
+                Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+            ) {
+                info!(repeats, error = %error, "{what}");
+            } else {
+                warn!(repeats, error = %error, "{what}");
+            }
         }
     }
 
@@ -214,6 +239,8 @@ impl Connectivity {
             return;
         };
         match level {
+            // Connection failures: routine per broker; the outage line covers all down.
+            _ if fac == "FAIL" => info!(target: "librdkafka", repeats, "{fac} {message}"),
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 info!(target: "librdkafka", repeats, "{fac} {message}")
             }
@@ -275,7 +302,7 @@ fn normalize(message: &str) -> String {
             out.push(c);
         }
     }
-    out
+    out.replace(", # identical error(s) suppressed", "")
 }
 
 /// The first message of a kind passes; repeats within `every` are counted and the next
@@ -441,7 +468,7 @@ mod tests {
     fn numbers_do_not_make_new_kinds() {
         assert_eq!(
             normalize("Connect to ipv4#127.0.0.1:40123 failed (after 0ms in state CONNECT)"),
-            normalize("Connect to ipv4#127.0.0.1:40123 failed (after 12ms in state CONNECT)")
+            normalize("Connect to ipv4#127.0.0.1:40123 failed (after 12ms in state CONNECT, 3 identical error(s) suppressed)")
         );
         let c = connectivity();
         let now = Instant::now();

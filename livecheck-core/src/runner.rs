@@ -471,7 +471,7 @@ impl Runner {
                         self.handle_message(&msg, &tests_topic, &signals_topic)
                     }
                     Err(err) => {
-                        warn!(error = %err, "runner consumer error; retrying");
+                        self.inner.connectivity.on_client_error("runner consumer error; retrying", &err);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
