@@ -12,6 +12,7 @@ use rdkafka::ClientContext;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::connectivity::Connectivity;
 use crate::context::{scope_current, Current, TestContext};
 use crate::counters::{bump, ClientCounters};
 use crate::error::Error;
@@ -53,12 +54,22 @@ impl Default for Topics {
 }
 
 /// How to reach Kafka: bootstrap servers plus any librdkafka property (security included).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port,host:port`.
     pub brokers: String,
     /// Extra client properties (`security.protocol`, `sasl.*`, `linger.ms`, ...).
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Secret properties (`sasl.password`, ...) show redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("properties", &crate::redact::properties(&self.properties))
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -109,18 +120,30 @@ pub(crate) fn is_queue_full(err: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
-/// Counts (and logs) records the broker did not acknowledge.
+/// Counts (and logs) records the broker did not acknowledge; feeds the connectivity.
 #[derive(Debug)]
 pub(crate) struct DeliveryCounter {
     pub(crate) counters: Arc<ClientCounters>,
+    pub(crate) connectivity: Connectivity,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connectivity.on_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if result.is_ok() {
+            self.connectivity.mark_reachable();
+        }
         if let Err((err, msg)) = result {
             bump(&self.counters.delivery_errors);
             warn!(topic = msg.topic(), error = %err, "livecheck record was not delivered");
@@ -133,6 +156,7 @@ struct Inner {
     kafka: KafkaConfig,
     producer: ThreadedProducer<DeliveryCounter>,
     counters: Arc<ClientCounters>,
+    connectivity: Connectivity,
 }
 
 /// A LiveCheck client: what a service (or a harness) uses to trigger tests, scope work and
@@ -162,10 +186,12 @@ impl LiveCheck {
     /// Creates the client and its producer.
     pub fn new(kafka: KafkaConfig, topics: Topics) -> Result<Self, Error> {
         let counters = Arc::new(ClientCounters::default());
+        let connectivity = Connectivity::new(kafka.brokers.clone());
         let producer = kafka
             .producer_config()
             .create_with_context(DeliveryCounter {
                 counters: counters.clone(),
+                connectivity: connectivity.clone(),
             })
             .map_err(Error::kafka("creating the LiveCheck producer"))?;
         Ok(Self {
@@ -174,6 +200,7 @@ impl LiveCheck {
                 kafka,
                 producer,
                 counters,
+                connectivity,
             }),
             signing: None,
         })
@@ -234,6 +261,11 @@ impl LiveCheck {
     /// The client's counters.
     pub fn counters(&self) -> &ClientCounters {
         &self.inner.counters
+    }
+
+    /// Broker connectivity as this client (and the runner made with it) sees it.
+    pub fn connectivity(&self) -> &Connectivity {
+        &self.inner.connectivity
     }
 
     /// Runs `fut` on behalf of the test `context`: signals sent inside belong to it.

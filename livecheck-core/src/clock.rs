@@ -24,6 +24,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::statistics::Statistics;
 
+use crate::connectivity::Connectivity;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct PartitionClock {
     /// Largest record timestamp read.
@@ -33,23 +35,15 @@ struct PartitionClock {
 }
 
 #[derive(Debug, Default)]
-struct Outage {
-    /// Since when the broker is unreachable (`None`: reachable).
-    down_since: Option<DateTime<Utc>>,
-    /// The last outage: its start and when the broker was back.
-    last: Option<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-#[derive(Debug, Default)]
 struct State {
     partitions: HashMap<i32, PartitionClock>,
-    outage: Outage,
 }
 
 /// Per-partition event-time clocks of the signals topic. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Clocks {
     state: Arc<Mutex<State>>,
+    connectivity: Connectivity,
     slack: TimeDelta,
     outage_grace: TimeDelta,
     /// How stale librdkafka's view of the high watermark can be when it says "caught up".
@@ -61,9 +55,15 @@ fn delta(d: Duration) -> TimeDelta {
 }
 
 impl Clocks {
-    pub(crate) fn new(slack: Duration, outage_grace: Duration, fetch_wait: Duration) -> Self {
+    pub(crate) fn new(
+        connectivity: Connectivity,
+        slack: Duration,
+        outage_grace: Duration,
+        fetch_wait: Duration,
+    ) -> Self {
         Self {
             state: Arc::default(),
+            connectivity,
             slack: delta(slack),
             outage_grace: delta(outage_grace),
             fetch_staleness: delta(fetch_wait) + TimeDelta::milliseconds(100),
@@ -92,25 +92,6 @@ impl Clocks {
     /// `partition` changed hands: its clock starts again.
     pub(crate) fn reset(&self, partition: i32) {
         self.lock().partitions.remove(&partition);
-    }
-
-    /// The broker became unreachable (`false`) or reachable again (`true`) at `now`.
-    pub(crate) fn broker_reachable(&self, reachable: bool, now: DateTime<Utc>) {
-        let mut state = self.lock();
-        let outage = &mut state.outage;
-        match (reachable, outage.down_since) {
-            (false, None) => outage.down_since = Some(now),
-            (true, Some(since)) => {
-                outage.down_since = None;
-                outage.last = Some((since, now));
-            }
-            _ => {}
-        }
-    }
-
-    /// Whether the broker is reachable, as last reported.
-    pub(crate) fn is_broker_reachable(&self) -> bool {
-        self.lock().outage.down_since.is_none()
     }
 
     /// Takes the consumer's statistics: every signals partition whose records up to the
@@ -151,28 +132,46 @@ impl Clocks {
     /// The event-time "now" of `partition` as of wall-clock `now`: every record with a
     /// timestamp up to it has been read (see the module docs). `None` before any evidence.
     pub(crate) fn now(&self, partition: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let state = self.lock();
-        let clock = state
+        let clock = self
+            .lock()
             .partitions
             .get(&partition)
             .copied()
             .unwrap_or_default();
-        let mut t = match clock.caught_up_at {
-            Some(c) => Some(clock.max_ts.map_or(c, |m| m.max(c))),
-            None => clock.max_ts,
-        }?;
-        // An outage now, or one that ended within the grace period: what producers held
-        // during it may still come, with timestamps from its start on.
-        let held_from = match (state.outage.down_since, state.outage.last) {
-            (Some(since), _) => Some(since),
-            (None, Some((since, back))) if now < back + self.outage_grace => Some(since),
-            _ => None,
-        };
-        if let Some(since) = held_from {
-            t = t.min(since);
-        }
-        Some(t - self.slack)
+        event_now(
+            clock,
+            self.connectivity.outage(),
+            now,
+            self.slack,
+            self.outage_grace,
+        )
     }
+}
+
+/// The clock's reading (see [`Clocks::now`]) given the partition's evidence and the
+/// broker's outage, going on (`(start, None)`) or last ended (`(start, Some(end))`).
+fn event_now(
+    clock: PartitionClock,
+    outage: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+    slack: TimeDelta,
+    grace: TimeDelta,
+) -> Option<DateTime<Utc>> {
+    let mut t = match clock.caught_up_at {
+        Some(c) => Some(clock.max_ts.map_or(c, |m| m.max(c))),
+        None => clock.max_ts,
+    }?;
+    // An outage now, or one that ended within the grace period: what producers held
+    // during it may still come, with timestamps from its start on.
+    let held_from = match outage {
+        Some((since, None)) => Some(since),
+        Some((since, Some(back))) if now < back + grace => Some(since),
+        _ => None,
+    };
+    if let Some(since) = held_from {
+        t = t.min(since);
+    }
+    Some(t - slack)
 }
 
 #[cfg(test)]
@@ -185,11 +184,15 @@ mod tests {
 
     fn clocks() -> Clocks {
         Clocks::new(
+            Connectivity::new("127.0.0.1:9"),
             Duration::from_millis(100),
             Duration::from_secs(10),
             Duration::from_millis(0),
         )
     }
+
+    const SLACK: TimeDelta = TimeDelta::milliseconds(100);
+    const GRACE: TimeDelta = TimeDelta::seconds(10);
 
     #[test]
     fn no_evidence_no_time() {
@@ -215,17 +218,30 @@ mod tests {
 
     #[test]
     fn an_outage_holds_the_clock_at_its_start_until_the_grace_ends() {
-        let c = clocks();
-        c.caught_up(0, at(1000));
-        c.broker_reachable(false, at(2000));
-        c.caught_up(0, at(5000));
-        c.record(0, Some(at(6000)));
-        assert_eq!(c.now(0, at(6000)), Some(at(1900)));
-        c.broker_reachable(true, at(17_000));
-        assert!(c.is_broker_reachable());
-        assert_eq!(c.now(0, at(20_000)), Some(at(1900)), "within the grace");
-        c.caught_up(0, at(27_500));
-        assert_eq!(c.now(0, at(27_500)), Some(at(27_400)), "after the grace");
+        let clock = PartitionClock {
+            max_ts: Some(at(6000)),
+            caught_up_at: Some(at(5000)),
+        };
+        let during = Some((at(2000), None));
+        assert_eq!(
+            event_now(clock, during, at(6000), SLACK, GRACE),
+            Some(at(1900))
+        );
+        let ended = Some((at(2000), Some(at(17_000))));
+        assert_eq!(
+            event_now(clock, ended, at(20_000), SLACK, GRACE),
+            Some(at(1900)),
+            "within the grace"
+        );
+        let clock = PartitionClock {
+            caught_up_at: Some(at(27_500)),
+            ..clock
+        };
+        assert_eq!(
+            event_now(clock, ended, at(27_500), SLACK, GRACE),
+            Some(at(27_400)),
+            "after the grace"
+        );
     }
 
     #[test]

@@ -24,8 +24,15 @@ enum Command {
         partitions: i32,
         reply: mpsc::Sender<Result<(), String>>,
     },
+    BrokersDown {
+        down: bool,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
     Shutdown,
 }
+
+/// Brokers of the mock cluster (ids `1..=BROKERS`).
+const BROKERS: i32 = 1;
 
 /// A running mock cluster. Dropping the handle stops it.
 #[derive(Debug)]
@@ -43,7 +50,7 @@ impl EmbeddedBroker {
         let thread = std::thread::Builder::new()
             .name("livecheck-embedded-broker".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(1) {
+                let cluster = match MockCluster::new(BROKERS) {
                     Ok(cluster) => cluster,
                     Err(err) => {
                         let _ = started_tx.send(Err(err.to_string()));
@@ -61,6 +68,17 @@ impl EmbeddedBroker {
                             let result = cluster
                                 .create_topic(&name, partitions, 1)
                                 .map_err(|e| e.to_string());
+                            let _ = reply.send(result);
+                        }
+                        Command::BrokersDown { down, reply } => {
+                            let result = (1..=BROKERS).try_for_each(|id| {
+                                if down {
+                                    cluster.broker_down(id)
+                                } else {
+                                    cluster.broker_up(id)
+                                }
+                                .map_err(|e| format!("broker {id}: {e}"))
+                            });
                             let _ = reply.send(result);
                         }
                         Command::Shutdown => {
@@ -112,6 +130,25 @@ impl EmbeddedBroker {
         rx.recv()
             .map_err(|_| Error::Embedded("the broker thread is gone".into()))?
             .map_err(|e| Error::Embedded(format!("cannot create topic {name}: {e}")))
+    }
+}
+
+impl EmbeddedBroker {
+    /// Takes every broker of the cluster down (connections closed, new ones refused) or
+    /// brings them up again: fault injection for outage tests.
+    pub fn set_brokers_down(&self, down: bool) -> Result<(), Error> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::BrokersDown { down, reply })
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?
+            .map_err(|e| {
+                Error::Embedded(format!(
+                    "cannot take the brokers {}: {e}",
+                    if down { "down" } else { "up" }
+                ))
+            })
     }
 }
 

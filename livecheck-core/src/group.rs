@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
@@ -34,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{KafkaConfig, Topics};
 use crate::clock::Clocks;
+use crate::connectivity::Connectivity;
 use crate::ledger::{Ledger, Resume};
 use crate::registry::Registry;
 
@@ -89,30 +91,29 @@ pub(crate) struct RunnerContext {
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) clocks: Clocks,
+    pub(crate) connectivity: Connectivity,
     pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
 }
 
 impl ClientContext for RunnerContext {
-    fn stats(&self, statistics: Statistics) {
-        let known: Vec<&str> = statistics
-            .brokers
-            .values()
-            .filter(|b| b.nodeid >= 0)
-            .map(|b| b.state.as_str())
-            .collect();
-        if !known.is_empty() {
-            let up = known.contains(&"UP");
-            self.clocks.broker_reachable(up, Utc::now());
-        }
-        self.clocks
-            .statistics(&self.signals_topic, &statistics, Utc::now());
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.clocks.broker_reachable(false, Utc::now());
+        self.connectivity.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.connectivity.mark_reachable();
         }
-        warn!(error = %error, reason, "kafka client error (runner consumer)");
+        self.clocks
+            .statistics(&self.signals_topic, &statistics, Utc::now());
     }
 }
 
@@ -182,6 +183,7 @@ impl ConsumerContext for RunnerContext {
                         }
                     }
                 }
+                self.connectivity.mark_reachable();
                 info!(partitions = ?assigned, "runner assigned partitions; restoring them");
                 let _ = self.events.send(GroupEvent::Assigned(assigned));
             }

@@ -65,6 +65,7 @@
 mod case;
 mod client;
 mod clock;
+pub mod connectivity;
 mod context;
 pub mod counters;
 mod embedded;
@@ -75,6 +76,7 @@ pub mod http;
 pub mod kafka;
 mod ledger;
 pub mod murmur2;
+pub mod redact;
 mod registry;
 mod report;
 mod run;
@@ -85,6 +87,7 @@ mod sink;
 
 pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};
 pub use client::{KafkaConfig, LiveCheck, Topics};
+pub use connectivity::Connectivity;
 pub use context::{current_test, in_test, propagate, spawn, TestContext};
 pub use embedded::EmbeddedBroker;
 pub use error::Error;

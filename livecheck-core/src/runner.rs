@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::case::{Case, CheckError};
 use crate::client::LiveCheck;
 use crate::clock::Clocks;
+use crate::connectivity::Connectivity;
 use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
@@ -145,6 +146,7 @@ struct RunnerInner {
     draining: AtomicBool,
     sink: OnceLock<ReportSink>,
     signals_topic: Arc<str>,
+    connectivity: Connectivity,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -172,7 +174,13 @@ impl Runner {
     pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
-        let clocks = Clocks::new(config.clock_slack, config.outage_grace, FETCH_WAIT);
+        let connectivity = client.connectivity().clone();
+        let clocks = Clocks::new(
+            connectivity.clone(),
+            config.clock_slack,
+            config.outage_grace,
+            FETCH_WAIT,
+        );
         let signals_topic = Arc::from(client.topics().signals.as_str());
         Self {
             inner: Arc::new(RunnerInner {
@@ -190,6 +198,7 @@ impl Runner {
                 draining: AtomicBool::new(false),
                 sink: OnceLock::new(),
                 signals_topic,
+                connectivity,
             }),
         }
     }
@@ -219,11 +228,9 @@ impl Runner {
         self.inner.ownership.assigned.load(Ordering::Relaxed)
     }
 
-    /// Whether the broker answered the runner's consumers lately (`false` from librdkafka's
-    /// "all brokers down" until a record, an end of partition or broker statistics say
-    /// otherwise).
-    pub fn broker_reachable(&self) -> bool {
-        self.inner.clocks.is_broker_reachable()
+    /// Broker connectivity as the runner's consumers and its client's producer see it.
+    pub fn connectivity(&self) -> &Connectivity {
+        &self.inner.connectivity
     }
 
     /// Records read and not yet committable (tests, signals): what a restart would read
@@ -317,6 +324,7 @@ impl Runner {
             registry: self.inner.registry.clone(),
             ledger: self.inner.ledger.clone(),
             clocks: self.inner.clocks.clone(),
+            connectivity: self.inner.connectivity.clone(),
             events: group_tx.clone(),
         };
         let fetch_wait = FETCH_WAIT.as_millis().to_string();
@@ -688,16 +696,18 @@ impl Runner {
 
     async fn on_consumer_error(&self, err: KafkaError) {
         if let KafkaError::PartitionEOF(p) = err {
-            self.inner.clocks.broker_reachable(true, Utc::now());
+            self.inner.connectivity.mark_reachable();
             self.inner.clocks.caught_up(p, Utc::now());
             return;
         }
-        warn!(error = %err, "runner consumer error; retrying");
+        self.inner
+            .connectivity
+            .on_client_error("runner consumer error; retrying", &err);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     fn on_tests_message(&self, msg: &BorrowedMessage<'_>) {
-        self.inner.clocks.broker_reachable(true, Utc::now());
+        self.inner.connectivity.mark_reachable();
         let p = msg.partition();
         if self.in_group() {
             let mut owned = self.inner.ownership.lock();
@@ -719,8 +729,7 @@ impl Runner {
     }
 
     fn on_signals_message(&self, msg: &BorrowedMessage<'_>) {
-        let now = Utc::now();
-        self.inner.clocks.broker_reachable(true, now);
+        self.inner.connectivity.mark_reachable();
         let p = msg.partition();
         let event_at = msg
             .timestamp()

@@ -9,8 +9,10 @@ use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::KafkaConfig;
 use serde::Deserialize;
 
-/// Command-line flags of the `livecheck` binary.
-#[derive(Debug, Clone, Default, clap::Parser)]
+/// Command-line flags of the `livecheck` binary. Flags whose values can carry secrets
+/// (Kafka properties, URLs) never show their environment values in `--help`, and `Debug`
+/// redacts them.
+#[derive(Clone, Default, clap::Parser)]
 #[command(
     name = "livecheck",
     version,
@@ -40,16 +42,17 @@ pub struct LiveArgs {
     #[arg(long, env = "LIVECHECK_HTTP_HOST")]
     pub http_host: Option<String>,
     /// URL that receives suite-state alerts (JSON POST).
-    #[arg(long, env = "LIVECHECK_ALERT_WEBHOOK")]
+    #[arg(long, env = "LIVECHECK_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
     /// Base URL of the service the synthetic requests go to.
-    #[arg(long, env = "LIVECHECK_APP_URL")]
+    #[arg(long, env = "LIVECHECK_APP_URL", hide_env_values = true)]
     pub app_url: Option<String>,
     /// Kafka client property `key=value` (security settings included); repeatable.
     #[arg(
         long = "kafka",
         value_name = "KEY=VALUE",
         env = "LIVECHECK_KAFKA",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub kafka: Vec<String>,
@@ -72,6 +75,9 @@ pub struct LiveArgs {
     /// Stop cleanly after this long (`30s`, `5m`, `1h`); for scripts.
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
+    /// How long a case must stay healthy before OK is announced (`30s`, `2m`).
+    #[arg(long = "hold-down", value_name = "DURATION", env = "LIVECHECK_HOLD_DOWN", value_parser = parse_duration)]
+    pub hold_down: Option<Duration>,
     /// Seconds between summaries printed.
     #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
     pub summary_every: u64,
@@ -86,6 +92,36 @@ pub struct LiveArgs {
         value_name = "KID:SECRET,..."
     )]
     pub signing_keys: Option<SecretString>,
+}
+
+impl std::fmt::Debug for LiveArgs {
+    /// Secret-bearing values redacted (Kafka properties by key, URLs to scheme and host).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = |u: &Option<String>| u.as_deref().map(livecheck_core::redact::url);
+        let kafka: Vec<String> = self
+            .kafka
+            .iter()
+            .map(|s| livecheck_core::redact::setting(s))
+            .collect();
+        f.debug_struct("LiveArgs")
+            .field("profile", &self.profile)
+            .field("config", &self.config)
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_id", &self.group_id)
+            .field("http_port", &self.http_port)
+            .field("http_host", &self.http_host)
+            .field("alert_webhook", &url(&self.alert_webhook))
+            .field("app_url", &url(&self.app_url))
+            .field("kafka", &kafka)
+            .field("case_probability", &self.case_probability)
+            .field("case_active", &self.case_active)
+            .field("run_for", &self.run_for)
+            .field("hold_down", &self.hold_down)
+            .field("summary_every", &self.summary_every)
+            .field("print_verdicts", &self.print_verdicts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
@@ -112,6 +148,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a duration we can wait for"))
 }
 
+/// How long a case must stay healthy before OK is announced, unless configured.
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(30);
+
 /// One profile of `livecheck.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,7 +169,7 @@ pub struct Profile {
     pub alert_webhook: Option<String>,
     /// Service base URL for synthetic requests.
     pub app_url: Option<String>,
-    /// Seconds in a state before recovering from it.
+    /// Seconds a case must stay healthy before OK is announced (default 30).
     pub hold_down_secs: Option<u64>,
     /// Kafka client properties.
     #[serde(default)]
@@ -164,8 +203,8 @@ struct File {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The resolved settings.
-#[derive(Debug, Clone)]
+/// The resolved settings (`Debug` redacts secrets).
+#[derive(Clone)]
 pub struct LiveConfig {
     /// Profile name (`demo` when none).
     pub profile: String,
@@ -183,7 +222,7 @@ pub struct LiveConfig {
     pub alert_webhook: Option<String>,
     /// Service base URL.
     pub app_url: Option<String>,
-    /// Hold-down.
+    /// How long a case must stay healthy before OK is announced.
     pub hold_down: Duration,
     /// Per-case probability overrides.
     pub probabilities: BTreeMap<String, f64>,
@@ -197,6 +236,28 @@ pub struct LiveConfig {
     pub print_verdicts: bool,
     /// Signing keys (`None`: contexts are neither signed nor checked).
     pub signing_keys: Option<SigningKeys>,
+}
+
+impl std::fmt::Debug for LiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = |u: &Option<String>| u.as_deref().map(livecheck_core::redact::url);
+        f.debug_struct("LiveConfig")
+            .field("profile", &self.profile)
+            .field("kafka", &self.kafka)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_id", &self.group_id)
+            .field("http_host", &self.http_host)
+            .field("http_port", &self.http_port)
+            .field("alert_webhook", &url(&self.alert_webhook))
+            .field("app_url", &url(&self.app_url))
+            .field("hold_down", &self.hold_down)
+            .field("probabilities", &self.probabilities)
+            .field("active", &self.active)
+            .field("run_for", &self.run_for)
+            .field("summary_every", &self.summary_every)
+            .field("print_verdicts", &self.print_verdicts)
+            .finish_non_exhaustive()
+    }
 }
 
 fn pairs(values: &[String], what: &str) -> Result<Vec<(String, String)>, ConfigError> {
@@ -316,7 +377,10 @@ impl LiveConfig {
             http_port: args.http_port.or(profile.http_port).unwrap_or(8099),
             alert_webhook: args.alert_webhook.clone().or(profile.alert_webhook),
             app_url: args.app_url.clone().or(profile.app_url),
-            hold_down: Duration::from_secs(profile.hold_down_secs.unwrap_or(5)),
+            hold_down: args
+                .hold_down
+                .or(profile.hold_down_secs.map(Duration::from_secs))
+                .unwrap_or(DEFAULT_HOLD_DOWN),
             probabilities,
             active,
             run_for: args.run_for,
@@ -461,6 +525,96 @@ active = false
         assert!(
             missing.starts_with("cannot read /nonexistent/livecheck.toml for profile p"),
             "{missing}"
+        );
+    }
+
+    /// Environment variables of the live CLI whose values are not secrets (shown by
+    /// `--help`). Every other one must hide its value: a new secret-bearing setting is
+    /// safe by default, and this list says what was decided.
+    const SHOWN_ENV: [&str; 12] = [
+        "LIVECHECK_PROFILE",
+        "LIVECHECK_CONFIG",
+        "LIVECHECK_BROKERS",
+        "LIVECHECK_TOPIC_PREFIX",
+        "LIVECHECK_GROUP_ID",
+        "LIVECHECK_HTTP_PORT",
+        "LIVECHECK_HTTP_HOST",
+        "LIVECHECK_CASE_PROBABILITY",
+        "LIVECHECK_CASE_ACTIVE",
+        "LIVECHECK_HOLD_DOWN",
+        "LIVECHECK_SUMMARY_EVERY",
+        "LIVECHECK_PRINT_VERDICTS",
+    ];
+
+    #[test]
+    fn every_env_value_not_known_harmless_is_hidden_from_help() {
+        use clap::CommandFactory as _;
+        let command = LiveArgs::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy();
+            if !SHOWN_ENV.contains(&env.as_ref()) {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "--{} ({env}) may carry a secret: give it hide_env_values = true, or add {env} to SHOWN_ENV if its value is harmless",
+                    arg.get_id()
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 3,
+            "LIVECHECK_KAFKA, _ALERT_WEBHOOK, _APP_URL at least"
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut a = LiveArgs {
+            brokers: Some("k1:9092".into()),
+            alert_webhook: Some("https://hooks.slack.com/services/T0/B0/SENTINEL1".into()),
+            app_url: Some("http://user:SENTINEL2@app:8080/".into()),
+            kafka: vec![
+                "sasl.password=SENTINEL3".into(),
+                "sasl.jaas.config=SENTINEL4".into(),
+                "security.protocol=SASL_SSL".into(),
+            ],
+            summary_every: 10,
+            ..LiveArgs::default()
+        };
+        let config = LiveConfig::resolve(&a).unwrap();
+        a.run_for = Some(Duration::from_secs(1));
+        for shown in [
+            format!("{a:?}"),
+            format!("{config:?}"),
+            format!("{config:#?}"),
+        ] {
+            for sentinel in ["SENTINEL1", "SENTINEL2", "SENTINEL3", "SENTINEL4"] {
+                assert!(!shown.contains(sentinel), "{sentinel} in {shown}");
+            }
+            assert!(shown.contains("https://hooks.slack.com/…"), "{shown}");
+            assert!(shown.contains("SASL_SSL"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn hold_down_comes_from_the_flag_the_profile_or_the_default() {
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nhold_down_secs = 7\n");
+        let mut a = args(&f.0, "p");
+        assert_eq!(
+            LiveConfig::resolve(&a).unwrap().hold_down,
+            Duration::from_secs(7)
+        );
+        a.hold_down = Some(Duration::from_secs(2));
+        assert_eq!(
+            LiveConfig::resolve(&a).unwrap().hold_down,
+            Duration::from_secs(2)
+        );
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n");
+        assert_eq!(
+            LiveConfig::resolve(&args(&f.0, "p")).unwrap().hold_down,
+            DEFAULT_HOLD_DOWN
         );
     }
 

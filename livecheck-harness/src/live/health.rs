@@ -1,8 +1,14 @@
 //! Suite health per case: OK, FAIL, STALL, DOWN, with a hold-down against flapping; every
-//! transition is logged, published to the reports topic and sent to the alert webhook.
+//! transition is logged, and the instance that speaks for the group (the owner of the
+//! tests topic's partition 0) publishes it to the reports topic and sends it to the alert
+//! webhook.
+//!
+//! When LiveCheck itself is blind (Kafka unreachable, no partitions held), every case shows
+//! `DOWN` with the cause, one alert goes out for the outage and one for its end; the cases'
+//! own transitions are not alerted meanwhile.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,12 +19,22 @@ use tracing::{info, warn};
 
 use super::state::{Health, LiveState};
 
+/// `kind` of a per-case transition.
+pub const SUITE_STATE: &str = "suite_state";
+/// `kind` of the one transition for the whole suite when LiveCheck goes blind or sees again.
+pub const LIVECHECK_BLIND: &str = "livecheck_blind";
+/// `case` of a [`LIVECHECK_BLIND`] transition: every case.
+pub const EVERY_CASE: &str = "*";
+/// What an instance that does not speak for the group says about alerts.
+pub const NOT_THE_VOICE: &str = "alerts are sent by the instance that owns partition 0";
+
 /// A suite-state transition, as logged, published and POSTed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
-    /// Always `suite_state` (tells it from a run report on the reports topic).
+    /// [`SUITE_STATE`] for one case, [`LIVECHECK_BLIND`] for the whole suite (tells it
+    /// from a run report on the reports topic).
     pub kind: &'static str,
-    /// The case.
+    /// The case ([`EVERY_CASE`] for [`LIVECHECK_BLIND`]).
     pub case: String,
     /// State before.
     pub from: Health,
@@ -28,62 +44,183 @@ pub struct Transition {
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// The cases concerned, for [`LIVECHECK_BLIND`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<String>,
 }
 
 /// Health rules.
 #[derive(Debug, Clone)]
 pub struct HealthRules {
-    /// Minimum time in a state before leaving it (against flapping).
+    /// How long a case must stay healthy before `OK` is announced (and how long LiveCheck
+    /// must see its inputs again before the end of an outage is): a clearing fault does not
+    /// flap.
     pub hold_down: Duration,
     /// Passing runs in a row needed to recover from `FAIL`.
     pub recovery_passes: u32,
+    /// After taking over as the group's voice, how long transitions are applied without
+    /// alerts (the state is rebuilt from the reports topic meanwhile).
+    pub warm_up: Duration,
 }
 
 impl Default for HealthRules {
     fn default() -> Self {
         Self {
-            hold_down: Duration::from_secs(5),
+            hold_down: Duration::from_secs(30),
             recovery_passes: 2,
+            warm_up: Duration::from_secs(5),
         }
     }
 }
 
-/// Decides transitions; sends them to the alert queue.
+/// What health is decided on, per case.
+#[derive(Debug, Default)]
+struct Inputs {
+    consecutive_failures: u32,
+    passes: u32,
+    last_run_at: Option<DateTime<Utc>>,
+}
+
+/// LiveCheck blind: why, since when, and each case's state before.
+#[derive(Debug)]
+struct Blind {
+    reason: String,
+    since: DateTime<Utc>,
+    clear_since: Option<DateTime<Utc>>,
+    before: HashMap<String, (Health, DateTime<Utc>, String)>,
+    /// Whether the outage alert went out (a warm-up may have held it back).
+    alerted: bool,
+}
+
+#[derive(Debug)]
+struct Monitor {
+    inputs: HashMap<String, Inputs>,
+    /// When a case's target became `OK` (continuously) while it is not `OK` yet.
+    healthy_since: HashMap<String, DateTime<Utc>>,
+    blind: Option<Blind>,
+    /// No `STALL` for runs missed before this (the start, the end of an outage).
+    stall_baseline: DateTime<Utc>,
+    voice: bool,
+    quiet_until: Option<DateTime<Utc>>,
+    /// The last state the group announced per case, as read on the reports topic.
+    announced: HashMap<String, Health>,
+}
+
+/// Decides transitions; sends them to the alert queue when this instance speaks for the
+/// group.
 #[derive(Debug)]
 pub struct HealthMonitor {
     state: Arc<LiveState>,
     rules: HealthRules,
-    passes: std::sync::Mutex<HashMap<String, u32>>,
+    monitor: Mutex<Monitor>,
     alerts: mpsc::Sender<Transition>,
 }
 
 impl HealthMonitor {
-    /// A monitor over `state`; transitions go to `alerts`.
+    /// A monitor over `state` that speaks for the group (see [`HealthMonitor::set_voice`]);
+    /// transitions go to `alerts`.
     pub fn new(
         state: Arc<LiveState>,
         rules: HealthRules,
         alerts: mpsc::Sender<Transition>,
     ) -> Self {
+        let monitor = Monitor {
+            inputs: HashMap::new(),
+            healthy_since: HashMap::new(),
+            blind: None,
+            stall_baseline: state.started_at,
+            voice: true,
+            quiet_until: None,
+            announced: HashMap::new(),
+        };
+        state.set_voice(true);
         Self {
             state,
             rules,
-            passes: std::sync::Mutex::new(HashMap::new()),
+            monitor: Mutex::new(monitor),
             alerts,
         }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &HealthRules {
+        &self.rules
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every case shows DOWN because LiveCheck cannot see its inputs.
+    pub fn is_blind(&self) -> bool {
+        self.lock().blind.is_some()
+    }
+
+    /// Whether this instance took the group's voice less than [`HealthRules::warm_up`] ago
+    /// (it sends no alert yet).
+    pub fn warming_up(&self) -> bool {
+        self.lock().quiet_until.is_some()
+    }
+
+    /// Whether this instance speaks for the group (decides from the whole reports topic
+    /// and sends alerts).
+    pub fn is_voice(&self) -> bool {
+        self.lock().voice
+    }
+
+    /// Takes (`true`) or gives up the group's voice. Taking it starts from the current
+    /// state with fresh inputs and sends no alert for [`HealthRules::warm_up`]; at the end
+    /// of the warm-up, only states that differ from what the group last announced are
+    /// alerted.
+    pub fn set_voice(&self, voice: bool) {
+        let now = Utc::now();
+        let mut m = self.lock();
+        if m.voice == voice {
+            return;
+        }
+        m.voice = voice;
+        if voice {
+            for inputs in m.inputs.values_mut() {
+                inputs.consecutive_failures = 0;
+                inputs.passes = 0;
+            }
+            m.quiet_until = Some(now + to_chrono(self.rules.warm_up));
+            info!(
+                warm_up_s = self.rules.warm_up.as_secs_f64(),
+                "this instance owns partition 0: it decides suite health for the group from the reports topic and sends the alerts"
+            );
+        } else {
+            m.quiet_until = None;
+            info!("{NOT_THE_VOICE}; this instance shows its own runs and sends none");
+        }
+        drop(m);
+        self.state.set_voice(voice);
+    }
+
+    /// A suite-state record read on the reports topic: what the group announced last.
+    pub fn on_announced(&self, case: &str, health: Health) {
+        self.lock().announced.insert(case.to_owned(), health);
     }
 
     /// Takes a finished run into account.
     pub fn on_report(&self, report: &Report) {
         {
-            let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-            let n = passes.entry(report.case.clone()).or_default();
+            let mut m = self.lock();
+            let n = m.inputs.entry(report.case.clone()).or_default();
             match report.verdict {
-                Verdict::Pass => *n += 1,
+                Verdict::Pass => {
+                    n.passes += 1;
+                    n.consecutive_failures = 0;
+                }
                 Verdict::Skip => {}
-                _ => *n = 0,
+                _ => {
+                    n.passes = 0;
+                    n.consecutive_failures += 1;
+                }
             }
+            n.last_run_at = n.last_run_at.max(Some(report.finished_at));
         }
-        self.evaluate(&report.case, Utc::now());
+        self.evaluate(&report.case, Utc::now(), None);
     }
 
     /// Marks the case's service unreachable (`DOWN`) or reachable again.
@@ -102,12 +239,126 @@ impl HealthMonitor {
             warn!(case, %reason, "synthetic request failed");
         }
         if changed || down.is_none() {
-            self.evaluate_with(case, Utc::now(), down);
+            self.evaluate(case, Utc::now(), down);
         }
     }
 
-    /// Re-evaluates every case (stall detection); call it every second or so.
+    /// LiveCheck is blind (`Some(why)`: Kafka unreachable, no partitions) or sees its
+    /// inputs (`None`). Call it every second or so, before [`HealthMonitor::tick`].
+    pub fn set_blind(&self, blind: Option<String>) {
+        self.set_blind_at(blind, Utc::now());
+    }
+
+    fn set_blind_at(&self, blind: Option<String>, now: DateTime<Utc>) {
+        let mut m = self.lock();
+        match (&mut m.blind, blind) {
+            (None, None) => {}
+            (None, Some(reason)) => {
+                let mut before = HashMap::new();
+                let mut names = Vec::new();
+                {
+                    let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
+                    for (name, c) in cases.iter_mut() {
+                        let s = &mut c.snapshot;
+                        before.insert(
+                            name.clone(),
+                            (s.health, s.health_since, s.health_reason.clone()),
+                        );
+                        s.health = Health::Down;
+                        s.health_since = now;
+                        s.health_reason = reason.clone();
+                        names.push(name.clone());
+                    }
+                }
+                names.sort();
+                m.healthy_since.clear();
+                m.blind = Some(Blind {
+                    reason: reason.clone(),
+                    since: now,
+                    clear_since: None,
+                    before,
+                    alerted: false,
+                });
+                self.state.set_blind(Some(reason.clone()));
+                warn!(reason = %reason, "LiveCheck is blind: every case shows DOWN until it sees its inputs again");
+                let t = Transition {
+                    kind: LIVECHECK_BLIND,
+                    case: EVERY_CASE.to_owned(),
+                    from: Health::Ok,
+                    to: Health::Down,
+                    reason,
+                    at: now,
+                    cases: names,
+                };
+                let alerted = self.emit(&mut m, t);
+                if let Some(b) = &mut m.blind {
+                    b.alerted = alerted;
+                }
+            }
+            (Some(b), Some(reason)) => {
+                b.clear_since = None;
+                if b.reason != reason {
+                    b.reason = reason.clone();
+                    let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
+                    for c in cases.values_mut() {
+                        c.snapshot.health_reason = reason.clone();
+                    }
+                    self.state.set_blind(Some(reason));
+                }
+            }
+            (Some(b), None) => {
+                let clear_since = *b.clear_since.get_or_insert(now);
+                if now - clear_since < to_chrono(self.rules.hold_down) {
+                    return;
+                }
+                let Some(b) = m.blind.take() else { return };
+                let blind_for = (now - b.since).num_milliseconds() as f64 / 1000.0;
+                let reason = format!(
+                    "livecheck sees Kafka and its partitions again (blind for {blind_for:.1} s)"
+                );
+                let mut names = Vec::new();
+                {
+                    let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
+                    for (name, c) in cases.iter_mut() {
+                        let s = &mut c.snapshot;
+                        match b.before.get(name) {
+                            Some((health, since, why)) if *health != Health::Ok => {
+                                (s.health, s.health_since, s.health_reason) =
+                                    (*health, *since, why.clone());
+                            }
+                            _ => {
+                                (s.health, s.health_since, s.health_reason) =
+                                    (Health::Ok, now, reason.clone());
+                            }
+                        }
+                        names.push(name.clone());
+                    }
+                }
+                names.sort();
+                m.stall_baseline = now;
+                self.state.set_blind(None);
+                info!(blind_for_s = blind_for, "LiveCheck sees its inputs again");
+                let t = Transition {
+                    kind: LIVECHECK_BLIND,
+                    case: EVERY_CASE.to_owned(),
+                    from: Health::Down,
+                    to: Health::Ok,
+                    reason,
+                    at: now,
+                    cases: names,
+                };
+                let _ = self.emit(&mut m, t);
+            }
+        }
+    }
+
+    /// Re-evaluates every case (stall detection, hold-down, end of the warm-up); call it
+    /// every second or so.
     pub fn tick(&self) {
+        self.tick_at(Utc::now());
+    }
+
+    fn tick_at(&self, now: DateTime<Utc>) {
         let names: Vec<String> = self
             .state
             .cases
@@ -116,30 +367,83 @@ impl HealthMonitor {
             .keys()
             .cloned()
             .collect();
-        let now = Utc::now();
-        for name in names {
-            self.evaluate(&name, now);
+        for name in &names {
+            self.evaluate(name, now, None);
+        }
+        let mut m = self.lock();
+        if m.quiet_until.is_some_and(|until| now >= until) {
+            m.quiet_until = None;
+            // Announce what the group has not heard yet (states it last heard of are not
+            // repeated; a case it never heard of is taken as having been OK).
+            let differing: Vec<(String, Health, DateTime<Utc>, String)> = {
+                let cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        let s = &cases.get(name)?.snapshot;
+                        let heard = m.announced.get(name).copied().unwrap_or(Health::Ok);
+                        (m.blind.is_none() && heard != s.health)
+                            .then(|| (name.clone(), heard, s.health_since, s.health_reason.clone()))
+                    })
+                    .collect()
+            };
+            info!(
+                announced = differing.len(),
+                "warm-up over: this instance now alerts for the group"
+            );
+            // An outage that began during the warm-up is announced now.
+            let held_back = m.blind.as_ref().filter(|b| !b.alerted).map(|b| Transition {
+                kind: LIVECHECK_BLIND,
+                case: EVERY_CASE.to_owned(),
+                from: Health::Ok,
+                to: Health::Down,
+                reason: b.reason.clone(),
+                at: now,
+                cases: names.clone(),
+            });
+            if let Some(t) = held_back {
+                let alerted = self.emit(&mut m, t);
+                if let Some(b) = &mut m.blind {
+                    b.alerted = alerted;
+                }
+            }
+            for (case, heard, _, reason) in differing {
+                let to = self
+                    .state
+                    .cases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&case)
+                    .map_or(Health::Ok, |c| c.snapshot.health);
+                let t = Transition {
+                    kind: SUITE_STATE,
+                    case,
+                    from: heard,
+                    to,
+                    reason,
+                    at: now,
+                    cases: Vec::new(),
+                };
+                let _ = self.emit(&mut m, t);
+            }
         }
     }
 
-    fn evaluate(&self, case: &str, now: DateTime<Utc>) {
-        self.evaluate_with(case, now, None);
-    }
-
-    fn evaluate_with(&self, case: &str, now: DateTime<Utc>, down_reason: Option<String>) {
-        let passes = self
-            .passes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(case)
-            .copied()
-            .unwrap_or(0);
+    fn evaluate(&self, case: &str, now: DateTime<Utc>, down_reason: Option<String>) {
+        let mut m = self.lock();
+        if m.blind.is_some() {
+            return;
+        }
+        let (failures, passes, last_run_at) = m.inputs.get(case).map_or((0, 0, None), |i| {
+            (i.consecutive_failures, i.passes, i.last_run_at)
+        });
+        let stall_baseline = m.stall_baseline;
         let transition = {
             let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
             let Some(c) = cases.get_mut(case) else { return };
             let s = &c.snapshot;
-            let failing = s.consecutive_failures >= c.max_failures;
-            let last = s.last_run_at.unwrap_or(self.state.started_at);
+            let failing = failures >= c.max_failures;
+            let last = last_run_at.unwrap_or(stall_baseline).max(stall_baseline);
             let stalled = c
                 .stall_after
                 .and_then(|d| chrono::Duration::from_std(d).ok())
@@ -151,7 +455,7 @@ impl HealthMonitor {
                         .unwrap_or_else(|| "the synthetic request cannot reach the service".into()),
                 )
             } else if failing || (s.health == Health::Fail && passes < self.rules.recovery_passes) {
-                let n = s.consecutive_failures.max(c.max_failures);
+                let n = failures.max(c.max_failures);
                 (
                     Health::Fail,
                     format!(
@@ -170,28 +474,49 @@ impl HealthMonitor {
             } else {
                 (Health::Ok, "runs pass".to_owned())
             };
+            if target == Health::Ok {
+                if s.health == Health::Ok {
+                    m.healthy_since.remove(case);
+                    return;
+                }
+                // Recovering waits until the case has been healthy for the hold-down: a
+                // fault that clears and comes back within it sends nothing.
+                let since = *m.healthy_since.entry(case.to_owned()).or_insert(now);
+                if now - since < to_chrono(self.rules.hold_down) {
+                    return;
+                }
+            } else {
+                m.healthy_since.remove(case);
+            }
             if target == s.health {
                 return;
             }
-            let held = now - s.health_since;
-            let hold = chrono::Duration::from_std(self.rules.hold_down).unwrap_or_default();
-            // Entering a worse state is immediate; recovering waits out the hold-down.
-            if target == Health::Ok && held < hold {
-                return;
-            }
             let transition = Transition {
-                kind: "suite_state",
+                kind: SUITE_STATE,
                 case: case.to_owned(),
                 from: s.health,
                 to: target,
                 reason: reason.clone(),
                 at: now,
+                cases: Vec::new(),
             };
             c.snapshot.health = target;
             c.snapshot.health_since = now;
             c.snapshot.health_reason = reason;
             transition
         };
+        m.healthy_since.remove(case);
+        if transition.to == Health::Ok {
+            info!(case, from = %transition.from, "suite recovered: OK");
+        } else {
+            warn!(case, from = %transition.from, to = %transition.to, reason = %transition.reason, "suite state changed");
+        }
+        let _ = self.emit(&mut m, transition);
+    }
+
+    /// Counts a transition and, when this instance speaks for the group and is not warming
+    /// up, queues it for the reports topic and the webhook.
+    fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
         *self
             .state
             .transitions
@@ -199,15 +524,28 @@ impl HealthMonitor {
             .unwrap_or_else(|p| p.into_inner())
             .entry(transition.to)
             .or_default() += 1;
-        if transition.to == Health::Ok {
-            info!(case, from = %transition.from, "suite recovered: OK");
-        } else {
-            warn!(case, from = %transition.from, to = %transition.to, reason = %transition.reason, "suite state changed");
+        if !m.voice {
+            info!(case = %transition.case, to = %transition.to, "not alerting: {NOT_THE_VOICE}");
+            return false;
         }
+        if m.quiet_until.is_some() {
+            info!(case = %transition.case, to = %transition.to, "not alerting yet: warming up as the group's voice");
+            return false;
+        }
+        if transition.kind == SUITE_STATE {
+            m.announced.insert(transition.case.clone(), transition.to);
+        }
+        let case = transition.case.clone();
         if self.alerts.try_send(transition).is_err() {
             warn!(case, "alert queue full: transition not sent to the webhook");
+            return false;
         }
+        true
     }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Sends transitions to the reports topic and the webhook (JSON POST, retried), never
@@ -227,21 +565,204 @@ pub async fn deliver_alerts(
             warn!(case = %t.case, "suite-state record {err}");
         }
         let Some(url) = &webhook else { continue };
+        // The URL's path may be a token (Slack): logs show scheme and host only.
+        let shown = livecheck_core::redact::url(url);
         let mut delay = Duration::from_millis(250);
         for attempt in 1..=4 {
             match http.post(url).json(&t).send().await {
                 Ok(r) if r.status().is_success() => break,
                 Ok(r) => {
-                    warn!(%url, status = %r.status(), attempt, "alert webhook refused the alert")
+                    warn!(url = %shown, status = %r.status(), attempt, "alert webhook refused the alert")
                 }
-                Err(e) => warn!(%url, error = %e, attempt, "alert webhook unreachable"),
+                Err(e) => {
+                    warn!(url = %shown, error = %e.without_url(), attempt, "alert webhook unreachable")
+                }
             }
             if attempt == 4 {
-                warn!(%url, case = %t.case, to = %t.to, "alert not delivered after 4 attempts");
+                warn!(url = %shown, case = %t.case, to = %t.to, "alert not delivered after 4 attempts");
             } else {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livecheck_core::{Case, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Suite, Topics};
+
+    use super::*;
+
+    const A: &str = "orders.place_order";
+    const B: &str = "orders.refund";
+
+    fn monitor(hold_down_s: u64) -> (HealthMonitor, mpsc::Receiver<Transition>) {
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+        let cases = [A, B].map(|name| {
+            Case::new(name)
+                .max_consecutive_failures(1)
+                .expect(|_: Run, (): ()| async { Ok(()) })
+        });
+        let runner = Runner::new(
+            Suite::new(cases).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        let state = Arc::new(LiveState::new(runner, client));
+        let (tx, rx) = mpsc::channel(64);
+        let rules = HealthRules {
+            hold_down: Duration::from_secs(hold_down_s),
+            recovery_passes: 2,
+            warm_up: Duration::from_secs(10),
+        };
+        (HealthMonitor::new(state, rules, tx), rx)
+    }
+
+    fn report(case: &str, verdict: Verdict) -> Report {
+        let now = Utc::now();
+        Report {
+            test_id: uuid::Uuid::new_v4().to_string(),
+            case: case.to_owned(),
+            verdict,
+            error: None,
+            missing_step: None,
+            last_step: None,
+            unawaited: Vec::new(),
+            timeline: Vec::new(),
+            issued_at: now,
+            finished_at: now,
+            arguments: serde_json::Value::Null,
+            truncated: None,
+        }
+    }
+
+    fn sent(rx: &mut mpsc::Receiver<Transition>) -> Vec<(String, Health, Health)> {
+        let mut out = Vec::new();
+        while let Ok(t) = rx.try_recv() {
+            out.push((t.case, t.from, t.to));
+        }
+        out
+    }
+
+    fn health_of(m: &HealthMonitor, case: &str) -> (Health, String) {
+        let c = m
+            .state
+            .cases()
+            .into_iter()
+            .find(|c| c.name == case)
+            .unwrap();
+        (c.health, c.health_reason)
+    }
+
+    fn secs(s: i64) -> chrono::Duration {
+        chrono::Duration::seconds(s)
+    }
+
+    #[tokio::test]
+    async fn blind_shows_every_case_down_with_the_cause_and_alerts_once_each_way() {
+        let (m, mut rx) = monitor(30);
+        m.on_report(&report(A, Verdict::Fail));
+        assert_eq!(sent(&mut rx), [(A.into(), Health::Ok, Health::Fail)]);
+        let t0 = Utc::now();
+        let why = "livecheck cannot reach Kafka (brokers 127.0.0.1:1) since 12:00:00";
+        m.set_blind_at(Some(why.to_owned()), t0);
+        for case in [A, B] {
+            assert_eq!(
+                health_of(&m, case),
+                (Health::Down, why.to_owned()),
+                "{case}"
+            );
+        }
+        m.set_blind_at(Some(why.to_owned()), t0 + secs(1));
+        m.on_report(&report(B, Verdict::Fail));
+        m.tick_at(t0 + secs(2));
+        assert_eq!(
+            health_of(&m, B).0,
+            Health::Down,
+            "no case decides while blind"
+        );
+        let alerts = sent(&mut rx);
+        assert_eq!(alerts, [("*".into(), Health::Ok, Health::Down)]);
+
+        // Inputs back, but not for the hold-down yet: still DOWN, nothing sent.
+        m.set_blind_at(None, t0 + secs(5));
+        m.set_blind_at(None, t0 + secs(20));
+        assert_eq!(health_of(&m, A).0, Health::Down);
+        // A relapse within the hold-down restarts it.
+        m.set_blind_at(Some(why.to_owned()), t0 + secs(21));
+        m.set_blind_at(None, t0 + secs(22));
+        m.set_blind_at(None, t0 + secs(40));
+        assert!(sent(&mut rx).is_empty());
+        m.set_blind_at(None, t0 + secs(52));
+        assert_eq!(sent(&mut rx), [("*".into(), Health::Down, Health::Ok)]);
+        // Each case is back where it was before the outage.
+        assert_eq!(health_of(&m, A).0, Health::Fail);
+        let (health, reason) = health_of(&m, B);
+        assert_eq!(health, Health::Ok);
+        assert!(reason.starts_with("livecheck sees Kafka"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_clearing_fault_does_not_flap() {
+        let (m, mut rx) = monitor(30);
+        let t0 = Utc::now();
+        m.on_report(&report(A, Verdict::Fail));
+        m.on_report(&report(A, Verdict::Pass));
+        m.on_report(&report(A, Verdict::Pass));
+        m.tick_at(t0 + secs(10));
+        assert_eq!(health_of(&m, A).0, Health::Fail, "healthy for 10 s of 30");
+        // FAIL → (OK) → FAIL within the hold-down: nothing for the middle OK.
+        m.on_report(&report(A, Verdict::Fail));
+        m.on_report(&report(A, Verdict::Pass));
+        m.on_report(&report(A, Verdict::Pass));
+        m.tick_at(Utc::now() + secs(29));
+        assert_eq!(health_of(&m, A).0, Health::Fail);
+        m.tick_at(Utc::now() + secs(31));
+        assert_eq!(health_of(&m, A).0, Health::Ok);
+        assert_eq!(
+            sent(&mut rx),
+            [
+                (A.into(), Health::Ok, Health::Fail),
+                (A.into(), Health::Fail, Health::Ok)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_voice_alerts_and_a_new_voice_repeats_nothing_the_group_heard() {
+        let (m, mut rx) = monitor(30);
+        m.set_voice(false);
+        m.on_report(&report(A, Verdict::Fail));
+        m.set_blind_at(Some("the runner holds no partitions".into()), Utc::now());
+        assert_eq!(
+            health_of(&m, A).0,
+            Health::Down,
+            "the local page still shows it"
+        );
+        assert!(sent(&mut rx).is_empty(), "not the voice: no alert");
+        m.set_blind_at(None, Utc::now() + secs(1));
+        m.set_blind_at(None, Utc::now() + secs(32));
+        assert!(m.state.input_status().blind.is_none());
+        assert!(sent(&mut rx).is_empty());
+        assert_eq!(
+            m.state.input_status().alerts,
+            NOT_THE_VOICE,
+            "the page says who alerts"
+        );
+
+        // Taking over: the group announced A's FAIL already; B fails during the warm-up.
+        m.on_announced(A, Health::Fail);
+        m.set_voice(true);
+        m.on_report(&report(A, Verdict::Fail));
+        m.on_report(&report(B, Verdict::Fail));
+        assert_eq!(health_of(&m, B).0, Health::Fail);
+        m.tick_at(Utc::now() + secs(5));
+        assert!(sent(&mut rx).is_empty(), "warming up");
+        m.tick_at(Utc::now() + secs(11));
+        assert_eq!(sent(&mut rx), [(B.into(), Health::Ok, Health::Fail)]);
+        m.tick_at(Utc::now() + secs(12));
+        assert!(sent(&mut rx).is_empty());
     }
 }

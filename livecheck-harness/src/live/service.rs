@@ -6,18 +6,38 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
+
+use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::{
-    BoxFuture, Case, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Target, Topics,
-    Verdict,
+    BoxFuture, Case, Connectivity, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite,
+    Target, Topics, Verdict,
 };
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::LiveConfig;
-use super::health::{deliver_alerts, HealthMonitor, HealthRules};
-use super::state::LiveState;
+use super::health::{deliver_alerts, HealthMonitor, HealthRules, SUITE_STATE};
+use super::state::{Health, LiveState};
 use super::web;
+
+/// How long Kafka may be unreachable before every case shows DOWN.
+pub const KAFKA_GRACE: Duration = Duration::from_secs(3);
+/// How long the runner may hold no partitions (joining, rebalancing) before every case
+/// shows DOWN.
+pub const PARTITIONS_GRACE: Duration = Duration::from_secs(10);
+/// When start-up reports a runner still without partitions (and returns anyway).
+pub const STARTUP_REPORT_AFTER: Duration = Duration::from_secs(8);
+/// Records per partition of the reports topic the group's voice reads back when it takes
+/// over (recent verdicts and announced suite states).
+pub const VOICE_LOOK_BACK: i64 = 500;
+/// What the "cannot reach Kafka" line tells the operator to check.
+const BROKERS_HINT: &str =
+    "check --brokers / LIVECHECK_BROKERS (or `brokers` of the profile) and the network";
 
 /// What the demo hands back: a broker and an app with traffic flowing.
 pub struct Demo {
@@ -110,6 +130,7 @@ impl LiveService {
         if let Some(keys) = &config.signing_keys {
             client = client.with_signing(keys.clone());
         }
+        client.connectivity().set_hint(BROKERS_HINT);
         let suite = Suite::new(cases.clone())?;
         let runner = Runner::new(
             suite,
@@ -129,6 +150,8 @@ impl LiveService {
             },
             alerts_tx,
         ));
+        // The group's voice is taken when this runner gets partition 0 (see below).
+        health.set_voice(false);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -143,9 +166,12 @@ impl LiveService {
                             if print {
                                 println!("{}", verdict_line(&report));
                             }
-                            // Counts first: health decides on them.
+                            // Counts first: health decides on them. The group's voice
+                            // decides from the reports topic instead (its own included).
                             state.record(report.clone());
-                            health.on_report(&report);
+                            if !health.is_voice() {
+                                health.on_report(&report);
+                            }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             warn!(
@@ -164,20 +190,96 @@ impl LiveService {
             config.alert_webhook.clone(),
         )));
 
-        // Health ticks and summaries.
+        // Health ticks (blindness first) and summaries.
         {
-            let (state, health, mut stopped) = (state.clone(), health.clone(), stopped.clone());
+            let (state, health, runner, mut stopped) = (
+                state.clone(),
+                health.clone(),
+                runner.clone(),
+                stopped.clone(),
+            );
             let summary_every = config.summary_every;
+            let (tests_topic, group) = (client.topics().tests.clone(), config.group_id.clone());
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut summary = tokio::time::interval(summary_every);
                 summary.tick().await;
+                let mut no_partitions_since = Some((tokio::time::Instant::now(), Utc::now()));
                 loop {
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => break,
-                        _ = tick.tick() => health.tick(),
+                        _ = tick.tick() => {
+                            if runner.assigned_partitions() > 0 {
+                                no_partitions_since = None;
+                            } else {
+                                no_partitions_since.get_or_insert((tokio::time::Instant::now(), Utc::now()));
+                            }
+                            // The grace delays going blind, never seeing again: an outage
+                            // ends when Kafka answers and the partitions are back.
+                            let was_blind = health.is_blind();
+                            let connectivity = runner.connectivity();
+                            let blind = if connectivity
+                                .down_for()
+                                .is_some_and(|d| was_blind || d >= KAFKA_GRACE)
+                            {
+                                connectivity.describe()
+                            } else {
+                                no_partitions_since
+                                    .filter(|(at, _)| was_blind || at.elapsed() >= PARTITIONS_GRACE)
+                                    .map(|(_, since)| format!(
+                                        "the runner holds no partitions of {tests_topic} (group {group}) since {}",
+                                        livecheck_core::headers::format_time(since)
+                                    ))
+                            };
+                            health.set_blind(blind);
+                            health.tick();
+                        }
                         _ = summary.tick() => println!("{}", summary_line(&state)),
                     }
+                }
+            }));
+        }
+
+        // Connectivity probe: a metadata request every second says when Kafka is back
+        // (and when it is gone, should no client have said so).
+        tasks.push(tokio::spawn(probe_kafka(
+            client.kafka().clone(),
+            client.topics().tests.clone(),
+            client.connectivity().clone(),
+            stopped.clone(),
+        )));
+
+        // One voice per group: the owner of the tests topic's partition 0 follows the
+        // whole reports topic, decides suite health from it and sends the alerts.
+        {
+            let (health, runner, mut stopped) = (health.clone(), runner.clone(), stopped.clone());
+            let (kafka, topic) = (client.kafka().clone(), client.topics().reports.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut follower: Option<JoinHandle<()>> = None;
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        _ = tick.tick() => {}
+                    }
+                    let owns = runner.owns_first_partition();
+                    if owns && follower.is_none() {
+                        health.set_voice(true);
+                        follower = Some(tokio::spawn(follow_reports(
+                            kafka.clone(),
+                            topic.clone(),
+                            health.clone(),
+                            runner.connectivity().clone(),
+                        )));
+                    } else if !owns {
+                        if let Some(f) = follower.take() {
+                            f.abort();
+                            health.set_voice(false);
+                        }
+                    }
+                }
+                if let Some(f) = follower {
+                    f.abort();
                 }
             }));
         }
@@ -206,6 +308,7 @@ impl LiveService {
                 client.kafka().clone(),
                 config.group_id.clone(),
             );
+            let connectivity = client.connectivity().clone();
             let topics = [
                 client.topics().tests.clone(),
                 client.topics().signals.clone(),
@@ -218,9 +321,15 @@ impl LiveService {
                         _ = stopped.wait_for(|s| *s) => break,
                         _ = tick.tick() => {}
                     }
+                    if !connectivity.reachable() {
+                        continue;
+                    }
                     let (kafka, group, topics) = (kafka.clone(), group.clone(), topics.clone());
-                    match tokio::task::spawn_blocking(move || consumer_lag(&kafka, &group, &topics))
-                        .await
+                    let context = connectivity.context();
+                    match tokio::task::spawn_blocking(move || {
+                        consumer_lag(&kafka, &group, &topics, context)
+                    })
+                    .await
                     {
                         Ok(Ok(lag)) => *state.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag,
                         Ok(Err(err)) => warn!(error = %err, "cannot read the consumer lag"),
@@ -265,9 +374,20 @@ impl LiveService {
                     .await
             })
         };
-        tokio::time::timeout(Duration::from_secs(60), runner.ready())
+        // Not an error: live mode keeps waiting (cases show DOWN, /readyz says why) and
+        // `--for` still counts. One line says what to check.
+        if tokio::time::timeout(STARTUP_REPORT_AFTER, runner.ready())
             .await
-            .map_err(|_| anyhow::anyhow!("the runner did not get partitions within 60 s: is the broker reachable and are the topics there?"))?;
+            .is_err()
+            && runner.connectivity().reachable()
+        {
+            warn!(
+                "the runner holds no partitions of {} after {} s (group {}): {BROKERS_HINT}, and that the LiveCheck topics exist; livecheck keeps waiting",
+                client.topics().tests,
+                STARTUP_REPORT_AFTER.as_secs(),
+                config.group_id
+            );
+        }
         info!(profile = %config.profile, group = %config.group_id, %http_addr, "livecheck running");
         Ok(Self {
             state,
@@ -304,13 +424,12 @@ fn consumer_lag(
     kafka: &KafkaConfig,
     group: &str,
     topics: &[String],
+    context: ConnectivityContext,
 ) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(5);
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<ConnectivityContext> = kafka
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-        .create()?;
+        .create_with_context(context)?;
     let mut list = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -331,6 +450,160 @@ fn consumer_lag(
         lag.push((e.topic().to_owned(), e.partition(), (high - from).max(0)));
     }
     Ok(lag)
+}
+
+/// Asks for the tests topic's metadata every second: an answer marks Kafka reachable, two
+/// failures in a row unreachable.
+async fn probe_kafka(
+    kafka: KafkaConfig,
+    topic: String,
+    connectivity: Connectivity,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let consumer: BaseConsumer<ConnectivityContext> = match kafka
+        .client_config(&[("group.id", "livecheck-probe")])
+        .create_with_context(connectivity.context())
+    {
+        Ok(c) => c,
+        Err(err) => {
+            warn!(error = %err, "cannot create the Kafka connectivity probe");
+            return;
+        }
+    };
+    let consumer = Arc::new(consumer);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let (c, t) = (consumer.clone(), topic.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            let answer = c.fetch_metadata(Some(&t), Duration::from_secs(2)).map(drop);
+            // Serves the client's error callbacks.
+            let _ = c.poll(Duration::ZERO);
+            answer
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                failures = 0;
+                connectivity.mark_reachable();
+            }
+            Ok(Err(err)) => {
+                failures += 1;
+                if failures >= 2 {
+                    connectivity.mark_unreachable(&format!("metadata request failed: {err}"));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The group's voice: reads every partition of the reports topic (assigned, not as a group
+/// member; from [`VOICE_LOOK_BACK`] records before the end) and feeds the health monitor:
+/// run reports as input, suite-state records as what the group has announced.
+async fn follow_reports(
+    kafka: KafkaConfig,
+    topic: String,
+    health: Arc<HealthMonitor>,
+    connectivity: Connectivity,
+) {
+    let consumer: StreamConsumer<ConnectivityContext> = match kafka
+        .client_config(&[
+            (
+                "group.id",
+                &format!("livecheck-voice-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "100"),
+        ])
+        .create_with_context(connectivity.context())
+    {
+        Ok(c) => c,
+        Err(err) => {
+            warn!(error = %err, "cannot create the reports reader: suite health is decided from this instance's runs only");
+            return;
+        }
+    };
+    let consumer = Arc::new(consumer);
+    let mut attempt = 0u32;
+    loop {
+        let (c, t) = (consumer.clone(), topic.clone());
+        let assigned = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let metadata = c.fetch_metadata(Some(&t), timeout)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .first()
+                .map(|m| m.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            let mut list = TopicPartitionList::new();
+            for p in &partitions {
+                let (low, high) = c.fetch_watermarks(&t, *p, timeout)?;
+                list.add_partition_offset(
+                    &t,
+                    *p,
+                    Offset::Offset((high - VOICE_LOOK_BACK).max(low)),
+                )?;
+            }
+            c.assign(&list)?;
+            Ok::<_, rdkafka::error::KafkaError>(partitions.len())
+        })
+        .await;
+        attempt += 1;
+        match assigned {
+            Ok(Ok(n)) if n > 0 => {
+                info!(partitions = n, %topic, "following the whole reports topic: suite health and alerts speak for the group");
+                break;
+            }
+            Ok(Ok(_)) => warn!(%topic, "the reports topic has no partitions; retrying"),
+            Ok(Err(err)) if attempt == 1 => {
+                warn!(error = %err, %topic, "cannot read the reports topic yet; retrying")
+            }
+            Ok(Err(err)) => debug!(error = %err, %topic, "cannot read the reports topic yet"),
+            Err(_) => return,
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    loop {
+        let msg = match consumer.recv().await {
+            Ok(msg) => msg,
+            Err(err) => {
+                debug!(error = %err, "reports reader error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        connectivity.mark_reachable();
+        let Some(value) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
+            continue;
+        };
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some(SUITE_STATE) => {
+                let case = value.get("case").and_then(|c| c.as_str());
+                let to = value
+                    .get("to")
+                    .and_then(|t| serde_json::from_value::<Health>(t.clone()).ok());
+                if let (Some(case), Some(to)) = (case, to) {
+                    health.on_announced(case, to);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Ok(report) = serde_json::from_value::<Report>(value) {
+                    if health.is_voice() {
+                        health.on_report(&report);
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn synthetic_traffic(

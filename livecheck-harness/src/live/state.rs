@@ -9,7 +9,7 @@ use livecheck_core::{LiveCheck, Report, Runner, Verdict};
 use serde::Serialize;
 
 /// Suite state of a case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Health {
     /// Runs pass.
@@ -112,6 +112,37 @@ pub(crate) struct CaseState {
 /// Runs by test id, and their ids oldest first (to bound the map).
 type RecentRuns = (HashMap<String, Arc<Report>>, VecDeque<String>);
 
+/// Whether this instance speaks for the group and whether it is blind, as the health
+/// monitor decided.
+#[derive(Debug, Clone, Default)]
+struct GroupView {
+    voice: bool,
+    blind: Option<String>,
+}
+
+/// What LiveCheck knows about its own inputs: `/readyz`, `/api/status`, the page's banner.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputStatus {
+    /// Kafka reachable and partitions of the tests topic held.
+    pub ready: bool,
+    /// Why not ready.
+    pub reason: Option<String>,
+    /// Whether Kafka is reachable.
+    pub kafka_reachable: bool,
+    /// Since when it is not.
+    pub kafka_down_since: Option<DateTime<Utc>>,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Partitions of the tests topic held by this instance's runner.
+    pub assigned_partitions: usize,
+    /// Why every case shows DOWN (LiveCheck blind), if it does.
+    pub blind: Option<String>,
+    /// Whether this instance decides suite health for the group and sends the alerts.
+    pub voice: bool,
+    /// Who sends alerts, in words.
+    pub alerts: String,
+}
+
 /// Live state shared by the service, the health checks and the web surfaces.
 pub struct LiveState {
     pub(crate) cases: Mutex<HashMap<String, CaseState>>,
@@ -126,6 +157,7 @@ pub struct LiveState {
     pub transitions: Mutex<HashMap<Health, u64>>,
     /// When live mode started.
     pub started_at: DateTime<Utc>,
+    group: Mutex<GroupView>,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -182,6 +214,50 @@ impl LiveState {
             lag: Mutex::new(Vec::new()),
             transitions: Mutex::new(HashMap::new()),
             started_at: now,
+            group: Mutex::new(GroupView::default()),
+        }
+    }
+
+    pub(crate) fn set_voice(&self, voice: bool) {
+        self.group.lock().unwrap_or_else(|p| p.into_inner()).voice = voice;
+    }
+
+    pub(crate) fn set_blind(&self, blind: Option<String>) {
+        self.group.lock().unwrap_or_else(|p| p.into_inner()).blind = blind;
+    }
+
+    /// Readiness and what LiveCheck knows about its inputs now.
+    pub fn input_status(&self) -> InputStatus {
+        let group = self.group.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let connectivity = self.runner.connectivity();
+        let kafka_reachable = connectivity.reachable();
+        let assigned_partitions = self.runner.assigned_partitions();
+        let reason = if !kafka_reachable {
+            Some(connectivity.describe().unwrap_or_else(|| {
+                format!(
+                    "livecheck cannot reach Kafka (brokers {})",
+                    connectivity.brokers()
+                )
+            }))
+        } else if assigned_partitions == 0 {
+            Some("the runner holds no partitions".to_owned())
+        } else {
+            None
+        };
+        InputStatus {
+            ready: reason.is_none(),
+            reason,
+            kafka_reachable,
+            kafka_down_since: connectivity.down_since(),
+            brokers: connectivity.brokers().to_owned(),
+            assigned_partitions,
+            blind: group.blind,
+            voice: group.voice,
+            alerts: if group.voice {
+                "alerts are sent by this instance (it owns partition 0)".to_owned()
+            } else {
+                super::health::NOT_THE_VOICE.to_owned()
+            },
         }
     }
 

@@ -7,7 +7,9 @@
 //! | `GET /metrics` | Prometheus text exposition (format 0.0.4) |
 //! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot) |
 //! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run, or 404 `{"error": ...}` |
-//! | `GET /healthz` | `ok` |
+//! | `GET /api/status` | JSON [`InputStatus`](super::state::InputStatus): Kafka reachable, partitions held, blind, who alerts |
+//! | `GET /healthz` | liveness: `ok` while the process serves |
+//! | `GET /readyz` | readiness: 200 `ready` when Kafka is reachable and partitions are held, else 503 with a JSON reason |
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -25,8 +27,8 @@ use super::state::{Health, LiveState, LATENCY_BUCKETS, RUNS_KEPT};
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The page's content security policy: nothing is loaded from anywhere; the only request
-/// the page makes is its own `api/cases` poll.
+/// The page's content security policy: nothing is loaded from anywhere; the only requests
+/// the page makes are its own `api/cases` and `api/status` polls.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
@@ -38,7 +40,9 @@ pub fn router(state: Arc<LiveState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/cases", get(api_cases))
         .route("/api/runs/{id}", get(api_run))
+        .route("/api/status", get(api_status))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 
@@ -74,6 +78,29 @@ async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
 
 async fn api_cases(State(state): State<Arc<LiveState>>) -> Response {
     no_store(Json(state.cases()).into_response())
+}
+
+async fn api_status(State(state): State<Arc<LiveState>>) -> Response {
+    no_store(Json(state.input_status()).into_response())
+}
+
+async fn readyz(State(state): State<Arc<LiveState>>) -> Response {
+    let status = state.input_status();
+    let response = if status.ready {
+        "ready".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false,
+                "reason": status.reason,
+                "kafka_reachable": status.kafka_reachable,
+                "assigned_partitions": status.assigned_partitions,
+            })),
+        )
+            .into_response()
+    };
+    no_store(response)
 }
 
 async fn api_run(State(state): State<Arc<LiveState>>, Path(id): Path<String>) -> Response {
@@ -352,6 +379,75 @@ pub fn render_metrics(state: &LiveState) -> String {
         }
     }
 
+    let input = state.input_status();
+    family(
+        &mut out,
+        "livecheck_kafka_reachable",
+        "gauge",
+        "1 when LiveCheck's Kafka clients reach the brokers, 0 when they cannot.",
+    );
+    sample(
+        &mut out,
+        "livecheck_kafka_reachable",
+        &[],
+        u8::from(input.kafka_reachable),
+    );
+    family(
+        &mut out,
+        "livecheck_kafka_connectivity_transitions_total",
+        "counter",
+        "Changes between Kafka reachable and unreachable so far.",
+    );
+    sample(
+        &mut out,
+        "livecheck_kafka_connectivity_transitions_total",
+        &[],
+        state.runner.connectivity().transitions(),
+    );
+    family(
+        &mut out,
+        "livecheck_assigned_partitions",
+        "gauge",
+        "Partitions of the tests topic this instance's runner holds.",
+    );
+    sample(
+        &mut out,
+        "livecheck_assigned_partitions",
+        &[],
+        input.assigned_partitions,
+    );
+    family(
+        &mut out,
+        "livecheck_ready",
+        "gauge",
+        "1 when Kafka is reachable and partitions are held (as /readyz).",
+    );
+    sample(&mut out, "livecheck_ready", &[], u8::from(input.ready));
+    family(
+        &mut out,
+        "livecheck_blind",
+        "gauge",
+        "1 while every case shows DOWN because LiveCheck cannot see its inputs.",
+    );
+    sample(
+        &mut out,
+        "livecheck_blind",
+        &[],
+        u8::from(input.blind.is_some()),
+    );
+    family(
+        &mut out,
+        "livecheck_alert_voice",
+        "gauge",
+        "1 on the instance that decides suite health for the group and sends the alerts.",
+    );
+    sample(
+        &mut out,
+        "livecheck_alert_voice",
+        &[],
+        u8::from(input.voice),
+    );
+
     family(
         &mut out,
         "livecheck_start_time_seconds",
@@ -415,6 +511,12 @@ header.top h1 { font-size: 18px; margin: 0 8px 0 0; }
 .summary b { color: var(--fg); }
 #conn { margin-left: auto; color: var(--muted); font-size: 12px; }
 #conn[data-state="error"] { color: var(--fail); font-weight: 600; }
+.banner { margin: 0; padding: 8px 20px; font-weight: 600; border-bottom: 1px solid var(--line); }
+.banner[hidden] { display: none; }
+#stale { background: var(--fail); color: #fff; }
+#blind { background: var(--down); color: #fff; }
+#voice { background: var(--card); color: var(--muted); font-weight: 400; }
+body[data-stale="true"] main { opacity: .45; filter: grayscale(1); }
 main { padding: 16px 20px 40px; display: grid; gap: 16px; }
 .empty { color: var(--muted); }
 section.case { background: var(--card); border: 1px solid var(--line); border-left: 6px solid var(--skip);
@@ -480,6 +582,9 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
   </div>
   <span id="conn" data-state="init">loading…</span>
 </header>
+<p id="stale" class="banner" role="alert" hidden></p>
+<p id="blind" class="banner" role="alert" hidden></p>
+<p id="voice" class="banner" hidden></p>
 <main id="cases"></main>
 <noscript><p>This page needs JavaScript to render; the data is at <a href="api/cases">api/cases</a>.</p></noscript>
 <script type="application/json" id="initial-data">__LIVECHECK_INITIAL__</script>
@@ -665,20 +770,51 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
     c.textContent = text;
   }
 
+  var lastOk = Date.now();
+  function setStale(error) {
+    var banner = document.getElementById("stale");
+    if (error === null) {
+      lastOk = Date.now();
+      document.body.removeAttribute("data-stale");
+      banner.hidden = true;
+      banner.textContent = "";
+      return;
+    }
+    document.body.setAttribute("data-stale", "true");
+    banner.hidden = false;
+    banner.textContent = "STALE: this page cannot reach LiveCheck (" + error + "); the data below is from " +
+      new Date(lastOk).toLocaleTimeString([], { hour12: false }) + " (" +
+      Math.round((Date.now() - lastOk) / 1000) + " s ago) and may be wrong.";
+  }
+  function showStatus(st) {
+    var blind = document.getElementById("blind"), voice = document.getElementById("voice");
+    blind.hidden = !st.blind;
+    blind.textContent = st.blind ? "LiveCheck is blind: " + st.blind : "";
+    voice.hidden = !st.alerts;
+    voice.textContent = st.alerts ? st.alerts + (st.voice ? "" : "; this page shows this instance's runs only") : "";
+  }
+
   function poll() {
     var ctrl = typeof AbortController === "function" ? new AbortController() : null;
     var timer = setTimeout(function () { if (ctrl) ctrl.abort(); }, TIMEOUT_MS);
-    fetch("api/cases", { cache: "no-store", signal: ctrl ? ctrl.signal : undefined })
-      .then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      })
-      .then(function (cases) {
-        render(cases);
+    function get(path) {
+      return fetch(path, { cache: "no-store", signal: ctrl ? ctrl.signal : undefined })
+        .then(function (r) {
+          if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+          return r.json();
+        });
+    }
+    Promise.all([get("api/cases"), get("api/status")])
+      .then(function (both) {
+        render(both[0]);
+        showStatus(both[1] || {});
+        setStale(null);
         setConn("live", "live · updated " + new Date().toLocaleTimeString([], { hour12: false }));
       })
       .catch(function (e) {
-        setConn("error", "update failed (" + (e && e.message ? e.message : e) + "); retrying");
+        var why = e && e.message ? e.message : String(e);
+        setStale(why);
+        setConn("error", "update failed (" + why + "); retrying");
       })
       .then(function () {
         clearTimeout(timer);

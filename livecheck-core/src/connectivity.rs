@@ -1,0 +1,502 @@
+//! Whether LiveCheck can reach Kafka, as its own clients see it.
+//!
+//! A [`Connectivity`] is fed by librdkafka's client callbacks (global errors such as
+//! `AllBrokersDown`, and log lines) and by successes (a record received, a delivery
+//! acknowledged, a metadata probe answered). It answers [`Connectivity::reachable`] and
+//! [`Connectivity::down_since`], counts transitions, and logs for librdkafka: the first
+//! message of a kind is logged, repeats of it are summarised once per
+//! [`Connectivity::log_every`] with a count, so an unreachable broker is one clear line,
+//! not dozens a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use tracing::{debug, info, warn};
+
+/// How often repeats of one kind of librdkafka message are summarised by default.
+pub const DEFAULT_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Kinds of messages remembered by the rate limiter before it starts over.
+const MAX_KINDS: usize = 256;
+
+/// Broker connectivity as LiveCheck's clients see it. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Connectivity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    brokers: String,
+    hint: OnceLock<String>,
+    log_every: Duration,
+    reachable: AtomicBool,
+    transitions: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    down_since: Option<DateTime<Utc>>,
+    down_at: Option<Instant>,
+    reason: Option<String>,
+    limiter: RateLimiter,
+    /// The last outage that ended: its start and when Kafka was reachable again.
+    last_outage: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl std::fmt::Debug for Connectivity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connectivity")
+            .field("brokers", &self.inner.brokers)
+            .field("reachable", &self.reachable())
+            .field("transitions", &self.transitions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connectivity {
+    /// Connectivity to `brokers` (used in messages only), reachable until told otherwise.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self::with_log_every(brokers, DEFAULT_LOG_EVERY)
+    }
+
+    /// As [`Connectivity::new`], summarising repeated librdkafka messages every `log_every`.
+    pub fn with_log_every(brokers: impl Into<String>, log_every: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                brokers: brokers.into(),
+                hint: OnceLock::new(),
+                log_every,
+                reachable: AtomicBool::new(true),
+                transitions: AtomicU64::new(0),
+                state: Mutex::new(State::with_log_every(log_every)),
+            }),
+        }
+    }
+
+    /// Sets (once) what the "cannot reach Kafka" line tells the operator to check, e.g.
+    /// `check --brokers / LIVECHECK_BROKERS and the network`.
+    pub fn set_hint(&self, hint: impl Into<String>) {
+        let _ = self.inner.hint.set(hint.into());
+    }
+
+    /// The bootstrap servers this is about.
+    pub fn brokers(&self) -> &str {
+        &self.inner.brokers
+    }
+
+    /// How often repeats of a librdkafka message are summarised.
+    pub fn log_every(&self) -> Duration {
+        self.inner.log_every
+    }
+
+    /// Whether Kafka is reachable (not known to be down).
+    pub fn reachable(&self) -> bool {
+        self.inner.reachable.load(Ordering::Acquire)
+    }
+
+    /// Since when Kafka is unreachable (`None` while reachable).
+    pub fn down_since(&self) -> Option<DateTime<Utc>> {
+        self.lock().down_since
+    }
+
+    /// The outage going on (its start, `None`) or else the last one that ended (its start
+    /// and end): what producers held back during it may still come.
+    pub fn outage(&self) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let state = self.lock();
+        match state.down_since {
+            Some(since) => Some((since, None)),
+            None => state.last_outage.map(|(since, until)| (since, Some(until))),
+        }
+    }
+
+    /// For how long Kafka has been unreachable (`None` while reachable).
+    pub fn down_for(&self) -> Option<Duration> {
+        self.lock().down_at.map(|at| at.elapsed())
+    }
+
+    /// The error that made Kafka unreachable (`None` while reachable).
+    pub fn reason(&self) -> Option<String> {
+        self.lock().reason.clone()
+    }
+
+    /// Reachable ↔ unreachable transitions so far.
+    pub fn transitions(&self) -> u64 {
+        self.inner.transitions.load(Ordering::Relaxed)
+    }
+
+    /// `livecheck cannot reach Kafka (brokers …) since …` while unreachable.
+    pub fn describe(&self) -> Option<String> {
+        let state = self.lock();
+        let since = state.down_since?;
+        Some(format!(
+            "livecheck cannot reach Kafka (brokers {}) since {}{}",
+            self.inner.brokers,
+            crate::headers::format_time(since),
+            state
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// A success: a record received, a delivery acknowledged, a probe answered. Cheap when
+    /// already reachable (one atomic load).
+    pub fn mark_reachable(&self) {
+        if self.reachable() {
+            return;
+        }
+        let mut state = self.lock();
+        if self.inner.reachable.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.transitions.fetch_add(1, Ordering::Relaxed);
+        let down_for = state.down_at.map(|at| at.elapsed()).unwrap_or_default();
+        let suppressed = state.limiter.suppressed();
+        if let Some(since) = state.down_since {
+            state.last_outage = Some((since, Utc::now()));
+        }
+        state.down_since = None;
+        state.down_at = None;
+        state.reason = None;
+        state.limiter = RateLimiter::with_every(self.inner.log_every);
+        drop(state);
+        info!(
+            brokers = %self.inner.brokers,
+            suppressed_client_messages = suppressed,
+            "Kafka is reachable again after {:.1} s",
+            down_for.as_secs_f64()
+        );
+    }
+
+    /// A failure that means no broker can be reached (all brokers down, a probe failed).
+    /// The first one logs one line that says what to check; the others are counted.
+    pub fn mark_unreachable(&self, reason: &str) {
+        let mut state = self.lock();
+        if !self.inner.reachable.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.transitions.fetch_add(1, Ordering::Relaxed);
+        state.down_since = Some(Utc::now());
+        state.down_at = Some(Instant::now());
+        state.reason = Some(reason.to_owned());
+        drop(state);
+        let hint = self.inner.hint.get().map_or(
+            "check the bootstrap servers and the network",
+            String::as_str,
+        );
+        warn!(
+            "livecheck cannot reach Kafka at {} ({reason}): {hint}; retrying, and repeated client errors are summarised every {} s",
+            self.inner.brokers,
+            self.inner.log_every.as_secs()
+        );
+    }
+
+    /// Feeds a librdkafka global error (`ClientContext::error`).
+    pub fn on_error(&self, error: &KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.mark_unreachable(reason);
+            // Counted with the other repeats, not logged again.
+            let _ = self
+                .lock()
+                .limiter
+                .check("all brokers down", Instant::now());
+            return;
+        }
+        let kind = format!("error {}", normalize(&format!("{error}: {reason}")));
+        if let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) {
+            // One broker's transport failure is routine (the outage line covers all down).
+            if code == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+                info!(target: "librdkafka", repeats, "Kafka client error: {error}: {reason}");
+            } else {
+                warn!(target: "librdkafka", repeats, "Kafka client error: {error}: {reason}");
+            }
+        }
+    }
+
+    /// Feeds an error a client returned (e.g. a consumer's `recv`), rate-limited per kind;
+    /// `AllBrokersDown` marks Kafka unreachable.
+    pub fn on_client_error(&self, what: &str, error: &KafkaError) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.mark_unreachable("all broker connections are down");
+        }
+        let kind = format!("client {what} {}", normalize(&error.to_string()));
+        if let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) {
+            if matches!(
+                code,
+                Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+            ) {
+                info!(repeats, error = %error, "{what}");
+            } else {
+                warn!(repeats, error = %error, "{what}");
+            }
+        }
+    }
+
+    /// Feeds a librdkafka log line (`ClientContext::log`), rate-limited per kind.
+    pub fn on_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if matches!(level, RDKafkaLogLevel::Debug) {
+            debug!(target: "librdkafka", "{fac} {message}");
+            return;
+        }
+        let kind = format!("log {fac} {}", normalize(message));
+        let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) else {
+            return;
+        };
+        match level {
+            // Connection failures: routine per broker; the outage line covers all down.
+            _ if fac == "FAIL" => info!(target: "librdkafka", repeats, "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", repeats, "{fac} {message}")
+            }
+            _ => warn!(target: "librdkafka", repeats, "{fac} {message}"),
+        }
+    }
+
+    /// A client context that feeds this connectivity (for consumers made outside the
+    /// runner: probes, lag readers).
+    pub fn context(&self) -> ConnectivityContext {
+        ConnectivityContext {
+            connectivity: self.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A librdkafka client context that feeds a [`Connectivity`] (errors and log lines).
+#[derive(Debug, Clone)]
+pub struct ConnectivityContext {
+    connectivity: Connectivity,
+}
+
+impl ConnectivityContext {
+    /// The connectivity it feeds.
+    pub fn connectivity(&self) -> &Connectivity {
+        &self.connectivity
+    }
+}
+
+impl ClientContext for ConnectivityContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity.on_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for ConnectivityContext {}
+
+/// A message with its digits folded, so that `after 0ms` and `after 12ms`, or two ports of
+/// one host, are one kind.
+fn normalize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_number = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('#');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out.replace(", # identical error(s) suppressed", "")
+}
+
+/// The first message of a kind passes; repeats within `every` are counted and the next
+/// one after `every` passes with the count.
+#[derive(Debug)]
+struct RateLimiter {
+    every: Duration,
+    kinds: HashMap<String, Repeats>,
+}
+
+#[derive(Debug)]
+struct Repeats {
+    last_logged: Instant,
+    suppressed: u64,
+}
+
+impl RateLimiter {
+    fn with_every(every: Duration) -> Self {
+        Self {
+            every,
+            kinds: HashMap::new(),
+        }
+    }
+
+    /// `Some(repeats suppressed since the last one logged)` when this one is to be logged.
+    fn check(&mut self, kind: &str, now: Instant) -> Option<u64> {
+        let every = self.every;
+        if let Some(r) = self.kinds.get_mut(kind) {
+            if now.saturating_duration_since(r.last_logged) < every {
+                r.suppressed += 1;
+                return None;
+            }
+            let repeats = r.suppressed;
+            r.last_logged = now;
+            r.suppressed = 0;
+            return Some(repeats);
+        }
+        if self.kinds.len() >= MAX_KINDS {
+            self.kinds.clear();
+        }
+        self.kinds.insert(
+            kind.to_owned(),
+            Repeats {
+                last_logged: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
+    }
+
+    /// Messages suppressed and not summarised yet.
+    fn suppressed(&self) -> u64 {
+        self.kinds.values().map(|r| r.suppressed).sum()
+    }
+}
+
+impl State {
+    fn with_log_every(every: Duration) -> Self {
+        Self {
+            down_since: None,
+            down_at: None,
+            reason: None,
+            limiter: RateLimiter::with_every(every),
+            last_outage: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connectivity() -> Connectivity {
+        Connectivity::with_log_every("127.0.0.1:9", Duration::from_secs(30))
+    }
+
+    #[test]
+    fn transitions_are_counted_once_per_change() {
+        let c = connectivity();
+        assert!(c.reachable());
+        assert_eq!((c.down_since(), c.transitions()), (None, 0));
+        c.mark_reachable();
+        assert_eq!(
+            c.transitions(),
+            0,
+            "a success while reachable is no transition"
+        );
+
+        c.mark_unreachable("1/1 brokers are down");
+        assert!(!c.reachable());
+        let since = c.down_since().expect("down since");
+        c.mark_unreachable("still down");
+        assert_eq!(c.transitions(), 1);
+        assert_eq!(c.down_since(), Some(since), "the outage keeps its start");
+        assert_eq!(c.reason().as_deref(), Some("1/1 brokers are down"));
+        let text = c.describe().expect("a description while down");
+        assert!(
+            text.starts_with("livecheck cannot reach Kafka (brokers 127.0.0.1:9) since "),
+            "{text}"
+        );
+
+        assert_eq!(c.outage(), Some((since, None)));
+        c.mark_reachable();
+        assert!(c.reachable());
+        assert_eq!(
+            (c.down_since(), c.reason(), c.describe()),
+            (None, None, None)
+        );
+        assert!(
+            matches!(c.outage(), Some((s, Some(until))) if s == since && until >= since),
+            "the ended outage is remembered"
+        );
+        assert_eq!(c.transitions(), 2);
+        assert!(c.clone().reachable(), "clones share the state");
+    }
+
+    #[test]
+    fn all_brokers_down_makes_it_unreachable_and_other_errors_do_not() {
+        let c = connectivity();
+        c.on_error(
+            &KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "127.0.0.1:9/1: Connect failed",
+        );
+        assert!(
+            c.reachable(),
+            "one broker's transport error is not an outage"
+        );
+        c.on_error(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(!c.reachable());
+        assert_eq!(c.transitions(), 1);
+        c.context().connectivity().mark_reachable();
+        assert!(c.reachable());
+    }
+
+    #[test]
+    fn repeats_are_summarised_once_per_period_with_a_count() {
+        let mut limiter = RateLimiter::with_every(Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert_eq!(limiter.check("FAIL connect refused", t0), Some(0));
+        for i in 1..=25 {
+            let at = t0 + Duration::from_millis(40 * i);
+            assert_eq!(
+                limiter.check("FAIL connect refused", at),
+                None,
+                "repeat {i}"
+            );
+        }
+        assert_eq!(
+            limiter.check("other", t0 + Duration::from_secs(1)),
+            Some(0),
+            "another kind is logged at once"
+        );
+        assert_eq!(limiter.suppressed(), 25);
+        assert_eq!(
+            limiter.check("FAIL connect refused", t0 + Duration::from_secs(30)),
+            Some(25),
+            "after the period: logged with the count of repeats"
+        );
+        assert_eq!(
+            limiter.check("FAIL connect refused", t0 + Duration::from_secs(31)),
+            None
+        );
+    }
+
+    #[test]
+    fn numbers_do_not_make_new_kinds() {
+        assert_eq!(
+            normalize("Connect to ipv4#127.0.0.1:40123 failed (after 0ms in state CONNECT)"),
+            normalize("Connect to ipv4#127.0.0.1:40123 failed (after 12ms in state CONNECT, 3 identical error(s) suppressed)")
+        );
+        let c = connectivity();
+        let now = Instant::now();
+        let mut state = c.lock();
+        let a = format!("log FAIL {}", normalize("after 1ms"));
+        let b = format!("log FAIL {}", normalize("after 250ms"));
+        assert_eq!(state.limiter.check(&a, now), Some(0));
+        assert_eq!(state.limiter.check(&b, now), None);
+    }
+}
