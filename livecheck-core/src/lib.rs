@@ -51,8 +51,12 @@
 //! record with [`LiveCheck::verify_context`].
 //!
 //! ## Known limitations
-//! - In-flight runs live in memory: a runner restart loses them (their signals are re-read
-//!   only if offsets were not committed).
+//! - In-flight runs live in memory: after a restart or a rebalance they are run again from
+//!   their records (every signal the log holds for them; decided tests are not run again),
+//!   so a check with side effects (an HTTP call in its expectations) may repeat them.
+//! - Event time comes from the producers' clocks (record timestamps): skew between two
+//!   services' clocks shifts which of their steps count as late by as much.
+//!   [`RunnerConfig::clock_slack`] only delays declaring a step missing.
 //! - Without [`signing::SigningKeys`] (the demo's setting), every well-formed test context
 //!   that comes in is trusted: anyone who can reach a service can send a request down its
 //!   test path, bypass sampling and choose the test id. Configure keys

@@ -458,20 +458,23 @@ impl Runner {
         let consumer = consumer.clone();
         let topics = self.inner.client.topics().clone();
         let counts = tokio::task::spawn_blocking(move || {
-            topics
-                .all()
-                .iter()
-                .map(|topic| {
-                    consumer
-                        .fetch_metadata(Some(topic), Duration::from_secs(10))
-                        .map(|m| {
-                            (
-                                topic.to_string(),
-                                m.topics().first().map_or(0, |t| t.partitions().len()),
-                            )
+            // One request for every topic: a broker that does not answer costs 5 s, once.
+            consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|m| {
+                    topics
+                        .all()
+                        .iter()
+                        .map(|name| {
+                            let partitions = m
+                                .topics()
+                                .iter()
+                                .find(|t| t.name() == *name)
+                                .map_or(0, |t| t.partitions().len());
+                            (name.to_string(), partitions)
                         })
+                        .collect::<Vec<_>>()
                 })
-                .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))?;

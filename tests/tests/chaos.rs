@@ -32,7 +32,7 @@ struct World {
     client: LiveCheck,
     reports: Reports,
     logs: PathBuf,
-    _broker: EmbeddedBroker,
+    broker: EmbeddedBroker,
 }
 
 impl World {
@@ -51,7 +51,7 @@ impl World {
             client,
             reports,
             logs,
-            _broker: broker,
+            broker,
         }
     }
 
@@ -351,6 +351,38 @@ async fn runners_joining_leaving_and_crashing_lose_nothing_and_never_conflict() 
          ({:.2} % over 3 rebalances), all verdicts {:.1} s after the last test",
         tests.len(),
         100.0 * duplicated as f64 / tests.len() as f64,
+        waited.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_sent_in_time_during_a_broker_outage_are_in_time_and_late_ones_are_late() {
+    let w = World::new().await;
+    let runner = w.runner("g", "runner");
+    w.warm_up(1_000_000, &[&runner]).await;
+    let mut tests = Vec::new();
+    for n in 0..200 {
+        tests.push(w.start(n).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.broker.set_brokers_down(true).unwrap();
+    let down = Instant::now();
+    // The services send while no broker answers: their producers hold the records, with
+    // the timestamps of when they were sent.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.send_b(&tests, false).await;
+    tokio::time::sleep(chaos::TIMEOUT + Duration::from_millis(1000)).await;
+    w.send_b(&tests, true).await;
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(down.elapsed())).await;
+    w.broker.set_brokers_down(false).unwrap();
+    let back = Instant::now();
+    let waited = w.all_reported(&tests, Duration::from_secs(90)).await;
+    let duplicated = w.check(&tests, &[&runner]);
+    println!(
+        "brokers down {:.1} s: {} tests with steps sent during the outage, each its one true \
+         verdict; {duplicated} reported twice; all verdicts {:.1} s after the brokers were back",
+        (back - down).as_secs_f64(),
+        tests.len(),
         waited.as_secs_f64()
     );
 }

@@ -1,12 +1,14 @@
 //! Live mode end to end on the embedded broker: sampled traffic, suite health and alerts,
 //! several runners in one group, and a restart mid-stream.
 
+mod support;
+
+use support::{eventually, webhook};
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
-use axum::{Json, Router};
 use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
 use livecheck_core::{Case, EmbeddedBroker, KafkaConfig, Report, Verdict};
 use livecheck_harness::live::config::{LiveArgs, LiveConfig};
@@ -141,17 +143,6 @@ impl World {
     }
 }
 
-async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn total_runs(service: &LiveService) -> u64 {
     service
         .state
@@ -163,26 +154,6 @@ fn total_runs(service: &LiveService) -> u64 {
 
 fn health(service: &LiveService) -> Health {
     service.state.cases()[0].health
-}
-
-/// Collects the alert webhook's POSTs.
-async fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let r = received.clone();
-    let app = Router::new().route(
-        "/alerts",
-        post(move |Json(body): Json<serde_json::Value>| {
-            let r = r.clone();
-            async move {
-                r.lock().unwrap().push(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
 }
 
 fn cases() -> Vec<Case> {

@@ -104,6 +104,9 @@ struct Monitor {
     quiet_until: Option<DateTime<Utc>>,
     /// The last state the group announced per case, as read on the reports topic.
     announced: HashMap<String, Health>,
+    /// The end of an outage whose start was announced, while this instance could not speak
+    /// (warming up as the voice again after a rebalance): announced once it can.
+    pending_recovery: Option<Transition>,
 }
 
 /// Decides transitions; sends them to the alert queue when this instance speaks for the
@@ -132,6 +135,7 @@ impl HealthMonitor {
             voice: true,
             quiet_until: None,
             announced: HashMap::new(),
+            pending_recovery: None,
         };
         state.set_voice(true);
         Self {
@@ -290,7 +294,8 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
-                let alerted = self.emit(&mut m, t);
+                // A recovery the group has not heard yet: for it the outage goes on.
+                let alerted = m.pending_recovery.take().is_some() || self.emit(&mut m, t);
                 if let Some(b) = &mut m.blind {
                     b.alerted = alerted;
                 }
@@ -347,7 +352,9 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
-                let _ = self.emit(&mut m, t);
+                if !self.emit(&mut m, t.clone()) && b.alerted && m.voice {
+                    m.pending_recovery = Some(t);
+                }
             }
         }
     }
@@ -406,6 +413,10 @@ impl HealthMonitor {
                 if let Some(b) = &mut m.blind {
                     b.alerted = alerted;
                 }
+            }
+            // The end of an announced outage that came during the warm-up.
+            if let Some(t) = m.pending_recovery.take() {
+                let _ = self.emit(&mut m, t);
             }
             for (case, heard, _, reason) in differing {
                 let to = self
@@ -764,5 +775,27 @@ mod tests {
         assert_eq!(sent(&mut rx), [(B.into(), Health::Ok, Health::Fail)]);
         m.tick_at(Utc::now() + secs(12));
         assert!(sent(&mut rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_outage_announced_before_the_voice_moved_back_is_ended_after_the_warm_up() {
+        let (m, mut rx) = monitor(2);
+        let t0 = Utc::now();
+        m.set_blind_at(Some("livecheck cannot reach Kafka".into()), t0);
+        assert_eq!(sent(&mut rx), [("*".into(), Health::Ok, Health::Down)]);
+        // The outage cost the group session: partition 0 goes and comes back.
+        m.set_voice(false);
+        m.set_voice(true);
+        m.set_blind_at(None, t0 + secs(20));
+        m.set_blind_at(None, t0 + secs(23));
+        assert!(sent(&mut rx).is_empty(), "warming up");
+        m.tick_at(Utc::now() + secs(11));
+        assert_eq!(sent(&mut rx), [("*".into(), Health::Down, Health::Ok)]);
+        // A new outage then is announced again, once.
+        m.set_blind_at(
+            Some("livecheck cannot reach Kafka".into()),
+            Utc::now() + secs(12),
+        );
+        assert_eq!(sent(&mut rx), [("*".into(), Health::Ok, Health::Down)]);
     }
 }
