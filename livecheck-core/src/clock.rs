@@ -32,6 +32,8 @@ struct PartitionClock {
     max_ts: Option<DateTime<Utc>>,
     /// When the consumer was last seen caught up with the partition.
     caught_up_at: Option<DateTime<Utc>>,
+    /// The offset after the last record read (or where reading starts).
+    read_to: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -74,11 +76,23 @@ impl Clocks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A record with timestamp `ts` was read from `partition`.
-    pub(crate) fn record(&self, partition: i32, ts: Option<DateTime<Utc>>) {
+    /// Reading `partition` starts at `offset`: its clock starts again.
+    pub(crate) fn assigned(&self, partition: i32, offset: i64) {
+        self.lock().partitions.insert(
+            partition,
+            PartitionClock {
+                read_to: Some(offset),
+                ..PartitionClock::default()
+            },
+        );
+    }
+
+    /// The record at `offset`, with timestamp `ts`, was read from `partition`.
+    pub(crate) fn record(&self, partition: i32, offset: i64, ts: Option<DateTime<Utc>>) {
+        let mut state = self.lock();
+        let clock = state.partitions.entry(partition).or_default();
+        clock.read_to = Some(clock.read_to.map_or(offset + 1, |r| r.max(offset + 1)));
         if let Some(ts) = ts {
-            let mut state = self.lock();
-            let clock = state.partitions.entry(partition).or_default();
             clock.max_ts = Some(clock.max_ts.map_or(ts, |m| m.max(ts)));
         }
     }
@@ -104,26 +118,25 @@ impl Clocks {
         let leaders_up: Vec<i32> = stats
             .brokers
             .values()
-            .filter(|b| b.state == "UP")
+            .filter(|b| b.nodeid >= 0 && b.state == "UP")
             .map(|b| b.nodeid)
             .collect();
         let as_of = now - self.fetch_staleness;
         let mut state = self.lock();
         for (partition, p) in &t.partitions {
-            if *partition < 0 || p.fetch_state != "active" || !leaders_up.contains(&p.leader) {
+            if *partition < 0
+                || p.leader < 0
+                || p.fetch_state != "active"
+                || !leaders_up.contains(&p.leader)
+            {
                 continue;
             }
-            // Handed to the runner up to: the application offset, or (nothing handed yet)
-            // the fetch position when nothing waits in the fetch queue.
-            let read_to = if p.app_offset >= 0 {
-                p.app_offset
-            } else if p.fetchq_cnt == 0 {
-                p.next_offset
-            } else {
+            // Read up to: what the runner handed over itself (librdkafka's own counters of
+            // the forwarded queue cover every partition at once).
+            let Some(clock) = state.partitions.get_mut(partition) else {
                 continue;
             };
-            if p.hi_offset >= 0 && read_to >= p.hi_offset {
-                let clock = state.partitions.entry(*partition).or_default();
+            if p.hi_offset >= 0 && clock.read_to.is_some_and(|r| r >= p.hi_offset) {
                 clock.caught_up_at = Some(clock.caught_up_at.map_or(as_of, |c| c.max(as_of)));
             }
         }
@@ -202,8 +215,8 @@ mod tests {
     #[test]
     fn records_move_the_clock_less_the_slack() {
         let c = clocks();
-        c.record(0, Some(at(1000)));
-        c.record(0, Some(at(500)));
+        c.record(0, 0, Some(at(1000)));
+        c.record(0, 1, Some(at(500)));
         assert_eq!(c.now(0, at(9000)), Some(at(900)));
         assert_eq!(c.now(1, at(9000)), None, "partitions are separate");
     }
@@ -211,7 +224,7 @@ mod tests {
     #[test]
     fn caught_up_follows_the_wall_clock() {
         let c = clocks();
-        c.record(0, Some(at(1000)));
+        c.record(0, 0, Some(at(1000)));
         c.caught_up(0, at(5000));
         assert_eq!(c.now(0, at(6000)), Some(at(4900)));
     }
@@ -221,6 +234,7 @@ mod tests {
         let clock = PartitionClock {
             max_ts: Some(at(6000)),
             caught_up_at: Some(at(5000)),
+            read_to: None,
         };
         let during = Some((at(2000), None));
         assert_eq!(
@@ -247,7 +261,7 @@ mod tests {
     #[test]
     fn a_reset_partition_starts_again() {
         let c = clocks();
-        c.record(0, Some(at(1000)));
+        c.record(0, 0, Some(at(1000)));
         c.reset(0);
         assert_eq!(c.now(0, at(2000)), None);
     }

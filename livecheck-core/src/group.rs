@@ -50,16 +50,20 @@ pub(crate) struct HeldRecord {
 
 #[derive(Debug)]
 pub(crate) enum PartitionState {
-    /// Assigned and paused; its restore is under way.
-    Restoring(Vec<HeldRecord>),
+    /// Assigned and paused; its restore is under way. `epoch` tells this assignment from
+    /// an earlier one of the same partition (a restore of that one must not be applied).
+    Restoring { epoch: u64, held: Vec<HeldRecord> },
     /// Restored: its records are handled.
     Active,
 }
 
+/// A partition and the epoch of its assignment.
+pub(crate) type Assignment = (i32, u64);
+
 /// What the rebalance callbacks tell the runner loop.
 #[derive(Debug)]
 pub(crate) enum GroupEvent {
-    Assigned(Vec<i32>),
+    Assigned(Vec<Assignment>),
     Revoked(Vec<i32>),
 }
 
@@ -69,6 +73,7 @@ pub(crate) struct Ownership {
     pub(crate) partitions: Mutex<HashMap<i32, PartitionState>>,
     pub(crate) assigned: AtomicUsize,
     pub(crate) owns_first: AtomicBool,
+    epochs: std::sync::atomic::AtomicU64,
 }
 
 impl Ownership {
@@ -169,23 +174,27 @@ impl ConsumerContext for RunnerContext {
                 if let Err(err) = consumer.pause(list) {
                     warn!(error = %err, "could not pause newly assigned partitions; their first records wait in memory until they are restored");
                 }
+                let mut assignments = Vec::new();
                 {
                     let mut partitions = self.ownership.lock();
                     for p in &assigned {
-                        if partitions
-                            .insert(*p, PartitionState::Restoring(Vec::new()))
-                            .is_none()
-                        {
+                        let epoch = self.ownership.epochs.fetch_add(1, Ordering::Relaxed);
+                        let restoring = PartitionState::Restoring {
+                            epoch,
+                            held: Vec::new(),
+                        };
+                        if partitions.insert(*p, restoring).is_none() {
                             self.ownership.assigned.fetch_add(1, Ordering::Relaxed);
                         }
                         if *p == 0 {
                             self.ownership.owns_first.store(true, Ordering::Relaxed);
                         }
+                        assignments.push((*p, epoch));
                     }
                 }
                 self.connectivity.mark_reachable();
                 info!(partitions = ?assigned, "runner assigned partitions; restoring them");
-                let _ = self.events.send(GroupEvent::Assigned(assigned));
+                let _ = self.events.send(GroupEvent::Assigned(assignments));
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => warn!(error = %err, "runner rebalance error"),
@@ -211,8 +220,8 @@ pub(crate) struct Restored {
     /// Where the tests and signals are read from; `reports` is where the reports
     /// partition ended when it was read.
     pub(crate) resume: Resume,
-    /// Tests decided by earlier owners, not to run again.
-    pub(crate) decided: Vec<String>,
+    /// Tests decided by earlier owners, not to run again, with their reports' offsets.
+    pub(crate) decided: HashMap<String, i64>,
 }
 
 /// Only what identifies a report; other records of the reports topic (suite state) have
@@ -309,15 +318,17 @@ pub(crate) fn restore<C: ConsumerContext>(
                 reports: high,
                 ..resume
             },
-            decided: Vec::new(),
+            decided: HashMap::new(),
         });
     }
     let mut read = 0usize;
     if !ends.is_empty() {
         scan.assign(&scan_from)?;
-        let mut decided: HashMap<i32, Vec<String>> = HashMap::new();
+        let mut decided: HashMap<i32, HashMap<String, i64>> = HashMap::new();
+        // A deadline on progress, not on the whole scan: a long scan that moves is fine.
+        let mut progress = Instant::now();
         while !ends.is_empty() {
-            if started.elapsed() > timeout {
+            if progress.elapsed() > timeout {
                 return Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::OperationTimedOut,
                 ));
@@ -325,16 +336,27 @@ pub(crate) fn restore<C: ConsumerContext>(
             match scan.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
                     read += 1;
+                    progress = Instant::now();
                     let p = msg.partition();
                     if let Some(id) = msg.payload().and_then(decided_test) {
-                        decided.entry(p).or_default().push(id);
+                        decided.entry(p).or_default().insert(id, msg.offset());
                     }
                     if ends.get(&p).is_some_and(|end| msg.offset() + 1 >= *end) {
                         ends.remove(&p);
                     }
                 }
                 Some(Err(err)) => return Err(err),
-                None => {}
+                None => {
+                    // The end may be a record never delivered (a transaction marker, a
+                    // compacted gap): the position says.
+                    let position = scan.position()?;
+                    ends.retain(|p, end| {
+                        !matches!(
+                            position.find_partition(&topics.reports, *p).map(|e| e.offset()),
+                            Some(Offset::Offset(at)) if at >= *end
+                        )
+                    });
+                }
             }
         }
         for r in &mut restored {

@@ -44,7 +44,7 @@ impl Resume {
     /// Reads the signals and reports positions back from commit metadata written by
     /// [`Resume::metadata`]; `None` for metadata this runner did not write.
     pub(crate) fn parse_metadata(tests: i64, metadata: &str) -> Option<Self> {
-        let rest = metadata.strip_prefix(METADATA_PREFIX)?;
+        let rest = metadata.strip_prefix(METADATA_PREFIX)?.strip_prefix(' ')?;
         let (mut signals, mut reports) = (None, None);
         for field in rest.split_whitespace() {
             match field.split_once('=') {
@@ -87,11 +87,16 @@ struct PartitionLedger {
     reports_next: i64,
     /// What was last committed (to skip commits that change nothing).
     committed: Option<Resume>,
+    /// Tests an earlier owner decided, found on the reports topic when the partition was
+    /// restored: their reports' offsets, pinned like this owner's own decisions until their
+    /// test records are committable.
+    restored: HashMap<String, i64>,
 }
 
 impl PartitionLedger {
-    fn new(from: Resume) -> Self {
+    fn new(from: Resume, restored: HashMap<String, i64>) -> Self {
         Self {
+            restored,
             tests_pending: BTreeSet::new(),
             tests_next: from.tests,
             signals_pending: BTreeSet::new(),
@@ -157,10 +162,26 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Starts tracking `partition` from what was committed (or the topics' starts).
-    pub(crate) fn open(&mut self, partition: i32, from: Resume) {
+    /// Starts tracking `partition` from what was committed (or the topics' starts), with
+    /// the tests decided by earlier owners (test id → report offset).
+    pub(crate) fn open(&mut self, partition: i32, from: Resume, restored: HashMap<String, i64>) {
         self.partitions
-            .insert(partition, PartitionLedger::new(from));
+            .insert(partition, PartitionLedger::new(from, restored));
+    }
+
+    /// A test record of a test decided by an earlier owner: it stays pinned by its report
+    /// (a later owner must find that report too) until it is committable. Whether the test
+    /// was one of those; if not, the caller decides what the record needs.
+    pub(crate) fn decided_before(&mut self, partition: i32, offset: i64, test_id: &str) -> bool {
+        let Some(report) = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(|p| p.restored.remove(test_id))
+        else {
+            return false;
+        };
+        self.decided(partition, offset, [], Some(report));
+        true
     }
 
     /// Stops tracking `partition` (revoked): whatever it held is the next owner's.
@@ -306,7 +327,7 @@ mod tests {
 
     fn ledger() -> Ledger {
         let mut l = Ledger::default();
-        l.open(0, START);
+        l.open(0, START, HashMap::new());
         l
     }
 
@@ -424,6 +445,31 @@ mod tests {
         );
     }
 
+    /// A test an earlier owner decided (its report found on restore) keeps the reports
+    /// position at its report until its record is committable, so the next owner finds it
+    /// too and does not run it again without its signals.
+    #[test]
+    fn a_test_decided_by_an_earlier_owner_pins_its_report() {
+        let mut l = Ledger::default();
+        let restored = HashMap::from([("d".to_owned(), 900)]);
+        l.open(
+            0,
+            Resume {
+                reports: 1000,
+                ..START
+            },
+            restored,
+        );
+        l.test_read(0, 10); // undecided
+        l.test_read(0, 11); // "d"
+        assert!(l.decided_before(0, 11, "d"));
+        assert!(!l.decided_before(0, 11, "d"), "once");
+        assert!(!l.decided_before(0, 12, "other"));
+        assert_eq!(position(&l).reports, 900);
+        l.decided(0, 10, [], Some(1001));
+        assert_eq!(position(&l).reports, 1002);
+    }
+
     #[test]
     fn metadata_round_trips_and_foreign_metadata_is_refused() {
         let r = Resume {
@@ -433,6 +479,10 @@ mod tests {
         };
         assert_eq!(Resume::parse_metadata(5, &r.metadata()), Some(r));
         assert_eq!(Resume::parse_metadata(5, ""), None);
+        assert_eq!(
+            Resume::parse_metadata(5, "livecheck/10 signals=1 reports=2"),
+            None
+        );
         assert_eq!(Resume::parse_metadata(5, "livecheck/1 signals=3"), None);
         assert_eq!(
             Resume::parse_metadata(5, "livecheck/1 signals=-1 reports=2"),

@@ -1,7 +1,7 @@
 //! The runner's bookkeeping: in-flight tests, signals that came early, finished tests.
 //! Every collection is bounded; evictions are counted.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,8 @@ pub(crate) struct Registry {
     running: HashMap<String, Slot>,
     early: HashMap<String, Early>,
     early_order: VecDeque<String>,
-    finished: HashSet<String>,
+    /// Finished tests, with the partition of their records (`None`: not known).
+    finished: HashMap<String, Option<i32>>,
     finished_order: VecDeque<String>,
     limits: Limits,
 }
@@ -126,7 +127,7 @@ impl Registry {
             running: HashMap::new(),
             early: HashMap::new(),
             early_order: VecDeque::new(),
-            finished: HashSet::new(),
+            finished: HashMap::new(),
             finished_order: VecDeque::new(),
             limits,
         }
@@ -141,7 +142,7 @@ impl Registry {
     }
 
     pub(crate) fn is_known(&self, test_id: &str) -> bool {
-        self.running.contains_key(test_id) || self.finished.contains(test_id)
+        self.running.contains_key(test_id) || self.finished.contains_key(test_id)
     }
 
     /// Starts tracking a test; moves its early signals in.
@@ -163,15 +164,20 @@ impl Registry {
         TestOutcome::Started
     }
 
-    /// Marks a test finished without running it (skip) so duplicates are recognised.
-    /// Returns the positions of early signals dropped with it.
-    pub(crate) fn mark_finished(&mut self, test_id: &str) -> Vec<Pos> {
+    /// Marks a test finished without running it (skip, or decided by an earlier owner of
+    /// `partition`) so duplicates are recognised. Returns the positions of early signals
+    /// dropped with it.
+    pub(crate) fn mark_finished(&mut self, test_id: &str, partition: Option<i32>) -> Vec<Pos> {
         let dropped = self
             .early
             .remove(test_id)
             .map(|e| positions(&e.arrivals).collect())
             .unwrap_or_default();
-        if self.finished.insert(test_id.to_owned()) {
+        if self
+            .finished
+            .insert(test_id.to_owned(), partition)
+            .is_none()
+        {
             self.finished_order.push_back(test_id.to_owned());
             while self.finished_order.len() > self.limits.max_finished {
                 if let Some(old) = self.finished_order.pop_front() {
@@ -198,12 +204,13 @@ impl Registry {
             .filter(|a| !awaited.contains(&a.signal.as_str()))
             .map(|a| a.signal.clone())
             .collect();
-        let done = slot
+        let done: Vec<Pos> = slot
             .test_pos
             .into_iter()
             .chain(positions(&slot.arrived))
             .collect();
-        self.mark_finished(test_id);
+        let partition = done.first().map(|p| p.partition);
+        self.mark_finished(test_id, partition);
         Some((unawaited, done))
     }
 
@@ -234,7 +241,7 @@ impl Registry {
                 SignalOutcome::Stored
             };
         }
-        if self.finished.contains(test_id) {
+        if self.finished.contains_key(test_id) {
             return SignalOutcome::Late;
         }
         let mut evicted = Vec::new();
@@ -343,6 +350,10 @@ impl Registry {
         }
         self.early
             .retain(|_, e| !e.arrivals.iter().any(|a| a.partition == partition));
+        // What was decided here is known to the partition's next owner (this runner too, if
+        // the partition comes back) from the reports topic, not from this memory: a report
+        // still on its way when the partition went must not make its test look decided.
+        self.finished.retain(|_, p| *p != Some(partition));
         ids.len()
     }
 
@@ -466,6 +477,9 @@ mod tests {
             partition,
             offset: 0,
         };
+        r.start_test("done0", Some(pos(0)));
+        r.finish_test("done0", &[]).unwrap();
+        r.mark_finished("done1", Some(1));
         r.start_test("on0", Some(pos(0)));
         r.start_test("on1", Some(pos(1)));
         r.on_signal("early0", arrival("a")); // arrival() is on partition 0
@@ -474,6 +488,10 @@ mod tests {
         assert_eq!(r.early_tests(), 0);
         // Not finished: its records, read again, start it again.
         assert_eq!(r.start_test("on0", Some(pos(0))), TestOutcome::Started);
+        // What was decided on the revoked partition is known from the reports topic, not
+        // from this memory; the other partitions' decisions stay.
+        assert_eq!(r.start_test("done0", Some(pos(0))), TestOutcome::Started);
+        assert_eq!(r.start_test("done1", Some(pos(1))), TestOutcome::Duplicate);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
 use crate::group::{
-    self, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
+    self, Assignment, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
 };
 use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
@@ -167,7 +167,7 @@ impl std::fmt::Debug for Runner {
 type Consumer2 = StreamConsumer<RunnerContext>;
 
 /// Restores under way: the partitions, and what each restore found.
-type Restores = JoinSet<(Vec<i32>, Result<Vec<Restored>, KafkaError>)>;
+type Restores = JoinSet<(Vec<Assignment>, Result<Vec<Restored>, KafkaError>)>;
 
 impl Runner {
     /// A runner for `suite`, publishing reports through `client`.
@@ -385,8 +385,8 @@ impl Runner {
                     self.on_group_event(event, &tests_consumer, &signals_consumer, &mut restores);
                 }
                 Some(done) = restores.join_next() => match done {
-                    Ok((partitions, result)) => self.on_restored(
-                        partitions, result, &tests_consumer, &signals_consumer, &group_tx,
+                    Ok((assignments, result)) => self.on_restored(
+                        assignments, result, &tests_consumer, &signals_consumer, &group_tx,
                     ),
                     Err(err) => warn!(error = %err, "a partition restore task failed"),
                 },
@@ -441,7 +441,12 @@ impl Runner {
             while let Ok(event) = sink_events.try_recv() {
                 self.on_sink_event(event);
             }
-            self.commit(&tests_consumer, CommitMode::Sync, true);
+            let runner = self.clone();
+            let consumer = tests_consumer.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                runner.commit(&consumer, CommitMode::Sync, true)
+            })
+            .await;
         }
         info!("runner stopped");
         Ok(())
@@ -526,17 +531,11 @@ impl Runner {
                     }
                     let mut list = TopicPartitionList::new();
                     for p in 0..partitions as i32 {
-                        let offset = if start_at_end {
-                            let (_, high) = consumer
-                                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                                .map_err(Error::kafka(format!(
-                                    "reading the end of {topic}[{p}]"
-                                )))?;
-                            Offset::Offset(high)
-                        } else {
-                            Offset::Beginning
-                        };
-                        list.add_partition_offset(topic, p, offset)
+                        let (low, high) = consumer
+                            .fetch_watermarks(topic, p, Duration::from_secs(10))
+                            .map_err(Error::kafka(format!("reading the ends of {topic}[{p}]")))?;
+                        let offset = if start_at_end { high } else { low };
+                        list.add_partition_offset(topic, p, Offset::Offset(offset))
                             .map_err(Error::kafka("building the assignment"))?;
                     }
                     lists.push(list);
@@ -552,6 +551,11 @@ impl Runner {
         signals
             .assign(&lists[1])
             .map_err(Error::kafka("assigning the signals partitions"))?;
+        for e in lists[1].elements() {
+            if let Offset::Offset(offset) = e.offset() {
+                self.inner.clocks.assigned(e.partition(), offset);
+            }
+        }
         {
             let mut partitions = self.inner.ownership.lock();
             for e in lists[0].elements() {
@@ -578,16 +582,19 @@ impl Runner {
         restores: &mut Restores,
     ) {
         match event {
-            GroupEvent::Assigned(partitions) => {
-                // Only those still waiting (a retry may come after a revoke).
-                let partitions: Vec<i32> = {
+            GroupEvent::Assigned(assignments) => {
+                // Only those still waiting for this very assignment (a retry may come after
+                // a revoke, or after the partition came back).
+                let assignments: Vec<Assignment> = {
                     let owned = self.inner.ownership.lock();
-                    partitions
+                    assignments
                         .into_iter()
-                        .filter(|p| matches!(owned.get(p), Some(PartitionState::Restoring(_))))
+                        .filter(|(p, epoch)| {
+                            matches!(owned.get(p), Some(PartitionState::Restoring { epoch: e, .. }) if e == epoch)
+                        })
                         .collect()
                 };
-                if partitions.is_empty() {
+                if assignments.is_empty() {
                     // An empty assignment (more runners than partitions): nothing to wait for.
                     self.inner.ready.send_replace(true);
                     return;
@@ -597,8 +604,9 @@ impl Runner {
                 let topics = self.inner.client.topics().clone();
                 let timeout = self.inner.config.restore_timeout;
                 restores.spawn_blocking(move || {
+                    let partitions: Vec<i32> = assignments.iter().map(|(p, _)| *p).collect();
                     let result = group::restore(&*consumer, &kafka, &topics, &partitions, timeout);
-                    (partitions, result)
+                    (assignments, result)
                 });
             }
             GroupEvent::Revoked(partitions) => {
@@ -628,7 +636,7 @@ impl Runner {
 
     fn on_restored(
         &self,
-        partitions: Vec<i32>,
+        assignments: Vec<Assignment>,
         result: Result<Vec<Restored>, KafkaError>,
         tests: &Consumer2,
         signals: &Consumer2,
@@ -638,11 +646,11 @@ impl Runner {
             Ok(restored) => restored,
             Err(err) => {
                 bump(&self.inner.counters.restore_retries);
-                warn!(partitions = ?partitions, error = %err, "could not restore assigned partitions; trying again in 1 s");
+                warn!(partitions = ?assignments.iter().map(|(p, _)| p).collect::<Vec<_>>(), error = %err, "could not restore assigned partitions; trying again in 1 s");
                 let retry = retry.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = retry.send(GroupEvent::Assigned(partitions));
+                    let _ = retry.send(GroupEvent::Assigned(assignments));
                 });
                 return;
             }
@@ -650,30 +658,34 @@ impl Runner {
         let topics = self.inner.client.topics();
         for r in restored {
             let p = r.partition;
+            let Some(epoch) = assignments.iter().find(|(q, _)| *q == p).map(|(_, e)| *e) else {
+                continue;
+            };
             let held = {
                 let mut owned = self.inner.ownership.lock();
                 match owned.get_mut(&p) {
-                    Some(PartitionState::Restoring(held)) => {
+                    Some(PartitionState::Restoring { epoch: e, held }) if *e == epoch => {
                         let held = std::mem::take(held);
                         owned.insert(p, PartitionState::Active);
                         held
                     }
-                    // Revoked meanwhile.
+                    // Revoked meanwhile (and maybe assigned again: its own restore follows).
                     _ => continue,
                 }
             };
             {
                 let mut registry = self.lock_registry();
-                for id in &r.decided {
-                    registry.mark_finished(id);
+                for id in r.decided.keys() {
+                    registry.mark_finished(id, Some(p));
                 }
             }
             self.inner
                 .counters
                 .decided_restored
                 .fetch_add(r.decided.len() as u64, Ordering::Relaxed);
-            self.lock_ledger().open(p, r.resume);
-            self.inner.clocks.reset(p);
+            let decided = r.decided.len();
+            self.lock_ledger().open(p, r.resume, r.decided);
+            self.inner.clocks.assigned(p, r.resume.signals);
             let mut list = TopicPartitionList::new();
             let _ = list.add_partition_offset(&topics.signals, p, Offset::Offset(r.resume.signals));
             if let Err(err) = signals.incremental_assign(&list) {
@@ -684,7 +696,7 @@ impl Runner {
             if let Err(err) = tests.resume(&list) {
                 error!(partition = p, error = %err, "could not resume a restored tests partition");
             }
-            debug!(partition = p, resume = ?r.resume, decided = r.decided.len(), held = held.len(), "partition restored");
+            debug!(partition = p, resume = ?r.resume, decided, held = held.len(), "partition restored");
             for record in held {
                 self.on_test_record(
                     p,
@@ -716,7 +728,7 @@ impl Runner {
             let mut owned = self.inner.ownership.lock();
             match owned.get_mut(&p) {
                 Some(PartitionState::Active) => {}
-                Some(PartitionState::Restoring(held)) => {
+                Some(PartitionState::Restoring { held, .. }) => {
                     held.push(HeldRecord {
                         offset: msg.offset(),
                         timestamp: msg.timestamp().to_millis(),
@@ -741,7 +753,7 @@ impl Runner {
         if self.in_group() && !self.inner.ownership.is_active(p) {
             return;
         }
-        self.inner.clocks.record(p, event_at);
+        self.inner.clocks.record(p, msg.offset(), event_at);
         let pos = Pos {
             topic: self.inner.signals_topic.clone(),
             partition: p,
@@ -897,8 +909,12 @@ impl Runner {
             let mut registry = self.lock_registry();
             if registry.is_known(&context.id) {
                 TestOutcome::Duplicate
-            } else if !case.is_active() || context.is_expired_at(Utc::now()) {
-                let dropped = registry.mark_finished(&context.id);
+            } else if !case.is_active()
+                // Expired when it was registered (by the record's time: a replay after a
+                // restart runs what was in time then).
+                || context.is_expired_at(event_at.unwrap_or_else(Utc::now))
+            {
+                let dropped = registry.mark_finished(&context.id, Some(partition));
                 drop(registry);
                 let why = if case.is_active() {
                     format!(
@@ -926,11 +942,19 @@ impl Runner {
             TestOutcome::Duplicate => {
                 bump(&self.inner.counters.duplicate_tests);
                 debug!(test_id = %context.id, "test already decided or running; record ignored");
-                self.test_done(partition, offset);
+                let pinned = self.in_group()
+                    && self
+                        .lock_ledger()
+                        .decided_before(partition, offset, &context.id);
+                if !pinned {
+                    self.test_done(partition, offset);
+                }
             }
             TestOutcome::AtCapacity => {
                 bump(&self.inner.counters.capacity_skips);
-                let dropped = self.lock_registry().mark_finished(&context.id);
+                let dropped = self
+                    .lock_registry()
+                    .mark_finished(&context.id, Some(partition));
                 let limit = self.inner.config.limits.max_in_flight;
                 let hold = self.hold(&pos, &dropped);
                 self.spawn_publish(
@@ -1062,9 +1086,9 @@ impl Runner {
                 // Called inside the future, so a panic in the closure itself is caught too.
                 let checked =
                     AssertUnwindSafe(async move { expectations(run).await }).catch_unwind();
-                match tokio::time::timeout(max_run_time, checked).await {
-                    Ok(result) => result,
-                    Err(_) => {
+                match self.within_run_time(checked).await {
+                    Some(result) => result,
+                    None => {
                         bump(&self.inner.counters.runs_overdue);
                         Ok(Err(CheckError::Error(format!(
                             "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
@@ -1122,6 +1146,38 @@ impl Runner {
         };
         let hold = self.hold(&pos, &done);
         self.publish(report, hold).await;
+    }
+
+    /// `fut`, unless it takes longer than `max_run_time` — not counting a broker outage
+    /// (and its grace period), during which waits are held by event time.
+    async fn within_run_time<F: Future>(&self, fut: F) -> Option<F::Output> {
+        let max = self.inner.config.max_run_time;
+        let mut deadline = tokio::time::Instant::now() + max;
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                () = tokio::time::sleep_until(deadline) => {
+                    if !self.in_outage() {
+                        return None;
+                    }
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    /// Whether the broker is unreachable, or was within the outage grace period.
+    fn in_outage(&self) -> bool {
+        match self.inner.connectivity.outage() {
+            Some((_, None)) => true,
+            Some((_, Some(back))) => {
+                Utc::now() - back
+                    < chrono::TimeDelta::from_std(self.inner.config.outage_grace)
+                        .unwrap_or(chrono::TimeDelta::MAX)
+            }
+            None => false,
+        }
     }
 
     fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
@@ -1201,11 +1257,23 @@ impl Runner {
             } => {
                 bump(&c.report_errors);
                 let test_id = outgoing.report.test_id.clone();
-                if sink::is_too_large(&error) && outgoing.shrink < 3 {
+                let owned = outgoing
+                    .hold
+                    .as_ref()
+                    .is_none_or(|h| self.inner.ownership.is_active(h.partition));
+                if !owned {
+                    // The partition went: its next owner runs the test (this report is not
+                    // on the reports topic, so it is not decided there).
+                    bump(&c.runs_handed_back);
+                    debug!(%test_id, error = %error, "report of a revoked partition refused; its next owner runs the test");
+                } else if sink::is_too_large(&error) && outgoing.shrink < sink::MAX_SHRINK {
                     outgoing.shrink += 1;
                     warn!(%test_id, error = %error, shrink = outgoing.shrink, "report refused as too large; publishing it truncated");
                     self.resend(outgoing, Duration::ZERO);
-                } else if outgoing.first_try.elapsed() < self.inner.config.report_retry_for {
+                } else if self.in_outage()
+                    || outgoing.first_try.elapsed() < self.inner.config.report_retry_for
+                {
+                    // While Kafka is unreachable, reports wait for it, however long.
                     bump(&c.reports_retried);
                     let backoff = Duration::from_millis(100 << outgoing.attempts.min(7))
                         .min(Duration::from_secs(10));
@@ -1213,7 +1281,8 @@ impl Runner {
                     self.resend(outgoing, backoff);
                 } else {
                     bump(&c.reports_lost);
-                    error!(%test_id, error = %error, retried_for = ?self.inner.config.report_retry_for, "report given up: its test may run again after a restart");
+                    error!(%test_id, case = %outgoing.report.case, verdict = %outgoing.report.verdict, error = %error, retried_for = ?self.inner.config.report_retry_for,
+                        "report LOST: Kafka refused it for longer than report_retry_for while reachable (check the reports topic's configuration and ACLs); its partition's commit moves on");
                     if let Some(hold) = &outgoing.hold {
                         self.lock_ledger().decided(
                             hold.partition,

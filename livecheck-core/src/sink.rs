@@ -208,8 +208,11 @@ impl ReportSink {
     }
 }
 
-const ERROR_KEEP: [usize; 3] = [4096, 1024, 256];
-const UNAWAITED_KEEP: [usize; 3] = [64, 16, 0];
+/// How many times a report refused as too large is sent again, smaller each time; the last
+/// keeps only what identifies it and its verdict.
+pub(crate) const MAX_SHRINK: u8 = 4;
+const ERROR_KEEP: [usize; 4] = [4096, 1024, 256, 128];
+const UNAWAITED_KEEP: [usize; 4] = [64, 16, 0, 0];
 
 /// The report as JSON, truncated when it exceeds `max_bytes` or when `shrink` > 0 (the
 /// broker refused it as too large): arguments replaced, the error and the unawaited list
@@ -243,6 +246,12 @@ pub(crate) fn encode(
     if shrink >= 3 && cut.timeline.len() > 64 {
         cut.timeline.truncate(64);
         fields.push("timeline".to_owned());
+    }
+    if shrink >= MAX_SHRINK && !cut.timeline.is_empty() {
+        cut.timeline.clear();
+        if !fields.iter().any(|f| f == "timeline") {
+            fields.push("timeline".to_owned());
+        }
     }
     let truncation = Truncation {
         original_bytes: full.len(),
@@ -335,7 +344,11 @@ mod tests {
     #[test]
     fn a_refused_report_shrinks_further_each_time() {
         let r = report(serde_json::Value::Null, "e".repeat(5000));
-        let sizes: Vec<usize> = (1..=3).map(|s| encode(&r, usize::MAX, s).0.len()).collect();
-        assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "{sizes:?}");
+        let sizes: Vec<usize> = (1..=MAX_SHRINK)
+            .map(|s| encode(&r, usize::MAX, s).0.len())
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+        let last: Report = serde_json::from_slice(&encode(&r, usize::MAX, MAX_SHRINK).0).unwrap();
+        assert_eq!((last.verdict, last.timeline.len()), (Verdict::Fail, 0));
     }
 }
