@@ -27,6 +27,9 @@ pub const DEFAULT_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Kinds of messages remembered by the rate limiter before it starts over.
 const MAX_KINDS: usize = 256;
 
+/// Outages closer than this are one episode (see [`Connectivity::outage`]).
+const EPISODE_GAP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 /// Broker connectivity as LiveCheck's clients see it. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Connectivity {
@@ -47,8 +50,10 @@ struct State {
     down_at: Option<Instant>,
     reason: Option<String>,
     limiter: RateLimiter,
-    /// The last outage that ended: its start and when Kafka was reachable again.
-    last_outage: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The current or last outage episode: its start, and when Kafka was reachable again
+    /// (`None`: not yet). Outages less than [`EPISODE_GAP`] apart are one episode: clients
+    /// of one process see the same outage end at different moments.
+    episode: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
 
 impl std::fmt::Debug for Connectivity {
@@ -107,14 +112,11 @@ impl Connectivity {
         self.lock().down_since
     }
 
-    /// The outage going on (its start, `None`) or else the last one that ended (its start
-    /// and end): what producers held back during it may still come.
+    /// The outage episode going on (its start, `None`) or else the last one (its start and
+    /// end): what producers held back during it may still come. Outages less than 30 s
+    /// apart count as one episode, from the first one's start.
     pub fn outage(&self) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
-        let state = self.lock();
-        match state.down_since {
-            Some(since) => Some((since, None)),
-            None => state.last_outage.map(|(since, until)| (since, Some(until))),
-        }
+        self.lock().episode
     }
 
     /// For how long Kafka has been unreachable (`None` while reachable).
@@ -161,8 +163,8 @@ impl Connectivity {
         self.inner.transitions.fetch_add(1, Ordering::Relaxed);
         let down_for = state.down_at.map(|at| at.elapsed()).unwrap_or_default();
         let suppressed = state.limiter.suppressed();
-        if let Some(since) = state.down_since {
-            state.last_outage = Some((since, Utc::now()));
+        if let Some((start, None)) = state.episode {
+            state.episode = Some((start, Some(Utc::now())));
         }
         state.down_since = None;
         state.down_at = None;
@@ -185,7 +187,12 @@ impl Connectivity {
             return;
         }
         self.inner.transitions.fetch_add(1, Ordering::Relaxed);
-        state.down_since = Some(Utc::now());
+        let now = Utc::now();
+        state.episode = match state.episode {
+            Some((start, Some(end))) if now - end < EPISODE_GAP => Some((start, None)),
+            _ => Some((now, None)),
+        };
+        state.down_since = Some(now);
         state.down_at = Some(Instant::now());
         state.reason = Some(reason.to_owned());
         drop(state);
@@ -381,7 +388,7 @@ impl State {
             down_at: None,
             reason: None,
             limiter: RateLimiter::with_every(every),
-            last_outage: None,
+            episode: None,
         }
     }
 }
@@ -432,6 +439,9 @@ mod tests {
         );
         assert_eq!(c.transitions(), 2);
         assert!(c.clone().reachable(), "clones share the state");
+        // A relapse right after is the same episode, from the first start.
+        c.mark_unreachable("2/2 brokers are down");
+        assert_eq!(c.outage(), Some((since, None)));
     }
 
     #[test]

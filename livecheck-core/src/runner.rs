@@ -119,7 +119,7 @@ impl Default for RunnerConfig {
             watched_only: false,
             drain_timeout: Duration::from_secs(30),
             clock_slack: Duration::from_millis(500),
-            outage_grace: Duration::from_secs(10),
+            outage_grace: Duration::from_secs(15),
             max_run_time: Duration::from_secs(600),
             max_report_bytes: sink::DEFAULT_MAX_REPORT_BYTES,
             report_retry_for: Duration::from_secs(300),

@@ -16,7 +16,7 @@ pub static STEP_A: Signal<u64> = Signal::new(CASE, "a");
 /// The second step: carries twice the test's number.
 pub static STEP_B: Signal<u64> = Signal::new(CASE, "b");
 /// Each step's timeout.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
+pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The flow: `a` = n, then `b` = 2n, each within [`TIMEOUT`] of the previous step.
 pub fn flow() -> Case {

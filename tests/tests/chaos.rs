@@ -24,6 +24,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 
+/// One scenario at a time: each runs processes against timeouts of seconds, and two at once
+/// on a small machine would make the steps sent in time late.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 type Reports = Arc<Mutex<HashMap<String, Vec<Report>>>>;
 
 struct World {
@@ -270,6 +274,7 @@ impl Drop for RunnerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_hundreds_of_tests_in_flight_then_restart_gives_each_test_its_one_true_verdict()
 {
+    let _serial = SERIAL.lock().await;
     let w = World::new().await;
     let mut first = w.runner("g", "first");
     w.warm_up(1_000_000, &[&first]).await;
@@ -309,6 +314,7 @@ async fn kill_9_with_hundreds_of_tests_in_flight_then_restart_gives_each_test_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_joining_leaving_and_crashing_lose_nothing_and_never_conflict() {
+    let _serial = SERIAL.lock().await;
     let w = Arc::new(World::new().await);
     let mut a = w.runner("g", "a");
     let mut b = w.runner("g", "b");
@@ -357,6 +363,7 @@ async fn runners_joining_leaving_and_crashing_lose_nothing_and_never_conflict() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_sent_in_time_during_a_broker_outage_are_in_time_and_late_ones_are_late() {
+    let _serial = SERIAL.lock().await;
     let w = World::new().await;
     let runner = w.runner("g", "runner");
     w.warm_up(1_000_000, &[&runner]).await;
@@ -391,6 +398,7 @@ static BIG_STEP: Signal<u64> = Signal::new("big.flow", "step");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_move_on() {
+    let _serial = SERIAL.lock().await;
     let w = World::new().await;
     let case = || {
         Case::new("big.flow")
