@@ -9,8 +9,9 @@
 //!
 //! - the partition's event-time clock is the largest record timestamp read on it;
 //! - when the consumer is caught up (librdkafka's statistics: every record up to the high
-//!   watermark handed to the runner, the partition's leader up), the clock also follows the
-//!   wall clock: nothing older can come any more;
+//!   watermark read by the runner, the partition's leader up), the clock also follows the
+//!   wall clock, less the fetch wait and the brokers' round-trip time: nothing older can
+//!   come any more;
 //! - while the broker is unreachable, and for a grace period after it is back (producers
 //!   retry with back-off and deliver what they held), the wall clock does not count and
 //!   record timestamps count only up to the start of the outage;
@@ -24,8 +25,6 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::statistics::Statistics;
 
-use crate::connectivity::Connectivity;
-
 #[derive(Debug, Default, Clone, Copy)]
 struct PartitionClock {
     /// Largest record timestamp read.
@@ -36,16 +35,44 @@ struct PartitionClock {
     read_to: Option<i64>,
 }
 
+/// Outages as the signals consumer sees them: the current or last episode (start, end);
+/// outages less than [`EPISODE_GAP`] apart are one episode.
+#[derive(Debug, Default)]
+struct Outages {
+    episode: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+}
+
+/// Outages closer than this are one episode.
+const EPISODE_GAP: TimeDelta = TimeDelta::seconds(30);
+
+impl Outages {
+    fn down(&mut self, now: DateTime<Utc>) {
+        self.episode = match self.episode {
+            Some((start, None)) => Some((start, None)),
+            Some((start, Some(end))) if now - end < EPISODE_GAP => Some((start, None)),
+            _ => Some((now, None)),
+        };
+    }
+
+    fn up(&mut self, now: DateTime<Utc>) {
+        if let Some((start, None)) = self.episode {
+            self.episode = Some((start, Some(now)));
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
+    outages: Outages,
     partitions: HashMap<i32, PartitionClock>,
+    /// The brokers' largest recent round-trip time (librdkafka statistics).
+    rtt: TimeDelta,
 }
 
 /// Per-partition event-time clocks of the signals topic. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Clocks {
     state: Arc<Mutex<State>>,
-    connectivity: Connectivity,
     slack: TimeDelta,
     outage_grace: TimeDelta,
     /// How stale librdkafka's view of the high watermark can be when it says "caught up".
@@ -57,15 +84,9 @@ fn delta(d: Duration) -> TimeDelta {
 }
 
 impl Clocks {
-    pub(crate) fn new(
-        connectivity: Connectivity,
-        slack: Duration,
-        outage_grace: Duration,
-        fetch_wait: Duration,
-    ) -> Self {
+    pub(crate) fn new(slack: Duration, outage_grace: Duration, fetch_wait: Duration) -> Self {
         Self {
             state: Arc::default(),
-            connectivity,
             slack: delta(slack),
             outage_grace: delta(outage_grace),
             fetch_staleness: delta(fetch_wait) + TimeDelta::milliseconds(100),
@@ -74,6 +95,17 @@ impl Clocks {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The signals consumer lost every broker (librdkafka's "all brokers down").
+    pub(crate) fn broker_down(&self, now: DateTime<Utc>) {
+        self.lock().outages.down(now);
+    }
+
+    /// The signals consumer hears from the broker again (a record, an end of partition,
+    /// statistics with a broker up).
+    pub(crate) fn broker_up(&self, now: DateTime<Utc>) {
+        self.lock().outages.up(now);
     }
 
     /// Reading `partition` starts at `offset`: its clock starts again.
@@ -100,7 +132,9 @@ impl Clocks {
     /// The consumer reached the end of `partition` (an EOF event) at `now`.
     pub(crate) fn caught_up(&self, partition: i32, now: DateTime<Utc>) {
         let mut state = self.lock();
-        state.partitions.entry(partition).or_default().caught_up_at = Some(now);
+        let as_of = now - self.fetch_staleness - state.rtt;
+        let clock = state.partitions.entry(partition).or_default();
+        clock.caught_up_at = Some(clock.caught_up_at.map_or(as_of, |c| c.max(as_of)));
     }
 
     /// `partition` changed hands: its clock starts again.
@@ -121,8 +155,19 @@ impl Clocks {
             .filter(|b| b.nodeid >= 0 && b.state == "UP")
             .map(|b| b.nodeid)
             .collect();
-        let as_of = now - self.fetch_staleness;
+        // A record a producer sent just before the fetch that said "caught up" may still be
+        // on its way: allow for the brokers' round trips (more under injected latency).
+        let rtt = stats
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .filter_map(|b| b.rtt.as_ref().map(|w| w.max))
+            .max()
+            .unwrap_or(0);
+        let rtt = TimeDelta::microseconds(rtt.max(0));
+        let as_of = now - self.fetch_staleness - rtt;
         let mut state = self.lock();
+        state.rtt = rtt;
         for (partition, p) in &t.partitions {
             if *partition < 0
                 || p.leader < 0
@@ -145,15 +190,15 @@ impl Clocks {
     /// The event-time "now" of `partition` as of wall-clock `now`: every record with a
     /// timestamp up to it has been read (see the module docs). `None` before any evidence.
     pub(crate) fn now(&self, partition: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let clock = self
-            .lock()
+        let state = self.lock();
+        let clock = state
             .partitions
             .get(&partition)
             .copied()
             .unwrap_or_default();
         event_now(
             clock,
-            self.connectivity.outage(),
+            state.outages.episode,
             now,
             self.slack,
             self.outage_grace,
@@ -197,7 +242,6 @@ mod tests {
 
     fn clocks() -> Clocks {
         Clocks::new(
-            Connectivity::new("127.0.0.1:9"),
             Duration::from_millis(100),
             Duration::from_secs(10),
             Duration::from_millis(0),
@@ -226,7 +270,10 @@ mod tests {
         let c = clocks();
         c.record(0, 0, Some(at(1000)));
         c.caught_up(0, at(5000));
-        assert_eq!(c.now(0, at(6000)), Some(at(4900)));
+        // Less the fetch staleness (100 ms here) and the slack (100 ms).
+        assert_eq!(c.now(0, at(6000)), Some(at(4800)));
+        c.caught_up(0, at(4000));
+        assert_eq!(c.now(0, at(6000)), Some(at(4800)), "never backwards");
     }
 
     #[test]
@@ -255,6 +302,29 @@ mod tests {
             event_now(clock, ended, at(27_500), SLACK, GRACE),
             Some(at(27_400)),
             "after the grace"
+        );
+    }
+
+    #[test]
+    fn outages_close_together_are_one_episode_from_the_first_start() {
+        let c = clocks();
+        c.caught_up(0, at(1000));
+        c.broker_down(at(2000));
+        c.broker_up(at(17_000));
+        // A relapse soon after (a late error, a flap): the same episode.
+        c.broker_down(at(18_000));
+        c.broker_up(at(18_001));
+        c.caught_up(0, at(25_000));
+        assert_eq!(
+            c.now(0, at(25_000)),
+            Some(at(1900)),
+            "held at the first start until the grace (10 s) after the last end"
+        );
+        c.caught_up(0, at(40_000));
+        assert_eq!(
+            c.now(0, at(40_000)),
+            Some(at(39_800)),
+            "after the grace: the wall clock again"
         );
     }
 

@@ -210,7 +210,8 @@ impl Connectivity {
     /// Feeds a librdkafka global error (`ClientContext::error`).
     pub fn on_error(&self, error: &KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+        // "0/2 brokers are down": raised as the brokers came back; not an outage.
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && !reason.starts_with("0/") {
             self.mark_unreachable(reason);
             // Counted with the other repeats, not logged again.
             let _ = self

@@ -90,6 +90,9 @@ impl Ownership {
 /// The context of both runner consumers: rebalances (group consumer only), connectivity
 /// and statistics for the event-time clocks.
 pub(crate) struct RunnerContext {
+    /// Whether this is the signals consumer's context: its view of the broker holds the
+    /// event-time clocks during outages.
+    pub(crate) signals: bool,
     pub(crate) tests_topic: String,
     pub(crate) signals_topic: String,
     pub(crate) ownership: Arc<Ownership>,
@@ -106,16 +109,26 @@ impl ClientContext for RunnerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.signals
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+            && !reason.starts_with("0/")
+        {
+            self.clocks.broker_down(Utc::now());
+        }
         self.connectivity.on_error(&error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
+        if !self.signals {
+            return;
+        }
         if statistics
             .brokers
             .values()
             .any(|b| b.nodeid >= 0 && b.state == "UP")
         {
             self.connectivity.mark_reachable();
+            self.clocks.broker_up(Utc::now());
         }
         self.clocks
             .statistics(&self.signals_topic, &statistics, Utc::now());

@@ -19,6 +19,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -175,12 +176,7 @@ impl Runner {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
         let connectivity = client.connectivity().clone();
-        let clocks = Clocks::new(
-            connectivity.clone(),
-            config.clock_slack,
-            config.outage_grace,
-            FETCH_WAIT,
-        );
+        let clocks = Clocks::new(config.clock_slack, config.outage_grace, FETCH_WAIT);
         let signals_topic = Arc::from(client.topics().signals.as_str());
         Self {
             inner: Arc::new(RunnerInner {
@@ -317,7 +313,8 @@ impl Runner {
             .clone()
             .unwrap_or_else(|| format!("livecheck-runner-{}", uuid::Uuid::new_v4()));
         let (group_tx, mut group_events) = mpsc::unbounded_channel();
-        let context = || RunnerContext {
+        let context = |signals: bool| RunnerContext {
+            signals,
             tests_topic: topics.tests.clone(),
             signals_topic: topics.signals.clone(),
             ownership: self.inner.ownership.clone(),
@@ -340,7 +337,7 @@ impl Runner {
                     // Incremental rebalances: a join or leave moves only what moves.
                     ("partition.assignment.strategy", "cooperative-sticky"),
                 ])
-                .create_with_context(context())
+                .create_with_context(context(false))
                 .map_err(Error::kafka("creating the runner's tests consumer"))?,
         );
         // Assigned by hand, following the tests partitions; never joins the group.
@@ -353,7 +350,7 @@ impl Runner {
                 ("enable.partition.eof", "true"),
                 ("statistics.interval.ms", "500"),
             ])
-            .create_with_context(context())
+            .create_with_context(context(true))
             .map_err(Error::kafka("creating the runner's signals consumer"))?;
         if in_group {
             self.check_partitions(&tests_consumer).await?;
@@ -397,7 +394,12 @@ impl Runner {
                 },
                 msg = signals_consumer.recv() => match msg {
                     Ok(msg) => self.on_signals_message(&msg),
-                    Err(err) => self.on_consumer_error(err).await,
+                    Err(err) => {
+                        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                            self.inner.clocks.broker_down(Utc::now());
+                        }
+                        self.on_consumer_error(err).await
+                    }
                 },
                 _ = tick.tick() => {
                     self.sweep();
@@ -712,6 +714,7 @@ impl Runner {
     async fn on_consumer_error(&self, err: KafkaError) {
         if let KafkaError::PartitionEOF(p) = err {
             self.inner.connectivity.mark_reachable();
+            self.inner.clocks.broker_up(Utc::now());
             self.inner.clocks.caught_up(p, Utc::now());
             return;
         }
@@ -745,6 +748,7 @@ impl Runner {
 
     fn on_signals_message(&self, msg: &BorrowedMessage<'_>) {
         self.inner.connectivity.mark_reachable();
+        self.inner.clocks.broker_up(Utc::now());
         let p = msg.partition();
         let event_at = msg
             .timestamp()

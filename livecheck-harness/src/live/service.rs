@@ -481,8 +481,13 @@ async fn probe_kafka(
         let (c, t) = (consumer.clone(), topic.clone());
         let answer = tokio::task::spawn_blocking(move || {
             let answer = c.fetch_metadata(Some(&t), Duration::from_secs(2)).map(drop);
-            // Serves the client's error callbacks.
-            let _ = c.poll(Duration::ZERO);
+            // Serves the client's error callbacks: all that are queued, so that errors of
+            // an outage are not drained one a second long after it ended.
+            for _ in 0..1000 {
+                if c.poll(Duration::ZERO).is_none() {
+                    break;
+                }
+            }
             answer
         })
         .await;
