@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use example_app::{FaultConfig, RunningApp};
 use livecheck_core::{Case, EmbeddedBroker, KafkaConfig, Report, Verdict};
 use livecheck_harness::live::config::{LiveArgs, LiveConfig};
 use livecheck_harness::live::service::LiveService;
@@ -28,21 +28,7 @@ struct World {
 
 impl World {
     async fn new(probability: f64) -> Self {
-        let prefix = format!("l{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let topics = AppTopics::with_prefix(&prefix);
-        let broker = EmbeddedBroker::start().unwrap();
-        for t in topics.all() {
-            broker.create_topic(t, 4).unwrap();
-        }
-        let kafka = KafkaConfig::new(broker.bootstrap_servers());
-        let mut config = AppConfig::new(kafka.clone());
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.topics = topics;
-        config.group_prefix = format!("{prefix}app-");
-        config.probability = probability;
-        // These tests switch faults over `POST /admin/faults`.
-        config.test_hooks = true;
-        let app = RunningApp::start(config).await.unwrap();
+        let (prefix, broker, kafka, app) = support::broker_and_app('l', probability).await;
         Self {
             prefix,
             kafka,

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
-use livecheck_core::{EmbeddedBroker, KafkaConfig, Report, Verdict};
+use example_app::{FaultConfig, RunningApp};
+use livecheck_core::{Report, Verdict};
 use livecheck_harness::live::config::{LiveArgs, LiveConfig};
 use livecheck_harness::live::service::LiveService;
 use livecheck_harness::live::state::Health;
@@ -56,20 +56,7 @@ struct Outcome {
 
 /// The scenario; asserts what live mode must show and returns the verdicts.
 async fn outage_scenario() -> Outcome {
-    let prefix = format!("o{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let topics = AppTopics::with_prefix(&prefix);
-    let broker = EmbeddedBroker::start().unwrap();
-    for t in topics.all() {
-        broker.create_topic(t, 4).unwrap();
-    }
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let mut app_config = AppConfig::new(kafka.clone());
-    app_config.listen = "127.0.0.1:0".parse().unwrap();
-    app_config.topics = topics;
-    app_config.group_prefix = format!("{prefix}app-");
-    app_config.probability = 1.0;
-    app_config.test_hooks = true;
-    let app = RunningApp::start(app_config).await.unwrap();
+    let (prefix, broker, kafka, app) = support::broker_and_app('o', 1.0).await;
 
     let (url, alerts) = webhook().await;
     let args = LiveArgs {

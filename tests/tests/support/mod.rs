@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::{Json, Router};
+use example_app::{AppConfig, AppTopics, RunningApp};
+use livecheck_core::{EmbeddedBroker, KafkaConfig};
 
 /// Waits until `check` holds (polled every 100 ms); panics naming `what` after `within`.
 /// Returns how long it took.
@@ -42,4 +44,28 @@ pub(crate) async fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let url = format!("http://{}/alerts", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, received)
+}
+
+/// An embedded broker with the example app's topics (4 partitions each) under a fresh
+/// prefix starting with `tag`, and the example app on it with its test hooks on (tests
+/// switch faults over `POST /admin/faults`), triggering tests with `probability`.
+pub(crate) async fn broker_and_app(
+    tag: char,
+    probability: f64,
+) -> (String, EmbeddedBroker, KafkaConfig, RunningApp) {
+    let prefix = format!("{tag}{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let topics = AppTopics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::start().unwrap();
+    for t in topics.all() {
+        broker.create_topic(t, 4).unwrap();
+    }
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let mut config = AppConfig::new(kafka.clone());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.topics = topics;
+    config.group_prefix = format!("{prefix}app-");
+    config.probability = probability;
+    config.test_hooks = true;
+    let app = RunningApp::start(config).await.unwrap();
+    (prefix, broker, kafka, app)
 }
