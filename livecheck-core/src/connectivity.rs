@@ -211,7 +211,11 @@ impl Connectivity {
     pub fn on_error(&self, error: &KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         // "0/2 brokers are down": raised as the brokers came back; not an outage.
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) && !reason.starts_with("0/") {
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && reason.starts_with("0/") {
+            debug!(target: "librdkafka", "Kafka client error: {error}: {reason}");
+            return;
+        }
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.mark_unreachable(reason);
             // Counted with the other repeats, not logged again.
             let _ = self

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{KafkaConfig, Topics};
 use crate::clock::Clocks;
-use crate::connectivity::Connectivity;
+use crate::connectivity::{Connectivity, ConnectivityContext};
 use crate::ledger::{Ledger, Resume};
 use crate::registry::Registry;
 
@@ -109,6 +109,11 @@ impl ClientContext for RunnerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            // The end of a partition (enable.partition.eof): news, not an error.
+            self.connectivity.mark_reachable();
+            return;
+        }
         if self.signals
             && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
             && !reason.starts_with("0/")
@@ -265,6 +270,7 @@ pub(crate) fn decided_test(payload: &[u8]) -> Option<String> {
 pub(crate) fn restore<C: ConsumerContext>(
     group: &impl Consumer<C>,
     kafka: &KafkaConfig,
+    connectivity: &Connectivity,
     topics: &Topics,
     partitions: &[i32],
     timeout: Duration,
@@ -284,7 +290,7 @@ pub(crate) fn restore<C: ConsumerContext>(
                 _ => None,
             })
     };
-    let scan: BaseConsumer = kafka
+    let scan: BaseConsumer<ConnectivityContext> = kafka
         .client_config(&[
             (
                 "group.id",
@@ -294,7 +300,7 @@ pub(crate) fn restore<C: ConsumerContext>(
             ("enable.partition.eof", "false"),
             ("fetch.wait.max.ms", "50"),
         ])
-        .create()?;
+        .create_with_context(connectivity.context())?;
     let mut restored = Vec::new();
     let mut scan_from = TopicPartitionList::new();
     let mut ends = HashMap::new();

@@ -300,6 +300,7 @@ impl Runner {
             kafka,
             topics.reports.clone(),
             self.inner.config.max_report_bytes,
+            self.inner.connectivity.clone(),
         )?;
         if self.inner.sink.set(sink).is_err() {
             return Err(Error::Config(
@@ -605,9 +606,17 @@ impl Runner {
                 let kafka = self.inner.client.kafka().clone();
                 let topics = self.inner.client.topics().clone();
                 let timeout = self.inner.config.restore_timeout;
+                let connectivity = self.inner.connectivity.clone();
                 restores.spawn_blocking(move || {
                     let partitions: Vec<i32> = assignments.iter().map(|(p, _)| *p).collect();
-                    let result = group::restore(&*consumer, &kafka, &topics, &partitions, timeout);
+                    let result = group::restore(
+                        &*consumer,
+                        &kafka,
+                        &connectivity,
+                        &topics,
+                        &partitions,
+                        timeout,
+                    );
                     (assignments, result)
                 });
             }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -20,6 +21,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::client::KafkaConfig;
+use crate::connectivity::Connectivity;
 use crate::error::Error;
 use crate::report::{Report, Truncation};
 
@@ -83,20 +85,32 @@ pub(crate) fn is_too_large(error: &KafkaError) -> bool {
 
 struct SinkContext {
     events: mpsc::UnboundedSender<SinkEvent>,
+    connectivity: Connectivity,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity.on_error(&error, reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Outgoing>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, outgoing: Self::DeliveryOpaque) {
         let event = match result {
-            Ok(msg) => SinkEvent::Delivered {
-                outgoing,
-                partition: msg.partition(),
-                offset: msg.offset(),
-            },
+            Ok(msg) => {
+                self.connectivity.mark_reachable();
+                SinkEvent::Delivered {
+                    outgoing,
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                }
+            }
             Err((error, _)) => SinkEvent::Failed {
                 outgoing,
                 error: error.clone(),
@@ -133,12 +147,14 @@ impl ReportSink {
         kafka: &KafkaConfig,
         topic: String,
         max_bytes: usize,
+        connectivity: Connectivity,
     ) -> Result<(Self, mpsc::UnboundedReceiver<SinkEvent>), Error> {
         let (events, rx) = mpsc::unbounded_channel();
         let producer = kafka
             .producer_config()
             .create_with_context(SinkContext {
                 events: events.clone(),
+                connectivity,
             })
             .map_err(Error::kafka("creating the reports producer"))?;
         Ok((
