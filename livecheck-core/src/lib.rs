@@ -74,6 +74,7 @@ mod context;
 pub mod counters;
 mod embedded;
 mod error;
+mod flow;
 mod group;
 pub mod headers;
 pub mod http;

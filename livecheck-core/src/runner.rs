@@ -31,6 +31,7 @@ use crate::connectivity::Connectivity;
 use crate::context::TestContext;
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
+use crate::flow::{self, Flow};
 use crate::group::{
     self, Assignment, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
 };
@@ -148,6 +149,7 @@ struct RunnerInner {
     sink: OnceLock<ReportSink>,
     signals_topic: Arc<str>,
     connectivity: Connectivity,
+    flow: Mutex<Flow>,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -178,6 +180,7 @@ impl Runner {
         let connectivity = client.connectivity().clone();
         let clocks = Clocks::new(config.clock_slack, config.outage_grace, FETCH_WAIT);
         let signals_topic = Arc::from(client.topics().signals.as_str());
+        let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
         Self {
             inner: Arc::new(RunnerInner {
                 suite,
@@ -195,6 +198,7 @@ impl Runner {
                 sink: OnceLock::new(),
                 signals_topic,
                 connectivity,
+                flow,
             }),
         }
     }
@@ -222,6 +226,12 @@ impl Runner {
     /// Tests-topic partitions this runner holds now (restored or being restored).
     pub fn assigned_partitions(&self) -> usize {
         self.inner.ownership.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Signals partitions paused now because their tests partition is behind (a backlog
+    /// being replayed; see the crate's flow control).
+    pub fn paused_signal_partitions(&self) -> usize {
+        self.lock_flow().paused()
     }
 
     /// Broker connectivity as the runner's consumers and its client's producer see it.
@@ -335,6 +345,8 @@ impl Runner {
                     ("auto.offset.reset", "earliest"),
                     ("session.timeout.ms", "6000"),
                     ("fetch.wait.max.ms", &fetch_wait),
+                    // Caught up with a tests partition: its signals need not wait for it.
+                    ("enable.partition.eof", "true"),
                     // Incremental rebalances: a join or leave moves only what moves.
                     ("partition.assignment.strategy", "cooperative-sticky"),
                 ])
@@ -390,11 +402,15 @@ impl Runner {
                 },
                 Some(event) = sink_events.recv() => self.on_sink_event(event),
                 msg = tests_consumer.recv() => match msg {
-                    Ok(msg) => self.on_tests_message(&msg),
+                    Ok(msg) => self.on_tests_message(&msg, &signals_consumer),
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        let action = self.lock_flow().tests_caught_up(p);
+                        self.apply(action, &signals_consumer);
+                    }
                     Err(err) => self.on_consumer_error(err).await,
                 },
                 msg = signals_consumer.recv() => match msg {
-                    Ok(msg) => self.on_signals_message(&msg),
+                    Ok(msg) => self.on_signals_message(&msg, &signals_consumer),
                     Err(err) => {
                         if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
                             self.inner.clocks.broker_down(Utc::now());
@@ -621,6 +637,12 @@ impl Runner {
                 });
             }
             GroupEvent::Revoked(partitions) => {
+                {
+                    let mut flow = self.lock_flow();
+                    for p in &partitions {
+                        flow.forget(*p);
+                    }
+                }
                 let topic = &self.inner.client.topics().signals;
                 let mut list = TopicPartitionList::new();
                 for p in &partitions {
@@ -697,6 +719,7 @@ impl Runner {
             let decided = r.decided.len();
             self.lock_ledger().open(p, r.resume, r.decided);
             self.inner.clocks.assigned(p, r.resume.signals);
+            self.lock_flow().forget(p);
             let mut list = TopicPartitionList::new();
             let _ = list.add_partition_offset(&topics.signals, p, Offset::Offset(r.resume.signals));
             if let Err(err) = signals.incremental_assign(&list) {
@@ -733,7 +756,29 @@ impl Runner {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    fn on_tests_message(&self, msg: &BorrowedMessage<'_>) {
+    fn lock_flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.inner.flow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pauses or resumes a signals partition (see [`crate::flow`]).
+    fn apply(&self, action: Option<flow::Action>, signals: &Consumer2) {
+        let Some(action) = action else { return };
+        let mut list = TopicPartitionList::new();
+        let (flow::Action::Pause(p) | flow::Action::Resume(p)) = action;
+        list.add_partition(&self.inner.signals_topic, p);
+        let result = match action {
+            flow::Action::Pause(_) => signals.pause(&list),
+            flow::Action::Resume(_) => signals.resume(&list),
+        };
+        match result {
+            Ok(()) => debug!(?action, "signals partition flow"),
+            Err(err) => {
+                warn!(?action, error = %err, "could not pause or resume a signals partition")
+            }
+        }
+    }
+
+    fn on_tests_message(&self, msg: &BorrowedMessage<'_>, signals: &Consumer2) {
         self.inner.connectivity.mark_reachable();
         let p = msg.partition();
         if self.in_group() {
@@ -753,9 +798,12 @@ impl Runner {
             }
         }
         self.on_test_record(p, msg.offset(), msg.timestamp().to_millis(), msg.payload());
+        let buffered = self.buffered_tests();
+        let action = self.lock_flow().test_record(p, buffered);
+        self.apply(action, signals);
     }
 
-    fn on_signals_message(&self, msg: &BorrowedMessage<'_>) {
+    fn on_signals_message(&self, msg: &BorrowedMessage<'_>, signals: &Consumer2) {
         self.inner.connectivity.mark_reachable();
         self.inner.clocks.broker_up(Utc::now());
         let p = msg.partition();
@@ -767,6 +815,9 @@ impl Runner {
             return;
         }
         self.inner.clocks.record(p, msg.offset(), event_at);
+        let buffered = self.buffered_tests();
+        let action = self.lock_flow().signal_record(p, buffered);
+        self.apply(action, signals);
         let pos = Pos {
             topic: self.inner.signals_topic.clone(),
             partition: p,
