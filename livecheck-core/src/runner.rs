@@ -93,8 +93,10 @@ pub struct RunnerConfig {
     /// On shutdown (group mode), how long in-flight runs may take to finish before they are
     /// handed back (their records stay uncommitted and are read again after a restart).
     pub drain_timeout: Duration,
-    /// How far out of timestamp order records of several producers may interleave: a step
-    /// is declared missing once the signals are read this far past its deadline.
+    /// How far out of timestamp order records may arrive (several producers interleaving,
+    /// a producer retrying a refused request): a step is declared missing once the signals
+    /// are read this far past its deadline (default 2 s). It delays `TIMEOUT` verdicts by as
+    /// much; it never changes a verdict (lateness is judged on the timestamps themselves).
     pub clock_slack: Duration,
     /// After the broker was unreachable, how long producers may take to deliver what they
     /// held (their reconnect back-off) before steps of that time are declared missing.
@@ -120,7 +122,7 @@ impl Default for RunnerConfig {
             start_at_end: false,
             watched_only: false,
             drain_timeout: Duration::from_secs(30),
-            clock_slack: Duration::from_millis(500),
+            clock_slack: Duration::from_secs(2),
             outage_grace: Duration::from_secs(15),
             max_run_time: Duration::from_secs(600),
             max_report_bytes: sink::DEFAULT_MAX_REPORT_BYTES,
