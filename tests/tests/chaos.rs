@@ -458,6 +458,29 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
     let truncated = counters
         .reports_truncated
         .load(std::sync::atomic::Ordering::Relaxed);
+    // Nothing is left uncommittable: the operator's gauge says so.
+    let metrics_url = format!("http://{}/metrics", service.http_addr);
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("livecheck_uncommitted_records{topic=\"tests\"} 0\n")
+            && metrics.contains("livecheck_uncommitted_records{topic=\"signals\"} 0\n")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("livecheck_uncommitted_records{topic=\"tests\"} 0\n")
+            && metrics.contains("livecheck_uncommitted_records{topic=\"signals\"} 0\n")
+            && metrics.contains("livecheck_paused_signal_partitions 0\n"),
+        "{metrics}"
+    );
     service.shutdown().await.unwrap();
 
     let reports = w.reports.lock().unwrap();

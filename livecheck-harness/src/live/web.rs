@@ -416,6 +416,37 @@ pub fn render_metrics(state: &LiveState) -> String {
         &[],
         input.assigned_partitions,
     );
+    let (tests_held, signals_held) = state.runner.uncommitted();
+    family(
+        &mut out,
+        "livecheck_uncommitted_records",
+        "gauge",
+        "Records read and not committable yet, by topic: what a restart would read again.",
+    );
+    sample(
+        &mut out,
+        "livecheck_uncommitted_records",
+        &[("topic", "tests")],
+        tests_held,
+    );
+    sample(
+        &mut out,
+        "livecheck_uncommitted_records",
+        &[("topic", "signals")],
+        signals_held,
+    );
+    family(
+        &mut out,
+        "livecheck_paused_signal_partitions",
+        "gauge",
+        "Signals partitions paused until their tests partition catches up (flow control).",
+    );
+    sample(
+        &mut out,
+        "livecheck_paused_signal_partitions",
+        &[],
+        state.runner.paused_signal_partitions(),
+    );
     family(
         &mut out,
         "livecheck_ready",
