@@ -55,7 +55,8 @@ impl Run {
         &self.shared.context
     }
 
-    /// Waits for `signal` with the case's timeout (counted from now) and returns its value.
+    /// Waits for `signal` with the case's timeout, after the previous step by event time (see
+    /// [`Run::wait_timeout`]), and returns its value.
     pub async fn wait<T: DeserializeOwned>(&self, signal: &Signal<T>) -> Result<T, CheckError> {
         self.wait_timeout(signal, self.shared.timeout).await
     }
