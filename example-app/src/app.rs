@@ -191,7 +191,7 @@ impl RunningApp {
         let shared = Arc::new(Shared {
             trigger: Trigger::new(ORDER_CASE)
                 .probability(config.probability)
-                .expires(Duration::from_secs(600)),
+                .test_expires(Duration::from_secs(600)),
             faults: Faults::new(&config.faults),
             store: Arc::new(MemoryStore::default()),
             cache: UserCache::default(),

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::client::LiveCheck;
-use crate::context::{current_test, TestContext};
+use crate::check::CheckError;
 use crate::error::Error;
-use crate::murmur2::unit_interval;
 use crate::run::Run;
+use crate::stimulus::{StimulusError, Target};
+use crate::trigger::{Sampling, Trigger};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -22,173 +21,50 @@ pub(crate) type Expectations = Arc<dyn Fn(Run) -> BoxFuture<Result<(), CheckErro
 pub(crate) type StimulusFn =
     Arc<dyn Fn(Target) -> BoxFuture<Result<(), StimulusError>> + Send + Sync>;
 
-/// Why a check did not pass. Return it from expectations (`?` on [`Run::wait`], or
-/// [`crate::ensure!`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
-    /// A contract was violated: verdict `FAIL`.
-    #[error("{0}")]
-    Failed(String),
-    /// A step did not arrive in time: verdict `TIMEOUT`. In time means, by the records'
-    /// own timestamps (event time), within the timeout of the previous step (the first
-    /// step: of the test record).
-    #[error("{}", timeout_message(signal, *waited, last_step.as_deref(), *late_by))]
-    Timeout {
-        /// The step that did not come in time.
-        signal: String,
-        /// The timeout it had.
-        waited: Duration,
-        /// The last step that did come.
-        last_step: Option<String>,
-        /// Set when the step did come, but after its deadline: by how much.
-        late_by: Option<Duration>,
-    },
-    /// The check itself errored: verdict `ERROR`.
-    #[error("{0}")]
-    Error(String),
+/// A case's settings. Each is set by the [`Case`] builder method of the same name and
+/// read back here under that name (`case.settings().timeout`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Share of requests that become tests, in `[0, 1]`. Default 1.
+    pub probability: f64,
+    /// How the trigger samples. Default [`Sampling::Random`].
+    pub sampling: Sampling,
+    /// How long each wait waits for its step after the previous one. Default 30 s.
+    pub timeout: Duration,
+    /// How long the whole run may take, from the test's issue to its last step (by event
+    /// time). Default none: only the per-step timeouts bound it.
+    pub deadline: Option<Duration>,
+    /// After the expectations return, how long (by event time, after the last step) the
+    /// run still watches for repeated or forbidden steps before it passes. Default 0.
+    pub settle: Duration,
+    /// How long after issue a test is still worth running (older tests are `SKIP`).
+    /// Default 1 h.
+    pub test_expires: Duration,
+    /// Raise `STALL` when no test of the case ran for this long. Default none.
+    pub warn_stalled_after: Option<Duration>,
+    /// Run the stimulus every `frequency` in live mode (synthetic traffic). Default none.
+    pub frequency: Option<Duration>,
+    /// Suite state goes `FAIL` after this many failed runs in a row. Default 3.
+    pub max_consecutive_failures: u32,
+    /// An inactive case's tests are `SKIP`. Default true.
+    pub active: bool,
 }
 
-fn timeout_message(
-    signal: &str,
-    waited: Duration,
-    last_step: Option<&str>,
-    late_by: Option<Duration>,
-) -> String {
-    let since = last_step.map_or("the start of the test (no step arrived)".to_owned(), |s| {
-        format!("the previous step `{s}`")
-    });
-    match late_by {
-        Some(late) => {
-            format!("signal `{signal}` came {late:?} late: more than {waited:?} after {since}")
-        }
-        None => format!("signal `{signal}` did not arrive within {waited:?} of {since}"),
-    }
-}
-
-/// Fails the check (verdict `FAIL`) with a formatted message unless `cond` holds.
-#[macro_export]
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
-            return ::std::result::Result::Err($crate::CheckError::Failed(format!($($arg)+)));
-        }
-    };
-}
-
-/// Fails the check (verdict `FAIL`) unless the two values are equal; the message shows both.
-#[macro_export]
-macro_rules! ensure_eq {
-    ($left:expr, $right:expr, $($arg:tt)+) => {
-        match (&$left, &$right) {
-            (left, right) => {
-                if !(*left == *right) {
-                    return ::std::result::Result::Err($crate::CheckError::Failed(format!(
-                        "{}: expected {:?}, got {:?}",
-                        format!($($arg)+),
-                        right,
-                        left
-                    )));
-                }
-            }
-        }
-    };
-}
-
-/// How a trigger decides whether a request becomes a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sampling {
-    /// A fresh random draw per request.
-    #[default]
-    Random,
-    /// A hash of the test id (murmur2): every service decides the same for the same id.
-    KeyHash,
-}
-
-/// What a stimulus could not do. A stimulus error makes the run `ERROR`.
-#[derive(Debug, thiserror::Error)]
-pub enum StimulusError {
-    /// The request did not get an answer.
-    #[error("request to {url} failed: {source}")]
-    Request {
-        /// The URL.
-        url: String,
-        /// The client's error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The service answered with an error status.
-    #[error("{url} answered HTTP {status}: {body}")]
-    Status {
-        /// The URL.
-        url: String,
-        /// The status.
-        status: http::StatusCode,
-        /// The start of the body.
-        body: String,
-    },
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-/// The service a stimulus talks to: a base URL and an HTTP client that carries the current
-/// test context in its requests.
-#[derive(Debug, Clone)]
-pub struct Target {
-    base_url: String,
-    http: reqwest::Client,
-}
-
-impl Target {
-    /// A target at `base_url` (`http://127.0.0.1:6066`).
-    pub fn new(base_url: impl Into<String>) -> Self {
-        Self::with_client(base_url, reqwest::Client::new())
-    }
-
-    /// A target with a client of your own.
-    pub fn with_client(base_url: impl Into<String>, http: reqwest::Client) -> Self {
+impl Default for Settings {
+    fn default() -> Self {
         Self {
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
-            http,
+            probability: 1.0,
+            sampling: Sampling::Random,
+            timeout: Duration::from_secs(30),
+            deadline: None,
+            settle: Duration::ZERO,
+            test_expires: Duration::from_secs(3600),
+            warn_stalled_after: None,
+            frequency: None,
+            max_consecutive_failures: 3,
+            active: true,
         }
-    }
-
-    /// The base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    /// `base_url` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url, path)
-    }
-
-    /// The HTTP client (use [`crate::http::RequestBuilderExt::test_context`] on requests).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// GETs `path` with the current test context; an error status is an error.
-    pub async fn get(&self, path: &str) -> Result<String, StimulusError> {
-        use crate::http::RequestBuilderExt as _;
-        let url = self.url(path);
-        let response = self
-            .http
-            .get(&url)
-            .test_context()
-            .send()
-            .await
-            .map_err(|source| StimulusError::Request {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let body: String = body.chars().take(200).collect();
-            return Err(StimulusError::Status { url, status, body });
-        }
-        Ok(body)
     }
 }
 
@@ -209,19 +85,14 @@ impl Target {
 ///         Ok(())
 ///     });
 /// assert_eq!(case.name(), "orders.place_order");
+/// // Each setting is read back under the name that set it.
+/// assert_eq!(case.settings().probability, 0.5);
 /// ```
 #[derive(Clone)]
 pub struct Case {
     pub(crate) name: String,
-    pub(crate) probability: f64,
-    pub(crate) sampling: Sampling,
-    pub(crate) timeout: Duration,
-    pub(crate) test_expires: Duration,
-    pub(crate) warn_stalled_after: Option<Duration>,
-    pub(crate) frequency: Option<Duration>,
+    pub(crate) settings: Settings,
     pub(crate) stimulus: Option<StimulusFn>,
-    pub(crate) max_consecutive_failures: u32,
-    pub(crate) active: bool,
     pub(crate) expectations: Option<Expectations>,
 }
 
@@ -229,33 +100,19 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Case")
             .field("name", &self.name)
-            .field("probability", &self.probability)
-            .field("sampling", &self.sampling)
-            .field("timeout", &self.timeout)
-            .field("test_expires", &self.test_expires)
-            .field("warn_stalled_after", &self.warn_stalled_after)
-            .field("frequency", &self.frequency)
+            .field("settings", &self.settings)
             .field("has_stimulus", &self.stimulus.is_some())
-            .field("max_consecutive_failures", &self.max_consecutive_failures)
-            .field("active", &self.active)
             .finish_non_exhaustive()
     }
 }
 
 impl Case {
-    /// A case named `name`, probability 1, 30 s per signal, tests expire after 1 h.
+    /// A case named `name` with the default [`Settings`].
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            probability: 1.0,
-            sampling: Sampling::Random,
-            timeout: Duration::from_secs(30),
-            test_expires: Duration::from_secs(3600),
-            warn_stalled_after: None,
-            frequency: None,
+            settings: Settings::default(),
             stimulus: None,
-            max_consecutive_failures: 3,
-            active: true,
             expectations: None,
         }
     }
@@ -263,42 +120,72 @@ impl Case {
     /// Share of requests that become tests, in `[0, 1]`.
     #[must_use]
     pub fn probability(mut self, probability: f64) -> Self {
-        self.probability = probability;
+        self.settings.probability = probability;
         self
     }
 
     /// How the trigger samples.
     #[must_use]
     pub fn sampling(mut self, sampling: Sampling) -> Self {
-        self.sampling = sampling;
+        self.settings.sampling = sampling;
         self
     }
 
-    /// How long each `wait` waits for its signal, counted from when that wait began.
+    /// How long each wait waits for its step, after the previous step.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// How long the whole run may take, from the test's issue (by event time): a step
+    /// still missing then is `TIMEOUT` naming the deadline, whatever its own timeout.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.settings.deadline = Some(deadline);
+        self
+    }
+
+    /// After the expectations return, keep watching this long (by event time, after the
+    /// last step) for a step that happens again or a forbidden step, before passing.
+    #[must_use]
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settings.settle = settle;
         self
     }
 
     /// How long after issue a test is still worth running (older tests are `SKIP`).
     #[must_use]
-    pub fn test_expires(mut self, expires: Duration) -> Self {
-        self.test_expires = expires;
+    pub fn test_expires(mut self, test_expires: Duration) -> Self {
+        self.settings.test_expires = test_expires;
         self
     }
 
     /// Raise `STALL` when no test of this case ran for this long.
     #[must_use]
     pub fn warn_stalled_after(mut self, after: Duration) -> Self {
-        self.warn_stalled_after = Some(after);
+        self.settings.warn_stalled_after = Some(after);
         self
     }
 
     /// Run the stimulus every `frequency` (synthetic traffic in live mode).
     #[must_use]
     pub fn frequency(mut self, frequency: Duration) -> Self {
-        self.frequency = Some(frequency);
+        self.settings.frequency = Some(frequency);
+        self
+    }
+
+    /// Suite state goes `FAIL` after this many failed runs in a row.
+    #[must_use]
+    pub fn max_consecutive_failures(mut self, n: u32) -> Self {
+        self.settings.max_consecutive_failures = n;
+        self
+    }
+
+    /// An inactive case's tests are `SKIP`.
+    #[must_use]
+    pub fn active(mut self, active: bool) -> Self {
+        self.settings.active = active;
         self
     }
 
@@ -311,20 +198,6 @@ impl Case {
         Fut: Future<Output = Result<(), StimulusError>> + Send + 'static,
     {
         self.stimulus = Some(Arc::new(move |target| Box::pin(stimulus(target))));
-        self
-    }
-
-    /// Suite state goes `FAIL` after this many failed runs in a row.
-    #[must_use]
-    pub fn max_consecutive_failures(mut self, n: u32) -> Self {
-        self.max_consecutive_failures = n;
-        self
-    }
-
-    /// An inactive case's tests are `SKIP`.
-    #[must_use]
-    pub fn active(mut self, active: bool) -> Self {
-        self.active = active;
         self
     }
 
@@ -359,39 +232,9 @@ impl Case {
         &self.name
     }
 
-    /// Per-signal timeout.
-    pub fn signal_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Test expiry.
-    pub fn expires(&self) -> Duration {
-        self.test_expires
-    }
-
-    /// `warn_stalled_after`, if set.
-    pub fn stalled_after(&self) -> Option<Duration> {
-        self.warn_stalled_after
-    }
-
-    /// Synthetic-traffic period, if set.
-    pub fn stimulus_frequency(&self) -> Option<Duration> {
-        self.frequency
-    }
-
-    /// `max_consecutive_failures`.
-    pub fn failure_threshold(&self) -> u32 {
-        self.max_consecutive_failures
-    }
-
-    /// Whether the case is active.
-    pub fn is_active(&self) -> bool {
-        self.active
-    }
-
-    /// The sampling probability.
-    pub fn sample_probability(&self) -> f64 {
-        self.probability
+    /// The settings, each under the name of the builder method that sets it.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Whether the case has a stimulus.
@@ -413,25 +256,29 @@ impl Case {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |what: String| Err(Error::Config(format!("case {}: {what}", self.name)));
+        let s = &self.settings;
         if self.name.trim().is_empty() {
             return Err(Error::Config("a case needs a name".into()));
         }
-        if !(0.0..=1.0).contains(&self.probability) || self.probability.is_nan() {
-            return bad(format!("probability {} is not in [0, 1]", self.probability));
+        if !(0.0..=1.0).contains(&s.probability) || s.probability.is_nan() {
+            return bad(format!("probability {} is not in [0, 1]", s.probability));
         }
-        if self.timeout.is_zero() {
+        if s.timeout.is_zero() {
             return bad("the signal timeout is zero".into());
         }
-        if self.test_expires.is_zero() {
+        if s.deadline.is_some_and(|d| d.is_zero()) {
+            return bad("the deadline is zero".into());
+        }
+        if s.test_expires.is_zero() {
             return bad("test_expires is zero".into());
         }
         if self.expectations.is_none() {
             return bad("no expectations; add them with Case::expect".into());
         }
-        if self.frequency.is_some_and(|f| f.is_zero()) {
+        if s.frequency.is_some_and(|f| f.is_zero()) {
             return bad("the frequency is zero".into());
         }
-        if self.frequency.is_some() && self.stimulus.is_none() {
+        if s.frequency.is_some() && self.stimulus.is_none() {
             return bad("a frequency is set but no stimulus".into());
         }
         Ok(())
@@ -439,131 +286,9 @@ impl Case {
 
     /// The service-side trigger with this case's settings.
     pub fn trigger(&self) -> Trigger {
-        Trigger {
-            case: self.name.clone(),
-            probability: self.probability,
-            sampling: self.sampling,
-            expires: self.test_expires,
-        }
-    }
-}
-
-/// The service side of a case: where tests begin. A service needs only this (not the
-/// expectations), so check files and services can live in different crates.
-#[derive(Debug, Clone)]
-pub struct Trigger {
-    case: String,
-    probability: f64,
-    sampling: Sampling,
-    expires: Duration,
-}
-
-impl Trigger {
-    /// A trigger for `case`, probability 1, random sampling, tests expire after 1 h.
-    pub fn new(case: impl Into<String>) -> Self {
-        Case::new(case).trigger()
-    }
-
-    /// Share of requests that become tests, clamped to `[0, 1]`.
-    #[must_use]
-    pub fn probability(mut self, probability: f64) -> Self {
-        self.probability = if probability.is_nan() {
-            0.0
-        } else {
-            probability.clamp(0.0, 1.0)
-        };
-        self
-    }
-
-    /// How to sample.
-    #[must_use]
-    pub fn sampling(mut self, sampling: Sampling) -> Self {
-        self.sampling = sampling;
-        self
-    }
-
-    /// Test expiry.
-    #[must_use]
-    pub fn expires(mut self, expires: Duration) -> Self {
-        self.expires = expires;
-        self
-    }
-
-    /// The case name.
-    pub fn case(&self) -> &str {
-        &self.case
-    }
-
-    /// Whether a request with test id `id` is sampled.
-    pub fn sample(&self, id: &str) -> bool {
-        if self.probability >= 1.0 {
-            return true;
-        }
-        if self.probability <= 0.0 {
-            return false;
-        }
-        let draw = match self.sampling {
-            Sampling::Random => rand::random::<f64>(),
-            Sampling::KeyHash => unit_interval(id.as_bytes()),
-        };
-        draw < self.probability
-    }
-
-    /// Samples the request; on a hit publishes a `TestExecution` (with `arguments`) and
-    /// returns the context to scope the rest of the request with ([`LiveCheck::scope`]).
-    ///
-    /// Inside a test of this case already (a context came in with the request) it returns
-    /// that context with the arguments and registers it, whatever the sampling says; its
-    /// signature is kept. A fresh context is signed when the client has signing keys.
-    pub fn maybe_trigger<A: Serialize>(
-        &self,
-        client: &LiveCheck,
-        arguments: &A,
-    ) -> Option<TestContext> {
-        self.maybe_trigger_with_id(client, None, arguments)
-    }
-
-    /// As [`Trigger::maybe_trigger`], with the test id chosen by the caller (e.g. the id
-    /// of the order under test), or a fresh one when `id` is `None`. An id that is not 1 to
-    /// 128 bytes of visible ASCII triggers nothing (logged).
-    pub fn maybe_trigger_with_id<A: Serialize>(
-        &self,
-        client: &LiveCheck,
-        id: Option<&str>,
-        arguments: &A,
-    ) -> Option<TestContext> {
-        let arguments = match serde_json::to_value(arguments) {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(case = %self.case, error = %err, "test arguments do not serialize; not triggering");
-                return None;
-            }
-        };
-        let context = match current_test() {
-            Some(current) if current.case == self.case => {
-                TestContext::clone(&current).arguments(arguments)
-            }
-            Some(_) => return None,
-            None => {
-                let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-                if let Err(err) = crate::headers::check_test_id(&id) {
-                    tracing::warn!(case = %self.case, error = %err, "not triggering a test with this id");
-                    return None;
-                }
-                if !self.sample(&id) {
-                    return None;
-                }
-                client.sign(
-                    TestContext::with_id(id, self.case.clone(), self.expires).arguments(arguments),
-                )
-            }
-        };
-        match client.register_test(&context) {
-            Ok(()) => Some(context),
-            Err(err) => {
-                tracing::warn!(case = %self.case, error = %err, "could not register the test; going on without it");
-                None
-            }
-        }
+        Trigger::new(self.name.clone())
+            .probability(self.settings.probability)
+            .sampling(self.settings.sampling)
+            .test_expires(self.settings.test_expires)
     }
 }

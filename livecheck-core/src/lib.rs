@@ -67,6 +67,7 @@
 //! - Tests and signals topics must have the same partition count.
 
 mod case;
+mod check;
 mod client;
 mod clock;
 pub mod connectivity;
@@ -89,8 +90,13 @@ mod runner;
 mod signal;
 pub mod signing;
 mod sink;
+mod stimulus;
+mod trigger;
 
-pub use case::{BoxFuture, Case, CheckError, Sampling, StimulusError, Target, Trigger};
+pub use case::{BoxFuture, Case, Settings};
+pub use check::CheckError;
+pub use stimulus::{StimulusError, Target};
+pub use trigger::{Sampling, Trigger, TriggerSettings};
 pub use client::{KafkaConfig, LiveCheck, Topics};
 pub use connectivity::Connectivity;
 pub use context::{current_test, in_test, propagate, spawn, TestContext};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 
-use crate::case::CheckError;
+use crate::check::CheckError;
 use crate::clock::Clocks;
 use crate::context::TestContext;
 use crate::registry::{Arrival, Registry, WaitStart};

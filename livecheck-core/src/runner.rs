@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::case::{Case, CheckError};
+use crate::case::Case;
+use crate::check::CheckError;
 use crate::client::LiveCheck;
 use crate::clock::Clocks;
 use crate::connectivity::Connectivity;
@@ -975,14 +976,14 @@ impl Runner {
             let mut registry = self.lock_registry();
             if registry.is_known(&context.id) {
                 TestOutcome::Duplicate
-            } else if !case.is_active()
+            } else if !case.settings().active
                 // Expired when it was registered (by the record's time: a replay after a
                 // restart runs what was in time then).
                 || context.is_expired_at(event_at.unwrap_or_else(Utc::now))
             {
                 let dropped = registry.mark_finished(&context.id, Some(partition));
                 drop(registry);
-                let why = if case.is_active() {
+                let why = if case.settings().active {
                     format!(
                         "test expired at {} before the runner saw it",
                         crate::headers::format_time(context.expires_at)
@@ -1133,7 +1134,7 @@ impl Runner {
         let started_at = event_at.unwrap_or(context.issued_at);
         let shared = Arc::new(RunShared {
             context: context.clone(),
-            timeout: case.signal_timeout(),
+            timeout: case.settings().timeout,
             registry: self.inner.registry.clone(),
             state: Mutex::new(RunState {
                 timeline: Vec::new(),

@@ -101,7 +101,7 @@ impl Session {
     /// keys), the stimulus scoped by it, then the verdict. A failed stimulus is an `ERROR`
     /// report naming what failed.
     pub async fn run_once(&self, case: &Case) -> Report {
-        let context = self.client.new_context(case.name(), case.expires());
+        let context = self.client.new_context(case.name(), case.settings().test_expires);
         let report = self.runner.report_for(&context.id);
         let stimulus = self
             .client
@@ -112,7 +112,7 @@ impl Session {
             return synthetic_report(&context, Verdict::Error, format!("stimulus failed: {err}"));
         }
         // Every wait has its own timeout; bound the whole run generously above that.
-        let bound = case.signal_timeout() * 10 + Duration::from_secs(30);
+        let bound = case.settings().timeout * 10 + Duration::from_secs(30);
         match tokio::time::timeout(bound, report).await {
             Ok(Ok(report)) => Arc::unwrap_or_clone(report),
             Ok(Err(_)) => synthetic_report(

@@ -288,7 +288,7 @@ impl LiveService {
         if let Some(url) = &app_url {
             for case in cases
                 .iter()
-                .filter(|c| c.stimulus_frequency().is_some() && c.is_active())
+                .filter(|c| c.settings().frequency.is_some() && c.settings().active)
             {
                 tasks.push(tokio::spawn(synthetic_traffic(
                     case.clone(),
@@ -619,7 +619,7 @@ async fn synthetic_traffic(
     health: Arc<HealthMonitor>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let Some(every) = case.stimulus_frequency() else {
+    let Some(every) = case.settings().frequency else {
         return;
     };
     let mut tick = tokio::time::interval(every);
@@ -637,7 +637,7 @@ async fn synthetic_traffic(
         let mut delay = Duration::from_millis(200);
         let mut outcome = Err(String::new());
         for attempt in 1..=3 {
-            let context = client.new_context(case.name(), case.expires());
+            let context = client.new_context(case.name(), case.settings().test_expires);
             match client
                 .scope(context, case.run_stimulus(target.clone()))
                 .await
