@@ -105,6 +105,6 @@ pub use error::Error;
 pub use headers::ContextError;
 pub use registry::Limits;
 pub use report::{Report, Step, Truncation, Verdict};
-pub use run::Run;
+pub use run::{AnySignal, Occurrence, Run};
 pub use runner::{Runner, RunnerConfig, Suite};
 pub use signal::{Signal, SignalEvent};

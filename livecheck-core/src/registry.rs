@@ -21,6 +21,10 @@ pub(crate) struct Arrival {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
+    /// The sender's id of this send (see [`crate::SignalEvent::send_id`]).
+    pub(crate) send_id: Option<Box<str>>,
+    /// The item of a per-item step.
+    pub(crate) item: Option<Box<str>>,
 }
 
 /// Where a record came from: what the consumer commits past once it is done with.
@@ -32,6 +36,18 @@ pub(crate) struct Pos {
 }
 
 impl Arrival {
+    /// Whether `other` is the same send delivered again (not a second occurrence).
+    pub(crate) fn same_send(&self, other: &Arrival) -> bool {
+        if self.signal != other.signal || self.item != other.item {
+            return false;
+        }
+        match (&self.send_id, &other.send_id) {
+            (Some(a), Some(b)) => a == b,
+            // A sender without send ids: the same send has the same time and value.
+            _ => self.sent_at == other.sent_at && self.value.get() == other.value.get(),
+        }
+    }
+
     pub(crate) fn pos(&self) -> Pos {
         Pos {
             topic: self.topic.clone(),
@@ -45,19 +61,34 @@ fn positions(arrivals: &[Arc<Arrival>]) -> impl Iterator<Item = Pos> + '_ {
     arrivals.iter().map(|a| a.pos())
 }
 
-pub(crate) enum WaitStart {
-    Ready(Arc<Arrival>),
-    Pending(oneshot::Receiver<Arc<Arrival>>),
+/// What a run watching some steps of its test gets.
+pub(crate) enum Watch {
+    /// Every occurrence of the watched steps so far, in the order they arrived (more than
+    /// the caller had seen).
+    Ready(Vec<Arc<Arrival>>),
+    /// None new yet: woken when one arrives.
+    Pending(oneshot::Receiver<()>),
+    /// The test is not tracked any more.
     Gone,
 }
 
 #[derive(Default)]
 struct Slot {
     test_pos: Option<Pos>,
+    /// Every occurrence of every step of the test, once per send, in arrival order.
     arrived: Vec<Arc<Arrival>>,
+    /// Set when an occurrence was dropped for lack of room: counts are not known.
+    overflowed: bool,
     /// Signal names are the `&'static str` of their `Signal` declarations: no copy per wait.
-    waiters: Vec<(&'static str, oneshot::Sender<Arc<Arrival>>)>,
+    waiters: Vec<(Vec<&'static str>, oneshot::Sender<()>)>,
     task: Option<tokio::task::AbortHandle>,
+}
+
+/// A test's occurrences when its run ends.
+pub(crate) struct Finished {
+    pub(crate) arrived: Vec<Arc<Arrival>>,
+    /// Every record of the test.
+    pub(crate) records: Vec<Pos>,
 }
 
 struct Early {
@@ -70,7 +101,9 @@ struct Early {
 pub struct Limits {
     /// Tests whose signals came before their test record, at most.
     pub max_early_tests: usize,
-    /// Signals buffered per such test, at most.
+    /// Signals kept per test, at most: before its test record came, and during its run
+    /// (every occurrence is kept, to count them). A run that reached the limit cannot
+    /// pass: its counts are not known.
     pub max_early_signals_per_test: usize,
     /// How long early signals wait for their test record.
     pub early_ttl: Duration,
@@ -84,7 +117,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_early_tests: 10_000,
-            max_early_signals_per_test: 64,
+            max_early_signals_per_test: 256,
             early_ttl: Duration::from_secs(120),
             max_finished: 100_000,
             max_in_flight: 100_000,
@@ -188,49 +221,50 @@ impl Registry {
         dropped
     }
 
-    /// Stops tracking a running test; returns the names of signals that arrived and were
-    /// never taken by the run, and the positions of every record of the test. Memory held
-    /// for the test is released here. `None` when the test is not running any more (its
-    /// partition was revoked: its run is handed back and must not publish).
-    pub(crate) fn finish_test(
-        &mut self,
-        test_id: &str,
-        awaited: &[&str],
-    ) -> Option<(Vec<String>, Vec<Pos>)> {
+    /// Stops tracking a running test; returns every occurrence of its steps and the
+    /// positions of every record of the test. Memory held for the test is released here.
+    /// `None` when the test is not running any more (its partition was revoked: its run is
+    /// handed back and must not publish).
+    pub(crate) fn finish_test(&mut self, test_id: &str) -> Option<Finished> {
         let slot = self.running.remove(test_id)?;
-        let unawaited = slot
-            .arrived
-            .iter()
-            .filter(|a| !awaited.contains(&a.signal.as_str()))
-            .map(|a| a.signal.clone())
-            .collect();
-        let done: Vec<Pos> = slot
+        let records: Vec<Pos> = slot
             .test_pos
             .into_iter()
             .chain(positions(&slot.arrived))
             .collect();
-        let partition = done.first().map(|p| p.partition);
+        let partition = records.first().map(|p| p.partition);
         self.mark_finished(test_id, partition);
-        Some((unawaited, done))
+        Some(Finished {
+            arrived: slot.arrived,
+            records,
+        })
+    }
+
+    /// Every occurrence so far of a running test's steps, and whether some were dropped.
+    pub(crate) fn occurrences(&self, test_id: &str) -> Option<(Vec<Arc<Arrival>>, bool)> {
+        self.running
+            .get(test_id)
+            .map(|slot| (slot.arrived.clone(), slot.overflowed))
     }
 
     pub(crate) fn on_signal(&mut self, test_id: &str, arrival: Arrival) -> SignalOutcome {
         if let Some(slot) = self.running.get_mut(test_id) {
-            if slot.arrived.iter().any(|a| a.signal == arrival.signal) {
+            if slot.arrived.iter().any(|a| a.same_send(&arrival)) {
                 return SignalOutcome::Duplicate;
             }
             if slot.arrived.len() >= self.limits.max_early_signals_per_test {
+                slot.overflowed = true;
                 return SignalOutcome::BufferFull;
             }
             let arrival = Arc::new(arrival);
             slot.arrived.push(arrival.clone());
-            // Wake only the run waiting for this test and this signal.
+            // Wake only the runs watching this test and this signal.
             let mut delivered = false;
             let mut i = 0;
             while i < slot.waiters.len() {
-                if slot.waiters[i].0 == arrival.signal {
+                if slot.waiters[i].0.contains(&arrival.signal.as_str()) {
                     let (_, tx) = slot.waiters.swap_remove(i);
-                    delivered |= tx.send(arrival.clone()).is_ok();
+                    delivered |= tx.send(()).is_ok();
                 } else {
                     i += 1;
                 }
@@ -265,7 +299,7 @@ impl Registry {
                 arrivals: Vec::new(),
                 since: Instant::now(),
             });
-        if early.arrivals.iter().any(|a| a.signal == arrival.signal) {
+        if early.arrivals.iter().any(|a| a.same_send(&arrival)) {
             return SignalOutcome::Duplicate;
         }
         if early.arrivals.len() >= self.limits.max_early_signals_per_test {
@@ -296,18 +330,21 @@ impl Registry {
         dropped
     }
 
-    pub(crate) fn start_wait(&mut self, test_id: &str, signal: &'static str) -> WaitStart {
+    /// The occurrences of the steps `signals` of a running test, when there are more than
+    /// `seen`; otherwise a receiver woken by the next one.
+    pub(crate) fn watch(&mut self, test_id: &str, signals: &[&'static str], seen: usize) -> Watch {
         let Some(slot) = self.running.get_mut(test_id) else {
-            return WaitStart::Gone;
+            return Watch::Gone;
         };
-        if let Some(a) = slot.arrived.iter().find(|a| a.signal == signal) {
-            return WaitStart::Ready(a.clone());
+        let matching = |a: &&Arc<Arrival>| signals.contains(&a.signal.as_str());
+        if slot.arrived.iter().filter(matching).count() > seen {
+            return Watch::Ready(slot.arrived.iter().filter(matching).cloned().collect());
         }
         let (tx, rx) = oneshot::channel();
         // Runs mostly wait for one signal at a time: room for exactly one.
         slot.waiters.reserve_exact(1);
-        slot.waiters.push((signal, tx));
-        WaitStart::Pending(rx)
+        slot.waiters.push((signals.to_vec(), tx));
+        Watch::Pending(rx)
     }
 
     /// Forgets waiters whose run gave up (closed its receiver); other waits on the same
@@ -374,6 +411,11 @@ mod tests {
     use super::*;
 
     fn arrival(signal: &str) -> Arrival {
+        sent(signal, signal)
+    }
+
+    /// An occurrence of `signal` from the send `send_id`.
+    fn sent(signal: &str, send_id: &str) -> Arrival {
         Arrival {
             signal: signal.into(),
             value: RawValue::from_string("1".into()).unwrap(),
@@ -383,6 +425,15 @@ mod tests {
             topic: Arc::from("signals"),
             partition: 0,
             offset: 0,
+            send_id: Some(send_id.into()),
+            item: None,
+        }
+    }
+
+    fn ready(w: Watch) -> usize {
+        match w {
+            Watch::Ready(all) => all.len(),
+            _ => panic!("not ready"),
         }
     }
 
@@ -395,7 +446,7 @@ mod tests {
         );
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Duplicate);
         assert_eq!(r.start_test("t", None), TestOutcome::Started);
-        assert!(matches!(r.start_wait("t", "a"), WaitStart::Ready(_)));
+        assert_eq!(ready(r.watch("t", &["a"], 0)), 1);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
     }
 
@@ -404,13 +455,13 @@ mod tests {
         let mut r = Registry::new(Limits::default());
         r.start_test("t1", None);
         r.start_test("t2", None);
-        let WaitStart::Pending(mut rx1) = r.start_wait("t1", "a") else {
+        let Watch::Pending(mut rx1) = r.watch("t1", &["a"], 0) else {
             panic!()
         };
-        let WaitStart::Pending(mut rx2) = r.start_wait("t2", "a") else {
+        let Watch::Pending(mut rx2) = r.watch("t2", &["a"], 0) else {
             panic!()
         };
-        let WaitStart::Pending(mut rx3) = r.start_wait("t1", "b") else {
+        let Watch::Pending(mut rx3) = r.watch("t1", &["b"], 0) else {
             panic!()
         };
         assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Delivered);
@@ -436,7 +487,7 @@ mod tests {
         ));
         assert_eq!(r.early_tests(), 2);
         assert_eq!(r.start_test("t1", None), TestOutcome::Started);
-        assert!(matches!(r.start_wait("t1", "a"), WaitStart::Pending(_)));
+        assert!(matches!(r.watch("t1", &["a"], 0), Watch::Pending(_)));
     }
 
     #[test]
@@ -445,9 +496,9 @@ mod tests {
         r.start_test("t", None);
         r.on_signal("t", arrival("a"));
         r.on_signal("t", arrival("b"));
-        let (unawaited, done) = r.finish_test("t", &["a"]).unwrap();
-        assert_eq!(unawaited, vec!["b".to_owned()]);
-        assert_eq!(done.len(), 2);
+        let finished = r.finish_test("t").unwrap();
+        assert_eq!(finished.arrived.len(), 2);
+        assert_eq!(finished.records.len(), 2);
         assert_eq!(r.in_flight(), 0);
         assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
@@ -457,10 +508,10 @@ mod tests {
     fn giving_up_one_wait_keeps_another_on_the_same_signal() {
         let mut r = Registry::new(Limits::default());
         r.start_test("t", None);
-        let WaitStart::Pending(mut first) = r.start_wait("t", "a") else {
+        let Watch::Pending(mut first) = r.watch("t", &["a"], 0) else {
             panic!()
         };
-        let WaitStart::Pending(mut second) = r.start_wait("t", "a") else {
+        let Watch::Pending(mut second) = r.watch("t", &["a"], 0) else {
             panic!()
         };
         first.close();
@@ -478,7 +529,7 @@ mod tests {
             offset: 0,
         };
         r.start_test("done0", Some(pos(0)));
-        r.finish_test("done0", &[]).unwrap();
+        r.finish_test("done0").unwrap();
         r.mark_finished("done1", Some(1));
         r.start_test("on0", Some(pos(0)));
         r.start_test("on1", Some(pos(1)));
@@ -508,5 +559,40 @@ mod tests {
             1
         );
         assert_eq!(r.early_tests(), 0);
+    }
+
+    #[test]
+    fn every_send_is_an_occurrence_and_a_redelivery_is_not() {
+        let mut r = Registry::new(Limits::default());
+        r.start_test("t", None);
+        assert_eq!(r.on_signal("t", sent("debited", "s1")), SignalOutcome::Stored);
+        // The transport delivers the same send again: one occurrence.
+        assert_eq!(r.on_signal("t", sent("debited", "s1")), SignalOutcome::Duplicate);
+        // The service sends the step again: a second occurrence.
+        assert_eq!(r.on_signal("t", sent("debited", "s2")), SignalOutcome::Stored);
+        assert_eq!(ready(r.watch("t", &["debited"], 0)), 2);
+        assert!(matches!(r.watch("t", &["debited"], 2), Watch::Pending(_)));
+        // Without send ids, the same time and value is the same send.
+        let mut a = sent("credited", "x");
+        a.send_id = None;
+        let mut b = sent("credited", "y");
+        b.send_id = None;
+        b.sent_at = a.sent_at;
+        assert_eq!(r.on_signal("t", a), SignalOutcome::Stored);
+        assert_eq!(r.on_signal("t", b), SignalOutcome::Duplicate);
+    }
+
+    #[test]
+    fn a_run_past_the_per_test_limit_is_marked() {
+        let limits = Limits {
+            max_early_signals_per_test: 2,
+            ..Limits::default()
+        };
+        let mut r = Registry::new(limits);
+        r.start_test("t", None);
+        r.on_signal("t", sent("a", "1"));
+        r.on_signal("t", sent("a", "2"));
+        assert_eq!(r.on_signal("t", sent("a", "3")), SignalOutcome::BufferFull);
+        assert!(r.occurrences("t").unwrap().1, "counts are not known");
     }
 }

@@ -49,21 +49,32 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// One step of a run's timeline: a signal the run waited for and received.
+/// One step of a run's timeline: one occurrence of a signal (one send), awaited or not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// Signal name.
     pub signal: String,
-    /// When the service sent it.
+    /// The item, for a per-item step ([`crate::Signal::send_item`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Whether one of the run's waits took this occurrence. A repeated step shows as a
+    /// second, not awaited, occurrence.
+    #[serde(default = "yes")]
+    pub awaited: bool,
+    /// When the service sent it (the service's clock).
     pub sent_at: DateTime<Utc>,
     /// When the runner received it.
     pub arrived_at: DateTime<Utc>,
     /// The record's own timestamp: the event time lateness is judged by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_at: Option<DateTime<Utc>>,
-    /// Milliseconds since the previous step, by event time (the first step: since the test
-    /// was issued).
+    /// Milliseconds from the previous step's send to this one's (the first step: since the
+    /// test was issued): the system's own latency.
     pub latency_ms: f64,
+    /// Milliseconds from the send to the runner's receipt: the transport's and the
+    /// runner's lag, apart from the system's latency.
+    #[serde(default)]
+    pub lag_ms: f64,
     /// Source topic.
     pub topic: String,
     /// Source partition.
@@ -87,11 +98,15 @@ pub struct Report {
     pub missing_step: Option<String>,
     /// The last step that did come.
     pub last_step: Option<String>,
-    /// Signals that arrived for this test but were never waited for.
+    /// Signals that arrived for this test but were never waited for (each name once).
     #[serde(default)]
     pub unawaited: Vec<String>,
-    /// The steps, in the order the run received them.
+    /// Every occurrence of every step read for the test, in the order they were sent.
     pub timeline: Vec<Step>,
+    /// What each of the run's waits looked for and what it got, in order (for example
+    /// "never `cancelled` within 5s: none came").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<String>,
     /// When the test was issued.
     pub issued_at: DateTime<Utc>,
     /// When the verdict was reached.
@@ -111,6 +126,10 @@ pub struct Truncation {
     pub original_bytes: usize,
     /// The fields cut or emptied (`arguments`, `error`, `unawaited`, `timeline`).
     pub fields: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Report {
@@ -133,16 +152,25 @@ impl Report {
             crate::headers::format_time(self.issued_at)
         );
         for step in &self.timeline {
+            let name = match &step.item {
+                Some(item) => format!("{}[{item}]", step.signal),
+                None => step.signal.clone(),
+            };
             let _ = writeln!(
                 out,
-                "  ✓ {:<24} +{:>9.3} ms  at {}  ({}[{}]@{})",
-                step.signal,
+                "  {} {:<24} +{:>9.3} ms  sent {}  (runner lag {:.1} ms; {}[{}]@{})",
+                if step.awaited { '✓' } else { '·' },
+                name,
                 step.latency_ms,
-                crate::headers::format_time(step.arrived_at),
+                crate::headers::format_time(step.sent_at),
+                step.lag_ms,
                 step.topic,
                 step.partition,
                 step.offset
             );
+        }
+        for wait in &self.waits {
+            let _ = writeln!(out, "  - {wait}");
         }
         if let Some(missing) = &self.missing_step {
             let _ = writeln!(out, "  ✗ {missing:<24} never arrived");

@@ -1,28 +1,135 @@
 //! A run: one execution of a case's expectations for one test.
+//!
+//! Every send of a signal is an *occurrence*; the runner keeps each one (a record the
+//! transport delivers twice counts once, by its send id). The waits take occurrences and
+//! claim how often their step may happen; when the expectations return, the run checks the
+//! claims against every occurrence read by then (after the case's `settle` time), so a step
+//! that happened twice fails a run that waited for it once.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::check::CheckError;
 use crate::clock::Clocks;
 use crate::context::TestContext;
-use crate::registry::{Arrival, Registry, WaitStart};
-use crate::report::Step;
+use crate::registry::{Arrival, Registry, Watch};
 use crate::signal::Signal;
 
+/// A predicate on a step's JSON value.
+type Filter = Arc<dyn Fn(&RawValue) -> bool + Send + Sync>;
+
+/// How often a claimed step may happen in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Times {
+    Exactly(usize),
+    AtMost(usize),
+}
+
+impl Times {
+    fn allows(self, n: usize) -> bool {
+        match self {
+            Times::Exactly(k) => n == k,
+            Times::AtMost(k) => n <= k,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Times::Exactly(1) => "expected once".to_owned(),
+            Times::Exactly(k) => format!("expected {k} times"),
+            Times::AtMost(1) => "expected at most once".to_owned(),
+            Times::AtMost(k) => format!("expected at most {k} times"),
+        }
+    }
+}
+
+/// A step the run took, with how often it may happen.
+struct Claim {
+    signal: &'static str,
+    item: Option<String>,
+    filter: Option<(Filter, String)>,
+    times: Times,
+}
+
+impl Claim {
+    fn matches(&self, a: &Arrival) -> bool {
+        matches(a, self.signal, self.item.as_deref(), self.filter.as_ref().map(|f| &f.0))
+    }
+
+    fn describe_step(&self) -> String {
+        let mut s = step_name(self.signal, self.item.as_deref());
+        if let Some((_, what)) = &self.filter {
+            s.push_str(" where ");
+            s.push_str(what);
+        }
+        s
+    }
+}
+
+fn matches(a: &Arrival, signal: &str, item: Option<&str>, filter: Option<&Filter>) -> bool {
+    a.signal == signal && a.item.as_deref() == item && filter.is_none_or(|f| f(&a.value))
+}
+
+fn step_name(signal: &str, item: Option<&str>) -> String {
+    match item {
+        Some(item) => format!("{signal}[{item}]"),
+        None => signal.to_owned(),
+    }
+}
+
 pub(crate) struct RunState {
-    pub(crate) timeline: Vec<Step>,
+    /// The occurrences the run's waits took, in the order taken.
+    pub(crate) taken: Vec<Arc<Arrival>>,
     /// Event time of the previous step (the first step: of the test record).
     pub(crate) previous_at: DateTime<Utc>,
     pub(crate) missing_step: Option<String>,
+    /// What each wait looked for and what it got, for the report.
+    pub(crate) waits: Vec<String>,
+    claims: Vec<Claim>,
+}
+
+impl RunState {
+    pub(crate) fn new(started_at: DateTime<Utc>) -> Self {
+        Self {
+            taken: Vec::new(),
+            previous_at: started_at,
+            missing_step: None,
+            waits: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, arrival: &Arc<Arrival>) {
+        if !self.taken.iter().any(|t| Arc::ptr_eq(t, arrival)) {
+            self.previous_at = self.previous_at.max(event_at(arrival));
+            self.taken.push(arrival.clone());
+        }
+    }
+
+    fn claim(&mut self, claim: Claim) {
+        let same = |c: &Claim| {
+            c.signal == claim.signal
+                && c.item == claim.item
+                && c.filter.as_ref().map(|f| &f.1) == claim.filter.as_ref().map(|f| &f.1)
+        };
+        if !self.claims.iter().any(same) {
+            self.claims.push(claim);
+        }
+    }
 }
 
 pub(crate) struct RunShared {
     pub(crate) context: Arc<TestContext>,
     pub(crate) timeout: Duration,
+    /// The run's deadline by event time, and the duration it was set from.
+    pub(crate) deadline: Option<(DateTime<Utc>, Duration)>,
+    pub(crate) settle: Duration,
+    /// Event time of the test record: where the first step's timeout counts from.
+    pub(crate) started_at: DateTime<Utc>,
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) state: Mutex<RunState>,
     /// The partition the test's records are on, and its event-time clock.
@@ -31,6 +138,40 @@ pub(crate) struct RunShared {
 }
 
 /// The handle expectations get: wait for signals of the test, read its context.
+///
+/// Every wait takes *occurrences* (one per send of the signal) and says how often its
+/// step may happen in the run:
+///
+/// | form | returns | the step must happen |
+/// |---|---|---|
+/// | [`Run::wait`] | the value | exactly once |
+/// | [`Run::wait_where`] | the first value satisfying a predicate | exactly once among the values that satisfy it |
+/// | [`Run::wait_item`] | the value for one item | exactly once per item |
+/// | [`Run::wait_n`] | `n` values | exactly `n` times |
+/// | [`Run::wait_optional`] | `Some(value)` or `None` | at most once; absence is not an error |
+/// | [`Run::wait_first`] | the first of several steps | the chosen one exactly once |
+/// | [`Run::collect`] | every value within a window | any number of times |
+/// | [`Run::never`] | `()` | not within a window (else `FAIL`) |
+///
+/// Counts are checked when the expectations return (after the case's
+/// [`crate::Case::settle`] time): a step that happened more often than its wait allows makes
+/// the run `FAIL` ("step `debited` happened 2 times, expected once"). A record the transport
+/// delivers twice is one occurrence (same send id), a step the service sends twice is two.
+///
+/// Independent steps can be awaited in parallel branches (`tokio::join!`); a branch's
+/// timeout counts from the latest step taken when it began to wait:
+///
+/// ```
+/// # use livecheck_core::{CheckError, Run, Signal};
+/// # static DEBITED: Signal<u64> = Signal::new("ledger.transfer", "debited");
+/// # static NOTIFIED: Signal<String> = Signal::new("ledger.transfer", "notified");
+/// async fn check(run: Run) -> Result<(), CheckError> {
+///     let (debited, notified) = tokio::join!(run.wait(&DEBITED), run.wait(&NOTIFIED));
+///     let (debited, _notified) = (debited?, notified?);
+///     livecheck_core::ensure!(debited > 0, "nothing was debited");
+///     Ok(())
+/// }
+/// ```
 pub struct Run {
     pub(crate) shared: Arc<RunShared>,
 }
@@ -42,6 +183,85 @@ impl std::fmt::Debug for Run {
             .field("case", &self.shared.context.case)
             .finish_non_exhaustive()
     }
+}
+
+/// A step that [`Run::wait_first`] can wait for: any [`Signal`], whatever its value type.
+pub trait AnySignal: Send + Sync {
+    /// The signal's name.
+    fn signal_name(&self) -> &'static str;
+    /// The case the signal belongs to.
+    fn signal_case(&self) -> &'static str;
+}
+
+impl<T> AnySignal for Signal<T> {
+    fn signal_name(&self) -> &'static str {
+        self.name()
+    }
+
+    fn signal_case(&self) -> &'static str {
+        self.case()
+    }
+}
+
+/// The step [`Run::wait_first`] got: which signal, and its value.
+#[derive(Debug, Clone)]
+pub struct Occurrence {
+    arrival: Arc<Arrival>,
+}
+
+impl Occurrence {
+    /// The name of the signal that came.
+    pub fn signal(&self) -> &str {
+        &self.arrival.signal
+    }
+
+    /// Whether it is `signal`.
+    pub fn is<T>(&self, signal: &Signal<T>) -> bool {
+        self.arrival.signal == signal.name()
+    }
+
+    /// Its value as `signal`'s type, when it is `signal`: `Ok(None)` when another step
+    /// came, an `ERROR` when the value does not decode.
+    pub fn get<T: DeserializeOwned>(&self, signal: &Signal<T>) -> Result<Option<T>, CheckError> {
+        if self.is(signal) {
+            decode::<T>(&self.arrival).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// What a watch of some steps ended with.
+enum Watched<R> {
+    /// The decision came.
+    Done(R),
+    /// The clock passed the watch's end first; every matching occurrence read by then.
+    Expired(Vec<Arc<Arrival>>),
+}
+
+fn event_at(a: &Arrival) -> DateTime<Utc> {
+    a.event_at.unwrap_or(a.arrived_at)
+}
+
+fn decode<T: DeserializeOwned>(a: &Arrival) -> Result<T, CheckError> {
+    serde_json::from_str(a.value.get()).map_err(|e| {
+        CheckError::Error(format!(
+            "value of signal `{}` ({}) does not decode as {}: {e}",
+            a.signal,
+            truncate(a.value.get(), 200),
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// A step's deadline: the earlier of the step's timeout and the run's deadline.
+#[derive(Clone)]
+struct Until {
+    at: DateTime<Utc>,
+    waited: Duration,
+    run_deadline: bool,
+    /// The step the timeout counts from (`None`: the start of the test).
+    since: Option<Arc<Arrival>>,
 }
 
 impl Run {
@@ -56,13 +276,14 @@ impl Run {
     }
 
     /// Waits for `signal` with the case's timeout, after the previous step by event time (see
-    /// [`Run::wait_timeout`]), and returns its value.
+    /// [`Run::wait_timeout`]), and returns its value. The step must happen exactly once.
     pub async fn wait<T: DeserializeOwned>(&self, signal: &Signal<T>) -> Result<T, CheckError> {
         self.wait_timeout(signal, self.shared.timeout).await
     }
 
     /// Waits for `signal` at most `timeout` after the previous step (by event time: the
-    /// records' own timestamps) and returns its value.
+    /// records' own timestamps) and returns its value. The step must happen exactly once
+    /// in the run: a second occurrence makes the run `FAIL`.
     ///
     /// The step is missing only once the runner has read the signals past that deadline:
     /// a runner that is behind, replaying after a restart, or cut off from the broker does
@@ -73,46 +294,399 @@ impl Run {
         signal: &Signal<T>,
         timeout: Duration,
     ) -> Result<T, CheckError> {
+        let a = self.take_one(signal, None, None, timeout, "wait").await?;
+        decode(&a)
+    }
+
+    /// Waits for the first occurrence of `signal` whose value satisfies `condition` (`what`
+    /// describes it in messages: `"status is Filled"`), with the case's timeout. Other
+    /// values of the step may come (they are listed in the report), but exactly one may
+    /// satisfy the condition.
+    pub async fn wait_where<T, F>(
+        &self,
+        signal: &Signal<T>,
+        what: &str,
+        condition: F,
+    ) -> Result<T, CheckError>
+    where
+        T: DeserializeOwned,
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let filter: Filter = Arc::new(move |raw: &RawValue| {
+            serde_json::from_str::<T>(raw.get()).is_ok_and(|v| condition(&v))
+        });
+        let a = self
+            .take_one(
+                signal,
+                None,
+                Some((filter, what.to_owned())),
+                self.shared.timeout,
+                "wait_where",
+            )
+            .await?;
+        decode(&a)
+    }
+
+    /// Waits for the step `signal` of one item (sent with [`Signal::send_item`]), with the
+    /// case's timeout; each item's step must happen exactly once.
+    pub async fn wait_item<T: DeserializeOwned>(
+        &self,
+        signal: &Signal<T>,
+        item: &str,
+    ) -> Result<T, CheckError> {
+        let a = self
+            .take_one(signal, Some(item), None, self.shared.timeout, "wait_item")
+            .await?;
+        decode(&a)
+    }
+
+    /// Waits for `signal` to happen `n` times, the last of them within the case's timeout
+    /// of the previous step, and returns the values in the order they came. More than `n`
+    /// occurrences make the run `FAIL`.
+    pub async fn wait_n<T: DeserializeOwned>(
+        &self,
+        signal: &Signal<T>,
+        n: usize,
+    ) -> Result<Vec<T>, CheckError> {
+        self.check_case(signal)?;
         let name = signal.name();
-        let test_id = &self.shared.context.id;
-        let deadline = self.previous_at() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
-        let start = self
-            .shared
-            .registry
-            .lock()
-            .map_err(|_| CheckError::Error("runner state is poisoned".into()))?
-            .start_wait(test_id, name);
-        let arrival = match start {
-            WaitStart::Ready(arrival) => arrival,
-            WaitStart::Gone => {
-                return Err(CheckError::Error(format!(
-                    "test {test_id} is no longer tracked by the runner"
+        let until = self.until(self.shared.timeout);
+        let watched = self
+            .watch(&[name], until.at, |all| {
+                let mine: Vec<_> = all.iter().filter(|a| a.item.is_none()).collect();
+                let nth = mine.get(n.checked_sub(1)?)?;
+                Some(if event_at(nth) > until.at {
+                    Err(self.timed_out(name, &until, Some(event_at(nth) - until.at), None))
+                } else {
+                    Ok(mine[..n].iter().map(|a| Arc::clone(a)).collect::<Vec<_>>())
+                })
+            })
+            .await?;
+        let taken = match watched {
+            Watched::Done(taken) => taken?,
+            Watched::Expired(all) => {
+                let came = all
+                    .iter()
+                    .filter(|a| a.item.is_none() && event_at(a) <= until.at)
+                    .count();
+                self.note(format!("wait_n `{name}` ×{n}: {came} came"));
+                return Err(self.timed_out(
+                    name,
+                    &until,
+                    None,
+                    Some(format!("{came} of {n} came")),
+                ));
+            }
+        };
+        let mut state = self.state();
+        for a in &taken {
+            state.take(a);
+        }
+        state.claim(Claim {
+            signal: name,
+            item: None,
+            filter: None,
+            times: Times::Exactly(n),
+        });
+        state.waits.push(format!("wait_n `{name}` ×{n}: taken"));
+        drop(state);
+        taken.iter().map(|a| decode(a)).collect()
+    }
+
+    /// Waits for `signal` with the case's timeout, as [`Run::wait`], but a step that does
+    /// not come is not an error: `Ok(None)`. It may happen at most once.
+    pub async fn wait_optional<T: DeserializeOwned>(
+        &self,
+        signal: &Signal<T>,
+    ) -> Result<Option<T>, CheckError> {
+        match self
+            .take_one(signal, None, None, self.shared.timeout, "wait_optional")
+            .await
+        {
+            Ok(a) => decode(&a).map(Some),
+            Err(CheckError::Timeout { .. }) => {
+                let mut state = self.state();
+                // Not missing: optional.
+                state.missing_step = None;
+                state.claim(Claim {
+                    signal: signal.name(),
+                    item: None,
+                    filter: None,
+                    times: Times::AtMost(1),
+                });
+                if let Some(last) = state.waits.last_mut() {
+                    *last = format!("wait_optional `{}`: absent", signal.name());
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the first of several steps, with the case's timeout, and returns it; the
+    /// step that came must happen exactly once (the others are not constrained).
+    pub async fn wait_first(&self, steps: &[&dyn AnySignal]) -> Result<Occurrence, CheckError> {
+        let mut names = Vec::with_capacity(steps.len());
+        for step in steps {
+            self.check_step_case(step.signal_name(), step.signal_case())?;
+            names.push(step.signal_name());
+        }
+        let label = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let until = self.until(self.shared.timeout);
+        let watched = self
+            .watch(&names, until.at, |all| {
+                let first = all.iter().find(|a| a.item.is_none())?;
+                Some(if event_at(first) > until.at {
+                    Err(self.timed_out(
+                        &first.signal,
+                        &until,
+                        Some(event_at(first) - until.at),
+                        None,
+                    ))
+                } else {
+                    Ok(first.clone())
+                })
+            })
+            .await?;
+        let first = match watched {
+            Watched::Done(first) => first?,
+            Watched::Expired(_) => {
+                self.note(format!("wait_first {label}: none came"));
+                return Err(self.timed_out(&names.join("|"), &until, None, None));
+            }
+        };
+        let signal = names
+            .iter()
+            .copied()
+            .find(|n| *n == first.signal)
+            .unwrap_or_default();
+        let mut state = self.state();
+        state.take(&first);
+        state.claim(Claim {
+            signal,
+            item: None,
+            filter: None,
+            times: Times::Exactly(1),
+        });
+        state
+            .waits
+            .push(format!("wait_first {label}: `{}` came", first.signal));
+        drop(state);
+        Ok(Occurrence { arrival: first })
+    }
+
+    /// Every occurrence of `signal` within `window` of the previous step (by event time),
+    /// in the order they came: waits the whole window, never fails for a missing step.
+    pub async fn collect<T: DeserializeOwned>(
+        &self,
+        signal: &Signal<T>,
+        window: Duration,
+    ) -> Result<Vec<T>, CheckError> {
+        self.check_case(signal)?;
+        let name = signal.name();
+        let until = self.until(window);
+        let all = match self.watch(&[name], until.at, |_| None::<()>).await? {
+            Watched::Done(()) => Vec::new(),
+            Watched::Expired(all) => all,
+        };
+        let taken: Vec<_> = all
+            .into_iter()
+            .filter(|a| a.item.is_none() && event_at(a) <= until.at)
+            .collect();
+        let mut state = self.state();
+        for a in &taken {
+            state.take(a);
+        }
+        state.waits.push(format!(
+            "collect `{name}` within {window:?}: {} taken",
+            taken.len()
+        ));
+        drop(state);
+        taken.iter().map(|a| decode(a)).collect()
+    }
+
+    /// Fails the run (`FAIL`) if `signal` happens within `window` of the previous step (by
+    /// event time); waits the whole window otherwise.
+    pub async fn never<T>(&self, signal: &Signal<T>, window: Duration) -> Result<(), CheckError> {
+        self.check_case(signal)?;
+        let name = signal.name();
+        let until = self.until(window);
+        let watched = self
+            .watch(&[name], until.at, |all| {
+                all.iter().find(|a| event_at(a) <= until.at).cloned()
+            })
+            .await?;
+        match watched {
+            Watched::Done(came) => {
+                self.note(format!("never `{name}` within {window:?}: came"));
+                let (since, from) = match &until.since {
+                    Some(s) => (format!("the previous step `{}`", s.signal), event_at(s)),
+                    None => ("the start of the test".to_owned(), self.started_at()),
+                };
+                let came_after = (event_at(&came) - from).to_std().unwrap_or_default();
+                Err(CheckError::Failed(format!(
+                    "step `{name}` happened {came_after:?} after {since}, but must not within {window:?}"
                 )))
             }
-            WaitStart::Pending(mut rx) => loop {
+            Watched::Expired(_) => {
+                self.note(format!("never `{name}` within {window:?}: none came"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Called by the runner when the expectations passed: waits the case's settle time,
+    /// then checks every claimed step's count against every occurrence read.
+    pub(crate) async fn conclude(&self) -> Result<(), CheckError> {
+        if !self.shared.settle.is_zero() {
+            let from = self.state().previous_at;
+            let until = from + TimeDelta::from_std(self.shared.settle).unwrap_or(TimeDelta::MAX);
+            self.watch(&[], until, |_| None::<()>).await?;
+        }
+        let (all, overflowed) = self
+            .registry()?
+            .occurrences(self.test_id())
+            .ok_or_else(|| self.gone())?;
+        if overflowed {
+            return Err(CheckError::Error(
+                "more signals came for this test than the runner keeps per test \
+                 (Limits::max_early_signals_per_test): how often each step happened is not known"
+                    .into(),
+            ));
+        }
+        let state = self.state();
+        for claim in &state.claims {
+            let n = all.iter().filter(|a| claim.matches(a)).count();
+            if !claim.times.allows(n) {
+                return Err(CheckError::Failed(format!(
+                    "step `{}` happened {n} time{}, {}",
+                    claim.describe_step(),
+                    if n == 1 { "" } else { "s" },
+                    claim.times.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one occurrence of a step (first match, in arrival order) and takes it,
+    /// claiming it exactly once.
+    async fn take_one<T>(
+        &self,
+        signal: &Signal<T>,
+        item: Option<&str>,
+        filter: Option<(Filter, String)>,
+        timeout: Duration,
+        form: &str,
+    ) -> Result<Arc<Arrival>, CheckError> {
+        self.check_case(signal)?;
+        let name = signal.name();
+        let label = step_name(name, item);
+        let until = self.until(timeout);
+        let matching = |a: &Arrival| matches(a, name, item, filter.as_ref().map(|f| &f.0));
+        let watched = self
+            .watch(&[name], until.at, |all| {
+                let first = all.iter().find(|a| matching(a))?;
+                Some(if event_at(first) > until.at {
+                    Err(self.timed_out(&label, &until, Some(event_at(first) - until.at), None))
+                } else {
+                    Ok(first.clone())
+                })
+            })
+            .await?;
+        let first = match watched {
+            Watched::Done(Ok(first)) => first,
+            Watched::Done(Err(late)) => {
+                self.note(format!("{form} `{label}`: late"));
+                return Err(late);
+            }
+            Watched::Expired(all) => {
+                self.note(format!("{form} `{label}`: did not come"));
+                let detail = filter.as_ref().and_then(|(_, what)| {
+                    let other = all
+                        .iter()
+                        .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
+                        .count();
+                    (other > 0).then(|| {
+                        format!(
+                            "{other} occurrence{} came where not {what}",
+                            if other == 1 { "" } else { "s" }
+                        )
+                    })
+                });
+                return Err(self.timed_out(&label, &until, None, detail));
+            }
+        };
+        let mut state = self.state();
+        state.take(&first);
+        state.claim(Claim {
+            signal: name,
+            item: item.map(str::to_owned),
+            filter,
+            times: Times::Exactly(1),
+        });
+        state.waits.push(format!("{form} `{label}`: taken"));
+        Ok(first)
+    }
+
+    /// Watches the steps `signals` until `decide` returns a decision on their occurrences
+    /// (every one so far, in arrival order) or the partition's event-time clock passes
+    /// `until`.
+    async fn watch<R>(
+        &self,
+        signals: &[&'static str],
+        until: DateTime<Utc>,
+        mut decide: impl FnMut(&[Arc<Arrival>]) -> Option<R>,
+    ) -> Result<Watched<R>, CheckError> {
+        let test_id = self.test_id();
+        let mut seen = 0;
+        loop {
+            let watch = self.registry()?.watch(test_id, signals, seen);
+            let mut rx = match watch {
+                Watch::Ready(all) => {
+                    seen = all.len();
+                    if let Some(decision) = decide(&all) {
+                        return Ok(Watched::Done(decision));
+                    }
+                    continue;
+                }
+                Watch::Pending(rx) => rx,
+                Watch::Gone => return Err(self.gone()),
+            };
+            loop {
                 let clock = self.shared.clocks.now(self.shared.partition, Utc::now());
-                if clock.is_some_and(|c| c >= deadline) {
-                    // Give up the wait; a signal that raced the clock is still taken.
+                if clock.is_some_and(|c| c >= until) {
+                    // Give up the watch; what raced the clock is still looked at.
                     rx.close();
-                    let raced = rx.try_recv();
-                    if let Ok(mut registry) = self.shared.registry.lock() {
-                        registry.cancel_wait(test_id);
+                    let mut registry = self.registry()?;
+                    registry.cancel_wait(test_id);
+                    let (all, _) = registry.occurrences(test_id).ok_or_else(|| self.gone())?;
+                    drop(registry);
+                    let all: Vec<_> = all
+                        .into_iter()
+                        .filter(|a| signals.contains(&a.signal.as_str()))
+                        .collect();
+                    if all.len() > seen {
+                        if let Some(decision) = decide(&all) {
+                            return Ok(Watched::Done(decision));
+                        }
                     }
-                    match raced {
-                        Ok(arrival) => break arrival,
-                        Err(_) => return Err(self.timed_out(name, timeout, None)),
-                    }
+                    return Ok(Watched::Expired(all));
                 }
                 // Until the clock can have passed the deadline: it follows the wall clock
                 // at most when caught up, and is checked again at least every 2 s.
                 let pause = clock
-                    .map_or(TimeDelta::milliseconds(200), |c| deadline - c)
+                    .map_or(TimeDelta::milliseconds(200), |c| until - c)
                     .to_std()
                     .unwrap_or_default()
                     .clamp(Duration::from_millis(20), Duration::from_secs(2));
                 tokio::select! {
                     got = &mut rx => match got {
-                        Ok(arrival) => break arrival,
+                        Ok(()) => break,
                         Err(_) => {
                             return Err(CheckError::Error(
                                 "the runner stopped while the run was waiting".into(),
@@ -121,60 +695,92 @@ impl Run {
                     },
                     () = tokio::time::sleep(pause) => {}
                 }
-            },
-        };
-        let event_at = arrival.event_at.unwrap_or(arrival.arrived_at);
-        if event_at > deadline {
-            let late_by = (event_at - deadline).to_std().unwrap_or_default();
-            return Err(self.timed_out(name, timeout, Some(late_by)));
+            }
         }
-        self.record(&arrival);
-        serde_json::from_str(arrival.value.get()).map_err(|e| {
-            CheckError::Error(format!(
-                "value of signal `{name}` ({}) does not decode as {}: {e}",
-                truncate(arrival.value.get(), 200),
-                std::any::type_name::<T>()
-            ))
-        })
     }
 
-    fn previous_at(&self) -> DateTime<Utc> {
+    /// A wait on another case's signal is a mistake in the check: `ERROR` at once.
+    fn check_case<T>(&self, signal: &Signal<T>) -> Result<(), CheckError> {
+        self.check_step_case(signal.name(), signal.case())
+    }
+
+    fn check_step_case(&self, name: &str, case: &str) -> Result<(), CheckError> {
+        let this = &self.shared.context.case;
+        if case == this {
+            return Ok(());
+        }
+        Err(CheckError::Error(format!(
+            "the check of case `{this}` waits for signal `{name}` of case `{case}`: a run only \
+             receives its own case's signals (declare the signal with case \"{this}\")"
+        )))
+    }
+
+    /// The step's deadline: `timeout` after the previous step, or the run's deadline if
+    /// that comes first.
+    fn until(&self, timeout: Duration) -> Until {
+        let state = self.state();
+        let step = state.previous_at + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+        let since = state.taken.last().cloned();
+        drop(state);
+        match self.shared.deadline {
+            Some((at, waited)) if at < step => Until {
+                at,
+                waited,
+                run_deadline: true,
+                since,
+            },
+            _ => Until {
+                at: step,
+                waited: timeout,
+                run_deadline: false,
+                since,
+            },
+        }
+    }
+
+
+    fn started_at(&self) -> DateTime<Utc> {
+        self.shared.started_at
+    }
+
+    fn state(&self) -> MutexGuard<'_, RunState> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry(&self) -> Result<MutexGuard<'_, Registry>, CheckError> {
         self.shared
-            .state
+            .registry
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .previous_at
+            .map_err(|_| CheckError::Error("runner state is poisoned".into()))
     }
 
-    fn timed_out(&self, name: &str, waited: Duration, late_by: Option<Duration>) -> CheckError {
-        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.missing_step = Some(name.to_owned());
+    fn gone(&self) -> CheckError {
+        CheckError::Error(format!(
+            "test {} is no longer tracked by the runner",
+            self.test_id()
+        ))
+    }
+
+    fn note(&self, wait: String) {
+        self.state().waits.push(wait);
+    }
+
+    fn timed_out(
+        &self,
+        name: &str,
+        until: &Until,
+        late_by: Option<TimeDelta>,
+        detail: Option<String>,
+    ) -> CheckError {
+        self.state().missing_step = Some(name.to_owned());
         CheckError::Timeout {
             signal: name.to_owned(),
-            waited,
-            last_step: state.timeline.last().map(|s| s.signal.clone()),
-            late_by,
+            waited: until.waited,
+            last_step: until.since.as_ref().map(|s| s.signal.clone()),
+            late_by: late_by.map(|d| d.to_std().unwrap_or_default()),
+            detail,
+            run_deadline: until.run_deadline,
         }
-    }
-
-    fn record(&self, arrival: &Arrival) {
-        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.timeline.iter().any(|s| s.signal == arrival.signal) {
-            return;
-        }
-        let event_at = arrival.event_at.unwrap_or(arrival.arrived_at);
-        let latency = (event_at - state.previous_at).to_std().unwrap_or_default();
-        state.previous_at = state.previous_at.max(event_at);
-        state.timeline.push(Step {
-            signal: arrival.signal.clone(),
-            sent_at: arrival.sent_at,
-            arrived_at: arrival.arrived_at,
-            event_at: arrival.event_at,
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            topic: arrival.topic.to_string(),
-            partition: arrival.partition,
-            offset: arrival.offset,
-        });
     }
 }
 

@@ -38,7 +38,7 @@ use crate::group::{
 };
 use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
-use crate::report::{Report, Verdict};
+use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState};
 use crate::signal::SignalEvent;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
@@ -1089,6 +1089,8 @@ impl Runner {
             topic: topic.clone(),
             partition,
             offset,
+            send_id: event.send_id.map(String::into_boxed_str),
+            item: event.item.map(String::into_boxed_str),
         };
         let outcome = self.lock_registry().on_signal(&event.test_id, arrival);
         let c = &self.inner.counters;
@@ -1132,15 +1134,18 @@ impl Runner {
         event_at: Option<DateTime<Utc>>,
     ) {
         let started_at = event_at.unwrap_or(context.issued_at);
+        let settings = case.settings();
         let shared = Arc::new(RunShared {
             context: context.clone(),
-            timeout: case.settings().timeout,
-            registry: self.inner.registry.clone(),
-            state: Mutex::new(RunState {
-                timeline: Vec::new(),
-                previous_at: started_at,
-                missing_step: None,
+            timeout: settings.timeout,
+            deadline: settings.deadline.map(|d| {
+                let from = context.issued_at.min(started_at);
+                (from + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX), d)
             }),
+            settle: settings.settle,
+            started_at,
+            registry: self.inner.registry.clone(),
+            state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             clocks: self.inner.clocks.clone(),
         });
@@ -1151,8 +1156,16 @@ impl Runner {
         let result = match &case.expectations {
             Some(expectations) => {
                 // Called inside the future, so a panic in the closure itself is caught too.
-                let checked =
-                    AssertUnwindSafe(async move { expectations(run).await }).catch_unwind();
+                // When the expectations pass, the run's claims are checked (how often
+                // each step happened).
+                let checked = AssertUnwindSafe(async move {
+                    expectations(Run {
+                        shared: run.shared.clone(),
+                    })
+                    .await?;
+                    run.conclude().await
+                })
+                .catch_unwind();
                 match self.within_run_time(checked).await {
                     Some(result) => result,
                     None => {
@@ -1180,19 +1193,14 @@ impl Runner {
         };
         let state = std::mem::replace(
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
-            RunState {
-                timeline: Vec::new(),
-                previous_at: started_at,
-                missing_step: None,
-            },
+            RunState::new(started_at),
         );
-        let awaited: Vec<&str> = state.timeline.iter().map(|s| s.signal.as_str()).collect();
-        let Some((unawaited, done)) = self.lock_registry().finish_test(&context.id, &awaited)
-        else {
+        let Some(finished) = self.lock_registry().finish_test(&context.id) else {
             // Handed back (partition revoked): the next owner runs it.
             bump(&self.inner.counters.runs_handed_back);
             return;
         };
+        let (timeline, unawaited) = timeline(&context, &finished.arrived, &state.taken);
         let report = Report {
             test_id: context.id.clone(),
             case: context.case.clone(),
@@ -1203,14 +1211,16 @@ impl Runner {
             } else {
                 None
             },
-            last_step: state.timeline.last().map(|s| s.signal.clone()),
+            last_step: state.taken.last().map(|s| s.signal.clone()),
             unawaited,
-            timeline: state.timeline,
+            timeline,
+            waits: state.waits,
             issued_at: context.issued_at,
             finished_at: Utc::now(),
             arguments: context.arguments.clone(),
             truncated: None,
         };
+        let done = finished.records;
         let hold = self.hold(&pos, &done);
         self.publish(report, hold).await;
     }
@@ -1393,6 +1403,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         issued_at: context.issued_at,
         finished_at: Utc::now(),
         arguments: context.arguments.clone(),
+        waits: Vec::new(),
         truncated: None,
     }
 }
@@ -1405,4 +1416,43 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic with a non-string payload".to_owned()
     }
+}
+
+/// The report's timeline: every occurrence of the test's steps, in the order they were
+/// sent, marked when a wait took it; and the names of the steps no wait took.
+fn timeline(
+    context: &TestContext,
+    arrived: &[Arc<Arrival>],
+    taken: &[Arc<Arrival>],
+) -> (Vec<Step>, Vec<String>) {
+    let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+    let mut sorted: Vec<&Arc<Arrival>> = arrived.iter().collect();
+    sorted.sort_by_key(|a| (a.sent_at, a.offset));
+    let mut previous = context.issued_at;
+    let mut unawaited: Vec<String> = Vec::new();
+    let steps = sorted
+        .into_iter()
+        .map(|a| {
+            let awaited = taken.iter().any(|t| Arc::ptr_eq(t, a));
+            if !awaited && !unawaited.contains(&a.signal) {
+                unawaited.push(a.signal.clone());
+            }
+            let step = Step {
+                signal: a.signal.clone(),
+                item: a.item.as_deref().map(str::to_owned),
+                awaited,
+                sent_at: a.sent_at,
+                arrived_at: a.arrived_at,
+                event_at: a.event_at,
+                latency_ms: ms(a.sent_at - previous).max(0.0),
+                lag_ms: ms(a.arrived_at - a.sent_at).max(0.0),
+                topic: a.topic.to_string(),
+                partition: a.partition,
+                offset: a.offset,
+            };
+            previous = previous.max(a.sent_at);
+            step
+        })
+        .collect();
+    (steps, unawaited)
 }

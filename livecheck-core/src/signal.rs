@@ -24,6 +24,15 @@ pub struct SignalEvent {
     pub sent_at: DateTime<Utc>,
     /// The value, as JSON.
     pub value: Box<RawValue>,
+    /// Unique per send: the runner keeps one occurrence per send id, so a record the
+    /// transport delivers twice counts once, and a step the service sends twice counts
+    /// twice. A record without one (an older or foreign sender) is a repeat of another
+    /// only when its signal, item, send time and value are all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_id: Option<String>,
+    /// For a step that happens once per item ([`Signal::send_item`]): the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -33,6 +42,18 @@ struct SignalEventRef<'a, T> {
     test_id: &'a str,
     sent_at: DateTime<Utc>,
     value: &'a T,
+    send_id: SendId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<&'a str>,
+}
+
+/// A random 64-bit id, written as 16 hex digits.
+struct SendId(u64);
+
+impl Serialize for SendId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:016x}", self.0))
+    }
 }
 
 /// A named step of a case, typed by the value it carries.
@@ -84,8 +105,28 @@ impl<T: Serialize> Signal<T> {
     /// the run then ends in `TIMEOUT`) — the service's own work is never held up longer.
     #[inline]
     pub async fn send(&self, value: &T) {
+        self.send_occurrence(None, value).await;
+    }
+
+    /// As [`Signal::send`], for a step that happens once per item (a line of an order, a
+    /// leg of a transfer): the run waits for it with [`crate::Run::wait_item`], and each
+    /// item's step must happen exactly once.
+    #[inline]
+    pub async fn send_item(&self, item: &str, value: &T) {
+        self.send_occurrence(Some(item), value).await;
+    }
+
+    /// As [`Signal::send_item`], for synchronous code (see [`Signal::send_now`]).
+    #[inline]
+    pub fn send_item_now(&self, item: &str, value: &T) {
+        self.send_occurrence_now(Some(item), value);
+    }
+
+    #[inline]
+    async fn send_occurrence(&self, item: Option<&str>, value: &T) {
         // Fast path: one task-local read; nothing allocated when not in a test.
-        let Some(Some((current, payload))) = with_current(|current| self.encode(current, value))
+        let Some(Some((current, payload))) =
+            with_current(|current| self.encode(current, item, value))
         else {
             return;
         };
@@ -105,8 +146,13 @@ impl<T: Serialize> Signal<T> {
     /// the signal at once (counted).
     #[inline]
     pub fn send_now(&self, value: &T) {
+        self.send_occurrence_now(None, value);
+    }
+
+    #[inline]
+    fn send_occurrence_now(&self, item: Option<&str>, value: &T) {
         let _ = with_current(|current| {
-            if let Some((current, payload)) = self.encode(current, value) {
+            if let Some((current, payload)) = self.encode(current, item, value) {
                 let client = &current.client;
                 let result = client.publish(
                     &client.topics().signals,
@@ -121,7 +167,12 @@ impl<T: Serialize> Signal<T> {
 
     /// The record for the current test, if the signal belongs to its case.
     #[cold]
-    fn encode(&self, current: &Current, value: &T) -> Option<(Current, Vec<u8>)> {
+    fn encode(
+        &self,
+        current: &Current,
+        item: Option<&str>,
+        value: &T,
+    ) -> Option<(Current, Vec<u8>)> {
         let context = &current.context;
         if context.case != self.case {
             trace!(signal = self.name, case = self.case, test_case = %context.case, "signal of another case; not sent");
@@ -133,6 +184,8 @@ impl<T: Serialize> Signal<T> {
             test_id: &context.id,
             sent_at: Utc::now(),
             value,
+            send_id: SendId(rand::random()),
+            item,
         };
         match serde_json::to_vec(&event) {
             Ok(payload) => Some((current.clone(), payload)),

@@ -314,10 +314,13 @@ mod tests {
             unawaited: Vec::new(),
             timeline: vec![Step {
                 signal: "a".into(),
+                item: None,
+                awaited: true,
                 sent_at: Utc::now(),
                 arrived_at: Utc::now(),
                 event_at: None,
                 latency_ms: 1.0,
+                lag_ms: 0.0,
                 topic: "s".into(),
                 partition: 0,
                 offset: 1,
@@ -325,6 +328,7 @@ mod tests {
             issued_at: Utc::now(),
             finished_at: Utc::now(),
             arguments,
+            waits: Vec::new(),
             truncated: None,
         }
     }

@@ -361,17 +361,25 @@ async fn duplicated_records_give_one_report() {
         .unwrap();
     fx.client.register_test(&context).unwrap(); // the test record twice
     let report = fx.runner.report_for(&context.id);
-    let id = context.id.clone();
-    fx.client
-        .scope(context.clone(), async {
-            for _ in 0..2 {
-                AT_HTTP.send(&"sell".to_owned()).await;
-                AT_CONSUMER.send(&format!("sell@{id}")).await;
-            }
-        })
-        .await;
+    // Each send delivered twice by the transport (a producer's retry): the same send id.
+    let signals = fx.client.topics().signals.clone();
+    let sent_at = chrono::Utc::now();
+    for (signal, value) in [
+        ("at_http", "sell".to_owned()),
+        ("at_consumer", format!("sell@{}", context.id)),
+    ] {
+        let event = serde_json::json!({
+            "signal": signal, "case": CASE, "test_id": context.id, "sent_at": sent_at,
+            "value": value, "send_id": format!("{signal}-1"),
+        });
+        for _ in 0..2 {
+            fx.produce_raw(&signals, &context.id, event.to_string().as_bytes(), OwnedHeaders::new())
+                .await;
+        }
+    }
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    assert_eq!(report.timeline.len(), 2, "one occurrence per send");
     // Records sent after the verdict are late, not a second run.
     fx.client.register_test(&context).unwrap();
     fx.client

@@ -165,6 +165,7 @@ fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> R
         issued_at: context.issued_at,
         finished_at: Utc::now(),
         arguments: serde_json::Value::Null,
+        waits: Vec::new(),
         truncated: None,
     }
 }

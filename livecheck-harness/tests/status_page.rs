@@ -46,10 +46,13 @@ fn report(
             at += TimeDelta::microseconds((latency_ms * 1000.0) as i64);
             Step {
                 signal: (*signal).to_owned(),
+                item: None,
+                awaited: true,
                 sent_at: at,
                 arrived_at: at,
                 event_at: Some(at),
                 latency_ms: *latency_ms,
+                lag_ms: 0.0,
                 topic: "livecheck.signals".to_owned(),
                 partition: 0,
                 offset: i as i64,
@@ -68,6 +71,7 @@ fn report(
         issued_at,
         finished_at: Utc::now(),
         arguments: Value::Null,
+        waits: Vec::new(),
         truncated: None,
     }
 }

@@ -645,6 +645,7 @@ mod tests {
             issued_at: now,
             finished_at: now,
             arguments: serde_json::Value::Null,
+            waits: Vec::new(),
             truncated: None,
         }
     }
