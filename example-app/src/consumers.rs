@@ -226,19 +226,27 @@ pub fn spawn_execute_order(
                 warn!(order_id = %order.id, "fault skip-execution: not executing");
                 return;
             }
-            let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
-            if execution_id.is_some() {
-                shared
-                    .counters
-                    .orders_executed
-                    .fetch_add(1, Ordering::Relaxed);
+            let times = if shared.faults.execute_twice() {
+                warn!(order_id = %order.id, "fault execute-twice: executing the order twice");
+                2
+            } else {
+                1
+            };
+            for _ in 0..times {
+                let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
+                if execution_id.is_some() {
+                    shared
+                        .counters
+                        .orders_executed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                ORDER_EXECUTED
+                    .send(&Execution {
+                        order_id: order.id.clone(),
+                        execution_id,
+                    })
+                    .await;
             }
-            ORDER_EXECUTED
-                .send(&Execution {
-                    order_id: order.id.clone(),
-                    execution_id,
-                })
-                .await;
         },
         ready,
     )

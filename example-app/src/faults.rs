@@ -24,6 +24,10 @@ pub struct FaultConfig {
         default_value_t = 0
     )]
     pub delay_ms: u64,
+    /// Execute each order twice (and signal each execution): the at-least-once bug of a
+    /// consumer that handles a record again.
+    #[arg(long = "fault-execute-twice", env = "EXAMPLE_FAULT_EXECUTE_TWICE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub execute_twice: bool,
     /// Drop the test headers between the two Kafka hops.
     #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub drop_headers: bool,
@@ -48,6 +52,7 @@ impl FaultConfig {
             match key {
                 "EXAMPLE_FAULT_FLIP_SIDE" => config.flip_side = flag()?,
                 "EXAMPLE_FAULT_SKIP_EXECUTION" => config.skip_execution = flag()?,
+                "EXAMPLE_FAULT_EXECUTE_TWICE" => config.execute_twice = flag()?,
                 "EXAMPLE_FAULT_DROP_HEADERS" => config.drop_headers = flag()?,
                 "EXAMPLE_FAULT_HTTP_503" => config.http_503 = flag()?,
                 "EXAMPLE_FAULT_DELAY_MS" => {
@@ -68,6 +73,7 @@ impl FaultConfig {
 pub struct Faults {
     flip_side: AtomicBool,
     skip_execution: AtomicBool,
+    execute_twice: AtomicBool,
     delay_ms: AtomicU64,
     drop_headers: AtomicBool,
     http_503: AtomicBool,
@@ -86,6 +92,8 @@ impl Faults {
         self.flip_side.store(config.flip_side, Ordering::Relaxed);
         self.skip_execution
             .store(config.skip_execution, Ordering::Relaxed);
+        self.execute_twice
+            .store(config.execute_twice, Ordering::Relaxed);
         self.delay_ms.store(config.delay_ms, Ordering::Relaxed);
         self.drop_headers
             .store(config.drop_headers, Ordering::Relaxed);
@@ -104,6 +112,7 @@ impl Faults {
         FaultConfig {
             flip_side: self.flip_side(),
             skip_execution: self.skip_execution(),
+            execute_twice: self.execute_twice(),
             delay_ms: self.delay_ms(),
             drop_headers: self.drop_headers(),
             http_503: self.http_503(),
@@ -118,6 +127,9 @@ impl Faults {
         }
         if c.skip_execution {
             on.push("skip-execution".to_owned());
+        }
+        if c.execute_twice {
+            on.push("execute-twice".to_owned());
         }
         if c.delay_ms > 0 {
             on.push(format!("delay-execution {} ms", c.delay_ms));
@@ -138,6 +150,10 @@ impl Faults {
     /// Skip execution?
     pub fn skip_execution(&self) -> bool {
         self.skip_execution.load(Ordering::Relaxed)
+    }
+    /// Execute each order twice?
+    pub fn execute_twice(&self) -> bool {
+        self.execute_twice.load(Ordering::Relaxed)
     }
     /// Delay of the execution step.
     pub fn delay_ms(&self) -> u64 {

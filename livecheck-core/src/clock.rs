@@ -187,6 +187,11 @@ impl Clocks {
         }
     }
 
+    /// The skew the clock allows for records of several producers interleaving.
+    pub(crate) fn slack(&self) -> TimeDelta {
+        self.slack
+    }
+
     /// The event-time "now" of `partition` as of wall-clock `now`: every record with a
     /// timestamp up to it has been read (see the module docs). `None` before any evidence.
     pub(crate) fn now(&self, partition: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -543,8 +543,11 @@ impl Run {
     /// then checks every claimed step's count against every occurrence read.
     pub(crate) async fn conclude(&self) -> Result<(), CheckError> {
         if !self.shared.settle.is_zero() {
+            // A window for repeats, not a deadline: the clock's slack for out-of-order
+            // producers is not added to it.
             let from = self.state().previous_at;
-            let until = from + TimeDelta::from_std(self.shared.settle).unwrap_or(TimeDelta::MAX);
+            let until = from + TimeDelta::from_std(self.shared.settle).unwrap_or(TimeDelta::MAX)
+                - self.shared.clocks.slack();
             self.watch(&[], until, |_| None::<()>).await?;
         }
         let (all, overflowed) = self

@@ -55,6 +55,23 @@ async fn execution_skipped_is_a_timeout_naming_order_executed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_executed_twice_is_a_fail_naming_the_step_and_the_count() {
+    let report = run_with_fault("EXAMPLE_FAULT_EXECUTE_TWICE", "1").await;
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
+    assert_eq!(
+        report.error.as_deref(),
+        Some("step `order_executed` happened 2 times, expected once")
+    );
+    let executed = report
+        .timeline
+        .iter()
+        .filter(|s| s.signal == "order_executed")
+        .collect::<Vec<_>>();
+    assert_eq!(executed.len(), 2, "both executions are in the report");
+    assert_eq!(executed.iter().filter(|s| s.awaited).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
     let report = run_with_fault("EXAMPLE_FAULT_DROP_HEADERS", "1").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
