@@ -699,6 +699,43 @@ async fn the_status_page_updates_live_in_a_real_browser() {
         .await
         .is_some());
 
+    // A step that happened twice: the repeat is shown, marked as not awaited, with the
+    // runner's lag apart from the step's latency.
+    let mut repeat = report(
+        ORDERS,
+        "t-repeat-1",
+        Verdict::Fail,
+        &[("order_received", 10.0), ("stock_reserved", 40.0), ("stock_reserved", 5.0)],
+        Some("step `stock_reserved` happened 2 times, expected once"),
+        None,
+    );
+    repeat.timeline[2].awaited = false;
+    repeat.timeline[1].lag_ms = 7.5;
+    repeat.unawaited = vec!["stock_reserved".to_owned()];
+    record(repeat);
+    let repeated = wait_for("the repeated step", Duration::from_secs(10), || async {
+        browser
+            .find(r#"[data-test-id="t-repeat-1"] [data-step][data-awaited="0"]"#)
+            .await
+            .ok_or_else(|| "no repeated step yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        browser.text(&repeated).await.lines().next().unwrap_or_default(),
+        "· stock_reserved (not awaited)"
+    );
+    assert_eq!(
+        browser
+            .find_all(r#"[data-test-id="t-repeat-1"] [data-step][data-awaited="1"]"#)
+            .await
+            .len(),
+        2
+    );
+    assert!(browser
+        .find(r#"[data-test-id="t-repeat-1"] [data-step][data-lag-ms="7.5"]"#)
+        .await
+        .is_some());
+
     browser.quit(&mut driver).await;
     drop(driver);
     server.abort();

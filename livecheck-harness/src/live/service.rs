@@ -661,7 +661,12 @@ async fn synthetic_traffic(
 
 /// `PASS orders.place_order 6f1c… 12.4 ms` (and the error for other verdicts).
 pub fn verdict_line(report: &Report) -> String {
-    let total: f64 = report.timeline.iter().map(|s| s.latency_ms).sum();
+    let total: f64 = report
+        .timeline
+        .iter()
+        .filter(|s| s.awaited)
+        .map(|s| s.latency_ms)
+        .sum();
     let mut line = format!(
         "{:<7} {} {} {:.1} ms",
         report.verdict.as_str(),

@@ -300,7 +300,7 @@ impl LiveState {
         s.last_run_at = Some(report.finished_at);
         s.recent.insert(0, report.clone());
         s.recent.truncate(RECENT_PER_CASE);
-        for step in &report.timeline {
+        for step in report.timeline.iter().filter(|s| s.awaited) {
             case.latencies
                 .entry(step.signal.clone())
                 .or_default()

@@ -597,6 +597,7 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
 .bar { position: absolute; top: 0; bottom: 0; min-width: 2px; background: var(--bar); border-radius: 3px; }
 .step-ms { font-size: 12px; text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 .step.missing .step-name, .step.missing .step-ms { color: var(--fail); font-weight: 600; }
+.step.unawaited .step-name { color: var(--fail); }
 .bar.missing { background: repeating-linear-gradient(45deg, var(--fail) 0 4px, transparent 4px 8px);
   border: 1px solid var(--fail); }
 .note { font-size: 12px; color: var(--muted); margin-top: 2px; overflow-wrap: anywhere; }
@@ -696,8 +697,14 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
     var offset = 0;
     (r.timeline || []).forEach(function (st) {
       var lat = Math.max(0, st.latency_ms || 0);
-      var row = h("div", { class: "step", "data-step": st.signal, "data-latency-ms": lat },
-        h("span", { class: "step-name", title: st.topic + "[" + st.partition + "]@" + st.offset, text: "✓ " + st.signal }),
+      var awaited = st.awaited !== false;
+      var name = st.signal + (st.item ? "[" + st.item + "]" : "");
+      var where = "sent " + st.sent_at + "; runner lag " + ms(Math.max(0, st.lag_ms || 0)) +
+        "; " + st.topic + "[" + st.partition + "]@" + st.offset;
+      var row = h("div", { class: "step" + (awaited ? "" : " unawaited"), "data-step": st.signal,
+          "data-latency-ms": lat, "data-lag-ms": st.lag_ms || 0, "data-awaited": awaited ? "1" : "0" },
+        h("span", { class: "step-name", title: where,
+          text: (awaited ? "✓ " : "· ") + name + (awaited ? "" : " (not awaited)") }),
         h("span", { class: "track" }, h("span", { class: "bar", style: {
           left: (offset / scale * 100) + "%", width: (lat / scale * 100) + "%" } })),
         h("span", { class: "step-ms", text: "+" + ms(lat) }));
@@ -713,6 +720,9 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
         h("span", { class: "step-ms", text: "never arrived" })));
     }
     if (tl.childNodes.length) li.appendChild(tl);
+    if (r.waits && r.waits.length) {
+      li.appendChild(h("div", { class: "note", "data-waits": "", text: "waits: " + r.waits.join("; ") }));
+    }
     if (r.unawaited && r.unawaited.length) {
       li.appendChild(h("div", { class: "note", text: "arrived but not awaited: " + r.unawaited.join(", ") }));
     }
