@@ -223,7 +223,7 @@ impl LiveCheck {
 
     /// `context` signed with the current key (any previous signature replaced); unchanged
     /// when the client has no keys.
-    #[must_use]
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn sign(&self, mut context: TestContext) -> TestContext {
         if let Some(keys) = &self.signing {
             context.signature = Some(keys.sign(&context));
@@ -233,6 +233,7 @@ impl LiveCheck {
 
     /// A fresh context for `case` valid for `expires_in`, signed when the client has keys
     /// (what a harness scopes a stimulus with).
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn new_context(&self, case: impl Into<String>, expires_in: Duration) -> TestContext {
         self.sign(TestContext::new(case, expires_in))
     }

@@ -43,11 +43,13 @@ fn deserialize_test_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String,
 
 impl TestContext {
     /// A new context for `case` with a fresh id, issued now and valid for `expires_in`.
+    #[must_use]
     pub fn new(case: impl Into<String>, expires_in: std::time::Duration) -> Self {
         Self::with_id(uuid::Uuid::new_v4().to_string(), case, expires_in)
     }
 
     /// A new context with a caller-chosen id (e.g. the id of the order under test).
+    #[must_use]
     pub fn with_id(
         id: impl Into<String>,
         case: impl Into<String>,

@@ -258,6 +258,7 @@ impl Runner {
     }
 
     /// The report for `test_id`, once published. Register before the test can finish.
+    #[must_use = "the receiver gets the report; dropping it stops the watch"]
     pub fn report_for(&self, test_id: &str) -> oneshot::Receiver<Arc<Report>> {
         let (tx, rx) = oneshot::channel();
         self.inner

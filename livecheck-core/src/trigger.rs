@@ -109,6 +109,7 @@ impl Trigger {
     /// Inside a test of this case already (a context came in with the request) it returns
     /// that context with the arguments and registers it, whatever the sampling says; its
     /// signature is kept. A fresh context is signed when the client has signing keys.
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger<A: Serialize>(
         &self,
         client: &LiveCheck,
@@ -120,6 +121,7 @@ impl Trigger {
     /// As [`Trigger::maybe_trigger`], with the test id chosen by the caller (e.g. the id
     /// of the order under test), or a fresh one when `id` is `None`. An id that is not 1 to
     /// 128 bytes of visible ASCII triggers nothing (logged).
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger_with_id<A: Serialize>(
         &self,
         client: &LiveCheck,

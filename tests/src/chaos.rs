@@ -93,13 +93,14 @@ pub async fn start_test(client: &LiveCheck, n: u64) -> TestContext {
     context
 }
 
-/// The services' side: sends test `n`'s second step as its script says (nothing for
-/// scripts without one).
+/// The services' side: sends test `n`'s second step as its script says, in the round
+/// (`late` or not) the script sends it in (nothing for scripts without one).
 pub async fn send_b(client: &LiveCheck, context: &TestContext, n: u64, late: bool) {
-    let value = match Script::of(n) {
-        Script::Pass => 2 * n,
-        Script::WrongB => 2 * n + 1,
-        Script::LateB if late => 2 * n,
+    // Each step is sent once: in the first round, or (a late step) in the second.
+    let value = match (Script::of(n), late) {
+        (Script::Pass, false) => 2 * n,
+        (Script::WrongB, false) => 2 * n + 1,
+        (Script::LateB, true) => 2 * n,
         _ => return,
     };
     client.scope(context.clone(), STEP_B.send(&value)).await;
