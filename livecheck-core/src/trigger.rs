@@ -231,8 +231,7 @@ impl Trigger {
                     return None;
                 }
                 client.sign(
-                    TestContext::with_id(id, self.case.clone(), self.settings.test_expires)
-                        .arguments(arguments),
+                    TestContext::with_id(id, self.case.clone(), self.settings.test_expires).arguments(arguments),
                 )
             }
         };
