@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livecheck_core::signing::SigningKeys;
-use livecheck_core::{EmbeddedBroker, KafkaConfig, LiveCheck, Topics, Trigger};
+use livecheck_core::{EmbeddedBroker, KafkaConfig, LiveCheck, Sampling, Topics, Trigger};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -61,7 +61,7 @@ pub struct AppConfig {
     pub kafka: KafkaConfig,
     /// Topic names.
     pub topics: AppTopics,
-    /// Share of orders that become tests.
+    /// Share of users whose orders become tests (orders are sampled by user).
     pub probability: f64,
     /// Consumer group prefix (`{prefix}create-order`, `{prefix}execute-order`).
     pub group_prefix: String,
@@ -191,6 +191,7 @@ impl RunningApp {
         let shared = Arc::new(Shared {
             trigger: Trigger::new(ORDER_CASE)
                 .probability(config.probability)
+                .sampling(Sampling::Key)
                 .test_expires(Duration::from_secs(600)),
             faults: Faults::new(&config.faults),
             store: Arc::new(MemoryStore::default()),

@@ -38,7 +38,8 @@ struct AppState {
     producer: FutureProducer,
 }
 
-/// The routes: `/order/init/{side}/`, `/order/create/`, `/healthz`, and `/admin/faults` when
+/// The routes: `/order/init/{side}/` (`?user=NAME` names the user, `?fake=1` asks for a
+/// synthetic order), `/order/create/`, `/healthz`, and `/admin/faults` when
 /// the test hooks are on ([`crate::AppConfig::test_hooks`]; otherwise it answers 404).
 pub fn router(shared: Arc<Shared>) -> Router {
     let producer: FutureProducer = shared
@@ -68,6 +69,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
 struct InitQuery {
     #[serde(default)]
     fake: Option<String>,
+    /// The user placing the order; a fresh one per order when absent.
+    #[serde(default)]
+    user: Option<String>,
 }
 
 async fn init_order(
@@ -95,19 +99,32 @@ async fn init_order(
         debug!("ignored ?fake=1: the test hooks are off");
     }
     let fake = asked_fake && shared.config.test_hooks;
+    let user_id = match query.user {
+        Some(user) if user.is_empty() || user.len() > 128 => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, "user must be 1 to 128 bytes");
+        }
+        Some(user) => user,
+        None => format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    };
     // A test context that came with the request names the order (the harness's test id).
     let order_id = livecheck_core::current_test()
         .filter(|c| c.case == ORDER_CASE)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), |c| c.id.clone());
     let order = Order {
         id: order_id.clone(),
-        user_id: format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        user_id,
         side,
         fake,
     };
-    let test = shared
-        .trigger
-        .maybe_trigger_with_id(&shared.livecheck, Some(&order_id), &side);
+    // Sampled by user: every order of a sampled user is a test, and any other service
+    // sampling this case by user decides the same.
+    let test = shared.trigger.maybe_trigger_for_key_with_id(
+        &shared.livecheck,
+        &order.user_id,
+        Some(&order_id),
+        &side,
+    );
     let post = async {
         shared
             .http

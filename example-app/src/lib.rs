@@ -1,7 +1,10 @@
 //! # The example app: the stock-ordering system of the LiveCheck tutorial
 //!
-//! `GET /order/init/{side}/` creates an order and, with a probability (0.5 by default),
-//! makes it a test of case `orders.place_order`; it POSTs the order to `/order/create/`
+//! `GET /order/init/{side}/` creates an order for a user (`?user=NAME`; a fresh user per
+//! order when absent) and makes it a test of case `orders.place_order` when the user is
+//! sampled: orders are sampled by user (`Trigger::maybe_trigger_for_key`), so every order
+//! of a sampled user is a test, and a share of the users given by the probability (0.5 by
+//! default) is sampled. It POSTs the order to `/order/create/`
 //! carrying the test context, which writes it to Kafka topic `orders`. The *create order*
 //! consumer stores it (`order_sent_to_db`), forwards it to `order-execution`
 //! (`order_sent_to_kafka` once acknowledged) and indexes it per user (`order_cached`); the

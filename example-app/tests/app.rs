@@ -274,6 +274,55 @@ async fn each_fault_switch_changes_exactly_what_it_says() {
     );
 }
 
+/// Orders are sampled by user: at probability 0.5, every order of a sampled user is a
+/// test (each with its own id, the order's), none of an unsampled user's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_of_a_sampled_user_is_a_test_and_none_of_another() {
+    let app = start(0.5, FaultConfig::default()).await;
+    let trigger = &app.shared.trigger;
+    let user = |sampled: bool| {
+        (0..)
+            .map(|i| format!("user-{i}"))
+            .find(|u| trigger.samples_key(u) == sampled)
+            .unwrap()
+    };
+    let (sampled, skipped) = (user(true), user(false));
+    let triggered = || {
+        app.shared
+            .livecheck
+            .counters()
+            .tests_triggered
+            .load(Ordering::Relaxed)
+    };
+    let mut reader = SignalReader::new(&app);
+    let mut tests = Vec::new();
+    for i in 0..5 {
+        let side = if i % 2 == 0 { "buy" } else { "sell" };
+        let (status, body) = place(&app, &format!("/order/init/{side}/?user={sampled}")).await;
+        assert_eq!(status, 200, "{body}");
+        let order: Order = serde_json::from_value(body).unwrap();
+        assert_eq!(order.user_id, sampled);
+        tests.push(order);
+        let (status, body) = place(&app, &format!("/order/init/{side}/?user={skipped}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        triggered(),
+        5,
+        "tests of {sampled} (sampled) and {skipped} (not)"
+    );
+    for order in &tests {
+        let events = reader.for_test(&order.id, 1, Duration::from_secs(20)).await;
+        let stored: Order = value(&events, "order_sent_to_db");
+        assert_eq!(stored.user_id, sampled);
+    }
+    let (status, body) = place(&app, "/order/init/buy/?user=").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "user must be 1 to 128 bytes")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
     let app = start(1.0, FaultConfig::default()).await;

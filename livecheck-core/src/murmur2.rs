@@ -44,6 +44,8 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
 }
 
 /// Maps `key` to a number in `[0, 1)`, the same in every process: deterministic sampling.
+/// It is `(murmur2(key) & 0x7fffffff) / 2^31` (in Java, `Utils.toPositive(Utils.murmur2(key))
+/// / 2147483648.0`).
 pub fn unit_interval(key: &[u8]) -> f64 {
     f64::from((murmur2(key) as u32) & 0x7fff_ffff) / f64::from(0x8000_0000_u32)
 }

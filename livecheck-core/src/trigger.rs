@@ -1,5 +1,7 @@
 //! Triggers: where tests begin, on the service side, and how they are sampled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -9,13 +11,38 @@ use crate::context::{current_test, TestContext};
 use crate::murmur2::unit_interval;
 
 /// How a trigger decides whether a request becomes a test.
+///
+/// Each request gets a draw `u` in `[0, 1)` and is sampled iff `u < probability`. A hashed
+/// draw is fixed by its input (test id or key), so every process decides the same for it,
+/// and raising the probability keeps every id or key that was sampled sampled.
+///
+/// | call | `Random` | `TestId` | `Key` |
+/// |---|---|---|---|
+/// | [`Trigger::maybe_trigger`], [`Trigger::maybe_trigger_with_id`] | fresh random draw | hash of the test id | hash of the test id, warned once per trigger |
+/// | [`Trigger::maybe_trigger_for_key`], [`Trigger::maybe_trigger_for_key_with_id`] | hash of case and key | hash of case and key | hash of case and key |
+///
+/// A call that names a key always samples by that key, whatever this setting: services that
+/// must agree on a key cannot disagree through a setting each of them has to get right.
+/// Whatever the sampling, a request that carries a test context of the case is never
+/// sampled again (the context is registered as it came).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sampling {
     /// A fresh random draw per request.
     #[default]
     Random,
-    /// A hash of the test id (murmur2): every service decides the same for the same id.
-    KeyHash,
+    /// A hash of the test id: every service decides the same for the same id, e.g. an
+    /// order id passed to [`Trigger::maybe_trigger_with_id`]. The draw is
+    /// [`crate::murmur2::unit_interval`] of the id's bytes.
+    TestId,
+    /// A hash of a business key the service names (account, user, tenant), given to
+    /// [`Trigger::maybe_trigger_for_key`]: every request of a sampled key becomes a test
+    /// (each with its own test id), in every service, and the share of keys sampled is the
+    /// probability. The draw is [`Trigger::key_draw`] (the formula is documented there).
+    ///
+    /// Set it on a case whose services all trigger with a key: a call without one
+    /// ([`Trigger::maybe_trigger`]) then falls back to [`Sampling::TestId`] and logs a
+    /// warning, once per trigger.
+    Key,
 }
 
 /// The service side of a case: where tests begin. A service needs only this (not the
@@ -24,6 +51,8 @@ pub enum Sampling {
 pub struct Trigger {
     case: String,
     settings: TriggerSettings,
+    /// Set once [`Sampling::Key`] fell back to the test id (warned once; shared by clones).
+    warned_no_key: Arc<AtomicBool>,
 }
 
 /// A trigger's settings, each under the name of the [`Trigger`] builder method that sets it.
@@ -49,6 +78,7 @@ impl Trigger {
                 sampling: defaults.sampling,
                 test_expires: defaults.test_expires,
             },
+            warned_no_key: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -87,7 +117,7 @@ impl Trigger {
         &self.settings
     }
 
-    /// Whether a request with test id `id` is sampled.
+    /// Whether a request with test id `id` and no key is sampled (see [`Sampling`]).
     pub fn sample(&self, id: &str) -> bool {
         let probability = self.settings.probability;
         if probability >= 1.0 {
@@ -98,9 +128,62 @@ impl Trigger {
         }
         let draw = match self.settings.sampling {
             Sampling::Random => rand::random::<f64>(),
-            Sampling::KeyHash => unit_interval(id.as_bytes()),
+            Sampling::TestId => unit_interval(id.as_bytes()),
+            Sampling::Key => {
+                if !self.warned_no_key.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        case = %self.case,
+                        "case is sampled by key, but a request was triggered without one \
+                         (maybe_trigger instead of maybe_trigger_for_key): sampling such \
+                         requests by test id; logged once"
+                    );
+                }
+                unit_interval(id.as_bytes())
+            }
         };
         draw < probability
+    }
+
+    /// The draw of business key `key` for this case, in `[0, 1)`: the key is sampled iff
+    /// the draw is below the probability ([`Trigger::samples_key`]). Stable across
+    /// processes, languages and versions:
+    ///
+    /// ```text
+    /// bytes = UTF-8(case name) ++ [0x00] ++ UTF-8(key)
+    /// draw  = (murmur2(bytes) & 0x7fffffff) / 2^31
+    /// ```
+    ///
+    /// where `murmur2` is Kafka's (seed `0x9747b28c`, [`crate::murmur2::murmur2`]). The case
+    /// name is hashed in so that different cases sample different sets of keys. In Java:
+    ///
+    /// ```java
+    /// byte[] bytes = (caseName + "\u0000" + key).getBytes(StandardCharsets.UTF_8);
+    /// double draw = (Utils.murmur2(bytes) & 0x7fffffff) / 2147483648.0;
+    /// boolean sampled = draw < probability;
+    /// ```
+    ///
+    /// ```
+    /// use livecheck_core::Trigger;
+    ///
+    /// let trigger = Trigger::new("orders.place_order").probability(0.5);
+    /// let draw = trigger.key_draw("account-42");
+    /// assert!((0.0..1.0).contains(&draw));
+    /// assert_eq!(trigger.samples_key("account-42"), draw < 0.5);
+    /// ```
+    pub fn key_draw(&self, key: &str) -> f64 {
+        let mut bytes = Vec::with_capacity(self.case.len() + 1 + key.len());
+        bytes.extend_from_slice(self.case.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(key.as_bytes());
+        unit_interval(&bytes)
+    }
+
+    /// Whether requests of business key `key` (account, user, tenant) become tests of this
+    /// case: [`Trigger::key_draw`] below the probability. Pure: every process with the same
+    /// case name and probability decides the same, and a key sampled at some probability
+    /// stays sampled at any higher one.
+    pub fn samples_key(&self, key: &str) -> bool {
+        self.key_draw(key) < self.settings.probability
     }
 
     /// Samples the request; on a hit publishes a `TestExecution` (with `arguments`) and
@@ -161,5 +244,247 @@ impl Trigger {
                 None
             }
         }
+    }
+
+    /// As [`Trigger::maybe_trigger`], sampled by a business key the service names (account,
+    /// user, tenant; [`Trigger::samples_key`]) whatever [`TriggerSettings::sampling`] says:
+    /// every request of a sampled key becomes a test, each with its own test id, and every
+    /// service that samples this case by the same key decides the same.
+    ///
+    /// A context of this case that came with the request is registered whatever the key
+    /// says, as with [`Trigger::maybe_trigger`].
+    pub fn maybe_trigger_for_key<A: Serialize>(
+        &self,
+        client: &LiveCheck,
+        key: &str,
+        arguments: &A,
+    ) -> Option<TestContext> {
+        self.maybe_trigger_for_key_with_id(client, key, None, arguments)
+    }
+
+    /// As [`Trigger::maybe_trigger_for_key`], with the test id chosen by the caller (as
+    /// [`Trigger::maybe_trigger_with_id`]).
+    pub fn maybe_trigger_for_key_with_id<A: Serialize>(
+        &self,
+        client: &LiveCheck,
+        key: &str,
+        id: Option<&str>,
+        arguments: &A,
+    ) -> Option<TestContext> {
+        if current_test().is_none() && !self.samples_key(key) {
+            return None;
+        }
+        // The key decided (or a context came in, which sampling never decides): the rest is
+        // every trigger's path, which must not draw again.
+        let mut decided = self.clone();
+        decided.settings.probability = 1.0;
+        decided.maybe_trigger_with_id(client, id, arguments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::client::{KafkaConfig, Topics};
+
+    /// A client whose records go nowhere: triggering needs no broker.
+    fn offline_client() -> LiveCheck {
+        LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).unwrap()
+    }
+
+    fn triggered(client: &LiveCheck) -> u64 {
+        client.counters().tests_triggered.load(Ordering::Relaxed)
+    }
+
+    /// The first of `account-0`, `account-1`, ... that `trigger` does (or does not) sample.
+    fn account(trigger: &Trigger, sampled: bool) -> String {
+        (0..)
+            .map(|i| format!("account-{i}"))
+            .find(|key| trigger.samples_key(key) == sampled)
+            .unwrap()
+    }
+
+    /// Pinned draws, computed by an independent port (Python) of the Java client's
+    /// `Utils.murmur2` on `case ++ "\0" ++ key`: the formula must not change between
+    /// versions, or services of different versions would disagree.
+    #[test]
+    fn key_draws_are_the_documented_formula() {
+        let cases = [
+            ("orders.place_order", "account-42", 883_473_402_u32),
+            ("orders.place_order", "user-1", 248_461_053),
+            ("orders.place_order", "", 1_890_962_286),
+            ("billing.invoice", "account-42", 663_022_117),
+            ("orders.place_order", "ü-ключ", 943_352_745),
+        ];
+        for (case, key, scaled) in cases {
+            let draw = Trigger::new(case).key_draw(key);
+            assert_eq!(
+                draw,
+                f64::from(scaled) / 2_147_483_648.0,
+                "{case} / {key:?}"
+            );
+        }
+    }
+
+    /// Over 10,000 distinct keys the share sampled is the probability to within 4 standard
+    /// deviations of a binomial, `|count - n p| <= 4 sqrt(n p (1 - p))`: 12.6 keys (0.13
+    /// percentage points) at p = 0.001, 200 keys (2 points) at p = 0.5. The draws are
+    /// deterministic, so this either always passes or always fails.
+    #[test]
+    fn the_share_of_keys_sampled_is_the_probability() {
+        const N: usize = 10_000;
+        for (case, shape) in [
+            ("orders.place_order", "account-"),
+            ("billing.invoice", "user-"),
+        ] {
+            for p in [0.001, 0.01, 0.1, 0.25, 0.5] {
+                let trigger = Trigger::new(case).probability(p);
+                let count = (0..N)
+                    .filter(|i| trigger.samples_key(&format!("{shape}{i}")))
+                    .count();
+                let n = N as f64;
+                let expected = n * p;
+                let bound = 4.0 * (n * p * (1.0 - p)).sqrt();
+                println!(
+                    "{case} {shape}*: p = {p}: {count} of {N} keys ({:.4}), expected {expected} +- {bound:.1}",
+                    count as f64 / n
+                );
+                assert!(
+                    (count as f64 - expected).abs() <= bound,
+                    "{case}, p = {p}: {count} of {N} keys sampled, expected {expected} +- {bound:.1}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn raising_the_probability_keeps_every_sampled_key_sampled() {
+        let keys: Vec<String> = (0..10_000).map(|i| format!("tenant-{i}")).collect();
+        let sampled_at = |p: f64| -> HashSet<&str> {
+            let trigger = Trigger::new("orders.place_order").probability(p);
+            keys.iter()
+                .map(String::as_str)
+                .filter(|k| trigger.samples_key(k))
+                .collect()
+        };
+        let grid = [0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.99, 1.0];
+        let sets: Vec<_> = grid.iter().map(|&p| sampled_at(p)).collect();
+        assert!(sets[0].is_empty());
+        assert_eq!(sets[grid.len() - 1].len(), keys.len());
+        for (i, pair) in sets.windows(2).enumerate() {
+            assert!(
+                pair[0].is_subset(&pair[1]),
+                "a key sampled at p = {} is not sampled at p = {}",
+                grid[i],
+                grid[i + 1]
+            );
+        }
+    }
+
+    /// Two cases at p = 0.5 share about a quarter of their keys (independent draws), not all.
+    #[test]
+    fn different_cases_sample_different_keys() {
+        let a = Trigger::new("orders.place_order").probability(0.5);
+        let b = Trigger::new("orders.cancel_order").probability(0.5);
+        let both = (0..10_000)
+            .map(|i| format!("account-{i}"))
+            .filter(|k| a.samples_key(k) && b.samples_key(k))
+            .count();
+        // Binomial(10,000, 0.25): 2,500 +- 4 * 43.3.
+        assert!(
+            (2_327..=2_673).contains(&both),
+            "{both} keys sampled by both cases"
+        );
+    }
+
+    #[test]
+    fn every_request_of_one_key_decides_the_same() {
+        let client = offline_client();
+        let trigger = Trigger::new("orders.place_order").probability(0.5);
+        let (sampled, skipped) = (account(&trigger, true), account(&trigger, false));
+
+        let contexts: Vec<TestContext> = (0..1_000)
+            .filter_map(|_| trigger.maybe_trigger_for_key(&client, &sampled, &"sell"))
+            .collect();
+        assert_eq!(contexts.len(), 1_000, "requests of sampled key {sampled}");
+        let ids: HashSet<&str> = contexts.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids.len(), 1_000, "each test has its own id");
+        assert!(contexts.iter().all(|c| c.case == "orders.place_order"));
+        assert_eq!(contexts[0].arguments, serde_json::json!("sell"));
+        assert_eq!(triggered(&client), 1_000);
+
+        let none = (0..1_000)
+            .filter_map(|_| trigger.maybe_trigger_for_key(&client, &skipped, &"sell"))
+            .count();
+        assert_eq!(none, 0, "requests of unsampled key {skipped}");
+        assert_eq!(triggered(&client), 1_000);
+
+        // With the caller's test id, and whatever the trigger's sampling setting says.
+        let random = trigger.clone().sampling(Sampling::Random);
+        let context = random
+            .maybe_trigger_for_key_with_id(&client, &sampled, Some("order-1"), &"buy")
+            .unwrap();
+        assert_eq!(context.id, "order-1");
+        assert!(random
+            .maybe_trigger_for_key_with_id(&client, &skipped, Some("order-2"), &"buy")
+            .is_none());
+        // An invalid id triggers nothing, as with maybe_trigger_with_id.
+        assert!(trigger
+            .maybe_trigger_for_key_with_id(&client, &sampled, Some("has space"), &"buy")
+            .is_none());
+        assert_eq!(triggered(&client), 1_001);
+    }
+
+    #[tokio::test]
+    async fn a_context_that_came_in_is_registered_whatever_the_key() {
+        let client = offline_client();
+        let trigger = Trigger::new("orders.place_order").probability(0.5);
+        let skipped = account(&trigger, false);
+        let came_in =
+            TestContext::with_id("order-9", "orders.place_order", Duration::from_secs(60));
+        let context = client
+            .scope(came_in, async {
+                trigger.maybe_trigger_for_key(&client, &skipped, &"sell")
+            })
+            .await
+            .expect("the context that came in");
+        assert_eq!(context.id, "order-9");
+        assert_eq!(context.arguments, serde_json::json!("sell"));
+        assert_eq!(triggered(&client), 1);
+        // A context of another case: no test of this one.
+        let other = TestContext::new("billing.invoice", Duration::from_secs(60));
+        let sampled = account(&trigger, true);
+        let none = client
+            .scope(other, async {
+                trigger.maybe_trigger_for_key(&client, &sampled, &"sell")
+            })
+            .await;
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn key_sampling_without_a_key_falls_back_to_the_test_id() {
+        let trigger = Trigger::new("orders.place_order")
+            .probability(0.5)
+            .sampling(Sampling::Key);
+        assert!(!trigger.warned_no_key.load(Ordering::Relaxed));
+        for i in 0..1_000 {
+            let id = format!("order-{i}");
+            assert_eq!(
+                trigger.sample(&id),
+                unit_interval(id.as_bytes()) < 0.5,
+                "{id}"
+            );
+        }
+        assert!(trigger.warned_no_key.load(Ordering::Relaxed));
+        let by_id = Trigger::new("orders.place_order")
+            .probability(0.5)
+            .sampling(Sampling::TestId);
+        assert!((0..1_000).all(|i| {
+            let id = format!("order-{i}");
+            by_id.sample(&id) == trigger.sample(&id)
+        }));
     }
 }

@@ -23,7 +23,7 @@ struct Args {
     /// Prefix of every topic name.
     #[arg(long, env = "EXAMPLE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
-    /// Share of orders that become tests, 0 to 1.
+    /// Share of users whose orders become tests (orders are sampled by user), 0 to 1.
     #[arg(long, env = "EXAMPLE_PROBABILITY", default_value_t = 0.5)]
     probability: f64,
     /// Fault switches.

@@ -15,18 +15,30 @@ struct Args {
     /// Mark the order synthetic (not executed).
     #[arg(long)]
     fake: bool,
+    /// The user placing the order (orders are sampled by user); a fresh one when absent.
+    #[arg(long)]
+    user: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let url = format!(
-        "{}/order/init/{}/{}",
+        "{}/order/init/{}/",
         args.base_url.trim_end_matches('/'),
         args.side.as_str(),
-        if args.fake { "?fake=1" } else { "" }
     );
-    let response = reqwest::get(&url)
+    let mut query = Vec::new();
+    if args.fake {
+        query.push(("fake", "1"));
+    }
+    if let Some(user) = &args.user {
+        query.push(("user", user.as_str()));
+    }
+    let response = reqwest::Client::new()
+        .get(&url)
+        .query(&query)
+        .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e} (is example-app running?)"))?;
     let status = response.status();
