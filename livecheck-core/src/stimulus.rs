@@ -176,3 +176,45 @@ impl PreparedStimulus {
         (self.send)(target).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::case::Case;
+
+    #[test]
+    fn each_run_chooses_fresh_arguments_and_a_plain_stimulus_none() {
+        let next = AtomicU32::new(0);
+        let case = Case::new("orders.place_order").stimulus_with(
+            move || next.fetch_add(1, Ordering::Relaxed),
+            |_: Target, _: u32| async { Ok(()) },
+        );
+        let chosen: Vec<_> = (0..3)
+            .map(|_| case.prepare_stimulus().unwrap().arguments().clone())
+            .collect();
+        assert_eq!(chosen, [0, 1, 2]);
+        let plain = Case::new("orders.place_order").stimulus(|_: Target| async { Ok(()) });
+        assert!(plain.prepare_stimulus().unwrap().arguments().is_null());
+    }
+
+    #[test]
+    fn arguments_that_do_not_serialize_are_an_error_naming_the_case() {
+        let case = Case::new("orders.place_order").stimulus_with(
+            || HashMap::from([((1, 2), 3)]),
+            |_: Target, _| async { Ok(()) },
+        );
+        let err = case.prepare_stimulus().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the arguments of case orders.place_order do not serialize: key must be a string"
+        );
+        let none = Case::new("orders.place_order").prepare_stimulus().unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "case orders.place_order has no stimulus; give it one with Case::stimulus"
+        );
+    }
+}
