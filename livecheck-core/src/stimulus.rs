@@ -211,7 +211,9 @@ mod tests {
             err.to_string(),
             "the arguments of case orders.place_order do not serialize: key must be a string"
         );
-        let none = Case::new("orders.place_order").prepare_stimulus().unwrap_err();
+        let none = Case::new("orders.place_order")
+            .prepare_stimulus()
+            .unwrap_err();
         assert_eq!(
             none.to_string(),
             "case orders.place_order has no stimulus; give it one with Case::stimulus"
