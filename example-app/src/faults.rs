@@ -14,6 +14,10 @@ pub struct FaultConfig {
     /// Flip the order side in the create step.
     #[arg(long = "fault-flip-side", env = "EXAMPLE_FAULT_FLIP_SIDE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub flip_side: bool,
+    /// Misread the side at the HTTP front, before the trigger: the order and the service's
+    /// own test arguments both say the other side (only the stimulus's arguments catch it).
+    #[arg(long = "fault-misread-side", env = "EXAMPLE_FAULT_MISREAD_SIDE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub misread_side: bool,
     /// Skip the execution step.
     #[arg(long = "fault-skip-execution", env = "EXAMPLE_FAULT_SKIP_EXECUTION", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_execution: bool,
@@ -51,6 +55,7 @@ impl FaultConfig {
             };
             match key {
                 "EXAMPLE_FAULT_FLIP_SIDE" => config.flip_side = flag()?,
+                "EXAMPLE_FAULT_MISREAD_SIDE" => config.misread_side = flag()?,
                 "EXAMPLE_FAULT_SKIP_EXECUTION" => config.skip_execution = flag()?,
                 "EXAMPLE_FAULT_EXECUTE_TWICE" => config.execute_twice = flag()?,
                 "EXAMPLE_FAULT_DROP_HEADERS" => config.drop_headers = flag()?,
@@ -72,6 +77,7 @@ impl FaultConfig {
 #[derive(Debug, Default)]
 pub struct Faults {
     flip_side: AtomicBool,
+    misread_side: AtomicBool,
     skip_execution: AtomicBool,
     execute_twice: AtomicBool,
     delay_ms: AtomicU64,
@@ -90,6 +96,8 @@ impl Faults {
     /// Sets every switch; logs loudly each one that is on.
     pub fn set(&self, config: &FaultConfig) {
         self.flip_side.store(config.flip_side, Ordering::Relaxed);
+        self.misread_side
+            .store(config.misread_side, Ordering::Relaxed);
         self.skip_execution
             .store(config.skip_execution, Ordering::Relaxed);
         self.execute_twice
@@ -111,6 +119,7 @@ impl Faults {
     pub fn get(&self) -> FaultConfig {
         FaultConfig {
             flip_side: self.flip_side(),
+            misread_side: self.misread_side(),
             skip_execution: self.skip_execution(),
             execute_twice: self.execute_twice(),
             delay_ms: self.delay_ms(),
@@ -124,6 +133,9 @@ impl Faults {
         let mut on = Vec::new();
         if c.flip_side {
             on.push("flip-side".to_owned());
+        }
+        if c.misread_side {
+            on.push("misread-side".to_owned());
         }
         if c.skip_execution {
             on.push("skip-execution".to_owned());
@@ -146,6 +158,10 @@ impl Faults {
     /// Flip the side in the create step?
     pub fn flip_side(&self) -> bool {
         self.flip_side.load(Ordering::Relaxed)
+    }
+    /// Misread the side at the HTTP front?
+    pub fn misread_side(&self) -> bool {
+        self.misread_side.load(Ordering::Relaxed)
     }
     /// Skip execution?
     pub fn skip_execution(&self) -> bool {

@@ -87,13 +87,17 @@ async fn init_order(
             "service unavailable (fault http-503 is on)",
         );
     }
-    let side: Side = match side.parse() {
+    let mut side: Side = match side.parse() {
         Ok(side) => side,
         Err(message) => {
             shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
+    if shared.faults.misread_side() {
+        warn!("fault misread-side: reading the side as its opposite");
+        side = side.flipped();
+    }
     let asked_fake = matches!(query.fake.as_deref(), Some("1" | "true" | "yes"));
     if asked_fake && !shared.config.test_hooks {
         debug!("ignored ?fake=1: the test hooks are off");
@@ -118,7 +122,9 @@ async fn init_order(
         fake,
     };
     // Sampled by user: every order of a sampled user is a test, and any other service
-    // sampling this case by user decides the same.
+    // sampling this case by user decides the same. The test's arguments: the side this
+    // service read, unless the request's test context came with the side its stimulus
+    // chose (that one is kept).
     let test = shared.trigger.maybe_trigger_for_key_with_id(
         &shared.livecheck,
         &order.user_id,

@@ -207,6 +207,19 @@ async fn each_fault_switch_changes_exactly_what_it_says() {
     assert_eq!(events.len(), 4);
     assert_eq!(value::<Order>(&events, "order_sent_to_db").side, Side::Buy);
 
+    // misread-side: the front reads the other side, so the order has it from the start;
+    // every step still happens.
+    set(FaultConfig {
+        misread_side: true,
+        ..Default::default()
+    })
+    .await;
+    let order = place_order(&app, "sell").await;
+    assert_eq!(order.side, Side::Buy);
+    let events = reader.for_test(&order.id, 4, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(value::<Order>(&events, "order_sent_to_db").side, Side::Buy);
+
     // skip-execution: the first three steps, never order_executed.
     set(FaultConfig {
         skip_execution: true,

@@ -11,15 +11,13 @@ use serde::de::DeserializeOwned;
 use crate::check::CheckError;
 use crate::error::Error;
 use crate::run::Run;
-use crate::stimulus::{StimulusError, Target};
+use crate::stimulus::{stimulus_fn, PreparedStimulus, StimulusError, StimulusFn, Target};
 use crate::trigger::{Sampling, Trigger};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 pub(crate) type Expectations = Arc<dyn Fn(Run) -> BoxFuture<Result<(), CheckError>> + Send + Sync>;
-pub(crate) type StimulusFn =
-    Arc<dyn Fn(Target) -> BoxFuture<Result<(), StimulusError>> + Send + Sync>;
 
 /// A case's settings. Each is set by the [`Case`] builder method of the same name and
 /// read back here under that name (`case.settings().timeout`).
@@ -190,14 +188,45 @@ impl Case {
     }
 
     /// The synthetic request that starts a test: it runs scoped with a fresh test context,
-    /// and [`Target::get`] carries that context to the service.
+    /// and [`Target::get`] carries that context to the service. The test's arguments are
+    /// `null`, so the service's trigger gives them; use [`Case::stimulus_with`] to choose them.
     #[must_use]
-    pub fn stimulus<F, Fut>(mut self, stimulus: F) -> Self
+    pub fn stimulus<F, Fut>(self, stimulus: F) -> Self
     where
         F: Fn(Target) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), StimulusError>> + Send + 'static,
     {
-        self.stimulus = Some(Arc::new(move |target| Box::pin(stimulus(target))));
+        self.stimulus_with(|| (), move |target, ()| stimulus(target))
+    }
+
+    /// A stimulus that chooses the test's arguments: `arguments` makes fresh ones for each
+    /// run, the test context carries them (header `LiveCheck-Test-Arguments`, covered by
+    /// the signature), and `stimulus` sends the request with them. A service's trigger keeps
+    /// them over its own, so the expectations check the stimulus's intent, not the
+    /// service's view of it.
+    ///
+    /// ```
+    /// use livecheck_core::{Case, Run, Target};
+    ///
+    /// let case = Case::new("orders.place_order")
+    ///     .stimulus_with(
+    ///         || if rand::random::<bool>() { "buy" } else { "sell" },
+    ///         |app: Target, side: &'static str| async move {
+    ///             app.get(&format!("/order/init/{side}/")).await.map(drop)
+    ///         },
+    ///     )
+    ///     .expect(|_run: Run, _side: String| async move { Ok(()) });
+    /// assert!(case.has_stimulus());
+    /// ```
+    #[must_use]
+    pub fn stimulus_with<A, G, F, Fut>(mut self, arguments: G, stimulus: F) -> Self
+    where
+        A: serde::Serialize + Send + 'static,
+        G: Fn() -> A + Send + Sync + 'static,
+        F: Fn(Target, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StimulusError>> + Send + 'static,
+    {
+        self.stimulus = Some(stimulus_fn(arguments, stimulus));
         self
     }
 
@@ -242,15 +271,24 @@ impl Case {
         self.stimulus.is_some()
     }
 
-    /// Runs the stimulus against `target` (scope it with the test context first).
-    pub async fn run_stimulus(&self, target: Target) -> Result<(), StimulusError> {
+    /// Chooses one run's arguments and returns the stimulus ready to send: build the test
+    /// context with [`PreparedStimulus::arguments`] first. An error when the case has no
+    /// stimulus or the arguments do not serialize.
+    pub fn prepare_stimulus(&self) -> Result<PreparedStimulus, StimulusError> {
         match &self.stimulus {
-            Some(stimulus) => stimulus(target).await,
+            Some(stimulus) => stimulus(&self.name),
             None => Err(StimulusError::Other(format!(
                 "case {} has no stimulus; give it one with Case::stimulus",
                 self.name
             ))),
         }
+    }
+
+    /// Runs the stimulus against `target` (scope it with the test context first). The
+    /// arguments it chooses are not on that context: use [`Case::prepare_stimulus`] to put
+    /// them there.
+    pub async fn run_stimulus(&self, target: Target) -> Result<(), StimulusError> {
+        self.prepare_stimulus()?.send(target).await
     }
 
     /// Checks the settings.

@@ -231,8 +231,9 @@ impl LiveCheck {
         context
     }
 
-    /// A fresh context for `case` valid for `expires_in`, signed when the client has keys
-    /// (what a harness scopes a stimulus with).
+    /// A fresh context for `case` valid for `expires_in`, with `null` arguments, signed when
+    /// the client has keys. A harness that gives the test arguments sets them first and
+    /// signs after: `client.sign(TestContext::new(case, expires_in).arguments(json))`.
     #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn new_context(&self, case: impl Into<String>, expires_in: Duration) -> TestContext {
         self.sign(TestContext::new(case, expires_in))
@@ -298,7 +299,8 @@ impl LiveCheck {
     }
 
     /// Returns the context to scope an incoming request with: the decoded one if it is
-    /// well-formed and, when the client has keys, validly signed and not expired. A rejected
+    /// well-formed and, when the client has keys, validly signed (its arguments included,
+    /// [`SigningKeys::verify_carried_at`]) and not expired. A rejected
     /// context is counted (in total and by reason), logged once at warn with `origin`, and
     /// `None` is returned: the request goes on as a non-test request.
     pub fn accept(
@@ -317,7 +319,7 @@ impl LiveCheck {
     ) -> Option<TestContext> {
         let checked = decoded.and_then(|found| match (found, &self.signing) {
             (Some(context), Some(keys)) => keys
-                .verify_at(&context, chrono::Utc::now())
+                .verify_carried_at(&context, chrono::Utc::now())
                 .map(|()| Some(context)),
             (found, _) => Ok(found),
         });

@@ -24,13 +24,16 @@ pub struct TestContext {
     pub issued_at: DateTime<Utc>,
     /// After this instant the test is stale and its run is skipped.
     pub expires_at: DateTime<Utc>,
-    /// Arguments of the case (JSON), e.g. the order side. Not carried in headers: the
-    /// runner reads them from the `TestExecution` record.
+    /// Arguments of the case (JSON), e.g. the order side: chosen by the stimulus, or by the
+    /// service whose trigger starts the test. Carried in the `LiveCheck-Test-Arguments`
+    /// header when not `null` (see [`crate::headers::encode_with`]); the runner reads them
+    /// from the `TestExecution` record.
     #[serde(default)]
     pub arguments: serde_json::Value,
-    /// The signature of the id, case and times (`v1;kid=<kid>;sig=<base64url>`), made by a
-    /// client with signing keys ([`LiveCheck::sign`]); carried in the
-    /// `LiveCheck-Test-Signature` header and in the `TestExecution` record.
+    /// The signature of the id, case and times, and of the arguments when they are not
+    /// `null` at signing (`v1;kid=<kid>;sig=<base64url>`, or `v2;...` with arguments; see
+    /// [`crate::signing`]), made by a client with signing keys ([`LiveCheck::sign`]);
+    /// carried in the `LiveCheck-Test-Signature` header and in the `TestExecution` record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
 }
@@ -68,7 +71,8 @@ impl TestContext {
         }
     }
 
-    /// Sets the case arguments.
+    /// Sets the case arguments. Sign after setting them ([`LiveCheck::sign`]) so that the
+    /// signature covers them.
     #[must_use]
     pub fn arguments(mut self, arguments: serde_json::Value) -> Self {
         self.arguments = arguments;

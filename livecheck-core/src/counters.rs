@@ -30,6 +30,9 @@ counters! {
         signal_errors,
         /// Records the broker did not acknowledge.
         delivery_errors,
+        /// Outgoing contexts whose arguments were left out of the headers: their JSON is longer
+        /// than `headers::MAX_ARGUMENTS_LEN` (counted on the client of the task that sent).
+        arguments_not_injected,
         /// Incoming contexts (HTTP or Kafka headers) rejected, for any reason below.
         contexts_rejected,
         /// ... because a header is missing, empty, not UTF-8, or a time is bad.
@@ -38,6 +41,8 @@ counters! {
         contexts_rejected_oversized,
         /// ... because the test id is not 1 to 128 bytes of visible ASCII.
         contexts_rejected_bad_test_id,
+        /// ... because the arguments header does not hold JSON.
+        contexts_rejected_bad_arguments,
         /// ... because a context header appears more than once.
         contexts_rejected_duplicate_header,
         /// ... because signing is on and the context is not signed.
@@ -46,7 +51,8 @@ counters! {
         contexts_rejected_malformed_signature,
         /// ... because the signature names a key id that is not configured.
         contexts_rejected_unknown_key,
-        /// ... because the signature does not match (forged, or a field was tampered with).
+        /// ... because the signature does not match (forged, or a field was tampered with), or
+        /// arguments were added to a context signed without them.
         contexts_rejected_bad_signature,
         /// ... because signing is on and the context has expired.
         contexts_rejected_expired,
@@ -132,11 +138,14 @@ impl ClientCounters {
             | E::ExpiresBeforeIssued { .. } => &self.contexts_rejected_malformed,
             E::Oversized { .. } => &self.contexts_rejected_oversized,
             E::BadTestId { .. } => &self.contexts_rejected_bad_test_id,
+            E::BadArguments { .. } => &self.contexts_rejected_bad_arguments,
             E::DuplicateHeader { .. } => &self.contexts_rejected_duplicate_header,
             E::Unsigned { .. } => &self.contexts_rejected_unsigned,
             E::MalformedSignature { .. } => &self.contexts_rejected_malformed_signature,
             E::UnknownKey { .. } => &self.contexts_rejected_unknown_key,
-            E::BadSignature { .. } => &self.contexts_rejected_bad_signature,
+            E::BadSignature { .. } | E::UnsignedArguments { .. } => {
+                &self.contexts_rejected_bad_signature
+            }
             E::Expired { .. } => &self.contexts_rejected_expired,
         }
     }

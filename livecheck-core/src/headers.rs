@@ -6,12 +6,23 @@
 //! an HMAC of the other four (see [`crate::signing`]); it is optional on the wire and checked
 //! by a client configured with signing keys.
 //!
+//! A sixth, `LiveCheck-Test-Arguments`, carries the case arguments as compact JSON (every
+//! character outside printable ASCII escaped, see [`arguments_json`]), so that the arguments
+//! a stimulus chose reach every service of the test. It is absent when the arguments are
+//! `null`, at most [`MAX_ARGUMENTS_LEN`] bytes long, and covered by the signature when the
+//! context is signed with arguments.
+//!
 //! Whatever the signing setting, a test id must be 1 to [`MAX_TEST_ID_LEN`] bytes of visible
 //! ASCII, and a context header may appear only once.
 
+use std::io;
+
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::Serialize as _;
+use tracing::{debug, warn};
 
 use crate::context::TestContext;
+use crate::counters::bump;
 
 /// Header carrying the test id.
 pub const TEST_ID: &str = "LiveCheck-Test-Id";
@@ -21,8 +32,12 @@ pub const TEST_NAME: &str = "LiveCheck-Test-Name";
 pub const TEST_TIMESTAMP: &str = "LiveCheck-Test-Timestamp";
 /// Header carrying the expiry time (ISO-8601).
 pub const TEST_EXPIRES: &str = "LiveCheck-Test-Expires";
-/// Header carrying the signature of the other four (`v1;kid=<kid>;sig=<base64url>`).
+/// Header carrying the signature of the other four (`v1;kid=<kid>;sig=<base64url>`), and
+/// of the arguments too when they are signed (`v2;kid=<kid>;sig=<base64url>`).
 pub const TEST_SIGNATURE: &str = "LiveCheck-Test-Signature";
+/// Header carrying the case arguments as compact JSON ([`arguments_json`]); absent when they
+/// are `null`.
+pub const TEST_ARGUMENTS: &str = "LiveCheck-Test-Arguments";
 
 /// All context header names, in wire order.
 pub const ALL: [&str; 4] = [TEST_ID, TEST_NAME, TEST_TIMESTAMP, TEST_EXPIRES];
@@ -36,8 +51,25 @@ pub const ALL_WITH_SIGNATURE: [&str; 5] = [
     TEST_SIGNATURE,
 ];
 
-/// Longest header value accepted, in bytes. Longer values are rejected, not truncated.
+/// Every context header: the five of [`ALL_WITH_SIGNATURE`] and [`TEST_ARGUMENTS`], in
+/// wire order.
+pub const EVERY: [&str; 6] = [
+    TEST_ID,
+    TEST_NAME,
+    TEST_TIMESTAMP,
+    TEST_EXPIRES,
+    TEST_SIGNATURE,
+    TEST_ARGUMENTS,
+];
+
+/// Longest header value accepted, in bytes (but [`TEST_ARGUMENTS`]: [`MAX_ARGUMENTS_LEN`]).
+/// Longer values are rejected, not truncated.
 pub const MAX_VALUE_LEN: usize = 256;
+
+/// Longest [`TEST_ARGUMENTS`] value sent or accepted, in bytes. Larger arguments are not
+/// sent (logged and counted in [`crate::counters::ClientCounters`]
+/// `arguments_not_injected`); a larger incoming value rejects the context.
+pub const MAX_ARGUMENTS_LEN: usize = 4096;
 
 /// Longest test id accepted, in bytes.
 pub const MAX_TEST_ID_LEN: usize = 128;
@@ -63,7 +95,8 @@ pub enum ContextError {
         /// The header.
         header: &'static str,
     },
-    /// The header value is longer than [`MAX_VALUE_LEN`].
+    /// The header value is longer than [`MAX_VALUE_LEN`] ([`MAX_ARGUMENTS_LEN`] for the
+    /// arguments).
     #[error("test context header {header} is {len} bytes long, more than the {max} allowed")]
     Oversized {
         /// The header.
@@ -97,6 +130,12 @@ pub enum ContextError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// The arguments header does not hold JSON.
+    #[error("test context header {header} does not hold JSON: {error}", header = TEST_ARGUMENTS)]
+    BadArguments {
+        /// The JSON parser's message.
+        error: String,
+    },
     /// A context header appears more than once in one request or record.
     #[error("test context header {header} appears {count} times; it may appear once")]
     DuplicateHeader {
@@ -122,6 +161,15 @@ pub enum ContextError {
     /// The signature names a key id that is not configured.
     #[error("test context {id} is signed with key id {kid:?}, which is not configured")]
     UnknownKey {
+        /// The test id.
+        id: String,
+        /// The key id the signature names.
+        kid: String,
+    },
+    /// The context carries arguments and its signature was made without them (`v1`): the
+    /// arguments were added after signing. Counted as a bad signature.
+    #[error("test context {id} carries arguments that its signature (key id {kid:?}, made without arguments) does not cover: they were added after signing")]
+    UnsignedArguments {
         /// The test id.
         id: String,
         /// The key id the signature names.
@@ -158,11 +206,12 @@ impl ContextError {
             | Self::ExpiresBeforeIssued { .. } => "malformed",
             Self::Oversized { .. } => "oversized",
             Self::BadTestId { .. } => "bad_test_id",
+            Self::BadArguments { .. } => "bad_arguments",
             Self::DuplicateHeader { .. } => "duplicate_header",
             Self::Unsigned { .. } => "unsigned",
             Self::MalformedSignature { .. } => "malformed_signature",
             Self::UnknownKey { .. } => "unknown_key",
-            Self::BadSignature { .. } => "bad_signature",
+            Self::BadSignature { .. } | Self::UnsignedArguments { .. } => "bad_signature",
             Self::Expired { .. } => "expired",
         }
     }
@@ -248,12 +297,121 @@ fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> 
 }
 
 /// Calls `put(name, value)` for the four headers of `context`, in the order of [`ALL`],
-/// then for [`TEST_SIGNATURE`] when the context is signed, without allocating.
+/// then for [`TEST_SIGNATURE`] when the context is signed, then for [`TEST_ARGUMENTS`] when
+/// its arguments travel. Without arguments it does not allocate.
+///
+/// Arguments travel when they are not `null`, when their JSON is at most
+/// [`MAX_ARGUMENTS_LEN`] bytes long (larger ones are left out: logged, at warn the first
+/// time, and counted in the current task's client's `arguments_not_injected`), and when the
+/// context is unsigned or its signature covers them. Arguments set after a signature made
+/// without them (a service's own arguments on a context that came in without any) stay in
+/// the `TestExecution` record: a verifier would reject them on the next hop.
 pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str)) {
     encode_fields_with(context, &mut put);
     if let Some(signature) = &context.signature {
         put(TEST_SIGNATURE, signature);
     }
+    if let Some(arguments) = arguments_to_send(context) {
+        put(TEST_ARGUMENTS, &arguments);
+    }
+}
+
+/// The [`TEST_ARGUMENTS`] value of `context`, if its arguments travel (see [`encode_with`]).
+fn arguments_to_send(context: &TestContext) -> Option<String> {
+    if context.arguments.is_null() {
+        return None;
+    }
+    if let Some(signature) = &context.signature {
+        if !crate::signing::covers_arguments(signature) {
+            return None;
+        }
+    }
+    let json = arguments_json(&context.arguments);
+    if json.len() > MAX_ARGUMENTS_LEN {
+        arguments_left_out(context, json.len());
+        return None;
+    }
+    Some(json)
+}
+
+/// Counts arguments too long to travel on the current task's client and logs them: at warn
+/// the first time that client counts them (or always, outside a test scope), then at debug.
+fn arguments_left_out(context: &TestContext, len: usize) {
+    let first = crate::context::with_current(|current| {
+        let counter = &current.client.counters().arguments_not_injected;
+        let before = counter.load(std::sync::atomic::Ordering::Relaxed);
+        bump(counter);
+        before == 0
+    });
+    if first == Some(false) {
+        debug!(test_id = %context.id, case = %context.case, len, max = MAX_ARGUMENTS_LEN, "test arguments too long for their header; not sent");
+    } else {
+        warn!(test_id = %context.id, case = %context.case, len, max = MAX_ARGUMENTS_LEN, "test arguments are too long for the {TEST_ARGUMENTS} header; the context goes on without them (counted in arguments_not_injected; further cases are logged at debug)");
+    }
+}
+
+/// The canonical JSON of `arguments`, as [`TEST_ARGUMENTS`] carries it and as a signature
+/// covers it: compact, object keys sorted, every character outside printable ASCII (and
+/// DEL) escaped as `\uXXXX`, so that any HTTP hop takes it as it is. Parsing it and writing
+/// it again gives the same text.
+pub fn arguments_json(arguments: &serde_json::Value) -> String {
+    let mut out = Vec::with_capacity(64);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter);
+    if arguments.serialize(&mut serializer).is_err() {
+        // Writing a `Value` to memory cannot fail (its keys are strings).
+        return "null".to_owned();
+    }
+    // Only ASCII was written.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Compact JSON with every character outside printable ASCII escaped.
+struct AsciiFormatter;
+
+impl serde_json::ser::Formatter for AsciiFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if c.is_ascii() && c != '\u{7f}' {
+                continue;
+            }
+            writer.write_all(&fragment.as_bytes()[start..at])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            start = at + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// Reads the [`TEST_ARGUMENTS`] value: at most [`MAX_ARGUMENTS_LEN`] bytes of UTF-8 JSON.
+fn decode_arguments(raw: &[u8]) -> Result<serde_json::Value, ContextError> {
+    if raw.len() > MAX_ARGUMENTS_LEN {
+        return Err(ContextError::Oversized {
+            header: TEST_ARGUMENTS,
+            len: raw.len(),
+            max: MAX_ARGUMENTS_LEN,
+        });
+    }
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| ContextError::NotUtf8 {
+            header: TEST_ARGUMENTS,
+        })?
+        .trim();
+    if text.is_empty() {
+        return Err(ContextError::Empty {
+            header: TEST_ARGUMENTS,
+        });
+    }
+    serde_json::from_str(text).map_err(|e| ContextError::BadArguments {
+        error: e.to_string(),
+    })
 }
 
 /// The four signed fields in their canonical header forms (what [`crate::signing`] signs).
@@ -290,15 +448,18 @@ fn parse_own_format(value: &str) -> Option<DateTime<Utc>> {
     Some(date.and_time(time).and_utc())
 }
 
-/// The header values of `context`, in the order of [`ALL`], plus the signature if any.
+/// The header values of `context`, in the order of [`ALL`], plus the signature and the
+/// arguments if any (see [`encode_with`]).
 pub fn encode(context: &TestContext) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(5);
+    let mut out = Vec::with_capacity(6);
     encode_with(context, |name, value| out.push((name, value.to_owned())));
     out
 }
 
 /// Reads a context from headers through `get`, which returns a header's raw value by name
-/// (the caller decides about case). `Ok(None)` when no LiveCheck header is present.
+/// (the caller decides about case). `Ok(None)` when no LiveCheck header is present. The
+/// arguments are read from [`TEST_ARGUMENTS`] (`null` without it); a signature or arguments
+/// header without the four others is ignored.
 ///
 /// A caller whose headers can repeat (HTTP, Kafka) uses [`decode_counted`], so that a
 /// repeated context header is rejected.
@@ -313,18 +474,14 @@ pub fn decode<'a>(
 pub fn decode_counted<'a>(
     get: impl Fn(&'static str) -> (Option<&'a [u8]>, usize),
 ) -> Result<Option<TestContext>, ContextError> {
-    let found = ALL_WITH_SIGNATURE.map(get);
-    if let Some((name, (_, count))) = ALL_WITH_SIGNATURE
-        .iter()
-        .zip(&found)
-        .find(|(_, (_, count))| *count > 1)
-    {
+    let found = EVERY.map(get);
+    if let Some((name, (_, count))) = EVERY.iter().zip(&found).find(|(_, (_, count))| *count > 1) {
         return Err(ContextError::DuplicateHeader {
             header: name,
             count: *count,
         });
     }
-    let [id, name, timestamp, expires, signature] = found.map(|(value, _)| value);
+    let [id, name, timestamp, expires, signature, arguments] = found.map(|(value, _)| value);
     let values = [id, name, timestamp, expires];
     if values.iter().all(Option::is_none) {
         return Ok(None);
@@ -356,12 +513,16 @@ pub fn decode_counted<'a>(
             Some(text.to_owned())
         }
     };
+    let arguments = match arguments {
+        None => serde_json::Value::Null,
+        Some(raw) => decode_arguments(raw)?,
+    };
     Ok(Some(TestContext {
         id: text[0].to_owned(),
         case: text[1].to_owned(),
         issued_at,
         expires_at,
-        arguments: serde_json::Value::Null,
+        arguments,
         signature,
     }))
 }
@@ -545,6 +706,128 @@ mod tests {
         assert!(!serde_json::to_string(&context)
             .unwrap()
             .contains("signature"));
+    }
+
+    fn with_arguments(arguments: serde_json::Value) -> HashMap<&'static str, Vec<u8>> {
+        let ctx =
+            TestContext::new("orders.place_order", Duration::from_secs(60)).arguments(arguments);
+        encode(&ctx)
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn arguments_round_trip_as_canonical_ascii_json() {
+        let arguments = serde_json::json!({
+            "side": "sell",
+            // Read back one unit in the last place off without serde_json's
+            // `float_roundtrip`, which the workspace turns on.
+            "amount": 975.9989724159291,
+            "note": "caf\u{e9} \u{1f600} \u{7f}\n\"q\"",
+            "a": [1, -2, 18446744073709551615u64, 1.7976931348623157e308, 5e-324, null, true],
+        });
+        let map = with_arguments(arguments.clone());
+        let raw = std::str::from_utf8(&map[TEST_ARGUMENTS]).unwrap();
+        assert_eq!(
+            raw,
+            r#"{"a":[1,-2,18446744073709551615,1.7976931348623157e+308,5e-324,null,true],"amount":975.9989724159291,"note":"caf\u00e9 \ud83d\ude00 \u007f\n\"q\"","side":"sell"}"#
+        );
+        assert!(raw.bytes().all(|b| (0x20..0x7f).contains(&b)), "{raw}");
+        let back = decode_map(&map).unwrap().unwrap();
+        assert_eq!(back.arguments, arguments);
+        // Parsing and writing again gives the same text: what a signature covers.
+        assert_eq!(arguments_json(&back.arguments), raw);
+    }
+
+    #[test]
+    fn null_arguments_send_no_header() {
+        let (ctx, map) = encoded();
+        assert!(ctx.arguments.is_null());
+        assert_eq!(map.len(), 4);
+        assert!(!map.contains_key(TEST_ARGUMENTS));
+        assert_eq!(
+            decode_map(&map).unwrap().unwrap().arguments,
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn arguments_too_long_are_not_sent() {
+        // The JSON of a string of n characters is n + 2 bytes long.
+        let fits = with_arguments(serde_json::json!("x".repeat(MAX_ARGUMENTS_LEN - 2)));
+        assert_eq!(fits[TEST_ARGUMENTS].len(), MAX_ARGUMENTS_LEN);
+        let too_long = with_arguments(serde_json::json!("x".repeat(MAX_ARGUMENTS_LEN - 1)));
+        assert!(!too_long.contains_key(TEST_ARGUMENTS));
+        // The context itself still travels.
+        assert_eq!(too_long.len(), 4);
+        assert!(decode_map(&too_long).unwrap().unwrap().arguments.is_null());
+    }
+
+    #[test]
+    fn bad_incoming_arguments_are_rejected() {
+        let (_, mut map) = encoded();
+        map.insert(TEST_ARGUMENTS, vec![b'1'; MAX_ARGUMENTS_LEN + 1]);
+        let err = decode_map(&map).unwrap_err();
+        assert_eq!(
+            err,
+            ContextError::Oversized {
+                header: TEST_ARGUMENTS,
+                len: MAX_ARGUMENTS_LEN + 1,
+                max: MAX_ARGUMENTS_LEN
+            }
+        );
+        assert_eq!(err.reason(), "oversized");
+        assert_eq!(
+            err.to_string(),
+            "test context header LiveCheck-Test-Arguments is 4097 bytes long, more than the 4096 allowed"
+        );
+
+        map.insert(TEST_ARGUMENTS, br#"{"side":"sell""#.to_vec());
+        let err = decode_map(&map).unwrap_err();
+        assert_eq!(err.reason(), "bad_arguments");
+        assert_eq!(
+            err.to_string(),
+            "test context header LiveCheck-Test-Arguments does not hold JSON: EOF while parsing an object at line 1 column 14"
+        );
+        // Nesting too deep for the parser is an error, not a stack overflow.
+        map.insert(TEST_ARGUMENTS, "[".repeat(MAX_ARGUMENTS_LEN).into_bytes());
+        assert_eq!(decode_map(&map).unwrap_err().reason(), "bad_arguments");
+        map.insert(TEST_ARGUMENTS, vec![0xff, b'1']);
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::NotUtf8 {
+                header: TEST_ARGUMENTS
+            })
+        );
+        map.insert(TEST_ARGUMENTS, b" ".to_vec());
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::Empty {
+                header: TEST_ARGUMENTS
+            })
+        );
+        // A good value decodes; `null` is the same as no header.
+        map.insert(TEST_ARGUMENTS, br#" {"side":"buy"} "#.to_vec());
+        assert_eq!(
+            decode_map(&map).unwrap().unwrap().arguments,
+            serde_json::json!({"side": "buy"})
+        );
+        map.insert(TEST_ARGUMENTS, b"null".to_vec());
+        assert!(decode_map(&map).unwrap().unwrap().arguments.is_null());
+    }
+
+    #[test]
+    fn arguments_set_after_a_signature_without_them_are_not_sent() {
+        let mut ctx = TestContext::new("c", Duration::from_secs(60));
+        ctx.signature = Some("v1;kid=k1;sig=AAAA".into());
+        let ctx = ctx.arguments(serde_json::json!("sell"));
+        let names: Vec<_> = encode(&ctx).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ALL_WITH_SIGNATURE);
+        let mut ctx = ctx;
+        ctx.signature = Some("v2;kid=k1;sig=AAAA".into());
+        let names: Vec<_> = encode(&ctx).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, EVERY);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Reads a test context (and its signature, if any) from HTTP headers (names are
-/// case-insensitive; a context header sent twice rejects the context). Checks the form,
+/// Reads a test context (and its signature and arguments, if any) from HTTP headers (names
+/// are case-insensitive; a context header sent twice rejects the context). Checks the form,
 /// not the signature: [`LiveCheck::accept`] does.
 pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError> {
     headers::decode_counted(|name| {
@@ -24,25 +24,23 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError>
     })
 }
 
-/// The header names, lowercase, built once, in the order of
-/// [`headers::ALL_WITH_SIGNATURE`].
-static NAMES: [HeaderName; 5] = [
+/// The header names, lowercase, built once, in the order of [`headers::EVERY`].
+static NAMES: [HeaderName; 6] = [
     HeaderName::from_static("livecheck-test-id"),
     HeaderName::from_static("livecheck-test-name"),
     HeaderName::from_static("livecheck-test-timestamp"),
     HeaderName::from_static("livecheck-test-expires"),
     HeaderName::from_static("livecheck-test-signature"),
+    HeaderName::from_static("livecheck-test-arguments"),
 ];
 
 fn header_name(name: &'static str) -> &'static HeaderName {
-    let i = headers::ALL_WITH_SIGNATURE
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or(0);
+    let i = headers::EVERY.iter().position(|n| *n == name).unwrap_or(0);
     &NAMES[i]
 }
 
-/// Writes `context` (and its signature, if any) into HTTP headers.
+/// Writes `context` (and its signature and arguments, if any: see
+/// [`headers::encode_with`]) into HTTP headers.
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
     headers::encode_with(context, |name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -123,7 +121,7 @@ impl RequestBuilderExt for reqwest::RequestBuilder {
     fn test_context(self) -> Self {
         match current_test() {
             Some(context) => {
-                let mut map = HeaderMap::with_capacity(5);
+                let mut map = HeaderMap::with_capacity(6);
                 inject(&mut map, &context);
                 self.headers(map)
             }

@@ -8,7 +8,8 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Adds `context` (and its signature, if any) to a record's headers.
+/// Adds `context` (and its signature and arguments, if any: see
+/// [`headers::encode_with`]) to a record's headers.
 pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
     let mut record_headers = Some(record_headers);
     headers::encode_with(context, |key, value| {
@@ -30,9 +31,10 @@ pub fn inject(record_headers: OwnedHeaders) -> OwnedHeaders {
     }
 }
 
-/// Reads the test context (and its signature, if any) from a consumed message's headers
-/// (names compared case-insensitively; a context header present twice rejects the context).
-/// Checks the form, not the signature: [`LiveCheck::accept_message`] does.
+/// Reads the test context (and its signature and arguments, if any) from a consumed
+/// message's headers (names compared case-insensitively; a context header present twice
+/// rejects the context). Checks the form, not the signature: [`LiveCheck::accept_message`]
+/// does.
 pub fn extract<M: Message>(message: &M) -> Result<Option<TestContext>, ContextError> {
     let Some(record_headers) = message.headers() else {
         return Ok(None);

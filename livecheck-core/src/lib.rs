@@ -40,6 +40,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Arguments
+//!
+//! A test's arguments are what the case checks against, e.g. the side of the order. A
+//! stimulus can choose them ([`Case::stimulus_with`]): the harness puts them on the test
+//! context before it sends the request, the context carries them from hop to hop (header
+//! `LiveCheck-Test-Arguments`), and the service's [`Trigger::maybe_trigger`] keeps them over
+//! its own view, so a service that changes the side on the way fails the check. Without them
+//! (real traffic, or [`Case::stimulus`]) the service's trigger gives the arguments.
+//!
 //! ## Signed contexts
 //!
 //! A client built with [`LiveCheck::with_signing`] (keys from [`signing::SigningKeys::parse`]
@@ -61,9 +70,14 @@
 //!   that comes in is trusted: anyone who can reach a service can send a request down its
 //!   test path, bypass sampling and choose the test id. Configure keys
 //!   ([`LiveCheck::with_signing`], `LIVECHECK_SIGNING_KEYS`) wherever outsiders can reach.
-//! - A signature covers the test id, case and times, not the arguments (which travel only
-//!   in the `TestExecution` record) and not the hop: a signed context can be replayed until
-//!   it expires.
+//! - A signature covers the test id, case and times, and the arguments when the context was
+//!   signed with them (a stimulus's, [`Case::stimulus_with`], or a service trigger's on a
+//!   test it starts). A context signed without arguments (a [`Case::stimulus`] that gives
+//!   none) does not cover the arguments a service's trigger then sets: those go only into
+//!   the `TestExecution` record, unsigned. It does not cover the hop either: a signed
+//!   context can be replayed until it expires.
+//! - Arguments travel in a header of at most [`headers::MAX_ARGUMENTS_LEN`] bytes of JSON;
+//!   larger ones reach the runner (in the `TestExecution` record) but not the next hops.
 //! - Tests and signals topics must have the same partition count.
 
 mod case;
@@ -95,8 +109,6 @@ mod trigger;
 
 pub use case::{BoxFuture, Case, Settings};
 pub use check::CheckError;
-pub use stimulus::{StimulusError, Target};
-pub use trigger::{Sampling, Trigger, TriggerSettings};
 pub use client::{KafkaConfig, LiveCheck, Topics};
 pub use connectivity::Connectivity;
 pub use context::{current_test, in_test, propagate, spawn, TestContext};
@@ -108,3 +120,5 @@ pub use report::{Report, Step, Truncation, Verdict};
 pub use run::{AnySignal, Occurrence, Run};
 pub use runner::{Runner, RunnerConfig, Suite};
 pub use signal::{Signal, SignalEvent};
+pub use stimulus::{PreparedStimulus, StimulusError, Target};
+pub use trigger::{Sampling, Trigger, TriggerSettings};

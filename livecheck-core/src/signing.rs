@@ -1,10 +1,23 @@
 //! Signed test contexts: an HMAC-SHA256 over a context's id, case name, issue and expiry
-//! times (in their canonical header forms), made with a shared secret named by a key id.
+//! times (in their canonical header forms), made with a shared secret named by a key id, and
+//! over its arguments when it has any.
 //!
 //! The signature travels in the `LiveCheck-Test-Signature` header (HTTP and Kafka) and in the
-//! `TestExecution` record, as `v1;kid=<kid>;sig=<base64url>`. A [`crate::LiveCheck`] client
-//! configured with [`SigningKeys`] ([`crate::LiveCheck::with_signing`]) signs the contexts it
-//! creates and drops incoming contexts that are unsigned, forged, tampered or expired.
+//! `TestExecution` record. A [`crate::LiveCheck`] client configured with [`SigningKeys`]
+//! ([`crate::LiveCheck::with_signing`]) signs the contexts it creates and drops incoming
+//! contexts that are unsigned, forged, tampered or expired.
+//!
+//! Two forms, told apart by their version tag:
+//! - `v1;kid=<kid>;sig=<base64url>` for a context signed with `null` arguments: the four
+//!   fields only, exactly as before arguments were signed. Arguments a service sets later
+//!   (its own view, on a test that came in without any) are not covered; they stay in the
+//!   `TestExecution` record and are not sent on ([`crate::headers::encode_with`]), and a
+//!   context read from headers with arguments and a `v1` signature is rejected
+//!   ([`SigningKeys::verify_carried_at`]).
+//! - `v2;kid=<kid>;sig=<base64url>` for a context signed with arguments: the four fields and
+//!   the SHA-256 digest of the arguments' canonical JSON
+//!   ([`crate::headers::arguments_json`], the text of the `LiveCheck-Test-Arguments`
+//!   header). A changed, added or removed argument breaks the signature.
 //!
 //! Keys rotate: the first key signs, every configured key verifies. To roll a key over,
 //! configure `new:…,old:…` everywhere (verifiers first), then `new:…` alone once no context
@@ -33,7 +46,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 use crate::context::TestContext;
 use crate::headers::{self, ContextError};
@@ -47,8 +60,11 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// Longest key id accepted, in bytes.
 pub const MAX_KID_LEN: usize = 32;
 
-/// Version tag of the signature format.
+/// Version tag of a signature over the four fields (arguments `null` when signed).
 const VERSION: &str = "v1";
+
+/// Version tag of a signature over the four fields and the digest of the arguments.
+const VERSION_WITH_ARGUMENTS: &str = "v2";
 
 /// Length of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
@@ -188,20 +204,28 @@ impl SigningKeys {
         self.keys.iter().map(|k| k.kid.as_str())
     }
 
-    /// The signature header value of `context` with the current key
-    /// (`v1;kid=<kid>;sig=<base64url>`). Arguments are not signed.
+    /// The signature header value of `context` with the current key:
+    /// `v1;kid=<kid>;sig=<base64url>` when its arguments are `null` (the four fields only),
+    /// `v2;kid=<kid>;sig=<base64url>` otherwise (the arguments too).
     pub fn sign(&self, context: &TestContext) -> String {
         let key = &self.keys[0];
-        let tag = mac_of(key, context).finalize().into_bytes();
+        let version = if context.arguments.is_null() {
+            VERSION
+        } else {
+            VERSION_WITH_ARGUMENTS
+        };
+        let tag = mac_of(key, version, context).finalize().into_bytes();
         format!(
-            "{VERSION};kid={};sig={}",
+            "{version};kid={};sig={}",
             key.kid,
             URL_SAFE_NO_PAD.encode(tag)
         )
     }
 
     /// Checks the test id and the signature of `context` (not its expiry: see
-    /// [`SigningKeys::verify_at`]). The comparison is constant-time.
+    /// [`SigningKeys::verify_at`]). The comparison is constant-time. A `v2` signature covers
+    /// the arguments; a `v1` one does not (arguments set after signing are not checked here:
+    /// see [`SigningKeys::verify_carried_at`] for contexts read from headers).
     pub fn verify(&self, context: &TestContext) -> Result<(), ContextError> {
         headers::check_test_id(&context.id)?;
         let id = || context.id.clone();
@@ -210,7 +234,7 @@ impl SigningKeys {
             .as_deref()
             .ok_or_else(|| ContextError::Unsigned { id: id() })?;
         let malformed = |why| ContextError::MalformedSignature { id: id(), why };
-        let (kid, sig) = split_signature(value).map_err(malformed)?;
+        let (version, kid, sig) = split_signature(value).map_err(malformed)?;
         let tag = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| malformed("the signature is not unpadded base64url"))?;
@@ -225,7 +249,7 @@ impl SigningKeys {
                     id: id(),
                     kid: kid.chars().take(MAX_KID_LEN).collect(),
                 })?;
-        mac_of(key, context)
+        mac_of(key, version, context)
             .verify_slice(&tag)
             .map_err(|_| ContextError::BadSignature {
                 id: id(),
@@ -243,6 +267,28 @@ impl SigningKeys {
             });
         }
         Ok(())
+    }
+
+    /// As [`SigningKeys::verify_at`], for a context read from headers: arguments it carries
+    /// must be covered by its signature. A sender never puts arguments next to a `v1`
+    /// signature, so arguments there were added on the way
+    /// ([`ContextError::UnsignedArguments`]).
+    pub fn verify_carried_at(
+        &self,
+        context: &TestContext,
+        now: DateTime<Utc>,
+    ) -> Result<(), ContextError> {
+        self.verify_at(context, now)?;
+        match &context.signature {
+            Some(signature) if !context.arguments.is_null() && !covers_arguments(signature) => {
+                let kid = split_signature(signature).map_or("", |(_, kid, _)| kid);
+                Err(ContextError::UnsignedArguments {
+                    id: context.id.clone(),
+                    kid: kid.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -323,30 +369,44 @@ fn make_key(index: usize, kid: String, secret: &[u8]) -> Result<Key, KeysError> 
     Ok(Key { kid, mac })
 }
 
-/// The MAC of the version, key id and the four fields in their canonical header forms, each
-/// prefixed by its length (so that no two field lists give the same input).
-fn mac_of(key: &Key, context: &TestContext) -> HmacSha256 {
+/// Whether a signature header value is of the form that covers the arguments (`v2`).
+pub(crate) fn covers_arguments(signature: &str) -> bool {
+    signature
+        .strip_prefix(VERSION_WITH_ARGUMENTS)
+        .is_some_and(|rest| rest.starts_with(';'))
+}
+
+/// The MAC of the version, key id and the four fields in their canonical header forms, then
+/// (version `v2`) the SHA-256 digest of the arguments' canonical JSON, each prefixed by its
+/// length (so that no two field lists give the same input). Version `v1` gives exactly the
+/// MAC of the signatures made before arguments were signed.
+fn mac_of(key: &Key, version: &str, context: &TestContext) -> HmacSha256 {
     let mut mac = key.mac.clone();
-    let mut put = |value: &str| {
+    let mut put = |value: &[u8]| {
         mac.update(&(value.len() as u64).to_be_bytes());
-        mac.update(value.as_bytes());
+        mac.update(value);
     };
-    put(VERSION);
-    put(&key.kid);
-    headers::encode_fields_with(context, |_, value| put(value));
+    put(version.as_bytes());
+    put(key.kid.as_bytes());
+    headers::encode_fields_with(context, |_, value| put(value.as_bytes()));
+    if version == VERSION_WITH_ARGUMENTS {
+        let json = headers::arguments_json(&context.arguments);
+        put(&Sha256::digest(json.as_bytes()));
+    }
     mac
 }
 
-/// `v1;kid=<kid>;sig=<sig>` into `(kid, sig)`.
-fn split_signature(value: &str) -> Result<(&str, &str), &'static str> {
+/// `v1;kid=<kid>;sig=<sig>` (or `v2;...`) into `(version, kid, sig)`.
+fn split_signature(value: &str) -> Result<(&str, &str, &str), &'static str> {
     let mut parts = value.split(';');
-    if parts.next() != Some(VERSION) {
-        return Err("it does not start with `v1;`");
-    }
+    let version = parts
+        .next()
+        .filter(|v| [VERSION, VERSION_WITH_ARGUMENTS].contains(v))
+        .ok_or("it does not start with `v1;` or `v2;`")?;
     let kid = parts
         .next()
         .and_then(|p| p.strip_prefix("kid="))
-        .ok_or("it has no `kid=` after `v1;`")?;
+        .ok_or("it has no `kid=` after the version")?;
     let sig = parts
         .next()
         .and_then(|p| p.strip_prefix("sig="))
@@ -357,7 +417,7 @@ fn split_signature(value: &str) -> Result<(&str, &str), &'static str> {
     if kid.is_empty() {
         return Err("the key id is empty");
     }
-    Ok((kid, sig))
+    Ok((version, kid, sig))
 }
 
 #[cfg(test)]
@@ -453,6 +513,126 @@ mod tests {
                 "{tampered:?}"
             );
         }
+    }
+
+    /// A context with fixed fields, for signatures pinned by value.
+    fn pinned(arguments: serde_json::Value) -> TestContext {
+        let mut context = TestContext::with_id("test-1", "orders.place_order", Duration::ZERO)
+            .arguments(arguments);
+        context.issued_at = headers::parse_time("2020-05-01T12:30:00.123456Z").unwrap();
+        context.expires_at = headers::parse_time("2020-05-01T13:30:00.123456Z").unwrap();
+        context
+    }
+
+    #[test]
+    fn signatures_are_pinned_and_null_arguments_sign_as_before() {
+        // Computed outside Rust (Python's hmac): HMAC-SHA256 over each field prefixed by its
+        // u64 big-endian length: version, kid, id, case, issue, expiry, and for v2 the
+        // SHA-256 of `{"side":"sell"}`.
+        assert_eq!(
+            keys().sign(&pinned(serde_json::Value::Null)),
+            "v1;kid=k1;sig=pE4vSGO-CMJq_kYmo9fhnxWT4WbwWH0XA05RNO5MIeo"
+        );
+        assert_eq!(
+            keys().sign(&pinned(serde_json::json!({"side": "sell"}))),
+            "v2;kid=k1;sig=YEsG-_GJTumNOGV2jXKm5n2Pw-GhIBHo99TTfohCeKU"
+        );
+    }
+
+    #[test]
+    fn signed_arguments_cannot_be_changed_added_or_removed() {
+        let keys = keys();
+        let mut context = fresh_with(serde_json::json!({"side": "sell", "qty": 2}));
+        context.signature = Some(keys.sign(&context));
+        assert!(context
+            .signature
+            .as_deref()
+            .unwrap()
+            .starts_with("v2;kid=k1;sig="));
+        assert_eq!(keys.verify(&context), Ok(()));
+        assert_eq!(keys.verify_carried_at(&context, Utc::now()), Ok(()));
+
+        let changed = context
+            .clone()
+            .arguments(serde_json::json!({"side": "buy", "qty": 2}));
+        let removed = context.clone().arguments(serde_json::Value::Null);
+        let mut added = fresh_with(serde_json::Value::Null);
+        added.signature = Some(keys.sign(&added));
+        let added = added.arguments(serde_json::json!({"side": "buy"}));
+        for tampered in [&changed, &removed] {
+            let err = keys.verify_carried_at(tampered, Utc::now()).unwrap_err();
+            assert!(
+                matches!(&err, ContextError::BadSignature { kid, .. } if kid == "k1"),
+                "{tampered:?}: {err:?}"
+            );
+        }
+        // A v1 signature does not cover arguments (a service may set its own afterwards, in
+        // the TestExecution record), but arguments next to it in headers were added on the way.
+        assert_eq!(keys.verify(&added), Ok(()));
+        let err = keys.verify_carried_at(&added, Utc::now()).unwrap_err();
+        assert_eq!(
+            err,
+            ContextError::UnsignedArguments {
+                id: added.id.clone(),
+                kid: "k1".into()
+            }
+        );
+        assert_eq!(err.reason(), "bad_signature");
+        assert_eq!(
+            err.to_string(),
+            format!("test context {} carries arguments that its signature (key id \"k1\", made without arguments) does not cover: they were added after signing", added.id)
+        );
+    }
+
+    #[test]
+    fn signed_arguments_survive_the_wire_and_json_and_a_changed_header_is_rejected() {
+        let keys = keys();
+        let mut context =
+            fresh_with(serde_json::json!({"side": "sell", "price": 0.1, "who": "Zo\u{eb}"}));
+        context.signature = Some(keys.sign(&context));
+        let mut map: std::collections::HashMap<_, _> =
+            headers::encode(&context).into_iter().collect();
+        assert_eq!(map.len(), 6);
+        let decode = |map: &std::collections::HashMap<&'static str, String>| {
+            headers::decode(|n| map.get(n).map(|v| v.as_bytes()))
+                .unwrap()
+                .unwrap()
+        };
+        let back = decode(&map);
+        assert_eq!(back.arguments, context.arguments);
+        assert_eq!(keys.verify_carried_at(&back, Utc::now()), Ok(()));
+        let record: TestContext =
+            serde_json::from_slice(&serde_json::to_vec(&back).unwrap()).unwrap();
+        assert_eq!(keys.verify(&record), Ok(()));
+
+        // Same value, other spelling (spaces, key order, escapes): the value is what is signed.
+        map.insert(
+            headers::TEST_ARGUMENTS,
+            r#"{ "who": "Zoë", "side": "sell", "price": 1e-1 }"#.into(),
+        );
+        assert_eq!(keys.verify_carried_at(&decode(&map), Utc::now()), Ok(()));
+        // Another value is tampering.
+        map.insert(
+            headers::TEST_ARGUMENTS,
+            r#"{"price":0.1,"side":"buy","who":"Zo\u00eb"}"#.into(),
+        );
+        assert_eq!(
+            keys.verify_carried_at(&decode(&map), Utc::now())
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
+        map.remove(headers::TEST_ARGUMENTS);
+        assert_eq!(
+            keys.verify_carried_at(&decode(&map), Utc::now())
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
+    }
+
+    fn fresh_with(arguments: serde_json::Value) -> TestContext {
+        TestContext::new("orders.place_order", Duration::from_secs(60)).arguments(arguments)
     }
 
     #[test]

@@ -1,8 +1,26 @@
-//! The stimulus: the synthetic request that starts a test in CI and in synthetic traffic.
+//! The stimulus: the synthetic request that starts a test in CI and in synthetic traffic,
+//! and the arguments it chooses for the test.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::case::BoxFuture;
 
 /// What a stimulus could not do. A stimulus error makes the run `ERROR`.
 #[derive(Debug, thiserror::Error)]
 pub enum StimulusError {
+    /// The arguments the stimulus chose do not serialize as JSON.
+    #[error("the arguments of case {case} do not serialize: {source}")]
+    Arguments {
+        /// The case.
+        case: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The request did not get an answer.
     #[error("request to {url} failed: {source}")]
     Request {
@@ -85,5 +103,120 @@ impl Target {
             return Err(StimulusError::Status { url, status, body });
         }
         Ok(body)
+    }
+}
+
+/// A case's stimulus as stored: each call chooses fresh arguments and returns the request
+/// still to send with them.
+pub(crate) type StimulusFn =
+    Arc<dyn Fn(&str) -> Result<PreparedStimulus, StimulusError> + Send + Sync>;
+
+/// The stored form of a stimulus that chooses its arguments with `arguments` and sends its
+/// request with `stimulus`.
+pub(crate) fn stimulus_fn<A, G, F, Fut>(arguments: G, stimulus: F) -> StimulusFn
+where
+    A: Serialize + Send + 'static,
+    G: Fn() -> A + Send + Sync + 'static,
+    F: Fn(Target, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), StimulusError>> + Send + 'static,
+{
+    let stimulus = Arc::new(stimulus);
+    Arc::new(move |case: &str| {
+        let chosen = arguments();
+        let json = serde_json::to_value(&chosen).map_err(|source| StimulusError::Arguments {
+            case: case.to_owned(),
+            source,
+        })?;
+        let stimulus = stimulus.clone();
+        Ok(PreparedStimulus {
+            arguments: json,
+            send: Box::new(move |target| Box::pin(stimulus(target, chosen))),
+        })
+    })
+}
+
+/// One run's stimulus, ready to send: the arguments it chose (as JSON) and its request.
+///
+/// A harness builds the test context with [`PreparedStimulus::arguments`] (and signs it
+/// after), then sends the request scoped by that context:
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use livecheck_core::{Case, LiveCheck, Target, TestContext};
+/// # async fn demo(case: Case, client: LiveCheck, target: Target) -> Result<(), Box<dyn std::error::Error>> {
+/// let stimulus = case.prepare_stimulus()?;
+/// let context = client.sign(
+///     TestContext::new(case.name(), case.settings().test_expires)
+///         .arguments(stimulus.arguments().clone()),
+/// );
+/// client.scope(context, stimulus.send(target)).await?;
+/// # Ok(()) }
+/// ```
+pub struct PreparedStimulus {
+    arguments: serde_json::Value,
+    send: Box<dyn FnOnce(Target) -> BoxFuture<Result<(), StimulusError>> + Send>,
+}
+
+impl fmt::Debug for PreparedStimulus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedStimulus")
+            .field("arguments", &self.arguments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedStimulus {
+    /// The arguments the stimulus chose, as JSON (`null` for [`crate::Case::stimulus`]).
+    pub fn arguments(&self) -> &serde_json::Value {
+        &self.arguments
+    }
+
+    /// Sends the request to `target` (scope it with the test context first).
+    pub async fn send(self, target: Target) -> Result<(), StimulusError> {
+        (self.send)(target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::case::Case;
+
+    #[test]
+    fn each_run_chooses_fresh_arguments_and_a_plain_stimulus_none() {
+        let next = AtomicU32::new(0);
+        let case = Case::new("orders.place_order").stimulus_with(
+            move || next.fetch_add(1, Ordering::Relaxed),
+            |_: Target, _: u32| async { Ok(()) },
+        );
+        let chosen: Vec<_> = (0..3)
+            .map(|_| case.prepare_stimulus().unwrap().arguments().clone())
+            .collect();
+        assert_eq!(chosen, [0, 1, 2]);
+        let plain = Case::new("orders.place_order").stimulus(|_: Target| async { Ok(()) });
+        assert!(plain.prepare_stimulus().unwrap().arguments().is_null());
+    }
+
+    #[test]
+    fn arguments_that_do_not_serialize_are_an_error_naming_the_case() {
+        let case = Case::new("orders.place_order").stimulus_with(
+            || HashMap::from([((1, 2), 3)]),
+            |_: Target, _| async { Ok(()) },
+        );
+        let err = case.prepare_stimulus().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the arguments of case orders.place_order do not serialize: key must be a string"
+        );
+        let none = Case::new("orders.place_order")
+            .prepare_stimulus()
+            .unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "case orders.place_order has no stimulus; give it one with Case::stimulus"
+        );
     }
 }

@@ -190,8 +190,11 @@ impl Trigger {
     /// returns the context to scope the rest of the request with ([`LiveCheck::scope`]).
     ///
     /// Inside a test of this case already (a context came in with the request) it returns
-    /// that context with the arguments and registers it, whatever the sampling says; its
-    /// signature is kept. A fresh context is signed when the client has signing keys.
+    /// that context and registers it, whatever the sampling says; its signature is kept. If
+    /// the context came with arguments (a stimulus chose them), they are kept and `arguments`
+    /// is ignored: the test checks the stimulus's intent, not the service's view of it. If it
+    /// came with `null` arguments, `arguments` become the test's. A fresh context is signed
+    /// (its arguments included) when the client has signing keys.
     #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger<A: Serialize>(
         &self,
@@ -219,6 +222,9 @@ impl Trigger {
             }
         };
         let context = match current_test() {
+            Some(current) if current.case == self.case && !current.arguments.is_null() => {
+                TestContext::clone(&current)
+            }
             Some(current) if current.case == self.case => {
                 TestContext::clone(&current).arguments(arguments)
             }

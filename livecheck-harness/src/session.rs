@@ -97,17 +97,33 @@ impl Session {
         &self.runner
     }
 
-    /// Runs `case` once: a fresh test context (signed when the environment has signing
-    /// keys), the stimulus scoped by it, then the verdict. A failed stimulus is an `ERROR`
-    /// report naming what failed.
+    /// Runs `case` once: the stimulus chooses its arguments, a fresh test context carries
+    /// them (signed after they are set, when the environment has signing keys), the
+    /// stimulus's request is sent scoped by it, then the verdict. A failed stimulus (its
+    /// arguments do not serialize, or its request failed) is an `ERROR` report naming what
+    /// failed.
     pub async fn run_once(&self, case: &Case) -> Report {
-        let context = self.client.new_context(case.name(), case.settings().test_expires);
-        let report = self.runner.report_for(&context.id);
-        let stimulus = self
+        let expires = case.settings().test_expires;
+        let stimulus = match case.prepare_stimulus() {
+            Ok(stimulus) => stimulus,
+            Err(err) => {
+                let context = TestContext::new(case.name(), expires);
+                return synthetic_report(
+                    &context,
+                    Verdict::Error,
+                    format!("stimulus failed: {err}"),
+                );
+            }
+        };
+        let context = self
             .client
-            .scope(context.clone(), case.run_stimulus(self.target.clone()))
+            .sign(TestContext::new(case.name(), expires).arguments(stimulus.arguments().clone()));
+        let report = self.runner.report_for(&context.id);
+        let sent = self
+            .client
+            .scope(context.clone(), stimulus.send(self.target.clone()))
             .await;
-        if let Err(err) = stimulus {
+        if let Err(err) = sent {
             self.runner.forget(&context.id);
             return synthetic_report(&context, Verdict::Error, format!("stimulus failed: {err}"));
         }
@@ -164,7 +180,7 @@ fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> R
         timeline: Vec::new(),
         issued_at: context.issued_at,
         finished_at: Utc::now(),
-        arguments: serde_json::Value::Null,
+        arguments: context.arguments.clone(),
         waits: Vec::new(),
         truncated: None,
     }

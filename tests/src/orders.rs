@@ -1,6 +1,13 @@
 //! The order case: an order placed over HTTP is stored with the side it was placed with,
 //! forwarded to Kafka, cached for its user and executed (or, when fake, passed through).
+//!
+//! The stimulus chooses the side (sell, buy, sell, ... per case value) and makes it the
+//! test's argument, so the case checks the side the order was placed with, not the side the
+//! service says it read: a front that misreads the side fails even though it reports its
+//! own reading consistently. Real orders sampled in production carry the side the service
+//! read.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use example_app::model::{Cached, Delivered, Execution};
@@ -10,8 +17,10 @@ use example_app::signals::{
 use example_app::{Order, Side};
 use livecheck_core::{ensure, ensure_eq, Case, Run, Target};
 
-/// `orders.place_order`.
+/// `orders.place_order`. Its stimulus places fake orders alternately on each side, sell
+/// first.
 pub fn place_order() -> Case {
+    let placed = AtomicUsize::new(0);
     Case::new(ORDER_CASE)
         .probability(0.5)
         .timeout(Duration::from_secs(10))
@@ -22,7 +31,20 @@ pub fn place_order() -> Case {
         // The last step, executed twice by a consumer that handles its record again, is
         // seen if the repeat comes within this long of the first.
         .settle(Duration::from_millis(300))
-        .stimulus(|app: Target| async move { app.get("/order/init/sell/?fake=1").await.map(drop) })
+        .stimulus_with(
+            move || {
+                if placed.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                    Side::Sell
+                } else {
+                    Side::Buy
+                }
+            },
+            |app: Target, side: Side| async move {
+                app.get(&format!("/order/init/{}/?fake=1", side.as_str()))
+                    .await
+                    .map(drop)
+            },
+        )
         .expect(|run: Run, side: Side| async move {
             let order: Order = run.wait(&ORDER_SENT_TO_DB).await?;
             ensure_eq!(

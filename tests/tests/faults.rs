@@ -42,6 +42,34 @@ async fn side_flipped_is_a_fail_naming_the_assertion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_misread_at_the_front_is_a_fail_against_the_stimulus_side() {
+    // The front reads "sell" as buy and says so everywhere, its test arguments included:
+    // only the side the stimulus chose shows the fault.
+    let report = run_with_fault("EXAMPLE_FAULT_MISREAD_SIDE", "1").await;
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
+    assert_eq!(
+        report.error.as_deref(),
+        Some("the side of the stored order is not the test's argument: expected Sell, got Buy")
+    );
+    assert_eq!(report.arguments, serde_json::json!("sell"));
+    assert_eq!(report.last_step.as_deref(), Some("order_sent_to_db"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stimulus_alternates_sides_and_both_pass() {
+    let config = environment().unwrap();
+    let case = orders::place_order().timeout(SHORT_TIMEOUT);
+    let session = Session::start(&config, vec![case.clone()]).await.unwrap();
+    let reports = session.run_case(&case, 2).await;
+    session.close().await;
+    for report in &reports {
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    let sides: Vec<_> = reports.iter().map(|r| r.arguments.clone()).collect();
+    assert_eq!(sides, [serde_json::json!("sell"), serde_json::json!("buy")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execution_skipped_is_a_timeout_naming_order_executed() {
     let report = run_with_fault("EXAMPLE_FAULT_SKIP_EXECUTION", "1").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());

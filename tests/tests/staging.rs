@@ -72,10 +72,12 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     let target = livecheck_core::Target::new(env.app_url.clone());
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let context = TestContext::new(case.name(), case.settings().test_expires);
+        let stimulus = case.prepare_stimulus().unwrap();
+        let context = TestContext::new(case.name(), case.settings().test_expires)
+            .arguments(stimulus.arguments().clone());
         ids.push(context.id.clone());
         client
-            .scope(context, case.run_stimulus(target.clone()))
+            .scope(context, stimulus.send(target.clone()))
             .await
             .unwrap();
     }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::{
     BoxFuture, Case, Connectivity, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite,
-    Target, Topics, Verdict,
+    Target, TestContext, Topics, Verdict,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -637,11 +637,20 @@ async fn synthetic_traffic(
         let mut delay = Duration::from_millis(200);
         let mut outcome = Err(String::new());
         for attempt in 1..=3 {
-            let context = client.new_context(case.name(), case.settings().test_expires);
-            match client
-                .scope(context, case.run_stimulus(target.clone()))
-                .await
-            {
+            // Fresh arguments per attempt, on the context before the request is sent.
+            let stimulus = match case.prepare_stimulus() {
+                Ok(stimulus) => stimulus,
+                Err(err) => {
+                    // Not worth retrying: the same arguments code fails the same way.
+                    outcome = Err(format!("synthetic request not sent: {err}"));
+                    break;
+                }
+            };
+            let context = client.sign(
+                TestContext::new(case.name(), case.settings().test_expires)
+                    .arguments(stimulus.arguments().clone()),
+            );
+            match client.scope(context, stimulus.send(target.clone())).await {
                 Ok(()) => {
                     outcome = Ok(());
                     break;

@@ -1,0 +1,103 @@
+//! `Session::run_once` on the embedded environment with a small in-process app: the
+//! stimulus's arguments are on the test context (signed) before its request is sent, so a
+//! service that changes the side fails the check; arguments that do not serialize are an
+//! `ERROR` naming the case and the serde error.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::Router;
+use livecheck_core::http::TestContextLayer;
+use livecheck_core::signing::SigningKeys;
+use livecheck_core::{ensure_eq, Case, LiveCheck, Run, Signal, Target, Topics, Trigger, Verdict};
+use livecheck_harness::{AppHandle, AppStart, EnvironmentConfig, EnvironmentKind, Session};
+
+const CASE: &str = "harness.place_order";
+const KEYS: &str = "k1:the-shared-secret-of-this-test";
+
+static SIDE_SEEN: Signal<String> = Signal::new(CASE, "side_seen");
+
+/// An app whose `GET /flip/{side}` flips the side and reports its own view consistently:
+/// the trigger's arguments and the signal both say the flipped side.
+async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
+    let client = LiveCheck::new(start.kafka, Topics::with_prefix(&start.topic_prefix))?
+        .with_signing(SigningKeys::parse(KEYS)?);
+    let app_client = client.clone();
+    let app = Router::new()
+        .route(
+            "/flip/{side}",
+            get(move |Path(side): Path<String>| {
+                let client = app_client.clone();
+                async move {
+                    let seen = if side == "sell" { "buy" } else { "sell" }.to_owned();
+                    if let Some(context) = Trigger::new(CASE).maybe_trigger(&client, &seen) {
+                        client.scope(context, SIDE_SEEN.send(&seen)).await;
+                    }
+                    "ok"
+                }
+            }),
+        )
+        .layer(TestContextLayer::new(client.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(AppHandle {
+        base_url,
+        guard: Box::new(client),
+    })
+}
+
+fn case() -> Case {
+    Case::new(CASE)
+        .timeout(Duration::from_secs(5))
+        .stimulus_with(
+            || "sell",
+            |app: Target, side: &'static str| async move {
+                app.get(&format!("/flip/{side}")).await.map(drop)
+            },
+        )
+        .expect(|run: Run, side: String| async move {
+            let seen = run.wait(&SIDE_SEEN).await?;
+            ensure_eq!(
+                seen,
+                side,
+                "the app saw another side than the stimulus chose"
+            );
+            Ok(())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_puts_the_stimulus_arguments_on_the_signed_context() {
+    let config = EnvironmentConfig::from_env()
+        .unwrap()
+        .kind(EnvironmentKind::Embedded)
+        .signing_keys(SigningKeys::parse(KEYS).unwrap())
+        .embedded_app(start_app);
+    let session = Session::start(&config, vec![case()]).await.unwrap();
+
+    let report = session.run_once(&case()).await;
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
+    assert_eq!(
+        report.error.as_deref(),
+        Some("the app saw another side than the stimulus chose: expected \"sell\", got \"buy\"")
+    );
+    assert_eq!(report.arguments, serde_json::json!("sell"));
+
+    let unserializable = Case::new(CASE)
+        .stimulus_with(
+            || HashMap::from([((1, 2), "sell")]),
+            |app: Target, _| async move { app.get("/flip/sell").await.map(drop) },
+        )
+        .expect(|_: Run, (): ()| async { Ok(()) });
+    let report = session.run_once(&unserializable).await;
+    assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
+    assert_eq!(report.case, CASE);
+    assert_eq!(
+        report.error.as_deref(),
+        Some("stimulus failed: the arguments of case harness.place_order do not serialize: key must be a string")
+    );
+    session.close().await;
+}
