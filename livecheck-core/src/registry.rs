@@ -565,11 +565,20 @@ mod tests {
     fn every_send_is_an_occurrence_and_a_redelivery_is_not() {
         let mut r = Registry::new(Limits::default());
         r.start_test("t", None);
-        assert_eq!(r.on_signal("t", sent("debited", "s1")), SignalOutcome::Stored);
+        assert_eq!(
+            r.on_signal("t", sent("debited", "s1")),
+            SignalOutcome::Stored
+        );
         // The transport delivers the same send again: one occurrence.
-        assert_eq!(r.on_signal("t", sent("debited", "s1")), SignalOutcome::Duplicate);
+        assert_eq!(
+            r.on_signal("t", sent("debited", "s1")),
+            SignalOutcome::Duplicate
+        );
         // The service sends the step again: a second occurrence.
-        assert_eq!(r.on_signal("t", sent("debited", "s2")), SignalOutcome::Stored);
+        assert_eq!(
+            r.on_signal("t", sent("debited", "s2")),
+            SignalOutcome::Stored
+        );
         assert_eq!(ready(r.watch("t", &["debited"], 0)), 2);
         assert!(matches!(r.watch("t", &["debited"], 2), Watch::Pending(_)));
         // Without send ids, the same time and value is the same send.

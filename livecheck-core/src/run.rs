@@ -57,7 +57,12 @@ struct Claim {
 
 impl Claim {
     fn matches(&self, a: &Arrival) -> bool {
-        matches(a, self.signal, self.item.as_deref(), self.filter.as_ref().map(|f| &f.0))
+        matches(
+            a,
+            self.signal,
+            self.item.as_deref(),
+            self.filter.as_ref().map(|f| &f.0),
+        )
     }
 
     fn describe_step(&self) -> String {
@@ -740,7 +745,6 @@ impl Run {
             },
         }
     }
-
 
     fn started_at(&self) -> DateTime<Utc> {
         self.shared.started_at

@@ -1141,7 +1141,10 @@ impl Runner {
             timeout: settings.timeout,
             deadline: settings.deadline.map(|d| {
                 let from = context.issued_at.min(started_at);
-                (from + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX), d)
+                (
+                    from + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX),
+                    d,
+                )
             }),
             settle: settings.settle,
             started_at,

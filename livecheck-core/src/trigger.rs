@@ -239,7 +239,8 @@ impl Trigger {
                     return None;
                 }
                 client.sign(
-                    TestContext::with_id(id, self.case.clone(), self.settings.test_expires).arguments(arguments),
+                    TestContext::with_id(id, self.case.clone(), self.settings.test_expires)
+                        .arguments(arguments),
                 )
             }
         };
@@ -259,6 +260,7 @@ impl Trigger {
     ///
     /// A context of this case that came with the request is registered whatever the key
     /// says, as with [`Trigger::maybe_trigger`].
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger_for_key<A: Serialize>(
         &self,
         client: &LiveCheck,
@@ -270,6 +272,7 @@ impl Trigger {
 
     /// As [`Trigger::maybe_trigger_for_key`], with the test id chosen by the caller (as
     /// [`Trigger::maybe_trigger_with_id`]).
+    #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger_for_key_with_id<A: Serialize>(
         &self,
         client: &LiveCheck,

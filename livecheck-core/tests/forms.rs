@@ -124,8 +124,11 @@ impl Fixture {
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
         let client = LiveCheck::new(kafka, topics).unwrap();
         let runner = Runner::new(
-            Suite::new([case(), Case::new(OTHER).expect(|_: Run, (): ()| async { Ok(()) })])
-                .unwrap(),
+            Suite::new([
+                case(),
+                Case::new(OTHER).expect(|_: Run, (): ()| async { Ok(()) }),
+            ])
+            .unwrap(),
             client.clone(),
             RunnerConfig {
                 clock_slack: Duration::from_millis(200),
@@ -328,7 +331,10 @@ async fn collect_takes_every_occurrence_within_the_window() {
         })
         .await;
     assert_verdict(&r, Verdict::Pass, None);
-    assert_eq!(r.waits, vec!["collect `fill` within 800ms: 4 taken".to_owned()]);
+    assert_eq!(
+        r.waits,
+        vec!["collect `fill` within 800ms: 4 taken".to_owned()]
+    );
 
     let r = fx
         .run(Form::Collect, async {
@@ -352,7 +358,9 @@ async fn an_optional_step_may_be_absent_but_not_repeated() {
         .await;
     assert_verdict(&r, Verdict::Pass, None);
     assert_eq!(r.missing_step, None);
-    assert!(r.waits.contains(&"wait_optional `reversed`: absent".to_owned()));
+    assert!(r
+        .waits
+        .contains(&"wait_optional `reversed`: absent".to_owned()));
 
     let r = fx
         .run(Form::Optional, async {
@@ -573,7 +581,9 @@ async fn latencies_are_measured_between_sends_and_the_runner_lag_apart() {
         "latency between the sends: {} ms",
         credited.latency_ms
     );
-    let expected_lag = (credited.arrived_at - credited.sent_at).num_microseconds().unwrap() as f64
+    let expected_lag = (credited.arrived_at - credited.sent_at)
+        .num_microseconds()
+        .unwrap() as f64
         / 1000.0;
     assert!((credited.lag_ms - expected_lag).abs() < 0.01);
 }

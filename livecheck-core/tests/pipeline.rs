@@ -373,8 +373,13 @@ async fn duplicated_records_give_one_report() {
             "value": value, "send_id": format!("{signal}-1"),
         });
         for _ in 0..2 {
-            fx.produce_raw(&signals, &context.id, event.to_string().as_bytes(), OwnedHeaders::new())
-                .await;
+            fx.produce_raw(
+                &signals,
+                &context.id,
+                event.to_string().as_bytes(),
+                OwnedHeaders::new(),
+            )
+            .await;
         }
     }
     let report = fx.report(report).await;

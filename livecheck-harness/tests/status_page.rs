@@ -705,7 +705,11 @@ async fn the_status_page_updates_live_in_a_real_browser() {
         ORDERS,
         "t-repeat-1",
         Verdict::Fail,
-        &[("order_received", 10.0), ("stock_reserved", 40.0), ("stock_reserved", 5.0)],
+        &[
+            ("order_received", 10.0),
+            ("stock_reserved", 40.0),
+            ("stock_reserved", 5.0),
+        ],
         Some("step `stock_reserved` happened 2 times, expected once"),
         None,
     );
@@ -721,7 +725,12 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     })
     .await;
     assert_eq!(
-        browser.text(&repeated).await.lines().next().unwrap_or_default(),
+        browser
+            .text(&repeated)
+            .await
+            .lines()
+            .next()
+            .unwrap_or_default(),
         "· stock_reserved (not awaited)"
     );
     assert_eq!(
