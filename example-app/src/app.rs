@@ -15,7 +15,7 @@ use crate::consumers;
 use crate::faults::{FaultConfig, Faults};
 use crate::http;
 use crate::signals::ORDER_CASE;
-use crate::store::{MemoryStore, OrderStore, UserCache};
+use crate::store::{Executed, MemoryStore, OrderStore, UserCache};
 
 /// Topic names of the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,8 @@ pub struct Shared {
     pub store: Arc<dyn OrderStore>,
     /// Per-user index.
     pub cache: UserCache,
+    /// Orders executed (an order is executed once).
+    pub executed: Executed,
     /// Counters.
     pub counters: AppCounters,
     /// Base URL of the HTTP front (for its own calls to `/order/create/`).
@@ -196,6 +198,7 @@ impl RunningApp {
             faults: Faults::new(&config.faults),
             store: Arc::new(MemoryStore::default()),
             cache: UserCache::default(),
+            executed: Executed::default(),
             counters: AppCounters::default(),
             base_url: base_url.clone(),
             http: reqwest::Client::new(),

@@ -117,6 +117,8 @@ where
                 }
             };
             let decoded = kafka::extract(&msg);
+            let (record_topic, partition, offset) =
+                (msg.topic().to_owned(), msg.partition(), msg.offset());
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 break;
             };
@@ -124,8 +126,16 @@ where
             let process = process.clone();
             tokio::spawn(async move {
                 let livecheck = shared.livecheck.clone();
+                // Handling the record again (redelivery) sends the same signals again:
+                // the runner counts them once.
                 livecheck
-                    .scope_decoded(decoded, &origin, process(shared, order))
+                    .scope_consumed(
+                        decoded,
+                        &record_topic,
+                        partition,
+                        offset,
+                        process(shared, order),
+                    )
                     .await;
                 drop(permit);
             });
@@ -224,6 +234,10 @@ pub fn spawn_execute_order(
             }
             if shared.faults.skip_execution() {
                 warn!(order_id = %order.id, "fault skip-execution: not executing");
+                return;
+            }
+            if !shared.executed.first_time(&order.id) {
+                info!(order_id = %order.id, "order executed already; not executing it again");
                 return;
             }
             let times = if shared.faults.execute_twice() {

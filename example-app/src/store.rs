@@ -1,6 +1,6 @@
 //! The "database" and the per-user cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::model::Order;
@@ -61,5 +61,34 @@ impl UserCache {
             orders.push(order_id.to_owned());
         }
         orders.len()
+    }
+}
+
+/// Orders executed, remembered (the last [`Executed::CAPACITY`]) so that an order record
+/// handled again (at-least-once redelivery, or the same order forwarded twice) is not
+/// executed twice.
+#[derive(Debug, Default)]
+pub struct Executed {
+    ids: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl Executed {
+    /// Order ids remembered.
+    pub const CAPACITY: usize = 100_000;
+
+    /// Records `order_id` as executed; false if it was already.
+    pub fn first_time(&self, order_id: &str) -> bool {
+        let mut guard = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *guard;
+        if !set.insert(order_id.to_owned()) {
+            return false;
+        }
+        order.push_back(order_id.to_owned());
+        if order.len() > Self::CAPACITY {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::connectivity::Connectivity;
-use crate::context::{scope_current, Current, TestContext};
+use crate::context::{scope_current, Current, Delivery, TestContext};
 use crate::counters::{bump, ClientCounters};
 use crate::error::Error;
 use crate::headers::{self, ContextError};
@@ -280,8 +280,38 @@ impl LiveCheck {
         let current = Current {
             context,
             client: self.clone(),
+            delivery: None,
         };
         scope_current(current, fut).await
+    }
+
+    /// Runs `fut` scoped by the context decoded from the headers of the consumed record
+    /// `topic[partition]@offset` (or unscoped, as [`LiveCheck::scope_decoded`]). Signals sent
+    /// inside get send ids derived from the record: if the record is handled again
+    /// (at-least-once redelivery after a crash or a rebalance), the runner counts each step
+    /// it sends once, while a step sent twice in one handling counts twice. The ids also
+    /// depend on the program's name, so two services handling the same record are told
+    /// apart.
+    pub async fn scope_consumed<F: Future>(
+        &self,
+        decoded: Result<Option<TestContext>, ContextError>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        fut: F,
+    ) -> F::Output {
+        let origin = format!("{topic}[{partition}]@{offset}");
+        match self.accept(decoded, &origin) {
+            Some(context) => {
+                let current = Current {
+                    context: Arc::new(context),
+                    client: self.clone(),
+                    delivery: Some(Arc::new(Delivery::new(topic, partition, offset))),
+                };
+                scope_current(current, fut).await
+            }
+            None => fut.await,
+        }
     }
 
     /// Runs `fut` scoped by the context decoded from incoming headers, or unscoped when there

@@ -90,6 +90,73 @@ impl TestContext {
 pub(crate) struct Current {
     pub(crate) context: Arc<TestContext>,
     pub(crate) client: LiveCheck,
+    /// The consumed record the work handles, when it handles one.
+    pub(crate) delivery: Option<Arc<Delivery>>,
+}
+
+/// The handling of one consumed record: signals sent while handling it get send ids
+/// derived from the record, so handling the same record again (at-least-once redelivery
+/// after a crash or a rebalance) sends the same ids, and the runner counts them once;
+/// sending a step twice in one handling gives two ids, and counts twice.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// The program, topic, partition and offset of the record.
+    seed: String,
+    /// Sends so far per signal and item in this handling.
+    sends: std::sync::Mutex<Vec<(&'static str, Option<String>, u32)>>,
+}
+
+impl Delivery {
+    pub(crate) fn new(topic: &str, partition: i32, offset: i64) -> Self {
+        Self {
+            seed: format!("{}\0{topic}\0{partition}\0{offset}", program()),
+            sends: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The send id of the next send of `signal` (and `item`) in this handling: the first 64
+    /// bits of SHA-256 over the record, the signal, the item and the send's number.
+    pub(crate) fn next_send_id(&self, signal: &'static str, item: Option<&str>) -> u64 {
+        use sha2::{Digest as _, Sha256};
+        let n = {
+            let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+            match sends
+                .iter_mut()
+                .find(|(s, i, _)| *s == signal && i.as_deref() == item)
+            {
+                Some((_, _, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    sends.push((signal, item.map(str::to_owned), 0));
+                    0
+                }
+            }
+        };
+        let mut hash = Sha256::new();
+        for part in [self.seed.as_bytes(), signal.as_bytes(), item.unwrap_or("").as_bytes()] {
+            hash.update(part);
+            hash.update([0]);
+        }
+        hash.update(n.to_be_bytes());
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+}
+
+/// The name of this program (its executable's file name): a service handling the same
+/// record after a restart has the same name.
+fn program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    })
 }
 
 tokio::task_local! {

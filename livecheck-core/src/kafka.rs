@@ -68,11 +68,16 @@ impl LiveCheck {
 
     /// Runs `fut` scoped by the test context of `message` if it is accepted
     /// ([`LiveCheck::accept_message`]); otherwise the record is processed as a non-test
-    /// record.
+    /// record. Handling the same record again sends the same signals again, which the
+    /// runner counts once (see [`LiveCheck::scope_consumed`]).
     pub async fn scope_message<M: Message, F: Future>(&self, message: &M, fut: F) -> F::Output {
-        match self.accept_message(message) {
-            Some(context) => self.scope(context, fut).await,
-            None => fut.await,
-        }
+        self.scope_consumed(
+            extract(message),
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            fut,
+        )
+        .await
     }
 }

@@ -26,8 +26,11 @@ pub struct SignalEvent {
     pub value: Box<RawValue>,
     /// Unique per send: the runner keeps one occurrence per send id, so a record the
     /// transport delivers twice counts once, and a step the service sends twice counts
-    /// twice. A record without one (an older or foreign sender) is a repeat of another
-    /// only when its signal, item, send time and value are all the same.
+    /// twice. Sent while handling a consumed record ([`crate::LiveCheck::scope_consumed`],
+    /// [`crate::LiveCheck::scope_message`]), the id is derived from the record, so
+    /// handling the same record again (at-least-once redelivery) sends the same ids;
+    /// otherwise it is random. A record without one (an older or foreign sender) is a
+    /// repeat of another only when its signal, item, send time and value are all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_id: Option<String>,
     /// For a step that happens once per item ([`Signal::send_item`]): the item.
@@ -184,7 +187,10 @@ impl<T: Serialize> Signal<T> {
             test_id: &context.id,
             sent_at: Utc::now(),
             value,
-            send_id: SendId(rand::random()),
+            send_id: SendId(match &current.delivery {
+                Some(delivery) => delivery.next_send_id(self.name, item),
+                None => rand::random(),
+            }),
             item,
         };
         match serde_json::to_vec(&event) {

@@ -112,6 +112,8 @@ async fn check(run: Run, form: Form) -> Result<(), livecheck_core::CheckError> {
 struct Fixture {
     client: LiveCheck,
     runner: Runner,
+    /// A topic of the system under test (commands a service consumes).
+    commands: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     // Last: clients must close before their broker goes.
     _broker: EmbeddedBroker,
@@ -120,7 +122,8 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let topics = Topics::with_prefix(&format!("f{}-", uuid::Uuid::new_v4().simple()));
-        let broker = EmbeddedBroker::with_topics(&topics, &[], 2).unwrap();
+        let commands = format!("{}commands", topics.tests);
+        let broker = EmbeddedBroker::with_topics(&topics, &[&commands], 2).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
         let client = LiveCheck::new(kafka, topics).unwrap();
         let runner = Runner::new(
@@ -148,6 +151,7 @@ impl Fixture {
         Self {
             client,
             runner,
+            commands,
             stop: Some(stop),
             _broker: broker,
         }
@@ -165,6 +169,44 @@ impl Fixture {
             .await
             .expect("no report within 30 s")
             .expect("runner dropped the watcher")
+    }
+}
+
+impl Fixture {
+    /// A command record carrying the current test's context, as a service consumes it.
+    async fn consumed_command(&self) -> rdkafka::message::OwnedMessage {
+        use rdkafka::consumer::{Consumer as _, StreamConsumer};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = self.client.kafka().producer_config().create().unwrap();
+        let delivered = producer
+            .send(
+                FutureRecord::to(&self.commands)
+                    .key("debit")
+                    .payload("debit 100")
+                    .headers(livecheck_core::kafka::inject(Default::default())),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let consumer: StreamConsumer = self
+            .client
+            .kafka()
+            .client_config(&[("group.id", "debit-service"), ("enable.auto.commit", "false")])
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(
+            &self.commands,
+            delivered.partition,
+            rdkafka::Offset::Offset(delivered.offset),
+        )
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("the command within 10 s")
+            .unwrap();
+        message.detach()
     }
 }
 
@@ -586,4 +628,46 @@ async fn latencies_are_measured_between_sends_and_the_runner_lag_apart() {
         .unwrap() as f64
         / 1000.0;
     assert!((credited.lag_ms - expected_lag).abs() < 0.01);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_handled_again_counts_once_and_a_step_sent_twice_in_one_handling_twice() {
+    let fx = Fixture::new().await;
+    // The debit service handles its command, crashes before committing, and handles the
+    // same record again after the restart: at-least-once redelivery, not a double debit.
+    let client = fx.client.clone();
+    let r = fx
+        .run(Form::Once, async {
+            let command = fx.consumed_command().await;
+            for _ in 0..2 {
+                client
+                    .scope_message(&command, async {
+                        DEBITED.send(&100).await;
+                        CREDITED.send(&100).await;
+                    })
+                    .await;
+            }
+        })
+        .await;
+    assert_verdict(&r, Verdict::Pass, None);
+    assert_eq!(r.timeline.len(), 2, "one occurrence per step");
+
+    // One handling that debits twice.
+    let r = fx
+        .run(Form::Once, async {
+            let command = fx.consumed_command().await;
+            client
+                .scope_message(&command, async {
+                    DEBITED.send(&100).await;
+                    DEBITED.send(&100).await;
+                    CREDITED.send(&100).await;
+                })
+                .await;
+        })
+        .await;
+    assert_verdict(
+        &r,
+        Verdict::Fail,
+        Some("step `debited` happened 2 times, expected once"),
+    );
 }
