@@ -135,7 +135,11 @@ impl Delivery {
             }
         };
         let mut hash = Sha256::new();
-        for part in [self.seed.as_bytes(), signal.as_bytes(), item.unwrap_or("").as_bytes()] {
+        for part in [
+            self.seed.as_bytes(),
+            signal.as_bytes(),
+            item.unwrap_or("").as_bytes(),
+        ] {
             hash.update(part);
             hash.update([0]);
         }

@@ -5,6 +5,8 @@
 //! the stimulus's arguments, not the service's, so a service that changes the side on the
 //! way fails.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,16 +99,7 @@ impl Fixture {
             client.clone(),
             RunnerConfig::default(),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let r = runner.clone();
-        tokio::spawn(async move {
-            r.run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        runner.ready().await;
+        let stop = support::start_runner(&runner).await;
         let base = start_order_service(&client, &kafka, &orders).await;
         start_order_consumer(&client, &kafka, &orders);
         Self {
@@ -353,20 +346,7 @@ async fn arguments_travel_through_http_and_kafka_headers() {
     let context = TestContext::new(CASE, Duration::from_secs(60)).arguments(arguments.clone());
 
     // HTTP: the reqwest extension sends them, the tower layer scopes the handler with them.
-    let seen = fx
-        .client
-        .scope(context.clone(), async {
-            reqwest::Client::new()
-                .get(fx.target.url("/probe"))
-                .test_context()
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-        .await;
+    let seen = probe_in(&fx, context.clone()).await;
     assert_eq!(serde_json::from_str::<Value>(&seen).unwrap(), arguments);
 
     // Kafka: the helpers inject them, `accept_message` reads them.
@@ -389,20 +369,7 @@ async fn arguments_travel_through_http_and_kafka_headers() {
     // Null arguments: no header at all, on either transport.
     let plain = TestContext::new(CASE, Duration::from_secs(60));
     assert_eq!(kafka_header_list(&fx.client, plain.clone()).await.len(), 4);
-    let seen = fx
-        .client
-        .scope(plain, async {
-            reqwest::Client::new()
-                .get(fx.target.url("/probe"))
-                .test_context()
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-        .await;
+    let seen = probe_in(&fx, plain).await;
     assert_eq!(seen, "null");
     assert_eq!(counter(fx.client.counters(), "contexts_rejected"), 0);
 }
@@ -412,20 +379,7 @@ async fn arguments_too_long_to_send_are_left_out_and_counted() {
     let fx = Fixture::new(vec![order_case("/order", Side::Sell)], None).await;
     let long = json!({ "note": "x".repeat(headers::MAX_ARGUMENTS_LEN) });
     let context = TestContext::new(CASE, Duration::from_secs(60)).arguments(long);
-    let seen = fx
-        .client
-        .scope(context.clone(), async {
-            reqwest::Client::new()
-                .get(fx.target.url("/probe"))
-                .test_context()
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-        .await;
+    let seen = probe_in(&fx, context.clone()).await;
     // The test context goes on, without its arguments.
     assert_eq!(seen, "null");
     assert_eq!(counter(fx.client.counters(), "arguments_not_injected"), 1);
@@ -599,4 +553,21 @@ async fn without_stimulus_arguments_the_services_arguments_are_the_tests() {
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     assert_eq!(report.arguments, json!("buy"));
     assert_eq!(counter(fx.client.counters(), "contexts_rejected"), 0);
+}
+
+/// The body of `/probe` (the arguments the service was scoped with), asked in `context`.
+async fn probe_in(fx: &Fixture, context: TestContext) -> String {
+    fx.client
+        .scope(context, async {
+            reqwest::Client::new()
+                .get(fx.target.url("/probe"))
+                .test_context()
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await
 }

@@ -2,6 +2,8 @@
 //! run that does not, with the exact verdict and message. The "service" here is the test
 //! itself, sending signals in the test's scope as production code would.
 
+mod support;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,16 +140,7 @@ impl Fixture {
                 ..RunnerConfig::default()
             },
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let r = runner.clone();
-        tokio::spawn(async move {
-            r.run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        runner.ready().await;
+        let stop = support::start_runner(&runner).await;
         Self {
             client,
             runner,
@@ -191,7 +184,10 @@ impl Fixture {
         let consumer: StreamConsumer = self
             .client
             .kafka()
-            .client_config(&[("group.id", "debit-service"), ("enable.auto.commit", "false")])
+            .client_config(&[
+                ("group.id", "debit-service"),
+                ("enable.auto.commit", "false"),
+            ])
             .create()
             .unwrap();
         let mut list = rdkafka::TopicPartitionList::new();
@@ -200,7 +196,7 @@ impl Fixture {
             delivered.partition,
             rdkafka::Offset::Offset(delivered.offset),
         )
-            .unwrap();
+        .unwrap();
         consumer.assign(&list).unwrap();
         let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await

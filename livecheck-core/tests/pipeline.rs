@@ -1,6 +1,8 @@
 //! Integration tests of the core on the embedded broker: a request followed through an HTTP
 //! hop and a Kafka hop to a verdict, and every way a run can end.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,16 +56,7 @@ impl Fixture {
             client.clone(),
             RunnerConfig::default(),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let r = runner.clone();
-        tokio::spawn(async move {
-            r.run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        runner.ready().await;
+        let stop = support::start_runner(&runner).await;
         Self {
             _broker: broker,
             client,
