@@ -145,7 +145,10 @@ impl Case {
     }
 
     /// After the expectations return, keep watching this long (by event time, after the
-    /// last step) for a step that happens again or a forbidden step, before passing.
+    /// last step) for a step that happens again, before passing. Without it, a repeat of
+    /// the last step, or one from another producer racing it, may be read after the
+    /// verdict (then it is only counted in `late_signals`); the runner's `clock_slack` is
+    /// the settle time that sees every such repeat, and every verdict waits as long.
     #[must_use]
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settings.settle = settle;

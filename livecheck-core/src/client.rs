@@ -29,19 +29,32 @@ pub struct Topics {
     pub signals: String,
     /// `Report` records, keyed by test id.
     pub reports: String,
+    /// [`crate::control::CaseControl`] records, keyed by case: compacted, one partition.
+    pub control: String,
+    /// [`crate::control::Heartbeat`] records, keyed by service/instance/case: compacted,
+    /// one partition.
+    pub heartbeats: String,
 }
 
 impl Topics {
-    /// `{prefix}livecheck-tests`, `{prefix}livecheck-signals`, `{prefix}livecheck-reports`.
+    /// `{prefix}livecheck-tests`, `{prefix}livecheck-signals`, `{prefix}livecheck-reports`,
+    /// `{prefix}livecheck-control`, `{prefix}livecheck-heartbeats`.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             tests: format!("{prefix}livecheck-tests"),
             signals: format!("{prefix}livecheck-signals"),
             reports: format!("{prefix}livecheck-reports"),
+            control: format!("{prefix}livecheck-control"),
+            heartbeats: format!("{prefix}livecheck-heartbeats"),
         }
     }
 
-    /// The three names, tests first.
+    /// The control and heartbeats topics (compacted, one partition each).
+    pub fn settings_topics(&self) -> [&str; 2] {
+        [&self.control, &self.heartbeats]
+    }
+
+    /// The three co-partitioned names (tests, signals, reports), tests first.
     pub fn all(&self) -> [&str; 3] {
         [&self.tests, &self.signals, &self.reports]
     }

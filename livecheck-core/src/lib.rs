@@ -86,6 +86,7 @@ mod client;
 mod clock;
 pub mod connectivity;
 mod context;
+pub mod control;
 pub mod counters;
 mod embedded;
 mod error;

@@ -93,6 +93,8 @@ pub(crate) struct Finished {
 
 struct Early {
     arrivals: Vec<Arc<Arrival>>,
+    /// Set when one was dropped for lack of room.
+    overflowed: bool,
     since: Instant,
 }
 
@@ -192,6 +194,7 @@ impl Registry {
         };
         if let Some(early) = self.early.remove(test_id) {
             slot.arrived = early.arrivals;
+            slot.overflowed = early.overflowed;
         }
         self.running.insert(test_id.to_owned(), slot);
         TestOutcome::Started
@@ -297,12 +300,14 @@ impl Registry {
             .entry(test_id.to_owned())
             .or_insert_with(|| Early {
                 arrivals: Vec::new(),
+                overflowed: false,
                 since: Instant::now(),
             });
         if early.arrivals.iter().any(|a| a.same_send(&arrival)) {
             return SignalOutcome::Duplicate;
         }
         if early.arrivals.len() >= self.limits.max_early_signals_per_test {
+            early.overflowed = true;
             return SignalOutcome::BufferFull;
         }
         early.arrivals.push(Arc::new(arrival));
@@ -603,5 +608,11 @@ mod tests {
         r.on_signal("t", sent("a", "2"));
         assert_eq!(r.on_signal("t", sent("a", "3")), SignalOutcome::BufferFull);
         assert!(r.occurrences("t").unwrap().1, "counts are not known");
+        // Dropped before the test record came: the same.
+        r.on_signal("early", sent("a", "1"));
+        r.on_signal("early", sent("a", "2"));
+        assert_eq!(r.on_signal("early", sent("a", "3")), SignalOutcome::BufferFull);
+        r.start_test("early", None);
+        assert!(r.occurrences("early").unwrap().1);
     }
 }
