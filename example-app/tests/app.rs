@@ -549,7 +549,7 @@ async fn the_trigger_follows_the_control_topic() {
         for batch in 0..ORDERS / 20 {
             let orders = (0..20).map(|i| async move {
                 let side = if (batch + i) % 2 == 0 { "buy" } else { "sell" };
-                let (status, body) = place(&app, &format!("/order/init/{side}/?fake=1")).await;
+                let (status, body) = place(app, &format!("/order/init/{side}/?fake=1")).await;
                 assert_eq!(status, 200, "{body}");
             });
             futures::future::join_all(orders).await;

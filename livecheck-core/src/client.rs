@@ -376,7 +376,7 @@ impl LiveCheck {
     }
 
     /// The client's view of the control topic (for triggers).
-    pub(crate) fn control(&self) -> &ControlState {
+    pub(crate) fn control(&self) -> &Arc<ControlState> {
         &self.inner.control
     }
 

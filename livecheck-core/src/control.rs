@@ -2,11 +2,26 @@
 //!
 //! The `livecheck` service publishes each case's settings ([`CaseControl`], keyed by case
 //! name) to the compacted control topic (`{prefix}livecheck-control`, one partition). Every
-//! service's [`crate::LiveCheck`] client follows it and its triggers sample with the
-//! published probability and active flag, falling back to their compiled-in defaults (and
-//! saying so) while the topic cannot be read. Services report what they apply on a
-//! heartbeat ([`Heartbeat`], keyed by service, instance and case) to
-//! `{prefix}livecheck-heartbeats`, so the status page shows the sampling really applied.
+//! service's [`crate::LiveCheck`] client follows it ([`crate::LiveCheck::follow_control`])
+//! and its triggers sample with the published probability and active flag, falling back to
+//! their compiled-in defaults (and saying so) while the topic cannot be read. Services
+//! report what they apply on a heartbeat ([`Heartbeat`], keyed by service, instance and
+//! case) to `{prefix}livecheck-heartbeats`, so the status page shows the sampling really
+//! applied.
+//!
+//! ## Reading the control topic
+//! - The latest valid record of a case applies: a record whose `version` is not above the
+//!   one held is ignored (counter `control_ignored`); one that does not decode, whose key is
+//!   not its `case`, or whose probability is not in `[0, 1]` is counted
+//!   (`control_malformed`) and logged ([`CaseControl::from_record`]); a tombstone (a record
+//!   with no value) hands the case back to its triggers' local settings.
+//! - The client *follows* while the last successful fetch of the control partition's high
+//!   watermark is less than [`ControlOptions::stale_after`] (10 s) old and, since it started
+//!   or last stopped following, it has read the partition up to such a watermark. Otherwise
+//!   (broker down, topic missing, still loading) every trigger uses its local settings
+//!   ([`SettingsSource::Local`] with the reason), the gauge `control_following` is 0, and
+//!   the episode is logged once at warn (at start: only if it has not loaded within
+//!   `stale_after`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,9 +128,11 @@ pub struct Heartbeat {
     pub active: bool,
     /// Where those come from.
     pub source: SettingsSource,
-    /// Requests the trigger decided on since the instance started.
+    /// Requests its triggers decided on by sampling since the instance started (a request
+    /// that came with a test context of the case is continued, not decided, and not
+    /// counted).
     pub requests: u64,
-    /// Tests it triggered since the instance started.
+    /// Tests they started by sampling since the instance started (registered).
     pub tests_triggered: u64,
     /// When this heartbeat was made.
     pub at: DateTime<Utc>,

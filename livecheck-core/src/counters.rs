@@ -143,6 +143,10 @@ counters! {
 }
 
 impl ClientCounters {
+    /// Names in [`ClientCounters::snapshot`] that are gauges (a level that goes down as well
+    /// as up), not counters: export them as gauges.
+    pub const GAUGES: &'static [&'static str] = &["control_following"];
+
     /// The per-reason counter of a rejected context.
     pub(crate) fn rejected_for(&self, error: &crate::headers::ContextError) -> &AtomicU64 {
         use crate::headers::ContextError as E;

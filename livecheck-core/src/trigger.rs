@@ -1,14 +1,14 @@
 //! Triggers: where tests begin, on the service side, and how they are sampled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
-use crate::control::{Decision, EffectiveSettings};
+use crate::control::{CaseStats, ControlState, Decision, EffectiveSettings};
 use crate::counters::bump;
 use crate::murmur2::unit_interval;
 
@@ -61,6 +61,10 @@ pub struct Trigger {
     settings: TriggerSettings,
     /// Set once [`Sampling::Key`] fell back to the test id (warned once; shared by clones).
     warned_no_key: Arc<AtomicBool>,
+    /// The case's counters in the first client it decided with (shared by clones): saves
+    /// a map lookup per request. The `Weak` keeps that client's state allocated, so the
+    /// pointer comparison cannot mistake another client for it.
+    stats: Arc<OnceLock<(Weak<ControlState>, Arc<CaseStats>)>>,
 }
 
 /// A trigger's settings, each under the name of the [`Trigger`] builder method that sets it.
@@ -90,6 +94,7 @@ impl Trigger {
                 active: defaults.active,
             },
             warned_no_key: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
         }
     }
 
@@ -162,6 +167,17 @@ impl Trigger {
     /// topic does not apply. A trigger that decides a request announces itself.
     pub fn announce(&self, client: &LiveCheck) {
         client.control().announce(&self.case, &self.settings);
+    }
+
+    /// The case's counters in `control` if they are the cached ones (the first client's).
+    fn cached_stats(&self, control: &Arc<ControlState>) -> Option<&CaseStats> {
+        let (owner, stats) = self.stats.get_or_init(|| {
+            (
+                Arc::downgrade(control),
+                control.stats(&self.case, &self.settings),
+            )
+        });
+        std::ptr::eq(owner.as_ptr(), Arc::as_ptr(control)).then_some(&**stats)
     }
 
     fn decision(&self, client: &LiveCheck) -> Decision {
@@ -245,6 +261,9 @@ impl Trigger {
 
     /// Samples the request; on a hit publishes a `TestExecution` (with `arguments`) and
     /// returns the context to scope the rest of the request with ([`LiveCheck::scope`]).
+    /// It samples with the settings that apply through `client` ([`Trigger::effective`]:
+    /// the control topic's when followed, else the local ones): an inactive case starts no
+    /// test. The decision and the test are counted for the case's heartbeat.
     ///
     /// Inside a test of this case already (a context came in with the request) it returns
     /// that context and registers it, whatever the sampling says; its signature is kept. If
@@ -321,6 +340,7 @@ impl Trigger {
                 return None;
             }
         };
+        let owned: Arc<CaseStats>;
         let (context, stats) = match current_test() {
             Some(current) if current.case == self.case && !current.arguments.is_null() => {
                 (TestContext::clone(&current), None)
@@ -337,7 +357,13 @@ impl Trigger {
                 }
                 let control = client.control();
                 let decision = control.decision(&self.case, &self.settings);
-                let stats = control.stats(&self.case, &self.settings);
+                let stats = match self.cached_stats(control) {
+                    Some(stats) => stats,
+                    None => {
+                        owned = control.stats(&self.case, &self.settings);
+                        &owned
+                    }
+                };
                 bump(&stats.requests);
                 let sampled = decision.active
                     && match key {
@@ -571,5 +597,81 @@ mod tests {
             let id = format!("order-{i}");
             by_id.sample(&id) == trigger.sample(&id)
         }));
+    }
+
+    /// `client` follows a control topic that says `probability` and `active` for the case.
+    fn control(client: &LiveCheck, version: u64, probability: f64, active: bool) {
+        let record = serde_json::json!({
+            "case": "orders.place_order", "probability": probability, "active": active,
+            "version": version, "changed_by": "test", "changed_at": "2026-11-25T10:00:00Z",
+        });
+        let value = serde_json::to_vec(&record).unwrap();
+        client
+            .control()
+            .apply(Some(b"orders.place_order"), Some(&value));
+        client.control().set_following(true, "");
+    }
+
+    fn heartbeat_counts(client: &LiveCheck) -> Vec<(String, u64, u64)> {
+        client
+            .control()
+            .heartbeats("svc", "i", Duration::from_secs(5), chrono::Utc::now())
+            .into_iter()
+            .map(|(_, b)| (b.case, b.requests, b.tests_triggered))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_control_settings_decide_and_a_context_that_came_in_is_continued() {
+        let client = offline_client();
+        let trigger = Trigger::new("orders.place_order").probability(1.0);
+        control(&client, 1, 0.0, true);
+        assert!((0..1_000).all(|i| trigger.maybe_trigger(&client, &i).is_none()));
+        assert!(!trigger.sample_with(&client, "order-1"));
+        assert!(trigger.sample("order-1"), "sample is local");
+        control(&client, 2, 1.0, false);
+        assert!((0..1_000).all(|i| trigger.maybe_trigger(&client, &i).is_none()));
+        assert!(!trigger.samples_key_with(&client, "account-1"));
+        let came_in =
+            TestContext::with_id("order-9", "orders.place_order", Duration::from_secs(60));
+        let continued = client
+            .scope(came_in, async {
+                trigger.maybe_trigger_for_key(&client, "account-1", &"sell")
+            })
+            .await;
+        assert_eq!(continued.map(|c| c.id).as_deref(), Some("order-9"));
+        control(&client, 3, 1.0, true);
+        assert_eq!(
+            (0..10)
+                .filter_map(|i| trigger.maybe_trigger(&client, &i))
+                .count(),
+            10
+        );
+        // 2,010 decided, 10 started by sampling; the continued test is not counted.
+        assert_eq!(
+            heartbeat_counts(&client),
+            [("orders.place_order".to_owned(), 2_010, 10)]
+        );
+        assert_eq!(triggered(&client), 11);
+    }
+
+    #[test]
+    fn a_trigger_used_with_two_clients_counts_in_each() {
+        let (a, b) = (offline_client(), offline_client());
+        let trigger = Trigger::new("orders.place_order").probability(1.0);
+        for _ in 0..3 {
+            let _ = trigger.maybe_trigger(&a, &());
+        }
+        let clone = trigger.clone();
+        let _ = clone.maybe_trigger(&b, &());
+        let _ = clone.maybe_trigger(&a, &());
+        assert_eq!(
+            heartbeat_counts(&a),
+            [("orders.place_order".to_owned(), 4, 4)]
+        );
+        assert_eq!(
+            heartbeat_counts(&b),
+            [("orders.place_order".to_owned(), 1, 1)]
+        );
     }
 }
