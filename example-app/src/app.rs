@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livecheck_core::signing::SigningKeys;
-use livecheck_core::{EmbeddedBroker, KafkaConfig, LiveCheck, Sampling, Topics, Trigger};
+use livecheck_core::{
+    ControlOptions, EmbeddedBroker, KafkaConfig, LiveCheck, Sampling, Topics, Trigger,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -38,11 +40,25 @@ impl AppTopics {
         }
     }
 
-    /// Every topic the app and LiveCheck use.
+    /// The app's topics and LiveCheck's co-partitioned ones (tests, signals, reports); not
+    /// LiveCheck's control and heartbeats topics, which have one partition
+    /// ([`Topics::settings_topics`]).
     pub fn all(&self) -> Vec<&str> {
         let mut all = vec![self.orders.as_str(), self.execution.as_str()];
         all.extend(self.livecheck.all());
         all
+    }
+
+    /// Creates every topic on an embedded broker: [`AppTopics::all`] with `partitions`
+    /// partitions, LiveCheck's control and heartbeats topics with one.
+    pub fn create_embedded(
+        &self,
+        broker: &EmbeddedBroker,
+        partitions: i32,
+    ) -> Result<(), livecheck_core::Error> {
+        broker.create_topic(&self.orders, partitions)?;
+        broker.create_topic(&self.execution, partitions)?;
+        broker.create_topics(&self.livecheck, partitions)
     }
 }
 
@@ -51,6 +67,9 @@ impl Default for AppTopics {
         Self::with_prefix("")
     }
 }
+
+/// The service name the app follows the control topic and sends heartbeats under.
+pub const SERVICE_NAME: &str = "example-app";
 
 /// Settings of the app.
 #[derive(Debug, Clone)]
@@ -73,10 +92,16 @@ pub struct AppConfig {
     /// Signing keys for the LiveCheck client: with them, only signed test contexts are
     /// accepted and the tests this app triggers are signed.
     pub signing_keys: Option<SigningKeys>,
+    /// How the LiveCheck client follows the control topic (service name, instance,
+    /// heartbeat interval): its trigger then samples with the probability and active flag
+    /// the `livecheck` service publishes. `None`: it does not follow, and samples with
+    /// [`AppConfig::probability`] only.
+    pub control: Option<ControlOptions>,
 }
 
 impl AppConfig {
-    /// Defaults for `kafka`: port 6066 on loopback, probability 0.5.
+    /// Defaults for `kafka`: port 6066 on loopback, probability 0.5, following the control
+    /// topic as service `example-app`.
     pub fn new(kafka: KafkaConfig) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 6066)),
@@ -87,6 +112,7 @@ impl AppConfig {
             faults: FaultConfig::default(),
             test_hooks: false,
             signing_keys: None,
+            control: Some(ControlOptions::new(SERVICE_NAME)),
         }
     }
 }
@@ -165,9 +191,7 @@ impl RunningApp {
     /// Starts an embedded broker with the app's topics (4 partitions) and the app on it.
     pub async fn start_embedded(mut config: AppConfig) -> anyhow::Result<Self> {
         let broker = EmbeddedBroker::start()?;
-        for topic in config.topics.all() {
-            broker.create_topic(topic, 4)?;
-        }
+        config.topics.create_embedded(&broker, 4)?;
         config.kafka.brokers = broker.bootstrap_servers().to_owned();
         Self::start_inner(config, Some(broker)).await
     }
@@ -179,6 +203,9 @@ impl RunningApp {
         let mut livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
         if let Some(keys) = &config.signing_keys {
             livecheck = livecheck.with_signing(keys.clone());
+        }
+        if let Some(options) = &config.control {
+            livecheck.follow_control_with(options.clone())?;
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -205,6 +232,10 @@ impl RunningApp {
             livecheck,
             config,
         });
+        if shared.config.control.is_some() {
+            // Heartbeats report the case from now on, not only after the first order.
+            shared.trigger.announce(&shared.livecheck);
+        }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let router = http::router(shared.clone());
@@ -241,7 +272,14 @@ impl RunningApp {
         {
             tracing::warn!("the consumers have no partitions after 30 s; serving anyway (is the broker reachable?)");
         }
-        info!(%base_url, brokers = %shared.config.kafka.brokers, "example app started");
+        let control = shared.livecheck.control_options();
+        info!(
+            %base_url,
+            brokers = %shared.config.kafka.brokers,
+            service = control.map(|c| c.service.as_str()),
+            instance = control.and_then(|c| c.instance.as_deref()),
+            "example app started"
+        );
         Ok(Self {
             shared,
             base_url,

@@ -16,6 +16,11 @@
 //! [`AppConfig::test_hooks`]) turns them on. `--signing-keys` (`LIVECHECK_SIGNING_KEYS`)
 //! makes its LiveCheck client accept only signed test contexts.
 //!
+//! Its LiveCheck client follows the control topic as service `example-app`
+//! ([`AppConfig::control`]; `--service-name`, `--instance`, `--no-control`): the
+//! probability the `livecheck` service publishes for the case overrides `--probability`
+//! while the topic can be read, and a heartbeat reports what the app applies.
+//!
 //! ## Known limitations
 //! - The "database" is in-process memory.
 

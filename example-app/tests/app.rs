@@ -497,3 +497,80 @@ async fn without_test_hooks_admin_faults_is_404_fake_is_ignored_and_signing_keys
     assert_eq!(order.id, signed.id);
     assert_eq!(rejected(&livecheck.counters().contexts_rejected), 1);
 }
+
+/// The app follows LiveCheck's control topic as `example-app`: its trigger samples with the
+/// published probability (exactly none at 0, all at 1, a share within 4 standard deviations
+/// at 0.25, over 200 orders of fresh users each) within 5 s of each change, whatever its
+/// own setting (0.5), and its heartbeat says what it applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_follows_the_control_topic() {
+    use livecheck_core::control::{CaseControl, SamplingName};
+    use livecheck_core::SettingsSource;
+    use rdkafka::producer::BaseProducer;
+
+    const ORDERS: usize = 200;
+    let app = start(0.5, FaultConfig::default()).await;
+    let livecheck = &app.shared.livecheck;
+    let options = livecheck.control_options().expect("the app follows");
+    assert_eq!(options.service, "example-app");
+    let producer: BaseProducer = KafkaConfig::new(app.brokers())
+        .client_config(&[("linger.ms", "0")])
+        .create()
+        .unwrap();
+    let triggered = || livecheck.counters().tests_triggered.load(Ordering::Relaxed);
+    for (version, probability) in [(1, 0.0), (2, 1.0), (3, 0.25)] {
+        let control = CaseControl {
+            case: "orders.place_order".into(),
+            probability,
+            active: true,
+            sampling: SamplingName::Key,
+            test_expires_secs: None,
+            version,
+            changed_by: "test".into(),
+            changed_at: chrono::Utc::now(),
+            rollout: None,
+        };
+        let published = Instant::now();
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&app.shared.config.topics.livecheck.control)
+                    .key(&control.case)
+                    .payload(&serde_json::to_vec(&control).unwrap()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+        let want = SettingsSource::Control { version };
+        while app.shared.trigger.effective(livecheck).source != want {
+            assert!(
+                published.elapsed() < Duration::from_secs(5),
+                "version {version} not applied within 5 s: {:?}",
+                app.shared.trigger.effective(livecheck)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let applied_after = published.elapsed();
+        let before = triggered();
+        let app = &app;
+        for batch in 0..ORDERS / 20 {
+            let orders = (0..20).map(|i| async move {
+                let side = if (batch + i) % 2 == 0 { "buy" } else { "sell" };
+                let (status, body) = place(app, &format!("/order/init/{side}/?fake=1")).await;
+                assert_eq!(status, 200, "{body}");
+            });
+            futures::future::join_all(orders).await;
+        }
+        let count = (triggered() - before) as f64;
+        let n = ORDERS as f64;
+        let (expected, bound) = (
+            n * probability,
+            4.0 * (n * probability * (1.0 - probability)).sqrt(),
+        );
+        println!("p = {probability}: applied after {applied_after:?}, {count} of {ORDERS} orders were tests (expected {expected} +- {bound:.1})");
+        assert!(
+            (count - expected).abs() <= bound,
+            "p = {probability}: {count} of {ORDERS} orders were tests, expected {expected} +- {bound:.1}"
+        );
+    }
+    assert_eq!(livecheck.heartbeat_now().unwrap(), 1);
+}

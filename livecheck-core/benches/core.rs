@@ -14,7 +14,12 @@
 //!    report per test. Every reader starts from scratch (creation, metadata, assignment).
 //!    The medians are printed with the ratio runner / (a) in records per second (goal: at
 //!    least 0.5). Every verdict must be `PASS`, otherwise the figure means nothing and the
-//!    benchmark panics.
+//!    benchmark panics;
+//! 4. a trigger's decision (probability 0: decided, never registered) through a client that
+//!    does not follow the control topic, one that follows it without a record for the case,
+//!    and one that follows it with a record (the published settings read under a lock per
+//!    request); the first and the last also on two threads at once, to see the contention
+//!    on the shared locks and counters.
 //!
 //! Times are wall-clock on whatever else the machine is doing: compare runs on a quiet
 //! machine only.
@@ -38,9 +43,10 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use livecheck_core::control::{CaseControl, SamplingName};
 use livecheck_core::{
-    ensure_eq, in_test, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Signal,
-    Suite, TestContext, Topics,
+    ensure_eq, in_test, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig,
+    SettingsSource, Signal, Suite, TestContext, Topics, Trigger,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage, Timestamp};
@@ -120,6 +126,8 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(bench_runner());
+    println!();
+    bench_trigger();
 }
 
 /// Times `iterations` calls of `op` and counts the heap allocations they make.
@@ -478,4 +486,94 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn nonzero(snapshot: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
     snapshot.into_iter().filter(|(_, n)| *n != 0).collect()
+}
+
+/// Trigger decisions per measurement.
+const TRIGGER_ITERATIONS: u64 = 1_000_000;
+
+fn bench_trigger() {
+    println!(
+        "4. Trigger decisions at probability 0 (maybe_trigger_with_id, fixed id), {TRIGGER_ITERATIONS} each"
+    );
+    let prefix = format!("benchctl{}-", uuid::Uuid::new_v4().simple());
+    let topics = Topics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::with_topics(&topics, &[], 1).expect("embedded broker");
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let client = || LiveCheck::new(kafka.clone(), topics.clone()).expect("LiveCheck client");
+    let trigger = Trigger::new(CASE).probability(0.0);
+    let wait_for = |what: &str, ready: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A trigger per measurement: a trigger caches the first client's counters.
+    let line = |what: &str, client: &LiveCheck| {
+        let trigger = Trigger::new(CASE).probability(0.0);
+        let (ns, allocs) = measure(TRIGGER_ITERATIONS, |_| {
+            black_box(trigger.maybe_trigger_with_id(client, Some("order-1"), &()));
+        });
+        let per_op = allocs as f64 / TRIGGER_ITERATIONS as f64;
+        println!("   {what:<34} {ns:>8.1} ns/decision   {per_op:.1} allocs/decision");
+    };
+
+    let plain = client();
+    line("not following", &plain);
+
+    let following = client();
+    following.follow_control("bench").expect("following");
+    wait_for("following the control topic", &|| {
+        following.control_status().following
+    });
+    line("following, no record for the case", &following);
+
+    let producer: rdkafka::producer::BaseProducer = kafka
+        .client_config(&[("linger.ms", "0")])
+        .create()
+        .expect("producer");
+    let control = CaseControl {
+        case: CASE.to_owned(),
+        probability: 0.0,
+        active: true,
+        sampling: SamplingName::Random,
+        test_expires_secs: None,
+        version: 1,
+        changed_by: "bench".to_owned(),
+        changed_at: chrono::Utc::now(),
+        rollout: None,
+    };
+    let payload = serde_json::to_vec(&control).expect("JSON");
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to(&topics.control)
+                .key(CASE)
+                .payload(&payload),
+        )
+        .map_err(|(e, _)| e)
+        .expect("control record enqueued");
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flushed");
+    wait_for("the control record applied", &|| {
+        trigger.effective(&following).source == SettingsSource::Control { version: 1 }
+    });
+    line("following, record for the case", &following);
+
+    let two_threads = |what: &str, client: &LiveCheck| {
+        let trigger = Trigger::new(CASE).probability(0.0);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let trigger = trigger.clone();
+                    for _ in 0..TRIGGER_ITERATIONS {
+                        black_box(trigger.maybe_trigger_with_id(client, Some("order-1"), &()));
+                    }
+                });
+            }
+        });
+        let ns = start.elapsed().as_nanos() as f64 / TRIGGER_ITERATIONS as f64;
+        println!("   {what:<34} {ns:>8.1} ns/decision per thread");
+    };
+    two_threads("not following, two threads", &plain);
+    two_threads("record for the case, two threads", &following);
 }

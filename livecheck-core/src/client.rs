@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -14,13 +15,15 @@ use tracing::{debug, warn};
 
 use crate::connectivity::Connectivity;
 use crate::context::{scope_current, Current, Delivery, TestContext};
+use crate::control::{ControlOptions, ControlState, ControlStatus};
 use crate::counters::{bump, ClientCounters};
 use crate::error::Error;
+use crate::follower::Follower;
 use crate::headers::{self, ContextError};
 use crate::signing::SigningKeys;
 
-/// Names of the three LiveCheck topics. Tests and signals must have the same partition count
-/// (they are co-partitioned by test id).
+/// Names of the LiveCheck topics. Tests and signals must have the same partition count
+/// (they are co-partitioned by test id); control and heartbeats have one partition each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// `TestExecution` records, keyed by test id.
@@ -170,6 +173,74 @@ struct Inner {
     producer: ThreadedProducer<DeliveryCounter>,
     counters: Arc<ClientCounters>,
     connectivity: Connectivity,
+    control: Arc<ControlState>,
+    follow: OnceLock<Follow>,
+}
+
+/// How the client follows the control topic (set once by
+/// [`LiveCheck::follow_control_with`]).
+struct Follow {
+    /// With the instance name resolved.
+    options: ControlOptions,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    /// Stops the follower thread (it ends at its next turn, within a poll).
+    fn drop(&mut self) {
+        if let Some(follow) = self.follow.get() {
+            follow.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Inner {
+    /// Publishes one heartbeat per case this process's triggers announced or decided on.
+    fn send_heartbeats(&self) -> Result<usize, Error> {
+        let follow = self.follow.get().ok_or_else(|| {
+            Error::Config("heartbeats need LiveCheck::follow_control first".into())
+        })?;
+        let options = &follow.options;
+        let beats = self.control.heartbeats(
+            &options.service,
+            options.instance.as_deref().unwrap_or_default(),
+            options.heartbeat_every,
+            chrono::Utc::now(),
+        );
+        let mut sent = 0;
+        let mut first_error = None;
+        for (key, heartbeat) in beats {
+            let payload = match serde_json::to_vec(&heartbeat) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    bump(&self.counters.heartbeat_errors);
+                    debug!(%key, error = %err, "heartbeat does not serialize");
+                    continue;
+                }
+            };
+            let record = BaseRecord::to(&self.topics.heartbeats)
+                .key(&key)
+                .payload(&payload);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    bump(&self.counters.heartbeats_sent);
+                    sent += 1;
+                }
+                Err((err, _)) => {
+                    bump(&self.counters.heartbeat_errors);
+                    debug!(%key, error = %err, "heartbeat not enqueued");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(Error::Kafka {
+                action: "publishing a heartbeat".into(),
+                source: err,
+            }),
+            None => Ok(sent),
+        }
+    }
 }
 
 /// A LiveCheck client: what a service (or a harness) uses to trigger tests, scope work and
@@ -214,9 +285,99 @@ impl LiveCheck {
                 producer,
                 counters,
                 connectivity,
+                control: Arc::default(),
+                follow: OnceLock::new(),
             }),
             signing: None,
         })
+    }
+
+    /// Follows the control topic as service `service`, with the default
+    /// [`ControlOptions`]: see [`LiveCheck::follow_control_with`].
+    pub fn follow_control(&self, service: &str) -> Result<(), Error> {
+        self.follow_control_with(ControlOptions::new(service))
+    }
+
+    /// Starts following the control topic ([`Topics::control`]) in a background thread:
+    /// partition 0 is read from the beginning by a consumer of its own (assigned, no group,
+    /// no commits), and every trigger used with this client (or a clone) then samples with
+    /// the latest valid [`crate::control::CaseControl`] of its case (the highest version
+    /// wins; malformed records are counted in `control_malformed` and logged).
+    ///
+    /// The client *follows* while the last successful fetch of the control partition's high
+    /// watermark (one every [`ControlOptions::probe_every`]) is less than
+    /// [`ControlOptions::stale_after`] (10 s) old, and it has read the partition up to such
+    /// a watermark since it started or last stopped following. Otherwise (broker down,
+    /// topic missing, still loading) triggers use their local settings, the gauge
+    /// `control_following` is 0, the episode is logged once at warn, and
+    /// [`crate::Trigger::effective`] says why ([`crate::control::SettingsSource::Local`]).
+    /// A case without a record uses its local settings too (reason
+    /// [`crate::control::NO_CONTROL_RECORD`]), which is not an error.
+    ///
+    /// It also publishes a [`crate::control::Heartbeat`] per case every
+    /// [`ControlOptions::heartbeat_every`] (5 s) to [`Topics::heartbeats`]. The thread
+    /// ends when the last clone of the client is dropped. A second call is an error, as
+    /// are names that are empty or contain `/`.
+    pub fn follow_control_with(&self, options: ControlOptions) -> Result<(), Error> {
+        let instance = options.check()?;
+        if let Some(follow) = self.inner.follow.get() {
+            return Err(Error::Config(format!(
+                "this client already follows the control topic as service {}",
+                follow.options.service
+            )));
+        }
+        let options = options.instance(instance);
+        let stop = Arc::new(AtomicBool::new(false));
+        let follow = Follow {
+            options: options.clone(),
+            stop: stop.clone(),
+        };
+        if self.inner.follow.set(follow).is_err() {
+            return Err(Error::Config(
+                "this client already follows the control topic".into(),
+            ));
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let follower = Follower {
+            topic: self.inner.topics.control.clone(),
+            options,
+            state: self.inner.control.clone(),
+            counters: self.inner.counters.clone(),
+            stop: stop.clone(),
+            heartbeat: Box::new(move || match weak.upgrade() {
+                Some(inner) => {
+                    // Errors are counted; an outage is the connectivity's to report.
+                    let _ = inner.send_heartbeats();
+                    true
+                }
+                None => false,
+            }),
+        };
+        follower
+            .spawn(&self.inner.kafka, &self.inner.connectivity)
+            .inspect_err(|_| stop.store(true, Ordering::Relaxed))
+    }
+
+    /// How this client follows the control topic (the instance name resolved), if it does.
+    pub fn control_options(&self) -> Option<&ControlOptions> {
+        self.inner.follow.get().map(|f| &f.options)
+    }
+
+    /// Whether triggers apply the control topic now, and why not.
+    pub fn control_status(&self) -> ControlStatus {
+        self.inner.control.status()
+    }
+
+    /// Publishes the heartbeats now (the follower does every
+    /// [`ControlOptions::heartbeat_every`]); returns how many were enqueued. An error if
+    /// the client does not follow the control topic or a heartbeat could not be enqueued.
+    pub fn heartbeat_now(&self) -> Result<usize, Error> {
+        self.inner.send_heartbeats()
+    }
+
+    /// The client's view of the control topic (for triggers).
+    pub(crate) fn control(&self) -> &Arc<ControlState> {
+        &self.inner.control
     }
 
     /// This client with signing keys: it signs the contexts it creates and drops incoming

@@ -56,6 +56,22 @@ counters! {
         contexts_rejected_bad_signature,
         /// ... because signing is on and the context has expired.
         contexts_rejected_expired,
+        /// A gauge, not a counter: 1 while the client follows the control topic (its
+        /// triggers apply the control topic's settings), 0 otherwise.
+        control_following,
+        /// Control records applied (new settings for a case, or a case deleted).
+        control_records,
+        /// Control records ignored because they are not newer than the settings held.
+        control_ignored,
+        /// Control records that did not decode or check (logged with their offset).
+        control_malformed,
+        /// Times the client stopped following the control topic, or did not start to in
+        /// time (each logged once at warn).
+        control_episodes,
+        /// Heartbeats enqueued.
+        heartbeats_sent,
+        /// Heartbeats that could not be serialized or enqueued.
+        heartbeat_errors,
     }
 }
 
@@ -127,6 +143,10 @@ counters! {
 }
 
 impl ClientCounters {
+    /// Names in [`ClientCounters::snapshot`] that are gauges (a level that goes down as well
+    /// as up), not counters: export them as gauges.
+    pub const GAUGES: &'static [&'static str] = &["control_following"];
+
     /// The per-reason counter of a rejected context.
     pub(crate) fn rejected_for(&self, error: &crate::headers::ContextError) -> &AtomicU64 {
         use crate::headers::ContextError as E;

@@ -102,14 +102,28 @@ impl EmbeddedBroker {
         })
     }
 
-    /// Starts a mock cluster with the three LiveCheck topics and `extra` topics created,
-    /// each with `partitions` partitions.
+    /// Starts a mock cluster with the LiveCheck topics ([`EmbeddedBroker::create_topics`])
+    /// and `extra` topics created, these with `partitions` partitions.
     pub fn with_topics(topics: &Topics, extra: &[&str], partitions: i32) -> Result<Self, Error> {
         let broker = Self::start()?;
-        for name in topics.all().into_iter().chain(extra.iter().copied()) {
+        broker.create_topics(topics, partitions)?;
+        for name in extra {
             broker.create_topic(name, partitions)?;
         }
         Ok(broker)
+    }
+
+    /// Creates the LiveCheck topics: tests, signals and reports with `partitions`
+    /// partitions, control and heartbeats with one (the mock does not compact; a real
+    /// cluster's are `cleanup.policy=compact`).
+    pub fn create_topics(&self, topics: &Topics, partitions: i32) -> Result<(), Error> {
+        for name in topics.all() {
+            self.create_topic(name, partitions)?;
+        }
+        for name in topics.settings_topics() {
+            self.create_topic(name, 1)?;
+        }
+        Ok(())
     }
 
     /// The bootstrap servers (`127.0.0.1:PORT`).

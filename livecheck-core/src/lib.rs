@@ -59,6 +59,32 @@
 //! warn, and the request goes on as an ordinary request. A runner checks a `TestExecution`
 //! record with [`LiveCheck::verify_context`].
 //!
+//! ## Central control
+//!
+//! A trigger's probability, active flag, sampling and expiry are local defaults. A client
+//! that follows the control topic ([`LiveCheck::follow_control`], one call at start with
+//! the service's name) applies what the `livecheck` service publishes there for each case
+//! instead, within a second or so of a change, in every `maybe_trigger*` call
+//! ([`Trigger::effective`] says what applies and where it comes from). While the topic
+//! cannot be read its triggers use their local settings, say so (a warning per episode, the
+//! gauge `control_following` in [`counters::ClientCounters`]) and go back to the topic when
+//! it can be read again; see [`control`] for the rule. The client also publishes a
+//! heartbeat per case every 5 s: what it applies, requests decided and tests triggered.
+//!
+//! ```no_run
+//! # fn demo(client: livecheck_core::LiveCheck) -> Result<(), livecheck_core::Error> {
+//! use livecheck_core::{SettingsSource, Trigger};
+//!
+//! client.follow_control("orders-service")?;
+//! let trigger = Trigger::new("orders.place_order").probability(0.01); // the local default
+//! trigger.announce(&client); // heartbeats for the case from now on
+//! let applied = trigger.effective(&client);
+//! if let SettingsSource::Local { reason } = &applied.source {
+//!     println!("sampling {} locally: {reason}", applied.probability);
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! ## Known limitations
 //! - In-flight runs live in memory: after a restart or a rebalance they are run again from
 //!   their records (every signal the log holds for them; decided tests are not run again),
@@ -79,6 +105,12 @@
 //! - Arguments travel in a header of at most [`headers::MAX_ARGUMENTS_LEN`] bytes of JSON;
 //!   larger ones reach the runner (in the `TestExecution` record) but not the next hops.
 //! - Tests and signals topics must have the same partition count.
+//! - A client that cannot read the control topic for [`ControlOptions::stale_after`] (10 s)
+//!   goes back to its local settings, although its last-known ones may still be current;
+//!   and during those seconds it applies settings that may have changed meanwhile. Only
+//!   partition 0 of the control topic is read (a warning says so if there are more).
+//! - Two triggers of one case in one process with different local settings: heartbeats
+//!   report the last one announced (or the first that decided a request).
 
 mod case;
 mod check;
@@ -91,6 +123,7 @@ pub mod counters;
 mod embedded;
 mod error;
 mod flow;
+mod follower;
 mod group;
 pub mod headers;
 pub mod http;
@@ -113,6 +146,7 @@ pub use check::CheckError;
 pub use client::{KafkaConfig, LiveCheck, Topics};
 pub use connectivity::Connectivity;
 pub use context::{current_test, in_test, propagate, spawn, TestContext};
+pub use control::{ControlOptions, ControlStatus, EffectiveSettings, SettingsSource};
 pub use embedded::EmbeddedBroker;
 pub use error::Error;
 pub use headers::ContextError;

@@ -1,13 +1,15 @@
 //! Triggers: where tests begin, on the service side, and how they are sampled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
+use crate::control::{CaseStats, ControlState, Decision, EffectiveSettings};
+use crate::counters::bump;
 use crate::murmur2::unit_interval;
 
 /// How a trigger decides whether a request becomes a test.
@@ -47,12 +49,22 @@ pub enum Sampling {
 
 /// The service side of a case: where tests begin. A service needs only this (not the
 /// expectations), so check files and services can live in different crates.
+///
+/// Its settings are *local* defaults: when the client it triggers with follows the control
+/// topic ([`LiveCheck::follow_control`]) and the topic holds a record for the case, the
+/// `maybe_trigger*` calls, [`Trigger::sample_with`], [`Trigger::samples_key_with`] and
+/// [`Trigger::effective`] use that record's probability, active flag, sampling and expiry
+/// instead.
 #[derive(Debug, Clone)]
 pub struct Trigger {
     case: String,
     settings: TriggerSettings,
     /// Set once [`Sampling::Key`] fell back to the test id (warned once; shared by clones).
     warned_no_key: Arc<AtomicBool>,
+    /// The case's counters in the first client it decided with (shared by clones): saves
+    /// a map lookup per request. The `Weak` keeps that client's state allocated, so the
+    /// pointer comparison cannot mistake another client for it.
+    stats: Arc<OnceLock<(Weak<ControlState>, Arc<CaseStats>)>>,
 }
 
 /// A trigger's settings, each under the name of the [`Trigger`] builder method that sets it.
@@ -65,6 +77,8 @@ pub struct TriggerSettings {
     pub sampling: Sampling,
     /// How long after issue a test is still worth running.
     pub test_expires: Duration,
+    /// Whether the trigger triggers at all.
+    pub active: bool,
 }
 
 impl Trigger {
@@ -77,8 +91,10 @@ impl Trigger {
                 probability: defaults.probability,
                 sampling: defaults.sampling,
                 test_expires: defaults.test_expires,
+                active: defaults.active,
             },
             warned_no_key: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
         }
     }
 
@@ -107,6 +123,14 @@ impl Trigger {
         self
     }
 
+    /// Whether the trigger triggers at all (default true); an inactive trigger still
+    /// registers a test whose context came in with the request.
+    #[must_use]
+    pub fn active(mut self, active: bool) -> Self {
+        self.settings.active = active;
+        self
+    }
+
     /// The case name.
     pub fn case(&self) -> &str {
         &self.case
@@ -117,16 +141,58 @@ impl Trigger {
         &self.settings
     }
 
-    /// Whether a request with test id `id` and no key is sampled (see [`Sampling`]).
+    /// Whether a request with test id `id` and no key is sampled (see [`Sampling`]), by the
+    /// local settings: [`Trigger::sample_with`] applies the control topic.
     pub fn sample(&self, id: &str) -> bool {
-        let probability = self.settings.probability;
+        self.settings.active
+            && self.draw_below(self.settings.probability, self.settings.sampling, id)
+    }
+
+    /// As [`Trigger::sample`], with the settings that apply through `client` (the control
+    /// topic's, when it follows it and holds a record for the case). Counts nothing.
+    pub fn sample_with(&self, client: &LiveCheck, id: &str) -> bool {
+        let decision = self.decision(client);
+        decision.active && self.draw_below(decision.probability, decision.sampling, id)
+    }
+
+    /// The settings that apply to this trigger through `client`, and where they come from:
+    /// the control topic at a version, or the local settings and why
+    /// ([`crate::control::SettingsSource`]).
+    pub fn effective(&self, client: &LiveCheck) -> EffectiveSettings {
+        client.control().effective(&self.case, &self.settings)
+    }
+
+    /// Announces this trigger's case to `client`: its heartbeat is sent from now on (not
+    /// only after the first request) and reports these local settings while the control
+    /// topic does not apply. A trigger that decides a request announces itself.
+    pub fn announce(&self, client: &LiveCheck) {
+        client.control().announce(&self.case, &self.settings);
+    }
+
+    /// The case's counters in `control` if they are the cached ones (the first client's).
+    fn cached_stats(&self, control: &Arc<ControlState>) -> Option<&CaseStats> {
+        let (owner, stats) = self.stats.get_or_init(|| {
+            (
+                Arc::downgrade(control),
+                control.stats(&self.case, &self.settings),
+            )
+        });
+        std::ptr::eq(owner.as_ptr(), Arc::as_ptr(control)).then_some(&**stats)
+    }
+
+    fn decision(&self, client: &LiveCheck) -> Decision {
+        client.control().decision(&self.case, &self.settings)
+    }
+
+    /// Whether the draw for `id` is below `probability` (see [`Sampling`]).
+    fn draw_below(&self, probability: f64, sampling: Sampling, id: &str) -> bool {
         if probability >= 1.0 {
             return true;
         }
         if probability <= 0.0 {
             return false;
         }
-        let draw = match self.settings.sampling {
+        let draw = match sampling {
             Sampling::Random => rand::random::<f64>(),
             Sampling::TestId => unit_interval(id.as_bytes()),
             Sampling::Key => {
@@ -179,15 +245,25 @@ impl Trigger {
     }
 
     /// Whether requests of business key `key` (account, user, tenant) become tests of this
-    /// case: [`Trigger::key_draw`] below the probability. Pure: every process with the same
-    /// case name and probability decides the same, and a key sampled at some probability
-    /// stays sampled at any higher one.
+    /// case, by the local settings: [`Trigger::key_draw`] below the probability, and the
+    /// trigger active. Pure: every process with the same case name and probability decides
+    /// the same, and a key sampled at some probability stays sampled at any higher one.
     pub fn samples_key(&self, key: &str) -> bool {
-        self.key_draw(key) < self.settings.probability
+        self.settings.active && self.key_draw(key) < self.settings.probability
+    }
+
+    /// As [`Trigger::samples_key`], with the settings that apply through `client` (the
+    /// control topic's, when it follows it and holds a record for the case). Counts nothing.
+    pub fn samples_key_with(&self, client: &LiveCheck, key: &str) -> bool {
+        let decision = self.decision(client);
+        decision.active && self.key_draw(key) < decision.probability
     }
 
     /// Samples the request; on a hit publishes a `TestExecution` (with `arguments`) and
     /// returns the context to scope the rest of the request with ([`LiveCheck::scope`]).
+    /// It samples with the settings that apply through `client` ([`Trigger::effective`]:
+    /// the control topic's when followed, else the local ones): an inactive case starts no
+    /// test. The decision and the test are counted for the case's heartbeat.
     ///
     /// Inside a test of this case already (a context came in with the request) it returns
     /// that context and registers it, whatever the sampling says; its signature is kept. If
@@ -214,43 +290,7 @@ impl Trigger {
         id: Option<&str>,
         arguments: &A,
     ) -> Option<TestContext> {
-        let arguments = match serde_json::to_value(arguments) {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(case = %self.case, error = %err, "test arguments do not serialize; not triggering");
-                return None;
-            }
-        };
-        let context = match current_test() {
-            Some(current) if current.case == self.case && !current.arguments.is_null() => {
-                TestContext::clone(&current)
-            }
-            Some(current) if current.case == self.case => {
-                TestContext::clone(&current).arguments(arguments)
-            }
-            Some(_) => return None,
-            None => {
-                let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-                if let Err(err) = crate::headers::check_test_id(&id) {
-                    tracing::warn!(case = %self.case, error = %err, "not triggering a test with this id");
-                    return None;
-                }
-                if !self.sample(&id) {
-                    return None;
-                }
-                client.sign(
-                    TestContext::with_id(id, self.case.clone(), self.settings.test_expires)
-                        .arguments(arguments),
-                )
-            }
-        };
-        match client.register_test(&context) {
-            Ok(()) => Some(context),
-            Err(err) => {
-                tracing::warn!(case = %self.case, error = %err, "could not register the test; going on without it");
-                None
-            }
-        }
+        self.trigger(client, None, id, arguments)
     }
 
     /// As [`Trigger::maybe_trigger`], sampled by a business key the service names (account,
@@ -280,14 +320,76 @@ impl Trigger {
         id: Option<&str>,
         arguments: &A,
     ) -> Option<TestContext> {
-        if current_test().is_none() && !self.samples_key(key) {
-            return None;
+        self.trigger(client, Some(key), id, arguments)
+    }
+
+    /// Every `maybe_trigger*`: continues a context of this case that came in, or samples
+    /// (by `key` when given) with the settings that apply through `client`, counting the
+    /// decision and the test for the case's heartbeat.
+    fn trigger<A: Serialize>(
+        &self,
+        client: &LiveCheck,
+        key: Option<&str>,
+        id: Option<&str>,
+        arguments: &A,
+    ) -> Option<TestContext> {
+        let arguments = match serde_json::to_value(arguments) {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(case = %self.case, error = %err, "test arguments do not serialize; not triggering");
+                return None;
+            }
+        };
+        let owned: Arc<CaseStats>;
+        let (context, stats) = match current_test() {
+            Some(current) if current.case == self.case && !current.arguments.is_null() => {
+                (TestContext::clone(&current), None)
+            }
+            Some(current) if current.case == self.case => {
+                (TestContext::clone(&current).arguments(arguments), None)
+            }
+            Some(_) => return None,
+            None => {
+                let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+                if let Err(err) = crate::headers::check_test_id(&id) {
+                    tracing::warn!(case = %self.case, error = %err, "not triggering a test with this id");
+                    return None;
+                }
+                let control = client.control();
+                let decision = control.decision(&self.case, &self.settings);
+                let stats = match self.cached_stats(control) {
+                    Some(stats) => stats,
+                    None => {
+                        owned = control.stats(&self.case, &self.settings);
+                        &owned
+                    }
+                };
+                bump(&stats.requests);
+                let sampled = decision.active
+                    && match key {
+                        Some(key) => self.key_draw(key) < decision.probability,
+                        None => self.draw_below(decision.probability, decision.sampling, &id),
+                    };
+                if !sampled {
+                    return None;
+                }
+                let context = TestContext::with_id(id, self.case.clone(), decision.test_expires)
+                    .arguments(arguments);
+                (client.sign(context), Some(stats))
+            }
+        };
+        match client.register_test(&context) {
+            Ok(()) => {
+                if let Some(stats) = stats {
+                    bump(&stats.tests_triggered);
+                }
+                Some(context)
+            }
+            Err(err) => {
+                tracing::warn!(case = %self.case, error = %err, "could not register the test; going on without it");
+                None
+            }
         }
-        // The key decided (or a context came in, which sampling never decides): the rest is
-        // every trigger's path, which must not draw again.
-        let mut decided = self.clone();
-        decided.settings.probability = 1.0;
-        decided.maybe_trigger_with_id(client, id, arguments)
     }
 }
 
@@ -495,5 +597,81 @@ mod tests {
             let id = format!("order-{i}");
             by_id.sample(&id) == trigger.sample(&id)
         }));
+    }
+
+    /// `client` follows a control topic that says `probability` and `active` for the case.
+    fn control(client: &LiveCheck, version: u64, probability: f64, active: bool) {
+        let record = serde_json::json!({
+            "case": "orders.place_order", "probability": probability, "active": active,
+            "version": version, "changed_by": "test", "changed_at": "2026-11-25T10:00:00Z",
+        });
+        let value = serde_json::to_vec(&record).unwrap();
+        client
+            .control()
+            .apply(Some(b"orders.place_order"), Some(&value));
+        client.control().set_following(true, "");
+    }
+
+    fn heartbeat_counts(client: &LiveCheck) -> Vec<(String, u64, u64)> {
+        client
+            .control()
+            .heartbeats("svc", "i", Duration::from_secs(5), chrono::Utc::now())
+            .into_iter()
+            .map(|(_, b)| (b.case, b.requests, b.tests_triggered))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_control_settings_decide_and_a_context_that_came_in_is_continued() {
+        let client = offline_client();
+        let trigger = Trigger::new("orders.place_order").probability(1.0);
+        control(&client, 1, 0.0, true);
+        assert!((0..1_000).all(|i| trigger.maybe_trigger(&client, &i).is_none()));
+        assert!(!trigger.sample_with(&client, "order-1"));
+        assert!(trigger.sample("order-1"), "sample is local");
+        control(&client, 2, 1.0, false);
+        assert!((0..1_000).all(|i| trigger.maybe_trigger(&client, &i).is_none()));
+        assert!(!trigger.samples_key_with(&client, "account-1"));
+        let came_in =
+            TestContext::with_id("order-9", "orders.place_order", Duration::from_secs(60));
+        let continued = client
+            .scope(came_in, async {
+                trigger.maybe_trigger_for_key(&client, "account-1", &"sell")
+            })
+            .await;
+        assert_eq!(continued.map(|c| c.id).as_deref(), Some("order-9"));
+        control(&client, 3, 1.0, true);
+        assert_eq!(
+            (0..10)
+                .filter_map(|i| trigger.maybe_trigger(&client, &i))
+                .count(),
+            10
+        );
+        // 2,010 decided, 10 started by sampling; the continued test is not counted.
+        assert_eq!(
+            heartbeat_counts(&client),
+            [("orders.place_order".to_owned(), 2_010, 10)]
+        );
+        assert_eq!(triggered(&client), 11);
+    }
+
+    #[test]
+    fn a_trigger_used_with_two_clients_counts_in_each() {
+        let (a, b) = (offline_client(), offline_client());
+        let trigger = Trigger::new("orders.place_order").probability(1.0);
+        for _ in 0..3 {
+            let _ = trigger.maybe_trigger(&a, &());
+        }
+        let clone = trigger.clone();
+        let _ = clone.maybe_trigger(&b, &());
+        let _ = clone.maybe_trigger(&a, &());
+        assert_eq!(
+            heartbeat_counts(&a),
+            [("orders.place_order".to_owned(), 4, 4)]
+        );
+        assert_eq!(
+            heartbeat_counts(&b),
+            [("orders.place_order".to_owned(), 1, 1)]
+        );
     }
 }

@@ -536,7 +536,8 @@ async fn start_container(
     })
 }
 
-/// Creates the LiveCheck topics (existing ones are fine).
+/// Creates the LiveCheck topics (existing ones are fine): tests, signals, reports and `extra`
+/// with `partitions` partitions, control and heartbeats with one, compacted.
 async fn create_topics(
     brokers: &str,
     topics: &Topics,
@@ -551,11 +552,15 @@ async fn create_topics(
         .client_config(&[])
         .create()
         .map_err(|e| err(e.to_string()))?;
+    // The control and heartbeats topics: one partition, compacted (latest record per key).
     let new: Vec<NewTopic<'_>> = topics
         .all()
         .into_iter()
         .chain(extra.iter().map(String::as_str))
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .chain(topics.settings_topics().into_iter().map(|t| {
+            NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
+        }))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

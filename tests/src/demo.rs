@@ -31,9 +31,7 @@ fn rate() -> f64 {
 pub async fn start(prefix: String) -> anyhow::Result<Demo> {
     let topics = AppTopics::with_prefix(&prefix);
     let broker = EmbeddedBroker::start()?;
-    for topic in topics.all() {
-        broker.create_topic(topic, 4)?;
-    }
+    topics.create_embedded(&broker, 4)?;
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     println!(
         "embedded Kafka broker (librdkafka mock cluster) at {}",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use clap::Parser;
 use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
 use livecheck_core::signing::{SecretString, SigningKeys};
-use livecheck_core::KafkaConfig;
+use livecheck_core::{ControlOptions, KafkaConfig};
 
 /// The stock-ordering system of the LiveCheck tutorial, instrumented.
 #[derive(Debug, Parser)]
@@ -23,7 +23,9 @@ struct Args {
     /// Prefix of every topic name.
     #[arg(long, env = "EXAMPLE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
-    /// Share of users whose orders become tests (orders are sampled by user), 0 to 1.
+    /// Share of users whose orders become tests (orders are sampled by user), 0 to 1: the
+    /// local default, which the control topic's setting for the case overrides while the
+    /// app follows it.
     #[arg(long, env = "EXAMPLE_PROBABILITY", default_value_t = 0.5)]
     probability: f64,
     /// Fault switches.
@@ -32,6 +34,15 @@ struct Args {
     /// Turn on the test hooks: `POST /admin/faults` and `?fake=1` (off: 404 and ignored).
     #[arg(long, env = "EXAMPLE_APP_TEST_HOOKS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     test_hooks: bool,
+    /// Service name for LiveCheck's control topic and heartbeats.
+    #[arg(long, env = "EXAMPLE_SERVICE_NAME", default_value = example_app::app::SERVICE_NAME)]
+    service_name: String,
+    /// This instance's name in heartbeats (default: host name and process id).
+    #[arg(long, env = "EXAMPLE_INSTANCE")]
+    instance: Option<String>,
+    /// Do not follow LiveCheck's control topic: sample with --probability only.
+    #[arg(long, env = "EXAMPLE_NO_CONTROL", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    no_control: bool,
     /// LiveCheck signing keys, `kid:secret[,kid:secret...]` (the first signs): only signed
     /// test contexts are accepted.
     #[arg(long, env = "LIVECHECK_SIGNING_KEYS", hide_env_values = true)]
@@ -59,6 +70,13 @@ async fn main() -> anyhow::Result<()> {
     config.probability = args.probability;
     config.faults = args.faults;
     config.test_hooks = args.test_hooks;
+    config.control = (!args.no_control).then(|| {
+        let options = ControlOptions::new(args.service_name.clone());
+        match args.instance.clone() {
+            Some(instance) => options.instance(instance),
+            None => options,
+        }
+    });
     config.signing_keys = match args.signing_keys.as_ref().map(|s| s.expose().trim()) {
         None | Some("") => None,
         // Parsed here, not by clap: clap's error would print the value, secrets included.

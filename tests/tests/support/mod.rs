@@ -56,9 +56,7 @@ pub(crate) async fn broker_and_app(
     let prefix = format!("{tag}{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let topics = AppTopics::with_prefix(&prefix);
     let broker = EmbeddedBroker::start().unwrap();
-    for t in topics.all() {
-        broker.create_topic(t, 4).unwrap();
-    }
+    topics.create_embedded(&broker, 4).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let mut config = AppConfig::new(kafka.clone());
     config.listen = "127.0.0.1:0".parse().unwrap();
