@@ -1,9 +1,13 @@
 //! Live mode: the `livecheck` binary runs the check files on live traffic, as a passive
 //! observer (production, staging) or on the demo (embedded broker, example app).
 
+pub mod admin;
 mod cli;
 pub mod config;
+pub mod control;
+pub mod fleet;
 pub mod health;
+pub mod rollout;
 pub mod service;
 pub mod state;
 pub mod web;
