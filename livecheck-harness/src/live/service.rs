@@ -149,7 +149,7 @@ impl LiveService {
             config.settings_origin(),
         )?);
         {
-            let (runner, state2) = (runner.clone(), state.clone());
+            let runner = runner.clone();
             tasks.push(tokio::spawn(control::follow_control(
                 client.kafka().clone(),
                 client.topics().control.clone(),
@@ -157,7 +157,6 @@ impl LiveService {
                 move |published| {
                     let c = &published.control;
                     runner.suite().set_active(&c.case, c.active);
-                    state2.set_applied(&c.case, c.probability, c.active);
                 },
             )));
         }

@@ -265,15 +265,6 @@ impl LiveState {
         }
     }
 
-    /// Shows a case's settings as the control topic now says (what the runner applies).
-    pub fn set_applied(&self, case: &str, probability: f64, active: bool) {
-        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cases.get_mut(case) {
-            c.snapshot.probability = probability;
-            c.snapshot.active = active;
-        }
-    }
-
     pub(crate) fn set_voice(&self, voice: bool) {
         self.group.lock().unwrap_or_else(|p| p.into_inner()).voice = voice;
     }
@@ -393,6 +384,10 @@ impl LiveState {
                     driven_here: driving,
                     position,
                 });
+            if let Some(p) = &published {
+                case.probability = p.probability;
+                case.active = p.active;
+            }
             case.published = published;
         }
         out
