@@ -34,6 +34,10 @@ pub async fn start(prefix: String) -> anyhow::Result<Demo> {
     for topic in topics.all() {
         broker.create_topic(topic, 4)?;
     }
+    // Central control: the compacted one-partition control and heartbeats topics.
+    for topic in topics.livecheck.settings_topics() {
+        broker.create_topic(topic, 1)?;
+    }
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     println!(
         "embedded Kafka broker (librdkafka mock cluster) at {}",

@@ -718,6 +718,10 @@ table.instances td { padding: 2px 8px 2px 0; border-top: 1px solid var(--line); 
 .badge[data-following="catching_up"] { background: var(--stall); }
 .badge[data-following="not_following"] { background: var(--fail); }
 .badge[data-following="stale"] { background: var(--down); }
+.badge[data-rollout-state-badge="running"] { background: var(--bar); }
+.badge[data-rollout-state-badge="completed"] { background: var(--ok); }
+.badge[data-rollout-state-badge="rolled_back"] { background: var(--fail); }
+.badge[data-rollout-state-badge="stopped"] { background: var(--stall); }
 tr[data-following="stale"] td, tr[data-following="not_following"] td { color: var(--fail); }
 .rollout { margin: 6px 0; }
 .steps { display: inline-flex; gap: 4px; flex-wrap: wrap; }
