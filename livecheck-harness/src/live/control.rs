@@ -421,6 +421,9 @@ pub enum PublishError {
         /// How long was waited.
         timeout: Duration,
     },
+    /// The suite has no such case.
+    #[error("no case named {0:?}")]
+    UnknownCase(String),
     /// The record does not serialize (a bug).
     #[error("the control record for case {0} does not serialize: {1}")]
     Serialize(String, String),
@@ -562,13 +565,9 @@ impl Control {
         if !self.view.is_caught_up() {
             return Err(PublishError::NotCaughtUp(self.topic.clone()));
         }
-        let config = self.config_of(case).unwrap_or_else(|| ConfigSettings {
-            probability: 1.0,
-            active: true,
-            sampling: SamplingName::Random,
-            test_expires_secs: None,
-            rollout: None,
-        });
+        let Some(config) = self.config_of(case) else {
+            return Err(PublishError::UnknownCase(case.to_owned()));
+        };
         let guard = self.publishing.lock().await;
         let now = Utc::now();
         let latest = self.view.get(case);

@@ -461,16 +461,29 @@ impl LiveService {
             );
         }
         // The published settings known and the configuration's changes published (or, if
-        // the control topic cannot be read yet, later in the background).
-        if tokio::time::timeout(CONTROL_STARTUP_WAIT, published_rx.wait_for(|p| *p))
+        // the control topic cannot be read yet, later in the background: a topic that does
+        // not exist is not waited for).
+        let control_ready = async {
+            let mut poll = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = published_rx.wait_for(|p| *p) => return true,
+                    _ = poll.tick() => {
+                        if state.control.problem().is_some() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        if !tokio::time::timeout(CONTROL_STARTUP_WAIT, control_ready)
             .await
-            .is_err()
+            .unwrap_or(false)
         {
             warn!(
                 topic = %client.topics().control,
                 problem = state.control.problem().as_deref().unwrap_or("none reported"),
-                "the control topic is not read to its end after {} s: the case settings are published once it is",
-                CONTROL_STARTUP_WAIT.as_secs()
+                "the control topic is not read to its end: the case settings are published once it is (create it compacted, with one partition); until then services apply their own defaults"
             );
         }
         info!(profile = %config.profile, group = %config.group_id, %http_addr, admin_api = config.admin_token.is_some(), "livecheck running");
@@ -763,16 +776,14 @@ async fn synthetic_traffic(
 
 /// Publishes the configuration's settings once the control topic is read, then reloads the
 /// profile on SIGHUP and when the file's contents change.
-async fn settings_task<S: Send + 'static>(
+async fn settings_task<S: Hangups + Send + 'static>(
     control: Arc<Control>,
     config: LiveConfig,
     compiled: Vec<Case>,
     hangups: Option<S>,
     published: watch::Sender<bool>,
     mut stopped: watch::Receiver<bool>,
-) where
-    S: Hangups,
-{
+) {
     let view = control.view().clone();
     tokio::select! {
         _ = stopped.wait_for(|s| *s) => return,

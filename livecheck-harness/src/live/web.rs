@@ -398,7 +398,7 @@ pub fn render_metrics(state: &LiveState) -> String {
         "gauge",
         "Probability of each case as published on the control topic.",
     );
-    for case in cases.iter().filter(|c| c.published.is_some()) {
+    for case in &cases {
         if let Some(p) = &case.published {
             sample(
                 &mut out,
