@@ -991,4 +991,14 @@ probability = 0.5
             "{e}"
         );
     }
+
+    #[test]
+    fn the_example_settings_file_resolves() {
+        let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../livecheck.toml"));
+        for profile in ["staging", "production"] {
+            let c = LiveConfig::resolve(&args(file, profile))
+                .unwrap_or_else(|e| panic!("profile {profile}: {e}"));
+            assert_eq!(c.settings_origin(), "livecheck.toml");
+        }
+    }
 }
