@@ -30,7 +30,6 @@
 //! version when the clock is not past it: strictly increasing per case.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -1015,16 +1014,6 @@ impl RolloutDriver {
             }
         }
     }
-}
-
-/// Where `livecheck.toml` changes come from: SIGHUP and the file's contents, checked every
-/// `every` (zero: SIGHUP only).
-#[derive(Debug, Clone)]
-pub struct Watch {
-    /// The profile file.
-    pub path: PathBuf,
-    /// How often its contents are compared.
-    pub every: Duration,
 }
 
 /// Reads a file's bytes for change detection (`None`: unreadable now).
