@@ -611,7 +611,10 @@ mod tests {
         // Dropped before the test record came: the same.
         r.on_signal("early", sent("a", "1"));
         r.on_signal("early", sent("a", "2"));
-        assert_eq!(r.on_signal("early", sent("a", "3")), SignalOutcome::BufferFull);
+        assert_eq!(
+            r.on_signal("early", sent("a", "3")),
+            SignalOutcome::BufferFull
+        );
         r.start_test("early", None);
         assert!(r.occurrences("early").unwrap().1);
     }
