@@ -139,6 +139,7 @@ mod signal;
 pub mod signing;
 mod sink;
 mod stimulus;
+mod switches;
 mod trigger;
 
 pub use case::{BoxFuture, Case, Settings};

@@ -47,6 +47,8 @@ use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 #[derive(Debug, Clone, Default)]
 pub struct Suite {
     cases: HashMap<String, Arc<Case>>,
+    /// Active flags set at run time (see [`Suite::set_active`]).
+    pub(crate) active: Arc<crate::switches::ActiveSwitches>,
 }
 
 impl Suite {
@@ -60,7 +62,10 @@ impl Suite {
                 return Err(Error::Config(format!("two cases are named {name}")));
             }
         }
-        Ok(Self { cases: map })
+        Ok(Self {
+            cases: map,
+            active: Arc::default(),
+        })
     }
 
     /// The case named `name`.
@@ -977,14 +982,14 @@ impl Runner {
             let mut registry = self.lock_registry();
             if registry.is_known(&context.id) {
                 TestOutcome::Duplicate
-            } else if !case.settings().active
+            } else if !self.inner.suite.is_active(&case)
                 // Expired when it was registered (by the record's time: a replay after a
                 // restart runs what was in time then).
                 || context.is_expired_at(event_at.unwrap_or_else(Utc::now))
             {
                 let dropped = registry.mark_finished(&context.id, Some(partition));
                 drop(registry);
-                let why = if case.settings().active {
+                let why = if self.inner.suite.is_active(&case) {
                     format!(
                         "test expired at {} before the runner saw it",
                         crate::headers::format_time(context.expires_at)

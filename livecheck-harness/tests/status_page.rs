@@ -749,3 +749,236 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     drop(driver);
     server.abort();
 }
+
+/// What the page shows of a case's central control, read in one script.
+const OBSERVE_CONTROL: &str = r#"
+const [name] = arguments;
+const block = [...document.querySelectorAll("[data-case]")]
+  .find((e) => e.getAttribute("data-case") === name);
+if (!block) return { found: false };
+const text = (sel) => { const e = block.querySelector(sel); return e ? e.textContent : null; };
+const attr = (sel, a) => { const e = block.querySelector(sel); return e ? e.getAttribute(a) : null; };
+return {
+  found: true,
+  tag: text("[data-probability-tag]"),
+  published: attr("[data-published]", "data-published"),
+  publishedProbability: text("[data-published-probability]"),
+  changedBy: attr("[data-changed-by]", "data-changed-by"),
+  instances: [...block.querySelectorAll("tr[data-instance]")].map((r) => ({
+    key: r.getAttribute("data-instance"),
+    following: r.getAttribute("data-following"),
+    applied: r.querySelector("[data-applied-probability]").textContent,
+    source: r.querySelector("[data-source]").textContent,
+    realized: r.querySelector("[data-realized]").textContent,
+    badge: r.querySelector(".badge").textContent,
+  })),
+  problems: [...block.querySelectorAll("[data-instance-problem]")].map((r) => r.textContent),
+  rolloutState: attr("[data-rollout]", "data-rollout-state"),
+  rolloutCurrent: attr(".step-chip.current", "data-rollout-step"),
+  rolloutChips: [...block.querySelectorAll(".step-chip")].map((c) => c.textContent),
+  rolloutReason: text("[data-rollout-reason]"),
+  rolloutBadge: text("[data-rollout-state-badge]"),
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_published_and_applied_settings_in_a_real_browser() {
+    use livecheck_core::control::{CaseControl, Heartbeat, SettingsSource};
+    use livecheck_harness::live::rollout::RolloutPlan;
+
+    let client =
+        LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+    let cases = [
+        Case::new(ORDERS).expect(|_: Run, (): ()| async { Ok(()) }),
+        Case::new(REFUNDS).expect(|_: Run, (): ()| async { Ok(()) }),
+    ];
+    let runner = Runner::new(
+        Suite::new(cases).expect("suite"),
+        client.clone(),
+        RunnerConfig::default(),
+    );
+    let state = Arc::new(LiveState::new(runner, client));
+    let now = Utc::now();
+    let record = |case: &str, probability: f64, version: u64, by: &str| CaseControl {
+        case: case.to_owned(),
+        probability,
+        active: true,
+        sampling: Default::default(),
+        test_expires_secs: Some(3600.0),
+        version,
+        changed_by: by.to_owned(),
+        changed_at: now - TimeDelta::seconds(30),
+        rollout: None,
+    };
+    state
+        .control
+        .apply(record(REFUNDS, 0.25, 1_000, "api:alice"), None);
+    // Orders: a roll-out that went to step 3 (10%), then failed there and rolled back.
+    let plan = RolloutPlan::new(
+        vec![0.001, 0.01, 0.1, 1.0],
+        Duration::from_secs(600),
+        0.05,
+        20,
+    );
+    let passed = livecheck_harness::live::rollout::StepCounts {
+        runs: 20,
+        failures: 0,
+    };
+    let step2 = plan
+        .start(now - TimeDelta::minutes(22))
+        .decide(passed, now - TimeDelta::minutes(12))
+        .and_then(|p| p.decide(passed, now - TimeDelta::minutes(2)))
+        .expect("two steps up");
+    let back = step2
+        .decide(
+            livecheck_harness::live::rollout::StepCounts {
+                runs: 20,
+                failures: 5,
+            },
+            now,
+        )
+        .expect("roll back");
+    let mut orders = record(ORDERS, back.probability(), 2_000, "rollout");
+    orders.rollout = Some(back.to_json());
+    state.control.apply(orders, None);
+    let beat =
+        |instance: &str, source: SettingsSource, probability: f64, every_ms: u64| Heartbeat {
+            service: "orders-api".into(),
+            instance: instance.into(),
+            case: REFUNDS.into(),
+            probability,
+            active: true,
+            source,
+            requests: 400,
+            tests_triggered: 100,
+            at: Utc::now(),
+            every_ms,
+        };
+    state.fleet.observe(beat(
+        "a-1",
+        SettingsSource::Control { version: 1_000 },
+        0.25,
+        60_000,
+    ));
+    // The second one is realized from its first heartbeat on: 100 more requests, 25 tests.
+    let mut b = beat(
+        "b-1",
+        SettingsSource::Local {
+            reason: "the control topic cannot be read".into(),
+        },
+        1.0,
+        60_000,
+    );
+    state.fleet.observe(b.clone());
+    b.requests += 100;
+    b.tests_triggered += 25;
+    state.fleet.observe(b);
+    // A third one beats every 400 ms and then stops: stale after 1.2 s.
+    state.fleet.observe(beat(
+        "c-1",
+        SettingsSource::Control { version: 1_000 },
+        0.25,
+        400,
+    ));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = web::router(state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut driver = Chromedriver::start();
+    let browser = Browser::open(&mut driver).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+
+    let refunds = wait_for("the refunds block", Duration::from_secs(10), || async {
+        let seen = browser.execute(OBSERVE_CONTROL, json!([REFUNDS])).await;
+        (seen["found"] == true && seen["instances"].as_array().map(Vec::len) == Some(3))
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+    assert_eq!(refunds["tag"], "published 25%", "{refunds}");
+    assert_eq!(refunds["published"], "1000");
+    assert_eq!(refunds["publishedProbability"], "probability 25%");
+    assert_eq!(refunds["changedBy"], "api:alice");
+    let a = &refunds["instances"][0];
+    assert_eq!(a["key"], "orders-api/a-1");
+    assert_eq!(a["following"], "following");
+    assert_eq!(a["applied"], "25%");
+    assert_eq!(a["source"], "control v1000");
+    assert_eq!(a["badge"], "following");
+    let b = &refunds["instances"][1];
+    assert_eq!(b["following"], "not_following", "{b}");
+    assert_eq!(b["applied"], "100%");
+    assert_eq!(b["source"], "local (the control topic cannot be read)");
+    assert_eq!(b["realized"], "25% of 100");
+    assert!(
+        refunds["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .any(|p| p.as_str().unwrap_or_default().contains(
+                "applies its local defaults (the control topic cannot be read) while version 1000 is published"
+            )),
+        "{refunds}"
+    );
+    // The third instance goes stale without a reload.
+    browser
+        .execute(
+            "window.__livecheckLoad = 'control'; return null;",
+            json!([]),
+        )
+        .await;
+    wait_for("c-1 stale", Duration::from_secs(10), || async {
+        let seen = browser.execute(OBSERVE_CONTROL, json!([REFUNDS])).await;
+        (seen["instances"][2]["following"] == "stale")
+            .then_some(())
+            .ok_or(seen.to_string())
+    })
+    .await;
+
+    // The roll-out: its plan, where it stands, why.
+    let orders = browser.execute(OBSERVE_CONTROL, json!([ORDERS])).await;
+    assert_eq!(orders["rolloutState"], "rolled_back", "{orders}");
+    assert_eq!(orders["rolloutBadge"], "rolled back");
+    assert_eq!(orders["rolloutCurrent"], "1");
+    assert_eq!(orders["rolloutChips"], json!(["0.1%", "1%", "10%", "100%"]));
+    assert!(
+        orders["rolloutReason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rolled back: step 3 of 4 (10%) failed with 20 runs, 5 failed"),
+        "{orders}"
+    );
+    assert_eq!(orders["tag"], "published 1%");
+
+    // A change published after the page loaded shows up without a reload.
+    state
+        .control
+        .apply(record(REFUNDS, 0.5, 1_001, "api:bob"), None);
+    let seen = wait_for("version 1001", Duration::from_secs(10), || async {
+        let seen = browser.execute(OBSERVE_CONTROL, json!([REFUNDS])).await;
+        (seen["published"] == "1001")
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+    assert_eq!(seen["changedBy"], "api:bob");
+    assert_eq!(seen["publishedProbability"], "probability 50%");
+    // a-1 still applies version 1000, and beats every minute: catching up for 3 minutes.
+    assert_eq!(seen["instances"][0]["following"], "catching_up", "{seen}");
+    assert_eq!(seen["instances"][0]["badge"], "catching up");
+    assert_eq!(
+        browser
+            .execute("return window.__livecheckLoad || null;", json!([]))
+            .await,
+        "control",
+        "the page was reloaded"
+    );
+
+    browser.quit(&mut driver).await;
+    drop(driver);
+    server.abort();
+}

@@ -18,6 +18,7 @@ fn help_does_not_print_secret_environment_values() {
             "LIVECHECK_APP_URL",
             "http://user:SENTINEL-APP-PASSWORD@app/",
         )
+        .env("LIVECHECK_ADMIN_TOKEN", "SENTINEL-ADMIN-TOKEN-0123456789")
         .env("LIVECHECK_BROKERS", "shown-brokers:9092")
         .output()
         .expect("run livecheck --help");
@@ -27,6 +28,7 @@ fn help_does_not_print_secret_environment_values() {
         "SENTINEL-SASL-PASSWORD",
         "SENTINEL-WEBHOOK-TOKEN",
         "SENTINEL-APP-PASSWORD",
+        "SENTINEL-ADMIN-TOKEN",
         "alice",
     ] {
         assert!(
@@ -35,6 +37,7 @@ fn help_does_not_print_secret_environment_values() {
         );
     }
     assert!(help.contains("LIVECHECK_KAFKA"), "{help}");
+    assert!(help.contains("LIVECHECK_ADMIN_TOKEN"), "{help}");
     // Harmless values are still shown (the test would pass vacuously otherwise).
     assert!(help.contains("shown-brokers:9092"), "{help}");
 }

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use livecheck_core::control::SamplingName;
 use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::KafkaConfig;
 use serde::Deserialize;
+
+use super::rollout::{RolloutPlan, DEFAULT_MAX_FAILURE_RATE, DEFAULT_MIN_RUNS};
 
 /// Command-line flags of the `livecheck` binary. Flags whose values can carry secrets
 /// (Kafka properties, URLs) never show their environment values in `--help`, and `Debug`
@@ -92,6 +95,15 @@ pub struct LiveArgs {
         value_name = "KID:SECRET,..."
     )]
     pub signing_keys: Option<SecretString>,
+    /// Token that `PUT /api/cases/{case}` requires (`Authorization: Bearer <token>`, at
+    /// least 16 characters); without one the API is read-only.
+    #[arg(
+        long,
+        env = "LIVECHECK_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<SecretString>,
 }
 
 impl std::fmt::Debug for LiveArgs {
@@ -120,6 +132,7 @@ impl std::fmt::Debug for LiveArgs {
             .field("hold_down", &self.hold_down)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
+            .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +192,8 @@ pub struct Profile {
     pub cases: BTreeMap<String, CaseSettings>,
     /// Signing keys `kid:secret[,kid:secret...]`.
     pub signing_keys: Option<SecretString>,
+    /// Token of the settings API (`PUT /api/cases/{case}`).
+    pub admin_token: Option<SecretString>,
 }
 
 /// Per-case settings of a profile.
@@ -189,6 +204,28 @@ pub struct CaseSettings {
     pub probability: Option<f64>,
     /// Active flag.
     pub active: Option<bool>,
+    /// How triggers sample: `random`, `test_id` or `key`.
+    pub sampling: Option<SamplingName>,
+    /// How long after issue a test is still worth running (`30s`, `1h`).
+    pub test_expires: Option<String>,
+    /// A gradual roll-out of the case's probability.
+    pub rollout: Option<RolloutSettings>,
+}
+
+/// `[profiles.p.cases."c".rollout]`: the probability goes through `steps`, one every
+/// `every`, while the case's failure rate stays at most `max_failure_rate` (see
+/// [`super::rollout`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSettings {
+    /// Probabilities, increasing, e.g. `[0.001, 0.01, 0.1, 1.0]`.
+    pub steps: Vec<f64>,
+    /// How long each step lasts at least (`10m`).
+    pub every: String,
+    /// Highest failure rate a step may have and advance (default 0.05).
+    pub max_failure_rate: Option<f64>,
+    /// Runs a step needs before it is judged (default 20).
+    pub min_runs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,7 +273,26 @@ pub struct LiveConfig {
     pub print_verdicts: bool,
     /// Signing keys (`None`: contexts are neither signed nor checked).
     pub signing_keys: Option<SigningKeys>,
+    /// Per-case sampling overrides.
+    pub sampling: BTreeMap<String, SamplingName>,
+    /// Per-case test expiry overrides.
+    pub test_expires: BTreeMap<String, Duration>,
+    /// Per-case roll-out plans.
+    pub rollouts: BTreeMap<String, RolloutPlan>,
+    /// Token of the settings API (`None`: read-only).
+    pub admin_token: Option<SecretString>,
+    /// Where the case settings come from again on reload (SIGHUP or a change of the file):
+    /// the flags, with the profile file. `None` without a profile: nothing to reload.
+    pub reload: Option<LiveArgs>,
+    /// How often the profile file's modification time is checked (zero: never; SIGHUP
+    /// still reloads).
+    pub watch_every: Duration,
 }
+
+/// How often the profile file is checked for changes, unless configured.
+pub const DEFAULT_WATCH_EVERY: Duration = Duration::from_secs(3);
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 impl std::fmt::Debug for LiveConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,6 +312,15 @@ impl std::fmt::Debug for LiveConfig {
             .field("run_for", &self.run_for)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
+            .field("sampling", &self.sampling)
+            .field("test_expires", &self.test_expires)
+            .field("rollouts", &self.rollouts)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("reload", &self.reload.as_ref().map(|a| &a.config))
+            .field("watch_every", &self.watch_every)
             .finish_non_exhaustive()
     }
 }
@@ -305,18 +370,69 @@ impl LiveConfig {
         };
         let mut probabilities = BTreeMap::new();
         let mut active = BTreeMap::new();
+        let mut sampling = BTreeMap::new();
+        let mut test_expires = BTreeMap::new();
+        let mut rollouts = BTreeMap::new();
         for (case, s) in &profile.cases {
+            let key = |k: &str| match &args.profile {
+                Some(p) => format!(
+                    "`{k}` of [profiles.{p}.cases.\"{case}\"] in {}",
+                    args.config.display()
+                ),
+                None => format!("`{k}` of case {case}"),
+            };
             if let Some(p) = s.probability {
                 probabilities.insert(case.clone(), p);
             }
             if let Some(a) = s.active {
                 active.insert(case.clone(), a);
             }
+            if let Some(m) = s.sampling {
+                sampling.insert(case.clone(), m);
+            }
+            if let Some(d) = &s.test_expires {
+                let d = parse_duration(d)
+                    .map_err(|e| ConfigError(format!("{}: {e}", key("test_expires"))))?;
+                if d.is_zero() {
+                    return Err(ConfigError(format!(
+                        "{} is zero: every test would expire at once",
+                        key("test_expires")
+                    )));
+                }
+                test_expires.insert(case.clone(), d);
+            }
+            if let Some(r) = &s.rollout {
+                let every = parse_duration(&r.every)
+                    .map_err(|e| ConfigError(format!("{}: {e}", key("rollout.every"))))?;
+                let plan = RolloutPlan::new(
+                    r.steps.clone(),
+                    every,
+                    r.max_failure_rate.unwrap_or(DEFAULT_MAX_FAILURE_RATE),
+                    r.min_runs.unwrap_or(DEFAULT_MIN_RUNS),
+                );
+                if let Some(why) = plan.validate() {
+                    return Err(ConfigError(format!("{}: {why}", key("rollout"))));
+                }
+                if s.probability.is_some() {
+                    return Err(ConfigError(format!(
+                        "{} and {} are both set: the roll-out decides the probability (remove one)",
+                        key("probability"),
+                        key("rollout")
+                    )));
+                }
+                rollouts.insert(case.clone(), plan);
+            }
         }
         for (case, p) in pairs(&args.case_probability, "--case-probability")? {
             let p: f64 = p.parse().map_err(|_| {
                 ConfigError(format!("--case-probability {case}={p:?}: not a number"))
             })?;
+            if rollouts.contains_key(&case) {
+                return Err(ConfigError(format!(
+                    "--case-probability {case}={p}: case {case} has a roll-out plan in {}, which decides its probability (remove one)",
+                    args.config.display()
+                )));
+            }
             probabilities.insert(case, p);
         }
         for (case, a) in pairs(&args.case_active, "--case-active")? {
@@ -357,7 +473,35 @@ impl LiveConfig {
             }
             _ => None,
         };
+        let admin_token = match args.admin_token.as_ref().or(profile.admin_token.as_ref()) {
+            Some(token) if !token.expose().trim().is_empty() => {
+                let from = match args.admin_token {
+                    Some(_) => "--admin-token (LIVECHECK_ADMIN_TOKEN)".to_owned(),
+                    None => origin("admin_token"),
+                };
+                let t = token.expose();
+                if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(ConfigError(format!(
+                        "{from}: the token contains white space or control characters (it travels in an HTTP header)"
+                    )));
+                }
+                if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                    return Err(ConfigError(format!(
+                        "{from}: the token is {} characters, use at least {MIN_ADMIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+                        t.chars().count()
+                    )));
+                }
+                Some(token.clone())
+            }
+            _ => None,
+        };
         Ok(Self {
+            sampling,
+            test_expires,
+            rollouts,
+            admin_token,
+            reload: args.profile.is_some().then(|| args.clone()),
+            watch_every: DEFAULT_WATCH_EVERY,
             signing_keys,
             topic_prefix: args
                 .topic_prefix
@@ -389,6 +533,21 @@ impl LiveConfig {
             profile: name,
             kafka,
         })
+    }
+}
+
+impl LiveConfig {
+    /// Who the configuration's changes of case settings are by, on the control topic: the
+    /// profile file's name (`livecheck.toml`), or `defaults` without a profile (the check
+    /// files and the flags).
+    pub fn settings_origin(&self) -> String {
+        match &self.reload {
+            Some(args) => args.config.file_name().map_or_else(
+                || args.config.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            None => "defaults".to_owned(),
+        }
     }
 }
 
@@ -669,5 +828,177 @@ active = false
             .find(|a| a.get_id() == "signing_keys")
             .unwrap();
         assert!(arg.is_hide_env_values_set());
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_flag_or_the_profile_and_never_shows() {
+        let secret = "profile-token-0123456789";
+        let f = write(&format!(
+            "[profiles.p]\nbrokers = \"b:1\"\nadmin_token = \"{secret}\"\n"
+        ));
+        let c = LiveConfig::resolve(&args(&f.0, "p")).unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(SecretString::expose),
+            Some(secret)
+        );
+        // The flag (or LIVECHECK_ADMIN_TOKEN, which clap puts in the same field) wins.
+        let mut a = args(&f.0, "p");
+        a.admin_token = Some(SecretString::new("flag-token-0123456789"));
+        let c = LiveConfig::resolve(&a).unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(SecretString::expose),
+            Some("flag-token-0123456789")
+        );
+        for shown in [format!("{a:?}"), format!("{c:?}"), format!("{c:#?}")] {
+            assert!(
+                !shown.contains(secret) && !shown.contains("flag-token"),
+                "{shown}"
+            );
+        }
+        // None configured (or empty): the API is read-only.
+        let f2 = write("[profiles.p]\nbrokers = \"b:1\"\n");
+        assert!(LiveConfig::resolve(&args(&f2.0, "p"))
+            .unwrap()
+            .admin_token
+            .is_none());
+        a.admin_token = Some(SecretString::new(" "));
+        a.config = f2.0.clone();
+        assert!(LiveConfig::resolve(&a).unwrap().admin_token.is_none());
+        // Too short, or with white space: refused, without the token in the message.
+        a.admin_token = Some(SecretString::new("short-tok"));
+        let err = LiveConfig::resolve(&a).unwrap_err().to_string();
+        assert_eq!(err, "--admin-token (LIVECHECK_ADMIN_TOKEN): the token is 9 characters, use at least 16 (e.g. `openssl rand -hex 32`)");
+        let f3 =
+            write("[profiles.p]\nbrokers = \"b:1\"\nadmin_token = \"with space 0123456789\"\n");
+        let err = LiveConfig::resolve(&args(&f3.0, "p"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`admin_token` of [profiles.p] in")
+                && err.ends_with("the token contains white space or control characters (it travels in an HTTP header)"),
+            "{err}"
+        );
+        assert!(!err.contains("0123456789"), "{err}");
+        let command = <LiveArgs as clap::CommandFactory>::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "admin_token")
+            .unwrap();
+        assert!(arg.is_hide_env_values_set());
+    }
+
+    #[test]
+    fn case_settings_and_rollout_plans_are_read() {
+        let f = write(
+            r#"
+[profiles.p]
+brokers = "b:1"
+[profiles.p.cases."orders.place_order"]
+sampling = "key"
+test_expires = "5m"
+active = false
+[profiles.p.cases."orders.place_order".rollout]
+steps = [0.001, 0.01, 0.1, 1.0]
+every = "10m"
+max_failure_rate = 0.02
+[profiles.p.cases.refund]
+probability = 0.5
+"#,
+        );
+        let c = LiveConfig::resolve(&args(&f.0, "p")).unwrap();
+        let plan = &c.rollouts["orders.place_order"];
+        assert_eq!(plan.steps, [0.001, 0.01, 0.1, 1.0]);
+        assert_eq!(plan.every(), Duration::from_secs(600));
+        assert_eq!(plan.max_failure_rate, 0.02);
+        assert_eq!(plan.min_runs, DEFAULT_MIN_RUNS);
+        assert_eq!(c.sampling["orders.place_order"], SamplingName::Key);
+        assert_eq!(
+            c.test_expires["orders.place_order"],
+            Duration::from_secs(300)
+        );
+        assert!(!c.active["orders.place_order"]);
+        assert_eq!(c.probabilities["refund"], 0.5);
+        assert!(!c.probabilities.contains_key("orders.place_order"));
+        assert_eq!(
+            c.settings_origin(),
+            f.0.file_name().unwrap().to_string_lossy()
+        );
+        assert!(c.reload.is_some());
+    }
+
+    #[test]
+    fn wrong_rollout_sections_name_the_key() {
+        let err = |body: &str| {
+            let f = write(&format!(
+                "[profiles.p]\nbrokers = \"b:1\"\n[profiles.p.cases.c]\n{body}"
+            ));
+            let e = LiveConfig::resolve(&args(&f.0, "p"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&f.0.display().to_string()) || e.contains("unknown"),
+                "{e}"
+            );
+            e
+        };
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = [0.1, 0.01]\nevery = \"1m\"\n");
+        assert!(
+            e.starts_with("`rollout` of [profiles.p.cases.\"c\"] in")
+                && e.ends_with(": `steps` must increase: 0.01 comes after 0.1"),
+            "{e}"
+        );
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = [0.1, 1.0]\nevery = \"soon\"\n");
+        assert!(
+            e.starts_with("`rollout.every` of [profiles.p.cases.\"c\"] in")
+                && e.ends_with("\"soon\" is not a duration (try 30s, 5m, 1h)"),
+            "{e}"
+        );
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = []\nevery = \"1m\"\n");
+        assert!(e.contains("`steps` is empty"), "{e}");
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = [0.5]\nevery = \"1m\"\nmin_runs = 0\n");
+        assert!(e.contains("`min_runs` is 0"), "{e}");
+        let e = err(
+            "[profiles.p.cases.c.rollout]\nsteps = [0.5]\nevery = \"1m\"\nmax_failure_rate = 2.0\n",
+        );
+        assert!(
+            e.ends_with("`max_failure_rate` is 2, not between 0 and 1"),
+            "{e}"
+        );
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = [0.5]\n");
+        assert!(e.contains("missing field `every`"), "{e}");
+        let e = err("[profiles.p.cases.c.rollout]\nsteps = [0.5]\nevery = \"1m\"\nstep = 1\n");
+        assert!(e.contains("unknown field `step`"), "{e}");
+        let e =
+            err("probability = 0.5\n[profiles.p.cases.c.rollout]\nsteps = [0.5]\nevery = \"1m\"\n");
+        assert!(
+            e.contains("are both set: the roll-out decides the probability (remove one)"),
+            "{e}"
+        );
+        let e = err("sampling = \"sometimes\"\n");
+        assert!(e.contains("unknown variant `sometimes`"), "{e}");
+        let e = err("test_expires = \"0s\"\n");
+        assert!(
+            e.contains("is zero: every test would expire at once"),
+            "{e}"
+        );
+        // A flag's probability for a case with a plan is refused too.
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n[profiles.p.cases.c.rollout]\nsteps = [0.5, 1.0]\nevery = \"1m\"\n");
+        let mut a = args(&f.0, "p");
+        a.case_probability = vec!["c=0.3".into()];
+        let e = LiveConfig::resolve(&a).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--case-probability c=0.3: case c has a roll-out plan"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_settings_file_resolves() {
+        let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../livecheck.toml"));
+        for profile in ["staging", "production"] {
+            let c = LiveConfig::resolve(&args(file, profile))
+                .unwrap_or_else(|e| panic!("profile {profile}: {e}"));
+            assert_eq!(c.settings_origin(), "livecheck.toml");
+        }
     }
 }

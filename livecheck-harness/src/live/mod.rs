@@ -1,9 +1,17 @@
 //! Live mode: the `livecheck` binary runs the check files on live traffic, as a passive
 //! observer (production, staging) or on the demo (embedded broker, example app).
+//!
+//! Central control: [`control`] publishes each case's settings to the control topic and
+//! follows it back, [`admin`] is the settings API, [`fleet`] what the services report they
+//! apply, [`rollout`] the pure roll-out logic.
 
+pub mod admin;
 mod cli;
 pub mod config;
+pub mod control;
+pub mod fleet;
 pub mod health;
+pub mod rollout;
 pub mod service;
 pub mod state;
 pub mod web;

@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::config::LiveConfig;
+use super::admin::AdminApi;
+use super::config::{LiveArgs, LiveConfig};
+use super::control::{self, Control, ControlView, RolloutDriver};
 use super::health::{deliver_alerts, HealthMonitor, HealthRules, SUITE_STATE};
 use super::state::{Health, LiveState};
 use super::web;
@@ -35,6 +37,9 @@ pub const STARTUP_REPORT_AFTER: Duration = Duration::from_secs(8);
 /// Records per partition of the reports topic the group's voice reads back when it takes
 /// over (recent verdicts and announced suite states).
 pub const VOICE_LOOK_BACK: i64 = 500;
+/// How long start-up waits for the control topic to be read and the configuration's
+/// settings to be published (it goes on in the background after that).
+pub const CONTROL_STARTUP_WAIT: Duration = Duration::from_secs(10);
 /// What the "cannot reach Kafka" line tells the operator to check.
 const BROKERS_HINT: &str =
     "check --brokers / LIVECHECK_BROKERS (or `brokers` of the profile) and the network";
@@ -69,6 +74,8 @@ pub struct LiveService {
     pub http_addr: SocketAddr,
     /// Health decisions.
     pub health: Arc<HealthMonitor>,
+    /// The case settings: published to and read back from the control topic.
+    pub control: Arc<Control>,
     stop: watch::Sender<bool>,
     runner_task: JoinHandle<Result<(), livecheck_core::Error>>,
     tasks: Vec<JoinHandle<()>>,
@@ -83,31 +90,6 @@ impl std::fmt::Debug for LiveService {
     }
 }
 
-fn apply_overrides(config: &LiveConfig, cases: Vec<Case>) -> anyhow::Result<Vec<Case>> {
-    let names: Vec<String> = cases.iter().map(|c| c.name().to_owned()).collect();
-    for name in config.probabilities.keys().chain(config.active.keys()) {
-        if !names.contains(name) {
-            anyhow::bail!(
-                "settings name case {name}, which the check files do not define (cases: {})",
-                names.join(", ")
-            );
-        }
-    }
-    Ok(cases
-        .into_iter()
-        .map(|case| {
-            let mut case = case;
-            if let Some(p) = config.probabilities.get(case.name()) {
-                case = case.probability(*p);
-            }
-            if let Some(a) = config.active.get(case.name()) {
-                case = case.active(*a);
-            }
-            case
-        })
-        .collect())
-}
-
 impl LiveService {
     /// Starts everything; returns once the runner has its partitions and the HTTP
     /// surfaces listen.
@@ -116,7 +98,9 @@ impl LiveService {
         cases: Vec<Case>,
         demo: Option<DemoFn>,
     ) -> anyhow::Result<Self> {
-        let cases = apply_overrides(&config, cases)?;
+        let compiled = cases;
+        let cases = control::apply_config(&config, compiled.clone()).map_err(anyhow::Error::msg)?;
+        let settings = control::config_settings(&config, &compiled).map_err(anyhow::Error::msg)?;
         let topics = Topics::with_prefix(&config.topic_prefix);
         let (kafka, app_url, demo) = match (&config.kafka, demo) {
             (Some(kafka), _) => (kafka.clone(), config.app_url.clone(), None),
@@ -154,6 +138,92 @@ impl LiveService {
         health.set_voice(false);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+
+        // Central control: follow the control topic (the runner and the page apply what it
+        // says), publish what the configuration changed, reload on SIGHUP or a file change.
+        let control = Arc::new(Control::new(
+            client.kafka(),
+            client.topics().control.clone(),
+            state.control.clone(),
+            settings,
+            config.settings_origin(),
+        )?);
+        {
+            let runner = runner.clone();
+            tasks.push(tokio::spawn(control::follow_control(
+                client.kafka().clone(),
+                client.topics().control.clone(),
+                state.control.clone(),
+                move |published| {
+                    let c = &published.control;
+                    runner.suite().set_active(&c.case, c.active);
+                },
+            )));
+        }
+        {
+            let fleet = state.fleet.clone();
+            let (f1, f2) = (fleet.clone(), fleet);
+            let topic = client.topics().heartbeats.clone();
+            let mut warned = false;
+            tasks.push(tokio::spawn(control::tail_topic(
+                client.kafka().clone(),
+                topic.clone(),
+                move |message| match message
+                    .payload()
+                    .map(serde_json::from_slice::<livecheck_core::control::Heartbeat>)
+                {
+                    Some(Ok(beat)) => f1.observe(beat),
+                    Some(Err(err)) if !warned => {
+                        warned = true;
+                        warn!(%topic, offset = message.offset(), error = %err, "ignored a record that is not a heartbeat (warned once)");
+                    }
+                    _ => {}
+                },
+                move |problem| f2.set_problem(problem),
+                || debug!("heartbeats topic read to its end"),
+            )));
+        }
+        let (published_tx, mut published_rx) = watch::channel(false);
+        {
+            #[cfg(unix)]
+            let hangups =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        warn!(error = %err, "cannot listen for SIGHUP: reload by file change only");
+                        None
+                    }
+                };
+            #[cfg(not(unix))]
+            let hangups: Option<()> = None;
+            tasks.push(tokio::spawn(settings_task(
+                control.clone(),
+                config.clone(),
+                compiled,
+                hangups,
+                published_tx,
+                stopped.clone(),
+            )));
+        }
+        {
+            let (control, state2, health, mut stopped) = (
+                control.clone(),
+                state.clone(),
+                health.clone(),
+                stopped.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break,
+                        _ = tick.tick() => {}
+                    }
+                    state2.rollouts.set_driving(health.is_voice());
+                    state2.rollouts.tick(&control, Utc::now()).await;
+                }
+            }));
+        }
 
         // Verdicts → state, health, output.
         let mut reports = runner.subscribe();
@@ -254,6 +324,7 @@ impl LiveService {
         {
             let (health, runner, mut stopped) = (health.clone(), runner.clone(), stopped.clone());
             let (kafka, topic) = (client.kafka().clone(), client.topics().reports.clone());
+            let (rollouts, view) = (state.rollouts.clone(), state.control.clone());
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut follower: Option<JoinHandle<()>> = None;
@@ -270,6 +341,7 @@ impl LiveService {
                             topic.clone(),
                             health.clone(),
                             runner.connectivity().clone(),
+                            (rollouts.clone(), view.clone()),
                         )));
                     } else if !owns {
                         if let Some(f) = follower.take() {
@@ -286,10 +358,7 @@ impl LiveService {
 
         // Synthetic traffic.
         if let Some(url) = &app_url {
-            for case in cases
-                .iter()
-                .filter(|c| c.settings().frequency.is_some() && c.settings().active)
-            {
+            for case in cases.iter().filter(|c| c.settings().frequency.is_some()) {
                 tasks.push(tokio::spawn(synthetic_traffic(
                     case.clone(),
                     Target::new(url.clone()),
@@ -351,7 +420,10 @@ impl LiveService {
             })?;
         let http_addr = listener.local_addr()?;
         {
-            let router = web::router(state.clone());
+            let router = web::router_with(
+                state.clone(),
+                AdminApi::new(config.admin_token.clone(), Some(control.clone())),
+            );
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -388,11 +460,38 @@ impl LiveService {
                 config.group_id
             );
         }
-        info!(profile = %config.profile, group = %config.group_id, %http_addr, "livecheck running");
+        // The published settings known and the configuration's changes published (or, if
+        // the control topic cannot be read yet, later in the background: a topic that does
+        // not exist is not waited for).
+        let control_ready = async {
+            let mut poll = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = published_rx.wait_for(|p| *p) => return true,
+                    _ = poll.tick() => {
+                        if state.control.problem().is_some() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        if !tokio::time::timeout(CONTROL_STARTUP_WAIT, control_ready)
+            .await
+            .unwrap_or(false)
+        {
+            warn!(
+                topic = %client.topics().control,
+                problem = state.control.problem().as_deref().unwrap_or("none reported"),
+                "the control topic is not read to its end: the case settings are published once it is (create it compacted, with one partition); until then services apply their own defaults"
+            );
+        }
+        info!(profile = %config.profile, group = %config.group_id, %http_addr, admin_api = config.admin_token.is_some(), "livecheck running");
         Ok(Self {
             state,
             http_addr,
             health,
+            control,
             stop,
             runner_task,
             tasks,
@@ -515,6 +614,7 @@ async fn follow_reports(
     topic: String,
     health: Arc<HealthMonitor>,
     connectivity: Connectivity,
+    (rollouts, view): (Arc<RolloutDriver>, Arc<ControlView>),
 ) {
     let consumer: StreamConsumer<ConnectivityContext> = match kafka
         .client_config(&[
@@ -604,6 +704,7 @@ async fn follow_reports(
                 if let Ok(report) = serde_json::from_value::<Report>(value) {
                     if health.is_voice() {
                         health.on_report(&report);
+                        rollouts.on_report(&report, &view);
                     }
                 }
             }
@@ -631,6 +732,11 @@ async fn synthetic_traffic(
         // One instance of the group sends: the owner of the tests topic's partition 0. An
         // instance that stopped owning it no longer knows, so it clears its DOWN.
         if !runner.owns_first_partition() {
+            health.set_down(case.name(), None);
+            continue;
+        }
+        // An inactive case (as the control topic says) gets no synthetic traffic.
+        if !runner.suite().is_active(&case) {
             health.set_down(case.name(), None);
             continue;
         }
@@ -666,6 +772,140 @@ async fn synthetic_traffic(
         }
         health.set_down(case.name(), outcome.err());
     }
+}
+
+/// Publishes the configuration's settings once the control topic is read, then reloads the
+/// profile on SIGHUP and when the file's contents change.
+async fn settings_task<S: Hangups + Send + 'static>(
+    control: Arc<Control>,
+    config: LiveConfig,
+    compiled: Vec<Case>,
+    hangups: Option<S>,
+    published: watch::Sender<bool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let view = control.view().clone();
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => return,
+        _ = async { while !view.wait_caught_up(Duration::from_secs(3600)).await {} } => {}
+    }
+    let n = control.publish_config(None).await;
+    info!(published = n, origin = %config.settings_origin(), "case settings checked against the control topic");
+    published.send_replace(true);
+    let path = config.reload.as_ref().map(|a| a.config.clone());
+    let mut contents = path.as_deref().and_then(control::read_contents);
+    let watching = path.is_some() && !config.watch_every.is_zero();
+    let mut tick = tokio::time::interval(if watching {
+        config.watch_every
+    } else {
+        Duration::from_secs(3600)
+    });
+    tick.tick().await;
+    let mut hangups = hangups;
+    loop {
+        let why = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = async {
+                match hangups.as_mut() {
+                    Some(h) => h.next().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+            _ = tick.tick() => {
+                if !watching {
+                    continue;
+                }
+                let now = path.as_deref().and_then(control::read_contents);
+                if now == contents || now.is_none() {
+                    continue;
+                }
+                contents = now;
+                "the file changed"
+            }
+        };
+        match &config.reload {
+            Some(args) => {
+                if why == "SIGHUP" {
+                    contents = path.as_deref().and_then(control::read_contents);
+                }
+                reload(&control, args, &compiled, &config, why).await;
+            }
+            None => {
+                info!("{why}: nothing to reload (no --profile: the settings come from flags only)")
+            }
+        }
+    }
+}
+
+/// SIGHUP, or something that stands for it.
+trait Hangups {
+    /// Waits for the next one.
+    fn next(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(unix)]
+impl Hangups for tokio::signal::unix::Signal {
+    async fn next(&mut self) {
+        if self.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Hangups for () {
+    async fn next(&mut self) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Reads the profile again (with the same flags over it) and publishes the case settings
+/// that changed; an invalid file changes nothing.
+async fn reload(
+    control: &Control,
+    args: &LiveArgs,
+    compiled: &[Case],
+    running: &LiveConfig,
+    why: &str,
+) {
+    let file = args.config.display();
+    let new = match LiveConfig::resolve(args) {
+        Ok(new) => new,
+        Err(err) => {
+            tracing::error!(%why, "reload of {file} refused, nothing changed: {err}");
+            return;
+        }
+    };
+    let settings = match control::config_settings(&new, compiled) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(%why, "reload of {file} refused, nothing changed: {err}");
+            return;
+        }
+    };
+    let needs_restart: Vec<&str> = [
+        ("brokers and kafka", new.kafka != running.kafka),
+        ("topic_prefix", new.topic_prefix != running.topic_prefix),
+        ("group_id", new.group_id != running.group_id),
+        (
+            "http_host and http_port",
+            (&new.http_host, new.http_port) != (&running.http_host, running.http_port),
+        ),
+        ("alert_webhook", new.alert_webhook != running.alert_webhook),
+        ("app_url", new.app_url != running.app_url),
+        ("hold_down_secs", new.hold_down != running.hold_down),
+        ("admin_token", new.admin_token != running.admin_token),
+    ]
+    .into_iter()
+    .filter_map(|(what, changed)| changed.then_some(what))
+    .collect();
+    if !needs_restart.is_empty() {
+        warn!(
+            "{file}: {} changed; they take effect on a restart (a reload applies the case settings only)",
+            needs_restart.join(", ")
+        );
+    }
+    let n = control.publish_config(Some(settings)).await;
+    info!(%why, published = n, "{file} reloaded: {n} case setting record(s) published");
 }
 
 /// `PASS orders.place_order 6f1c… 12.4 ms` (and the error for other verdicts).

@@ -5,8 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use livecheck_core::control::CaseControl;
 use livecheck_core::{LiveCheck, Report, Runner, Verdict};
 use serde::Serialize;
+
+use super::control::{ControlView, RolloutDriver, RolloutLive};
+use super::fleet::{Fleet, InstanceView};
+use super::rollout::{Position, RolloutState};
 
 /// Suite state of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -85,10 +90,18 @@ pub struct CaseSnapshot {
     pub health_since: DateTime<Utc>,
     /// Why (the last transition's reason).
     pub health_reason: String,
-    /// Whether the case is active.
+    /// Whether the case is active: as published on the control topic (what this
+    /// instance's runner applies: it skips the tests of an inactive case), else as
+    /// configured.
     pub active: bool,
-    /// Sampling probability.
+    /// Sampling probability: as published, else as configured.
     pub probability: f64,
+    /// The case's settings as published on the control topic (`None`: nothing read yet).
+    pub published: Option<CaseControl>,
+    /// What each service instance applies (from the heartbeats topic).
+    pub instances: Vec<InstanceView>,
+    /// The roll-out plan and where it stands (from the published record).
+    pub rollout: Option<RolloutView>,
     /// Runs by verdict.
     pub verdicts: HashMap<Verdict, u64>,
     /// Share of PASS among finished non-SKIP runs (`None` before the first).
@@ -99,6 +112,22 @@ pub struct CaseSnapshot {
     pub last_run_at: Option<DateTime<Utc>>,
     /// The most recent runs, newest first.
     pub recent: Vec<Arc<Report>>,
+}
+
+/// A roll-out as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    /// Plan and position, as published.
+    #[serde(flatten)]
+    pub position: Position,
+    /// `running`, `completed`, `rolled back`, `stopped`.
+    pub state_text: &'static str,
+    /// When the current step may advance at the earliest (running plans).
+    pub next_decision_at: Option<DateTime<Utc>>,
+    /// Runs and failures of the current step so far, when this instance drives it.
+    pub live: Option<RolloutLive>,
+    /// Whether this instance drives the roll-outs (it is the group's voice).
+    pub driven_here: bool,
 }
 
 pub(crate) struct CaseState {
@@ -141,6 +170,12 @@ pub struct InputStatus {
     pub voice: bool,
     /// Who sends alerts, in words.
     pub alerts: String,
+    /// Whether the control topic was read to its end (the published settings are known).
+    pub control_read: bool,
+    /// Why the control topic cannot be read, if it cannot.
+    pub control_problem: Option<String>,
+    /// Why the heartbeats topic cannot be read, if it cannot.
+    pub heartbeats_problem: Option<String>,
 }
 
 /// Live state shared by the service, the health checks and the web surfaces.
@@ -157,6 +192,12 @@ pub struct LiveState {
     pub transitions: Mutex<HashMap<Health, u64>>,
     /// When live mode started.
     pub started_at: DateTime<Utc>,
+    /// The control topic as read back.
+    pub control: Arc<ControlView>,
+    /// What the services apply (heartbeats).
+    pub fleet: Arc<Fleet>,
+    /// Roll-outs driven by this instance.
+    pub rollouts: Arc<RolloutDriver>,
     group: Mutex<GroupView>,
 }
 
@@ -192,6 +233,9 @@ impl LiveState {
                             health_reason: "started".to_owned(),
                             active: case.settings().active,
                             probability: case.settings().probability,
+                            published: None,
+                            instances: Vec::new(),
+                            rollout: None,
                             verdicts: HashMap::new(),
                             pass_rate: None,
                             consecutive_failures: 0,
@@ -214,6 +258,9 @@ impl LiveState {
             lag: Mutex::new(Vec::new()),
             transitions: Mutex::new(HashMap::new()),
             started_at: now,
+            control: Arc::default(),
+            fleet: Arc::default(),
+            rollouts: Arc::default(),
             group: Mutex::new(GroupView::default()),
         }
     }
@@ -258,6 +305,9 @@ impl LiveState {
             } else {
                 super::health::NOT_THE_VOICE.to_owned()
             },
+            control_read: self.control.is_caught_up(),
+            control_problem: self.control.problem(),
+            heartbeats_problem: self.fleet.problem(),
         }
     }
 
@@ -308,11 +358,38 @@ impl LiveState {
         }
     }
 
-    /// Every case, sorted by name.
+    /// Every case, sorted by name, with what is published and applied.
     pub fn cases(&self) -> Vec<CaseSnapshot> {
-        let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = cases.values().map(|c| c.snapshot.clone()).collect();
+        let mut out: Vec<_> = {
+            let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+            cases.values().map(|c| c.snapshot.clone()).collect()
+        };
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        let now = Utc::now();
+        let driving = self.rollouts.is_driving();
+        for case in &mut out {
+            let published = self.control.get(&case.name).map(|p| p.control);
+            case.instances = self.fleet.instances(&case.name, published.as_ref(), now);
+            case.rollout = published
+                .as_ref()
+                .and_then(|p| p.rollout.as_ref())
+                .and_then(Position::from_json)
+                .map(|position| RolloutView {
+                    state_text: position.state.as_str(),
+                    next_decision_at: chrono::Duration::from_std(position.plan.every())
+                        .ok()
+                        .and_then(|every| position.step_started_at.checked_add_signed(every))
+                        .filter(|_| position.state == RolloutState::Running),
+                    live: self.rollouts.live(&case.name, &position),
+                    driven_here: driving,
+                    position,
+                });
+            if let Some(p) = &published {
+                case.probability = p.probability;
+                case.active = p.active;
+            }
+            case.published = published;
+        }
         out
     }
 

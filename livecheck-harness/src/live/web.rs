@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `GET /` | status page: one self-contained HTML page that polls `/api/cases` every second |
 //! | `GET /metrics` | Prometheus text exposition (format 0.0.4) |
-//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot) |
+//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health, runs, the published settings, what each service instance applies, the roll-out |
+//! | `PUT /api/cases/{case}` | changes a case's probability and active flag (bearer token; see [`super::admin`]) |
 //! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run, or 404 `{"error": ...}` |
 //! | `GET /api/status` | JSON [`InputStatus`](super::state::InputStatus): Kafka reachable, partitions held, blind, who alerts |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
@@ -17,11 +18,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use livecheck_core::Verdict;
 use serde::Serialize;
 
+use super::admin::{self, AdminApi};
+use super::fleet::Following;
 use super::state::{Health, LiveState, LATENCY_BUCKETS, RUNS_KEPT};
 
 /// Content type of the Prometheus text exposition format.
@@ -33,8 +36,17 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-/// The routes of the live-mode web server (see the [module docs](self)).
+/// The routes of the live-mode web server (see the [module docs](self)), the settings API
+/// read-only.
 pub fn router(state: Arc<LiveState>) -> Router {
+    router_with(state, AdminApi::default())
+}
+
+/// The routes, with the settings API as `admin` says.
+pub fn router_with(state: Arc<LiveState>, admin: AdminApi) -> Router {
+    let settings = Router::new()
+        .route("/api/cases/{case}", put(admin::put_case))
+        .with_state(admin);
     Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
@@ -44,6 +56,7 @@ pub fn router(state: Arc<LiveState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(settings)
 }
 
 async fn status_page(State(state): State<Arc<LiveState>>) -> Response {
@@ -379,6 +392,100 @@ pub fn render_metrics(state: &LiveState) -> String {
         }
     }
 
+    family(
+        &mut out,
+        "livecheck_control_probability",
+        "gauge",
+        "Probability of each case as published on the control topic.",
+    );
+    for case in &cases {
+        if let Some(p) = &case.published {
+            sample(
+                &mut out,
+                "livecheck_control_probability",
+                &[("case", &case.name)],
+                Float(p.probability),
+            );
+        }
+    }
+    family(
+        &mut out,
+        "livecheck_control_active",
+        "gauge",
+        "1 when the case is active as published on the control topic.",
+    );
+    family(
+        &mut out,
+        "livecheck_control_version",
+        "gauge",
+        "Version of each case's published settings (milliseconds since the epoch of the change).",
+    );
+    for case in &cases {
+        if let Some(p) = &case.published {
+            sample(
+                &mut out,
+                "livecheck_control_active",
+                &[("case", &case.name)],
+                u8::from(p.active),
+            );
+            sample(
+                &mut out,
+                "livecheck_control_version",
+                &[("case", &case.name)],
+                p.version,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "livecheck_instance_probability",
+        "gauge",
+        "Probability each service instance samples with, per case (from its heartbeats).",
+    );
+    family(
+        &mut out,
+        "livecheck_instance_following",
+        "gauge",
+        "1 when a service instance applies the published settings of the case (0: stale or not following).",
+    );
+    for case in &cases {
+        for i in &case.instances {
+            let labels = [
+                ("case", case.name.as_str()),
+                ("service", i.service.as_str()),
+                ("instance", i.instance.as_str()),
+            ];
+            sample(
+                &mut out,
+                "livecheck_instance_probability",
+                &labels,
+                Float(i.probability),
+            );
+            sample(
+                &mut out,
+                "livecheck_instance_following",
+                &labels,
+                u8::from(i.following == Following::Following),
+            );
+        }
+    }
+    family(
+        &mut out,
+        "livecheck_rollout_step",
+        "gauge",
+        "Current step (1-based) of each case's roll-out plan.",
+    );
+    for case in &cases {
+        if let Some(r) = &case.rollout {
+            sample(
+                &mut out,
+                "livecheck_rollout_step",
+                &[("case", &case.name), ("state", r.state_text)],
+                r.position.step + 1,
+            );
+        }
+    }
+
     let input = state.input_status();
     family(
         &mut out,
@@ -601,6 +708,28 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
 .bar.missing { background: repeating-linear-gradient(45deg, var(--fail) 0 4px, transparent 4px 8px);
   border: 1px solid var(--fail); }
 .note { font-size: 12px; color: var(--muted); margin-top: 2px; overflow-wrap: anywhere; }
+.control { margin: 6px 0 2px; display: flex; flex-wrap: wrap; gap: 4px 14px; align-items: baseline; }
+.control .k { color: var(--muted); }
+table.instances { border-collapse: collapse; margin: 6px 0; font-size: 12px; width: 100%; }
+table.instances th { text-align: left; color: var(--muted); font-weight: 500; padding: 2px 8px 2px 0; }
+table.instances td { padding: 2px 8px 2px 0; border-top: 1px solid var(--line); font-variant-numeric: tabular-nums;
+  overflow-wrap: anywhere; }
+.badge[data-following="following"] { background: var(--ok); }
+.badge[data-following="catching_up"] { background: var(--stall); }
+.badge[data-following="not_following"] { background: var(--fail); }
+.badge[data-following="stale"] { background: var(--down); }
+.badge[data-rollout-state-badge="running"] { background: var(--bar); }
+.badge[data-rollout-state-badge="completed"] { background: var(--ok); }
+.badge[data-rollout-state-badge="rolled_back"] { background: var(--fail); }
+.badge[data-rollout-state-badge="stopped"] { background: var(--stall); }
+tr[data-following="stale"] td, tr[data-following="not_following"] td { color: var(--fail); }
+.rollout { margin: 6px 0; }
+.steps { display: inline-flex; gap: 4px; flex-wrap: wrap; }
+.step-chip { border: 1px solid var(--line); border-radius: 4px; padding: 0 6px; font-size: 12px;
+  font-variant-numeric: tabular-nums; color: var(--muted); }
+.step-chip.done { color: var(--fg); }
+.step-chip.current { background: var(--bar); border-color: var(--bar); color: #fff; font-weight: 700; }
+.rollout[data-rollout-state="rolled_back"] .step-chip.current { background: var(--fail); border-color: var(--fail); }
 </style>
 </head>
 <body>
@@ -617,6 +746,7 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
 <p id="stale" class="banner" role="alert" hidden></p>
 <p id="blind" class="banner" role="alert" hidden></p>
 <p id="voice" class="banner" hidden></p>
+<p id="control-problem" class="banner" role="alert" hidden></p>
 <main id="cases"></main>
 <noscript><p>This page needs JavaScript to render; the data is at <a href="api/cases">api/cases</a>.</p></noscript>
 <script type="application/json" id="initial-data">__LIVECHECK_INITIAL__</script>
@@ -732,6 +862,100 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
     return li;
   }
 
+  function pct(p) {
+    if (typeof p !== "number" || !isFinite(p)) return "–";
+    var v = Math.round(p * 100000) / 1000;
+    return v + "%";
+  }
+
+  // What the control topic says about the case: the truth every service should apply.
+  function renderControl(c) {
+    var p = c.published;
+    if (!p) {
+      return h("div", { class: "control", "data-published": "none" },
+        h("span", { class: "k", text: "published settings" }),
+        h("span", { text: "nothing published yet: services apply their local defaults" }));
+    }
+    return h("div", { class: "control", "data-published": p.version },
+      h("span", { class: "k", text: "published" }),
+      h("span", { "data-published-probability": p.probability, text: "probability " + pct(p.probability) }),
+      h("span", { "data-published-active": p.active ? "true" : "false", text: p.active ? "active" : "inactive" }),
+      h("span", { class: "muted", text: "sampling " + (p.sampling || "random") }),
+      h("span", { class: "muted", "data-published-version": p.version, text: "version " + p.version }),
+      h("span", { class: "muted", "data-changed-by": p.changed_by, title: p.changed_at,
+        text: "by " + p.changed_by + " at " + time(p.changed_at) }),
+      agoEl(p.changed_at));
+  }
+
+  function sourceText(s) {
+    if (!s) return "–";
+    if (s.kind === "control") return "control v" + s.version;
+    return "local (" + (s.reason || "no reason given") + ")";
+  }
+
+  // Per service instance: what it applies, from its heartbeats (never a guess).
+  function renderInstances(c) {
+    var list = c.instances || [];
+    if (!list.length) {
+      return h("div", { class: "note", "data-instances": "0",
+        text: "no service has reported what it applies (no heartbeat in the last hour)" });
+    }
+    var FOLLOW = { following: "following", catching_up: "catching up", not_following: "not following", stale: "stale" };
+    var table = h("table", { class: "instances", "data-instances": list.length },
+      h("tr", null, ["service", "instance", "applies", "source", "requests", "tests", "realized", "last heartbeat", ""].map(
+        function (t) { return h("th", { text: t }); })));
+    list.forEach(function (i) {
+      var key = i.service + "/" + i.instance;
+      table.appendChild(h("tr", { "data-instance": key, "data-following": i.following },
+        h("td", { text: i.service }),
+        h("td", { text: i.instance }),
+        h("td", { "data-applied-probability": i.probability,
+          text: pct(i.probability) + (i.active ? "" : " (inactive)") }),
+        h("td", { "data-source": i.source ? i.source.kind : "", text: sourceText(i.source) }),
+        h("td", { "data-requests": i.requests, text: i.requests }),
+        h("td", { "data-tests": i.tests_triggered, text: i.tests_triggered }),
+        h("td", { "data-realized": i.realized_fraction === null ? "" : i.realized_fraction,
+          title: "tests / requests since its settings last changed",
+          text: i.realized_fraction === null ? "–" :
+            pct(i.realized_fraction) + " of " + i.requests_at_settings }),
+        h("td", { title: i.last_heartbeat_at }, agoEl(i.last_heartbeat_at)),
+        h("td", null, h("span", { class: "badge", "data-following": i.following, text: FOLLOW[i.following] || i.following }))));
+      if (i.problem) {
+        table.appendChild(h("tr", { "data-instance-problem": key, "data-following": i.following },
+          h("td", { colspan: 9, text: "↳ " + i.problem })));
+      }
+    });
+    return table;
+  }
+
+  function renderRollout(r) {
+    var state = String(r.state || "");
+    var steps = (r.plan && r.plan.steps) || [];
+    var div = h("div", { class: "rollout", "data-rollout": r.step, "data-rollout-state": state });
+    var chips = h("span", { class: "steps" });
+    steps.forEach(function (p, i) {
+      chips.appendChild(h("span", { class: "step-chip" + (i < r.step ? " done" : "") + (i === r.step ? " current" : ""),
+        "data-rollout-step": i, text: pct(p) }));
+    });
+    var head = h("div", { class: "control" },
+      h("span", { class: "k", text: "roll-out" }), chips,
+      h("span", { class: "badge", "data-rollout-state-badge": state, text: r.state_text || state }),
+      h("span", { class: "muted", text: "step " + (r.step + 1) + " of " + steps.length + " since " + time(r.step_started_at) }),
+      r.next_decision_at ? h("span", { class: "muted", text: "judged from " + time(r.next_decision_at) }) : null);
+    div.appendChild(head);
+    var rule = "a step lasts " + Math.round((r.plan ? r.plan.every_ms : 0) / 100) / 10 + " s, needs " +
+      (r.plan ? r.plan.min_runs : "?") + " runs, at most " + pct(r.plan ? r.plan.max_failure_rate : 0) + " failed";
+    div.appendChild(h("div", { class: "note", text: rule }));
+    if (r.live) {
+      div.appendChild(h("div", { class: "note", "data-rollout-live": r.live.counts.runs,
+        text: "this step so far: " + r.live.counts.runs + " runs, " + r.live.counts.failures + " failed" }));
+    } else if (state === "running" && !r.driven_here) {
+      div.appendChild(h("div", { class: "note", text: "driven by the group's voice (the owner of partition 0)" }));
+    }
+    if (r.reason) div.appendChild(h("div", { class: "note", "data-rollout-reason": "", text: r.reason }));
+    return div;
+  }
+
   function renderCase(c) {
     var runs = VERDICTS.reduce(function (s, v) { return s + ((c.verdicts || {})[v] || 0); }, 0);
     var recent = c.recent || [];
@@ -744,7 +968,12 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
       agoEl(c.health_since),
       h("span", { class: "reason", "data-health-reason": "", text: c.health_reason }),
       c.active ? null : h("span", { class: "tag", text: "inactive" }),
-      h("span", { class: "tag", text: "sampled " + Math.round((c.probability || 0) * 1000) / 10 + "%" })));
+      h("span", { class: "tag", "data-probability-tag": "",
+        text: (c.published ? "published " : "configured ") + pct(c.probability) +
+          (c.published ? "" : " (not published yet)") })));
+    sec.appendChild(renderControl(c));
+    if (c.rollout) sec.appendChild(renderRollout(c.rollout));
+    sec.appendChild(renderInstances(c));
     var counts = h("span", { class: "counts" });
     VERDICTS.forEach(function (v) {
       counts.appendChild(h("span", { class: "count", title: v, "data-verdict-count": v,
@@ -833,6 +1062,10 @@ li.run { border-top: 1px solid var(--line); padding-top: 6px; }
     blind.textContent = st.blind ? "LiveCheck is blind: " + st.blind : "";
     voice.hidden = !st.alerts;
     voice.textContent = st.alerts ? st.alerts + (st.voice ? "" : "; this page shows this instance's runs only") : "";
+    var cp = document.getElementById("control-problem");
+    var problems = [st.control_problem, st.heartbeats_problem].filter(function (x) { return !!x; });
+    cp.hidden = !problems.length;
+    cp.textContent = problems.length ? "Central control: " + problems.join("; ") : "";
   }
 
   function poll() {
