@@ -1,5 +1,8 @@
 //! What the live-mode tests share: waiting for a condition, and an alert webhook receiver.
 
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,12 +61,26 @@ pub(crate) async fn broker_and_app(
     let broker = EmbeddedBroker::start().unwrap();
     topics.create_embedded(&broker, 4).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let app = start_app(&prefix, &kafka, probability).await;
+    (prefix, broker, kafka, app)
+}
+
+/// An instance of the example app on the topics of `prefix` (created already), in the
+/// consumer group of the others, its test hooks on, triggering with `probability` unless
+/// the control topic says otherwise.
+pub(crate) async fn start_app(prefix: &str, kafka: &KafkaConfig, probability: f64) -> RunningApp {
     let mut config = AppConfig::new(kafka.clone());
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.topics = topics;
+    config.topics = AppTopics::with_prefix(prefix);
     config.group_prefix = format!("{prefix}app-");
     config.probability = probability;
     config.test_hooks = true;
-    let app = RunningApp::start(config).await.unwrap();
-    (prefix, broker, kafka, app)
+    // Instances in one test process are told apart by a number.
+    config.control = config.control.map(|c| {
+        let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.instance(format!("test-instance-{n}"))
+    });
+    RunningApp::start(config).await.unwrap()
 }
+
+static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
