@@ -363,6 +363,13 @@ pub fn render_metrics(state: &LiveState) -> String {
         ),
     ] {
         for (name, value) in counters {
+            // A few of the client's figures are states, not counts.
+            if livecheck_core::counters::ClientCounters::GAUGES.contains(&name) {
+                let full = format!("{prefix}_{}", metric_name(name));
+                family(&mut out, &full, "gauge", &format!("{what} gauge {name}."));
+                sample(&mut out, &full, &[], value);
+                continue;
+            }
             let full = format!("{prefix}_{}_total", metric_name(name));
             family(
                 &mut out,
@@ -1467,8 +1474,15 @@ mod tests {
             find(&samples, &format!("livecheck_runner_{name}_total"), &[]);
         }
         for (name, _) in state.client.counters().snapshot() {
-            find(&samples, &format!("livecheck_client_{name}_total"), &[]);
+            if livecheck_core::counters::ClientCounters::GAUGES.contains(&name) {
+                find(&samples, &format!("livecheck_client_{name}"), &[]);
+            } else {
+                find(&samples, &format!("livecheck_client_{name}_total"), &[]);
+            }
         }
+        assert!(
+            render_metrics(&state).contains("# TYPE livecheck_client_control_following gauge\n")
+        );
         assert!(render_metrics(&state)
             .contains("# TYPE livecheck_runner_tests_received_total counter\n"));
     }
