@@ -20,6 +20,9 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 struct World {
+    /// The order case's probability: the app's own, and the one the `livecheck` service
+    /// publishes on the control topic (which the app follows).
+    probability: f64,
     prefix: String,
     kafka: KafkaConfig,
     app: Option<RunningApp>,
@@ -30,6 +33,7 @@ impl World {
     async fn new(probability: f64) -> Self {
         let (prefix, broker, kafka, app) = support::broker_and_app('l', probability).await;
         Self {
+            probability,
             prefix,
             kafka,
             app: Some(app),
@@ -142,15 +146,24 @@ fn health(service: &LiveService) -> Health {
     service.state.cases()[0].health
 }
 
-fn cases() -> Vec<Case> {
-    // No synthetic traffic in these tests unless a test asks for it.
-    vec![orders::place_order().frequency(Duration::from_secs(3600))]
+impl World {
+    /// The order case with the world's probability and no synthetic traffic unless a test
+    /// asks for it.
+    fn case(&self) -> Case {
+        orders::place_order()
+            .probability(self.probability)
+            .frequency(Duration::from_secs(3600))
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        vec![self.case()]
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
     let world = World::new(0.5).await;
-    let service = LiveService::start(world.config("runners"), cases(), None)
+    let service = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     let orders = 80;
@@ -210,7 +223,9 @@ async fn a_fault_turns_the_suite_fail_with_one_alert_and_recovery_sends_one_more
     let (url, alerts) = webhook().await;
     let mut config = world.config("runners");
     config.alert_webhook = Some(url);
-    let service = LiveService::start(config, cases(), None).await.unwrap();
+    let service = LiveService::start(config, world.cases(), None)
+        .await
+        .unwrap();
 
     world
         .faults(FaultConfig {
@@ -263,9 +278,7 @@ async fn a_fault_turns_the_suite_fail_with_one_alert_and_recovery_sends_one_more
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_traffic_is_a_stall() {
     let world = World::new(1.0).await;
-    let cases = vec![orders::place_order()
-        .frequency(Duration::from_secs(3600))
-        .warn_stalled_after(Duration::from_secs(2))];
+    let cases = vec![world.case().warn_stalled_after(Duration::from_secs(2))];
     let service = LiveService::start(world.config("runners"), cases, None)
         .await
         .unwrap();
@@ -288,7 +301,7 @@ async fn no_traffic_is_a_stall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_stopped_is_down_and_synthetic_runs_pass_while_it_is_up() {
     let mut world = World::new(0.0).await;
-    let cases = vec![orders::place_order().frequency(Duration::from_millis(700))];
+    let cases = vec![world.case().frequency(Duration::from_millis(700))];
     let service = LiveService::start(world.config("runners"), cases, None)
         .await
         .unwrap();
@@ -317,10 +330,10 @@ async fn the_app_stopped_is_down_and_synthetic_runs_pass_while_it_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_in_one_group_give_every_test_exactly_one_report() {
     let world = World::new(1.0).await;
-    let a = LiveService::start(world.config("runners"), cases(), None)
+    let a = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
-    let b = LiveService::start(world.config("runners"), cases(), None)
+    let b = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     // Let the group settle with both members.
@@ -354,7 +367,7 @@ async fn two_runners_in_one_group_give_every_test_exactly_one_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
     let world = Arc::new(World::new(1.0).await);
-    let first = LiveService::start(world.config("runners"), cases(), None)
+    let first = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     // Slow executions keep runs in flight when the shutdown comes.
@@ -373,7 +386,7 @@ async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
         ids.push(world.order("sell").await);
     }
     world.faults(FaultConfig::default()).await;
-    let second = LiveService::start(world.config("runners"), cases(), None)
+    let second = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     for _ in 0..5 {
@@ -393,7 +406,7 @@ async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() {
     let world = World::new(1.0).await;
-    let a = LiveService::start(world.config("runners"), cases(), None)
+    let a = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -402,7 +415,7 @@ async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() 
     }
     // A second instance joins while tests are in flight: partitions move (eager rebalance),
     // runs in flight on revoked partitions are handed back and run by the new owner.
-    let b = LiveService::start(world.config("runners"), cases(), None)
+    let b = LiveService::start(world.config("runners"), world.cases(), None)
         .await
         .unwrap();
     for _ in 0..15 {

@@ -71,7 +71,10 @@ async fn outage_scenario() -> Outcome {
     let mut config = LiveConfig::resolve(&args).unwrap();
     config.print_verdicts = false;
     config.hold_down = Duration::from_secs(2);
-    let cases = vec![orders::place_order().frequency(Duration::from_secs(3600))];
+    // The probability the app samples with (the service publishes it on the control topic).
+    let cases = vec![orders::place_order()
+        .probability(1.0)
+        .frequency(Duration::from_secs(3600))];
     let service = LiveService::start(config, cases, None).await.unwrap();
     let base = format!("http://{}", service.http_addr);
     let reports = Arc::new(Mutex::new(HashMap::new()));
