@@ -312,7 +312,7 @@ pub struct ControlView {
     latest: Mutex<HashMap<String, Published>>,
     caught_up: watch::Sender<bool>,
     changes: watch::Sender<u64>,
-    problem: Mutex<Option<String>>,
+    problem: super::fleet::Problem,
 }
 
 impl Default for ControlView {
@@ -321,7 +321,7 @@ impl Default for ControlView {
             latest: Mutex::new(HashMap::new()),
             caught_up: watch::Sender::new(false),
             changes: watch::Sender::new(0),
-            problem: Mutex::new(None),
+            problem: super::fleet::Problem::default(),
         }
     }
 }
@@ -392,15 +392,12 @@ impl ControlView {
 
     /// Why the topic cannot be read now (`None`: it can).
     pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.problem.get()
     }
 
     /// Sets why the topic cannot be read (`None`: it can again).
     pub fn set_problem(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+        self.problem.set(problem);
     }
 }
 
@@ -728,17 +725,7 @@ pub async fn tail_topic(
     mut view_problem: impl FnMut(Option<String>) + Send,
     caught_up: impl FnOnce() + Send,
 ) {
-    let consumer: Arc<StreamConsumer> = match kafka
-        .client_config(&[
-            (
-                "group.id",
-                &format!("livecheck-tail-{}", uuid::Uuid::new_v4().simple()),
-            ),
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "100"),
-        ])
-        .create()
-    {
+    let consumer: Arc<StreamConsumer> = match tail_config(&kafka, "tail").create() {
         Ok(c) => Arc::new(c),
         Err(err) => {
             view_problem(Some(format!("cannot create a consumer of {topic}: {err}")));
@@ -1019,6 +1006,19 @@ impl RolloutDriver {
 /// Reads a file's bytes for change detection (`None`: unreadable now).
 pub fn read_contents(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
+}
+
+/// A reader that assigns partitions itself and never commits (`role` names its throwaway
+/// group id, which rdkafka wants even to assign).
+pub(crate) fn tail_config(kafka: &KafkaConfig, role: &str) -> rdkafka::ClientConfig {
+    kafka.client_config(&[
+        (
+            "group.id",
+            &format!("livecheck-{role}-{}", uuid::Uuid::new_v4().simple()),
+        ),
+        ("enable.auto.commit", "false"),
+        ("fetch.wait.max.ms", "100"),
+    ])
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct Fleet {
     seen: Mutex<HashMap<(String, String, String), Seen>>,
-    problem: Mutex<Option<String>>,
+    problem: Problem,
 }
 
 impl Fleet {
@@ -128,15 +128,12 @@ impl Fleet {
 
     /// Why the heartbeats topic cannot be read (`None`: it can).
     pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.problem.get()
     }
 
     /// Sets why the heartbeats topic cannot be read.
     pub fn set_problem(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+        self.problem.set(problem);
     }
 
     /// The instances that applied `case` in the last [`FORGET_AFTER`], by service and
@@ -380,5 +377,19 @@ mod tests {
         fleet.observe(beat("a", Some(2), 0.25, t0 + secs(4), (4, 1)));
         let v = &fleet.instances("c", None, t0 + secs(4))[0];
         assert_eq!((v.requests_at_settings, v.realized_fraction), (0, None));
+    }
+}
+
+/// Why a topic cannot be read now (`None`: it can), shared between its reader and the page.
+#[derive(Debug, Default)]
+pub(crate) struct Problem(Mutex<Option<String>>);
+
+impl Problem {
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, problem: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 }

@@ -616,16 +616,10 @@ async fn follow_reports(
     connectivity: Connectivity,
     (rollouts, view): (Arc<RolloutDriver>, Arc<ControlView>),
 ) {
-    let consumer: StreamConsumer<ConnectivityContext> = match kafka
-        .client_config(&[
-            (
-                "group.id",
-                &format!("livecheck-voice-{}", uuid::Uuid::new_v4().simple()),
-            ),
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "100"),
-        ])
-        .create_with_context(connectivity.context())
+    let consumer: StreamConsumer<ConnectivityContext> = match super::control::tail_config(
+        &kafka, "voice",
+    )
+    .create_with_context(connectivity.context())
     {
         Ok(c) => c,
         Err(err) => {
