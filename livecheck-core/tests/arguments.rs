@@ -22,7 +22,7 @@ use livecheck_core::{
     Run, Runner, RunnerConfig, Signal, Suite, Target, TestContext, Topics, Trigger, Verdict,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -285,42 +285,6 @@ async fn probe(fx: &Fixture, header_list: &[(&'static str, String)]) -> String {
     request.send().await.unwrap().text().await.unwrap()
 }
 
-/// Produces one record per header list to a fresh topic and reads them back in order.
-async fn through_kafka(fx: &Fixture, lists: &[Vec<(&'static str, String)>]) -> Vec<OwnedMessage> {
-    let topic = format!("arguments-{}", uuid::Uuid::new_v4().simple());
-    fx.broker.create_topic(&topic, 1).unwrap();
-    let producer: FutureProducer = fx.kafka.producer_config().create().unwrap();
-    for (i, list) in lists.iter().enumerate() {
-        let mut record_headers = OwnedHeaders::new();
-        for (key, value) in list {
-            record_headers = record_headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&format!("k{i}"))
-                    .payload("{}")
-                    .headers(record_headers),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-    }
-    let consumer = assigned_consumer(&fx.kafka, &topic, 1);
-    let mut messages = Vec::new();
-    while messages.len() < lists.len() {
-        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-            .await
-            .expect("a record within 10 s")
-            .unwrap();
-        messages.push(message.detach());
-    }
-    messages
-}
-
 /// The headers of `context` as the Kafka helpers inject them, read back as a list.
 async fn kafka_header_list(
     client: &LiveCheck,
@@ -361,7 +325,7 @@ async fn arguments_travel_through_http_and_kafka_headers() {
             headers::TEST_ARGUMENTS
         ]
     );
-    let messages = through_kafka(&fx, &[list]).await;
+    let messages = support::through_kafka(&fx.broker, &fx.kafka, &[list]).await;
     let accepted = fx.client.accept_message(&messages[0]).unwrap();
     assert_eq!(accepted.id, context.id);
     assert_eq!(accepted.arguments, arguments);
@@ -434,7 +398,7 @@ async fn oversized_and_malformed_argument_headers_are_rejected_and_counted() {
     }
     // Kafka: the same.
     let lists: Vec<_> = bad.iter().map(|(_, list)| list.clone()).collect();
-    let messages = through_kafka(&fx, &lists).await;
+    let messages = support::through_kafka(&fx.broker, &fx.kafka, &lists).await;
     for (message, (reason, list)) in messages.iter().zip(&bad) {
         let before = counter(fx.client.counters(), reason);
         assert!(
@@ -487,7 +451,7 @@ async fn a_signed_context_whose_arguments_were_changed_or_added_is_rejected() {
     for list in &tampered {
         assert_eq!(probe(&fx, list).await, "none", "{list:?}");
     }
-    let messages = through_kafka(&fx, &tampered).await;
+    let messages = support::through_kafka(&fx.broker, &fx.kafka, &tampered).await;
     for (message, list) in messages.iter().zip(&tampered) {
         assert!(fx.client.accept_message(message).is_none(), "{list:?}");
     }

@@ -3,6 +3,8 @@
 //! tampered, expired, oversized and otherwise bad contexts are handled as non-test requests
 //! and counted by reason; without keys, contexts are accepted as before.
 
+mod support;
+
 use std::time::Duration;
 
 use axum::routing::get;
@@ -15,10 +17,7 @@ use livecheck_core::{
     current_test, headers, kafka, EmbeddedBroker, KafkaConfig, LiveCheck, TestContext, Topics,
     Trigger,
 };
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::message::OwnedHeaders;
 
 const CASE: &str = "signing.probe";
 const SECRET: &str = "the-shared-secret-of-this-test";
@@ -284,54 +283,6 @@ async fn triggers_sign_what_they_create_and_keep_what_came_in() {
     );
 }
 
-/// Produces one record per header list to a fresh topic and reads them back.
-async fn through_kafka(
-    broker: &EmbeddedBroker,
-    lists: &[Vec<(&'static str, String)>],
-) -> Vec<rdkafka::message::OwnedMessage> {
-    let topic = format!("signing-{}", uuid::Uuid::new_v4().simple());
-    broker.create_topic(&topic, 1).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
-    let producer: FutureProducer = kafka.producer_config().create().unwrap();
-    for (i, list) in lists.iter().enumerate() {
-        let mut record_headers = OwnedHeaders::new();
-        for (key, value) in list {
-            record_headers = record_headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&format!("k{i}"))
-                    .payload("{}")
-                    .headers(record_headers),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-    }
-    let consumer: StreamConsumer = kafka
-        .client_config(&[("group.id", "unused"), ("enable.auto.commit", "false")])
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut messages = Vec::new();
-    while messages.len() < lists.len() {
-        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-            .await
-            .expect("a record within 10 s")
-            .unwrap();
-        messages.push(message.detach());
-    }
-    messages
-}
-
 #[tokio::test]
 async fn kafka_with_signing_on_bad_contexts_are_non_test_records_counted_by_reason() {
     let broker = EmbeddedBroker::start().unwrap();
@@ -364,7 +315,12 @@ async fn kafka_with_signing_on_bad_contexts_are_non_test_records_counted_by_reas
     let cases = bad_contexts();
     let mut lists = vec![good_list, Vec::new()];
     lists.extend(cases.iter().map(|(_, list)| list.clone()));
-    let messages = through_kafka(&broker, &lists).await;
+    let messages = support::through_kafka(
+        &broker,
+        &KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0"),
+        &lists,
+    )
+    .await;
 
     let accepted = client.accept_message(&messages[0]).unwrap();
     assert_eq!(accepted.id, good.id);

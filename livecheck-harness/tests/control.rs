@@ -7,7 +7,10 @@
 //! Each test has its own broker, topics and group; the control topic is read back with a
 //! plain consumer, heartbeats and reports are published with a plain producer.
 
-use std::future::Future;
+mod support;
+
+use support::wait_for;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -177,24 +180,6 @@ fn cases() -> Vec<Case> {
             .probability(0.5)
             .expect(|_: Run, (): ()| async { Ok(()) }),
     ]
-}
-
-/// Waits (bounded) until `check` gives `Ok`; panics with the last `Err` (what was seen).
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 async fn api_cases(service: &LiveService) -> Value {
