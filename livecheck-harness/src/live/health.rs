@@ -528,13 +528,7 @@ impl HealthMonitor {
     /// Counts a transition and, when this instance speaks for the group and is not warming
     /// up, queues it for the reports topic and the webhook.
     fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
-        *self
-            .state
-            .transitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(transition.to)
-            .or_default() += 1;
+        self.state.record_transition(&transition);
         if !m.voice {
             info!(case = %transition.case, to = %transition.to, "not alerting: {NOT_THE_VOICE}");
             return false;

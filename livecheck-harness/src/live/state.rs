@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::control::{ControlView, RolloutDriver, RolloutLive};
 use super::fleet::{Fleet, InstanceView};
+use super::health::Transition;
 use super::rollout::{Position, RolloutState};
 
 /// Suite state of a case.
@@ -188,8 +189,8 @@ pub struct LiveState {
     pub client: LiveCheck,
     /// Consumer lag per partition, refreshed by the service.
     pub lag: Mutex<Vec<(String, i32, i64)>>,
-    /// Health transitions so far, by target state.
-    pub transitions: Mutex<HashMap<Health, u64>>,
+    /// Health transitions so far, by case and target state.
+    transitions: Mutex<HashMap<(String, Health), u64>>,
     /// When live mode started.
     pub started_at: DateTime<Utc>,
     /// The control topic as read back.
@@ -356,6 +357,30 @@ impl LiveState {
                 .or_default()
                 .observe(step.latency_ms / 1000.0);
         }
+    }
+
+    /// Records a suite-state transition (every instance records what it decides, whether
+    /// or not it alerts).
+    pub fn record_transition(&self, transition: &Transition) {
+        *self
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((transition.case.clone(), transition.to))
+            .or_default() += 1;
+    }
+
+    /// Transitions so far: (case, state entered, count), sorted.
+    pub fn transition_counts(&self) -> Vec<(String, Health, u64)> {
+        let mut out: Vec<_> = self
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((case, to), n)| (case.clone(), *to, *n))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1.as_str()).cmp(&(&b.0, b.1.as_str())));
+        out
     }
 
     /// Every case, sorted by name, with what is published and applied.

@@ -311,18 +311,15 @@ pub fn render_metrics(state: &LiveState) -> String {
         &mut out,
         "livecheck_suite_transitions_total",
         "counter",
-        "Suite-state transitions so far, by the state entered.",
+        "Suite-state transitions so far, by case and the state entered.",
     );
-    {
-        let transitions = state.transitions.lock().unwrap_or_else(|p| p.into_inner());
-        for health in Health::ALL {
-            sample(
-                &mut out,
-                "livecheck_suite_transitions_total",
-                &[("state", health.as_str())],
-                transitions.get(&health).copied().unwrap_or(0),
-            );
-        }
+    for (case, to, n) in state.transition_counts() {
+        sample(
+            &mut out,
+            "livecheck_suite_transitions_total",
+            &[("case", &case), ("state", to.as_str())],
+            n,
+        );
     }
 
     family(
