@@ -4,7 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::kafka;
+use livecheck_core::Connectivity;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -19,13 +21,24 @@ use crate::signals::{ORDER_CACHED, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_
 /// Records processed concurrently per consumer.
 const IN_FLIGHT: usize = 512;
 
-/// Tells when the consumer has its partitions (the service is ready then).
+/// Tells when the consumer has its partitions (the service is ready then); librdkafka's
+/// log lines and errors go to `tracing` once, at sensible levels, through LiveCheck's
+/// [`Connectivity`].
 #[derive(Debug)]
 pub struct ReadyContext {
     ready: watch::Sender<bool>,
+    connectivity: Connectivity,
 }
 
-impl rdkafka::ClientContext for ReadyContext {}
+impl rdkafka::ClientContext for ReadyContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connectivity.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connectivity.on_error(&error, reason);
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for ReadyContext {
     fn post_rebalance(
@@ -56,7 +69,10 @@ fn consumer(
             ("session.timeout.ms", "6000"),
             ("fetch.wait.max.ms", "50"),
         ])
-        .create_with_context(ReadyContext { ready })
+        .create_with_context(ReadyContext {
+            ready,
+            connectivity: Connectivity::new(shared.config.kafka.brokers.clone()),
+        })
         .map_err(|e| anyhow::anyhow!("cannot create consumer {group_id}: {e}"))?;
     consumer
         .subscribe(&[topic])
@@ -150,11 +166,11 @@ pub fn spawn_create_order(
     stopped: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let producer: FutureProducer = shared
+    let producer: FutureProducer<ConnectivityContext> = shared
         .config
         .kafka
         .producer_config()
-        .create()
+        .create_with_context(Connectivity::new(shared.config.kafka.brokers.clone()).context())
         .map_err(|e| anyhow::anyhow!("cannot create the create-order producer: {e}"))?;
     let topic = shared.config.topics.orders.clone();
     spawn_loop(

@@ -10,8 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::http::{RequestBuilderExt as _, TestContextLayer};
 use livecheck_core::kafka;
+use livecheck_core::Connectivity;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
@@ -35,18 +37,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    producer: FutureProducer,
+    producer: FutureProducer<ConnectivityContext>,
 }
 
 /// The routes: `/order/init/{side}/` (`?user=NAME` names the user, `?fake=1` asks for a
 /// synthetic order), `/order/create/`, `/healthz`, and `/admin/faults` when
 /// the test hooks are on ([`crate::AppConfig::test_hooks`]; otherwise it answers 404).
 pub fn router(shared: Arc<Shared>) -> Router {
-    let producer: FutureProducer = shared
+    let producer: FutureProducer<ConnectivityContext> = shared
         .config
         .kafka
         .producer_config()
-        .create()
+        .create_with_context(Connectivity::new(shared.config.kafka.brokers.clone()).context())
         .expect("producer settings were accepted by the LiveCheck client already");
     let state = AppState {
         shared: shared.clone(),

@@ -90,6 +90,7 @@ impl Harness {
                     .unwrap_or_else(|_| "warn,livecheck_harness=info".into()),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(crate::live::cli::colours_on_stderr())
             .try_init();
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -1,5 +1,6 @@
 //! The example app as a service: `example-app [--brokers HOST:PORT] [--port 6066]`.
 
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
@@ -56,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
+        // Colours on a terminal only (never in pipes and log files, nor with NO_COLOR).
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let args = Args::parse();
     if !(0.0..=1.0).contains(&args.probability) {

@@ -81,12 +81,17 @@ pub struct LiveArgs {
     /// How long a case must stay healthy before OK is announced (`30s`, `2m`).
     #[arg(long = "hold-down", value_name = "DURATION", env = "LIVECHECK_HOLD_DOWN", value_parser = parse_duration)]
     pub hold_down: Option<Duration>,
-    /// Seconds between summaries printed.
+    /// Seconds between summaries logged (one line per case: runs in the interval and since
+    /// start).
     #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
     pub summary_every: u64,
-    /// Print every verdict (default in the demo).
+    /// Log every verdict too (one line per finished run, target `livecheck::verdict`).
     #[arg(long, env = "LIVECHECK_PRINT_VERDICTS")]
     pub print_verdicts: bool,
+    /// Log format on stderr: `text` (colours only on a terminal, and never with `NO_COLOR`)
+    /// or `json` (one JSON object per line). `RUST_LOG` sets the levels.
+    #[arg(long, env = "LIVECHECK_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// Signing keys `kid:secret[,kid:secret...]`: the first signs synthetic tests, all verify.
     #[arg(
         long,
@@ -132,9 +137,21 @@ impl std::fmt::Debug for LiveArgs {
             .field("hold_down", &self.hold_down)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
+            .field("log_format", &self.log_format)
             .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
+}
+
+/// Log format of the `livecheck` binary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (fields flattened: `timestamp`, `level`, `target`,
+    /// `message` and the event's fields).
+    Json,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
@@ -271,6 +288,9 @@ pub struct LiveConfig {
     pub summary_every: Duration,
     /// Print every verdict.
     pub print_verdicts: bool,
+    /// Log lines as JSON (`--log-format json`): verdicts and summaries carry their numbers
+    /// as fields; as text they are one readable sentence.
+    pub json_logs: bool,
     /// Signing keys (`None`: contexts are neither signed nor checked).
     pub signing_keys: Option<SigningKeys>,
     /// Per-case sampling overrides.
@@ -312,6 +332,7 @@ impl std::fmt::Debug for LiveConfig {
             .field("run_for", &self.run_for)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
+            .field("json_logs", &self.json_logs)
             .field("sampling", &self.sampling)
             .field("test_expires", &self.test_expires)
             .field("rollouts", &self.rollouts)
@@ -529,7 +550,8 @@ impl LiveConfig {
             active,
             run_for: args.run_for,
             summary_every: Duration::from_secs(args.summary_every.max(1)),
-            print_verdicts: args.print_verdicts || args.profile.is_none(),
+            print_verdicts: args.print_verdicts,
+            json_logs: args.log_format == LogFormat::Json,
             profile: name,
             kafka,
         })

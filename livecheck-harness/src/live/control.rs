@@ -34,7 +34,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::control::{CaseControl, SamplingName};
+use livecheck_core::Connectivity;
 use livecheck_core::{Case, KafkaConfig, Report, Verdict};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -428,7 +430,7 @@ pub enum PublishError {
 /// Publishes control records and follows the control topic back.
 pub struct Control {
     view: Arc<ControlView>,
-    producer: FutureProducer,
+    producer: FutureProducer<ConnectivityContext>,
     topic: String,
     /// The configuration's settings per case (replaced on reload).
     config: RwLock<BTreeMap<String, ConfigSettings>>,
@@ -470,7 +472,7 @@ impl Control {
         config: BTreeMap<String, ConfigSettings>,
         origin: String,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: FutureProducer = kafka
+        let producer: FutureProducer<ConnectivityContext> = kafka
             .client_config(&[
                 ("linger.ms", "0"),
                 (
@@ -478,7 +480,7 @@ impl Control {
                     &PUBLISH_TIMEOUT.as_millis().to_string(),
                 ),
             ])
-            .create()?;
+            .create_with_context(Connectivity::new(kafka.brokers.clone()).context())?;
         Ok(Self {
             view,
             producer,
@@ -725,7 +727,9 @@ pub async fn tail_topic(
     mut view_problem: impl FnMut(Option<String>) + Send,
     caught_up: impl FnOnce() + Send,
 ) {
-    let consumer: Arc<StreamConsumer> = match tail_config(&kafka, "tail").create() {
+    let consumer: Arc<StreamConsumer<ConnectivityContext>> = match tail_config(&kafka, "tail")
+        .create_with_context(Connectivity::new(kafka.brokers.clone()).context())
+    {
         Ok(c) => Arc::new(c),
         Err(err) => {
             view_problem(Some(format!("cannot create a consumer of {topic}: {err}")));

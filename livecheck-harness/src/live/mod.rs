@@ -6,7 +6,7 @@
 //! apply, [`rollout`] the pure roll-out logic.
 
 pub mod admin;
-mod cli;
+pub(crate) mod cli;
 pub mod config;
 pub mod control;
 pub mod fleet;
@@ -16,4 +16,6 @@ pub mod service;
 pub mod state;
 pub mod web;
 
-pub use cli::{main, EXIT_CONFIG, EXIT_FAILURE};
+pub use cli::{
+    init_logging, main, DEFAULT_LOG, EXIT_CONFIG, EXIT_FAILURE, SUMMARY_TARGET, VERDICT_TARGET,
+};

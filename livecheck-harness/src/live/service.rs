@@ -1,6 +1,7 @@
 //! The runner as a long-running service: consumer group, health, alerts, synthetic
 //! traffic, operator surfaces, clean shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::admin::AdminApi;
+use super::cli::{SUMMARY_TARGET, VERDICT_TARGET};
 use super::config::{LiveArgs, LiveConfig};
 use super::control::{self, Control, ControlView, RolloutDriver};
 use super::health::{deliver_alerts, HealthMonitor, HealthRules, SUITE_STATE};
@@ -79,6 +81,7 @@ pub struct LiveService {
     stop: watch::Sender<bool>,
     runner_task: JoinHandle<Result<(), livecheck_core::Error>>,
     tasks: Vec<JoinHandle<()>>,
+    json_logs: bool,
     _demo: Option<Demo>,
 }
 
@@ -229,12 +232,13 @@ impl LiveService {
         let mut reports = runner.subscribe();
         {
             let (state, health, print) = (state.clone(), health.clone(), config.print_verdicts);
+            let json = config.json_logs;
             tasks.push(tokio::spawn(async move {
                 loop {
                     match reports.recv().await {
                         Ok(report) => {
                             if print {
-                                println!("{}", verdict_line(&report));
+                                log_verdict(&report, json);
                             }
                             // Counts first: health decides on them. The group's voice
                             // decides from the reports topic instead (its own included).
@@ -268,12 +272,13 @@ impl LiveService {
                 runner.clone(),
                 stopped.clone(),
             );
-            let summary_every = config.summary_every;
+            let (summary_every, json_logs) = (config.summary_every, config.json_logs);
             let (tests_topic, group) = (client.topics().tests.clone(), config.group_id.clone());
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut summary = tokio::time::interval(summary_every);
                 summary.tick().await;
+                let mut summaries = Summaries::new(json_logs);
                 let mut no_partitions_since = Some((tokio::time::Instant::now(), Utc::now()));
                 loop {
                     tokio::select! {
@@ -304,7 +309,7 @@ impl LiveService {
                             health.set_blind(blind);
                             health.tick();
                         }
-                        _ = summary.tick() => println!("{}", summary_line(&state)),
+                        _ = summary.tick() => summaries.log(&state),
                     }
                 }
             }));
@@ -495,6 +500,7 @@ impl LiveService {
             stop,
             runner_task,
             tasks,
+            json_logs: config.json_logs,
             _demo: demo,
         })
     }
@@ -509,7 +515,7 @@ impl LiveService {
             let _ = task.await;
         }
         let _ = self.state.client.flush(Duration::from_secs(10));
-        println!("{}", summary_line(&self.state));
+        Summaries::new(self.json_logs).log(&self.state);
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -904,18 +910,12 @@ async fn reload(
 
 /// `PASS orders.place_order 6f1c… 12.4 ms` (and the error for other verdicts).
 pub fn verdict_line(report: &Report) -> String {
-    let total: f64 = report
-        .timeline
-        .iter()
-        .filter(|s| s.awaited)
-        .map(|s| s.latency_ms)
-        .sum();
     let mut line = format!(
         "{:<7} {} {} {:.1} ms",
         report.verdict.as_str(),
         report.case,
         report.test_id,
-        total
+        awaited_ms(report)
     );
     if let Some(error) = &report.error {
         line.push_str(" — ");
@@ -924,29 +924,104 @@ pub fn verdict_line(report: &Report) -> String {
     line
 }
 
-/// One line per case: health, pass rate, counts; plus runs in flight.
-pub fn summary_line(state: &LiveState) -> String {
-    let mut parts = Vec::new();
-    for case in state.cases() {
-        let count = |v: Verdict| case.verdicts.get(&v).copied().unwrap_or(0);
-        parts.push(format!(
-            "{} {} pass {} (PASS {} FAIL {} ERROR {} TIMEOUT {} SKIP {})",
-            case.name,
-            case.health,
-            case.pass_rate
-                .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
-            count(Verdict::Pass),
-            count(Verdict::Fail),
-            count(Verdict::Error),
-            count(Verdict::Timeout),
-            count(Verdict::Skip),
-        ));
+/// Sum of the awaited steps' latencies.
+fn awaited_ms(report: &Report) -> f64 {
+    report
+        .timeline
+        .iter()
+        .filter(|s| s.awaited)
+        .map(|s| s.latency_ms)
+        .sum()
+}
+
+/// Logs a finished run at target [`VERDICT_TARGET`] (INFO): the line of [`verdict_line`],
+/// or with `json` the verdict, case, test id, milliseconds and error as fields.
+pub fn log_verdict(report: &Report, json: bool) {
+    if !json {
+        info!(target: VERDICT_TARGET, "{}", verdict_line(report));
+        return;
     }
-    format!(
-        "summary: {}; in flight {}",
-        parts.join("; "),
-        state.runner.in_flight()
-    )
+    info!(
+        target: VERDICT_TARGET,
+        verdict = report.verdict.as_str(),
+        case = %report.case,
+        test_id = %report.test_id,
+        ms = awaited_ms(report),
+        error = report.error.as_deref(),
+        "verdict"
+    );
+}
+
+/// The periodic summary: per case, one line at target [`SUMMARY_TARGET`] (INFO) with the
+/// runs since the previous summary and the counts since start; a sentence as text, the
+/// numbers as fields in JSON.
+#[derive(Debug)]
+pub struct Summaries {
+    json: bool,
+    previous: HashMap<String, u64>,
+    at: Option<std::time::Instant>,
+}
+
+impl Summaries {
+    /// Summaries as text sentences, or (`json`) as fields.
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            previous: HashMap::new(),
+            at: None,
+        }
+    }
+
+    /// Logs one line per case (the first call: since start only).
+    pub fn log(&mut self, state: &LiveState) {
+        let now = std::time::Instant::now();
+        let interval_s = self
+            .at
+            .replace(now)
+            .map(|at| now.duration_since(at).as_secs_f64().round());
+        let in_flight = state.runner.in_flight();
+        for case in state.cases() {
+            let count = |v: Verdict| case.verdicts.get(&v).copied().unwrap_or(0);
+            let runs: u64 = case.verdicts.values().sum();
+            let new_runs =
+                runs.saturating_sub(self.previous.insert(case.name.clone(), runs).unwrap_or(0));
+            let pass_rate = case.pass_rate.map(|r| r * 100.0);
+            if self.json {
+                info!(
+                    target: SUMMARY_TARGET,
+                    case = %case.name,
+                    health = case.health.as_str(),
+                    runs,
+                    new_runs = interval_s.map(|_| new_runs),
+                    interval_s,
+                    pass_rate,
+                    pass = count(Verdict::Pass),
+                    fail = count(Verdict::Fail),
+                    error = count(Verdict::Error),
+                    timeout = count(Verdict::Timeout),
+                    skip = count(Verdict::Skip),
+                    in_flight,
+                    "summary"
+                );
+                continue;
+            }
+            let recent = interval_s.map_or(String::new(), |s| {
+                format!("{new_runs} runs in the last {s}s, ")
+            });
+            let rate = pass_rate.map_or(String::new(), |r| format!(", {r:.1}% passed"));
+            info!(
+                target: SUMMARY_TARGET,
+                "{} {}: {recent}{runs} since start{rate} (PASS {} FAIL {} ERROR {} TIMEOUT {} SKIP {}); {in_flight} runs in flight",
+                case.name,
+                case.health,
+                count(Verdict::Pass),
+                count(Verdict::Fail),
+                count(Verdict::Error),
+                count(Verdict::Timeout),
+                count(Verdict::Skip),
+            );
+        }
+    }
 }
 
 /// Waits for SIGINT/SIGTERM, or `run_for`.
