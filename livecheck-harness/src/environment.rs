@@ -10,10 +10,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::signing::SigningKeys;
+use livecheck_core::Connectivity;
 use livecheck_core::{BoxFuture, EmbeddedBroker, KafkaConfig, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt, ReuseDirective};
@@ -548,9 +549,9 @@ async fn create_topics(
         brokers: brokers.to_owned(),
         message,
     };
-    let admin: AdminClient<DefaultClientContext> = KafkaConfig::new(brokers)
+    let admin: AdminClient<ConnectivityContext> = KafkaConfig::new(brokers)
         .client_config(&[])
-        .create()
+        .create_with_context(Connectivity::new(brokers).context())
         .map_err(|e| err(e.to_string()))?;
     // The control and heartbeats topics: one partition, compacted (latest record per key).
     let new: Vec<NewTopic<'_>> = topics

@@ -130,7 +130,10 @@ fn json_logs_are_one_object_per_line_with_verdicts_and_summaries_as_fields() {
     assert!(!verdicts.is_empty(), "no verdict lines:\n{stderr}");
     for v in &verdicts {
         assert_eq!(v["case"], "orders.place_order", "{v}");
-        assert!(v["test_id"].as_str().is_some_and(|id| !id.is_empty()), "{v}");
+        assert!(
+            v["test_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{v}"
+        );
         assert!(v["ms"].as_f64().is_some(), "{v}");
         assert!(
             ["PASS", "FAIL", "ERROR", "TIMEOUT", "SKIP"].contains(&v["verdict"].as_str().unwrap()),
@@ -177,9 +180,10 @@ fn kafka_client_lines_are_logged_once_at_sensible_levels() {
         .collect();
     // Not vacuous: the refused connections were logged.
     assert!(
-        kafka
-            .iter()
-            .any(|l| l["message"].as_str().unwrap().contains("Connection refused")),
+        kafka.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused")),
         "{stderr}"
     );
     for line in &kafka {
