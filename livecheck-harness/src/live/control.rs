@@ -38,7 +38,7 @@ use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::control::{CaseControl, SamplingName};
 use livecheck_core::Connectivity;
 use livecheck_core::{Case, KafkaConfig, Report, Verdict};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -741,35 +741,17 @@ pub async fn tail_topic(
     let ends: HashMap<i32, i64> = loop {
         attempt += 1;
         let (c, t) = (consumer.clone(), topic.clone());
-        let assigned = tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(5);
-            let metadata = c.fetch_metadata(Some(&t), timeout)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .first()
-                .filter(|m| m.error().is_none())
-                .map(|m| m.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            let mut list = TopicPartitionList::new();
-            let mut ends = HashMap::new();
-            for p in &partitions {
-                let (low, high) = c.fetch_watermarks(&t, *p, timeout)?;
-                if high > low {
-                    ends.insert(*p, high);
-                }
-                list.add_partition_offset(&t, *p, Offset::Beginning)?;
-            }
-            if !partitions.is_empty() {
-                c.assign(&list)?;
-            }
-            Ok::<_, rdkafka::error::KafkaError>((partitions.len(), ends))
-        })
-        .await;
+        let assigned =
+            tokio::task::spawn_blocking(move || assign_all(&*c, &t, |_| Offset::Beginning)).await;
         match assigned {
-            Ok(Ok((n, ends))) if n > 0 => {
+            Ok(Ok(watermarks)) if !watermarks.is_empty() => {
                 view_problem(None);
-                debug!(%topic, partitions = n, "reading from the beginning");
-                break ends;
+                debug!(%topic, partitions = watermarks.len(), "reading from the beginning");
+                break watermarks
+                    .into_iter()
+                    .filter(|(_, (low, high))| high > low)
+                    .map(|(p, (_, high))| (p, high))
+                    .collect();
             }
             Ok(Ok(_)) => {
                 let why = format!("topic {topic} does not exist (or has no partitions)");
@@ -1014,6 +996,35 @@ pub fn read_contents(path: &std::path::Path) -> Option<Vec<u8>> {
 
 /// A reader that assigns partitions itself and never commits (`role` names its throwaway
 /// group id, which rdkafka wants even to assign).
+/// Assigns every partition of `topic` to `consumer` (not as a group member), each from the
+/// offset `start` gives for its `(low, high)` watermarks; returns the watermarks by
+/// partition (empty: the topic does not exist or has no partitions). Blocking.
+pub(crate) fn assign_all<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+    start: impl Fn((i64, i64)) -> Offset,
+) -> Result<HashMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .filter(|m| m.error().is_none())
+        .map(|m| m.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut list = TopicPartitionList::new();
+    let mut watermarks = HashMap::new();
+    for p in partitions {
+        let marks = consumer.fetch_watermarks(topic, p, timeout)?;
+        list.add_partition_offset(topic, p, start(marks))?;
+        watermarks.insert(p, marks);
+    }
+    if !watermarks.is_empty() {
+        consumer.assign(&list)?;
+    }
+    Ok(watermarks)
+}
+
 pub(crate) fn tail_config(kafka: &KafkaConfig, role: &str) -> rdkafka::ClientConfig {
     kafka.client_config(&[
         (

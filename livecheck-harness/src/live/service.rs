@@ -638,24 +638,10 @@ async fn follow_reports(
     loop {
         let (c, t) = (consumer.clone(), topic.clone());
         let assigned = tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(5);
-            let metadata = c.fetch_metadata(Some(&t), timeout)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .first()
-                .map(|m| m.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            let mut list = TopicPartitionList::new();
-            for p in &partitions {
-                let (low, high) = c.fetch_watermarks(&t, *p, timeout)?;
-                list.add_partition_offset(
-                    &t,
-                    *p,
-                    Offset::Offset((high - VOICE_LOOK_BACK).max(low)),
-                )?;
-            }
-            c.assign(&list)?;
-            Ok::<_, rdkafka::error::KafkaError>(partitions.len())
+            super::control::assign_all(&*c, &t, |(low, high)| {
+                Offset::Offset((high - VOICE_LOOK_BACK).max(low))
+            })
+            .map(|watermarks| watermarks.len())
         })
         .await;
         attempt += 1;
