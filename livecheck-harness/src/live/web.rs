@@ -5,9 +5,9 @@
 //! |---|---|
 //! | `GET /` | status page: one self-contained HTML page that polls `/api/cases` every second |
 //! | `GET /metrics` | Prometheus text exposition (format 0.0.4) |
-//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health, runs, the published settings, what each service instance applies, the roll-out |
+//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health and headline, runs, pass rates (5 min, 1 h, since the start), the last failures of each kind, transitions, the published settings, what each service instance applies, the roll-out |
 //! | `PUT /api/cases/{case}` | changes a case's probability and active flag (bearer token; see [`super::admin`]) |
-//! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run, or 404 `{"error": ...}` |
+//! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run (the last 2,000, and the failures the page lists), or 404 `{"error": ...}` |
 //! | `GET /api/status` | JSON [`InputStatus`](super::state::InputStatus): Kafka reachable, partitions held, blind, who alerts |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 `ready` when Kafka is reachable and partitions are held, else 503 with a JSON reason |
@@ -123,7 +123,7 @@ async fn api_run(State(state): State<Arc<LiveState>>, Path(id): Path<String>) ->
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({
                 "error": format!(
-                    "no run with test id {id:?} (the last {RUNS_KEPT} runs are kept)"
+                    "no run with test id {id:?} (the last {RUNS_KEPT} runs and the failures the page lists are kept)"
                 ),
             })),
         )

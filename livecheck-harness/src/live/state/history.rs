@@ -239,7 +239,7 @@ impl Failures {
         let pos = k.runs.partition_point(|r| r.finished_at > at);
         k.runs.insert(pos, report.clone());
         k.runs.truncate(RUNS_PER_KIND);
-        self.kinds.sort_by(|a, b| b.last_at.cmp(&a.last_at));
+        self.kinds.sort_by_key(|k| std::cmp::Reverse(k.last_at));
     }
 
     /// Drops runs that finished before `now - window`, and kinds left without runs.
