@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use livecheck_core::{
     Case, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig, Step, Suite, Topics, Verdict,
 };
@@ -77,6 +77,19 @@ fn report(
         waits: Vec::new(),
         truncated: None,
     }
+}
+
+/// `report` as if it had finished at `at` (every time in it moved alike).
+fn finished_at(mut r: Report, at: DateTime<Utc>) -> Report {
+    let shift = at - r.finished_at;
+    r.issued_at += shift;
+    r.finished_at = at;
+    for step in &mut r.timeline {
+        step.sent_at += shift;
+        step.arrived_at += shift;
+        step.event_at = step.event_at.map(|t| t + shift);
+    }
+    r
 }
 
 fn free_port() -> u16 {
@@ -403,6 +416,16 @@ impl Browser {
         .map(str::to_owned)
     }
 
+    async fn click(&self, element: &str) {
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("clicking {element}: {e}"));
+    }
+
     async fn execute(&self, script: &str, args: Value) -> Value {
         self.command(
             reqwest::Method::POST,
@@ -515,7 +538,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     );
     assert_eq!(browser.text_of("#runs-total").await, "1");
     let pass_row = browser
-        .find(r#"[data-test-id="t-pass-1"]"#)
+        .find(r#"[data-recent] [data-test-id="t-pass-1"]"#)
         .await
         .expect("the first run's row");
     assert_eq!(
@@ -527,7 +550,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     );
     assert_eq!(
         browser
-            .find_all(r#"[data-test-id="t-pass-1"] [data-step]"#)
+            .find_all(r#"[data-recent] [data-test-id="t-pass-1"] [data-step]"#)
             .await
             .len(),
         2
@@ -623,7 +646,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
         "33.3%"
     );
     let fail_row = browser
-        .find(r#"[data-test-id="t-fail-1"]"#)
+        .find(r#"[data-recent] [data-test-id="t-fail-1"]"#)
         .await
         .expect("the failing run's row");
     assert_eq!(
@@ -636,7 +659,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     // The error is shown as text, not markup.
     assert_eq!(
         browser
-            .text_of(r#"[data-test-id="t-fail-1"] [data-error]"#)
+            .text_of(r#"[data-recent] [data-test-id="t-fail-1"] [data-error]"#)
             .await,
         error
     );
@@ -647,7 +670,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     // Bars are proportional to the step latencies (10 ms and 40 ms).
     let widths = browser
         .execute(
-            r#"return [...document.querySelectorAll('[data-test-id="t-fail-1"] [data-step] .bar')]
+            r#"return [...document.querySelectorAll('[data-recent] [data-test-id="t-fail-1"] [data-step] .bar')]
                  .map((b) => b.getBoundingClientRect().width);"#,
             json!([]),
         )
@@ -662,18 +685,20 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     let ratio = widths[1] / widths[0];
     assert!((3.5..=4.5).contains(&ratio), "bar widths {widths:?}");
     assert!(browser
-        .text_of(r#"[data-test-id="t-fail-1"] [data-step="stock_reserved"] .step-ms"#)
+        .text_of(r#"[data-recent] [data-test-id="t-fail-1"] [data-step="stock_reserved"] .step-ms"#)
         .await
         .contains("40.0 ms"));
     // The timeout shows its missing step.
     let timeout_row = browser
-        .find(r#"[data-test-id="t-timeout-1"][data-verdict="TIMEOUT"]"#)
+        .find(r#"[data-recent] [data-test-id="t-timeout-1"][data-verdict="TIMEOUT"]"#)
         .await
         .expect("the timeout's row");
     assert!(browser.text(&timeout_row).await.contains("never arrived"));
     assert!(
         browser
-            .find(r#"[data-test-id="t-timeout-1"] [data-missing-step="order_shipped"]"#)
+            .find(
+                r#"[data-recent] [data-test-id="t-timeout-1"] [data-missing-step="order_shipped"]"#
+            )
             .await
             .is_some(),
         "the missing step is marked"
@@ -704,7 +729,7 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     record(repeat);
     let repeated = wait_for("the repeated step", Duration::from_secs(10), || async {
         browser
-            .find(r#"[data-test-id="t-repeat-1"] [data-step][data-awaited="0"]"#)
+            .find(r#"[data-recent] [data-test-id="t-repeat-1"] [data-step][data-awaited="0"]"#)
             .await
             .ok_or_else(|| "no repeated step yet".to_owned())
     })
@@ -720,13 +745,13 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     );
     assert_eq!(
         browser
-            .find_all(r#"[data-test-id="t-repeat-1"] [data-step][data-awaited="1"]"#)
+            .find_all(r#"[data-recent] [data-test-id="t-repeat-1"] [data-step][data-awaited="1"]"#)
             .await
             .len(),
         2
     );
     assert!(browser
-        .find(r#"[data-test-id="t-repeat-1"] [data-step][data-lag-ms="7.5"]"#)
+        .find(r#"[data-recent] [data-test-id="t-repeat-1"] [data-step][data-lag-ms="7.5"]"#)
         .await
         .is_some());
 
@@ -962,6 +987,309 @@ async fn the_status_page_shows_published_and_applied_settings_in_a_real_browser(
         "control",
         "the page was reloaded"
     );
+
+    browser.quit(&mut driver).await;
+    drop(driver);
+    server.abort();
+}
+
+/// What the page shows of a case's history, read in one script.
+const OBSERVE_HISTORY: &str = r#"
+const [name] = arguments;
+const block = [...document.querySelectorAll("[data-case]")]
+  .find((e) => e.getAttribute("data-case") === name);
+if (!block) return { found: false };
+const text = (e, sel) => { const x = sel ? e.querySelector(sel) : e; return x ? x.textContent : null; };
+const shown = (e) => e.getClientRects().length > 0;
+const stale = document.getElementById("stale");
+return {
+  found: true,
+  health: block.getAttribute("data-health"),
+  headline: text(block, "[data-health-reason]"),
+  enteredBecause: block.querySelector("[data-health-reason]").getAttribute("title"),
+  consecutive: text(block, "[data-consecutive-failures]"),
+  rate5m: text(block, '[data-pass-rate-window="5m"]'),
+  rate1h: text(block, '[data-pass-rate-window="1h"]'),
+  rateSinceStart: text(block, "[data-pass-rate]"),
+  failureKinds: [...block.querySelectorAll("[data-failure-kind]")].map((k) => ({
+    verdict: k.getAttribute("data-failure-verdict"),
+    kind: k.getAttribute("data-failure-kind"),
+    count: k.querySelector("[data-failure-count]").getAttribute("data-failure-count"),
+    runs: [...k.querySelectorAll("li.run")].map((r) => ({
+      id: r.getAttribute("data-test-id"),
+      error: text(r, "[data-error]"),
+      shown: shown(r),
+    })),
+  })),
+  transitions: [...block.querySelectorAll("tr[data-transition-to]")].map((t) => ({
+    from: t.getAttribute("data-transition-from"),
+    to: t.getAttribute("data-transition-to"),
+    reason: text(t, "[data-transition-reason]"),
+  })),
+  recent: [...block.querySelectorAll("[data-recent] li.run")].map((r) => ({
+    id: r.getAttribute("data-test-id"),
+    verdict: r.getAttribute("data-verdict"),
+    shown: shown(r),
+  })),
+  hiddenNote: (() => { const n = block.querySelector("[data-hidden-passing]"); return n && shown(n) ? n.textContent : null; })(),
+  failuresKept: document.getElementById("failures-kept").textContent,
+  stale: document.body.getAttribute("data-stale"),
+  staleBanner: stale.hidden ? null : stale.textContent,
+  conn: document.getElementById("conn").getAttribute("data-state"),
+};
+"#;
+
+/// The on-call view: a failure stays listed after a minute and more than 20 runs of
+/// passing traffic, with the transition to FAIL and back; the failures-only filter; pass
+/// rates over 5 minutes apart from since the start; stale data marked when the API fails.
+/// Report times are set in the past (a minute is replayed, not waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_keeps_a_failure_and_its_transitions_after_a_minute_of_passing_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::response::IntoResponse as _;
+
+    let client =
+        LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+    let cases = [
+        Case::new(ORDERS)
+            .max_consecutive_failures(3)
+            .expect(|_: Run, (): ()| async { Ok(()) }),
+        Case::new(REFUNDS).expect(|_: Run, (): ()| async { Ok(()) }),
+    ];
+    let runner = Runner::new(
+        Suite::new(cases).expect("suite"),
+        client.clone(),
+        RunnerConfig::default(),
+    );
+    let state = Arc::new(LiveState::new(runner, client));
+    let (alerts, _alerts_rx) = tokio::sync::mpsc::channel(64);
+    let rules = HealthRules {
+        hold_down: Duration::ZERO,
+        recovery_passes: 2,
+        ..HealthRules::default()
+    };
+    let health = HealthMonitor::new(state.clone(), rules, alerts);
+    let record = |r: Report| {
+        let r = Arc::new(r);
+        state.record(r.clone());
+        health.on_report(&r);
+    };
+    let now = Utc::now();
+    let ago = |secs: i64| now - TimeDelta::seconds(secs);
+    let pass = |id: &str, at: DateTime<Utc>| {
+        finished_at(
+            report(
+                ORDERS,
+                id,
+                Verdict::Pass,
+                &[("order_saved", 4.0)],
+                None,
+                None,
+            ),
+            at,
+        )
+    };
+    let error = "order 1001 has side BUY, expected SELL";
+    let fail = |id: &str, at: DateTime<Utc>| {
+        finished_at(
+            report(
+                ORDERS,
+                id,
+                Verdict::Fail,
+                &[("order_saved", 6.0)],
+                Some(error),
+                None,
+            ),
+            at,
+        )
+    };
+    // Ten minutes ago, 20 passes: in the hour and since the start, not in 5 minutes.
+    for i in 0..20 {
+        record(pass(&format!("t-old-{i}"), ago(600)));
+    }
+    // 75 s ago, three failures: FAIL.
+    for i in 1..=3 {
+        record(fail(&format!("t-fail-{i}"), ago(76 - i)));
+    }
+
+    // The API can be made to fail (503), as if LiveCheck were gone.
+    let api_down = Arc::new(AtomicBool::new(false));
+    let down = api_down.clone();
+    let router = web::router(state.clone()).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let down = down.load(Ordering::SeqCst);
+            async move {
+                if down && request.uri().path().starts_with("/api/") {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    next.run(request).await
+                }
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut driver = Chromedriver::start();
+    let browser = Browser::open(&mut driver).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+    let observe = || async { browser.execute(OBSERVE_HISTORY, json!([ORDERS])).await };
+
+    // FAIL, and the headline says as many failures in a row as the count shown, also
+    // after more failures than the threshold came.
+    let seen = wait_for("FAIL with 3 in a row", Duration::from_secs(10), || async {
+        let seen = observe().await;
+        (seen["health"] == "FAIL" && seen["consecutive"] == "3")
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+    assert_eq!(
+        seen["headline"], "3 runs in a row did not pass (FAIL at 3)",
+        "{seen}"
+    );
+    record(fail("t-fail-4", ago(72)));
+    record(fail("t-fail-5", ago(71)));
+    let seen = wait_for("5 in a row", Duration::from_secs(10), || async {
+        let seen = observe().await;
+        (seen["consecutive"] == "5")
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+    assert_eq!(
+        seen["headline"], "5 runs in a row did not pass (FAIL at 3)",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["enteredBecause"],
+        "entered because: 3 runs in a row did not pass"
+    );
+
+    // Then a minute of passing traffic, 30 runs (more than the 20 recent runs kept).
+    for i in 0..30 {
+        record(pass(&format!("t-pass-{i}"), ago(60 - 2 * i)));
+    }
+    let seen = wait_for("OK again", Duration::from_secs(10), || async {
+        let seen = observe().await;
+        (seen["health"] == "OK" && seen["recent"][0]["id"] == "t-pass-29")
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+
+    // (a) The failure is still listed, with its test id and message, though no recent run
+    // shows it any more.
+    let recent = seen["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), 20, "{seen}");
+    assert!(recent.iter().all(|r| r["verdict"] == "PASS"), "{seen}");
+    let kinds = seen["failureKinds"].as_array().expect("kinds");
+    assert_eq!(kinds.len(), 1, "{seen}");
+    assert_eq!(kinds[0]["verdict"], "FAIL");
+    assert_eq!(kinds[0]["kind"], "order # has side BUY, expected SELL");
+    assert_eq!(kinds[0]["count"], "5");
+    assert_eq!(kinds[0]["runs"][0]["id"], "t-fail-5", "{seen}");
+    assert_eq!(kinds[0]["runs"][0]["error"], error);
+    assert_eq!(kinds[0]["runs"].as_array().map(Vec::len), Some(5));
+    assert_eq!(seen["failuresKept"], "5");
+    // Its report is still served, though 30 runs came after it.
+    let link = browser
+        .find(r#"[data-failure-kind] [data-test-id="t-fail-5"] a"#)
+        .await
+        .expect("the failure's link");
+    assert_eq!(
+        browser.attribute(&link, "href").await.as_deref(),
+        Some("api/runs/t-fail-5")
+    );
+    let run: Value = reqwest::get(format!("http://{addr}/api/runs/t-fail-1"))
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(run["verdict"], "FAIL", "{run}");
+
+    // (b) The transitions, newest first, with their reasons.
+    assert_eq!(
+        seen["transitions"],
+        json!([
+            {"from": "FAIL", "to": "OK", "reason": "runs pass"},
+            {"from": "OK", "to": "FAIL", "reason": "3 runs in a row did not pass"},
+        ]),
+        "{seen}"
+    );
+    assert_eq!(seen["headline"], "runs pass");
+    assert_eq!(seen["consecutive"], "0");
+
+    // (d) Over 5 minutes: 30 of 35 passed; in the hour and since the start: 50 of 55.
+    assert_eq!(seen["rate5m"], "85.7%", "{seen}");
+    assert_eq!(seen["rate1h"], "90.9%", "{seen}");
+    assert_eq!(seen["rateSinceStart"], "90.9%", "{seen}");
+
+    // (c) Failures only: the passing runs are hidden, the failures are not.
+    let filter = browser.find("#failures-only").await.expect("the filter");
+    browser.click(&filter).await;
+    let seen = observe().await;
+    assert!(
+        seen["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .all(|r| r["shown"] == false),
+        "{seen}"
+    );
+    assert_eq!(seen["failureKinds"][0]["runs"][0]["shown"], true, "{seen}");
+    assert_eq!(
+        seen["hiddenNote"], "20 passing or skipped runs hidden (failures only)",
+        "{seen}"
+    );
+    assert_eq!(
+        browser.execute("return location.hash;", json!([])).await,
+        "#failures-only"
+    );
+    browser.click(&filter).await;
+    let seen = observe().await;
+    assert!(
+        seen["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .all(|r| r["shown"] == true),
+        "{seen}"
+    );
+
+    // (e) The API fails: the page says since when its data is stale, and keeps it.
+    assert!(seen["staleBanner"].is_null(), "{seen}");
+    api_down.store(true, Ordering::SeqCst);
+    let seen = wait_for("the stale banner", Duration::from_secs(15), || async {
+        let seen = observe().await;
+        (seen["stale"] == "true")
+            .then_some(seen.clone())
+            .ok_or(seen.to_string())
+    })
+    .await;
+    let banner = seen["staleBanner"].as_str().unwrap_or_default();
+    assert!(banner.starts_with("STALE since "), "{banner}");
+    assert!(banner.contains("HTTP 503"), "{banner}");
+    assert_eq!(seen["conn"], "error");
+    assert_eq!(
+        seen["failureKinds"][0]["runs"][0]["id"], "t-fail-5",
+        "{seen}"
+    );
+    assert_eq!(seen["recent"].as_array().map(Vec::len), Some(20));
+    // And back.
+    api_down.store(false, Ordering::SeqCst);
+    wait_for("live again", Duration::from_secs(15), || async {
+        let seen = observe().await;
+        (seen["stale"].is_null() && seen["staleBanner"].is_null() && seen["conn"] == "live")
+            .then_some(())
+            .ok_or(seen.to_string())
+    })
+    .await;
 
     browser.quit(&mut driver).await;
     drop(driver);

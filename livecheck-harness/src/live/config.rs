@@ -11,6 +11,7 @@ use livecheck_core::KafkaConfig;
 use serde::Deserialize;
 
 use super::rollout::{RolloutPlan, DEFAULT_MAX_FAILURE_RATE, DEFAULT_MIN_RUNS};
+use super::state::DEFAULT_HISTORY_WINDOW;
 
 /// Command-line flags of the `livecheck` binary. Flags whose values can carry secrets
 /// (Kafka properties, URLs) never show their environment values in `--help`, and `Debug`
@@ -81,6 +82,9 @@ pub struct LiveArgs {
     /// How long a case must stay healthy before OK is announced (`30s`, `2m`).
     #[arg(long = "hold-down", value_name = "DURATION", env = "LIVECHECK_HOLD_DOWN", value_parser = parse_duration)]
     pub hold_down: Option<Duration>,
+    /// How long the status page keeps each kind's last failures (`1h`, `6h`; default 1h).
+    #[arg(long = "history-window", value_name = "DURATION", env = "LIVECHECK_HISTORY_WINDOW", value_parser = parse_duration)]
+    pub history_window: Option<Duration>,
     /// Seconds between summaries logged (one line per case: runs in the interval and since
     /// start).
     #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
@@ -135,6 +139,7 @@ impl std::fmt::Debug for LiveArgs {
             .field("case_active", &self.case_active)
             .field("run_for", &self.run_for)
             .field("hold_down", &self.hold_down)
+            .field("history_window", &self.history_window)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
             .field("log_format", &self.log_format)
@@ -201,6 +206,8 @@ pub struct Profile {
     pub app_url: Option<String>,
     /// Seconds a case must stay healthy before OK is announced (default 30).
     pub hold_down_secs: Option<u64>,
+    /// How long the status page keeps each kind's last failures (`"1h"`, default 1h).
+    pub history_window: Option<String>,
     /// Kafka client properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
@@ -278,6 +285,8 @@ pub struct LiveConfig {
     pub app_url: Option<String>,
     /// How long a case must stay healthy before OK is announced.
     pub hold_down: Duration,
+    /// How long the status page keeps each kind's last failures.
+    pub history_window: Duration,
     /// Per-case probability overrides.
     pub probabilities: BTreeMap<String, f64>,
     /// Per-case active overrides.
@@ -327,6 +336,7 @@ impl std::fmt::Debug for LiveConfig {
             .field("alert_webhook", &url(&self.alert_webhook))
             .field("app_url", &url(&self.app_url))
             .field("hold_down", &self.hold_down)
+            .field("history_window", &self.history_window)
             .field("probabilities", &self.probabilities)
             .field("active", &self.active)
             .field("run_for", &self.run_for)
@@ -516,7 +526,23 @@ impl LiveConfig {
             }
             _ => None,
         };
+        let history_window = match (args.history_window, &profile.history_window) {
+            (Some(d), _) => (d, "--history-window (LIVECHECK_HISTORY_WINDOW)".to_owned()),
+            (None, Some(d)) => (
+                parse_duration(d)
+                    .map_err(|e| ConfigError(format!("{}: {e}", origin("history_window"))))?,
+                origin("history_window"),
+            ),
+            (None, None) => (DEFAULT_HISTORY_WINDOW, String::new()),
+        };
+        if history_window.0 < Duration::from_secs(1) {
+            return Err(ConfigError(format!(
+                "{} is under a second: the page would keep no failure (try 1h)",
+                history_window.1
+            )));
+        }
         Ok(Self {
+            history_window: history_window.0,
             sampling,
             test_expires,
             rollouts,
@@ -712,7 +738,7 @@ active = false
     /// Environment variables of the live CLI whose values are not secrets (shown by
     /// `--help`). Every other one must hide its value: a new secret-bearing setting is
     /// safe by default, and this list says what was decided.
-    const SHOWN_ENV: [&str; 12] = [
+    const SHOWN_ENV: [&str; 13] = [
         "LIVECHECK_PROFILE",
         "LIVECHECK_CONFIG",
         "LIVECHECK_BROKERS",
@@ -723,6 +749,7 @@ active = false
         "LIVECHECK_CASE_PROBABILITY",
         "LIVECHECK_CASE_ACTIVE",
         "LIVECHECK_HOLD_DOWN",
+        "LIVECHECK_HISTORY_WINDOW",
         "LIVECHECK_SUMMARY_EVERY",
         "LIVECHECK_PRINT_VERDICTS",
     ];
@@ -777,6 +804,39 @@ active = false
             assert!(shown.contains("https://hooks.slack.com/…"), "{shown}");
             assert!(shown.contains("SASL_SSL"), "{shown}");
         }
+    }
+
+    #[test]
+    fn history_window_comes_from_the_flag_the_profile_or_the_default() {
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nhistory_window = \"6h\"\n");
+        let mut a = args(&f.0, "p");
+        assert_eq!(
+            LiveConfig::resolve(&a).unwrap().history_window,
+            Duration::from_secs(6 * 3600)
+        );
+        a.history_window = Some(Duration::from_secs(600));
+        assert_eq!(
+            LiveConfig::resolve(&a).unwrap().history_window,
+            Duration::from_secs(600)
+        );
+        a.history_window = Some(Duration::ZERO);
+        let err = LiveConfig::resolve(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--history-window") && err.contains("under a second"),
+            "{err}"
+        );
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n");
+        assert_eq!(
+            LiveConfig::resolve(&args(&f.0, "p"))
+                .unwrap()
+                .history_window,
+            DEFAULT_HISTORY_WINDOW
+        );
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nhistory_window = \"an hour\"\n");
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`history_window` of [profiles.p]"), "{err}");
     }
 
     #[test]

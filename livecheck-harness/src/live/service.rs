@@ -127,7 +127,9 @@ impl LiveService {
                 ..RunnerConfig::default()
             },
         );
-        let state = Arc::new(LiveState::new(runner.clone(), client.clone()));
+        let state = Arc::new(
+            LiveState::new(runner.clone(), client.clone()).history_window(config.history_window),
+        );
         let (alerts_tx, alerts_rx) = mpsc::channel(1024);
         let health = Arc::new(HealthMonitor::new(
             state.clone(),
@@ -879,6 +881,10 @@ async fn reload(
         ("alert_webhook", new.alert_webhook != running.alert_webhook),
         ("app_url", new.app_url != running.app_url),
         ("hold_down_secs", new.hold_down != running.hold_down),
+        (
+            "history_window",
+            new.history_window != running.history_window,
+        ),
         ("admin_token", new.admin_token != running.admin_token),
     ]
     .into_iter()

@@ -1,4 +1,13 @@
-//! What live mode knows and shows: per-case health, pass rates, recent runs, step latencies.
+//! What live mode knows and shows: per-case health, pass rates (since the start and over
+//! sliding windows), recent runs, the last failures of each kind, transitions, step
+//! latencies. Every number of the status page comes from one [`CaseSnapshot`].
+//!
+//! Memory is bounded whatever the traffic: per case [`RECENT_PER_CASE`] runs, a bucket of
+//! counts per 10 s over an hour, [`history::KINDS_PER_CASE`] kinds of failure of
+//! [`history::RUNS_PER_KIND`] runs each, [`history::TRANSITIONS_PER_CASE`] transitions;
+//! [`RUNS_KEPT`] runs by test id.
+
+pub mod history;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,8 +20,10 @@ use serde::Serialize;
 
 use super::control::{ControlView, RolloutDriver, RolloutLive};
 use super::fleet::{Fleet, InstanceView};
-use super::health::Transition;
+use super::health::{Transition, EVERY_CASE, LIVECHECK_BLIND};
 use super::rollout::{Position, RolloutState};
+pub use history::{FailureKind, TransitionRecord, WindowRate, DEFAULT_HISTORY_WINDOW};
+use history::{Failures, RateBuckets, Transitions};
 
 /// Suite state of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -91,6 +102,9 @@ pub struct CaseSnapshot {
     pub health_since: DateTime<Utc>,
     /// Why (the last transition's reason).
     pub health_reason: String,
+    /// What the page's headline says now: while runs fail in a row, how many (the same
+    /// number as `consecutive_failures`); else `health_reason`.
+    pub headline: String,
     /// Whether the case is active: as published on the control topic (what this
     /// instance's runner applies: it skips the tests of an inactive case), else as
     /// configured.
@@ -105,14 +119,26 @@ pub struct CaseSnapshot {
     pub rollout: Option<RolloutView>,
     /// Runs by verdict.
     pub verdicts: HashMap<Verdict, u64>,
-    /// Share of PASS among finished non-SKIP runs (`None` before the first).
+    /// Share of PASS among finished non-SKIP runs since the start (`None` before the first).
     pub pass_rate: Option<f64>,
+    /// Runs and pass rate over the last 5 minutes and the last hour (by the runs'
+    /// `finished_at`, exact to 10 s).
+    pub pass_rates: Vec<WindowRate>,
     /// Non-passing runs in a row.
     pub consecutive_failures: u32,
+    /// Non-passing runs in a row that make the case FAIL (`max_consecutive_failures`).
+    pub fail_after: u32,
     /// When the last run finished.
     pub last_run_at: Option<DateTime<Utc>>,
     /// The most recent runs, newest first.
     pub recent: Vec<Arc<Report>>,
+    /// How long `failures` keeps a run, seconds (`--history-window`).
+    pub history_window_secs: u64,
+    /// The last failures of each kind that finished within the history window, the kind
+    /// with the newest failure first.
+    pub failures: Vec<FailureKind>,
+    /// Suite-state transitions with their reasons, newest first.
+    pub transitions: Vec<TransitionRecord>,
 }
 
 /// A roll-out as the page shows it.
@@ -137,6 +163,9 @@ pub(crate) struct CaseState {
     pub(crate) stall_after: Option<Duration>,
     pub(crate) max_failures: u32,
     pub(crate) down: bool,
+    rates: RateBuckets,
+    failures: Failures,
+    transitions: Transitions,
 }
 
 /// Runs by test id, and their ids oldest first (to bound the map).
@@ -200,6 +229,7 @@ pub struct LiveState {
     /// Roll-outs driven by this instance.
     pub rollouts: Arc<RolloutDriver>,
     group: Mutex<GroupView>,
+    history_window: Duration,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -232,6 +262,7 @@ impl LiveState {
                             health: Health::Ok,
                             health_since: now,
                             health_reason: "started".to_owned(),
+                            headline: String::new(),
                             active: case.settings().active,
                             probability: case.settings().probability,
                             published: None,
@@ -239,14 +270,22 @@ impl LiveState {
                             rollout: None,
                             verdicts: HashMap::new(),
                             pass_rate: None,
+                            pass_rates: Vec::new(),
                             consecutive_failures: 0,
+                            fail_after: case.settings().max_consecutive_failures.max(1),
                             last_run_at: None,
                             recent: Vec::new(),
+                            history_window_secs: 0,
+                            failures: Vec::new(),
+                            transitions: Vec::new(),
                         },
                         latencies: HashMap::new(),
                         stall_after: case.settings().warn_stalled_after,
                         max_failures: case.settings().max_consecutive_failures.max(1),
                         down: false,
+                        rates: RateBuckets::default(),
+                        failures: Failures::default(),
+                        transitions: Transitions::default(),
                     },
                 )
             })
@@ -263,7 +302,16 @@ impl LiveState {
             fleet: Arc::default(),
             rollouts: Arc::default(),
             group: Mutex::new(GroupView::default()),
+            history_window: DEFAULT_HISTORY_WINDOW,
         }
+    }
+
+    /// Keeps each kind's last failures until they finished longer than `window` ago
+    /// (default [`DEFAULT_HISTORY_WINDOW`]); at least a second.
+    #[must_use]
+    pub fn history_window(mut self, window: Duration) -> Self {
+        self.history_window = window.max(Duration::from_secs(1));
+        self
     }
 
     pub(crate) fn set_voice(&self, voice: bool) {
@@ -312,8 +360,14 @@ impl LiveState {
         }
     }
 
-    /// Records a finished run (counts, pass rate, recent runs, step latencies).
+    /// Records a finished run (counts, pass rates, recent runs, failures, step latencies).
     pub fn record(&self, report: Arc<Report>) {
+        self.record_at(report, Utc::now());
+    }
+
+    /// [`LiveState::record`] as if it were `now`: windows and the history window are
+    /// reckoned from `now`, the run's time is its `finished_at`.
+    pub fn record_at(&self, report: Arc<Report>, now: DateTime<Utc>) {
         {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
             if runs
@@ -351,6 +405,8 @@ impl LiveState {
         s.last_run_at = Some(report.finished_at);
         s.recent.insert(0, report.clone());
         s.recent.truncate(RECENT_PER_CASE);
+        case.rates.record(report.finished_at, report.verdict, now);
+        case.failures.record(&report, now, self.history_window);
         for step in report.timeline.iter().filter(|s| s.awaited) {
             case.latencies
                 .entry(step.signal.clone())
@@ -360,7 +416,8 @@ impl LiveState {
     }
 
     /// Records a suite-state transition (every instance records what it decides, whether
-    /// or not it alerts).
+    /// or not it alerts): counted, and kept in the history of its case (of every case it
+    /// names, for the whole suite's).
     pub fn record_transition(&self, transition: &Transition) {
         *self
             .transitions
@@ -368,6 +425,23 @@ impl LiveState {
             .unwrap_or_else(|p| p.into_inner())
             .entry((transition.case.clone(), transition.to))
             .or_default() += 1;
+        let record = TransitionRecord {
+            from: transition.from,
+            to: transition.to,
+            reason: transition.reason.clone(),
+            at: transition.at,
+            suite: transition.kind == LIVECHECK_BLIND,
+        };
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        if transition.case == EVERY_CASE {
+            for (name, case) in cases.iter_mut() {
+                if transition.cases.is_empty() || transition.cases.contains(name) {
+                    case.transitions.record(record.clone());
+                }
+            }
+        } else if let Some(case) = cases.get_mut(&transition.case) {
+            case.transitions.record(record);
+        }
     }
 
     /// Transitions so far: (case, state entered, count), sorted.
@@ -385,12 +459,30 @@ impl LiveState {
 
     /// Every case, sorted by name, with what is published and applied.
     pub fn cases(&self) -> Vec<CaseSnapshot> {
+        self.cases_at(Utc::now())
+    }
+
+    /// [`LiveState::cases`] as if it were `now` (windows, aging out, instances).
+    pub fn cases_at(&self, now: DateTime<Utc>) -> Vec<CaseSnapshot> {
+        let window = self.history_window;
         let mut out: Vec<_> = {
-            let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-            cases.values().map(|c| c.snapshot.clone()).collect()
+            let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+            cases
+                .values_mut()
+                .map(|c| {
+                    c.rates.prune(now);
+                    c.failures.prune(now, window);
+                    let mut s = c.snapshot.clone();
+                    s.headline = headline(&s);
+                    s.pass_rates = c.rates.rates(now);
+                    s.history_window_secs = window.as_secs();
+                    s.failures = c.failures.kinds().to_vec();
+                    s.transitions = c.transitions.to_vec();
+                    s
+                })
+                .collect()
         };
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        let now = Utc::now();
         let driving = self.rollouts.is_driving();
         for case in &mut out {
             let published = self.control.get(&case.name).map(|p| p.control);
@@ -431,13 +523,279 @@ impl LiveState {
         out
     }
 
-    /// A run by test id (the last [`RUNS_KEPT`]).
+    /// A run by test id: one of the last [`RUNS_KEPT`], or a failure the page still
+    /// shows.
     pub fn run(&self, test_id: &str) -> Option<Arc<Report>> {
-        self.runs
+        let recent = self
+            .runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0
             .get(test_id)
-            .cloned()
+            .cloned();
+        recent.or_else(|| {
+            let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+            cases
+                .values()
+                .find_map(|c| c.failures.run(test_id).cloned())
+        })
+    }
+}
+
+/// The headline of a case: while runs fail in a row, how many (so that it always says what
+/// `consecutive_failures` says; the reason of the transition stays in the history), else
+/// why it is in its state.
+fn headline(s: &CaseSnapshot) -> String {
+    let n = s.consecutive_failures;
+    let in_a_row = || {
+        format!(
+            "{n} run{} in a row did not pass (FAIL at {})",
+            if n == 1 { "" } else { "s" },
+            s.fail_after
+        )
+    };
+    match s.health {
+        Health::Ok | Health::Fail if n > 0 => in_a_row(),
+        Health::Fail if s.last_run_at.is_some() => {
+            "recovering: the last run passed; FAIL until enough pass in a row".to_owned()
+        }
+        _ => s.health_reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+    use livecheck_core::{Case, KafkaConfig, Run, RunnerConfig, Suite, Topics};
+
+    use super::*;
+
+    const C: &str = "orders.place_order";
+
+    fn state(window: Duration) -> LiveState {
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+        let case = Case::new(C)
+            .max_consecutive_failures(3)
+            .expect(|_: Run, (): ()| async { Ok(()) });
+        let runner = Runner::new(
+            Suite::new([case]).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        LiveState::new(runner, client).history_window(window)
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    fn secs(s: i64) -> chrono::Duration {
+        chrono::Duration::seconds(s)
+    }
+
+    fn run(id: &str, verdict: Verdict, at: DateTime<Utc>) -> Arc<Report> {
+        Arc::new(Report {
+            test_id: id.to_owned(),
+            case: C.to_owned(),
+            verdict,
+            error: (verdict != Verdict::Pass).then(|| format!("order {id} was not saved")),
+            missing_step: None,
+            last_step: None,
+            unawaited: Vec::new(),
+            timeline: Vec::new(),
+            waits: Vec::new(),
+            issued_at: at,
+            finished_at: at,
+            arguments: serde_json::Value::Null,
+            truncated: None,
+        })
+    }
+
+    fn transition(from: Health, to: Health, reason: &str, at: DateTime<Utc>) -> Transition {
+        Transition {
+            kind: super::super::health::SUITE_STATE,
+            case: C.to_owned(),
+            from,
+            to,
+            reason: reason.to_owned(),
+            at,
+            cases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failure_outlives_the_recent_runs_until_the_window_ends() {
+        let state = state(DEFAULT_HISTORY_WINDOW);
+        let now = t0();
+        // Ten minutes ago, 20 passes; 70 s ago a failure; then 30 passes.
+        for i in 0..20 {
+            state.record_at(
+                run(&format!("old-{i}"), Verdict::Pass, now - secs(600)),
+                now,
+            );
+        }
+        state.record_at(run("t-fail", Verdict::Fail, now - secs(70)), now);
+        for i in 0..30 {
+            state.record_at(
+                run(&format!("p-{i}"), Verdict::Pass, now - secs(60 - i)),
+                now,
+            );
+        }
+        let c = &state.cases_at(now)[0];
+        assert!(
+            c.recent.iter().all(|r| r.test_id != "t-fail"),
+            "out of the recent runs"
+        );
+        assert_eq!(c.failures.len(), 1);
+        assert_eq!(c.failures[0].verdict, Verdict::Fail);
+        assert_eq!(c.failures[0].kind, "order t-fail was not saved");
+        assert_eq!(c.failures[0].runs[0].test_id, "t-fail");
+        assert_eq!(c.history_window_secs, 3_600);
+        // Windows: 31 runs in 5 minutes, 51 in the hour, as many since the start.
+        assert_eq!((c.pass_rates[0].runs, c.pass_rates[0].passes), (31, 30));
+        assert_eq!((c.pass_rates[1].runs, c.pass_rates[1].passes), (51, 50));
+        assert_eq!(c.pass_rate, Some(50.0 / 51.0));
+        assert_eq!(c.consecutive_failures, 0);
+        // An hour later the failure has aged out, and so have the windows' runs; the
+        // cumulative counts stay.
+        let later = &state.cases_at(now + secs(3_600))[0];
+        assert!(later.failures.is_empty());
+        assert_eq!(later.pass_rates[0].pass_rate, None);
+        assert_eq!(later.pass_rates[1].runs, 0);
+        assert_eq!(later.pass_rate, Some(50.0 / 51.0));
+    }
+
+    #[test]
+    fn the_history_window_is_configurable() {
+        let state = state(Duration::from_secs(600));
+        let now = t0();
+        state.record_at(run("too-old", Verdict::Fail, now - secs(601)), now);
+        state.record_at(run("kept", Verdict::Timeout, now - secs(599)), now);
+        let c = &state.cases_at(now)[0];
+        assert_eq!(c.history_window_secs, 600);
+        assert_eq!(c.failures.len(), 1);
+        assert_eq!(c.failures[0].runs[0].test_id, "kept");
+        assert!(state.cases_at(now + secs(2))[0].failures.is_empty());
+    }
+
+    #[test]
+    fn a_kept_failure_is_served_by_test_id_after_the_recent_runs_moved_on() {
+        let state = state(DEFAULT_HISTORY_WINDOW);
+        let now = t0();
+        state.record_at(run("t-fail", Verdict::Error, now - secs(1)), now);
+        for i in 0..(RUNS_KEPT + 1) {
+            state.record_at(run(&format!("p-{i}"), Verdict::Pass, now), now);
+        }
+        assert_eq!(state.runs.lock().unwrap().1.len(), RUNS_KEPT);
+        assert_eq!(state.run("t-fail").map(|r| r.verdict), Some(Verdict::Error));
+        assert!(state.run("nope").is_none());
+    }
+
+    #[test]
+    fn memory_stays_bounded_at_a_thousand_failures_a_second() {
+        let state = state(DEFAULT_HISTORY_WINDOW);
+        let start = t0();
+        // Ten minutes (every tenth second, 1,000 runs each), every run a new kind.
+        for s in (0..600).step_by(10) {
+            let now = start + secs(s);
+            for i in 0..1_000 {
+                let mut r = (*run(&format!("{s}-{i}"), Verdict::Fail, now)).clone();
+                r.error = Some(format!("kind {} broke", "x".repeat(i % 50 + 1)));
+                state.record_at(Arc::new(r), now);
+            }
+        }
+        let c = &state.cases_at(start + secs(600))[0];
+        assert_eq!(c.recent.len(), RECENT_PER_CASE);
+        assert_eq!(c.failures.len(), history::KINDS_PER_CASE);
+        assert!(c
+            .failures
+            .iter()
+            .all(|k| k.runs.len() <= history::RUNS_PER_KIND));
+        assert_eq!(c.pass_rates[1].runs, 60_000);
+        assert_eq!(state.runs.lock().unwrap().0.len(), RUNS_KEPT);
+    }
+
+    #[test]
+    fn transitions_are_kept_with_their_reasons_for_their_cases() {
+        let state = state(DEFAULT_HISTORY_WINDOW);
+        let now = t0();
+        state.record_transition(&transition(
+            Health::Ok,
+            Health::Fail,
+            "3 runs in a row did not pass",
+            now - secs(60),
+        ));
+        state.record_transition(&transition(Health::Fail, Health::Ok, "runs pass", now));
+        state.record_transition(&Transition {
+            kind: LIVECHECK_BLIND,
+            case: EVERY_CASE.to_owned(),
+            from: Health::Ok,
+            to: Health::Down,
+            reason: "livecheck cannot reach Kafka".to_owned(),
+            at: now + secs(1),
+            cases: vec![C.to_owned()],
+        });
+        let c = &state.cases_at(now + secs(2))[0];
+        let seen: Vec<(Health, Health, &str, bool)> = c
+            .transitions
+            .iter()
+            .map(|t| (t.from, t.to, t.reason.as_str(), t.suite))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Health::Ok,
+                    Health::Down,
+                    "livecheck cannot reach Kafka",
+                    true
+                ),
+                (Health::Fail, Health::Ok, "runs pass", false),
+                (
+                    Health::Ok,
+                    Health::Fail,
+                    "3 runs in a row did not pass",
+                    false
+                ),
+            ]
+        );
+        assert_eq!(
+            state.transition_counts(),
+            [
+                (EVERY_CASE.to_owned(), Health::Down, 1),
+                (C.to_owned(), Health::Fail, 1),
+                (C.to_owned(), Health::Ok, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_headline_says_the_failures_in_a_row_shown() {
+        let state = state(DEFAULT_HISTORY_WINDOW);
+        let now = t0();
+        let set_health = |h: Health, reason: &str| {
+            let mut cases = state.cases.lock().unwrap();
+            let s = &mut cases.get_mut(C).unwrap().snapshot;
+            s.health = h;
+            s.health_reason = reason.to_owned();
+        };
+        assert_eq!(state.cases_at(now)[0].headline, "started");
+        state.record_at(run("f-0", Verdict::Fail, now), now);
+        let c = &state.cases_at(now)[0];
+        assert_eq!(c.headline, "1 run in a row did not pass (FAIL at 3)");
+        // FAIL was entered at 3; 59 in a row later the headline says 59, like the count.
+        set_health(Health::Fail, "3 runs in a row did not pass");
+        for i in 1..59 {
+            state.record_at(run(&format!("f-{i}"), Verdict::Fail, now), now);
+        }
+        let c = &state.cases_at(now)[0];
+        assert_eq!(c.consecutive_failures, 59);
+        assert_eq!(c.headline, "59 runs in a row did not pass (FAIL at 3)");
+        assert_eq!(c.health_reason, "3 runs in a row did not pass");
+        state.record_at(run("p", Verdict::Pass, now), now);
+        assert!(state.cases_at(now)[0].headline.starts_with("recovering"));
+        set_health(Health::Stall, "no run since 12:00:00");
+        assert_eq!(state.cases_at(now)[0].headline, "no run since 12:00:00");
     }
 }
