@@ -738,7 +738,7 @@ active = false
     /// Environment variables of the live CLI whose values are not secrets (shown by
     /// `--help`). Every other one must hide its value: a new secret-bearing setting is
     /// safe by default, and this list says what was decided.
-    const SHOWN_ENV: [&str; 13] = [
+    const SHOWN_ENV: [&str; 14] = [
         "LIVECHECK_PROFILE",
         "LIVECHECK_CONFIG",
         "LIVECHECK_BROKERS",
@@ -752,6 +752,7 @@ active = false
         "LIVECHECK_HISTORY_WINDOW",
         "LIVECHECK_SUMMARY_EVERY",
         "LIVECHECK_PRINT_VERDICTS",
+        "LIVECHECK_LOG_FORMAT",
     ];
 
     #[test]
