@@ -294,6 +294,7 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
+                self.state.record_transition(&t);
                 // A recovery the group has not heard yet: for it the outage goes on.
                 let alerted = m.pending_recovery.take().is_some() || self.emit(&mut m, t);
                 if let Some(b) = &mut m.blind {
@@ -352,6 +353,7 @@ impl HealthMonitor {
                     at: now,
                     cases: names,
                 };
+                self.state.record_transition(&t);
                 if !self.emit(&mut m, t.clone()) && b.alerted && m.voice {
                     m.pending_recovery = Some(t);
                 }
@@ -522,13 +524,14 @@ impl HealthMonitor {
         } else {
             warn!(case, from = %transition.from, to = %transition.to, reason = %transition.reason, "suite state changed");
         }
+        self.state.record_transition(&transition);
         let _ = self.emit(&mut m, transition);
     }
 
-    /// Counts a transition and, when this instance speaks for the group and is not warming
-    /// up, queues it for the reports topic and the webhook.
+    /// When this instance speaks for the group and is not warming up, queues a transition
+    /// for the reports topic and the webhook. (The state records each transition once,
+    /// where it happens; an announcement after the warm-up is not a second one.)
     fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
-        self.state.record_transition(&transition);
         if !m.voice {
             info!(case = %transition.case, to = %transition.to, "not alerting: {NOT_THE_VOICE}");
             return false;
@@ -770,6 +773,22 @@ mod tests {
         assert_eq!(sent(&mut rx), [(B.into(), Health::Ok, Health::Fail)]);
         m.tick_at(Utc::now() + secs(12));
         assert!(sent(&mut rx).is_empty());
+        // The announcement after the warm-up is an alert, not a second transition.
+        let entered_fail = |case: &str| {
+            m.state
+                .transition_counts()
+                .into_iter()
+                .find(|(c, to, _)| c == case && *to == Health::Fail)
+                .map_or(0, |(_, _, n)| n)
+        };
+        assert_eq!(entered_fail(B), 1);
+        let b = m.state.cases().into_iter().find(|c| c.name == B).unwrap();
+        let to_fail = b
+            .transitions
+            .iter()
+            .filter(|t| t.to == Health::Fail)
+            .count();
+        assert_eq!(to_fail, 1, "{:?}", b.transitions);
     }
 
     #[tokio::test]
