@@ -126,6 +126,7 @@ mod flow;
 mod follower;
 mod group;
 pub mod headers;
+pub mod hop;
 pub mod http;
 pub mod kafka;
 mod ledger;
@@ -151,6 +152,7 @@ pub use control::{ControlOptions, ControlStatus, EffectiveSettings, SettingsSour
 pub use embedded::EmbeddedBroker;
 pub use error::Error;
 pub use headers::ContextError;
+pub use hop::{Hop, HopKind};
 pub use registry::Limits;
 pub use report::{Report, Step, Truncation, Verdict};
 pub use run::{AnySignal, Occurrence, Run};

@@ -117,6 +117,13 @@ pub struct Report {
     /// Set when the report was too large to publish whole: what was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
+    /// Where the test's records went between services (LiveCheck's Kafka helpers), in the
+    /// order they happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<crate::hop::Hop>,
+    /// The W3C trace id the test was carried with, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// What was cut from a report too large to publish whole.

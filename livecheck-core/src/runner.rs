@@ -1228,6 +1228,8 @@ impl Runner {
             finished_at: Utc::now(),
             arguments: context.arguments.clone(),
             truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
         };
         let done = finished.records;
         let hold = self.hold(&pos, &done);
@@ -1414,6 +1416,8 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         arguments: context.arguments.clone(),
         waits: Vec::new(),
         truncated: None,
+        hops: Vec::new(),
+        trace_id: None,
     }
 }
 

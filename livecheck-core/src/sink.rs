@@ -330,6 +330,8 @@ mod tests {
             arguments,
             waits: Vec::new(),
             truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
         }
     }
 

@@ -183,6 +183,8 @@ fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> R
         arguments: context.arguments.clone(),
         waits: Vec::new(),
         truncated: None,
+        hops: Vec::new(),
+        trace_id: None,
     }
 }
 

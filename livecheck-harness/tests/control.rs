@@ -236,6 +236,8 @@ fn report(case: &str, verdict: Verdict) -> Report {
         finished_at: now,
         arguments: Value::Null,
         truncated: None,
+        hops: Vec::new(),
+        trace_id: None,
     }
 }
 

@@ -76,6 +76,8 @@ fn report(
         arguments: Value::Null,
         waits: Vec::new(),
         truncated: None,
+        hops: Vec::new(),
+        trace_id: None,
     }
 }
 

@@ -644,6 +644,8 @@ mod tests {
             arguments: serde_json::Value::Null,
             waits: Vec::new(),
             truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
         }
     }
 

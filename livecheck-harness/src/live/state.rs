@@ -609,6 +609,8 @@ mod tests {
             finished_at: at,
             arguments: serde_json::Value::Null,
             truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
         })
     }
 

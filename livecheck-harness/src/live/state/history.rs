@@ -326,6 +326,8 @@ mod tests {
             finished_at: at,
             arguments: serde_json::Value::Null,
             truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
         })
     }
 
