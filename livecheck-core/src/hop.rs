@@ -43,3 +43,341 @@ impl Hop {
         format!("{}[{}]@{}", self.topic, self.partition, self.offset)
     }
 }
+
+/// The signal name a hop is sent under on the signals topic (its value is the [`Hop`]);
+/// runs never wait for it and reports list hops apart from the steps.
+pub const HOP_SIGNAL: &str = "livecheck.hop";
+
+/// How far a consumer group has read a partition, as the LiveCheck helpers of its services
+/// report it ([`PositionsRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The last offset handed to the helper (read, with or without a context).
+    pub offset: i64,
+    /// Records of this topic the reporting instance of the group read without a test
+    /// context, since it started (all partitions).
+    #[serde(default)]
+    pub without_context: u64,
+}
+
+/// What a service instance reports about its consumers, about once a second while they read:
+/// one record to each partition of the signals topic, so every runner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionsRecord {
+    /// Always [`PositionsRecord::KIND`]: tells it from a signal.
+    pub kind: String,
+    /// The service (the LiveCheck client's service name).
+    #[serde(default)]
+    pub service: String,
+    /// The reporting client instance (random per process).
+    pub instance: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The positions.
+    pub positions: Vec<Position>,
+}
+
+impl PositionsRecord {
+    /// `kind` of a positions record.
+    pub const KIND: &'static str = "positions";
+    /// How its JSON begins (the runner tells it from a signal without parsing twice).
+    pub(crate) const PREFIX: &'static [u8] = br#"{"kind":"positions""#;
+}
+
+/// A consumer group's position on one partition, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// The last offset read.
+    pub offset: i64,
+    /// The service that reported it.
+    pub service: String,
+    /// When it was reported.
+    pub at: DateTime<Utc>,
+}
+
+/// What every consumer group reported reading, by (group, topic, partition); and the
+/// records read without a context, by (group, topic), summed over the reporting instances.
+#[derive(Debug, Default)]
+pub struct Positions {
+    by_partition: std::collections::HashMap<(String, String, i32), GroupPosition>,
+    without_context:
+        std::collections::HashMap<(String, String), std::collections::HashMap<String, u64>>,
+}
+
+impl Positions {
+    /// Takes in a report (positions only move forward; counts are per reporting instance).
+    pub fn apply(&mut self, record: &PositionsRecord) {
+        for p in &record.positions {
+            let key = (p.group.clone(), p.topic.clone(), p.partition);
+            let newer = self.by_partition.get(&key).is_none_or(|held| {
+                p.offset > held.offset || (p.offset == held.offset && record.at > held.at)
+            });
+            if newer {
+                self.by_partition.insert(
+                    key,
+                    GroupPosition {
+                        offset: p.offset,
+                        service: record.service.clone(),
+                        at: record.at,
+                    },
+                );
+            }
+            let counts = self
+                .without_context
+                .entry((p.group.clone(), p.topic.clone()))
+                .or_default();
+            let held = counts.entry(record.instance.clone()).or_default();
+            *held = (*held).max(p.without_context);
+        }
+    }
+
+    /// The groups that reported reading `topic`, sorted.
+    pub fn groups_of(&self, topic: &str) -> Vec<&str> {
+        let mut groups: Vec<&str> = self
+            .by_partition
+            .keys()
+            .filter(|(_, t, _)| t == topic)
+            .map(|(g, _, _)| g.as_str())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    /// Where `group` last reported being on `topic[partition]`.
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&GroupPosition> {
+        self.by_partition
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+    }
+
+    /// Records read without a test context: (group, topic, count), sorted.
+    pub fn without_context(&self) -> Vec<(String, String, u64)> {
+        let mut out: Vec<_> = self
+            .without_context
+            .iter()
+            .map(|((g, t), by_instance)| (g.clone(), t.clone(), by_instance.values().sum()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Why the step `missing` did not come, from the test's hops and the groups' positions:
+/// the context was lost between two services, a group has not read the record yet, or a
+/// service received the record and sent nothing. `None` when the hops tell nothing.
+pub fn diagnose(hops: &[Hop], positions: &Positions, missing: &str) -> Option<String> {
+    let consumed_at = |p: &Hop| {
+        hops.iter().any(|h| {
+            h.kind == HopKind::Consumed
+                && (&h.topic, h.partition, h.offset) == (&p.topic, p.partition, p.offset)
+        })
+    };
+    // A record that left a service in the test and was not read with the test's context,
+    // on a topic some group reads (the newest such record).
+    let unread = hops
+        .iter()
+        .filter(|h| h.kind == HopKind::Produced && !consumed_at(h))
+        .filter(|h| !positions.groups_of(&h.topic).is_empty())
+        .max_by_key(|h| h.at);
+    if let Some(produced) = unread {
+        let from = who(produced);
+        let place = produced.place();
+        let mut why = Vec::new();
+        for group in positions.groups_of(&produced.topic) {
+            let reader = |p: &GroupPosition| {
+                if p.service.is_empty() {
+                    format!("group {group}")
+                } else {
+                    format!("{} (group {group})", p.service)
+                }
+            };
+            why.push(match positions.get(group, &produced.topic, produced.partition) {
+                Some(p) if p.offset >= produced.offset => format!(
+                    "the test context was lost between {from} and {} at {place}: it read the record without a context",
+                    reader(p)
+                ),
+                Some(p) => format!(
+                    "group {group} is {} records behind on {}[{}] (read up to offset {} as of {}); the record of this test ({place}) has not been read",
+                    produced.offset - p.offset,
+                    produced.topic,
+                    produced.partition,
+                    p.offset,
+                    shown(p.at),
+                ),
+                None => format!(
+                    "group {group} has not reported reading {}[{}]; the record of this test ({place}) has not been read",
+                    produced.topic, produced.partition
+                ),
+            });
+        }
+        return Some(why.join("; "));
+    }
+    // Every record the test produced was read with its context: the last service that
+    // received one did not go on.
+    if let Some(received) = hops
+        .iter()
+        .filter(|h| h.kind == HopKind::Consumed)
+        .max_by_key(|h| h.at)
+    {
+        let later_output = hops
+            .iter()
+            .any(|h| h.kind == HopKind::Produced && h.at > received.at);
+        if !later_output {
+            return Some(format!(
+                "{} received the record {} at {} with the test context and did not send `{missing}`",
+                who(received),
+                received.place(),
+                shown(received.at),
+            ));
+        }
+    }
+    // A record nobody reads with LiveCheck's helpers.
+    let produced = hops
+        .iter()
+        .filter(|h| h.kind == HopKind::Produced && !consumed_at(h))
+        .max_by_key(|h| h.at)?;
+    Some(format!(
+        "the record of this test left {} at {} and no consumer using LiveCheck's Kafka helpers reports reading {}",
+        who(produced),
+        produced.place(),
+        produced.topic
+    ))
+}
+
+/// A time in a message: RFC 3339, milliseconds, UTC.
+fn shown(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `create-order (group example-create-order)`, `create-order`, `group G`, `a service`.
+fn who(hop: &Hop) -> String {
+    match (hop.service.is_empty(), &hop.group) {
+        (false, Some(group)) => format!("{} (group {group})", hop.service),
+        (false, None) => hop.service.clone(),
+        (true, Some(group)) => format!("group {group}"),
+        (true, None) => "a service".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn produced(service: &str, topic: &str, partition: i32, offset: i64, t: i64) -> Hop {
+        Hop {
+            kind: HopKind::Produced,
+            service: service.into(),
+            group: None,
+            topic: topic.into(),
+            partition,
+            offset,
+            at: at(t),
+        }
+    }
+
+    fn consumed(group: &str, topic: &str, partition: i32, offset: i64, t: i64) -> Hop {
+        Hop {
+            kind: HopKind::Consumed,
+            service: "execute".into(),
+            group: Some(group.into()),
+            ..produced("", topic, partition, offset, t)
+        }
+    }
+
+    fn reported(group: &str, topic: &str, partition: i32, offset: i64) -> Positions {
+        let mut positions = Positions::default();
+        positions.apply(&PositionsRecord {
+            kind: PositionsRecord::KIND.into(),
+            service: "execute".into(),
+            instance: "i1".into(),
+            at: at(500),
+            positions: vec![Position {
+                group: group.into(),
+                topic: topic.into(),
+                partition,
+                offset,
+                without_context: 1,
+            }],
+        });
+        positions
+    }
+
+    #[test]
+    fn a_record_read_past_without_its_context_is_a_lost_context() {
+        let hops = [produced("create", "execution", 2, 1234, 0)];
+        assert_eq!(
+            diagnose(&hops, &reported("g-exec", "execution", 2, 1240), "executed").as_deref(),
+            Some("the test context was lost between create and execute (group g-exec) at execution[2]@1234: it read the record without a context")
+        );
+    }
+
+    #[test]
+    fn a_group_behind_the_record_has_not_read_it() {
+        let hops = [produced("create", "execution", 2, 1234, 0)];
+        assert_eq!(
+            diagnose(&hops, &reported("g-exec", "execution", 2, 1200), "executed").as_deref(),
+            Some("group g-exec is 34 records behind on execution[2] (read up to offset 1200 as of 2027-01-15T08:00:00.500Z); the record of this test (execution[2]@1234) has not been read")
+        );
+        assert_eq!(
+            diagnose(&hops, &reported("g-exec", "execution", 0, 9), "executed").as_deref(),
+            Some("group g-exec has not reported reading execution[2]; the record of this test (execution[2]@1234) has not been read")
+        );
+    }
+
+    #[test]
+    fn a_record_received_with_its_context_and_no_step_names_the_receiver() {
+        let hops = [
+            produced("create", "execution", 2, 1234, 0),
+            consumed("g-exec", "execution", 2, 1234, 10),
+        ];
+        assert_eq!(
+            diagnose(&hops, &reported("g-exec", "execution", 2, 1234), "executed").as_deref(),
+            Some("execute (group g-exec) received the record execution[2]@1234 at 2027-01-15T08:00:00.010Z with the test context and did not send `executed`")
+        );
+    }
+
+    #[test]
+    fn without_positions_an_unread_record_is_named_and_no_hops_tell_nothing() {
+        let hops = [produced("create", "audit", 0, 7, 0)];
+        assert_eq!(
+            diagnose(&hops, &Positions::default(), "executed").as_deref(),
+            Some("the record of this test left create at audit[0]@7 and no consumer using LiveCheck's Kafka helpers reports reading audit")
+        );
+        assert_eq!(diagnose(&[], &Positions::default(), "executed"), None);
+    }
+
+    #[test]
+    fn positions_move_forward_and_counts_sum_over_instances() {
+        let mut positions = reported("g", "t", 0, 10);
+        let mut older = PositionsRecord {
+            kind: PositionsRecord::KIND.into(),
+            service: "s".into(),
+            instance: "i2".into(),
+            at: at(900),
+            positions: vec![Position {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                offset: 5,
+                without_context: 3,
+            }],
+        };
+        positions.apply(&older);
+        assert_eq!(positions.get("g", "t", 0).unwrap().offset, 10);
+        older.positions[0].without_context = 2;
+        positions.apply(&older);
+        assert_eq!(positions.without_context(), [("g".into(), "t".into(), 4)]);
+        let json = serde_json::to_vec(&older).unwrap();
+        assert!(json.starts_with(PositionsRecord::PREFIX));
+    }
+}
