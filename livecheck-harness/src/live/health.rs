@@ -47,6 +47,10 @@ pub struct Transition {
     /// The cases concerned, for [`LIVECHECK_BLIND`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cases: Vec<String>,
+    /// The test id of the last run that did not pass, when the case entered `FAIL` (`None`
+    /// for `OK`, `STALL`, `DOWN`): the run an alert links to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_run: Option<String>,
 }
 
 /// Health rules.
@@ -79,6 +83,8 @@ struct Inputs {
     consecutive_failures: u32,
     passes: u32,
     last_run_at: Option<DateTime<Utc>>,
+    /// The test id of the last run that did not pass.
+    last_failure: Option<String>,
 }
 
 /// LiveCheck blind: why, since when, and each case's state before.
@@ -107,6 +113,17 @@ struct Monitor {
     /// The end of an outage whose start was announced, while this instance could not speak
     /// (warming up as the voice again after a rebalance): announced once it can.
     pending_recovery: Option<Transition>,
+}
+
+impl Monitor {
+    /// The run an alert about `case` entering `to` links to: the last that did not pass,
+    /// for `FAIL` only (a stall or an unreachable service has no failing run).
+    fn failing_run(&self, case: &str, to: Health) -> Option<String> {
+        if to != Health::Fail {
+            return None;
+        }
+        self.inputs.get(case).and_then(|i| i.last_failure.clone())
+    }
 }
 
 /// Decides transitions; sends them to the alert queue when this instance speaks for the
@@ -220,6 +237,7 @@ impl HealthMonitor {
                 _ => {
                     n.passes = 0;
                     n.consecutive_failures += 1;
+                    n.last_failure = Some(report.test_id.clone());
                 }
             }
             n.last_run_at = n.last_run_at.max(Some(report.finished_at));
@@ -293,6 +311,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: names,
+                    failing_run: None,
                 };
                 // A recovery the group has not heard yet: for it the outage goes on.
                 let alerted = m.pending_recovery.take().is_some() || self.emit(&mut m, t);
@@ -351,6 +370,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: names,
+                    failing_run: None,
                 };
                 if !self.emit(&mut m, t.clone()) && b.alerted && m.voice {
                     m.pending_recovery = Some(t);
@@ -407,6 +427,7 @@ impl HealthMonitor {
                 reason: b.reason.clone(),
                 at: now,
                 cases: names.clone(),
+                failing_run: None,
             });
             if let Some(t) = held_back {
                 let alerted = self.emit(&mut m, t);
@@ -426,6 +447,7 @@ impl HealthMonitor {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&case)
                     .map_or(Health::Ok, |c| c.snapshot.health);
+                let failing_run = m.failing_run(&case, to);
                 let t = Transition {
                     kind: SUITE_STATE,
                     case,
@@ -434,6 +456,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: Vec::new(),
+                    failing_run,
                 };
                 let _ = self.emit(&mut m, t);
             }
@@ -449,6 +472,7 @@ impl HealthMonitor {
             (i.consecutive_failures, i.passes, i.last_run_at)
         });
         let stall_baseline = m.stall_baseline;
+        let failing_run = m.failing_run(case, Health::Fail);
         let transition = {
             let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
             let Some(c) = cases.get_mut(case) else { return };
@@ -510,6 +534,7 @@ impl HealthMonitor {
                 reason: reason.clone(),
                 at: now,
                 cases: Vec::new(),
+                failing_run: failing_run.filter(|_| target == Health::Fail),
             };
             c.snapshot.health = target;
             c.snapshot.health_since = now;

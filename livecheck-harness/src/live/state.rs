@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::control::{ControlView, RolloutDriver, RolloutLive};
 use super::fleet::{Fleet, InstanceView};
 use super::health::Transition;
+use super::metrics::Metrics;
 use super::rollout::{Position, RolloutState};
 
 /// Suite state of a case.
@@ -200,6 +201,8 @@ pub struct LiveState {
     /// Roll-outs driven by this instance.
     pub rollouts: Arc<RolloutDriver>,
     group: Mutex<GroupView>,
+    /// Series recorded as things happen (run durations, alert deliveries) for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -263,6 +266,7 @@ impl LiveState {
             fleet: Arc::default(),
             rollouts: Arc::default(),
             group: Mutex::new(GroupView::default()),
+            metrics: Metrics::default(),
         }
     }
 
@@ -314,6 +318,7 @@ impl LiveState {
 
     /// Records a finished run (counts, pass rate, recent runs, step latencies).
     pub fn record(&self, report: Arc<Report>) {
+        self.metrics.observe_run(&report);
         {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
             if runs
