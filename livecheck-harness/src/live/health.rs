@@ -1,7 +1,7 @@
 //! Suite health per case: OK, FAIL, STALL, DOWN, with a hold-down against flapping; every
 //! transition is logged, and the instance that speaks for the group (the owner of the
 //! tests topic's partition 0) publishes it to the reports topic and sends it to the alert
-//! webhook.
+//! webhooks ([`super::alerts`]).
 //!
 //! When LiveCheck itself is blind (Kafka unreachable, no partitions held), every case shows
 //! `DOWN` with the cause, one alert goes out for the outage and one for its end; the cases'
@@ -567,7 +567,8 @@ impl HealthMonitor {
         }
         let case = transition.case.clone();
         if self.alerts.try_send(transition).is_err() {
-            warn!(case, "alert queue full: transition not sent to the webhook");
+            self.state.metrics.alert_dropped();
+            warn!(case, "alert queue full: transition not sent to the webhooks");
             return false;
         }
         true
@@ -576,46 +577,6 @@ impl HealthMonitor {
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Sends transitions to the reports topic and the webhook (JSON POST, retried), never
-/// blocking the runner. Returns when the queue closes.
-pub async fn deliver_alerts(
-    mut rx: mpsc::Receiver<Transition>,
-    state: Arc<LiveState>,
-    webhook: Option<String>,
-) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    while let Some(t) = rx.recv().await {
-        let client = &state.client;
-        if let Err(err) = client.publish_json(&client.topics().reports, &t.case, &t) {
-            warn!(case = %t.case, "suite-state record {err}");
-        }
-        let Some(url) = &webhook else { continue };
-        // The URL's path may be a token (Slack): logs show scheme and host only.
-        let shown = livecheck_core::redact::url(url);
-        let mut delay = Duration::from_millis(250);
-        for attempt in 1..=4 {
-            match http.post(url).json(&t).send().await {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) => {
-                    warn!(url = %shown, status = %r.status(), attempt, "alert webhook refused the alert")
-                }
-                Err(e) => {
-                    warn!(url = %shown, error = %e.without_url(), attempt, "alert webhook unreachable")
-                }
-            }
-            if attempt == 4 {
-                warn!(url = %shown, case = %t.case, to = %t.to, "alert not delivered after 4 attempts");
-            } else {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -733,6 +694,26 @@ mod tests {
         let (health, reason) = health_of(&m, B);
         assert_eq!(health, Health::Ok);
         assert!(reason.starts_with("livecheck sees Kafka"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_fail_names_the_run_that_did_not_pass_and_other_states_none() {
+        let (m, mut rx) = monitor(0);
+        let failed = report(A, Verdict::Timeout);
+        m.on_report(&failed);
+        let t = rx.try_recv().expect("FAIL");
+        assert_eq!(
+            (t.to, t.failing_run.as_deref()),
+            (Health::Fail, Some(failed.test_id.as_str()))
+        );
+        m.on_report(&report(A, Verdict::Pass));
+        m.on_report(&report(A, Verdict::Pass));
+        m.tick_at(Utc::now() + secs(1));
+        let t = rx.try_recv().expect("OK");
+        assert_eq!((t.to, t.failing_run), (Health::Ok, None));
+        m.set_down(B, Some("connection refused".into()));
+        let t = rx.try_recv().expect("DOWN");
+        assert_eq!((t.case.as_str(), t.to, t.failing_run), (B, Health::Down, None));
     }
 
     #[tokio::test]
