@@ -268,7 +268,9 @@ pub fn default_public_url(addr: std::net::SocketAddr) -> String {
         return format!("http://{addr}");
     }
     let instance = livecheck_core::control::default_instance();
-    let host = instance.rsplit_once(':').map_or(instance.as_str(), |(h, _)| h);
+    let host = instance
+        .rsplit_once(':')
+        .map_or(instance.as_str(), |(h, _)| h);
     format!("http://{host}:{}", addr.port())
 }
 
@@ -598,4 +600,658 @@ fn error_chain(e: reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use livecheck_core::{Case, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Suite, Topics};
+
+    use super::*;
+    use crate::live::health::{EVERY_CASE, SUITE_STATE};
+
+    const CASE: &str = "orders.place_order";
+    const RUN: &str = "6f1c2d3e-0000-4000-8000-000000000001";
+
+    fn source() -> AlertSource {
+        AlertSource {
+            group: "livecheck-production".into(),
+            profile: "production".into(),
+            instance: "host-1:42".into(),
+            public_url: "https://livecheck.example.com".into(),
+        }
+    }
+
+    fn transition(from: Health, to: Health, reason: &str) -> Transition {
+        Transition {
+            kind: SUITE_STATE,
+            case: CASE.into(),
+            from,
+            to,
+            reason: reason.into(),
+            at: Utc::now(),
+            cases: Vec::new(),
+            failing_run: (to == Health::Fail).then(|| RUN.to_owned()),
+        }
+    }
+
+    fn fail() -> Transition {
+        transition(Health::Ok, Health::Fail, "3 runs in a row did not pass")
+    }
+
+    fn ok() -> Transition {
+        transition(Health::Fail, Health::Ok, "runs pass")
+    }
+
+    fn alert<'a>(t: &'a Transition, source: &'a AlertSource) -> Alert<'a> {
+        Alert {
+            transition: t,
+            source,
+            since: t.at - chrono::Duration::minutes(5),
+        }
+    }
+
+    fn webhook(name: &str, url: &str, format: AlertFormat) -> Webhook {
+        Webhook {
+            name: name.into(),
+            url: url.into(),
+            format,
+            routing_key: (format == AlertFormat::Pagerduty)
+                .then(|| SecretString::new("R0UTING-KEY-SENTINEL")),
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        k.sort_unstable();
+        k
+    }
+
+    fn is_rfc3339(v: &Value) -> bool {
+        v.as_str()
+            .is_some_and(|s| DateTime::parse_from_rfc3339(s).is_ok())
+    }
+
+    /// PagerDuty Events API v2: a trigger carries `routing_key`, `event_action`,
+    /// `dedup_key` and a `payload` with `summary` (≤ 1024), `source`, `severity` (critical,
+    /// error, warning, info), `timestamp`; `links` are `{href, text}`; a resolve needs the
+    /// routing key, the action and the dedup key.
+    #[test]
+    fn pagerduty_events_have_the_events_v2_shape_and_a_resolve_closes_the_trigger() {
+        let s = source();
+        let mut t = fail();
+        t.reason = "x".repeat(5000);
+        let v = pagerduty_payload("R0UTING-KEY", &alert(&t, &s));
+        assert_eq!(
+            keys(&v),
+            [
+                "client",
+                "client_url",
+                "dedup_key",
+                "event_action",
+                "links",
+                "payload",
+                "routing_key"
+            ]
+        );
+        assert_eq!(v["routing_key"], "R0UTING-KEY");
+        assert_eq!(v["event_action"], "trigger");
+        assert_eq!(
+            v["dedup_key"],
+            "livecheck/livecheck-production/orders.place_order"
+        );
+        let p = &v["payload"];
+        let summary = p["summary"].as_str().expect("summary");
+        assert!(
+            summary.chars().count() <= PAGERDUTY_SUMMARY_MAX,
+            "{}",
+            summary.len()
+        );
+        assert!(summary.starts_with("[livecheck production] orders.place_order is FAIL: xxx"));
+        assert!(!p["source"].as_str().expect("source").is_empty());
+        assert_eq!(p["severity"], "critical");
+        assert!(is_rfc3339(&p["timestamp"]), "{}", p["timestamp"]);
+        assert_eq!(p["component"], CASE);
+        let d = &p["custom_details"];
+        assert_eq!(
+            (&d["case"], &d["state"], &d["from"], &d["failing_run"]),
+            (&json!(CASE), &json!("FAIL"), &json!("OK"), &json!(RUN))
+        );
+        assert_eq!(
+            (&d["instance"], &d["profile"]),
+            (&json!("host-1:42"), &json!("production"))
+        );
+        let links = v["links"].as_array().expect("links");
+        for link in links {
+            assert_eq!(keys(link), ["href", "text"]);
+        }
+        assert_eq!(
+            links[0]["href"],
+            format!("https://livecheck.example.com/api/runs/{RUN}")
+        );
+        assert_eq!(links[1]["href"], "https://livecheck.example.com/");
+
+        let severities = [(Health::Down, "error"), (Health::Stall, "warning")];
+        for (to, severity) in severities {
+            let t = transition(Health::Ok, to, "why");
+            let v = pagerduty_payload("k", &alert(&t, &s));
+            assert_eq!(v["payload"]["severity"], severity);
+            assert_eq!(
+                v["links"].as_array().map(Vec::len),
+                Some(1),
+                "no run to link"
+            );
+        }
+
+        let t = ok();
+        let r = pagerduty_payload("R0UTING-KEY", &alert(&t, &s));
+        assert_eq!(
+            r,
+            json!({
+                "routing_key": "R0UTING-KEY",
+                "event_action": "resolve",
+                "dedup_key": v["dedup_key"],
+            })
+        );
+    }
+
+    /// A Slack incoming webhook takes `text` (the notification, and the fallback) and
+    /// `blocks` of Block Kit types; a section's text is at most 3000 characters, a
+    /// header's 150 (plain text), a field's 2000, at most 10 fields; buttons have
+    /// plain-text labels of at most 75 characters and URLs.
+    #[test]
+    fn slack_messages_have_text_and_valid_blocks_within_the_limits() {
+        let s = source();
+        let check = |v: &Value| {
+            assert_eq!(keys(v), ["blocks", "text"]);
+            assert!(!v["text"].as_str().expect("text").is_empty());
+            let blocks = v["blocks"].as_array().expect("blocks");
+            assert!(!blocks.is_empty() && blocks.len() <= 50);
+            for b in blocks {
+                let kind = b["type"].as_str().expect("type");
+                match kind {
+                    "header" => {
+                        assert_eq!(b["text"]["type"], "plain_text");
+                        let text = b["text"]["text"].as_str().expect("header text");
+                        assert!(text.chars().count() <= SLACK_HEADER_MAX);
+                    }
+                    "section" => {
+                        assert_eq!(b["text"]["type"], "mrkdwn");
+                        let text = b["text"]["text"].as_str().expect("section text");
+                        assert!(text.chars().count() <= SLACK_SECTION_MAX, "{}", text.len());
+                        let fields = b["fields"].as_array().expect("fields");
+                        assert!(fields.len() <= 10);
+                        for f in fields {
+                            assert_eq!(f["type"], "mrkdwn");
+                            assert!(f["text"].as_str().expect("field").chars().count() <= 2000);
+                        }
+                    }
+                    "context" => {
+                        let elements = b["elements"].as_array().expect("elements");
+                        assert!(!elements.is_empty() && elements.len() <= 10);
+                    }
+                    "actions" => {
+                        let elements = b["elements"].as_array().expect("elements");
+                        assert!(!elements.is_empty() && elements.len() <= 25);
+                        for e in elements {
+                            assert_eq!(e["type"], "button");
+                            assert_eq!(e["text"]["type"], "plain_text");
+                            let label = e["text"]["text"].as_str().expect("label");
+                            assert!(label.chars().count() <= 75);
+                            let url = e["url"].as_str().expect("url");
+                            assert!(url.starts_with("https://") && url.len() <= 3000);
+                        }
+                    }
+                    other => panic!("not a Block Kit block for messages: {other}"),
+                }
+            }
+        };
+        let mut t = fail();
+        t.reason = format!("<script> & {}", "y".repeat(4000));
+        let v = slack_payload(&alert(&t, &s));
+        check(&v);
+        let text = serde_json::to_string(&v).expect("json");
+        assert!(text.contains("&lt;script&gt; &amp; yyy"), "mrkdwn escaped");
+        assert!(text.contains(RUN) && text.contains("host-1:42") && text.contains("production"));
+        assert_eq!(v["blocks"][0]["text"]["text"], "orders.place_order FAIL");
+        assert_eq!(
+            v["blocks"][3]["elements"][0]["url"],
+            format!("https://livecheck.example.com/api/runs/{RUN}")
+        );
+
+        let t = ok();
+        let v = slack_payload(&alert(&t, &s));
+        check(&v);
+        assert_eq!(
+            v["blocks"][0]["text"]["text"],
+            "orders.place_order OK again"
+        );
+        assert!(v["text"]
+            .as_str()
+            .expect("text")
+            .contains("orders.place_order is OK again (was FAIL): runs pass"));
+        assert_eq!(
+            v["blocks"][3]["elements"].as_array().map(Vec::len),
+            Some(1),
+            "no failing run to open"
+        );
+    }
+
+    /// Alertmanager's webhook payload, version 4: `version`, `groupKey`,
+    /// `truncatedAlerts`, `status` (firing, resolved), `receiver`, `groupLabels`,
+    /// `commonLabels`, `commonAnnotations`, `externalURL`, `alerts` with `status`,
+    /// `labels`, `annotations`, `startsAt`, `endsAt`, `generatorURL`, `fingerprint`.
+    #[test]
+    fn alertmanager_payloads_have_the_webhook_v4_shape_and_the_resolve_matches_the_alert() {
+        let s = source();
+        let t = fail();
+        let v = alertmanager_payload("oncall", &alert(&t, &s));
+        assert_eq!(
+            keys(&v),
+            [
+                "alerts",
+                "commonAnnotations",
+                "commonLabels",
+                "externalURL",
+                "groupKey",
+                "groupLabels",
+                "receiver",
+                "status",
+                "truncatedAlerts",
+                "version"
+            ]
+        );
+        assert_eq!(
+            (&v["version"], &v["status"], &v["receiver"]),
+            (&json!("4"), &json!("firing"), &json!("oncall"))
+        );
+        assert!(v["groupKey"].as_str().is_some_and(|k| !k.is_empty()));
+        assert_eq!(v["externalURL"], "https://livecheck.example.com");
+        let a = &v["alerts"][0];
+        assert_eq!(
+            keys(a),
+            [
+                "annotations",
+                "endsAt",
+                "fingerprint",
+                "generatorURL",
+                "labels",
+                "startsAt",
+                "status"
+            ]
+        );
+        assert_eq!(a["status"], "firing");
+        assert_eq!(
+            a["labels"],
+            json!({
+                "alertname": ALERTNAME_SUITE,
+                "case": CASE,
+                "livecheck_group": "livecheck-production",
+                "profile": "production",
+            })
+        );
+        assert_eq!(v["commonLabels"], a["labels"]);
+        let n = &a["annotations"];
+        assert_eq!(
+            (
+                &n["state"],
+                &n["description"],
+                &n["failing_run"],
+                &n["instance"]
+            ),
+            (
+                &json!("FAIL"),
+                &json!("3 runs in a row did not pass"),
+                &json!(RUN),
+                &json!("host-1:42")
+            )
+        );
+        assert!(is_rfc3339(&a["startsAt"]));
+        assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(
+            a["generatorURL"],
+            format!("https://livecheck.example.com/api/runs/{RUN}")
+        );
+        let fp = a["fingerprint"].as_str().expect("fingerprint");
+        assert!(
+            fp.len() == 16 && fp.chars().all(|c| c.is_ascii_hexdigit()),
+            "{fp}"
+        );
+
+        let t = ok();
+        let resolved = alert(&t, &s);
+        let r = alertmanager_payload("oncall", &resolved);
+        let ra = &r["alerts"][0];
+        assert_eq!(
+            (&r["status"], &ra["status"]),
+            (&json!("resolved"), &json!("resolved"))
+        );
+        assert_eq!(ra["labels"], a["labels"], "the same alert");
+        assert_eq!(ra["fingerprint"], a["fingerprint"]);
+        assert_eq!(r["groupKey"], v["groupKey"]);
+        assert_eq!(ra["startsAt"], rfc3339(resolved.since));
+        assert_eq!(ra["endsAt"], rfc3339(t.at));
+        assert_eq!(ra["generatorURL"], "https://livecheck.example.com/");
+
+        // LiveCheck's own outage is another alert.
+        let mut blind = transition(Health::Ok, Health::Down, "livecheck cannot reach Kafka");
+        blind.kind = LIVECHECK_BLIND;
+        blind.case = EVERY_CASE.into();
+        let b = alertmanager_payload("oncall", &alert(&blind, &s));
+        assert_eq!(b["alerts"][0]["labels"]["alertname"], ALERTNAME_BLIND);
+        assert_ne!(b["alerts"][0]["fingerprint"], a["fingerprint"]);
+    }
+
+    #[test]
+    fn the_json_payload_is_the_transition_with_status_dedup_key_and_links() {
+        let s = source();
+        let t = fail();
+        let v = json_payload(&alert(&t, &s));
+        for (key, value) in [
+            ("kind", json!("suite_state")),
+            ("case", json!(CASE)),
+            ("from", json!("OK")),
+            ("to", json!("FAIL")),
+            ("reason", json!("3 runs in a row did not pass")),
+            ("failing_run", json!(RUN)),
+            ("status", json!("firing")),
+            (
+                "dedup_key",
+                json!("livecheck/livecheck-production/orders.place_order"),
+            ),
+            ("profile", json!("production")),
+            ("group", json!("livecheck-production")),
+            ("instance", json!("host-1:42")),
+            ("page_url", json!("https://livecheck.example.com/")),
+            (
+                "run_url",
+                json!(format!("https://livecheck.example.com/api/runs/{RUN}")),
+            ),
+        ] {
+            assert_eq!(v[key], value, "{key}");
+        }
+        assert!(is_rfc3339(&v["at"]));
+        let t = ok();
+        let r = json_payload(&alert(&t, &s));
+        assert_eq!(
+            (&r["status"], &r["dedup_key"]),
+            (&json!("resolved"), &v["dedup_key"])
+        );
+        assert!(r.get("failing_run").is_none() && r.get("run_url").is_none());
+    }
+
+    #[test]
+    fn run_links_escape_the_test_id_and_keep_the_base_path() {
+        assert_eq!(
+            run_url("http://127.0.0.1:8099", "a/b c?d"),
+            "http://127.0.0.1:8099/api/runs/a%2Fb%20c%3Fd"
+        );
+        assert_eq!(
+            run_url("https://ops.example.com/livecheck/", "t-1"),
+            "https://ops.example.com/livecheck/api/runs/t-1"
+        );
+        assert_eq!(
+            default_public_url("127.0.0.1:8099".parse().expect("addr")),
+            "http://127.0.0.1:8099"
+        );
+        assert!(default_public_url("0.0.0.0:8099".parse().expect("addr")).ends_with(":8099"));
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+
+    fn live_state() -> Arc<LiveState> {
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+        let case = Case::new(CASE).expect(|_: Run, (): ()| async { Ok(()) });
+        let runner = Runner::new(
+            Suite::new([case]).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        Arc::new(LiveState::new(runner, client))
+    }
+
+    type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+    /// A receiver on 127.0.0.1: records what each path gets; `/status/{code}/...` answers
+    /// with that status.
+    async fn receiver() -> (String, Received) {
+        async fn record(
+            State(got): State<Received>,
+            Path(path): Path<String>,
+            Json(body): Json<Value>,
+        ) -> StatusCode {
+            got.lock().expect("lock").push((path.clone(), body));
+            match path.strip_prefix("status/") {
+                Some(rest) => rest
+                    .split('/')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::OK),
+                None => StatusCode::OK,
+            }
+        }
+        let got = Received::default();
+        let app = Router::new()
+            .route("/{*path}", post(record))
+            .with_state(got.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), got)
+    }
+
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn every_format_reaches_a_real_receiver_and_each_delivery_is_counted() {
+        let (base, got) = receiver().await;
+        let webhooks = vec![
+            webhook("generic", &format!("{base}/json"), AlertFormat::Json),
+            webhook("am", &format!("{base}/am"), AlertFormat::Alertmanager),
+            webhook(
+                "chat",
+                &format!("{base}/services/T0/B0/X"),
+                AlertFormat::Slack,
+            ),
+            webhook(
+                "oncall",
+                &format!("{base}/v2/enqueue"),
+                AlertFormat::Pagerduty,
+            ),
+        ];
+        let state = live_state();
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(deliver_alerts(rx, state.clone(), webhooks, source()));
+        tx.send(fail()).await.expect("send");
+        tx.send(ok()).await.expect("send");
+        eventually("8 deliveries", || got.lock().expect("lock").len() == 8).await;
+        drop(tx);
+        task.await.expect("delivery task");
+
+        let got = got.lock().expect("lock").clone();
+        let bodies = |path: &str| -> Vec<&Value> {
+            got.iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, b)| b)
+                .collect()
+        };
+        let json = bodies("json");
+        assert_eq!(
+            (&json[0]["status"], &json[1]["status"]),
+            (&json!("firing"), &json!("resolved"))
+        );
+        assert_eq!(json[0]["dedup_key"], json[1]["dedup_key"]);
+        let am = bodies("am");
+        assert_eq!(
+            (&am[0]["version"], &am[1]["status"]),
+            (&json!("4"), &json!("resolved"))
+        );
+        assert_eq!(am[0]["receiver"], "am");
+        let slack = bodies("services/T0/B0/X");
+        assert!(slack[0]["text"].as_str().expect("text").contains("is FAIL"));
+        assert!(slack[1]["text"]
+            .as_str()
+            .expect("text")
+            .contains("OK again"));
+        let pd = bodies("v2/enqueue");
+        assert_eq!(
+            (&pd[0]["event_action"], &pd[1]["event_action"]),
+            (&json!("trigger"), &json!("resolve"))
+        );
+        assert_eq!(pd[0]["routing_key"], "R0UTING-KEY-SENTINEL");
+        assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
+        // The resolve's Alertmanager alert started when the trigger did.
+        assert_eq!(
+            am[1]["alerts"][0]["startsAt"],
+            am[0]["alerts"][0]["startsAt"]
+        );
+
+        for (name, format) in [
+            ("generic", "json"),
+            ("am", "alertmanager"),
+            ("chat", "slack"),
+            ("oncall", "pagerduty"),
+        ] {
+            assert_eq!(
+                state
+                    .metrics
+                    .alert_deliveries(name, format, DeliveryOutcome::Delivered),
+                2,
+                "{name}"
+            );
+        }
+    }
+
+    /// A `Write` that keeps everything in a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_logs_neither_the_url_path_nor_the_routing_key() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let (base, got) = receiver().await;
+        // A port nothing listens on.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let state = live_state();
+        let metrics = state.metrics.clone();
+        let http = reqwest::Client::new();
+        let t = fail();
+        let cases = [
+            (
+                webhook(
+                    "chat",
+                    &format!("http://127.0.0.1:{closed}/services/T0/B0/SLACK-SECRET-PATH"),
+                    AlertFormat::Slack,
+                ),
+                DeliveryOutcome::Unreachable,
+            ),
+            (
+                webhook(
+                    "oncall",
+                    &format!("{base}/status/503/PD-SECRET-PATH?token=QUERY-SECRET"),
+                    AlertFormat::Pagerduty,
+                ),
+                DeliveryOutcome::Refused,
+            ),
+            (
+                webhook(
+                    "am",
+                    &format!(
+                        "http://user:PASSWORD-SECRET@{}/status/400/AM-SECRET",
+                        &base[7..]
+                    ),
+                    AlertFormat::Alertmanager,
+                ),
+                DeliveryOutcome::Refused,
+            ),
+        ];
+        let s = source();
+        for (w, expected) in &cases {
+            let body = payload(w, &alert(&t, &s));
+            let outcome = deliver(&http, w, &body, &t).await;
+            metrics.alert_delivery(&w.name, w.format.as_str(), outcome);
+            assert_eq!(outcome, *expected, "{}", w.name);
+        }
+        // 5xx is retried, 4xx is not.
+        let got = got.lock().expect("lock").clone();
+        let attempts = |p: &str| got.iter().filter(|(path, _)| path.starts_with(p)).count();
+        assert_eq!(
+            (attempts("status/503"), attempts("status/400")),
+            (ATTEMPTS as usize, 1)
+        );
+        assert_eq!(
+            metrics.alert_deliveries("chat", "slack", DeliveryOutcome::Unreachable),
+            1
+        );
+        assert_eq!(
+            metrics.alert_deliveries("oncall", "pagerduty", DeliveryOutcome::Refused),
+            1
+        );
+
+        let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+        for secret in [
+            "SLACK-SECRET-PATH",
+            "PD-SECRET-PATH",
+            "QUERY-SECRET",
+            "PASSWORD-SECRET",
+            "AM-SECRET",
+            "R0UTING-KEY-SENTINEL",
+            "/services/",
+        ] {
+            assert!(!text.contains(secret), "{secret} logged:\n{text}");
+        }
+        // What the logs do say: which webhook, where, what went wrong.
+        for said in [
+            "webhook=chat",
+            "webhook=oncall",
+            "url=http://127.0.0.1:",
+            "503",
+            "alert webhook unreachable",
+            "alert not delivered",
+        ] {
+            assert!(text.contains(said), "{said} not in:\n{text}");
+        }
+    }
 }

@@ -917,7 +917,10 @@ url = "http://127.0.0.1:9093/hook"
 "#,
         );
         let c = LiveConfig::resolve(&args(&f.0, "production")).unwrap();
-        assert_eq!(c.public_url.as_deref(), Some("https://livecheck.example.com"));
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://livecheck.example.com")
+        );
         let all = c.all_webhooks();
         let shape: Vec<_> = all
             .iter()
@@ -926,14 +929,22 @@ url = "http://127.0.0.1:9093/hook"
         assert_eq!(
             shape,
             [
-                (ALERT_WEBHOOK_NAME, AlertFormat::Json, "http://127.0.0.1:9000/alerts"),
+                (
+                    ALERT_WEBHOOK_NAME,
+                    AlertFormat::Json,
+                    "http://127.0.0.1:9000/alerts"
+                ),
                 ("oncall", AlertFormat::Pagerduty, PAGERDUTY_EVENTS_URL),
                 (
                     "chat",
                     AlertFormat::Slack,
                     "https://hooks.slack.com/services/T0/B0/SLACKSENTINEL"
                 ),
-                ("am", AlertFormat::Alertmanager, "http://127.0.0.1:9093/hook"),
+                (
+                    "am",
+                    AlertFormat::Alertmanager,
+                    "http://127.0.0.1:9093/hook"
+                ),
             ]
         );
         assert_eq!(
@@ -955,7 +966,10 @@ url = "http://127.0.0.1:9093/hook"
                 "name = \"x\"\nformat = \"pagerduty\"",
                 "webhook \"x\" (`webhooks` of [profiles.p] in",
             ),
-            ("name = \"x\"\nformat = \"pagerduty\"", "needs `routing_key`"),
+            (
+                "name = \"x\"\nformat = \"pagerduty\"",
+                "needs `routing_key`",
+            ),
             (
                 "name = \"x\"\nformat = \"slack\"\nurl = \"http://h/SECRET\"\nrouting_key = \"k\"",
                 "`routing_key` is for format pagerduty, not slack",
@@ -969,7 +983,10 @@ url = "http://127.0.0.1:9093/hook"
                 "name = \"alert_webhook\"\nurl = \"http://h/\"",
                 "the name is taken",
             ),
-            ("name = \"x\"\nformat = \"teams\"\nurl = \"http://h/\"", "unknown variant `teams`"),
+            (
+                "name = \"x\"\nformat = \"teams\"\nurl = \"http://h/\"",
+                "unknown variant `teams`",
+            ),
         ] {
             let f = write(&format!(
                 "[profiles.p]\nbrokers = \"b:1\"\n[[profiles.p.webhooks]]\n{webhook}\n"
@@ -983,10 +1000,14 @@ url = "http://127.0.0.1:9093/hook"
         let f = write(
             "[profiles.p]\nbrokers = \"b:1\"\n[[profiles.p.webhooks]]\nname = \"a\"\nurl = \"http://h/\"\n[[profiles.p.webhooks]]\nname = \"a\"\nurl = \"http://i/\"\n",
         );
-        let err = LiveConfig::resolve(&args(&f.0, "p")).unwrap_err().to_string();
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("the name is taken"), "{err}");
         let f = write("[profiles.p]\nbrokers = \"b:1\"\npublic_url = \"livecheck:8099\"\n");
-        let err = LiveConfig::resolve(&args(&f.0, "p")).unwrap_err().to_string();
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not an http(s) URL"), "{err}");
     }
 

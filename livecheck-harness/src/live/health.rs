@@ -568,7 +568,10 @@ impl HealthMonitor {
         let case = transition.case.clone();
         if self.alerts.try_send(transition).is_err() {
             self.state.metrics.alert_dropped();
-            warn!(case, "alert queue full: transition not sent to the webhooks");
+            warn!(
+                case,
+                "alert queue full: transition not sent to the webhooks"
+            );
             return false;
         }
         true
@@ -713,7 +716,10 @@ mod tests {
         assert_eq!((t.to, t.failing_run), (Health::Ok, None));
         m.set_down(B, Some("connection refused".into()));
         let t = rx.try_recv().expect("DOWN");
-        assert_eq!((t.case.as_str(), t.to, t.failing_run), (B, Health::Down, None));
+        assert_eq!(
+            (t.case.as_str(), t.to, t.failing_run),
+            (B, Health::Down, None)
+        );
     }
 
     #[tokio::test]

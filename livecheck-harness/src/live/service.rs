@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::admin::AdminApi;
+use super::alerts::{self, deliver_alerts, AlertSource};
 use super::config::{LiveArgs, LiveConfig};
 use super::control::{self, Control, ControlView, RolloutDriver};
-use super::alerts::{self, deliver_alerts, AlertSource};
 use super::health::{HealthMonitor, HealthRules, SUITE_STATE};
 use super::state::{Health, LiveState};
 use super::web;
