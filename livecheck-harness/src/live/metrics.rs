@@ -1,4 +1,6 @@
-//! `/metrics`: the live state in the OpenMetrics text format, encoded by `prometheus-client`.
+//! `/metrics`: the live state encoded by `prometheus-client`, in OpenMetrics when the
+//! scraper asks for it (Prometheus does), else in the Prometheus text format 0.0.4 (curl,
+//! `promtool check metrics`).
 //!
 //! Two kinds of series:
 //! - recorded as things happen, in [`Metrics`]: the end-to-end run duration per case
@@ -30,8 +32,50 @@ use prometheus_client::registry::Registry;
 use super::fleet::Following;
 use super::state::{CaseSnapshot, Health, LiveState, LATENCY_BUCKETS};
 
-/// Content type of the exposition: OpenMetrics text 1.0.0 (ends with `# EOF`).
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the OpenMetrics text exposition (it ends with `# EOF`).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text exposition, format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The two text formats `/metrics` speaks; a scraper asks by `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0.0: what Prometheus asks for first.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: for anything that does not ask for OpenMetrics
+    /// (curl, `promtool check metrics`, older scrapers).
+    Text,
+}
+
+impl Exposition {
+    /// OpenMetrics when `accept` lists `application/openmetrics-text` (with a non-zero
+    /// quality), else the text format.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let wants_openmetrics = accept.unwrap_or_default().split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let quality = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f64>().ok())
+                .unwrap_or(1.0);
+            media.eq_ignore_ascii_case("application/openmetrics-text") && quality > 0.0
+        });
+        if wants_openmetrics {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Text
+        }
+    }
+
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Exposition::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
 
 /// Upper bounds (seconds) of the run-duration buckets: from a few milliseconds (a run on
 /// a fast path) to minutes (a run that waits for its signals' timeouts).
@@ -175,12 +219,23 @@ impl Metrics {
 
 /// The live state in the OpenMetrics text format, `# EOF` included.
 pub fn render_metrics(state: &Arc<LiveState>) -> String {
+    render(state, Exposition::OpenMetrics)
+}
+
+/// The live state in `format`.
+pub fn render(state: &Arc<LiveState>, format: Exposition) -> String {
     let mut registry = Registry::default();
     state.metrics.register(&mut registry);
     registry.register_collector(Box::new(StateCollector(state.clone())));
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail; an encoder error would be a bug in a label set.
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+    let encoded = match format {
+        Exposition::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Exposition::Text => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        }
+    };
+    if let Err(err) = encoded {
         tracing::error!(error = %err, "cannot encode the metrics");
     }
     out
@@ -518,7 +573,7 @@ mod tests {
     use super::*;
     use crate::live::health::{Transition, SUITE_STATE};
 
-    type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
+    type Scrape = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
 
     fn state_with(names: &[&str]) -> Arc<LiveState> {
         let client =
@@ -578,7 +633,7 @@ mod tests {
 
     /// The exposition as a real OpenMetrics parser reads it (it refuses a malformed one:
     /// a sample outside its family, a family twice, a bad escape, no `# EOF`).
-    fn scrape(state: &Arc<LiveState>) -> Exposition {
+    fn scrape(state: &Arc<LiveState>) -> Scrape {
         let text = render_metrics(state);
         assert!(text.ends_with("# EOF\n"), "{text}");
         openmetrics_parser::openmetrics::parse_openmetrics(&text)
@@ -586,7 +641,7 @@ mod tests {
     }
 
     fn family<'a>(
-        exposition: &'a Exposition,
+        exposition: &'a Scrape,
         name: &str,
     ) -> &'a MetricFamily<OpenMetricsType, OpenMetricsValue> {
         exposition
@@ -596,7 +651,7 @@ mod tests {
     }
 
     /// The value of the series of `name` with exactly `labels`.
-    fn value(exposition: &Exposition, name: &str, labels: &[(&str, &str)]) -> OpenMetricsValue {
+    fn value(exposition: &Scrape, name: &str, labels: &[(&str, &str)]) -> OpenMetricsValue {
         let f = family(exposition, name);
         let names = f.get_label_names();
         assert_eq!(names.len(), labels.len(), "labels of {name}: {names:?}");
@@ -618,7 +673,7 @@ mod tests {
     }
 
     /// A counter's or gauge's value.
-    fn number(exposition: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    fn number(exposition: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         match value(exposition, name, labels) {
             OpenMetricsValue::Counter(c) => c.value.as_f64(),
             OpenMetricsValue::Gauge(g) | OpenMetricsValue::Unknown(g) => g.as_f64(),
@@ -628,7 +683,7 @@ mod tests {
 
     /// A histogram's cumulative bucket counts by upper bound, its count and its sum.
     fn histogram(
-        exposition: &Exposition,
+        exposition: &Scrape,
         name: &str,
         labels: &[(&str, &str)],
     ) -> (Vec<(f64, f64)>, u64, f64) {
@@ -890,6 +945,116 @@ mod tests {
         assert!(f
             .iter_samples()
             .all(|s| !format!("{:?}", s).contains("SKIP")));
+    }
+
+    #[test]
+    fn openmetrics_only_for_a_scraper_that_asks_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(
+            Exposition::negotiate(Some(prometheus)),
+            Exposition::OpenMetrics
+        );
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text; q=0, text/plain"),
+        ] {
+            assert_eq!(
+                Exposition::negotiate(accept),
+                Exposition::Text,
+                "{accept:?}"
+            );
+        }
+        assert_eq!(
+            Exposition::OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert_eq!(
+            Exposition::Text.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+    }
+
+    /// The text format 0.0.4 carries the same series, read by a parser of that format,
+    /// and `promtool check metrics` (Prometheus' own linter) accepts it where promtool is
+    /// installed.
+    #[test]
+    fn the_text_format_has_the_same_series_and_passes_promtool() {
+        use openmetrics_parser::{PrometheusType, PrometheusValue};
+
+        let state = state_with(&["orders.place_order"]);
+        state.record(Arc::new(report(
+            "orders.place_order",
+            "t1",
+            Verdict::Fail,
+            &[("saved", 3.0)],
+        )));
+        state
+            .metrics
+            .alert_delivery("oncall", "pagerduty", DeliveryOutcome::Refused);
+        let text = render(&state, Exposition::Text);
+        assert!(!text.contains("# EOF"), "{text}");
+        let m = openmetrics_parser::prometheus::parse_prometheus(&text)
+            .unwrap_or_else(|e| panic!("not the text format: {e:?}\n{text}"));
+        let runs = m.families.get("livecheck_runs_total").expect("runs");
+        assert_eq!(runs.family_type, PrometheusType::Counter);
+        let fail = runs
+            .get_sample_by_label_values(&["orders.place_order".to_owned(), "FAIL".to_owned()])
+            .expect("FAIL series");
+        match &fail.value {
+            PrometheusValue::Counter(c) => assert_eq!(c.value.as_f64(), 1.0),
+            other => panic!("{other:?}"),
+        }
+        for family in [
+            "livecheck_build_info",
+            "livecheck_run_duration_seconds",
+            "livecheck_step_latency_seconds",
+            "livecheck_alert_deliveries_total",
+            "livecheck_runner_tests_received_total",
+            "livecheck_kafka_reachable",
+        ] {
+            assert!(m.families.contains_key(family), "{family} in\n{text}");
+        }
+        // The same families as the OpenMetrics exposition (whose counter families are
+        // named without `_total`, its info family without `_info`).
+        let open: std::collections::BTreeSet<String> = scrape(&state)
+            .families
+            .into_values()
+            .map(|f| match f.family_type {
+                OpenMetricsType::Counter => format!("{}_total", f.family_name),
+                OpenMetricsType::Info => format!("{}_info", f.family_name),
+                _ => f.family_name,
+            })
+            .collect();
+        let plain: std::collections::BTreeSet<String> = m.families.into_keys().collect();
+        assert_eq!(open, plain);
+
+        let promtool = std::process::Command::new("promtool")
+            .arg("check")
+            .arg("metrics")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut promtool) = promtool else {
+            eprintln!("promtool is not installed: not linted");
+            return;
+        };
+        use std::io::Write as _;
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = promtool.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | Route | What |
 //! |---|---|
 //! | `GET /` | status page: one self-contained HTML page that polls `/api/cases` every second |
-//! | `GET /metrics` | Prometheus metrics in the OpenMetrics text format (see [`super::metrics`]) |
+//! | `GET /metrics` | Prometheus metrics: OpenMetrics when `Accept` asks for it, else the text format 0.0.4 (see [`super::metrics`]) |
 //! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health, runs, the published settings, what each service instance applies, the roll-out |
 //! | `PUT /api/cases/{case}` | changes a case's probability and active flag (bearer token; see [`super::admin`]) |
 //! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run, or 404 `{"error": ...}` |
@@ -15,14 +15,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::admin::{self, AdminApi};
-use super::metrics::{render_metrics, METRICS_CONTENT_TYPE};
+use super::metrics::{self, Exposition};
 use super::state::{LiveState, RUNS_KEPT};
 
 /// The page's content security policy: nothing is loaded from anywhere; the only requests
@@ -73,13 +73,15 @@ async fn status_page(State(state): State<Arc<LiveState>>) -> Response {
     response
 }
 
-async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
+async fn metrics(State(state): State<Arc<LiveState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
         [
-            (header::CONTENT_TYPE, METRICS_CONTENT_TYPE),
+            (header::CONTENT_TYPE, format.content_type()),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        render_metrics(&state),
+        metrics::render(&state, format),
     )
         .into_response()
 }
@@ -775,7 +777,26 @@ mod tests {
             .await
             .expect("metrics");
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = r.text().await.expect("body");
+        assert!(text.contains("livecheck_runs_total{case=\"x.y\",verdict=\"PASS\"} 1\n"));
+        // What Prometheus asks for.
+        let r = http
+            .get(format!("{base}/metrics"))
+            .header(
+                header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
         let text = r.text().await.expect("body");
         assert!(text.contains("livecheck_runs_total{case=\"x.y\",verdict=\"PASS\"} 1\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
