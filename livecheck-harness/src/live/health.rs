@@ -551,7 +551,7 @@ impl HealthMonitor {
     }
 
     /// Counts a transition and, when this instance speaks for the group and is not warming
-    /// up, queues it for the reports topic and the webhook.
+    /// up, queues it for the reports topic and the webhooks.
     fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
         self.state.record_transition(&transition);
         if !m.voice {
