@@ -3,17 +3,29 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
-            $($(#[$fmeta])* pub $field: AtomicU64,)*
+            $($(#[doc = $doc])* pub $field: AtomicU64,)*
         }
 
         impl $name {
             /// Every counter by name, at this instant.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+            }
+
+            /// Every counter's name and what it counts (its doc comment, lines joined), in
+            /// the order of [`Self::snapshot`]: the help texts of the exported metrics.
+            pub const HELP: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), concat!($($doc),*)),)*];
+
+            /// What the counter `name` counts (its doc comment, on one line).
+            pub fn help(name: &str) -> Option<String> {
+                Self::HELP.iter().find(|(n, _)| *n == name).map(|(_, doc)| {
+                    doc.split_whitespace().collect::<Vec<_>>().join(" ")
+                })
             }
         }
     };
@@ -33,28 +45,32 @@ counters! {
         /// Outgoing contexts whose arguments were left out of the headers: their JSON is longer
         /// than `headers::MAX_ARGUMENTS_LEN` (counted on the client of the task that sent).
         arguments_not_injected,
-        /// Incoming contexts (HTTP or Kafka headers) rejected, for any reason below.
+        /// Incoming contexts (HTTP or Kafka headers) rejected, for any of the reasons counted
+        /// below.
         contexts_rejected,
-        /// ... because a header is missing, empty, not UTF-8, or a time is bad.
+        /// Incoming contexts rejected because a header is missing, empty, not UTF-8, or a time
+        /// is bad.
         contexts_rejected_malformed,
-        /// ... because a header value is too long.
+        /// Incoming contexts rejected because a header value is too long.
         contexts_rejected_oversized,
-        /// ... because the test id is not 1 to 128 bytes of visible ASCII.
+        /// Incoming contexts rejected because the test id is not 1 to 128 bytes of visible
+        /// ASCII.
         contexts_rejected_bad_test_id,
-        /// ... because the arguments header does not hold JSON.
+        /// Incoming contexts rejected because the arguments header does not hold JSON.
         contexts_rejected_bad_arguments,
-        /// ... because a context header appears more than once.
+        /// Incoming contexts rejected because a context header appears more than once.
         contexts_rejected_duplicate_header,
-        /// ... because signing is on and the context is not signed.
+        /// Incoming contexts rejected because signing is on and the context is not signed.
         contexts_rejected_unsigned,
-        /// ... because the signature header is malformed.
+        /// Incoming contexts rejected because the signature header is malformed.
         contexts_rejected_malformed_signature,
-        /// ... because the signature names a key id that is not configured.
+        /// Incoming contexts rejected because the signature names a key id that is not
+        /// configured.
         contexts_rejected_unknown_key,
-        /// ... because the signature does not match (forged, or a field was tampered with), or
-        /// arguments were added to a context signed without them.
+        /// Incoming contexts rejected because the signature does not match (forged, or a field
+        /// was tampered with), or arguments were added to a context signed without them.
         contexts_rejected_bad_signature,
-        /// ... because signing is on and the context has expired.
+        /// Incoming contexts rejected because signing is on and the context has expired.
         contexts_rejected_expired,
         /// A gauge, not a counter: 1 while the client follows the control topic (its
         /// triggers apply the control topic's settings), 0 otherwise.
@@ -175,4 +191,37 @@ impl ClientCounters {
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_says_what_it_counts_on_one_line() {
+        let names = RunnerCounters::default()
+            .snapshot()
+            .into_iter()
+            .map(|(n, _)| n);
+        let client = ClientCounters::default()
+            .snapshot()
+            .into_iter()
+            .map(|(n, _)| n);
+        for name in names {
+            let help = RunnerCounters::help(name).unwrap_or_default();
+            assert!(help.len() > 10 && !help.contains('\n'), "{name}: {help:?}");
+        }
+        for name in client {
+            let help = ClientCounters::help(name).unwrap_or_default();
+            assert!(help.len() > 10 && !help.contains('\n'), "{name}: {help:?}");
+        }
+        assert_eq!(
+            RunnerCounters::help("tests_received").as_deref(),
+            Some("Test records received.")
+        );
+        assert_eq!(
+            ClientCounters::help("contexts_rejected_malformed").as_deref(),
+            Some("Incoming contexts rejected because a header is missing, empty, not UTF-8, or a time is bad.")
+        );
+    }
 }

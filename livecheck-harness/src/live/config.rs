@@ -10,6 +10,7 @@ use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::KafkaConfig;
 use serde::Deserialize;
 
+use super::alerts::{AlertFormat, Webhook, PAGERDUTY_EVENTS_URL};
 use super::rollout::{RolloutPlan, DEFAULT_MAX_FAILURE_RATE, DEFAULT_MIN_RUNS};
 use super::state::DEFAULT_HISTORY_WINDOW;
 
@@ -45,9 +46,14 @@ pub struct LiveArgs {
     /// Address the HTTP surfaces bind.
     #[arg(long, env = "LIVECHECK_HTTP_HOST")]
     pub http_host: Option<String>,
-    /// URL that receives suite-state alerts (JSON POST).
+    /// URL that receives suite-state alerts (JSON POST, format `json`); more webhooks, in
+    /// other formats, go in the profile (`[[profiles.p.webhooks]]`).
     #[arg(long, env = "LIVECHECK_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
+    /// Base URL of the status page as the people who get alerts reach it (alerts link to
+    /// runs under it); default: the address the HTTP surfaces bind.
+    #[arg(long, env = "LIVECHECK_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Base URL of the service the synthetic requests go to.
     #[arg(long, env = "LIVECHECK_APP_URL", hide_env_values = true)]
     pub app_url: Option<String>,
@@ -133,6 +139,7 @@ impl std::fmt::Debug for LiveArgs {
             .field("http_port", &self.http_port)
             .field("http_host", &self.http_host)
             .field("alert_webhook", &url(&self.alert_webhook))
+            .field("public_url", &self.public_url)
             .field("app_url", &url(&self.app_url))
             .field("kafka", &kafka)
             .field("case_probability", &self.case_probability)
@@ -200,8 +207,13 @@ pub struct Profile {
     pub http_port: Option<u16>,
     /// HTTP bind address.
     pub http_host: Option<String>,
-    /// Alert webhook.
+    /// Alert webhook (format `json`).
     pub alert_webhook: Option<String>,
+    /// Named alert webhooks, each with its format.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+    /// Base URL of the status page for the links in alerts.
+    pub public_url: Option<String>,
     /// Service base URL for synthetic requests.
     pub app_url: Option<String>,
     /// Seconds a case must stay healthy before OK is announced (default 30).
@@ -218,6 +230,33 @@ pub struct Profile {
     pub signing_keys: Option<SecretString>,
     /// Token of the settings API (`PUT /api/cases/{case}`).
     pub admin_token: Option<SecretString>,
+}
+
+/// `[[profiles.p.webhooks]]`: a receiver of alerts (see [`super::alerts`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// Where alerts are POSTed (default for `pagerduty`: the Events API v2 URL).
+    pub url: Option<SecretUrl>,
+    /// `json` (default), `alertmanager`, `slack` or `pagerduty`.
+    #[serde(default)]
+    pub format: AlertFormat,
+    /// PagerDuty's integration (routing) key; `pagerduty` only.
+    pub routing_key: Option<SecretString>,
+}
+
+/// A URL whose path may be a secret (a Slack webhook's token): `Debug` shows its scheme
+/// and host only.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub String);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&livecheck_core::redact::url(&self.0))
+    }
 }
 
 /// Per-case settings of a profile.
@@ -279,8 +318,12 @@ pub struct LiveConfig {
     pub http_host: String,
     /// HTTP port.
     pub http_port: u16,
-    /// Alert webhook.
+    /// Alert webhook (format `json`, named `alert_webhook`).
     pub alert_webhook: Option<String>,
+    /// The profile's named webhooks.
+    pub webhooks: Vec<Webhook>,
+    /// Base URL of the status page for the links in alerts (`None`: the bound address).
+    pub public_url: Option<String>,
     /// Service base URL.
     pub app_url: Option<String>,
     /// How long a case must stay healthy before OK is announced.
@@ -334,6 +377,8 @@ impl std::fmt::Debug for LiveConfig {
             .field("http_host", &self.http_host)
             .field("http_port", &self.http_port)
             .field("alert_webhook", &url(&self.alert_webhook))
+            .field("webhooks", &self.webhooks)
+            .field("public_url", &self.public_url)
             .field("app_url", &url(&self.app_url))
             .field("hold_down", &self.hold_down)
             .field("history_window", &self.history_window)
@@ -492,6 +537,20 @@ impl LiveConfig {
                 )));
             }
         }
+        let webhooks = webhooks(&profile.webhooks, &origin)?;
+        let public_url = args
+            .public_url
+            .clone()
+            .or(profile.public_url.clone())
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "{} = {url:?} is not an http(s) URL",
+                    origin("public_url")
+                )));
+            }
+        }
         let signing_keys = match args.signing_keys.as_ref().or(profile.signing_keys.as_ref()) {
             Some(spec) if !spec.expose().trim().is_empty() => {
                 Some(SigningKeys::parse(spec.expose()).map_err(|e| {
@@ -567,6 +626,8 @@ impl LiveConfig {
                 .unwrap_or_else(|| "127.0.0.1".to_owned()),
             http_port: args.http_port.or(profile.http_port).unwrap_or(8099),
             alert_webhook: args.alert_webhook.clone().or(profile.alert_webhook),
+            webhooks,
+            public_url,
             app_url: args.app_url.clone().or(profile.app_url),
             hold_down: args
                 .hold_down
@@ -584,7 +645,79 @@ impl LiveConfig {
     }
 }
 
+/// Name of the webhook `alert_webhook` (`--alert-webhook`) gives.
+pub const ALERT_WEBHOOK_NAME: &str = "alert_webhook";
+
+/// The profile's webhooks, checked: unique names, http(s) URLs, a routing key for
+/// PagerDuty and for PagerDuty only.
+fn webhooks(
+    settings: &[WebhookSettings],
+    origin: &dyn Fn(&str) -> String,
+) -> Result<Vec<Webhook>, ConfigError> {
+    let mut out: Vec<Webhook> = Vec::new();
+    for w in settings {
+        let what = format!("webhook {:?} ({})", w.name, origin("webhooks"));
+        if w.name.trim().is_empty() {
+            return Err(ConfigError(format!(
+                "a webhook without a name ({}): give each a `name`",
+                origin("webhooks")
+            )));
+        }
+        if w.name == ALERT_WEBHOOK_NAME || out.iter().any(|o| o.name == w.name) {
+            return Err(ConfigError(format!(
+                "{what}: the name is taken (each webhook needs its own, and {ALERT_WEBHOOK_NAME} is the flag's)"
+            )));
+        }
+        let url = match (&w.url, w.format) {
+            (Some(url), _) => url.0.clone(),
+            (None, AlertFormat::Pagerduty) => PAGERDUTY_EVENTS_URL.to_owned(),
+            (None, _) => return Err(ConfigError(format!("{what}: no `url`"))),
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "{what}: url {} is not an http(s) URL",
+                livecheck_core::redact::url(&url)
+            )));
+        }
+        let routing_key = w
+            .routing_key
+            .clone()
+            .filter(|k| !k.expose().trim().is_empty());
+        match (w.format, &routing_key) {
+            (AlertFormat::Pagerduty, None) => {
+                return Err(ConfigError(format!(
+                    "{what}: format pagerduty needs `routing_key` (the integration key of an Events API v2 service)"
+                )))
+            }
+            (AlertFormat::Pagerduty, Some(_)) | (_, None) => {}
+            (format, Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{what}: `routing_key` is for format pagerduty, not {format}"
+                )))
+            }
+        }
+        out.push(Webhook {
+            name: w.name.clone(),
+            url,
+            format: w.format,
+            routing_key,
+        });
+    }
+    Ok(out)
+}
+
 impl LiveConfig {
+    /// Every webhook alerts go to: `alert_webhook` (format `json`) and the profile's.
+    pub fn all_webhooks(&self) -> Vec<Webhook> {
+        let flag = self.alert_webhook.iter().map(|url| Webhook {
+            name: ALERT_WEBHOOK_NAME.to_owned(),
+            url: url.clone(),
+            format: AlertFormat::Json,
+            routing_key: None,
+        });
+        flag.chain(self.webhooks.iter().cloned()).collect()
+    }
+
     /// Who the configuration's changes of case settings are by, on the control topic: the
     /// profile file's name (`livecheck.toml`), or `defaults` without a profile (the check
     /// files and the flags).
@@ -738,7 +871,7 @@ active = false
     /// Environment variables of the live CLI whose values are not secrets (shown by
     /// `--help`). Every other one must hide its value: a new secret-bearing setting is
     /// safe by default, and this list says what was decided.
-    const SHOWN_ENV: [&str; 14] = [
+    const SHOWN_ENV: [&str; 15] = [
         "LIVECHECK_PROFILE",
         "LIVECHECK_CONFIG",
         "LIVECHECK_BROKERS",
@@ -746,6 +879,7 @@ active = false
         "LIVECHECK_GROUP_ID",
         "LIVECHECK_HTTP_PORT",
         "LIVECHECK_HTTP_HOST",
+        "LIVECHECK_PUBLIC_URL",
         "LIVECHECK_CASE_PROBABILITY",
         "LIVECHECK_CASE_ACTIVE",
         "LIVECHECK_HOLD_DOWN",
@@ -838,6 +972,126 @@ active = false
             .unwrap_err()
             .to_string();
         assert!(err.contains("`history_window` of [profiles.p]"), "{err}");
+    }
+
+    #[test]
+    fn webhooks_come_with_a_format_and_their_secrets_never_show() {
+        let f = write(
+            r#"
+[profiles.production]
+brokers = "b:1"
+alert_webhook = "http://127.0.0.1:9000/alerts"
+public_url = "https://livecheck.example.com/"
+
+[[profiles.production.webhooks]]
+name = "oncall"
+format = "pagerduty"
+routing_key = "R0UTINGKEYSENTINEL"
+
+[[profiles.production.webhooks]]
+name = "chat"
+format = "slack"
+url = "https://hooks.slack.com/services/T0/B0/SLACKSENTINEL"
+
+[[profiles.production.webhooks]]
+name = "am"
+format = "alertmanager"
+url = "http://127.0.0.1:9093/hook"
+"#,
+        );
+        let c = LiveConfig::resolve(&args(&f.0, "production")).unwrap();
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://livecheck.example.com")
+        );
+        let all = c.all_webhooks();
+        let shape: Vec<_> = all
+            .iter()
+            .map(|w| (w.name.as_str(), w.format, w.url.as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (
+                    ALERT_WEBHOOK_NAME,
+                    AlertFormat::Json,
+                    "http://127.0.0.1:9000/alerts"
+                ),
+                ("oncall", AlertFormat::Pagerduty, PAGERDUTY_EVENTS_URL),
+                (
+                    "chat",
+                    AlertFormat::Slack,
+                    "https://hooks.slack.com/services/T0/B0/SLACKSENTINEL"
+                ),
+                (
+                    "am",
+                    AlertFormat::Alertmanager,
+                    "http://127.0.0.1:9093/hook"
+                ),
+            ]
+        );
+        assert_eq!(
+            all[1].routing_key.as_ref().map(|k| k.expose()),
+            Some("R0UTINGKEYSENTINEL")
+        );
+        let profile = load_profile(&f.0, "production").unwrap();
+        for shown in [format!("{c:?}"), format!("{c:#?}"), format!("{profile:?}")] {
+            for secret in ["R0UTINGKEYSENTINEL", "SLACKSENTINEL"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_webhook_is_refused_with_its_name_and_never_its_secret() {
+        for (webhook, expected) in [
+            (
+                "name = \"x\"\nformat = \"pagerduty\"",
+                "webhook \"x\" (`webhooks` of [profiles.p] in",
+            ),
+            (
+                "name = \"x\"\nformat = \"pagerduty\"",
+                "needs `routing_key`",
+            ),
+            (
+                "name = \"x\"\nformat = \"slack\"\nurl = \"http://h/SECRET\"\nrouting_key = \"k\"",
+                "`routing_key` is for format pagerduty, not slack",
+            ),
+            ("name = \"x\"\nformat = \"slack\"", "no `url`"),
+            (
+                "name = \"x\"\nurl = \"ftp://h/SECRET\"",
+                "url ftp://h/… is not an http(s) URL",
+            ),
+            (
+                "name = \"alert_webhook\"\nurl = \"http://h/\"",
+                "the name is taken",
+            ),
+            (
+                "name = \"x\"\nformat = \"teams\"\nurl = \"http://h/\"",
+                "unknown variant `teams`",
+            ),
+        ] {
+            let f = write(&format!(
+                "[profiles.p]\nbrokers = \"b:1\"\n[[profiles.p.webhooks]]\n{webhook}\n"
+            ));
+            let err = LiveConfig::resolve(&args(&f.0, "p"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{webhook}: {err}");
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        let f = write(
+            "[profiles.p]\nbrokers = \"b:1\"\n[[profiles.p.webhooks]]\nname = \"a\"\nurl = \"http://h/\"\n[[profiles.p.webhooks]]\nname = \"a\"\nurl = \"http://i/\"\n",
+        );
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the name is taken"), "{err}");
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\npublic_url = \"livecheck:8099\"\n");
+        let err = LiveConfig::resolve(&args(&f.0, "p"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not an http(s) URL"), "{err}");
     }
 
     #[test]

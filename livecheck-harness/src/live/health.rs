@@ -1,7 +1,7 @@
 //! Suite health per case: OK, FAIL, STALL, DOWN, with a hold-down against flapping; every
 //! transition is logged, and the instance that speaks for the group (the owner of the
 //! tests topic's partition 0) publishes it to the reports topic and sends it to the alert
-//! webhook.
+//! webhooks ([`super::alerts`]).
 //!
 //! When LiveCheck itself is blind (Kafka unreachable, no partitions held), every case shows
 //! `DOWN` with the cause, one alert goes out for the outage and one for its end; the cases'
@@ -47,6 +47,10 @@ pub struct Transition {
     /// The cases concerned, for [`LIVECHECK_BLIND`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cases: Vec<String>,
+    /// The test id of the last run that did not pass, when the case entered `FAIL` (`None`
+    /// for `OK`, `STALL`, `DOWN`): the run an alert links to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_run: Option<String>,
 }
 
 /// Health rules.
@@ -79,6 +83,8 @@ struct Inputs {
     consecutive_failures: u32,
     passes: u32,
     last_run_at: Option<DateTime<Utc>>,
+    /// The test id of the last run that did not pass.
+    last_failure: Option<String>,
 }
 
 /// LiveCheck blind: why, since when, and each case's state before.
@@ -107,6 +113,17 @@ struct Monitor {
     /// The end of an outage whose start was announced, while this instance could not speak
     /// (warming up as the voice again after a rebalance): announced once it can.
     pending_recovery: Option<Transition>,
+}
+
+impl Monitor {
+    /// The run an alert about `case` entering `to` links to: the last that did not pass,
+    /// for `FAIL` only (a stall or an unreachable service has no failing run).
+    fn failing_run(&self, case: &str, to: Health) -> Option<String> {
+        if to != Health::Fail {
+            return None;
+        }
+        self.inputs.get(case).and_then(|i| i.last_failure.clone())
+    }
 }
 
 /// Decides transitions; sends them to the alert queue when this instance speaks for the
@@ -220,6 +237,7 @@ impl HealthMonitor {
                 _ => {
                     n.passes = 0;
                     n.consecutive_failures += 1;
+                    n.last_failure = Some(report.test_id.clone());
                 }
             }
             n.last_run_at = n.last_run_at.max(Some(report.finished_at));
@@ -293,6 +311,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: names,
+                    failing_run: None,
                 };
                 self.state.record_transition(&t);
                 // A recovery the group has not heard yet: for it the outage goes on.
@@ -352,6 +371,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: names,
+                    failing_run: None,
                 };
                 self.state.record_transition(&t);
                 if !self.emit(&mut m, t.clone()) && b.alerted && m.voice {
@@ -409,6 +429,7 @@ impl HealthMonitor {
                 reason: b.reason.clone(),
                 at: now,
                 cases: names.clone(),
+                failing_run: None,
             });
             if let Some(t) = held_back {
                 let alerted = self.emit(&mut m, t);
@@ -428,6 +449,7 @@ impl HealthMonitor {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&case)
                     .map_or(Health::Ok, |c| c.snapshot.health);
+                let failing_run = m.failing_run(&case, to);
                 let t = Transition {
                     kind: SUITE_STATE,
                     case,
@@ -436,6 +458,7 @@ impl HealthMonitor {
                     reason,
                     at: now,
                     cases: Vec::new(),
+                    failing_run,
                 };
                 let _ = self.emit(&mut m, t);
             }
@@ -451,6 +474,7 @@ impl HealthMonitor {
             (i.consecutive_failures, i.passes, i.last_run_at)
         });
         let stall_baseline = m.stall_baseline;
+        let failing_run = m.failing_run(case, Health::Fail);
         let transition = {
             let mut cases = self.state.cases.lock().unwrap_or_else(|p| p.into_inner());
             let Some(c) = cases.get_mut(case) else { return };
@@ -512,6 +536,7 @@ impl HealthMonitor {
                 reason: reason.clone(),
                 at: now,
                 cases: Vec::new(),
+                failing_run: failing_run.filter(|_| target == Health::Fail),
             };
             c.snapshot.health = target;
             c.snapshot.health_since = now;
@@ -529,7 +554,7 @@ impl HealthMonitor {
     }
 
     /// When this instance speaks for the group and is not warming up, queues a transition
-    /// for the reports topic and the webhook. (The state records each transition once,
+    /// for the reports topic and the webhooks. (The state records each transition once,
     /// where it happens; an announcement after the warm-up is not a second one.)
     fn emit(&self, m: &mut Monitor, transition: Transition) -> bool {
         if !m.voice {
@@ -545,7 +570,11 @@ impl HealthMonitor {
         }
         let case = transition.case.clone();
         if self.alerts.try_send(transition).is_err() {
-            warn!(case, "alert queue full: transition not sent to the webhook");
+            self.state.metrics.alert_dropped();
+            warn!(
+                case,
+                "alert queue full: transition not sent to the webhooks"
+            );
             return false;
         }
         true
@@ -554,46 +583,6 @@ impl HealthMonitor {
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Sends transitions to the reports topic and the webhook (JSON POST, retried), never
-/// blocking the runner. Returns when the queue closes.
-pub async fn deliver_alerts(
-    mut rx: mpsc::Receiver<Transition>,
-    state: Arc<LiveState>,
-    webhook: Option<String>,
-) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    while let Some(t) = rx.recv().await {
-        let client = &state.client;
-        if let Err(err) = client.publish_json(&client.topics().reports, &t.case, &t) {
-            warn!(case = %t.case, "suite-state record {err}");
-        }
-        let Some(url) = &webhook else { continue };
-        // The URL's path may be a token (Slack): logs show scheme and host only.
-        let shown = livecheck_core::redact::url(url);
-        let mut delay = Duration::from_millis(250);
-        for attempt in 1..=4 {
-            match http.post(url).json(&t).send().await {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) => {
-                    warn!(url = %shown, status = %r.status(), attempt, "alert webhook refused the alert")
-                }
-                Err(e) => {
-                    warn!(url = %shown, error = %e.without_url(), attempt, "alert webhook unreachable")
-                }
-            }
-            if attempt == 4 {
-                warn!(url = %shown, case = %t.case, to = %t.to, "alert not delivered after 4 attempts");
-            } else {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -713,6 +702,29 @@ mod tests {
         let (health, reason) = health_of(&m, B);
         assert_eq!(health, Health::Ok);
         assert!(reason.starts_with("livecheck sees Kafka"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_fail_names_the_run_that_did_not_pass_and_other_states_none() {
+        let (m, mut rx) = monitor(0);
+        let failed = report(A, Verdict::Timeout);
+        m.on_report(&failed);
+        let t = rx.try_recv().expect("FAIL");
+        assert_eq!(
+            (t.to, t.failing_run.as_deref()),
+            (Health::Fail, Some(failed.test_id.as_str()))
+        );
+        m.on_report(&report(A, Verdict::Pass));
+        m.on_report(&report(A, Verdict::Pass));
+        m.tick_at(Utc::now() + secs(1));
+        let t = rx.try_recv().expect("OK");
+        assert_eq!((t.to, t.failing_run), (Health::Ok, None));
+        m.set_down(B, Some("connection refused".into()));
+        let t = rx.try_recv().expect("DOWN");
+        assert_eq!(
+            (t.case.as_str(), t.to, t.failing_run),
+            (B, Health::Down, None)
+        );
     }
 
     #[tokio::test]

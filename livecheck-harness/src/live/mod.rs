@@ -6,11 +6,13 @@
 //! apply, [`rollout`] the pure roll-out logic.
 
 pub mod admin;
+pub mod alerts;
 pub(crate) mod cli;
 pub mod config;
 pub mod control;
 pub mod fleet;
 pub mod health;
+pub mod metrics;
 pub mod rollout;
 pub mod service;
 pub mod state;

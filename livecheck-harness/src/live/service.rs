@@ -22,10 +22,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::admin::AdminApi;
+use super::alerts::{self, deliver_alerts, AlertSource};
 use super::cli::{SUMMARY_TARGET, VERDICT_TARGET};
 use super::config::{LiveArgs, LiveConfig};
 use super::control::{self, Control, ControlView, RolloutDriver};
-use super::health::{deliver_alerts, HealthMonitor, HealthRules, SUITE_STATE};
+use super::health::{HealthMonitor, HealthRules, SUITE_STATE};
 use super::state::{Health, LiveState};
 use super::web;
 
@@ -260,11 +261,6 @@ impl LiveService {
                 }
             }));
         }
-        tasks.push(tokio::spawn(deliver_alerts(
-            alerts_rx,
-            state.clone(),
-            config.alert_webhook.clone(),
-        )));
 
         // Health ticks (blindness first) and summaries.
         {
@@ -426,6 +422,22 @@ impl LiveService {
                 )
             })?;
         let http_addr = listener.local_addr()?;
+        // Alerts link to runs on the page: they go out once its address is known (the
+        // queue holds what came before).
+        tasks.push(tokio::spawn(deliver_alerts(
+            alerts_rx,
+            state.clone(),
+            config.all_webhooks(),
+            AlertSource {
+                group: config.group_id.clone(),
+                profile: config.profile.clone(),
+                instance: livecheck_core::control::default_instance(),
+                public_url: config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| alerts::default_public_url(http_addr)),
+            },
+        )));
         {
             let router = web::router_with(
                 state.clone(),
@@ -879,6 +891,8 @@ async fn reload(
             (&new.http_host, new.http_port) != (&running.http_host, running.http_port),
         ),
         ("alert_webhook", new.alert_webhook != running.alert_webhook),
+        ("webhooks", new.webhooks != running.webhooks),
+        ("public_url", new.public_url != running.public_url),
         ("app_url", new.app_url != running.app_url),
         ("hold_down_secs", new.hold_down != running.hold_down),
         (

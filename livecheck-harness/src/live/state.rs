@@ -21,6 +21,7 @@ use serde::Serialize;
 use super::control::{ControlView, RolloutDriver, RolloutLive};
 use super::fleet::{Fleet, InstanceView};
 use super::health::{Transition, EVERY_CASE, LIVECHECK_BLIND};
+use super::metrics::Metrics;
 use super::rollout::{Position, RolloutState};
 pub use history::{FailureKind, TransitionRecord, WindowRate, DEFAULT_HISTORY_WINDOW};
 use history::{Failures, RateBuckets, Transitions};
@@ -230,6 +231,8 @@ pub struct LiveState {
     pub rollouts: Arc<RolloutDriver>,
     group: Mutex<GroupView>,
     history_window: Duration,
+    /// Series recorded as things happen (run durations, alert deliveries) for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -303,6 +306,7 @@ impl LiveState {
             rollouts: Arc::default(),
             group: Mutex::new(GroupView::default()),
             history_window: DEFAULT_HISTORY_WINDOW,
+            metrics: Metrics::default(),
         }
     }
 
@@ -368,6 +372,7 @@ impl LiveState {
     /// [`LiveState::record`] as if it were `now`: windows and the history window are
     /// reckoned from `now`, the run's time is its `finished_at`.
     pub fn record_at(&self, report: Arc<Report>, now: DateTime<Utc>) {
+        self.metrics.observe_run(&report);
         {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
             if runs
@@ -623,6 +628,7 @@ mod tests {
             reason: reason.to_owned(),
             at,
             cases: Vec::new(),
+            failing_run: None,
         }
     }
 
@@ -737,6 +743,7 @@ mod tests {
             reason: "livecheck cannot reach Kafka".to_owned(),
             at: now + secs(1),
             cases: vec![C.to_owned()],
+            failing_run: None,
         });
         let c = &state.cases_at(now + secs(2))[0];
         let seen: Vec<(Health, Health, &str, bool)> = c
