@@ -6,7 +6,7 @@
 #   ci/test.sh [--env-only] [CARGO TEST ARGS...]
 #
 #   --env-only   prepare the environment only (tools, Docker engine, images,
-#                browser) and stop before fmt/clippy/tests.
+#                browser, promtool) and stop before fmt/clippy/tests.
 #   Other arguments are passed to `cargo test --workspace --locked`, e.g.
 #   `ci/test.sh -- --nocapture`.
 #
@@ -85,17 +85,17 @@ ensure_rust_tools() {
     log "$(cargo --version); $(cargo fmt --version); $(cargo clippy --version)"
 }
 
-ensure_chromium() {
-    if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
-        log "chromium and chromedriver present."
+ensure_test_tools() {
+    if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver && -x /usr/bin/promtool ]]; then
+        log "chromium, chromedriver and promtool present."
         return 0
     fi
-    log "Installing Debian packages chromium and chromium-driver (browser tests need them)..."
+    log "Installing Debian packages chromium and chromium-driver (browser tests) and prometheus (promtool lints /metrics)..."
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update \
         || die "apt-get update failed: check the Debian package sources (/etc/apt/sources.list*) and rerun."
-    as_root apt-get install -y chromium chromium-driver \
-        || die "apt-get install chromium chromium-driver failed (see above): fix it and rerun."
+    as_root apt-get install -y --no-install-recommends chromium chromium-driver prometheus \
+        || die "apt-get install chromium chromium-driver prometheus failed (see above): fix it and rerun."
 }
 
 cd "$ROOT"
@@ -109,7 +109,7 @@ if ! $ENV_ONLY; then
 fi
 timed "docker engine" "$CI_DIR/docker-up.sh" || die "Docker engine not available (see above)."
 timed "images" "$CI_DIR/build-images.sh" || die "Image build failed (see above)."
-timed "browser" ensure_chromium || die "Browser setup failed (see above)."
+timed "test tools" ensure_test_tools || die "Browser or promtool setup failed (see above)."
 
 if $ENV_ONLY; then
     log "--env-only: environment ready; skipping clippy and tests."
