@@ -200,7 +200,8 @@ impl RunningApp {
         config: AppConfig,
         broker: Option<EmbeddedBroker>,
     ) -> anyhow::Result<Self> {
-        let mut livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?;
+        let mut livecheck = LiveCheck::new(config.kafka.clone(), config.topics.livecheck.clone())?
+            .with_service("example-app");
         if let Some(keys) = &config.signing_keys {
             livecheck = livecheck.with_signing(keys.clone());
         }

@@ -4,12 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use livecheck_core::connectivity::ConnectivityContext;
-use livecheck_core::kafka;
 use livecheck_core::Connectivity;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -82,6 +80,7 @@ fn consumer(
 
 /// Runs `process` for each well-formed order of `topic`, scoped by the record's test
 /// context, up to [`IN_FLIGHT`] at a time. Malformed records are counted, logged, skipped.
+#[allow(clippy::too_many_arguments)]
 fn spawn_loop<F, Fut>(
     shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
@@ -89,17 +88,28 @@ fn spawn_loop<F, Fut>(
     topic: String,
     process: F,
     ready: watch::Sender<bool>,
+    paused: fn(&Shared) -> bool,
 ) -> anyhow::Result<JoinHandle<()>>
 where
     F: Fn(Arc<Shared>, Order) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let consumer = consumer(&shared, group, &topic, ready)?;
+    let group_id = format!("{}{group}", shared.config.group_prefix);
+    // Hops are recorded under the service's name (the consumer group's, unprefixed).
+    let service = shared.livecheck.clone().with_service(group);
     let process = Arc::new(process);
     Ok(tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(IN_FLIGHT));
         info!(group, %topic, "consumer started");
         loop {
+            if paused(&shared) {
+                // A stopped consumer (fault): reads nothing until it is switched off.
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
             let msg = tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,
                 msg = consumer.recv() => msg,
@@ -132,27 +142,16 @@ where
                     continue;
                 }
             };
-            let decoded = kafka::extract(&msg);
-            let (record_topic, partition, offset) =
-                (msg.topic().to_owned(), msg.partition(), msg.offset());
+            // The record's test context (if any) and the hop; handling the record again
+            // (redelivery) sends the same signals again: the runner counts them once.
+            let consumed = service.consumed(&group_id, &msg);
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 break;
             };
             let shared = shared.clone();
             let process = process.clone();
             tokio::spawn(async move {
-                let livecheck = shared.livecheck.clone();
-                // Handling the record again (redelivery) sends the same signals again:
-                // the runner counts them once.
-                livecheck
-                    .scope_consumed(
-                        decoded,
-                        &record_topic,
-                        partition,
-                        offset,
-                        process(shared, order),
-                    )
-                    .await;
+                consumed.run(process(shared, order)).await;
                 drop(permit);
             });
         }
@@ -166,12 +165,21 @@ pub fn spawn_create_order(
     stopped: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let producer: FutureProducer<ConnectivityContext> = shared
-        .config
-        .kafka
-        .producer_config()
-        .create_with_context(Connectivity::new(shared.config.kafka.brokers.clone()).context())
-        .map_err(|e| anyhow::anyhow!("cannot create the create-order producer: {e}"))?;
+    // Records produced inside a test carry its context, and the hop is recorded.
+    let producer = shared
+        .livecheck
+        .clone()
+        .with_service("create-order")
+        .producer(
+            shared
+                .config
+                .kafka
+                .producer_config()
+                .create_with_context(
+                    Connectivity::new(shared.config.kafka.brokers.clone()).context(),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot create the create-order producer: {e}"))?,
+        );
     let topic = shared.config.topics.orders.clone();
     spawn_loop(
         shared,
@@ -188,19 +196,29 @@ pub fn spawn_create_order(
                     .fetch_add(1, Ordering::Relaxed);
                 ORDER_SENT_TO_DB.send(&order).await;
 
-                let headers = if shared.faults.drop_headers() {
-                    warn!(order_id = %order.id, "fault drop-headers: forwarding without the test headers");
-                    OwnedHeaders::new()
-                } else {
-                    kafka::inject(OwnedHeaders::new())
-                };
                 let payload = serde_json::to_vec(&order).unwrap_or_default();
                 let topic = &shared.config.topics.execution;
-                let record = FutureRecord::to(topic)
-                    .key(&order.id)
-                    .payload(&payload)
-                    .headers(headers);
-                match producer.send(record, Duration::from_secs(10)).await {
+                let record = FutureRecord::to(topic).key(&order.id).payload(&payload);
+                let sent = if shared.faults.drop_headers() {
+                    // As a hop that loses the headers on the way (a proxy, a connector, a
+                    // copy): the record is the test's, but arrives without its context.
+                    warn!(order_id = %order.id, "fault drop-headers: forwarding without the test headers");
+                    let sent = producer
+                        .inner()
+                        .send(record.headers(OwnedHeaders::new()), Duration::from_secs(10))
+                        .await;
+                    if let Ok(delivery) = &sent {
+                        shared
+                            .livecheck
+                            .clone()
+                            .with_service("create-order")
+                            .produced(topic, delivery.partition, delivery.offset);
+                    }
+                    sent
+                } else {
+                    producer.send(record, Duration::from_secs(10)).await
+                };
+                match sent {
                     Ok(delivery) => {
                         ORDER_SENT_TO_KAFKA
                             .send(&Delivered {
@@ -227,6 +245,7 @@ pub fn spawn_create_order(
             }
         },
         ready,
+        |_| false,
     )
 }
 
@@ -279,5 +298,6 @@ pub fn spawn_execute_order(
             }
         },
         ready,
+        |shared| shared.faults.stop_execute_consumer(),
     )
 }

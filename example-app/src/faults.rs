@@ -35,6 +35,10 @@ pub struct FaultConfig {
     /// Drop the test headers between the two Kafka hops.
     #[arg(long = "fault-drop-headers", env = "EXAMPLE_FAULT_DROP_HEADERS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub drop_headers: bool,
+    /// Stop the execute-order consumer: it reads nothing while this is on (its records wait
+    /// in the execution topic).
+    #[arg(long = "fault-stop-execute-consumer", env = "EXAMPLE_FAULT_STOP_EXECUTE_CONSUMER", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub stop_execute_consumer: bool,
     /// Make the HTTP front answer 503.
     #[arg(long = "fault-http-503", env = "EXAMPLE_FAULT_HTTP_503", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub http_503: bool,
@@ -60,6 +64,7 @@ impl FaultConfig {
                 "EXAMPLE_FAULT_EXECUTE_TWICE" => config.execute_twice = flag()?,
                 "EXAMPLE_FAULT_DROP_HEADERS" => config.drop_headers = flag()?,
                 "EXAMPLE_FAULT_HTTP_503" => config.http_503 = flag()?,
+                "EXAMPLE_FAULT_STOP_EXECUTE_CONSUMER" => config.stop_execute_consumer = flag()?,
                 "EXAMPLE_FAULT_DELAY_MS" => {
                     config.delay_ms = value
                         .trim()
@@ -82,6 +87,7 @@ pub struct Faults {
     execute_twice: AtomicBool,
     delay_ms: AtomicU64,
     drop_headers: AtomicBool,
+    stop_execute_consumer: AtomicBool,
     http_503: AtomicBool,
 }
 
@@ -105,6 +111,8 @@ impl Faults {
         self.delay_ms.store(config.delay_ms, Ordering::Relaxed);
         self.drop_headers
             .store(config.drop_headers, Ordering::Relaxed);
+        self.stop_execute_consumer
+            .store(config.stop_execute_consumer, Ordering::Relaxed);
         self.http_503.store(config.http_503, Ordering::Relaxed);
         let on = self.describe();
         if !on.is_empty() {
@@ -124,6 +132,7 @@ impl Faults {
             execute_twice: self.execute_twice(),
             delay_ms: self.delay_ms(),
             drop_headers: self.drop_headers(),
+            stop_execute_consumer: self.stop_execute_consumer(),
             http_503: self.http_503(),
         }
     }
@@ -148,6 +157,9 @@ impl Faults {
         }
         if c.drop_headers {
             on.push("drop-headers".to_owned());
+        }
+        if c.stop_execute_consumer {
+            on.push("stop-execute-consumer".to_owned());
         }
         if c.http_503 {
             on.push("http-503".to_owned());
@@ -178,6 +190,10 @@ impl Faults {
     /// Drop headers between the Kafka hops?
     pub fn drop_headers(&self) -> bool {
         self.drop_headers.load(Ordering::Relaxed)
+    }
+    /// Is the execute-order consumer stopped?
+    pub fn stop_execute_consumer(&self) -> bool {
+        self.stop_execute_consumer.load(Ordering::Relaxed)
     }
     /// Answer 503?
     pub fn http_503(&self) -> bool {

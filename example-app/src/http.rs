@@ -14,8 +14,7 @@ use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::http::{RequestBuilderExt as _, TestContextLayer};
 use livecheck_core::kafka;
 use livecheck_core::Connectivity;
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 use tracing::{debug, info, warn};
 
@@ -37,19 +36,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    producer: FutureProducer<ConnectivityContext>,
+    producer: kafka::Producer<ConnectivityContext>,
 }
 
 /// The routes: `/order/init/{side}/` (`?user=NAME` names the user, `?fake=1` asks for a
 /// synthetic order), `/order/create/`, `/healthz`, and `/admin/faults` when
 /// the test hooks are on ([`crate::AppConfig::test_hooks`]; otherwise it answers 404).
 pub fn router(shared: Arc<Shared>) -> Router {
-    let producer: FutureProducer<ConnectivityContext> = shared
-        .config
-        .kafka
-        .producer_config()
-        .create_with_context(Connectivity::new(shared.config.kafka.brokers.clone()).context())
-        .expect("producer settings were accepted by the LiveCheck client already");
+    // Orders produced inside a test carry its context, and the hop is recorded.
+    let producer = shared.livecheck.clone().with_service("order-api").producer(
+        shared
+            .config
+            .kafka
+            .producer_config()
+            .create_with_context(Connectivity::new(shared.config.kafka.brokers.clone()).context())
+            .expect("producer settings were accepted by the LiveCheck client already"),
+    );
     let state = AppState {
         shared: shared.clone(),
         producer,
@@ -224,11 +226,9 @@ async fn create_order(
             )
         }
     };
-    let headers = kafka::inject(OwnedHeaders::new());
     let record = FutureRecord::to(&shared.config.topics.orders)
         .key(&order.id)
-        .payload(&payload)
-        .headers(headers);
+        .payload(&payload);
     match state.producer.send(record, Duration::from_secs(10)).await {
         Ok(_) => {
             shared

@@ -167,14 +167,16 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     topics: Topics,
     kafka: KafkaConfig,
     producer: ThreadedProducer<DeliveryCounter>,
-    counters: Arc<ClientCounters>,
+    pub(crate) counters: Arc<ClientCounters>,
     connectivity: Connectivity,
     control: Arc<ControlState>,
     follow: OnceLock<Follow>,
+    /// What this process's consumers read through [`LiveCheck::consume`].
+    pub(crate) reading: crate::hop::Reading,
 }
 
 /// How the client follows the control topic (set once by
@@ -195,6 +197,45 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Partitions of the signals topic (blocking metadata request).
+    pub(crate) fn signals_partitions(&self) -> Result<i32, rdkafka::error::KafkaError> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topics.signals), Duration::from_secs(5))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as i32))
+    }
+
+    /// Publishes a consumer-positions report to each of the `partitions` of the signals
+    /// topic (every runner reads some of them).
+    pub(crate) fn publish_positions(&self, record: &crate::hop::PositionsRecord, partitions: i32) {
+        let payload = match serde_json::to_vec(record) {
+            Ok(payload) => payload,
+            Err(err) => {
+                bump(&self.counters.position_errors);
+                debug!(error = %err, "positions do not serialize");
+                return;
+            }
+        };
+        for partition in 0..partitions {
+            let sent = BaseRecord::to(&self.topics.signals)
+                .partition(partition)
+                .key("livecheck.positions")
+                .payload(&payload);
+            match self.producer.send(sent) {
+                Ok(()) => bump(&self.counters.positions_sent),
+                Err((err, _)) => {
+                    bump(&self.counters.position_errors);
+                    debug!(partition, error = %err, "positions not enqueued");
+                }
+            }
+        }
+    }
+
     /// Publishes one heartbeat per case this process's triggers announced or decided on.
     fn send_heartbeats(&self) -> Result<usize, Error> {
         let follow = self.follow.get().ok_or_else(|| {
@@ -252,8 +293,9 @@ impl Inner {
 /// service can then start a test path with the test id of their choice.
 #[derive(Clone)]
 pub struct LiveCheck {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     signing: Option<SigningKeys>,
+    service: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for LiveCheck {
@@ -287,8 +329,10 @@ impl LiveCheck {
                 connectivity,
                 control: Arc::default(),
                 follow: OnceLock::new(),
+                reading: crate::hop::Reading::default(),
             }),
             signing: None,
+            service: None,
         })
     }
 
@@ -388,6 +432,33 @@ impl LiveCheck {
     pub fn with_signing(mut self, keys: SigningKeys) -> Self {
         self.signing = Some(keys);
         self
+    }
+
+    /// Names the service this client speaks for in the hops it records
+    /// ([`LiveCheck::consume`], [`LiveCheck::producer`]) and in its consumer-position
+    /// reports. Without it: the service name given to [`LiveCheck::follow_control`], else the
+    /// program's name. Clones made before this call keep their own name.
+    #[must_use]
+    pub fn with_service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into().into());
+        self
+    }
+
+    /// The service name hops are recorded under (see [`LiveCheck::with_service`]).
+    pub fn service_name(&self) -> &str {
+        if let Some(name) = &self.service {
+            return name;
+        }
+        match self.inner.follow.get() {
+            Some(follow) => &follow.options.service,
+            None => crate::context::program(),
+        }
+    }
+
+    /// Records this process's consumers read through [`LiveCheck::consume`] without a test
+    /// context so far: (group, topic, count).
+    pub fn records_without_context(&self) -> Vec<(String, String, u64)> {
+        self.inner.reading.without_context()
     }
 
     /// The signing keys, if any.

@@ -153,7 +153,7 @@ impl Delivery {
 
 /// The name of this program (its executable's file name): a service handling the same
 /// record after a restart has the same name.
-fn program() -> &'static str {
+pub(crate) fn program() -> &'static str {
     static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(|| {
         std::env::current_exe()

@@ -88,6 +88,18 @@ counters! {
         heartbeats_sent,
         /// Heartbeats that could not be serialized or enqueued.
         heartbeat_errors,
+        /// Hops of tests recorded by the Kafka helpers (a record produced or consumed in a
+        /// test's scope).
+        hops_sent,
+        /// Hops that could not be serialized or enqueued.
+        hop_errors,
+        /// Records read through [`crate::LiveCheck::consume`] that carried no test context
+        /// (by topic and group: the consumer positions the client reports).
+        records_without_context,
+        /// Consumer-position records published (one per signals partition a report).
+        positions_sent,
+        /// Consumer-position records that could not be enqueued.
+        position_errors,
     }
 }
 
@@ -100,6 +112,8 @@ counters! {
         signals_received,
         /// Records that did not decode (logged with topic/partition/offset).
         records_malformed,
+        /// Consumer-position reports of the services read from the signals topic.
+        positions_received,
         /// Test records refused because their context is not signed (signing keys set).
         tests_rejected_unsigned,
         /// Test records refused because their signature is malformed, names an unknown key

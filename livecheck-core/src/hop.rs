@@ -190,17 +190,9 @@ pub fn diagnose(hops: &[Hop], positions: &Positions, missing: &str) -> Option<St
         let place = produced.place();
         let mut why = Vec::new();
         for group in positions.groups_of(&produced.topic) {
-            let reader = |p: &GroupPosition| {
-                if p.service.is_empty() {
-                    format!("group {group}")
-                } else {
-                    format!("{} (group {group})", p.service)
-                }
-            };
             why.push(match positions.get(group, &produced.topic, produced.partition) {
                 Some(p) if p.offset >= produced.offset => format!(
-                    "the test context was lost between {from} and {} at {place}: it read the record without a context",
-                    reader(p)
+                    "the test context was lost between {from} and group {group} at {place}: the group read the record without a context"
                 ),
                 Some(p) => format!(
                     "group {group} is {} records behind on {}[{}] (read up to offset {} as of {}); the record of this test ({place}) has not been read",
@@ -265,6 +257,212 @@ fn who(hop: &Hop) -> String {
     }
 }
 
+/// Sends `hop` for the current test (no-op outside a test).
+pub(crate) fn record(hop: Hop) {
+    let _ = crate::context::with_current(|current| {
+        let Some((current, payload)) = crate::signal::encode_event(current, HOP_SIGNAL, None, &hop)
+        else {
+            return;
+        };
+        let client = &current.client;
+        let counters = client.counters();
+        match client.publish(
+            &client.topics().signals,
+            &current.context.id,
+            &payload,
+            None,
+        ) {
+            Ok(()) => crate::counters::bump(&counters.hops_sent),
+            Err(err) => {
+                crate::counters::bump(&counters.hop_errors);
+                tracing::warn!(test_id = %current.context.id, place = %hop.place(), error = %err, "hop could not be enqueued; dropped");
+            }
+        }
+    });
+}
+
+/// Records, for the current test, that `service` (the current client's, if `None`) had a
+/// record delivered to `topic[partition]@offset`.
+pub(crate) fn record_produced(service: Option<&str>, topic: &str, partition: i32, offset: i64) {
+    let Some(service) = crate::context::with_current(|c| {
+        service
+            .unwrap_or_else(|| c.client.service_name())
+            .to_owned()
+    }) else {
+        return;
+    };
+    record(Hop {
+        kind: HopKind::Produced,
+        service,
+        group: None,
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        at: Utc::now(),
+    });
+}
+
+/// How often a client reports its consumers' positions while they read (and every
+/// [`POSITIONS_FULL_EVERY`] reports, everything it knows, for runners that started since).
+pub const POSITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Reports between two full ones.
+const POSITIONS_FULL_EVERY: u32 = 10;
+
+/// What one topic's consumer (in one group) of this process has read.
+#[derive(Debug, Default)]
+struct TopicReading {
+    /// The last offset read, by partition.
+    partitions: std::collections::HashMap<i32, i64>,
+    without_context: u64,
+    changed: bool,
+}
+
+/// What this process's consumers read through the helpers, by group and topic; reported
+/// by a background task as [`PositionsRecord`]s.
+#[derive(Debug)]
+pub(crate) struct Reading {
+    instance: String,
+    by_group: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::HashMap<String, TopicReading>>,
+    >,
+    reporter: std::sync::OnceLock<()>,
+}
+
+impl Default for Reading {
+    fn default() -> Self {
+        Self {
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            by_group: std::sync::Mutex::default(),
+            reporter: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Reading {
+    /// Notes that `group` read `topic[partition]@offset`, with or without a test context.
+    /// Allocates only the first time a group or topic is seen.
+    pub(crate) fn note(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        with_context: bool,
+    ) {
+        let mut by_group = self.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        let topics = match by_group.get_mut(group) {
+            Some(topics) => topics,
+            None => by_group.entry(group.to_owned()).or_default(),
+        };
+        let reading = match topics.get_mut(topic) {
+            Some(reading) => reading,
+            None => topics.entry(topic.to_owned()).or_default(),
+        };
+        let last = reading.partitions.entry(partition).or_insert(offset);
+        *last = (*last).max(offset);
+        if !with_context {
+            reading.without_context += 1;
+        }
+        reading.changed = true;
+    }
+
+    /// Whether the reporter task still has to be started (true once).
+    pub(crate) fn start_reporter(&self) -> bool {
+        self.reporter.set(()).is_ok()
+    }
+
+    /// The positions to report now: of the topics read since the last report, or (`full`)
+    /// of every topic. `None` when there is nothing to report.
+    pub(crate) fn report(&self, service: &str, full: bool) -> Option<PositionsRecord> {
+        let mut by_group = self.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        let mut positions = Vec::new();
+        for (group, topics) in by_group.iter_mut() {
+            for (topic, reading) in topics.iter_mut() {
+                if !(full || reading.changed) {
+                    continue;
+                }
+                reading.changed = false;
+                for (partition, offset) in &reading.partitions {
+                    positions.push(Position {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                        without_context: reading.without_context,
+                    });
+                }
+            }
+        }
+        (!positions.is_empty()).then(|| PositionsRecord {
+            kind: PositionsRecord::KIND.to_owned(),
+            service: service.to_owned(),
+            instance: self.instance.clone(),
+            at: Utc::now(),
+            positions,
+        })
+    }
+
+    /// Records read without a context so far: (group, topic, count).
+    pub(crate) fn without_context(&self) -> Vec<(String, String, u64)> {
+        let by_group = self.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = by_group
+            .iter()
+            .flat_map(|(g, topics)| {
+                topics
+                    .iter()
+                    .map(move |(t, r)| (g.clone(), t.clone(), r.without_context))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// The reporter: every [`POSITIONS_EVERY`], the positions read since the last report, to
+/// every partition of the signals topic; ends when the client is dropped.
+pub(crate) async fn report_positions(
+    client: std::sync::Weak<crate::client::Inner>,
+    service: String,
+) {
+    let mut tick = tokio::time::interval(POSITIONS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut partitions: Option<(i32, tokio::time::Instant)> = None;
+    let mut n: u32 = 0;
+    loop {
+        tick.tick().await;
+        let Some(inner) = client.upgrade() else {
+            return;
+        };
+        n = n.wrapping_add(1);
+        // The signals topic's partition count, looked up again every minute.
+        if partitions.is_none_or(|(_, at)| at.elapsed() > std::time::Duration::from_secs(60)) {
+            let lookup = inner.clone();
+            match tokio::task::spawn_blocking(move || lookup.signals_partitions()).await {
+                Ok(Ok(count)) if count > 0 => {
+                    partitions = Some((count, tokio::time::Instant::now()))
+                }
+                Ok(Ok(_)) => tracing::debug!(
+                    "the signals topic has no partitions yet: positions not reported"
+                ),
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "cannot look up the signals topic: positions not reported")
+                }
+                Err(_) => return,
+            }
+        }
+        let Some((count, _)) = partitions else {
+            continue;
+        };
+        let Some(record) = inner
+            .reading
+            .report(&service, n % POSITIONS_FULL_EVERY == 0)
+        else {
+            continue;
+        };
+        inner.publish_positions(&record, count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +515,7 @@ mod tests {
         let hops = [produced("create", "execution", 2, 1234, 0)];
         assert_eq!(
             diagnose(&hops, &reported("g-exec", "execution", 2, 1240), "executed").as_deref(),
-            Some("the test context was lost between create and execute (group g-exec) at execution[2]@1234: it read the record without a context")
+            Some("the test context was lost between create and group g-exec at execution[2]@1234: the group read the record without a context")
         );
     }
 

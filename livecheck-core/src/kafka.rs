@@ -1,12 +1,24 @@
-//! Kafka propagation: the test context in record headers.
+//! Kafka propagation: the test context in record headers. [`LiveCheck::producer`] and
+//! [`LiveCheck::consume`] do it in one call each and record the test's hops; [`inject`],
+//! [`extract`] and [`LiveCheck::scope_message`] are the parts.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use chrono::Utc;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, ToBytes};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use tracing::warn;
 
 use crate::client::LiveCheck;
-use crate::context::{current_test, TestContext};
+use crate::context::{current_test, scope_current, Current, TestContext};
+use crate::counters::bump;
 use crate::headers::{self, ContextError};
+use crate::hop::{self, Hop, HopKind};
 
 /// Adds `context` (and its signature and arguments, if any: see
 /// [`headers::encode_with`]) to a record's headers.
@@ -79,5 +91,197 @@ impl LiveCheck {
             fut,
         )
         .await
+    }
+}
+
+/// A Kafka producer that carries the test context: a record sent inside a test's scope
+/// gets the context's headers (unless it carries a LiveCheck context already), and the
+/// hop — the topic, partition and offset it was delivered to — is recorded for the test,
+/// so a `TIMEOUT` can say where the test's record went. Outside a test it is the wrapped
+/// producer, nothing added. Made by [`LiveCheck::producer`].
+#[derive(Clone)]
+pub struct Producer<C: ClientContext + 'static = DefaultClientContext> {
+    producer: FutureProducer<C>,
+    client: LiveCheck,
+}
+
+impl<C: ClientContext + 'static> std::fmt::Debug for Producer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl<C: ClientContext + 'static> Producer<C> {
+    /// Sends `record` (see [`FutureProducer::send`]) with the current test's context in
+    /// its headers, and records where it was delivered.
+    pub async fn send<K, P>(
+        &self,
+        mut record: FutureRecord<'_, K, P>,
+        queue_timeout: impl Into<Timeout>,
+    ) -> OwnedDeliveryResult
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let topic = record.topic;
+        let Some(context) = current_test() else {
+            return self.producer.send(record, queue_timeout).await;
+        };
+        let headers = record.headers.take().unwrap_or_default();
+        let carried = headers
+            .iter()
+            .any(|h| h.key.eq_ignore_ascii_case(headers::TEST_ID));
+        record = record.headers(if carried {
+            headers
+        } else {
+            inject_context(headers, &context)
+        });
+        let delivered = self.producer.send(record, queue_timeout).await;
+        if let Ok(delivery) = &delivered {
+            hop::record_produced(
+                Some(self.client.service_name()),
+                topic,
+                delivery.partition,
+                delivery.offset,
+            );
+        }
+        delivered
+    }
+
+    /// The wrapped producer (records sent with it carry nothing and record nothing).
+    pub fn inner(&self) -> &FutureProducer<C> {
+        &self.producer
+    }
+}
+
+/// A consumed record, seen by [`LiveCheck::consumed`]: its test context (if it carried an
+/// accepted one) and where it was read. [`Consumed::run`] runs the handling in its scope.
+#[derive(Debug)]
+pub struct Consumed {
+    scoped: Option<Scoped>,
+}
+
+/// What [`Consumed::run`] scopes the handling with.
+#[derive(Debug)]
+struct Scoped {
+    client: LiveCheck,
+    context: Arc<TestContext>,
+    delivery: Arc<crate::context::Delivery>,
+    hop: Hop,
+}
+
+impl Consumed {
+    /// The record's test context, if it carried an accepted one.
+    pub fn context(&self) -> Option<&TestContext> {
+        self.scoped.as_ref().map(|s| &*s.context)
+    }
+
+    /// Runs `fut` scoped by the record's test context (signals sent inside belong to the
+    /// test and get send ids derived from the record, as with [`LiveCheck::scope_consumed`]),
+    /// recording the hop first; without a context, runs it as is.
+    pub async fn run<F: Future>(self, fut: F) -> F::Output {
+        match self.scoped {
+            Some(Scoped {
+                client,
+                context,
+                delivery,
+                hop,
+            }) => {
+                let current = Current {
+                    context,
+                    client,
+                    delivery: Some(delivery),
+                };
+                scope_current(current, async move {
+                    hop::record(hop);
+                    fut.await
+                })
+                .await
+            }
+            None => fut.await,
+        }
+    }
+}
+
+impl LiveCheck {
+    /// Wraps `producer` so that records sent inside a test's scope carry its context and
+    /// their hops are recorded under this client's service name
+    /// ([`LiveCheck::with_service`]): see [`Producer`].
+    pub fn producer<C: ClientContext + 'static>(&self, producer: FutureProducer<C>) -> Producer<C> {
+        Producer {
+            producer,
+            client: self.clone(),
+        }
+    }
+
+    /// Records, for the current test, that a record of it was produced to
+    /// `topic[partition]@offset` by other means than [`Producer`] (another client, a
+    /// proxy); does nothing outside a test.
+    pub fn produced(&self, topic: &str, partition: i32, offset: i64) {
+        hop::record_produced(Some(self.service_name()), topic, partition, offset);
+    }
+
+    /// Sees a record that consumer group `group` read: decodes and accepts its test context
+    /// (as [`LiveCheck::accept_message`]), notes the group's position for the consumer
+    /// positions this client reports (every second, to the signals topic: a `TIMEOUT` then
+    /// tells a record not read yet from one read without its context), and counts a record
+    /// without a context (`records_without_context`, by group and topic in
+    /// [`LiveCheck::records_without_context`]). Run the handling with [`Consumed::run`].
+    /// Allocates nothing for a record without a context once the group and topic are known.
+    pub fn consumed<M: Message>(&self, group: &str, message: &M) -> Consumed {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if self.inner.reading.start_reporter() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(hop::report_positions(
+                        Arc::downgrade(&self.inner),
+                        self.service_name().to_owned(),
+                    ));
+                }
+                Err(_) => warn!(
+                    "LiveCheck::consumed outside a Tokio runtime: consumer positions are not reported"
+                ),
+            }
+        }
+        let context = self.accept_from(
+            extract(message),
+            &format_args!("{topic}[{partition}]@{offset}"),
+        );
+        self.inner
+            .reading
+            .note(group, topic, partition, offset, context.is_some());
+        let Some(context) = context else {
+            bump(&self.inner.counters.records_without_context);
+            return Consumed { scoped: None };
+        };
+        let hop = Hop {
+            kind: HopKind::Consumed,
+            service: self.service_name().to_owned(),
+            group: Some(group.to_owned()),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            at: Utc::now(),
+        };
+        Consumed {
+            scoped: Some(Scoped {
+                client: self.clone(),
+                context: Arc::new(context),
+                delivery: Arc::new(crate::context::Delivery::new(topic, partition, offset)),
+                hop,
+            }),
+        }
+    }
+
+    /// [`LiveCheck::consumed`] and [`Consumed::run`] in one call: runs `fut` for the record
+    /// `message` that consumer group `group` read, scoped by its test context if it has
+    /// one, recording the hop.
+    pub async fn consume<M: Message, F: Future>(
+        &self,
+        group: &str,
+        message: &M,
+        fut: F,
+    ) -> F::Output {
+        self.consumed(group, message).run(fut).await
     }
 }

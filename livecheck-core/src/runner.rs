@@ -36,6 +36,7 @@ use crate::flow::{self, Flow};
 use crate::group::{
     self, Assignment, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
 };
+use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
@@ -158,6 +159,9 @@ struct RunnerInner {
     signals_topic: Arc<str>,
     connectivity: Connectivity,
     flow: Mutex<Flow>,
+    /// What the services' consumer groups report reading (for the diagnosis of a
+    /// missing step).
+    positions: Mutex<Positions>,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -207,6 +211,7 @@ impl Runner {
                 signals_topic,
                 connectivity,
                 flow,
+                positions: Mutex::default(),
             }),
         }
     }
@@ -219,6 +224,17 @@ impl Runner {
     /// The suite.
     pub fn suite(&self) -> &Suite {
         &self.inner.suite
+    }
+
+    /// Records the services' consumer groups read through [`LiveCheck::consume`] without
+    /// a test context, as they report it: (group, topic, count), summed over the reporting
+    /// instances.
+    pub fn records_without_context(&self) -> Vec<(String, String, u64)> {
+        self.inner
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .without_context()
     }
 
     /// Runs in flight now.
@@ -1070,6 +1086,25 @@ impl Runner {
             self.malformed(topic, partition, offset, "no payload");
             return false;
         };
+        if payload.starts_with(PositionsRecord::PREFIX) {
+            match serde_json::from_slice::<PositionsRecord>(payload) {
+                Ok(record) => {
+                    bump(&self.inner.counters.positions_received);
+                    self.inner
+                        .positions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .apply(&record);
+                }
+                Err(e) => self.malformed(
+                    topic,
+                    partition,
+                    offset,
+                    &format!("not consumer positions: {e}"),
+                ),
+            }
+            return false;
+        }
         let event: SignalEvent = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -1190,7 +1225,16 @@ impl Runner {
                 case.name()
             )))),
         };
-        let (verdict, error) = match result {
+        // Said of a step that did not come (a late one says how late instead).
+        let missing = match &result {
+            Ok(Err(CheckError::Timeout {
+                signal,
+                late_by: None,
+                ..
+            })) => Some(signal.clone()),
+            _ => None,
+        };
+        let (verdict, mut error) = match result {
             Ok(Ok(())) => (Verdict::Pass, None),
             Ok(Err(e @ CheckError::Failed(_))) => (Verdict::Fail, Some(e.to_string())),
             Ok(Err(e @ CheckError::Timeout { .. })) => (Verdict::Timeout, Some(e.to_string())),
@@ -1209,7 +1253,24 @@ impl Runner {
             bump(&self.inner.counters.runs_handed_back);
             return;
         };
-        let (timeline, unawaited) = timeline(&context, &finished.arrived, &state.taken);
+        let (hop_records, steps): (Vec<_>, Vec<_>) = finished
+            .arrived
+            .iter()
+            .cloned()
+            .partition(|a| a.signal == HOP_SIGNAL);
+        let hops = self.hops(&context.id, &hop_records);
+        if let (Some(signal), Some(error)) = (&missing, &mut error) {
+            let positions = self
+                .inner
+                .positions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = hop::diagnose(&hops, &positions, signal) {
+                error.push_str("; ");
+                error.push_str(&why);
+            }
+        }
+        let (timeline, unawaited) = timeline(&context, &steps, &state.taken);
         let report = Report {
             test_id: context.id.clone(),
             case: context.case.clone(),
@@ -1228,12 +1289,34 @@ impl Runner {
             finished_at: Utc::now(),
             arguments: context.arguments.clone(),
             truncated: None,
-            hops: Vec::new(),
+            hops,
             trace_id: None,
         };
         let done = finished.records;
         let hold = self.hold(&pos, &done);
         self.publish(report, hold).await;
+    }
+
+    /// The hops among a test's records, in the order they happened (a hop that does not
+    /// decode is counted as malformed and left out).
+    fn hops(&self, test_id: &str, records: &[Arc<Arrival>]) -> Vec<Hop> {
+        let mut hops: Vec<Hop> = records
+            .iter()
+            .filter_map(|a| match serde_json::from_str::<Hop>(a.value.get()) {
+                Ok(hop) => Some(hop),
+                Err(e) => {
+                    self.malformed(
+                        &a.topic,
+                        a.partition,
+                        a.offset,
+                        &format!("hop of test {test_id} does not decode: {e}"),
+                    );
+                    None
+                }
+            })
+            .collect();
+        hops.sort_by_key(|h| h.at);
+        hops
     }
 
     /// `fut`, unless it takes longer than `max_run_time` — not counting a broker outage

@@ -39,7 +39,7 @@ pub struct SignalEvent {
 }
 
 #[derive(Serialize)]
-struct SignalEventRef<'a, T> {
+struct SignalEventRef<'a, T: ?Sized> {
     signal: &'a str,
     case: &'a str,
     test_id: &'a str,
@@ -48,6 +48,36 @@ struct SignalEventRef<'a, T> {
     send_id: SendId,
     #[serde(skip_serializing_if = "Option::is_none")]
     item: Option<&'a str>,
+}
+
+/// The signals-topic record of `name` (and `item`) with `value` for the current test.
+pub(crate) fn encode_event<T: Serialize + ?Sized>(
+    current: &Current,
+    name: &'static str,
+    item: Option<&str>,
+    value: &T,
+) -> Option<(Current, Vec<u8>)> {
+    let context = &current.context;
+    let event = SignalEventRef {
+        signal: name,
+        case: &context.case,
+        test_id: &context.id,
+        sent_at: Utc::now(),
+        value,
+        send_id: SendId(match &current.delivery {
+            Some(delivery) => delivery.next_send_id(name, item),
+            None => rand::random(),
+        }),
+        item,
+    };
+    match serde_json::to_vec(&event) {
+        Ok(payload) => Some((current.clone(), payload)),
+        Err(err) => {
+            bump(&current.client.counters().signal_errors);
+            warn!(signal = name, test_id = %context.id, error = %err, "signal value does not serialize; not sent");
+            None
+        }
+    }
 }
 
 /// A random 64-bit id, written as 16 hex digits.
@@ -181,26 +211,7 @@ impl<T: Serialize> Signal<T> {
             trace!(signal = self.name, case = self.case, test_case = %context.case, "signal of another case; not sent");
             return None;
         }
-        let event = SignalEventRef {
-            signal: self.name,
-            case: self.case,
-            test_id: &context.id,
-            sent_at: Utc::now(),
-            value,
-            send_id: SendId(match &current.delivery {
-                Some(delivery) => delivery.next_send_id(self.name, item),
-                None => rand::random(),
-            }),
-            item,
-        };
-        match serde_json::to_vec(&event) {
-            Ok(payload) => Some((current.clone(), payload)),
-            Err(err) => {
-                bump(&current.client.counters().signal_errors);
-                warn!(signal = self.name, test_id = %context.id, error = %err, "signal value does not serialize; not sent");
-                None
-            }
-        }
+        encode_event(current, self.name, item, value)
     }
 
     fn count(&self, current: &Current, result: Result<(), rdkafka::error::KafkaError>) {
