@@ -103,13 +103,6 @@ where
         let limit = Arc::new(Semaphore::new(IN_FLIGHT));
         info!(group, %topic, "consumer started");
         loop {
-            if paused(&shared) {
-                // A stopped consumer (fault): reads nothing until it is switched off.
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
             let msg = tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,
                 msg = consumer.recv() => msg,
@@ -122,6 +115,13 @@ where
                     continue;
                 }
             };
+            // A stopped consumer (fault): the record is not handled until it is switched off.
+            while paused(&shared) {
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
             let origin = format!("{}[{}]@{}", msg.topic(), msg.partition(), msg.offset());
             let order: Order = match msg.payload().map(serde_json::from_slice) {
                 Some(Ok(order)) => order,

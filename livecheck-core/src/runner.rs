@@ -1081,11 +1081,13 @@ impl Runner {
         payload: Option<&[u8]>,
     ) -> bool {
         let (topic, partition, offset) = (&pos.topic, pos.partition, pos.offset);
-        bump(&self.inner.counters.signals_received);
         let Some(payload) = payload else {
+            bump(&self.inner.counters.signals_received);
             self.malformed(topic, partition, offset, "no payload");
             return false;
         };
+        // Consumer positions share the topic (every runner reads some partitions of it);
+        // they are not signals.
         if payload.starts_with(PositionsRecord::PREFIX) {
             match serde_json::from_slice::<PositionsRecord>(payload) {
                 Ok(record) => {
@@ -1105,6 +1107,7 @@ impl Runner {
             }
             return false;
         }
+        bump(&self.inner.counters.signals_received);
         let event: SignalEvent = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {

@@ -1,9 +1,41 @@
 //! Test the tester: the example app broken on purpose, one fault at a time, and the exact
 //! verdict and message the order check must give.
 
-use livecheck_core::{Report, Verdict};
+use livecheck_core::{HopKind, Report, Verdict};
 use livecheck_harness::Session;
 use livecheck_tests::{environment, orders, SHORT_TIMEOUT};
+
+/// Asserts that `actual` reads as `pattern`, where each `{}` stands for any text (names
+/// and numbers that differ between runs and environments: topic prefixes, offsets, times).
+fn assert_reads_as(actual: Option<&str>, pattern: &str) {
+    let actual = actual.unwrap_or_else(|| panic!("no message; expected {pattern:?}"));
+    let parts: Vec<&str> = pattern.split("{}").collect();
+    let mut rest = actual;
+    let fits = parts.iter().enumerate().all(|(i, part)| {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+            true
+        } else if i == parts.len() - 1 {
+            rest.ends_with(part)
+        } else {
+            match rest.find(part) {
+                Some(at) => {
+                    rest = &rest[at + part.len()..];
+                    true
+                }
+                None => false,
+            }
+        }
+    });
+    assert!(fits, "message\n  {actual}\ndoes not read as\n  {pattern}");
+}
+
+/// What the order check says of a step `order_executed` that did not come.
+const NO_EXECUTION: &str =
+    "signal `order_executed` did not arrive within 3s of the previous step `order_cached`";
 
 async fn run_with_fault(key: &str, value: &str) -> Report {
     let config = environment().unwrap().app_env(key, value);
@@ -74,11 +106,26 @@ async fn execution_skipped_is_a_timeout_naming_order_executed() {
     let report = run_with_fault("EXAMPLE_FAULT_SKIP_EXECUTION", "1").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
-    assert_eq!(
+    // The hops say why: the execute-order service had the record, with its context.
+    assert_reads_as(
         report.error.as_deref(),
-        Some(
-            "signal `order_executed` did not arrive within 3s of the previous step `order_cached`"
-        )
+        &format!("{NO_EXECUTION}; execute-order (group {{}}execute-order) received the record {{}}order-execution[{{}}]@{{}} at {{}} with the test context and did not send `order_executed`"),
+    );
+    let kinds: Vec<(HopKind, &str)> = report
+        .hops
+        .iter()
+        .map(|h| (h.kind, h.service.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (HopKind::Produced, "order-api"),
+            (HopKind::Consumed, "create-order"),
+            (HopKind::Produced, "create-order"),
+            (HopKind::Consumed, "execute-order"),
+        ],
+        "{}",
+        report.render()
     );
 }
 
@@ -107,6 +154,57 @@ async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
     assert_eq!(report.last_step.as_deref(), Some("order_cached"));
     assert_eq!(report.timeline.len(), 3);
+    // The record left create-order in the test, and execute-order read it without the
+    // context (as its consumer positions say).
+    assert_reads_as(
+        report.error.as_deref(),
+        &format!("{NO_EXECUTION}; the test context was lost between create-order and group {{}}execute-order at {{}}order-execution[{{}}]@{{}}: the group read the record without a context"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_consumer_has_not_read_the_record() {
+    let config = environment().unwrap();
+    let case = orders::place_order().timeout(SHORT_TIMEOUT);
+    let session = Session::start(&config, vec![case.clone()]).await.unwrap();
+    // The execute-order group reads (and reports its positions) before it stops.
+    for _ in 0..4 {
+        let report = session.run_once(&case).await;
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    let app = &session.environment().app_url;
+    let set = |on: bool| {
+        reqwest::Client::new()
+            .post(format!("{app}/admin/faults"))
+            .json(&serde_json::json!({ "stop_execute_consumer": on }))
+            .send()
+    };
+    assert!(set(true).await.unwrap().status().is_success());
+    let report = session.run_once(&case).await;
+    assert!(set(false).await.unwrap().status().is_success());
+    session.close().await;
+    assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
+    assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
+    // Behind on the record's partition, or (a partition it had not read yet) no report of it.
+    let error = report.error.as_deref().unwrap_or_default();
+    let pattern = if error.contains("records behind") {
+        format!("{NO_EXECUTION}; group {{}}execute-order is {{}} records behind on {{}}order-execution[{{}}] (read up to offset {{}} as of {{}}); the record of this test ({{}}order-execution[{{}}]@{{}}) has not been read")
+    } else {
+        format!("{NO_EXECUTION}; group {{}}execute-order has not reported reading {{}}order-execution[{{}}]; the record of this test ({{}}order-execution[{{}}]@{{}}) has not been read")
+    };
+    assert_reads_as(Some(error), &pattern);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_a_second_late_is_a_timeout_saying_how_late() {
+    // 4 s after the previous step, with a 3 s timeout: read before the runner gives up on
+    // it (2 s of clock slack), so it is known to be late, not missing.
+    let report = run_with_fault("EXAMPLE_FAULT_DELAY_MS", "4000").await;
+    assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
+    assert_reads_as(
+        report.error.as_deref(),
+        "signal `order_executed` came {}s late: more than 3s after the previous step `order_cached`",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,6 +212,11 @@ async fn a_step_delayed_past_the_timeout_is_a_timeout() {
     let report = run_with_fault("EXAMPLE_FAULT_DELAY_MS", "6000").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
+    // Still being handled when the runner gave up: received, no step yet.
+    assert_reads_as(
+        report.error.as_deref(),
+        &format!("{NO_EXECUTION}; execute-order (group {{}}execute-order) received the record {{}} at {{}} with the test context and did not send `order_executed`"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

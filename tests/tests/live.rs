@@ -207,6 +207,38 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
         metrics.contains("livecheck_consumer_lag{topic="),
         "{metrics}"
     );
+    // The orders that did not become tests were read without a context: the app's consumer
+    // groups report it, and the runner shows it per group and topic.
+    let untested = orders - triggered;
+    let create_order = format!("{}create-order", world.app().shared.config.group_prefix);
+    eventually(
+        "records read without a context",
+        Duration::from_secs(15),
+        || {
+            service
+                .state
+                .runner
+                .records_without_context()
+                .iter()
+                .any(|(group, topic, n)| {
+                    *group == create_order && topic.ends_with("orders") && *n == untested
+                })
+        },
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", service.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "livecheck_records_without_context_total{{group=\"{create_order}\",topic=\"{}orders\"}} {untested}",
+            world.prefix
+        )),
+        "{metrics}"
+    );
     let api: serde_json::Value = reqwest::get(format!("http://{}/api/cases", service.http_addr))
         .await
         .unwrap()

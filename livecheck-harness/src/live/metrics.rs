@@ -416,6 +416,17 @@ impl Collector for StateCollector {
             }
         }
 
+        counters(
+            &mut e,
+            "livecheck_records_without_context",
+            "Records the services' consumer groups read through LiveCheck's Kafka helpers without a test context, as they report it, by group and topic.",
+            state
+                .runner
+                .records_without_context()
+                .into_iter()
+                .map(|(group, topic, n)| ([("group", group), ("topic", topic)], n)),
+        )?;
+
         let lag = state.lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
         gauges(
             &mut e,
