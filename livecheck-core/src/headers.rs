@@ -524,6 +524,7 @@ pub fn decode_counted<'a>(
         expires_at,
         arguments,
         signature,
+        traceparent: None,
     }))
 }
 

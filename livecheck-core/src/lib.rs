@@ -112,6 +112,7 @@
 //! - Two triggers of one case in one process with different local settings: heartbeats
 //!   report the last one announced (or the first that decided a request).
 
+pub mod baggage;
 mod case;
 mod check;
 mod client;
@@ -131,6 +132,8 @@ pub mod http;
 pub mod kafka;
 mod ledger;
 pub mod murmur2;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod redact;
 mod registry;
 mod report;

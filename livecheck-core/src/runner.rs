@@ -1229,8 +1229,10 @@ impl Runner {
             arguments: context.arguments.clone(),
             truncated: None,
             hops: Vec::new(),
-            trace_id: None,
+            trace_id: context.trace_id().map(str::to_owned),
         };
+        #[cfg(feature = "otel")]
+        crate::otel::export_steps(&context, &report);
         let done = finished.records;
         let hold = self.hold(&pos, &done);
         self.publish(report, hold).await;
@@ -1417,7 +1419,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         waits: Vec::new(),
         truncated: None,
         hops: Vec::new(),
-        trace_id: None,
+        trace_id: context.trace_id().map(str::to_owned),
     }
 }
 
