@@ -359,3 +359,247 @@ impl Injector for Written {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+    use crate::http::{extract, inject};
+
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// A context with arguments, its times at microseconds (as on the wire).
+    fn context() -> TestContext {
+        use chrono::SubsecRound as _;
+        let mut ctx = TestContext::new("orders.place_order", Duration::from_secs(60))
+            .arguments(serde_json::json!({"side": "sell", "note": "a, b; c=d \"q\" caf\u{e9}"}));
+        ctx.issued_at = ctx.issued_at.trunc_subsecs(6);
+        ctx.expires_at = ctx.expires_at.trunc_subsecs(6);
+        ctx
+    }
+
+    /// The headers `inject` writes for `context`, but only the W3C ones.
+    fn baggage_only(context: &TestContext) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        inject(&mut map, context);
+        for name in headers::EVERY {
+            assert!(map.remove(name).is_some() || name == headers::TEST_SIGNATURE);
+        }
+        map
+    }
+
+    fn with_baggage(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(BAGGAGE, HeaderValue::from_str(value).unwrap());
+        map
+    }
+
+    #[test]
+    fn a_context_round_trips_through_baggage_alone() {
+        let ctx = context().traceparent(TRACE);
+        let map = baggage_only(&ctx);
+        let back = extract(&map).unwrap().unwrap();
+        assert_eq!(back, ctx);
+        assert_eq!(back.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(map[TRACEPARENT], TRACE);
+    }
+
+    #[test]
+    fn no_baggage_or_foreign_baggage_is_no_test() {
+        assert_eq!(extract(&HeaderMap::new()), Ok(None));
+        assert_eq!(extract(&with_baggage("user=1,tenant=acme")), Ok(None));
+        assert_eq!(decode(|| std::iter::empty::<&[u8]>()), Ok(None));
+    }
+
+    #[test]
+    fn inject_keeps_other_members_and_replaces_stale_ones() {
+        let stale = context();
+        let mut map = with_baggage("user=1;prop=x");
+        map.append(BAGGAGE, HeaderValue::from_static("tenant=acme"));
+        inject(&mut map, &stale);
+        let ctx = context();
+        inject(&mut map, &ctx);
+        assert_eq!(map.get_all(BAGGAGE).iter().count(), 1);
+        let value = map[BAGGAGE].to_str().unwrap();
+        let cx = BaggagePropagator::new().extract_with_context(&Context::new(), &Carrier(value));
+        assert_eq!(cx.baggage().get("user").map(|v| v.as_str()), Some("1"));
+        assert_eq!(cx.baggage().get("tenant").map(|v| v.as_str()), Some("acme"));
+        assert_eq!(
+            cx.baggage().get(TEST_ID).map(|v| v.as_str()),
+            Some(ctx.id.as_str())
+        );
+        assert!(!value.contains(&stale.id), "{value}");
+        // Without the LiveCheck headers, the baggage alone gives the newest context.
+        for name in headers::EVERY {
+            map.remove(name);
+        }
+        assert_eq!(extract(&map).unwrap().unwrap().id, ctx.id);
+    }
+
+    #[test]
+    fn the_livecheck_headers_win_and_a_disagreement_is_counted() {
+        let ctx = context();
+        let other = context();
+        let mut map = baggage_only(&other);
+        let mut theirs = HeaderMap::new();
+        crate::http::inject(&mut theirs, &ctx);
+        for name in headers::EVERY {
+            if let Some(value) = theirs.get(name) {
+                map.insert(name, value.clone());
+            }
+        }
+        let before = disagreements();
+        assert_eq!(extract(&map).unwrap().unwrap().id, ctx.id);
+        assert!(disagreements() > before);
+        // Bad baggage beside good headers: the headers' context, counted too.
+        map.insert(BAGGAGE, HeaderValue::from_static("livecheck.id=x"));
+        let before = disagreements();
+        assert_eq!(extract(&map).unwrap().unwrap().id, ctx.id);
+        assert!(disagreements() > before);
+        // The same context both ways is no disagreement.
+        let mut same = HeaderMap::new();
+        inject(&mut same, &ctx);
+        let before = disagreements();
+        assert_eq!(extract(&same).unwrap().unwrap(), ctx);
+        assert_eq!(disagreements(), before);
+    }
+
+    #[test]
+    fn bad_members_are_rejected_naming_the_key() {
+        let ctx = context();
+        let value = baggage_only(&ctx)[BAGGAGE].to_str().unwrap().to_owned();
+        let cx = BaggagePropagator::new().extract_with_context(&Context::new(), &Carrier(&value));
+        // Rebuilds the baggage with one member changed (or removed).
+        let with = |key: &str, replacement: Option<&str>| -> String {
+            let mut members: Vec<String> = cx
+                .baggage()
+                .iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .map(|(k, (v, _))| {
+                    let mut out = Written(None);
+                    let one: Baggage = [opentelemetry::KeyValue::new(k.clone(), v.to_string())]
+                        .into_iter()
+                        .collect();
+                    BaggagePropagator::new()
+                        .inject_context(&Context::new().with_baggage(one), &mut out);
+                    out.0.unwrap()
+                })
+                .collect();
+            if let Some(raw) = replacement {
+                members.push(format!("{key}={raw}"));
+            }
+            members.join(",")
+        };
+        let err = |baggage: String| extract(&with_baggage(&baggage)).unwrap_err();
+
+        let e = err(with(TEST_ID, Some(&"x".repeat(headers::MAX_VALUE_LEN + 1))));
+        assert_eq!(
+            e,
+            ContextError::Oversized {
+                header: TEST_ID,
+                len: headers::MAX_VALUE_LEN + 1,
+                max: headers::MAX_VALUE_LEN
+            }
+        );
+        assert_eq!(e.reason(), "oversized");
+        let e = err(with(TEST_NAME, None));
+        assert_eq!(e, ContextError::Missing { header: TEST_NAME });
+        assert_eq!(
+            e.to_string(),
+            "test context header livecheck.name is missing (the other LiveCheck headers are present)"
+        );
+        let e = err(with(TEST_TIMESTAMP, Some("yesterday")));
+        assert!(matches!(e, ContextError::BadTimestamp { header: TEST_TIMESTAMP, .. }), "{e}");
+        let e = err(with(TEST_ARGUMENTS, Some("%7B%22side")));
+        assert_eq!(e.reason(), "bad_arguments");
+        // Not UTF-8 once percent-decoded: the propagator drops the member.
+        let e = err(with(TEST_ARGUMENTS, Some("%FF")));
+        assert_eq!(e, ContextError::NotUtf8 { header: TEST_ARGUMENTS });
+        assert_eq!(e.reason(), "malformed");
+        let e = err(with(TEST_ID, Some("two%20words")));
+        assert_eq!(e.reason(), "bad_test_id");
+        // A whole header past the W3C limit, with our members in it.
+        let big = format!("{},pad={}", value, "p".repeat(MAX_BAGGAGE_LEN));
+        let e = err(big);
+        assert!(matches!(e, ContextError::Oversized { header: BAGGAGE, max: MAX_BAGGAGE_LEN, .. }), "{e}");
+        // Not UTF-8 at all.
+        let mut map = HeaderMap::new();
+        map.insert(BAGGAGE, HeaderValue::from_bytes(b"livecheck.id=\xff").unwrap());
+        assert_eq!(extract(&map), Err(ContextError::NotUtf8 { header: BAGGAGE }));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for raw in [
+            "",
+            ",",
+            ",,,;;;===",
+            "livecheck.",
+            "livecheck.id",
+            "livecheck.id=",
+            "=livecheck.id",
+            "livecheck.id=a=b",
+            "livecheck.id=%",
+            "livecheck.id=%zz;;;,livecheck.name",
+            "livecheck.timestamp=2020-05-01T12:30:00Z,livecheck.expires=1999",
+            " livecheck.id = t , livecheck.name = c ",
+        ] {
+            let _ = extract(&with_baggage(raw));
+        }
+        let mut map = HeaderMap::new();
+        for raw in ["livecheck.id=t1", "livecheck.name=c", ""] {
+            map.append(BAGGAGE, HeaderValue::from_str(raw).unwrap());
+        }
+        assert_eq!(
+            extract(&map),
+            Err(ContextError::Missing {
+                header: TEST_TIMESTAMP
+            })
+        );
+    }
+
+    #[test]
+    fn arguments_that_do_not_fit_stay_out_of_the_baggage() {
+        let ctx = TestContext::new("c", Duration::from_secs(60))
+            .arguments(serde_json::json!("\"".repeat(3000)));
+        // Their members fill the W3C length limit nearly.
+        let theirs = format!("pad={}", "p".repeat(4000));
+        let mut map = with_baggage(&theirs);
+        inject(&mut map, &ctx);
+        for name in headers::EVERY {
+            map.remove(name);
+        }
+        let back = extract(&map).unwrap().unwrap();
+        assert_eq!(back.id, ctx.id);
+        assert!(back.arguments.is_null());
+        assert!(map[BAGGAGE].to_str().unwrap().contains(&theirs));
+        // And when nothing of ours fits, their members are still written.
+        let theirs = format!("pad={}", "p".repeat(MAX_BAGGAGE_LEN - 10));
+        let mut map = with_baggage(&theirs);
+        inject(&mut map, &ctx);
+        assert_eq!(map[BAGGAGE], theirs.as_str());
+    }
+
+    #[test]
+    fn a_bad_traceparent_is_ignored() {
+        assert_eq!(parse_traceparent(TRACE).as_deref(), Some(TRACE));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        let ctx = context();
+        let mut map = baggage_only(&ctx);
+        map.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        let back = extract(&map).unwrap().unwrap();
+        assert_eq!(back.traceparent, None);
+        assert_eq!(back.trace_id(), None);
+    }
+}
