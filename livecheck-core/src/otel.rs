@@ -43,8 +43,8 @@ pub(crate) fn export_steps(context: &TestContext, report: &Report) {
     ];
     let mut last = report.issued_at;
     for step in &report.timeline {
-        let start = step.sent_at
-            - chrono::TimeDelta::microseconds((step.latency_ms * 1000.0).round() as i64);
+        // As the report's latency: from the latest send before this one.
+        let start = last.min(step.sent_at);
         let mut attributes = common.to_vec();
         attributes.extend([
             KeyValue::new("livecheck.signal", step.signal.clone()),
