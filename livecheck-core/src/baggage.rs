@@ -120,7 +120,10 @@ where
         (Ok(Some(context)), Ok(None)) => Some(context),
         (Ok(Some(context)), Ok(Some(other))) => {
             if !agree(&context, &other) {
-                disagreed(&context, &format_args!("test {} of case {}", other.id, other.case));
+                disagreed(
+                    &context,
+                    &format_args!("test {} of case {}", other.id, other.case),
+                );
             }
             Some(context)
         }
@@ -176,14 +179,27 @@ pub fn decode<'a, I: Iterator<Item = &'a [u8]>>(
             max: MAX_BAGGAGE_LEN,
         });
     }
-    let mut joined = String::with_capacity(len);
-    for value in values() {
-        let text = std::str::from_utf8(value).map_err(|_| ContextError::NotUtf8 { header: BAGGAGE })?;
-        if !joined.is_empty() {
-            joined.push(',');
+    let text =
+        |value| std::str::from_utf8(value).map_err(|_| ContextError::NotUtf8 { header: BAGGAGE });
+    let mut all = values();
+    let first = text(all.next().unwrap_or_default())?;
+    // One header (the usual case) is read in place; several are one list (W3C).
+    let joined = match all.next() {
+        None => std::borrow::Cow::Borrowed(first),
+        Some(second) => {
+            let mut joined = String::with_capacity(len);
+            for value in [first, text(second)?] {
+                joined.push_str(value);
+                joined.push(',');
+            }
+            for value in all {
+                joined.push_str(text(value)?);
+                joined.push(',');
+            }
+            joined.pop();
+            std::borrow::Cow::Owned(joined)
         }
-        joined.push_str(text);
-    }
+    };
     let cx = BaggagePropagator::new().extract_with_context(&Context::new(), &Carrier(&joined));
     let baggage = cx.baggage();
     if let Some(dropped) = KEYS
@@ -411,7 +427,7 @@ mod tests {
     fn no_baggage_or_foreign_baggage_is_no_test() {
         assert_eq!(extract(&HeaderMap::new()), Ok(None));
         assert_eq!(extract(&with_baggage("user=1,tenant=acme")), Ok(None));
-        assert_eq!(decode(|| std::iter::empty::<&[u8]>()), Ok(None));
+        assert_eq!(decode(std::iter::empty::<&[u8]>), Ok(None));
     }
 
     #[test]
@@ -512,23 +528,53 @@ mod tests {
             "test context header livecheck.name is missing (the other LiveCheck headers are present)"
         );
         let e = err(with(TEST_TIMESTAMP, Some("yesterday")));
-        assert!(matches!(e, ContextError::BadTimestamp { header: TEST_TIMESTAMP, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                ContextError::BadTimestamp {
+                    header: TEST_TIMESTAMP,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = err(with(TEST_ARGUMENTS, Some("%7B%22side")));
         assert_eq!(e.reason(), "bad_arguments");
         // Not UTF-8 once percent-decoded: the propagator drops the member.
         let e = err(with(TEST_ARGUMENTS, Some("%FF")));
-        assert_eq!(e, ContextError::NotUtf8 { header: TEST_ARGUMENTS });
+        assert_eq!(
+            e,
+            ContextError::NotUtf8 {
+                header: TEST_ARGUMENTS
+            }
+        );
         assert_eq!(e.reason(), "malformed");
         let e = err(with(TEST_ID, Some("two%20words")));
         assert_eq!(e.reason(), "bad_test_id");
         // A whole header past the W3C limit, with our members in it.
         let big = format!("{},pad={}", value, "p".repeat(MAX_BAGGAGE_LEN));
         let e = err(big);
-        assert!(matches!(e, ContextError::Oversized { header: BAGGAGE, max: MAX_BAGGAGE_LEN, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                ContextError::Oversized {
+                    header: BAGGAGE,
+                    max: MAX_BAGGAGE_LEN,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Not UTF-8 at all.
         let mut map = HeaderMap::new();
-        map.insert(BAGGAGE, HeaderValue::from_bytes(b"livecheck.id=\xff").unwrap());
-        assert_eq!(extract(&map), Err(ContextError::NotUtf8 { header: BAGGAGE }));
+        map.insert(
+            BAGGAGE,
+            HeaderValue::from_bytes(b"livecheck.id=\xff").unwrap(),
+        );
+        assert_eq!(
+            extract(&map),
+            Err(ContextError::NotUtf8 { header: BAGGAGE })
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower::{Layer, Service};
 
-use crate::client::LiveCheck;
 use crate::baggage::{self, BAGGAGE, TRACEPARENT};
+use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 

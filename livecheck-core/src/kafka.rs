@@ -16,7 +16,9 @@ use crate::headers::{self, ContextError};
 /// `traceparent` when the record has none (see [`crate::baggage`]).
 pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
     let mut entries = Vec::with_capacity(headers::EVERY.len());
-    headers::encode_with(context, |name, value| entries.push((name, value.to_owned())));
+    headers::encode_with(context, |name, value| {
+        entries.push((name, value.to_owned()))
+    });
     let is = |h: &Header<&[u8]>, name: &str| h.key.eq_ignore_ascii_case(name);
     let existing = record_headers.iter().filter(|h| is(h, baggage::BAGGAGE));
     let merged = baggage::merge(existing.map(|h| h.value.unwrap_or_default()), &entries);
@@ -27,9 +29,10 @@ pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> Ow
         record_headers
             .iter()
             .filter(|h| !is(h, baggage::BAGGAGE))
-            .fold(OwnedHeaders::new_with_capacity(record_headers.count() + 8), |out, h| {
-                out.insert(h)
-            })
+            .fold(
+                OwnedHeaders::new_with_capacity(record_headers.count() + 8),
+                |out, h| out.insert(h),
+            )
     } else {
         record_headers
     };

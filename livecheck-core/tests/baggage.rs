@@ -12,8 +12,8 @@ use axum::Router;
 use http::HeaderMap;
 use livecheck_core::http::{RequestBuilderExt as _, TestContextLayer};
 use livecheck_core::{
-    baggage, ensure_eq, kafka, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run,
-    Runner, RunnerConfig, Signal, Suite, TestContext, Topics, Trigger, Verdict,
+    baggage, ensure_eq, kafka, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner,
+    RunnerConfig, Signal, Suite, TestContext, Topics, Trigger, Verdict,
 };
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator as _,
@@ -254,7 +254,13 @@ async fn baggage_carries_the_test_through_hops_that_only_propagate_opentelemetry
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     assert_eq!(report.trace_id.as_deref(), Some(TRACE_ID));
-    assert_eq!(fx.client.counters().contexts_rejected.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        fx.client
+            .counters()
+            .contexts_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 /// Service C: behind the LiveCheck layer, its trigger registers the test it is handed.
@@ -266,7 +272,10 @@ async fn start_triggering_service(client: LiveCheck) -> String {
             get(move || {
                 let client = trigger_client.clone();
                 async move {
-                    if Trigger::new(TRIGGERED).maybe_trigger(&client, &()).is_some() {
+                    if Trigger::new(TRIGGERED)
+                        .maybe_trigger(&client, &())
+                        .is_some()
+                    {
                         HANDLED.send(&()).await;
                     }
                     "ok"
@@ -353,7 +362,11 @@ fn the_kafka_helpers_merge_the_baggage_and_read_it_alone() {
         })
         .collect();
     let count = |name: &str| list.iter().filter(|(n, _)| n == name).count();
-    assert_eq!((count("baggage"), count("other"), count("traceparent")), (1, 1, 1), "{list:?}");
+    assert_eq!(
+        (count("baggage"), count("other"), count("traceparent")),
+        (1, 1, 1),
+        "{list:?}"
+    );
     let baggage_value = &list.iter().find(|(n, _)| n == "baggage").unwrap().1;
     assert!(baggage_value.contains("tenant=acme"), "{baggage_value}");
     assert!(baggage_value.contains(baggage::TEST_ID), "{baggage_value}");

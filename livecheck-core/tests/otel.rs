@@ -62,7 +62,11 @@ async fn a_run_exports_one_span_per_step_in_the_tests_trace() {
 
     // A passing run in a trace, a timeout in the same trace, and a run without a trace.
     let mut ids = Vec::new();
-    for (traceparent, wait_for_more) in [(Some(TRACEPARENT), false), (Some(TRACEPARENT), true), (None, false)] {
+    for (traceparent, wait_for_more) in [
+        (Some(TRACEPARENT), false),
+        (Some(TRACEPARENT), true),
+        (None, false),
+    ] {
         let mut context =
             TestContext::new(CASE, Duration::from_secs(60)).arguments(wait_for_more.into());
         if let Some(traceparent) = traceparent {
@@ -81,7 +85,11 @@ async fn a_run_exports_one_span_per_step_in_the_tests_trace() {
             .await
             .unwrap()
             .unwrap();
-        let verdict = if wait_for_more { Verdict::Timeout } else { Verdict::Pass };
+        let verdict = if wait_for_more {
+            Verdict::Timeout
+        } else {
+            Verdict::Pass
+        };
         assert_eq!(report.verdict, verdict, "{}", report.render());
         ids.push(context.id);
     }
@@ -106,21 +114,41 @@ async fn a_run_exports_one_span_per_step_in_the_tests_trace() {
         assert_eq!(span.parent_span_id, parent);
         assert!(span.parent_span_is_remote);
         assert!(span.start_time <= span.end_time);
-        assert_eq!(attribute(span, "livecheck.verdict"), Some(&Value::from("PASS")));
-        assert_eq!(attribute(span, "livecheck.awaited"), Some(&Value::from(true)));
+        assert_eq!(
+            attribute(span, "livecheck.verdict"),
+            Some(&Value::from("PASS"))
+        );
+        assert_eq!(
+            attribute(span, "livecheck.awaited"),
+            Some(&Value::from(true))
+        );
     }
     // The second step's span lasts from the first send to the second (about 20 ms).
     assert_eq!(passed[1].start_time, passed[0].end_time);
-    assert!(passed[1].end_time.duration_since(passed[1].start_time).unwrap() >= Duration::from_millis(20));
+    assert!(
+        passed[1]
+            .end_time
+            .duration_since(passed[1].start_time)
+            .unwrap()
+            >= Duration::from_millis(20)
+    );
 
     // A timeout: its two steps and the step that never came, with an error status.
     let timed_out = of(&ids[1]);
     let names: Vec<_> = timed_out.iter().map(|s| s.name.as_ref()).collect();
     assert_eq!(
         names,
-        ["otel.steps saved", "otel.steps executed", "otel.steps never_sent"]
+        [
+            "otel.steps saved",
+            "otel.steps executed",
+            "otel.steps never_sent"
+        ]
     );
-    assert!(matches!(&timed_out[2].status, Status::Error { description } if description.contains("never_sent")), "{:?}", timed_out[2].status);
+    assert!(
+        matches!(&timed_out[2].status, Status::Error { description } if description.contains("never_sent")),
+        "{:?}",
+        timed_out[2].status
+    );
     assert!(timed_out.iter().all(|s| s.span_context.trace_id() == trace));
 
     // No trace, no spans.

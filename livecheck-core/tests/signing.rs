@@ -415,7 +415,11 @@ async fn contexts_in_baggage_are_checked_as_those_in_the_headers() {
     {
         let before = counter(client.counters(), reason);
         let (status, body) = get_with(&url, &[("baggage", as_baggage(&header_list))]).await;
-        assert_eq!((status, body.as_str()), (200, "none"), "{reason}: {header_list:?}");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "none"),
+            "{reason}: {header_list:?}"
+        );
         assert_eq!(
             counter(client.counters(), reason),
             before + 1,
@@ -425,7 +429,11 @@ async fn contexts_in_baggage_are_checked_as_those_in_the_headers() {
 
     // Good LiveCheck headers with a forged context in the baggage: the headers win.
     let mut forged = fresh();
-    forged.signature = Some(SigningKeys::new("k1", "a-guessed-secret-0000").unwrap().sign(&forged));
+    forged.signature = Some(
+        SigningKeys::new("k1", "a-guessed-secret-0000")
+            .unwrap()
+            .sign(&forged),
+    );
     let mut both = headers::encode(&good);
     both.push(("baggage", as_baggage(&headers::encode(&forged))));
     let (_, body) = get_with(&url, &both).await;
