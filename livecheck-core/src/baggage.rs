@@ -114,11 +114,11 @@ pub(crate) fn extract<'a, I>(
 where
     I: Iterator<Item = &'a [u8]>,
 {
-    let from_baggage = decode(baggage);
-    let mut chosen = match (from_headers, from_baggage) {
-        (Ok(None), from_baggage) => from_baggage?,
-        (Ok(Some(context)), Ok(None)) => Some(context),
-        (Ok(Some(context)), Ok(Some(other))) => {
+    // A bad context in the LiveCheck headers is rejected whatever the baggage holds.
+    let mut chosen = match (from_headers?, decode(baggage)) {
+        (None, from_baggage) => from_baggage?,
+        (Some(context), Ok(None)) => Some(context),
+        (Some(context), Ok(Some(other))) => {
             if !agree(&context, &other) {
                 disagreed(
                     &context,
@@ -127,11 +127,10 @@ where
             }
             Some(context)
         }
-        (Ok(Some(context)), Err(err)) => {
+        (Some(context), Err(err)) => {
             disagreed(&context, &format_args!("a bad context ({err})"));
             Some(context)
         }
-        (Err(err), _) => return Err(err),
     };
     if let (Some(context), Some(raw)) = (&mut chosen, traceparent) {
         if context.traceparent.is_none() {

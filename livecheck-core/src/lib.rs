@@ -126,6 +126,9 @@
 //! - A `livecheck.*` member repeated in one `baggage` header is kept once by OpenTelemetry's
 //!   propagator, not rejected as a repeated LiveCheck header is; with signing keys the
 //!   signature still has to match what is kept. The trace parent is not signed.
+//! - The baggage goes wherever OpenTelemetry propagates it, third-party services included:
+//!   the test id, case and signature with it (a signed context can be replayed until it
+//!   expires, as from the headers).
 //! - The reqwest extension merges into the request's `baggage` header only when the request
 //!   can be cloned (not with a streaming body): then it replaces the header.
 
