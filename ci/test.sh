@@ -120,6 +120,11 @@ timed "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
     || die "clippy found problems (above): fix them and rerun."
 timed "cargo test" cargo test --workspace --locked "$@" \
     || die "Tests failed (above). Rerun one test crate with 'cargo test -p <crate>' after 'ci/docker-up.sh && ci/build-images.sh', with LIVECHECK_ENV=container."
+# The core's optional OpenTelemetry span export (feature `otel`): linted and tested on its own.
+timed "cargo clippy (otel)" cargo clippy -p livecheck-core --all-targets --features otel --locked -- -D warnings \
+    || die "clippy found problems with --features otel (above): fix them and rerun."
+timed "cargo test (otel)" cargo test -p livecheck-core --features otel --locked --test otel \
+    || die "The otel feature's test failed (above): rerun it with 'cargo test -p livecheck-core --features otel --test otel'."
 # The same check file under nextest: each trial is its own process; they share this run's
 # containers through LIVECHECK_RUN_ID (see README, "How CI runs the checks").
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -36,6 +36,11 @@ pub struct TestContext {
     /// carried in the `LiveCheck-Test-Signature` header and in the `TestExecution` record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`) of the request or record
+    /// the test came in with, when it had one (see [`crate::baggage`]): carried in the
+    /// `TestExecution` record, so that the report holds its trace id. Not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn deserialize_test_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -68,6 +73,7 @@ impl TestContext {
             expires_at,
             arguments: serde_json::Value::Null,
             signature: None,
+            traceparent: None,
         }
     }
 
@@ -77,6 +83,23 @@ impl TestContext {
     pub fn arguments(mut self, arguments: serde_json::Value) -> Self {
         self.arguments = arguments;
         self
+    }
+
+    /// Sets the W3C trace parent the test belongs to (`00-<trace id>-<parent id>-<flags>`);
+    /// a value that is not a valid `traceparent` is logged and leaves the context without
+    /// one.
+    #[must_use]
+    pub fn traceparent(mut self, traceparent: &str) -> Self {
+        self.traceparent = crate::baggage::parse_traceparent(traceparent);
+        if self.traceparent.is_none() {
+            tracing::warn!(test_id = %self.id, value = %traceparent.escape_debug(), "not a valid W3C traceparent; the test has no trace");
+        }
+        self
+    }
+
+    /// The W3C trace id (32 lowercase hex digits) of [`TestContext::traceparent`], if any.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref()?.split('-').nth(1)
     }
 
     /// Whether the test is past its expiry at `now`.

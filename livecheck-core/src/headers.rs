@@ -14,6 +14,10 @@
 //!
 //! Whatever the signing setting, a test id must be 1 to [`MAX_TEST_ID_LEN`] bytes of visible
 //! ASCII, and a context header may appear only once.
+//!
+//! The same context also travels as `livecheck.*` members of the W3C `baggage` header,
+//! checked by the same rules; the LiveCheck headers win when both are there (see
+//! [`crate::baggage`]).
 
 use std::io;
 
@@ -524,6 +528,7 @@ pub fn decode_counted<'a>(
         expires_at,
         arguments,
         signature,
+        traceparent: None,
     }))
 }
 

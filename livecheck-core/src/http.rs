@@ -7,21 +7,29 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower::{Layer, Service};
 
+use crate::baggage::{self, BAGGAGE, TRACEPARENT};
 use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
 /// Reads a test context (and its signature and arguments, if any) from HTTP headers (names
-/// are case-insensitive; a context header sent twice rejects the context). Checks the form,
-/// not the signature: [`LiveCheck::accept`] does.
+/// are case-insensitive; a context header sent twice rejects the context): from the
+/// LiveCheck headers and from the `livecheck.*` members of `baggage`, the LiveCheck headers
+/// winning when both are there (see [`crate::baggage`]), with the `traceparent`, if any.
+/// Checks the form, not the signature: [`LiveCheck::accept`] does.
 pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError> {
-    headers::decode_counted(|name| {
+    let from_headers = headers::decode_counted(|name| {
         let mut values = headers.get_all(header_name(name)).iter();
         match values.next() {
             None => (None, 0),
             Some(first) => (Some(first.as_bytes()), 1 + values.count()),
         }
-    })
+    });
+    baggage::extract(
+        from_headers,
+        || headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+        headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+    )
 }
 
 /// The header names, lowercase, built once, in the order of [`headers::EVERY`].
@@ -40,13 +48,32 @@ fn header_name(name: &'static str) -> &'static HeaderName {
 }
 
 /// Writes `context` (and its signature and arguments, if any: see
-/// [`headers::encode_with`]) into HTTP headers.
+/// [`headers::encode_with`]) into HTTP headers: the LiveCheck headers, and the `livecheck.*`
+/// members merged into the `baggage` header (its other members kept), plus the context's
+/// `traceparent` when the headers have none (see [`crate::baggage`]).
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
+    let mut entries = Vec::with_capacity(headers::EVERY.len());
     headers::encode_with(context, |name, value| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(header_name(name), value);
         }
+        entries.push((name, value.to_owned()));
     });
+    let merged = baggage::merge(
+        headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+        &entries,
+    );
+    headers.remove(BAGGAGE);
+    if let Some(value) = merged.and_then(|v| HeaderValue::try_from(v).ok()) {
+        headers.insert(BAGGAGE, value);
+    }
+    if let Some(traceparent) = &context.traceparent {
+        if !headers.contains_key(TRACEPARENT) {
+            if let Ok(value) = HeaderValue::from_str(traceparent) {
+                headers.insert(TRACEPARENT, value);
+            }
+        }
+    }
 }
 
 /// A tower layer that scopes each request's handling with the test context of its headers.
@@ -118,14 +145,28 @@ pub trait RequestBuilderExt {
 }
 
 impl RequestBuilderExt for reqwest::RequestBuilder {
+    /// Adds the LiveCheck headers, the `livecheck.*` baggage members (merged into the
+    /// request's `baggage` header: call it after setting your own) and the context's
+    /// `traceparent` if the request has none. A request whose body cannot be cloned (a
+    /// stream) gets a `baggage` header of its own instead, replacing any set before, and no
+    /// `traceparent`.
     fn test_context(self) -> Self {
-        match current_test() {
-            Some(context) => {
-                let mut map = HeaderMap::with_capacity(6);
-                inject(&mut map, &context);
-                self.headers(map)
+        let Some(context) = current_test() else {
+            return self;
+        };
+        // Reading the request's headers needs the built request: a clone of the builder, so
+        // that a builder that fails keeps its own error.
+        if let Some(probe) = self.try_clone() {
+            let (client, request) = probe.build_split();
+            if let Ok(mut request) = request {
+                inject(request.headers_mut(), &context);
+                return reqwest::RequestBuilder::from_parts(client, request);
             }
-            None => self,
         }
+        let mut map = HeaderMap::with_capacity(8);
+        inject(&mut map, &context);
+        // Blind to the request's own `traceparent`: leave it be.
+        map.remove(TRACEPARENT);
+        self.headers(map)
     }
 }

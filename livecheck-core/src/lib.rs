@@ -59,6 +59,18 @@
 //! warn, and the request goes on as an ordinary request. A runner checks a `TestExecution`
 //! record with [`LiveCheck::verify_context`].
 //!
+//! ## W3C Trace Context and Baggage
+//!
+//! The helpers also carry the test context as `livecheck.*` members of the W3C `baggage`
+//! header, read and written with OpenTelemetry's propagators, so a service that propagates
+//! only OpenTelemetry context carries a test through hops the LiveCheck helpers never
+//! touched. When the LiveCheck headers and the baggage disagree, the headers win (counted in
+//! [`baggage::disagreements`] and logged). A context from the baggage passes the same checks
+//! and signature verification as one from the headers. The `traceparent` a test came with
+//! travels with it ([`TestContext::traceparent`]) and its trace id is in the
+//! [`Report::trace_id`]; with the feature `otel`, the runner exports one span per step into
+//! that trace. See [`baggage`].
+//!
 //! ## Central control
 //!
 //! A trigger's probability, active flag, sampling and expiry are local defaults. A client
@@ -111,7 +123,16 @@
 //!   partition 0 of the control topic is read (a warning says so if there are more).
 //! - Two triggers of one case in one process with different local settings: heartbeats
 //!   report the last one announced (or the first that decided a request).
+//! - A `livecheck.*` member repeated in one `baggage` header is kept once by OpenTelemetry's
+//!   propagator, not rejected as a repeated LiveCheck header is; with signing keys the
+//!   signature still has to match what is kept. The trace parent is not signed.
+//! - The baggage goes wherever OpenTelemetry propagates it, third-party services included:
+//!   the test id, case and signature with it (a signed context can be replayed until it
+//!   expires, as from the headers).
+//! - The reqwest extension merges into the request's `baggage` header only when the request
+//!   can be cloned (not with a streaming body): then it replaces the header.
 
+pub mod baggage;
 mod case;
 mod check;
 mod client;
@@ -131,6 +152,8 @@ pub mod http;
 pub mod kafka;
 mod ledger;
 pub mod murmur2;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod redact;
 mod registry;
 mod report;

@@ -1293,8 +1293,10 @@ impl Runner {
             arguments: context.arguments.clone(),
             truncated: None,
             hops,
-            trace_id: None,
+            trace_id: context.trace_id().map(str::to_owned),
         };
+        #[cfg(feature = "otel")]
+        crate::otel::export_steps(&context, &report);
         let done = finished.records;
         let hold = self.hold(&pos, &done);
         self.publish(report, hold).await;
@@ -1503,7 +1505,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         waits: Vec::new(),
         truncated: None,
         hops: Vec::new(),
-        trace_id: None,
+        trace_id: context.trace_id().map(str::to_owned),
     }
 }
 

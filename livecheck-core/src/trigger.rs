@@ -378,6 +378,11 @@ impl Trigger {
                 (client.sign(context), Some(stats))
             }
         };
+        let mut context = context;
+        if context.traceparent.is_none() {
+            // A test started here belongs to the trace of the work that started it, if any.
+            context.traceparent = crate::baggage::current_traceparent();
+        }
         match client.register_test(&context) {
             Ok(()) => {
                 if let Some(stats) = stats {

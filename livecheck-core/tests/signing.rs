@@ -301,12 +301,12 @@ async fn kafka_with_signing_on_bad_contexts_are_non_test_records_counted_by_reas
         use rdkafka::message::Headers as _;
         injected
             .iter()
-            .map(|h| {
+            // The LiveCheck headers (the W3C `baggage` carries the same context).
+            .filter_map(|h| {
                 let key = headers::ALL_WITH_SIGNATURE
                     .into_iter()
-                    .find(|n| *n == h.key)
-                    .unwrap();
-                (key, String::from_utf8(h.value.unwrap().to_vec()).unwrap())
+                    .find(|n| *n == h.key)?;
+                Some((key, String::from_utf8(h.value.unwrap().to_vec()).unwrap()))
             })
             .collect()
     };
@@ -368,4 +368,74 @@ async fn kafka_with_signing_on_bad_contexts_are_non_test_records_counted_by_reas
     }
     assert_eq!(counter(plain.counters(), "contexts_rejected"), 4);
     assert_eq!(counter(plain.counters(), "contexts_rejected_unsigned"), 0);
+}
+
+/// `header_list` as the `livecheck.*` members of one `baggage` value, written by
+/// OpenTelemetry's propagator: the context with no LiveCheck header.
+fn as_baggage(header_list: &[(&'static str, String)]) -> String {
+    use opentelemetry::baggage::{Baggage, BaggageExt as _};
+    use opentelemetry::propagation::TextMapPropagator as _;
+    let mut baggage = Baggage::new();
+    for (name, value) in header_list {
+        let i = headers::EVERY.iter().position(|n| n == name).unwrap();
+        baggage.insert(livecheck_core::baggage::KEYS[i], value.clone());
+    }
+    let mut out = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::BaggagePropagator::new().inject_context(
+        &opentelemetry::Context::new().with_baggage(baggage),
+        &mut out,
+    );
+    out.remove("baggage").unwrap()
+}
+
+#[tokio::test]
+async fn contexts_in_baggage_are_checked_as_those_in_the_headers() {
+    let client = offline_client().with_signing(keys());
+    let url = start_server(client.clone()).await;
+
+    // A signed context in the baggage alone is accepted; the helpers carry the signature on
+    // in the baggage, so the next hop verifies it too.
+    let good = client.sign(fresh());
+    let (_, body) = get_with(&url, &[("baggage", as_baggage(&headers::encode(&good)))]).await;
+    assert_eq!(body, good.id);
+    let mut map = http::HeaderMap::new();
+    livecheck_core::http::inject(&mut map, &good);
+    for name in headers::EVERY {
+        map.remove(name);
+    }
+    let next = client.accept(livecheck_core::http::extract(&map), "test");
+    assert_eq!(next.map(|c| c.signature), Some(good.signature.clone()));
+    assert_eq!(rejections(client.counters()), []);
+
+    // Every bad context lands in the same counter as in the headers. (A member repeated in
+    // one baggage is kept once by the propagator: no duplicate to reject there.)
+    for (reason, header_list) in bad_contexts()
+        .into_iter()
+        .filter(|(reason, _)| *reason != "contexts_rejected_duplicate_header")
+    {
+        let before = counter(client.counters(), reason);
+        let (status, body) = get_with(&url, &[("baggage", as_baggage(&header_list))]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "none"),
+            "{reason}: {header_list:?}"
+        );
+        assert_eq!(
+            counter(client.counters(), reason),
+            before + 1,
+            "{reason}: {header_list:?}"
+        );
+    }
+
+    // Good LiveCheck headers with a forged context in the baggage: the headers win.
+    let mut forged = fresh();
+    forged.signature = Some(
+        SigningKeys::new("k1", "a-guessed-secret-0000")
+            .unwrap()
+            .sign(&forged),
+    );
+    let mut both = headers::encode(&good);
+    both.push(("baggage", as_baggage(&headers::encode(&forged))));
+    let (_, body) = get_with(&url, &both).await;
+    assert_eq!(body, good.id);
 }
