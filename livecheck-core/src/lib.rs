@@ -128,6 +128,8 @@ mod group;
 pub mod headers;
 pub mod hop;
 pub mod http;
+#[cfg(feature = "jobs-apalis")]
+pub mod jobs;
 pub mod kafka;
 mod ledger;
 pub mod murmur2;
