@@ -290,7 +290,9 @@ mod tests {
     fn the_metadata_type_round_trips() {
         let ctx = Arc::new(context());
         let mut store = MetadataStore::new();
-        JobTestContext(Some(ctx.clone())).inject(&mut store).unwrap();
+        JobTestContext(Some(ctx.clone()))
+            .inject(&mut store)
+            .unwrap();
         let back = store.extract_as::<JobTestContext>().unwrap();
         assert_eq!(back.0.as_deref().map(|c| &c.id), Some(&ctx.id));
         assert_eq!(

@@ -82,13 +82,14 @@ async fn a_job_enqueued_in_a_test_runs_in_its_scope_and_its_signal_is_the_tests(
     let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
     let client = LiveCheck::new(kafka, topics).unwrap();
-    let case = Case::new(CASE)
-        .timeout(Duration::from_secs(10))
-        .expect(|run: Run, n: u64| async move {
-            let ran = run.wait(&RAN).await?;
-            ensure_eq!(ran, n, "the job ran with another argument");
-            Ok(())
-        });
+    let case =
+        Case::new(CASE)
+            .timeout(Duration::from_secs(10))
+            .expect(|run: Run, n: u64| async move {
+                let ran = run.wait(&RAN).await?;
+                ensure_eq!(ran, n, "the job ran with another argument");
+                Ok(())
+            });
     let runner = Runner::new(
         Suite::new([case]).unwrap(),
         client.clone(),
@@ -159,10 +160,17 @@ async fn a_job_with_a_malformed_stored_context_runs_as_an_ordinary_job_counted()
     let mut storage = MemoryStorage::new();
     for (n, fields) in [bad_time, no_name, bad_id].into_iter().enumerate() {
         let fields: Vec<_> = fields.into_iter().collect();
-        storage.push_task(job_with(n as u64, &fields)).await.unwrap();
+        storage
+            .push_task(job_with(n as u64, &fields))
+            .await
+            .unwrap();
     }
     let mut seen = start_worker(storage, client.clone());
-    let mut ran: Vec<_> = vec![next(&mut seen).await, next(&mut seen).await, next(&mut seen).await];
+    let mut ran: Vec<_> = vec![
+        next(&mut seen).await,
+        next(&mut seen).await,
+        next(&mut seen).await,
+    ];
     ran.sort();
     assert_eq!(ran, [(0, None), (1, None), (2, None)]);
 
@@ -199,7 +207,11 @@ async fn signatures_ride_with_the_job_and_a_bad_one_makes_it_an_ordinary_job() {
         storage.push_task(job_with(n, &fields)).await.unwrap();
     }
     let mut seen = start_worker(storage, client.clone());
-    let mut ran = vec![next(&mut seen).await, next(&mut seen).await, next(&mut seen).await];
+    let mut ran = vec![
+        next(&mut seen).await,
+        next(&mut seen).await,
+        next(&mut seen).await,
+    ];
     ran.sort();
     assert_eq!(ran, [(1, Some(signed.id.clone())), (2, None), (3, None)]);
     let counters = client.counters();
