@@ -7,19 +7,21 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis_core::backend::memory::MemoryStorage;
 use apalis_core::backend::TaskSink as _;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::metadata::MetadataStore;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use livecheck_core::counters::ClientCounters;
 use livecheck_core::jobs::{self, TaskBuilderExt as _};
 use livecheck_core::signing::SigningKeys;
 use livecheck_core::{
-    current_test, ensure_eq, headers, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner,
-    RunnerConfig, Signal, Suite, TestContext, Topics, Verdict,
+    current_test, ensure_eq, headers, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run,
+    Runner, RunnerConfig, Signal, Suite, TestContext, Topics, Verdict,
 };
 use tokio::sync::mpsc;
 
@@ -76,47 +78,122 @@ fn fresh() -> TestContext {
     TestContext::new(CASE, Duration::from_secs(60))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_enqueued_in_a_test_runs_in_its_scope_and_its_signal_is_the_tests() {
-    let topics = Topics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
-    let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
-    let client = LiveCheck::new(kafka, topics).unwrap();
-    let case =
-        Case::new(CASE)
+/// A broker, a client and a runner of the case (the job's argument must come back in
+/// [`RAN`]; a repeat of the step within the settle time is seen).
+struct Fixture {
+    client: LiveCheck,
+    runner: Runner,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    // Last: clients must close before their broker goes.
+    _broker: EmbeddedBroker,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let topics = Topics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
+        let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+        let client = LiveCheck::new(kafka, topics).unwrap();
+        let case = Case::new(CASE)
             .timeout(Duration::from_secs(10))
+            .settle(Duration::from_millis(500))
             .expect(|run: Run, n: u64| async move {
                 let ran = run.wait(&RAN).await?;
                 ensure_eq!(ran, n, "the job ran with another argument");
                 Ok(())
             });
-    let runner = Runner::new(
-        Suite::new([case]).unwrap(),
-        client.clone(),
-        RunnerConfig::default(),
-    );
-    let _stop = support::start_runner(&runner).await;
+        let runner = Runner::new(
+            Suite::new([case]).unwrap(),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        let stop = support::start_runner(&runner).await;
+        Self {
+            client,
+            runner,
+            _stop: stop,
+            _broker: broker,
+        }
+    }
 
-    let context = client.new_context(CASE, Duration::from_secs(60));
-    let context = context.arguments(serde_json::json!(7));
-    client.register_test(&context).unwrap();
-    let report = runner.report_for(&context.id);
+    /// A registered test of argument `n`, and its report to come.
+    fn test(&self, n: u64) -> (TestContext, tokio::sync::oneshot::Receiver<Arc<Report>>) {
+        let context = self.client.new_context(CASE, Duration::from_secs(60));
+        let context = context.arguments(serde_json::json!(n));
+        self.client.register_test(&context).unwrap();
+        let report = self.runner.report_for(&context.id);
+        (context, report)
+    }
+}
+
+async fn report(rx: tokio::sync::oneshot::Receiver<Arc<Report>>) -> Arc<Report> {
+    tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .expect("a report within 30 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_in_a_test_runs_in_its_scope_and_its_signal_is_the_tests() {
+    let fx = Fixture::new().await;
+    let (context, report_rx) = fx.test(7);
     let mut storage = MemoryStorage::new();
-    client
+    fx.client
         .scope(context.clone(), async {
             storage.push_task(jobs::task(7u64)).await.unwrap();
         })
         .await;
-    let mut seen = start_worker(storage, client.clone());
+    let mut seen = start_worker(storage, fx.client.clone());
 
     assert_eq!(next(&mut seen).await, (7, Some(context.id.clone())));
-    let report = tokio::time::timeout(Duration::from_secs(30), report)
-        .await
-        .expect("a report within 30 s")
-        .unwrap();
+    let report = report(report_rx).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     let steps: Vec<_> = report.timeline.iter().map(|s| s.signal.as_str()).collect();
     assert_eq!(steps, ["job_ran"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_again_sends_its_steps_again_and_they_count_once() {
+    let fx = Fixture::new().await;
+    // The same job (same id) twice, as a retry or a redelivery runs it: one step. Two jobs
+    // with their own ids: the step happened twice.
+    let (again, again_rx) = fx.test(1);
+    let (twice, twice_rx) = fx.test(2);
+    let mut storage = MemoryStorage::new();
+    for (context, n, ids) in [
+        (&again, 1u64, ["job-a", "job-a"]),
+        (&twice, 2, ["job-b", "job-c"]),
+    ] {
+        for id in ids {
+            let job = fx
+                .client
+                .scope(context.clone(), async {
+                    TaskBuilder::new(n)
+                        .task_id(TaskId::from_string(id))
+                        .test_context()
+                        .build()
+                })
+                .await;
+            storage.push_task(job).await.unwrap();
+        }
+    }
+    let mut seen = start_worker(storage, fx.client.clone());
+    let mut ran = Vec::new();
+    for _ in 0..4 {
+        ran.push(next(&mut seen).await);
+    }
+    ran.sort();
+    let (a, b) = (Some(again.id.clone()), Some(twice.id.clone()));
+    assert_eq!(ran, [(1, a.clone()), (1, a), (2, b.clone()), (2, b)]);
+
+    let again = report(again_rx).await;
+    assert_eq!(again.verdict, Verdict::Pass, "{}", again.render());
+    let twice = report(twice_rx).await;
+    assert_eq!(twice.verdict, Verdict::Fail, "{}", twice.render());
+    assert_eq!(
+        twice.error.as_deref(),
+        Some("step `job_ran` happened 2 times, expected once")
+    );
 }
 
 #[tokio::test]
