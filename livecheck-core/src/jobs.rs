@@ -215,7 +215,8 @@ where
         };
         let client = self.client.clone();
         match job_id {
-            // Send ids from the job: a job run again sends the same ids.
+            // Send ids from the job: a job run again sends the same ids. (This accepts the
+            // context a second time: a second HMAC when signing is on, a microsecond.)
             Some(id) => Box::pin(async move {
                 client
                     .scope_consumed(Ok(Some(context)), &format!("job/{id}"), 0, 0, fut)

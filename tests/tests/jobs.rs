@@ -57,6 +57,20 @@ async fn execution_skipped_gives_the_same_verdict_in_job_mode_as_in_kafka_mode()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_executed_twice_in_one_job_fails_as_on_kafka() {
+    let twice = [("EXAMPLE_FAULT_EXECUTE_TWICE", "1")];
+    let on_kafka = run_in("kafka", &twice).await;
+    let in_job = run_in("job", &twice).await;
+    assert_eq!(in_job.verdict, Verdict::Fail, "{}", in_job.render());
+    assert_eq!(
+        in_job.error.as_deref(),
+        Some("step `order_executed` happened 2 times, expected once")
+    );
+    assert_eq!(in_job.verdict, on_kafka.verdict, "{}", on_kafka.render());
+    assert_eq!(in_job.error, on_kafka.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_job_mode_orders_are_executed_by_jobs() {
     let mut config = AppConfig::new(KafkaConfig::new(""));
     config.listen = "127.0.0.1:0".parse().unwrap();
