@@ -27,6 +27,33 @@ async fn run_in(mode: &str, settings: &[(&str, &str)]) -> Report {
     report
 }
 
+/// `error` with each word that holds a digit masked as `#`: the parts that differ from run to
+/// run (topic and group prefixes, partitions, offsets, times), so that two runs' messages
+/// compare by what they say.
+fn masked(error: &Option<String>) -> Option<String> {
+    let error = error.as_deref()?;
+    let mut out = String::with_capacity(error.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.bytes().any(|b| b.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in error.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    Some(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_check_passes_with_execution_as_a_background_job() {
     let report = run_in("job", &[]).await;
@@ -53,7 +80,7 @@ async fn execution_skipped_gives_the_same_verdict_in_job_mode_as_in_kafka_mode()
     assert_eq!(in_job.missing_step.as_deref(), Some("order_executed"));
     assert_eq!(in_job.missing_step, on_kafka.missing_step);
     assert_eq!(in_job.last_step, on_kafka.last_step);
-    assert_eq!(in_job.error, on_kafka.error);
+    assert_eq!(masked(&in_job.error), masked(&on_kafka.error));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +94,7 @@ async fn an_order_executed_twice_in_one_job_fails_as_on_kafka() {
         Some("step `order_executed` happened 2 times, expected once")
     );
     assert_eq!(in_job.verdict, on_kafka.verdict, "{}", on_kafka.render());
-    assert_eq!(in_job.error, on_kafka.error);
+    assert_eq!(masked(&in_job.error), masked(&on_kafka.error));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
