@@ -16,6 +16,7 @@ use tracing::info;
 use crate::consumers;
 use crate::faults::{FaultConfig, Faults};
 use crate::http;
+use crate::jobs::{self, ExecutionJobs};
 use crate::signals::ORDER_CASE;
 use crate::store::{Executed, MemoryStore, OrderStore, UserCache};
 
@@ -68,6 +69,29 @@ impl Default for AppTopics {
     }
 }
 
+/// How the execute-order service executes an order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Execution {
+    /// On the spot, as it consumes the order from Kafka.
+    #[default]
+    Kafka,
+    /// As a background job in the same process (apalis, in memory), the test context
+    /// carried in the job: see [`crate::jobs`].
+    Job,
+}
+
+impl std::str::FromStr for Execution {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "kafka" => Ok(Self::Kafka),
+            "job" => Ok(Self::Job),
+            other => Err(format!("execution mode {other:?} is not `kafka` or `job`")),
+        }
+    }
+}
+
 /// The service name the app follows the control topic and sends heartbeats under.
 pub const SERVICE_NAME: &str = "example-app";
 
@@ -97,6 +121,9 @@ pub struct AppConfig {
     /// the `livecheck` service publishes. `None`: it does not follow, and samples with
     /// [`AppConfig::probability`] only.
     pub control: Option<ControlOptions>,
+    /// How orders are executed: by the Kafka consumer itself (the default) or as background
+    /// jobs.
+    pub execution: Execution,
 }
 
 impl AppConfig {
@@ -113,6 +140,7 @@ impl AppConfig {
             test_hooks: false,
             signing_keys: None,
             control: Some(ControlOptions::new(SERVICE_NAME)),
+            execution: Execution::Kafka,
         }
     }
 }
@@ -162,6 +190,8 @@ pub struct Shared {
     pub base_url: String,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// The queue of execution jobs, in job mode ([`Execution::Job`]).
+    pub execution_jobs: Option<ExecutionJobs>,
 }
 
 impl std::fmt::Debug for dyn OrderStore {
@@ -218,6 +248,13 @@ impl RunningApp {
             })?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
+        let (execution_jobs, job_storage) = match config.execution {
+            Execution::Kafka => (None, None),
+            Execution::Job => {
+                let (queue, storage) = ExecutionJobs::new();
+                (Some(queue), Some(storage))
+            }
+        };
         let shared = Arc::new(Shared {
             trigger: Trigger::new(ORDER_CASE)
                 .probability(config.probability)
@@ -230,6 +267,7 @@ impl RunningApp {
             counters: AppCounters::default(),
             base_url: base_url.clone(),
             http: reqwest::Client::new(),
+            execution_jobs,
             livecheck,
             config,
         });
@@ -249,6 +287,9 @@ impl RunningApp {
                 tracing::error!(error = %err, "HTTP front stopped");
             }
         }));
+        if let Some(storage) = job_storage {
+            tasks.push(jobs::spawn_worker(shared.clone(), storage, stopped.clone()));
+        }
         let (create_ready, mut create_ready_rx) = watch::channel(false);
         let (execute_ready, mut execute_ready_rx) = watch::channel(false);
         tasks.push(consumers::spawn_create_order(
@@ -279,6 +320,7 @@ impl RunningApp {
             brokers = %shared.config.kafka.brokers,
             service = control.map(|c| c.service.as_str()),
             instance = control.and_then(|c| c.instance.as_deref()),
+            execution = ?shared.config.execution,
             "example app started"
         );
         Ok(Self {

@@ -249,7 +249,8 @@ pub fn spawn_create_order(
     )
 }
 
-/// The execute-order service: executes unless fake, signals.
+/// The execute-order service: executes unless fake, signals; in job mode
+/// ([`crate::app::Execution::Job`]) it hands each order to a background job that does.
 pub fn spawn_execute_order(
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
@@ -262,42 +263,50 @@ pub fn spawn_execute_order(
         "execute-order",
         topic,
         |shared, order| async move {
-            let delay = shared.faults.delay_ms();
-            if delay > 0 {
-                warn!(order_id = %order.id, delay, "fault delay: holding the execution step");
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
-            if shared.faults.skip_execution() {
-                warn!(order_id = %order.id, "fault skip-execution: not executing");
-                return;
-            }
-            if !shared.executed.first_time(&order.id) {
-                info!(order_id = %order.id, "order executed already; not executing it again");
-                return;
-            }
-            let times = if shared.faults.execute_twice() {
-                warn!(order_id = %order.id, "fault execute-twice: executing the order twice");
-                2
-            } else {
-                1
-            };
-            for _ in 0..times {
-                let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
-                if execution_id.is_some() {
-                    shared
-                        .counters
-                        .orders_executed
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                ORDER_EXECUTED
-                    .send(&Execution {
-                        order_id: order.id.clone(),
-                        execution_id,
-                    })
-                    .await;
+            match &shared.execution_jobs {
+                Some(jobs) => jobs.enqueue(order),
+                None => execute(shared, order).await,
             }
         },
         ready,
         |shared| shared.faults.stop_execute_consumer(),
     )
+}
+
+/// Executes `order` unless it is fake, and signals `order_executed`.
+pub(crate) async fn execute(shared: Arc<Shared>, order: Order) {
+    let delay = shared.faults.delay_ms();
+    if delay > 0 {
+        warn!(order_id = %order.id, delay, "fault delay: holding the execution step");
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if shared.faults.skip_execution() {
+        warn!(order_id = %order.id, "fault skip-execution: not executing");
+        return;
+    }
+    if !shared.executed.first_time(&order.id) {
+        info!(order_id = %order.id, "order executed already; not executing it again");
+        return;
+    }
+    let times = if shared.faults.execute_twice() {
+        warn!(order_id = %order.id, "fault execute-twice: executing the order twice");
+        2
+    } else {
+        1
+    };
+    for _ in 0..times {
+        let execution_id = (!order.fake).then(|| uuid::Uuid::new_v4().to_string());
+        if execution_id.is_some() {
+            shared
+                .counters
+                .orders_executed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ORDER_EXECUTED
+            .send(&Execution {
+                order_id: order.id.clone(),
+                execution_id,
+            })
+            .await;
+    }
 }

@@ -8,7 +8,10 @@
 //! carrying the test context, which writes it to Kafka topic `orders`. The *create order*
 //! consumer stores it (`order_sent_to_db`), forwards it to `order-execution`
 //! (`order_sent_to_kafka` once acknowledged) and indexes it per user (`order_cached`); the
-//! *execute order* consumer executes it unless it is fake (`order_executed`).
+//! *execute order* consumer executes it unless it is fake (`order_executed`). With
+//! `--execution job` ([`AppConfig::execution`], [`Execution::Job`]) that consumer hands each
+//! order to a background job in the same process instead ([`jobs`]: apalis, in memory),
+//! which executes it in the test's scope: the same check passes in both modes.
 //!
 //! Faults can be switched on (flags, environment, `POST /admin/faults`) so that checks can
 //! be tested against a broken system; see [`faults::FaultConfig`]. `POST /admin/faults` and
@@ -28,10 +31,11 @@ pub mod app;
 pub mod consumers;
 pub mod faults;
 pub mod http;
+pub mod jobs;
 pub mod model;
 pub mod signals;
 pub mod store;
 
-pub use app::{AppConfig, AppTopics, RunningApp};
+pub use app::{AppConfig, AppTopics, Execution, RunningApp};
 pub use faults::FaultConfig;
 pub use model::{Order, Side};

@@ -97,6 +97,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Background jobs
+//!
+//! With the feature `jobs-apalis`, the module `jobs` carries the test context into
+//! [apalis](https://docs.rs/apalis) background jobs: `jobs::task` (or
+//! `jobs::TaskBuilderExt::test_context` on a builder of your own) stores the current
+//! context in the job's metadata at enqueue, and `jobs::TestContextLayer` on the worker
+//! runs each job in the scope of the context stored with it, checked as an incoming request's
+//! is. Any apalis storage keeps the metadata, so no broker or server is needed for the
+//! in-memory one in tests.
+//!
 //! ## Known limitations
 //! - In-flight runs live in memory: after a restart or a rebalance they are run again from
 //!   their records (every signal the log holds for them; decided tests are not run again),
@@ -131,6 +141,9 @@
 //!   expires, as from the headers).
 //! - The reqwest extension merges into the request's `baggage` header only when the request
 //!   can be cloned (not with a streaming body): then it replaces the header.
+//! - A job's context is checked when the job starts, not when it was enqueued: with signing
+//!   keys, a job that waits in its queue past the test's expiry runs as an ordinary job
+//!   (counted in `contexts_rejected_expired`).
 
 pub mod baggage;
 mod case;
@@ -149,6 +162,8 @@ mod group;
 pub mod headers;
 pub mod hop;
 pub mod http;
+#[cfg(feature = "jobs-apalis")]
+pub mod jobs;
 pub mod kafka;
 mod ledger;
 pub mod murmur2;

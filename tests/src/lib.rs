@@ -11,7 +11,7 @@ pub mod orders;
 
 use std::time::Duration;
 
-use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use example_app::{AppConfig, AppTopics, Execution, FaultConfig, RunningApp};
 use livecheck_core::Case;
 use livecheck_harness::{
     AppHandle, AppImage, AppStart, EnvironmentConfig, EnvironmentError, ImageRef,
@@ -25,9 +25,19 @@ pub fn cases() -> Vec<Case> {
 /// Line the app prints when it is ready.
 pub const APP_READY_LINE: &str = "example-app listening on";
 
-/// Starts the example app in-process on the given broker (the embedded environment).
+/// The app setting (`app_env`) that chooses how orders are executed, as the binary's
+/// `--execution` reads it from the environment: `kafka` (the default) or `job`.
+pub const EXECUTION_ENV: &str = "EXAMPLE_EXECUTION";
+
+/// Starts the example app in-process on the given broker (the embedded environment), with
+/// the fault switches and the execution mode ([`EXECUTION_ENV`]) of its settings.
 pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
-    let faults = FaultConfig::from_pairs(start.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let settings = || start.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let execution = match settings().find(|(k, _)| *k == EXECUTION_ENV) {
+        Some((_, mode)) => mode.parse::<Execution>().map_err(anyhow::Error::msg)?,
+        None => Execution::default(),
+    };
+    let faults = FaultConfig::from_pairs(settings().filter(|(k, _)| *k != EXECUTION_ENV))
         .map_err(anyhow::Error::msg)?;
     let mut config = AppConfig::new(start.kafka);
     config.listen = "127.0.0.1:0".parse()?;
@@ -38,6 +48,7 @@ pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     config.faults = faults;
     // The checks place fake orders (`?fake=1`).
     config.test_hooks = true;
+    config.execution = execution;
     let app = RunningApp::start(config).await?;
     Ok(AppHandle {
         base_url: app.base_url.clone(),

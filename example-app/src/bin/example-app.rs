@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
-use example_app::{AppConfig, AppTopics, FaultConfig, RunningApp};
+use example_app::{AppConfig, AppTopics, Execution, FaultConfig, RunningApp};
 use livecheck_core::signing::{SecretString, SigningKeys};
 use livecheck_core::{ControlOptions, KafkaConfig};
 
@@ -48,6 +48,10 @@ struct Args {
     /// test contexts are accepted.
     #[arg(long, env = "LIVECHECK_SIGNING_KEYS", hide_env_values = true)]
     signing_keys: Option<SecretString>,
+    /// How orders are executed: by the execute-order Kafka consumer itself, or as a
+    /// background job in the same process (apalis, in memory) that the consumer enqueues.
+    #[arg(long, env = "EXAMPLE_EXECUTION", value_enum, default_value = "kafka")]
+    execution: Execution,
 }
 
 #[tokio::main]
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     config.probability = args.probability;
     config.faults = args.faults;
     config.test_hooks = args.test_hooks;
+    config.execution = args.execution;
     config.control = (!args.no_control).then(|| {
         let options = ControlOptions::new(args.service_name.clone());
         match args.instance.clone() {
