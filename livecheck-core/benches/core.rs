@@ -125,6 +125,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    runtime.block_on(async { bench_hops() });
+    println!();
     runtime.block_on(bench_runner());
     println!();
     bench_trigger();
@@ -240,6 +242,50 @@ fn bench_headers() {
         black_box(livecheck_core::http::extract(black_box(&headers)).ok());
     });
     header_line("HTTP extract", ns, allocs, "");
+}
+
+/// What [`LiveCheck::consumed`] costs a consumer per record: a record without a context
+/// (normal traffic: the group's position noted, counted) and one with a test's context (the
+/// hop prepared; it is sent when the handling runs).
+fn bench_hops() {
+    println!("3. Hop recording (LiveCheck::consumed), {HEADER_ITERATIONS} records each");
+    let client = LiveCheck::new(KafkaConfig::new("127.0.0.1:9"), Topics::default())
+        .expect("a client")
+        .with_service("bench");
+    let record = |headers: Option<OwnedHeaders>| {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"k".to_vec()),
+            "orders".to_owned(),
+            Timestamp::NotAvailable,
+            3,
+            1234,
+            headers,
+        )
+    };
+    let plain = record(None);
+    let context = TestContext::new(CASE, Duration::from_secs(3600));
+    let carrying = record(Some(livecheck_core::kafka::inject_context(
+        OwnedHeaders::new_with_capacity(4),
+        &context,
+    )));
+    // The group and topic are known after the first record.
+    black_box(client.consumed("bench-group", &plain));
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        black_box(client.consumed(black_box("bench-group"), black_box(&plain)));
+    });
+    let per_op = allocs as f64 / HEADER_ITERATIONS as f64;
+    println!(
+        "   without a context  {ns:>8.1} ns/record   goal <= 1000 ns ({})   {per_op:.1} Rust allocs/record",
+        if ns <= 1000.0 { "meets" } else { "MISSES" }
+    );
+    let (ns, allocs) = measure(HEADER_ITERATIONS, |_| {
+        black_box(client.consumed(black_box("bench-group"), black_box(&carrying)));
+    });
+    let per_op = allocs as f64 / HEADER_ITERATIONS as f64;
+    println!(
+        "   with a context     {ns:>8.1} ns/record   (extract, accept, the hop)   {per_op:.1} Rust allocs/record"
+    );
 }
 
 /// A case waiting for its four steps, each carrying the test's argument.

@@ -17,9 +17,10 @@
 //!   out of the baggage, then the whole context (logged at debug): the LiveCheck headers still
 //!   carry it.
 //! - **Reading** ([`crate::http::extract`], [`crate::kafka::extract`]): the context of the
-//!   LiveCheck headers and the one of the baggage. When both are there and disagree, **the
-//!   LiveCheck headers win**; the disagreement (or a bad context in the baggage beside good
-//!   headers) is counted ([`disagreements`]) and logged. The baggage goes through
+//!   LiveCheck headers when they carry one (**the LiveCheck headers win**: the baggage is
+//!   then not read at all, which keeps a hop between LiveCheck's helpers as cheap as
+//!   before), else the one of the baggage. A bad context in the headers is rejected whatever
+//!   the baggage holds. The baggage goes through
 //!   OpenTelemetry's [`BaggagePropagator`], then through the same checks as the headers
 //!   ([`crate::headers::decode_counted`]): a bad value is rejected with the same
 //!   [`ContextError`] kinds, naming the baggage key (`livecheck.id`) instead of the header.
@@ -39,14 +40,13 @@
 //!   test where none came in takes the trace of OpenTelemetry's current context, if any.
 //!   The trace parent is not signed: it labels a test, it does not admit one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tracing::{debug, warn};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use tracing::debug;
 
 use crate::context::TestContext;
 use crate::headers::{self, ContextError};
@@ -86,16 +86,6 @@ pub const MAX_BAGGAGE_LEN: usize = 8192;
 /// What every key of the test context in baggage starts with.
 const PREFIX: &str = "livecheck.";
 
-/// Contexts read from both the LiveCheck headers and the baggage that disagreed (or whose
-/// baggage was bad), in this process.
-static DISAGREEMENTS: AtomicU64 = AtomicU64::new(0);
-
-/// How many times, in this process, a carrier held a context in the LiveCheck headers and a
-/// different (or a bad) one in its baggage. The headers' context was used each time.
-pub fn disagreements() -> u64 {
-    DISAGREEMENTS.load(Ordering::Relaxed)
-}
-
 /// The baggage key standing for header `name` of [`headers::EVERY`].
 fn key_for(name: &str) -> &'static str {
     let i = headers::EVERY.iter().position(|n| *n == name).unwrap_or(0);
@@ -114,23 +104,11 @@ pub(crate) fn extract<'a, I>(
 where
     I: Iterator<Item = &'a [u8]>,
 {
-    // A bad context in the LiveCheck headers is rejected whatever the baggage holds.
-    let mut chosen = match (from_headers?, decode(baggage)) {
-        (None, from_baggage) => from_baggage?,
-        (Some(context), Ok(None)) => Some(context),
-        (Some(context), Ok(Some(other))) => {
-            if !agree(&context, &other) {
-                disagreed(
-                    &context,
-                    &format_args!("test {} of case {}", other.id, other.case),
-                );
-            }
-            Some(context)
-        }
-        (Some(context), Err(err)) => {
-            disagreed(&context, &format_args!("a bad context ({err})"));
-            Some(context)
-        }
+    // A bad context in the LiveCheck headers is rejected whatever the baggage holds, and a
+    // good one wins: the baggage is read only when the headers carry no context.
+    let mut chosen = match from_headers? {
+        Some(context) => Some(context),
+        None => decode(baggage)?,
     };
     if let (Some(context), Some(raw)) = (&mut chosen, traceparent) {
         if context.traceparent.is_none() {
@@ -138,26 +116,6 @@ where
         }
     }
     Ok(chosen)
-}
-
-/// Whether the context of the baggage says the same as the headers' (the arguments are
-/// compared only when the baggage has some: they may be left out of it).
-fn agree(headers: &TestContext, baggage: &TestContext) -> bool {
-    headers.id == baggage.id
-        && headers.case == baggage.case
-        && headers.issued_at == baggage.issued_at
-        && headers.expires_at == baggage.expires_at
-        && headers.signature == baggage.signature
-        && (baggage.arguments.is_null() || headers.arguments == baggage.arguments)
-}
-
-/// Counts a disagreement and logs it: at warn the first time in the process, then at debug.
-fn disagreed(used: &TestContext, other: &dyn std::fmt::Display) {
-    if DISAGREEMENTS.fetch_add(1, Ordering::Relaxed) == 0 {
-        warn!(test_id = %used.id, case = %used.case, "the LiveCheck headers and the baggage carry different test contexts; the headers win (baggage: {other}; further cases are logged at debug and counted in baggage::disagreements)");
-    } else {
-        debug!(test_id = %used.id, case = %used.case, "the baggage disagrees with the LiveCheck headers; the headers win (baggage: {other})");
-    }
 }
 
 /// Reads a test context from the raw values of a carrier's `baggage` headers, which
@@ -250,6 +208,57 @@ fn renamed(err: ContextError) -> ContextError {
             count,
         },
         other => other,
+    }
+}
+
+/// What OpenTelemetry's baggage propagator percent-encodes in a member's key and value.
+const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b';').add(b',').add(b'=');
+
+/// The `livecheck.*` members of a `baggage` value for a carrier that has no `baggage` yet,
+/// written as OpenTelemetry's propagator writes them (the same percent-encoding) without
+/// building its map: one string, no other allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Ours {
+    value: String,
+    /// Where the arguments member begins (its comma), once pushed.
+    arguments_at: Option<usize>,
+}
+
+impl Ours {
+    /// Adds the member standing for LiveCheck header `name` (called in the order of
+    /// [`headers::encode_with`], the arguments last).
+    pub(crate) fn push(&mut self, name: &'static str, value: &str) {
+        if self.value.capacity() == 0 {
+            self.value.reserve(192 + value.len());
+        }
+        if name == headers::TEST_ARGUMENTS {
+            self.arguments_at = Some(self.value.len());
+        }
+        if !self.value.is_empty() {
+            self.value.push(',');
+        }
+        self.value.push_str(key_for(name));
+        self.value.push('=');
+        self.value.extend(utf8_percent_encode(value, ENCODED));
+    }
+
+    /// The value, if it fits the W3C limit: whole, else without the arguments, else none.
+    pub(crate) fn finish(mut self) -> Option<String> {
+        if self.value.is_empty() {
+            return None;
+        }
+        if self.value.len() <= MAX_BAGGAGE_LEN {
+            return Some(self.value);
+        }
+        if let Some(at) = self.arguments_at {
+            self.value.truncate(at);
+            if self.value.len() <= MAX_BAGGAGE_LEN {
+                debug!("the test arguments do not fit in the baggage; they travel in the LiveCheck headers only");
+                return Some(self.value);
+            }
+        }
+        debug!("the test context does not fit in the baggage; it travels in the LiveCheck headers only");
+        None
     }
 }
 
@@ -455,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn the_livecheck_headers_win_and_a_disagreement_is_counted() {
+    fn the_livecheck_headers_win_over_the_baggage() {
         let ctx = context();
         let other = context();
         let mut map = baggage_only(&other);
@@ -466,20 +475,49 @@ mod tests {
                 map.insert(name, value.clone());
             }
         }
-        let before = disagreements();
         assert_eq!(extract(&map).unwrap().unwrap().id, ctx.id);
-        assert!(disagreements() > before);
-        // Bad baggage beside good headers: the headers' context, counted too.
+        // Bad baggage beside good headers: the headers' context.
         map.insert(BAGGAGE, HeaderValue::from_static("livecheck.id=x"));
-        let before = disagreements();
         assert_eq!(extract(&map).unwrap().unwrap().id, ctx.id);
-        assert!(disagreements() > before);
-        // The same context both ways is no disagreement.
+        // The same context both ways.
         let mut same = HeaderMap::new();
         inject(&mut same, &ctx);
-        let before = disagreements();
         assert_eq!(extract(&same).unwrap().unwrap(), ctx);
-        assert_eq!(disagreements(), before);
+    }
+
+    #[test]
+    fn our_members_are_written_as_the_propagator_writes_them() {
+        let mut ctx =
+            context().arguments(serde_json::json!({"side": "sell, then buy; a=b \"quoted\""}));
+        ctx.signature = Some("v2:k1:c2lnbmF0dXJl".into());
+        let mut ours = Ours::default();
+        let mut entries = Vec::new();
+        headers::encode_with(&ctx, |name, value| {
+            ours.push(name, value);
+            entries.push((name, value.to_owned()));
+        });
+        let fast = ours.finish().unwrap();
+        let slow = merge(std::iter::once(&b"other=1"[..]), &entries).unwrap();
+        // The same members, read back by the propagator, as the general path writes them.
+        let read = |v: &str| {
+            let cx = BaggagePropagator::new().extract_with_context(&Context::new(), &Carrier(v));
+            let mut members: Vec<(String, String)> = cx
+                .baggage()
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with(PREFIX))
+                .map(|(k, (v, _))| (k.to_string(), v.to_string()))
+                .collect();
+            members.sort();
+            members
+        };
+        assert_eq!(read(&fast), read(&slow));
+        // id, name, timestamp, expires, arguments.
+        assert_eq!(read(&fast).len(), 5);
+        // Too long for the baggage: the arguments stay out, the rest goes.
+        let mut ours = Ours::default();
+        ours.push(headers::TEST_ID, "t1");
+        ours.push(headers::TEST_ARGUMENTS, &"x".repeat(MAX_BAGGAGE_LEN));
+        assert_eq!(ours.finish().as_deref(), Some("livecheck.id=t1"));
     }
 
     #[test]

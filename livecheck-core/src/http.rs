@@ -52,18 +52,31 @@ fn header_name(name: &'static str) -> &'static HeaderName {
 /// members merged into the `baggage` header (its other members kept), plus the context's
 /// `traceparent` when the headers have none (see [`crate::baggage`]).
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
-    let mut entries = Vec::with_capacity(headers::EVERY.len());
-    headers::encode_with(context, |name, value| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(header_name(name), value);
-        }
-        entries.push((name, value.to_owned()));
-    });
-    let merged = baggage::merge(
-        headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
-        &entries,
-    );
-    headers.remove(BAGGAGE);
+    let merged = if headers.contains_key(BAGGAGE) {
+        let mut entries = Vec::with_capacity(headers::EVERY.len());
+        headers::encode_with(context, |name, value| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(header_name(name), value);
+            }
+            entries.push((name, value.to_owned()));
+        });
+        let merged = baggage::merge(
+            headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+            &entries,
+        );
+        headers.remove(BAGGAGE);
+        merged
+    } else {
+        // The usual case: one pass writes the headers and our members.
+        let mut ours = baggage::Ours::default();
+        headers::encode_with(context, |name, value| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(header_name(name), value);
+            }
+            ours.push(name, value);
+        });
+        ours.finish()
+    };
     if let Some(value) = merged.and_then(|v| HeaderValue::try_from(v).ok()) {
         headers.insert(BAGGAGE, value);
     }

@@ -27,33 +27,47 @@ use crate::hop::{self, Hop, HopKind};
 /// record's `baggage` headers are replaced by the merged one), plus the context's
 /// `traceparent` when the record has none (see [`crate::baggage`]).
 pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
-    let mut entries = Vec::with_capacity(headers::EVERY.len());
-    headers::encode_with(context, |name, value| {
-        entries.push((name, value.to_owned()))
-    });
     let is = |h: &Header<&[u8]>, name: &str| h.key.eq_ignore_ascii_case(name);
-    let existing = record_headers.iter().filter(|h| is(h, baggage::BAGGAGE));
-    let merged = baggage::merge(existing.map(|h| h.value.unwrap_or_default()), &entries);
     let has_traceparent = record_headers.iter().any(|h| is(&h, baggage::TRACEPARENT));
     let had_baggage = record_headers.iter().any(|h| is(&h, baggage::BAGGAGE));
-    // Headers cannot be removed from `OwnedHeaders`: without the old `baggage`, a copy.
-    let mut out = if had_baggage {
-        record_headers
+    let (mut out, merged) = if had_baggage {
+        // Merged with the record's members; headers cannot be removed from `OwnedHeaders`:
+        // without the old `baggage`, a copy.
+        let mut entries = Vec::with_capacity(headers::EVERY.len());
+        headers::encode_with(context, |name, value| {
+            entries.push((name, value.to_owned()))
+        });
+        let existing = record_headers.iter().filter(|h| is(h, baggage::BAGGAGE));
+        let merged = baggage::merge(existing.map(|h| h.value.unwrap_or_default()), &entries);
+        let mut out = record_headers
             .iter()
             .filter(|h| !is(h, baggage::BAGGAGE))
             .fold(
                 OwnedHeaders::new_with_capacity(record_headers.count() + 8),
                 |out, h| out.insert(h),
-            )
+            );
+        for (key, value) in &entries {
+            out = out.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        (out, merged)
     } else {
-        record_headers
-    };
-    for (key, value) in &entries {
-        out = out.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
+        // The usual case: one pass writes the headers and our members.
+        let mut out = Some(record_headers);
+        let mut ours = baggage::Ours::default();
+        headers::encode_with(context, |key, value| {
+            out = out.take().map(|h| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            });
+            ours.push(key, value);
         });
-    }
+        (out.unwrap_or_default(), ours.finish())
+    };
     if let Some(value) = &merged {
         out = out.insert(Header {
             key: baggage::BAGGAGE,
