@@ -101,21 +101,24 @@ pub fn extract<M: Message>(message: &M) -> Result<Option<TestContext>, ContextEr
     let Some(record_headers) = message.headers() else {
         return Ok(None);
     };
+    // One pass over the record's headers (each one read is a call into librdkafka), then
+    // the lookups by name on the copy.
+    let all: Vec<(&str, &[u8])> = record_headers
+        .iter()
+        .map(|h| (h.key, h.value.unwrap_or_default()))
+        .collect();
+    let named = |name: &'static str| {
+        all.iter()
+            .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| *value)
+    };
     let from_headers = headers::decode_counted(|name| {
-        let mut matching = record_headers
-            .iter()
-            .filter(|h| h.key.eq_ignore_ascii_case(name));
+        let mut matching = named(name);
         match matching.next() {
             None => (None, 0),
-            Some(first) => (Some(first.value.unwrap_or_default()), 1 + matching.count()),
+            Some(first) => (Some(first), 1 + matching.count()),
         }
     });
-    let named = |name: &'static str| {
-        record_headers
-            .iter()
-            .filter(move |h| h.key.eq_ignore_ascii_case(name))
-            .map(|h| h.value.unwrap_or_default())
-    };
     baggage::extract(
         from_headers,
         || named(baggage::BAGGAGE),
