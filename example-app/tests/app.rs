@@ -80,8 +80,16 @@ impl SignalReader {
             if let Ok(Ok(msg)) =
                 tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await
             {
-                self.seen
-                    .push(serde_json::from_slice(msg.payload().unwrap()).unwrap());
+                // The signals topic also carries LiveCheck's own records: the services'
+                // consumer positions (not signals) and the tests' hops (not steps).
+                let payload = msg.payload().unwrap();
+                if payload.starts_with(br#"{"kind":"positions""#) {
+                    continue;
+                }
+                let event: SignalEvent = serde_json::from_slice(payload).unwrap();
+                if event.signal != livecheck_core::hop::HOP_SIGNAL {
+                    self.seen.push(event);
+                }
             }
         }
     }
