@@ -46,14 +46,23 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
         .args(["--print-verdicts", "--for", "120s"])
         .env("RUST_LOG", "warn,livecheck_harness=info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // stdout says where the status page is; the log (stderr) has the verdict lines.
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             println!("livecheck> {line}");
+            let _ = out.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            println!("livecheck (log)> {line}");
             let _ = tx.send(line);
         }
     });
@@ -93,9 +102,14 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
                     ids.len()
                 )
             });
-        if ids.iter().any(|id| line.contains(id.as_str())) {
+        // `<time>  INFO livecheck::verdict: PASS    orders.place_order <id> 51.2 ms`
+        let Some((_, verdict_line)) = line.split_once("livecheck::verdict: ") else {
+            continue;
+        };
+        if ids.iter().any(|id| verdict_line.contains(id.as_str())) {
             verdicts.push(
-                line.split_whitespace()
+                verdict_line
+                    .split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_owned(),
