@@ -133,6 +133,16 @@ impl World {
     }
 }
 
+/// The service's `/metrics` text.
+async fn scrape(service: &LiveService) -> String {
+    reqwest::get(format!("http://{}/metrics", service.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn total_runs(service: &LiveService) -> u64 {
     service
         .state
@@ -191,12 +201,7 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
         !service.state.lag.lock().unwrap().is_empty()
     })
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", service.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&service).await;
     assert!(
         metrics.contains(&format!(
             "livecheck_runs_total{{case=\"orders.place_order\",verdict=\"PASS\"}} {triggered}"
@@ -226,12 +231,7 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
         },
     )
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", service.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&service).await;
     assert!(
         metrics.contains(&format!(
             "livecheck_records_without_context_total{{group=\"{create_order}\",topic=\"{}orders\"}} {untested}",

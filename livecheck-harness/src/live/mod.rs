@@ -10,6 +10,8 @@ pub mod alerts;
 pub(crate) mod cli;
 pub mod config;
 pub mod control;
+#[cfg(test)]
+mod fixtures;
 pub mod fleet;
 pub mod health;
 pub mod metrics;
