@@ -93,8 +93,9 @@ counters! {
         hops_sent,
         /// Hops that could not be serialized or enqueued.
         hop_errors,
-        /// Records read through [`crate::LiveCheck::consume`] that carried no test context
-        /// (by topic and group: the consumer positions the client reports).
+        /// Records read through [`crate::LiveCheck::consume`] that carried no accepted test
+        /// context (none, or one rejected: see `contexts_rejected`); by topic and group in
+        /// the consumer positions the client reports.
         records_without_context,
         /// Consumer-position records published (one per signals partition a report).
         positions_sent,
@@ -114,6 +115,8 @@ counters! {
         records_malformed,
         /// Consumer-position reports of the services read from the signals topic.
         positions_received,
+        /// Hops of a test past the 64 a test keeps (dropped; steps are bounded apart).
+        hops_dropped,
         /// Test records refused because their context is not signed (signing keys set).
         tests_rejected_unsigned,
         /// Test records refused because their signature is malformed, names an unknown key

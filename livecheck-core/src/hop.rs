@@ -38,6 +38,32 @@ pub struct Hop {
 }
 
 impl Hop {
+    /// The hop's send id: derived from what happened (kind, who, where), so a record read
+    /// again by the same group (redelivery) is one hop, while two groups reading one record,
+    /// or a record produced again at another offset, are two.
+    pub(crate) fn send_id(&self) -> u64 {
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        let kind = match self.kind {
+            HopKind::Produced => "produced",
+            HopKind::Consumed => "consumed",
+        };
+        for part in [
+            kind,
+            self.group.as_deref().unwrap_or(&self.service),
+            &self.topic,
+        ] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        hash.update(self.partition.to_be_bytes());
+        hash.update(self.offset.to_be_bytes());
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
     /// `orders[2]@1234`.
     pub fn place(&self) -> String {
         format!("{}[{}]@{}", self.topic, self.partition, self.offset)
@@ -97,7 +123,8 @@ pub struct GroupPosition {
     pub offset: i64,
     /// The service that reported it.
     pub service: String,
-    /// When it was reported.
+    /// Since when it has been there: the report that first gave this offset (a stuck
+    /// consumer keeps its old time however often it reports).
     pub at: DateTime<Utc>,
 }
 
@@ -111,14 +138,17 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// Takes in a report (positions only move forward; counts are per reporting instance).
+    /// Takes in a report (positions only move forward, and keep the time they moved; counts
+    /// are per reporting instance).
     pub fn apply(&mut self, record: &PositionsRecord) {
         for p in &record.positions {
             let key = (p.group.clone(), p.topic.clone(), p.partition);
-            let newer = self.by_partition.get(&key).is_none_or(|held| {
-                p.offset > held.offset || (p.offset == held.offset && record.at > held.at)
-            });
-            if newer {
+            // Only forward, and the time is when the offset got there.
+            let moved = self
+                .by_partition
+                .get(&key)
+                .is_none_or(|held| p.offset > held.offset);
+            if moved {
                 self.by_partition.insert(
                     key,
                     GroupPosition {
@@ -168,78 +198,95 @@ impl Positions {
     }
 }
 
+/// At most this many findings in one diagnosis.
+const MAX_FINDINGS: usize = 3;
+
 /// Why the step `missing` did not come, from the test's hops and the groups' positions:
-/// the context was lost between two services, a group has not read the record yet, or a
-/// service received the record and sent nothing. `None` when the hops tell nothing.
+/// the context was lost between two services, a group has not read a record yet, or a
+/// service received a record and went no further. `None` when the hops tell nothing.
+///
+/// Each group that reports reading a topic is expected to read each of the test's records
+/// on it: a record is checked per (record, group), so a group that did read it (an audit
+/// consumer) does not hide one that did not.
 pub fn diagnose(hops: &[Hop], positions: &Positions, missing: &str) -> Option<String> {
-    let consumed_at = |p: &Hop| {
+    let read_by = |p: &Hop, group: &str| {
         hops.iter().any(|h| {
             h.kind == HopKind::Consumed
+                && h.group.as_deref() == Some(group)
                 && (&h.topic, h.partition, h.offset) == (&p.topic, p.partition, p.offset)
         })
     };
-    // A record that left a service in the test and was not read with the test's context,
-    // on a topic some group reads (the newest such record).
-    let unread = hops
+    let mut produced: Vec<&Hop> = hops
         .iter()
-        .filter(|h| h.kind == HopKind::Produced && !consumed_at(h))
-        .filter(|h| !positions.groups_of(&h.topic).is_empty())
-        .max_by_key(|h| h.at);
-    if let Some(produced) = unread {
-        let from = who(produced);
-        let place = produced.place();
-        let mut why = Vec::new();
-        for group in positions.groups_of(&produced.topic) {
-            why.push(match positions.get(group, &produced.topic, produced.partition) {
-                Some(p) if p.offset >= produced.offset => format!(
-                    "the test context was lost between {from} and group {group} at {place}: the group read the record without a context"
+        .filter(|h| h.kind == HopKind::Produced)
+        .collect();
+    produced.sort_by_key(|h| std::cmp::Reverse(h.at));
+    let mut findings = Vec::new();
+    for p in &produced {
+        for group in positions.groups_of(&p.topic) {
+            if read_by(p, group) {
+                continue;
+            }
+            let place = p.place();
+            let from = who(p);
+            findings.push(match positions.get(group, &p.topic, p.partition) {
+                Some(at) if at.offset >= p.offset => format!(
+                    "the test context was lost between {from} and group {group} at {place}: the group has read past the record and no hop of it came (its context dropped or rejected on the way, or the record not handled through LiveCheck's consume)"
                 ),
-                Some(p) => format!(
-                    "group {group} is {} records behind on {}[{}] (read up to offset {} as of {}); the record of this test ({place}) has not been read",
-                    produced.offset - p.offset,
-                    produced.topic,
-                    produced.partition,
-                    p.offset,
-                    shown(p.at),
+                Some(at) => format!(
+                    "group {group} is {} records behind on {}[{}] (at offset {} since {}); the record of this test ({place}) has not been read",
+                    p.offset - at.offset,
+                    p.topic,
+                    p.partition,
+                    at.offset,
+                    shown(at.at),
                 ),
                 None => format!(
                     "group {group} has not reported reading {}[{}]; the record of this test ({place}) has not been read",
-                    produced.topic, produced.partition
+                    p.topic, p.partition
                 ),
             });
         }
-        return Some(why.join("; "));
     }
-    // Every record the test produced was read with its context: the last service that
-    // received one did not go on.
-    if let Some(received) = hops
-        .iter()
-        .filter(|h| h.kind == HopKind::Consumed)
-        .max_by_key(|h| h.at)
-    {
-        let later_output = hops
+    if findings.is_empty() {
+        // Every record was read where it is read: the services that received one and went
+        // no further (no record of their own after it; times compared within a service).
+        let mut dead_ends: Vec<&Hop> = hops
             .iter()
-            .any(|h| h.kind == HopKind::Produced && h.at > received.at);
-        if !later_output {
-            return Some(format!(
+            .filter(|c| c.kind == HopKind::Consumed)
+            .filter(|c| {
+                !hops
+                    .iter()
+                    .any(|h| h.kind == HopKind::Produced && h.service == c.service && h.at >= c.at)
+            })
+            .collect();
+        dead_ends.sort_by_key(|h| std::cmp::Reverse(h.at));
+        findings.extend(dead_ends.iter().map(|c| {
+            format!(
                 "{} received the record {} at {} with the test context and did not send `{missing}`",
-                who(received),
-                received.place(),
-                shown(received.at),
-            ));
-        }
+                who(c),
+                c.place(),
+                shown(c.at),
+            )
+        }));
     }
-    // A record nobody reads with LiveCheck's helpers.
-    let produced = hops
-        .iter()
-        .filter(|h| h.kind == HopKind::Produced && !consumed_at(h))
-        .max_by_key(|h| h.at)?;
-    Some(format!(
-        "the record of this test left {} at {} and no consumer using LiveCheck's Kafka helpers reports reading {}",
-        who(produced),
-        produced.place(),
-        produced.topic
-    ))
+    if findings.is_empty() {
+        // A record nobody reads with LiveCheck's helpers.
+        findings.extend(produced.iter().map(|p| {
+            format!(
+                "the record of this test left {} at {} and no consumer using LiveCheck's Kafka helpers reports reading {}",
+                who(p),
+                p.place(),
+                p.topic
+            )
+        }));
+    }
+    let more = findings.len().saturating_sub(MAX_FINDINGS);
+    findings.truncate(MAX_FINDINGS);
+    if more > 0 {
+        findings.push(format!("{more} more"));
+    }
+    (!findings.is_empty()).then(|| findings.join("; "))
 }
 
 /// A time in a message: RFC 3339, milliseconds, UTC.
@@ -260,7 +307,8 @@ fn who(hop: &Hop) -> String {
 /// Sends `hop` for the current test (no-op outside a test).
 pub(crate) fn record(hop: Hop) {
     let _ = crate::context::with_current(|current| {
-        let Some((current, payload)) = crate::signal::encode_event(current, HOP_SIGNAL, None, &hop)
+        let Some((current, payload)) =
+            crate::signal::encode_event(current, HOP_SIGNAL, None, &hop, Some(hop.send_id()))
         else {
             return;
         };
@@ -364,6 +412,11 @@ impl Reading {
             reading.without_context += 1;
         }
         reading.changed = true;
+    }
+
+    /// Whether the reporter task runs already.
+    pub(crate) fn reporter_started(&self) -> bool {
+        self.reporter.get().is_some()
     }
 
     /// Whether the reporter task still has to be started (true once).
@@ -515,7 +568,7 @@ mod tests {
         let hops = [produced("create", "execution", 2, 1234, 0)];
         assert_eq!(
             diagnose(&hops, &reported("g-exec", "execution", 2, 1240), "executed").as_deref(),
-            Some("the test context was lost between create and group g-exec at execution[2]@1234: the group read the record without a context")
+            Some("the test context was lost between create and group g-exec at execution[2]@1234: the group has read past the record and no hop of it came (its context dropped or rejected on the way, or the record not handled through LiveCheck's consume)")
         );
     }
 
@@ -524,7 +577,7 @@ mod tests {
         let hops = [produced("create", "execution", 2, 1234, 0)];
         assert_eq!(
             diagnose(&hops, &reported("g-exec", "execution", 2, 1200), "executed").as_deref(),
-            Some("group g-exec is 34 records behind on execution[2] (read up to offset 1200 as of 2027-01-15T08:00:00.500Z); the record of this test (execution[2]@1234) has not been read")
+            Some("group g-exec is 34 records behind on execution[2] (at offset 1200 since 2027-01-15T08:00:00.500Z); the record of this test (execution[2]@1234) has not been read")
         );
         assert_eq!(
             diagnose(&hops, &reported("g-exec", "execution", 0, 9), "executed").as_deref(),
@@ -542,6 +595,71 @@ mod tests {
             diagnose(&hops, &reported("g-exec", "execution", 2, 1234), "executed").as_deref(),
             Some("execute (group g-exec) received the record execution[2]@1234 at 2027-01-15T08:00:00.010Z with the test context and did not send `executed`")
         );
+    }
+
+    #[test]
+    fn a_group_that_read_the_record_does_not_hide_one_that_did_not() {
+        // An audit group read the record with its context; the executor read past it
+        // without one.
+        let hops = [
+            produced("create", "execution", 2, 1234, 0),
+            consumed("g-audit", "execution", 2, 1234, 10),
+        ];
+        let mut positions = reported("g-exec", "execution", 2, 1240);
+        positions.apply(&PositionsRecord {
+            kind: PositionsRecord::KIND.into(),
+            service: "audit".into(),
+            instance: "i9".into(),
+            at: at(600),
+            positions: vec![Position {
+                group: "g-audit".into(),
+                topic: "execution".into(),
+                partition: 2,
+                offset: 1234,
+                without_context: 0,
+            }],
+        });
+        let why = diagnose(&hops, &positions, "executed").unwrap();
+        assert!(
+            why.starts_with(
+                "the test context was lost between create and group g-exec at execution[2]@1234"
+            ),
+            "{why}"
+        );
+        assert!(!why.contains("g-audit"), "{why}");
+    }
+
+    #[test]
+    fn a_receiver_is_a_dead_end_even_when_the_producer_heard_back_later() {
+        // The producer's delivery acknowledgement can come after the consumer read the
+        // record: times are compared within the receiving service only.
+        let hops = [
+            consumed("g-exec", "execution", 2, 1234, 5),
+            produced("create", "execution", 2, 1234, 10),
+        ];
+        assert_eq!(
+            diagnose(&hops, &reported("g-exec", "execution", 2, 1234), "executed").as_deref(),
+            Some("execute (group g-exec) received the record execution[2]@1234 at 2027-01-15T08:00:00.005Z with the test context and did not send `executed`")
+        );
+    }
+
+    #[test]
+    fn a_stuck_group_keeps_the_time_its_offset_last_moved() {
+        let mut positions = reported("g", "t", 0, 10);
+        positions.apply(&PositionsRecord {
+            kind: PositionsRecord::KIND.into(),
+            service: "s".into(),
+            instance: "i1".into(),
+            at: at(60_000),
+            positions: vec![Position {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                offset: 10,
+                without_context: 1,
+            }],
+        });
+        assert_eq!(positions.get("g", "t", 0).unwrap().at, at(500));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
-use tracing::warn;
+use tracing::debug;
 
 use crate::baggage;
 use crate::client::LiveCheck;
@@ -20,6 +20,9 @@ use crate::context::{current_test, scope_current, Current, TestContext};
 use crate::counters::bump;
 use crate::headers::{self, ContextError};
 use crate::hop::{self, Hop, HopKind};
+
+/// What every LiveCheck header's name begins with.
+const LIVECHECK_PREFIX: &str = "livecheck-";
 
 /// Adds `context` (and its signature and arguments, if any: see
 /// [`headers::encode_with`]) to a record's headers: the LiveCheck headers, and the
@@ -103,10 +106,22 @@ pub fn extract<M: Message>(message: &M) -> Result<Option<TestContext>, ContextEr
     };
     // One pass over the record's headers (each one read is a call into librdkafka), then
     // the lookups by name on the copy.
+    // Only the headers a context can be in: a record without any (normal traffic, whatever
+    // other headers it has) allocates nothing.
     let all: Vec<(&str, &[u8])> = record_headers
         .iter()
+        .filter(|h| {
+            h.key
+                .get(..LIVECHECK_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(LIVECHECK_PREFIX))
+                || h.key.eq_ignore_ascii_case(baggage::BAGGAGE)
+                || h.key.eq_ignore_ascii_case(baggage::TRACEPARENT)
+        })
         .map(|h| (h.key, h.value.unwrap_or_default()))
         .collect();
+    if all.is_empty() {
+        return Ok(None);
+    }
     let named = |name: &'static str| {
         all.iter()
             .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
@@ -294,16 +309,20 @@ impl LiveCheck {
     /// Allocates nothing for a record without a context once the group and topic are known.
     pub fn consumed<M: Message>(&self, group: &str, message: &M) -> Consumed {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        if self.inner.reading.start_reporter() {
+        if !self.inner.reading.reporter_started() {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(hop::report_positions(
-                        Arc::downgrade(&self.inner),
-                        self.service_name().to_owned(),
-                    ));
+                    if self.inner.reading.start_reporter() {
+                        runtime.spawn(hop::report_positions(
+                            Arc::downgrade(&self.inner),
+                            self.service_name().to_owned(),
+                        ));
+                    }
                 }
-                Err(_) => warn!(
-                    "LiveCheck::consumed outside a Tokio runtime: consumer positions are not reported"
+                // Tried again on the next record: a consumer on a thread of its own may
+                // hand records over from a runtime later.
+                Err(_) => debug!(
+                    "LiveCheck::consumed outside a Tokio runtime: consumer positions are not reported yet"
                 ),
             }
         }

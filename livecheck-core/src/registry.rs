@@ -134,8 +134,35 @@ pub(crate) enum SignalOutcome {
     Stored,
     Duplicate,
     Late,
-    Buffered { evicted: Vec<Pos> },
+    Buffered {
+        evicted: Vec<Pos>,
+    },
     BufferFull,
+    /// A hop past [`MAX_HOPS_PER_TEST`]: dropped, the run goes on as if it had not come.
+    HopsFull,
+}
+
+/// Hops kept per test ([`crate::hop::HOP_SIGNAL`]); they never count toward
+/// [`Limits::max_early_signals_per_test`], which bounds the steps.
+pub(crate) const MAX_HOPS_PER_TEST: usize = 64;
+
+/// Whether `arrival` still fits among `arrivals`: hops and steps are bounded apart, so a
+/// test that touches many records never loses a step (nor its verdict) to its hops.
+fn fits(
+    arrivals: &[Arc<Arrival>],
+    arrival: &Arrival,
+    max_steps: usize,
+) -> Result<(), SignalOutcome> {
+    let is_hop = arrival.signal == crate::hop::HOP_SIGNAL;
+    let held = arrivals
+        .iter()
+        .filter(|a| (a.signal == crate::hop::HOP_SIGNAL) == is_hop)
+        .count();
+    match (is_hop, held) {
+        (true, n) if n >= MAX_HOPS_PER_TEST => Err(SignalOutcome::HopsFull),
+        (false, n) if n >= max_steps => Err(SignalOutcome::BufferFull),
+        _ => Ok(()),
+    }
 }
 
 /// What happened to an incoming test record.
@@ -255,9 +282,13 @@ impl Registry {
             if slot.arrived.iter().any(|a| a.same_send(&arrival)) {
                 return SignalOutcome::Duplicate;
             }
-            if slot.arrived.len() >= self.limits.max_early_signals_per_test {
-                slot.overflowed = true;
-                return SignalOutcome::BufferFull;
+            if let Err(outcome) = fits(
+                &slot.arrived,
+                &arrival,
+                self.limits.max_early_signals_per_test,
+            ) {
+                slot.overflowed |= outcome == SignalOutcome::BufferFull;
+                return outcome;
             }
             let arrival = Arc::new(arrival);
             slot.arrived.push(arrival.clone());
@@ -306,9 +337,13 @@ impl Registry {
         if early.arrivals.iter().any(|a| a.same_send(&arrival)) {
             return SignalOutcome::Duplicate;
         }
-        if early.arrivals.len() >= self.limits.max_early_signals_per_test {
-            early.overflowed = true;
-            return SignalOutcome::BufferFull;
+        if let Err(outcome) = fits(
+            &early.arrivals,
+            &arrival,
+            self.limits.max_early_signals_per_test,
+        ) {
+            early.overflowed |= outcome == SignalOutcome::BufferFull;
+            return outcome;
         }
         early.arrivals.push(Arc::new(arrival));
         SignalOutcome::Buffered { evicted }
@@ -617,5 +652,27 @@ mod tests {
         );
         r.start_test("early", None);
         assert!(r.occurrences("early").unwrap().1);
+    }
+
+    #[test]
+    fn hops_never_crowd_out_steps_nor_mark_the_counts_unknown() {
+        let limits = Limits {
+            max_early_signals_per_test: 2,
+            ..Limits::default()
+        };
+        let mut r = Registry::new(limits);
+        r.start_test("t", None);
+        let hop = crate::hop::HOP_SIGNAL;
+        for i in 0..MAX_HOPS_PER_TEST {
+            r.on_signal("t", sent(hop, &format!("h{i}")));
+        }
+        assert_eq!(
+            r.on_signal("t", sent(hop, "one more")),
+            SignalOutcome::HopsFull
+        );
+        assert_eq!(r.on_signal("t", sent("a", "1")), SignalOutcome::Stored);
+        assert_eq!(r.on_signal("t", sent("a", "2")), SignalOutcome::Stored);
+        assert!(!r.occurrences("t").unwrap().1, "the step counts are known");
+        assert_eq!(r.on_signal("t", sent("a", "3")), SignalOutcome::BufferFull);
     }
 }

@@ -839,7 +839,14 @@ impl Runner {
         if self.in_group() && !self.inner.ownership.is_active(p) {
             return;
         }
-        self.inner.clocks.record(p, msg.offset(), event_at);
+        // A consumer-positions report is read past, but its timestamp is not a step's: every
+        // service that reads sends one to every partition, and a fast clock in one of them
+        // must not move the event time of every test.
+        let is_positions = msg
+            .payload()
+            .is_some_and(|p| p.starts_with(PositionsRecord::PREFIX));
+        let clock_at = if is_positions { None } else { event_at };
+        self.inner.clocks.record(p, msg.offset(), clock_at);
         let buffered = self.buffered_tests();
         let action = self.lock_flow().signal_record(p, buffered);
         self.apply(action, signals);
@@ -1162,6 +1169,11 @@ impl Runner {
                 }
                 true
             }
+            SignalOutcome::HopsFull => {
+                bump(&c.hops_dropped);
+                debug!(test_id = %event.test_id, "more hops than a test keeps; dropped this one");
+                false
+            }
             SignalOutcome::BufferFull => {
                 bump(&c.buffer_evictions);
                 warn!(%topic, partition, offset, test_id = %event.test_id, "too many early signals for one test; dropped this one");
@@ -1230,9 +1242,11 @@ impl Runner {
         };
         // Said of a step that did not come (a late one says how late instead).
         let missing = match &result {
+            // A wait that saw some of what it wanted (`wait_n`, `wait_where`) says so itself.
             Ok(Err(CheckError::Timeout {
                 signal,
                 late_by: None,
+                detail: None,
                 ..
             })) => Some(signal.clone()),
             _ => None,

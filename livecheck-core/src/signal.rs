@@ -50,12 +50,14 @@ struct SignalEventRef<'a, T: ?Sized> {
     item: Option<&'a str>,
 }
 
-/// The signals-topic record of `name` (and `item`) with `value` for the current test.
+/// The signals-topic record of `name` (and `item`) with `value` for the current test;
+/// `send_id` when the caller derives it, else from the consumed record or random.
 pub(crate) fn encode_event<T: Serialize + ?Sized>(
     current: &Current,
     name: &'static str,
     item: Option<&str>,
     value: &T,
+    send_id: Option<u64>,
 ) -> Option<(Current, Vec<u8>)> {
     let context = &current.context;
     let event = SignalEventRef {
@@ -64,9 +66,10 @@ pub(crate) fn encode_event<T: Serialize + ?Sized>(
         test_id: &context.id,
         sent_at: Utc::now(),
         value,
-        send_id: SendId(match &current.delivery {
-            Some(delivery) => delivery.next_send_id(name, item),
-            None => rand::random(),
+        send_id: SendId(match (send_id, &current.delivery) {
+            (Some(id), _) => id,
+            (None, Some(delivery)) => delivery.next_send_id(name, item),
+            (None, None) => rand::random(),
         }),
         item,
     };
@@ -211,7 +214,7 @@ impl<T: Serialize> Signal<T> {
             trace!(signal = self.name, case = self.case, test_case = %context.case, "signal of another case; not sent");
             return None;
         }
-        encode_event(current, self.name, item, value)
+        encode_event(current, self.name, item, value, None)
     }
 
     fn count(&self, current: &Current, result: Result<(), rdkafka::error::KafkaError>) {

@@ -158,7 +158,7 @@ async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
     // context (as its consumer positions say).
     assert_reads_as(
         report.error.as_deref(),
-        &format!("{NO_EXECUTION}; the test context was lost between create-order and group {{}}execute-order at {{}}order-execution[{{}}]@{{}}: the group read the record without a context"),
+        &format!("{NO_EXECUTION}; the test context was lost between create-order and group {{}}execute-order at {{}}order-execution[{{}}]@{{}}: the group has read past the record and no hop of it came (its context dropped or rejected on the way, or the record not handled through LiveCheck's consume)"),
     );
 }
 
@@ -188,7 +188,7 @@ async fn a_stopped_consumer_has_not_read_the_record() {
     // Behind on the record's partition, or (a partition it had not read yet) no report of it.
     let error = report.error.as_deref().unwrap_or_default();
     let pattern = if error.contains("records behind") {
-        format!("{NO_EXECUTION}; group {{}}execute-order is {{}} records behind on {{}}order-execution[{{}}] (read up to offset {{}} as of {{}}); the record of this test ({{}}order-execution[{{}}]@{{}}) has not been read")
+        format!("{NO_EXECUTION}; group {{}}execute-order is {{}} records behind on {{}}order-execution[{{}}] (at offset {{}} since {{}}); the record of this test ({{}}order-execution[{{}}]@{{}}) has not been read")
     } else {
         format!("{NO_EXECUTION}; group {{}}execute-order has not reported reading {{}}order-execution[{{}}]; the record of this test ({{}}order-execution[{{}}]@{{}}) has not been read")
     };
