@@ -98,7 +98,7 @@ async fn two_app_instances_follow_probability_changes_made_through_the_api() {
     };
     let mut config = LiveConfig::resolve(&args).unwrap();
     config.print_verdicts = false;
-    let service = LiveService::start(config, vec![orders::place_order()], None)
+    let service = LiveService::start(config, vec![orders::place_order()])
         .await
         .unwrap();
     let base = format!("http://{}", service.http_addr);
