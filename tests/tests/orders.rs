@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    Harness::new("orders")
+    Harness::from_env("orders")
         .environment(environment)
         .cases(livecheck_tests::cases())
         .run()

@@ -26,4 +26,5 @@ pub mod web;
 pub use cli::{
     init_logging, main, Livecheck, LocalSystem, DEFAULT_LOG, SUMMARY_TARGET, VERDICT_TARGET,
 };
+pub(crate) use error::chain as error_chain;
 pub use error::{BoxError, LiveError, LiveExitCode};
