@@ -188,7 +188,7 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
     }
     // The operator surfaces show it: runs by verdict and the group's consumer lag.
     eventually("the consumer lag", Duration::from_secs(15), || {
-        !service.state.lag.lock().unwrap().is_empty()
+        !service.state.lag().is_empty()
     })
     .await;
     let metrics = reqwest::get(format!("http://{}/metrics", service.http_addr))

@@ -167,7 +167,7 @@ pub enum LogFormat {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -376,7 +376,7 @@ impl LiveService {
                     })
                     .await
                     {
-                        Ok(Ok(lag)) => *state.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag,
+                        Ok(Ok(lag)) => state.set_lag(lag),
                         Ok(Err(err)) => warn!(error = %err, "cannot read the consumer lag"),
                         Err(_) => {}
                     }
