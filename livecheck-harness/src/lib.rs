@@ -22,6 +22,13 @@
 //! Live mode ([`live`]): a production binary is `live::main(cases())`, built with
 //! `default-features = false` so that it links no container machinery.
 //!
+//! ## Guide
+//!
+//! The crate docs of `examples/ledger` (package `ledger`) are the tutorial: a small
+//! system of three services instrumented for HTTP and Kafka, a case, its check file with
+//! two app services and a sidecar, and its own `livecheck` binary; every example there is
+//! doc-tested and its check file runs in CI.
+//!
 //! ## Known limitations
 //! - Containers use the host network: the single-listener broker (tansu) advertises one
 //!   address, and `127.0.0.1:PORT` is the one both the host and host-network containers
