@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use example_app::RunningApp;
@@ -22,11 +21,7 @@ const TOKEN: &str = "central-control-token-0123456789";
 const REQUESTS: u64 = 200;
 
 fn tests_triggered(app: &RunningApp) -> u64 {
-    app.shared
-        .livecheck
-        .counters()
-        .tests_triggered
-        .load(Ordering::Relaxed)
+    app.shared.livecheck.counters().tests_triggered()
 }
 
 /// The control version `app`'s trigger applies now, if it follows the control topic.

@@ -81,12 +81,7 @@ impl World {
     }
 
     fn triggered(&self) -> u64 {
-        self.app()
-            .shared
-            .livecheck
-            .counters()
-            .tests_triggered
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.app().shared.livecheck.counters().tests_triggered()
     }
 
     /// Every run report on the reports topic (suite-state records left out), by test id.
@@ -463,13 +458,7 @@ async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() 
         );
         duplicated += usize::from(r.len() > 1);
     }
-    let published = |s: &LiveService| {
-        s.state
-            .runner
-            .counters()
-            .reports_published
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let published = |s: &LiveService| s.state.runner.counters().reports_published();
     println!(
         "{} tests, {duplicated} reported twice (at-least-once around the rebalance); published by a {}, by b {}",
         ids.len(),
