@@ -246,10 +246,19 @@ fn run_plain(
     test: &(dyn Fn() -> BoxFuture<Result<(), BoxError>> + Send + Sync),
 ) -> Result<(), Failed> {
     let started = Instant::now();
-    let result = shared
-        .runtime
-        .block_on(test())
-        .map_err(|err| crate::live::error_chain(err.as_ref()));
+    // A panic (a failed assertion) is a failure like an `Err`, recorded for the report.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.runtime.block_on(test())
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the test panicked");
+        Err(format!("panicked: {message}").into())
+    })
+    .map_err(|err| crate::live::error_chain(err.as_ref()));
     shared
         .records
         .lock()
@@ -316,6 +325,29 @@ fn run_trial(shared: &Shared, index: usize, name: &str) -> Result<(), Failed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_test_fails_on_err_and_on_panic_with_its_message_and_is_recorded() {
+        let shared = Shared {
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            environment: None,
+            cases: Vec::new(),
+            iterations: 1,
+            session: OnceCell::new(),
+            records: Mutex::new(Vec::new()),
+        };
+        let passes: PlainTest = Arc::new(|| Box::pin(async { Ok(()) }));
+        let errs: PlainTest = Arc::new(|| Box::pin(async { Err("no verdict".into()) }));
+        let panics: PlainTest = Arc::new(|| Box::pin(async { panic!("expected TIMEOUT") }));
+        assert!(run_plain(&shared, "m::passes", passes.as_ref()).is_ok());
+        let failed = run_plain(&shared, "m::errs", errs.as_ref()).unwrap_err();
+        assert_eq!(failed.message(), Some("no verdict"));
+        let failed = run_plain(&shared, "m::panics", panics.as_ref()).unwrap_err();
+        assert_eq!(failed.message(), Some("panicked: expected TIMEOUT"));
+        let records = shared.records.lock().unwrap();
+        let failures: Vec<_> = records.iter().map(|r| r.failure.is_some()).collect();
+        assert_eq!(failures, [false, true, true]);
+    }
 
     #[test]
     fn junit_flag_is_taken_out_of_libtest_arguments() {
