@@ -120,6 +120,16 @@ timed "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
     || die "clippy found problems (above): fix them and rerun."
 timed "cargo test" cargo test --workspace --locked "$@" \
     || die "Tests failed (above). Rerun one test crate with 'cargo test -p <crate>' after 'ci/docker-up.sh && ci/build-images.sh', with LIVECHECK_ENV=container."
+# A production `livecheck` binary links no container machinery: the ledger example's crate
+# depends on the harness without its `containers` feature (only its tests enable it).
+no_containers_in_live_binary() {
+    if cargo tree --locked -p ledger -e normal,build | grep -E "testcontainers|bollard"; then
+        log "the ledger's normal dependencies pull in the container machinery (above)"
+        return 1
+    fi
+}
+timed "live binary without containers" no_containers_in_live_binary \
+    || die "livecheck-harness's containers feature leaks into a live-only build: check the features in Cargo.toml."
 # The core's optional OpenTelemetry span export (feature `otel`): linted and tested on its own.
 timed "cargo clippy (otel)" cargo clippy -p livecheck-core --all-targets --features otel --locked -- -D warnings \
     || die "clippy found problems with --features otel (above): fix them and rerun."

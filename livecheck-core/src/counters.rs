@@ -7,10 +7,19 @@ macro_rules! counters {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
+            // Public for the benches and tests that still read the atomics; read them with
+            // the methods of the same name (or `snapshot`).
             $($(#[doc = $doc])* pub $field: AtomicU64,)*
         }
 
         impl $name {
+            $(
+                $(#[doc = $doc])*
+                pub fn $field(&self) -> u64 {
+                    self.$field.load(Ordering::Relaxed)
+                }
+            )*
+
             /// Every counter by name, at this instant.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]

@@ -8,20 +8,34 @@
 //! times with a fresh test context, and fails the trial with the run's timeline on any
 //! verdict but `PASS`.
 //!
-//! Environments ([`EnvironmentConfig`], chosen with `LIVECHECK_ENV`): `container`
-//! (testcontainers: broker and app images; the default under CI), `embedded` (mock cluster
-//! and app in-process; the default elsewhere) and `external` (`LIVECHECK_BROKERS`,
-//! `LIVECHECK_APP_URL`).
+//! Environments ([`EnvironmentConfig`]): `container` (feature `containers`, on by
+//! default: a [`Broker`] — [`Tansu`] or [`ApacheKafka`] — and each [`Service`]'s image via
+//! testcontainers), `embedded` (the mock cluster in-process; services in-process or as
+//! child processes) and `external` (bootstrap servers and an app URL). The builders read
+//! nothing from the process environment; [`EnvironmentConfig::from_env`] and
+//! [`Harness::from_env`] do (`LIVECHECK_ENV`, `LIVECHECK_BROKER`, ...).
 //!
-//! With `LIVECHECK_RUN_ID` set, the containers are named after the run and reused by every
-//! process of the run (nextest runs each trial in its own process); the script that set
-//! the id removes them at the end (label `livecheck.run-id`).
+//! With a run id ([`EnvironmentConfig::run_id`], `LIVECHECK_RUN_ID`), the containers are
+//! named after the run and reused by every process of the run (nextest runs each trial in
+//! its own process); whoever set the id removes them at the end (label `livecheck.run-id`).
+//!
+//! Live mode ([`live`]): a production binary is `live::main(cases())`, built with
+//! `default-features = false` so that it links no container machinery.
+//!
+//! ## Guide
+//!
+//! The crate docs of `examples/ledger` (package `ledger`) are the tutorial: a small
+//! system of three services instrumented for HTTP and Kafka, a case, its check file with
+//! two app services and a sidecar, and its own `livecheck` binary; every example there is
+//! doc-tested and its check file runs in CI.
 //!
 //! ## Known limitations
 //! - Containers use the host network: the single-listener broker (tansu) advertises one
 //!   address, and `127.0.0.1:PORT` is the one both the host and host-network containers
 //!   can reach.
 //! - Cases run one stimulus at a time per trial.
+//! - With a run id only containers are shared between processes; child processes and
+//!   in-process services start per process.
 
 mod environment;
 mod harness;
@@ -30,8 +44,9 @@ pub mod live;
 mod session;
 
 pub use environment::{
-    AppHandle, AppImage, AppStart, EmbeddedAppFn, Environment, EnvironmentConfig, EnvironmentError,
-    EnvironmentKind, ImageRef,
+    ApacheKafka, AppHandle, AppStart, Broker, Environment, EnvironmentConfig, EnvironmentError,
+    EnvironmentKind, ImageRef, Ready, Service, Tansu,
 };
 pub use harness::Harness;
+pub use live::BoxError;
 pub use session::{Session, SessionError};

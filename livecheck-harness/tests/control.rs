@@ -244,7 +244,7 @@ fn report(case: &str, verdict: Verdict) -> Report {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_changes_without_the_right_token_and_publishes_with_it() {
     let world = World::new(&format!("admin_token = \"{TOKEN}\"\n"));
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("service");
 
@@ -389,7 +389,7 @@ async fn the_api_refuses_changes_without_the_right_token_and_publishes_with_it()
 
     // A restart: the API's change survives (the file did not change that case) ...
     service.shutdown().await.expect("shutdown");
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("restart");
     assert_eq!(
@@ -410,7 +410,7 @@ async fn the_api_refuses_changes_without_the_right_token_and_publishes_with_it()
     world.write_profile(&format!(
         "admin_token = \"{TOKEN}\"\n[profiles.t.cases.\"{REFUNDS}\"]\nprobability = 0.2\n"
     ));
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("restart");
     let records = world.control_records().await;
@@ -427,7 +427,7 @@ async fn the_api_refuses_changes_without_the_right_token_and_publishes_with_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_api_is_read_only() {
     let world = World::new("");
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("service");
     let (status, body, _) = put(&service, REFUNDS, Some(TOKEN), r#"{"probability": 0.01}"#).await;
@@ -449,7 +449,7 @@ async fn without_a_token_the_api_is_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_show_what_each_instance_applies_and_go_stale() {
     let world = World::new("");
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("service");
     let published = case(&api_cases(&service).await, REFUNDS)["published"].clone();
@@ -555,9 +555,7 @@ async fn a_changed_file_is_published_and_an_invalid_one_changes_nothing() {
     let world = World::new("");
     let mut config = world.config();
     config.watch_every = Duration::from_millis(200);
-    let service = LiveService::start(config, cases(), None)
-        .await
-        .expect("service");
+    let service = LiveService::start(config, cases()).await.expect("service");
     assert_eq!(world.control_records().await.len(), 2);
     world.write_profile(&format!(
         "[profiles.t.cases.\"{ORDERS}\"]\nprobability = 0.25\nactive = false\n"
@@ -605,7 +603,7 @@ async fn a_changed_file_is_published_and_an_invalid_one_changes_nothing() {
 async fn sighup_reloads_the_profile() {
     let world = World::new("");
     // No file watch: only SIGHUP reloads.
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("service");
     world.write_profile(&format!(
@@ -640,7 +638,7 @@ async fn a_rollout_advances_on_pass_and_rolls_back_on_failures() {
     let world = World::new(&format!(
         "[profiles.t.cases.\"{ORDERS}\".rollout]\n{plan}[profiles.t.cases.\"{REFUNDS}\".rollout]\n{plan}"
     ));
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("service");
     for (r, _) in world.control_records().await {
@@ -749,7 +747,7 @@ async fn a_rollout_advances_on_pass_and_rolls_back_on_failures() {
     );
     // Restarted, the plans stay where they are (the plan did not change in the file).
     service.shutdown().await.expect("shutdown");
-    let service = LiveService::start(world.config(), cases(), None)
+    let service = LiveService::start(world.config(), cases())
         .await
         .expect("restart");
     let cases = api_cases(&service).await;

@@ -43,10 +43,7 @@ async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(AppHandle {
-        base_url,
-        guard: Box::new(client),
-    })
+    Ok(AppHandle::new(base_url, client))
 }
 
 fn case() -> Case {
@@ -71,9 +68,7 @@ fn case() -> Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_puts_the_stimulus_arguments_on_the_signed_context() {
-    let config = EnvironmentConfig::from_env()
-        .unwrap()
-        .kind(EnvironmentKind::Embedded)
+    let config = EnvironmentConfig::new(EnvironmentKind::Embedded)
         .signing_keys(SigningKeys::parse(KEYS).unwrap())
         .embedded_app(start_app);
     let session = Session::start(&config, vec![case()]).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use example_app::{AppConfig, AppTopics, RunningApp};
 use livecheck_core::{EmbeddedBroker, KafkaConfig};
-use livecheck_harness::live::service::{Demo, DemoFn};
+use livecheck_harness::live::LocalSystem;
 use tracing::warn;
 
 /// Aborts the traffic task when dropped.
@@ -27,8 +27,9 @@ fn rate() -> f64 {
         .unwrap_or(5.0)
 }
 
-/// Starts the demo for `prefix`.
-pub async fn start(prefix: String) -> anyhow::Result<Demo> {
+/// Starts the demo for `prefix`: the system `livecheck` watches when no brokers are
+/// configured (see `Livecheck::local_system`).
+pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
     let topics = AppTopics::with_prefix(&prefix);
     let broker = EmbeddedBroker::start()?;
     topics.create_embedded(&broker, 4)?;
@@ -63,15 +64,7 @@ pub async fn start(prefix: String) -> anyhow::Result<Demo> {
             }
         }
     });
-    Ok(Demo {
-        kafka,
-        app_url: app.base_url.clone(),
-        // Dropped in order: traffic, app, then the broker.
-        guard: Box::new((Traffic(traffic), app, broker)),
-    })
-}
-
-/// [`start`] as the live service takes it.
-pub fn demo() -> DemoFn {
-    Box::new(|prefix| Box::pin(start(prefix)))
+    let app_url = app.base_url.clone();
+    // Dropped in order: traffic, app, then the broker.
+    Ok(LocalSystem::new(kafka, (Traffic(traffic), app, broker)).app_url(app_url))
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use example_app::{AppConfig, AppTopics, Execution, FaultConfig, RunningApp};
 use livecheck_core::Case;
 use livecheck_harness::{
-    AppHandle, AppImage, AppStart, EnvironmentConfig, EnvironmentError, ImageRef,
+    AppHandle, AppStart, EnvironmentConfig, EnvironmentError, ImageRef, Ready, Service,
 };
 
 /// Every case of the example app.
@@ -50,37 +50,37 @@ pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     config.test_hooks = true;
     config.execution = execution;
     let app = RunningApp::start(config).await?;
-    Ok(AppHandle {
-        base_url: app.base_url.clone(),
-        guard: Box::new(app),
-    })
+    Ok(AppHandle::new(app.base_url.clone(), app))
 }
 
-/// Where the example app's checks run: `LIVECHECK_ENV` and friends, with the example app's
-/// image (`livecheck/example-app:local`, built by `ci/build-images.sh`) and in-process start.
+/// The example app as a service: its image (`livecheck/example-app:local`, built by
+/// `ci/build-images.sh`) in the container environment, in-process in the embedded one.
+pub fn app_service() -> Service {
+    Service::new("app")
+        .image(ImageRef::new("livecheck/example-app", "local"))
+        .args([
+            "--brokers",
+            "{brokers}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--topic-prefix",
+            "{prefix}",
+            "--probability",
+            "0",
+            "--test-hooks",
+        ])
+        .ready(Ready::line(APP_READY_LINE))
+        .in_process(start_app)
+}
+
+/// Where the example app's checks run: `LIVECHECK_ENV` and friends
+/// ([`EnvironmentConfig::from_env`]), with the example app and its topics.
 pub fn environment() -> Result<EnvironmentConfig, EnvironmentError> {
     Ok(EnvironmentConfig::from_env()?
-        .app_image(AppImage {
-            image: ImageRef::new("livecheck/example-app", "local"),
-            args: [
-                "--brokers",
-                "{brokers}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--topic-prefix",
-                "{prefix}",
-                "--probability",
-                "0",
-                "--test-hooks",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ready_line: APP_READY_LINE.to_owned(),
-        })
-        .app_topics(["{prefix}orders", "{prefix}order-execution"])
-        .embedded_app(start_app))
+        .service(app_service())
+        .app_topics(["{prefix}orders", "{prefix}order-execution"]))
 }
 
 /// A signal timeout short enough for tests that expect a `TIMEOUT`.

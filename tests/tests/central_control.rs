@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use example_app::RunningApp;
@@ -22,11 +21,7 @@ const TOKEN: &str = "central-control-token-0123456789";
 const REQUESTS: u64 = 200;
 
 fn tests_triggered(app: &RunningApp) -> u64 {
-    app.shared
-        .livecheck
-        .counters()
-        .tests_triggered
-        .load(Ordering::Relaxed)
+    app.shared.livecheck.counters().tests_triggered()
 }
 
 /// The control version `app`'s trigger applies now, if it follows the control topic.
@@ -98,7 +93,7 @@ async fn two_app_instances_follow_probability_changes_made_through_the_api() {
     };
     let mut config = LiveConfig::resolve(&args).unwrap();
     config.print_verdicts = false;
-    let service = LiveService::start(config, vec![orders::place_order()], None)
+    let service = LiveService::start(config, vec![orders::place_order()])
         .await
         .unwrap();
     let base = format!("http://{}", service.http_addr);

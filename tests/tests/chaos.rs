@@ -437,9 +437,7 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
             (0, context)
         }
     };
-    let service = LiveService::start(config(), vec![case()], None)
-        .await
-        .unwrap();
+    let service = LiveService::start(config(), vec![case()]).await.unwrap();
     let mut tests = Vec::new();
     for i in 0..20 {
         tests.push(send(i == 10).await);
@@ -447,9 +445,7 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
     w.all_reported(&tests, Duration::from_secs(30)).await;
     service.shutdown().await.unwrap();
     // A graceful restart: nothing is run again.
-    let service = LiveService::start(config(), vec![case()], None)
-        .await
-        .unwrap();
+    let service = LiveService::start(config(), vec![case()]).await.unwrap();
     for _ in 0..5 {
         tests.push(send(false).await);
     }

@@ -205,3 +205,72 @@ fn kafka_client_lines_are_logged_once_at_sensible_levels() {
         "{stderr}"
     );
 }
+
+/// A `livecheck` binary made by the one call, `live::main(cases)`, with the given flags;
+/// no settings come from this process's environment.
+fn user_binary(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_livecheck-chaos"))
+        .args(args)
+        .env_remove("LIVECHECK_BROKERS")
+        .env_remove("LIVECHECK_PROFILE")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run livecheck-chaos")
+}
+
+#[test]
+fn a_user_binary_without_brokers_exits_with_the_configuration_code() {
+    let output = user_binary(&["--http-port", "0", "--for", "1s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(livecheck_harness::live::LiveExitCode::CONFIG)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: no brokers configured"), "{stderr}");
+}
+
+#[test]
+fn a_bad_setting_is_a_configuration_error_and_a_busy_port_a_setup_error() {
+    let output = user_binary(&["--brokers", "127.0.0.1:1", "--case-probability", "x=2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(livecheck_harness::live::LiveExitCode::CONFIG)),
+        "{stderr}"
+    );
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("address").port().to_string();
+    let output = user_binary(&[
+        "--brokers",
+        "127.0.0.1:1",
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        &port,
+        "--for",
+        "5s",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(livecheck_harness::live::LiveExitCode::SETUP)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("error: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_of_a_user_binary_lists_the_flags() {
+    let output = user_binary(&["--help"]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        help.contains("--brokers") && help.contains("--for"),
+        "{help}"
+    );
+}

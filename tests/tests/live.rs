@@ -81,12 +81,7 @@ impl World {
     }
 
     fn triggered(&self) -> u64 {
-        self.app()
-            .shared
-            .livecheck
-            .counters()
-            .tests_triggered
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.app().shared.livecheck.counters().tests_triggered()
     }
 
     /// Every run report on the reports topic (suite-state records left out), by test id.
@@ -173,7 +168,7 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
     let world = World::new(0.5).await;
-    let service = LiveService::start(world.config("runners"), world.cases(), None)
+    let service = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     let orders = 80;
@@ -198,7 +193,7 @@ async fn sampled_traffic_becomes_about_half_tests_each_with_one_report() {
     }
     // The operator surfaces show it: runs by verdict and the group's consumer lag.
     eventually("the consumer lag", Duration::from_secs(15), || {
-        !service.state.lag.lock().unwrap().is_empty()
+        !service.state.lag().is_empty()
     })
     .await;
     let metrics = scrape(&service).await;
@@ -255,9 +250,7 @@ async fn a_fault_turns_the_suite_fail_with_one_alert_and_recovery_sends_one_more
     let (url, alerts) = webhook().await;
     let mut config = world.config("runners");
     config.alert_webhook = Some(url);
-    let service = LiveService::start(config, world.cases(), None)
-        .await
-        .unwrap();
+    let service = LiveService::start(config, world.cases()).await.unwrap();
 
     world
         .faults(FaultConfig {
@@ -311,7 +304,7 @@ async fn a_fault_turns_the_suite_fail_with_one_alert_and_recovery_sends_one_more
 async fn no_traffic_is_a_stall() {
     let world = World::new(1.0).await;
     let cases = vec![world.case().warn_stalled_after(Duration::from_secs(2))];
-    let service = LiveService::start(world.config("runners"), cases, None)
+    let service = LiveService::start(world.config("runners"), cases)
         .await
         .unwrap();
     eventually("STALL", Duration::from_secs(10), || {
@@ -334,7 +327,7 @@ async fn no_traffic_is_a_stall() {
 async fn the_app_stopped_is_down_and_synthetic_runs_pass_while_it_is_up() {
     let mut world = World::new(0.0).await;
     let cases = vec![world.case().frequency(Duration::from_millis(700))];
-    let service = LiveService::start(world.config("runners"), cases, None)
+    let service = LiveService::start(world.config("runners"), cases)
         .await
         .unwrap();
     // Synthetic traffic alone (probability 0) produces passing runs.
@@ -362,10 +355,10 @@ async fn the_app_stopped_is_down_and_synthetic_runs_pass_while_it_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_in_one_group_give_every_test_exactly_one_report() {
     let world = World::new(1.0).await;
-    let a = LiveService::start(world.config("runners"), world.cases(), None)
+    let a = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
-    let b = LiveService::start(world.config("runners"), world.cases(), None)
+    let b = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     // Let the group settle with both members.
@@ -399,7 +392,7 @@ async fn two_runners_in_one_group_give_every_test_exactly_one_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
     let world = Arc::new(World::new(1.0).await);
-    let first = LiveService::start(world.config("runners"), world.cases(), None)
+    let first = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     // Slow executions keep runs in flight when the shutdown comes.
@@ -418,7 +411,7 @@ async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
         ids.push(world.order("sell").await);
     }
     world.faults(FaultConfig::default()).await;
-    let second = LiveService::start(world.config("runners"), world.cases(), None)
+    let second = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     for _ in 0..5 {
@@ -438,7 +431,7 @@ async fn a_shutdown_mid_stream_loses_no_test_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() {
     let world = World::new(1.0).await;
-    let a = LiveService::start(world.config("runners"), world.cases(), None)
+    let a = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -447,7 +440,7 @@ async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() 
     }
     // A second instance joins while tests are in flight: partitions move (eager rebalance),
     // runs in flight on revoked partitions are handed back and run by the new owner.
-    let b = LiveService::start(world.config("runners"), world.cases(), None)
+    let b = LiveService::start(world.config("runners"), world.cases())
         .await
         .unwrap();
     for _ in 0..15 {
@@ -465,13 +458,7 @@ async fn a_runner_joining_mid_stream_loses_no_test_and_gives_no_wrong_verdict() 
         );
         duplicated += usize::from(r.len() > 1);
     }
-    let published = |s: &LiveService| {
-        s.state
-            .runner
-            .counters()
-            .reports_published
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let published = |s: &LiveService| s.state.runner.counters().reports_published();
     println!(
         "{} tests, {duplicated} reported twice (at-least-once around the rebalance); published by a {}, by b {}",
         ids.len(),

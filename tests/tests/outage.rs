@@ -75,7 +75,7 @@ async fn outage_scenario() -> Outcome {
     let cases = vec![orders::place_order()
         .probability(1.0)
         .frequency(Duration::from_secs(3600))];
-    let service = LiveService::start(config, cases, None).await.unwrap();
+    let service = LiveService::start(config, cases).await.unwrap();
     let base = format!("http://{}", service.http_addr);
     let reports = Arc::new(Mutex::new(HashMap::new()));
     {

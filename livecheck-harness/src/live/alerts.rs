@@ -116,7 +116,7 @@ impl std::fmt::Debug for Webhook {
 pub struct AlertSource {
     /// The runners' consumer group: one voice per group, one incident per group and case.
     pub group: String,
-    /// The settings profile (`production`, `demo`).
+    /// The settings profile (`production`, `local`).
     pub profile: String,
     /// This instance (`host:pid`).
     pub instance: String,

@@ -1,20 +1,17 @@
 //! The whole `livecheck` command in one call: a user's binary is
-//! `fn main() -> ExitCode { livecheck_harness::live::main(cases(), None) }`.
+//! `fn main() -> ExitCode { livecheck_harness::live::main(cases()) }`.
 
+use std::future::Future;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use livecheck_core::Case;
+use livecheck_core::{BoxFuture, Case, KafkaConfig};
 use tracing_subscriber::EnvFilter;
 
 use super::config::{LiveArgs, LiveConfig, LogFormat};
-use super::service::{run_until, shutdown_signal, DemoFn};
-
-/// Exit code: the configuration is wrong (a setting, a flag, the profile file).
-pub const EXIT_CONFIG: u8 = 2;
-/// Exit code: the service failed while running (or could not start its runtime).
-pub const EXIT_FAILURE: u8 = 1;
+use super::error::{chain, BoxError, LiveError};
+use super::service::{run_until, shutdown_signal};
 
 /// Target of the verdict lines (`--print-verdicts`).
 pub const VERDICT_TARGET: &str = "livecheck::verdict";
@@ -23,40 +20,154 @@ pub const SUMMARY_TARGET: &str = "livecheck::summary";
 /// Levels when `RUST_LOG` is not set: warnings, the service's own progress, the summaries.
 pub const DEFAULT_LOG: &str = "warn,livecheck_harness=info,livecheck::summary=info";
 
-/// Parses the command line (`livecheck --help`), sets up logging (`RUST_LOG`,
-/// `--log-format`), and runs the live service for `cases` until SIGTERM/SIGINT or `--for`.
-/// `demo` runs when no brokers are configured (`None`: no brokers is a configuration
-/// error).
-pub fn main(cases: Vec<Case>, demo: Option<DemoFn>) -> ExitCode {
-    let args = LiveArgs::parse();
-    init_logging(args.log_format, args.print_verdicts);
-    let config = match LiveConfig::resolve(&args) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if config.kafka.is_none() && demo.is_none() {
-        eprintln!(
-            "error: no brokers configured: give --brokers (or LIVECHECK_BROKERS) or --profile"
-        );
-        return ExitCode::from(EXIT_CONFIG);
+/// The whole `livecheck` command for `cases`: parses the command line (`--help` lists
+/// every flag and its environment variable), sets up logging (`RUST_LOG`,
+/// `--log-format`), and runs the live service until SIGTERM/SIGINT or `--for`. Errors
+/// are printed with their causes and end the process with a [`LiveExitCode`](super::LiveExitCode).
+///
+/// ```no_run
+/// use std::process::ExitCode;
+/// # fn cases() -> Vec<livecheck_core::Case> { Vec::new() }
+/// fn main() -> ExitCode {
+///     livecheck_harness::live::main(cases())
+/// }
+/// ```
+pub fn main(cases: Vec<Case>) -> ExitCode {
+    Livecheck::new(cases).main()
+}
+
+/// Starts a local system for a topic prefix.
+type LocalSystemFn = Box<dyn FnOnce(String) -> BoxFuture<Result<LocalSystem, BoxError>> + Send>;
+
+/// The `livecheck` command, with options [`main`] does not take.
+pub struct Livecheck {
+    cases: Vec<Case>,
+    local_system: Option<LocalSystemFn>,
+}
+
+impl std::fmt::Debug for Livecheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Livecheck")
+            .field("cases", &self.cases.len())
+            .field("local_system", &self.local_system.is_some())
+            .finish()
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(EXIT_FAILURE);
+}
+
+impl Livecheck {
+    /// The command for `cases`.
+    pub fn new(cases: Vec<Case>) -> Self {
+        Self {
+            cases,
+            local_system: None,
         }
-    };
-    let run_for = config.run_for;
-    match runtime.block_on(run_until(config, cases, demo, shutdown_signal(run_for))) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(EXIT_FAILURE)
+    }
+
+    /// What to run against when no brokers are configured (no `--brokers`, no
+    /// `LIVECHECK_BROKERS`, no profile with brokers): `start` gets the topic prefix and
+    /// brings up a broker and the system under test (an embedded broker with your app and
+    /// some traffic: a demo, or a developer's local run). Without it, no brokers is a
+    /// configuration error.
+    #[must_use]
+    pub fn local_system<F, Fut, E>(mut self, start: F) -> Self
+    where
+        F: FnOnce(String) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<LocalSystem, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.local_system = Some(Box::new(move |prefix| {
+            let started = start(prefix);
+            Box::pin(async move { started.await.map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// Parses the command line and runs; see [`main`].
+    pub fn main(self) -> ExitCode {
+        let args = LiveArgs::parse();
+        init_logging(args.log_format, args.print_verdicts);
+        match self.run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {}", chain(&err));
+                ExitCode::from(&err)
+            }
         }
+    }
+
+    /// Resolves the settings of `args` and runs until SIGTERM/SIGINT or `--for` (on a
+    /// runtime of its own).
+    pub fn run(self, args: &LiveArgs) -> Result<(), LiveError> {
+        let config = LiveConfig::resolve(args)?;
+        if config.kafka.is_none() && self.local_system.is_none() {
+            return Err(LiveError::NoBrokers);
+        }
+        let runtime = tokio::runtime::Runtime::new().map_err(LiveError::Runtime)?;
+        let run_for = config.run_for;
+        runtime.block_on(self.run_until(config, shutdown_signal(run_for)))
+    }
+
+    /// Runs on resolved settings until `until` completes: the local system first when
+    /// `config` has no brokers, then the service; the local system stops after it.
+    pub async fn run_until(
+        self,
+        mut config: LiveConfig,
+        until: impl Future<Output = ()>,
+    ) -> Result<(), LiveError> {
+        let local = match (&config.kafka, self.local_system) {
+            (Some(_), _) => None,
+            (None, Some(start)) => {
+                let local = start(config.topic_prefix.clone())
+                    .await
+                    .map_err(LiveError::LocalSystem)?;
+                config.kafka = Some(local.kafka.clone());
+                if local.app_url.is_some() {
+                    config.app_url.clone_from(&local.app_url);
+                }
+                Some(local)
+            }
+            (None, None) => return Err(LiveError::NoBrokers),
+        };
+        let result = run_until(config, self.cases, until).await;
+        // The service's clients close before the local broker goes.
+        drop(local);
+        result
+    }
+}
+
+/// A system `livecheck` starts itself when no brokers are configured (see
+/// [`Livecheck::local_system`]): its broker, its app's URL (for synthetic traffic) and
+/// whatever keeps them running until the service stops.
+pub struct LocalSystem {
+    kafka: KafkaConfig,
+    app_url: Option<String>,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for LocalSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSystem")
+            .field("brokers", &self.kafka.brokers)
+            .field("app_url", &self.app_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalSystem {
+    /// A system on `kafka`, kept alive by `guard` (dropped when the service has stopped).
+    pub fn new(kafka: KafkaConfig, guard: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            kafka,
+            app_url: None,
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// The app's base URL (synthetic traffic goes there).
+    #[must_use]
+    pub fn app_url(mut self, url: impl Into<String>) -> Self {
+        self.app_url = Some(url.into());
+        self
     }
 }
 

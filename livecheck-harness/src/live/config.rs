@@ -25,7 +25,7 @@ use super::state::DEFAULT_HISTORY_WINDOW;
 )]
 pub struct LiveArgs {
     /// Profile of the settings file (`staging`, `production`, ...). Without a profile and
-    /// without brokers, the demo runs on the embedded broker.
+    /// without brokers, the binary starts its local system if it has one (else: an error).
     #[arg(long, env = "LIVECHECK_PROFILE")]
     pub profile: Option<String>,
     /// Settings file.
@@ -167,7 +167,7 @@ pub enum LogFormat {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or a number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -306,9 +306,9 @@ pub struct ConfigError(pub String);
 /// The resolved settings (`Debug` redacts secrets).
 #[derive(Clone)]
 pub struct LiveConfig {
-    /// Profile name (`demo` when none).
+    /// Profile name (`local` when none).
     pub profile: String,
-    /// Kafka (`None`: the demo on the embedded broker).
+    /// Kafka (`None`: the binary's local system, see `Livecheck::local_system`).
     pub kafka: Option<KafkaConfig>,
     /// Topic prefix.
     pub topic_prefix: String,
@@ -420,7 +420,7 @@ impl LiveConfig {
             Some(name) => load_profile(&args.config, name)?,
             None => Profile::default(),
         };
-        let name = args.profile.clone().unwrap_or_else(|| "demo".to_owned());
+        let name = args.profile.clone().unwrap_or_else(|| "local".to_owned());
         let origin = |key: &str| match &args.profile {
             Some(p) => format!("`{key}` of [profiles.{p}] in {}", args.config.display()),
             None => format!("--{}", key.replace('_', "-")),

@@ -96,7 +96,7 @@ impl ConfigSettings {
 /// The cases of the check files with the configuration's overrides applied (probability,
 /// active, sampling, test expiry; a roll-out's first step as the probability). A setting
 /// for a case the check files do not define is an error.
-pub fn apply_config(config: &LiveConfig, cases: Vec<Case>) -> Result<Vec<Case>, String> {
+pub(crate) fn apply_config(config: &LiveConfig, cases: Vec<Case>) -> Result<Vec<Case>, String> {
     let names: Vec<String> = cases.iter().map(|c| c.name().to_owned()).collect();
     let named = config
         .probabilities
@@ -138,7 +138,7 @@ pub fn apply_config(config: &LiveConfig, cases: Vec<Case>) -> Result<Vec<Case>, 
 }
 
 /// Every case's [`ConfigSettings`] under `config`.
-pub fn config_settings(
+pub(crate) fn config_settings(
     config: &LiveConfig,
     cases: &[Case],
 ) -> Result<BTreeMap<String, ConfigSettings>, String> {
@@ -702,7 +702,7 @@ impl Control {
 }
 
 /// What a control record's bytes say (`Err`: why it is ignored).
-pub fn decode(message: &BorrowedMessage<'_>) -> Result<Published, String> {
+pub(crate) fn decode(message: &BorrowedMessage<'_>) -> Result<Published, String> {
     let payload = message
         .payload()
         .ok_or("a record without a value (a tombstone)")?;

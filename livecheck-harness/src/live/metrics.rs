@@ -427,7 +427,7 @@ impl Collector for StateCollector {
                 .map(|(group, topic, n)| ([("group", group), ("topic", topic)], n)),
         )?;
 
-        let lag = state.lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lag = state.lag();
         gauges(
             &mut e,
             "livecheck_consumer_lag",
@@ -663,11 +663,7 @@ mod tests {
             Verdict::Fail,
             &[("a\"b", 3.0)],
         )));
-        state
-            .lag
-            .lock()
-            .unwrap()
-            .push(("topic\\with\"quote\n".to_owned(), 3, 42));
+        state.set_lag(vec![("topic\\with\"quote\n".to_owned(), 3, 42)]);
         let text = render_metrics(&state);
         assert!(
             text.contains(r#"livecheck_runs_total{case="we\"ird\\case\nname",verdict="FAIL"} 1"#),

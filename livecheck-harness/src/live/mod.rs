@@ -1,5 +1,9 @@
 //! Live mode: the `livecheck` binary runs the check files on live traffic, as a passive
-//! observer (production, staging) or on the demo (embedded broker, example app).
+//! observer (production, staging), or on a local system the binary starts itself when no
+//! brokers are configured ([`Livecheck::local_system`]).
+//!
+//! A binary is one call: `fn main() -> ExitCode { livecheck_harness::live::main(cases()) }`.
+//! Its exit codes are [`LiveExitCode`]'s.
 //!
 //! Central control: [`control`] publishes each case's settings to the control topic and
 //! follows it back, [`admin`] is the settings API, [`fleet`] what the services report they
@@ -10,6 +14,7 @@ pub mod alerts;
 pub(crate) mod cli;
 pub mod config;
 pub mod control;
+mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod fleet;
@@ -21,5 +26,7 @@ pub mod state;
 pub mod web;
 
 pub use cli::{
-    init_logging, main, DEFAULT_LOG, EXIT_CONFIG, EXIT_FAILURE, SUMMARY_TARGET, VERDICT_TARGET,
+    init_logging, main, Livecheck, LocalSystem, DEFAULT_LOG, SUMMARY_TARGET, VERDICT_TARGET,
 };
+pub(crate) use error::chain as error_chain;
+pub use error::{BoxError, LiveError, LiveExitCode};

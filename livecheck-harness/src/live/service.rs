@@ -11,8 +11,8 @@ use chrono::Utc;
 
 use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::{
-    BoxFuture, Case, Connectivity, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite,
-    Target, TestContext, Topics, Verdict,
+    Case, Connectivity, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Target,
+    TestContext, Topics, Verdict,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -24,8 +24,9 @@ use tracing::{debug, info, warn};
 use super::admin::AdminApi;
 use super::alerts::{self, deliver_alerts, AlertSource};
 use super::cli::{SUMMARY_TARGET, VERDICT_TARGET};
-use super::config::{LiveArgs, LiveConfig};
+use super::config::{ConfigError, LiveArgs, LiveConfig};
 use super::control::{self, Control, ControlView, RolloutDriver};
+use super::error::LiveError;
 use super::health::{HealthMonitor, HealthRules, SUITE_STATE};
 use super::state::{Health, LiveState};
 use super::web;
@@ -47,28 +48,6 @@ pub const CONTROL_STARTUP_WAIT: Duration = Duration::from_secs(10);
 const BROKERS_HINT: &str =
     "check --brokers / LIVECHECK_BROKERS (or `brokers` of the profile) and the network";
 
-/// What the demo hands back: a broker and an app with traffic flowing.
-pub struct Demo {
-    /// The embedded broker's settings.
-    pub kafka: KafkaConfig,
-    /// The app's base URL.
-    pub app_url: String,
-    /// Keeps broker, app and traffic alive.
-    pub guard: Box<dyn std::any::Any + Send + Sync>,
-}
-
-impl std::fmt::Debug for Demo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Demo")
-            .field("kafka", &self.kafka)
-            .field("app_url", &self.app_url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Starts the demo for a topic prefix (used when no brokers are configured).
-pub type DemoFn = Box<dyn FnOnce(String) -> BoxFuture<anyhow::Result<Demo>> + Send>;
-
 /// A running live service.
 pub struct LiveService {
     /// Shared state (what the surfaces show).
@@ -83,7 +62,6 @@ pub struct LiveService {
     runner_task: JoinHandle<Result<(), livecheck_core::Error>>,
     tasks: Vec<JoinHandle<()>>,
     json_logs: bool,
-    _demo: Option<Demo>,
 }
 
 impl std::fmt::Debug for LiveService {
@@ -96,30 +74,22 @@ impl std::fmt::Debug for LiveService {
 
 impl LiveService {
     /// Starts everything; returns once the runner has its partitions and the HTTP
-    /// surfaces listen.
-    pub async fn start(
-        config: LiveConfig,
-        cases: Vec<Case>,
-        demo: Option<DemoFn>,
-    ) -> anyhow::Result<Self> {
+    /// surfaces listen. `config.kafka` must be set ([`LiveError::NoBrokers`] otherwise).
+    pub async fn start(config: LiveConfig, cases: Vec<Case>) -> Result<Self, LiveError> {
         let compiled = cases;
-        let cases = control::apply_config(&config, compiled.clone()).map_err(anyhow::Error::msg)?;
-        let settings = control::config_settings(&config, &compiled).map_err(anyhow::Error::msg)?;
+        let cases = control::apply_config(&config, compiled.clone()).map_err(ConfigError)?;
+        let settings = control::config_settings(&config, &compiled).map_err(ConfigError)?;
         let topics = Topics::with_prefix(&config.topic_prefix);
-        let (kafka, app_url, demo) = match (&config.kafka, demo) {
-            (Some(kafka), _) => (kafka.clone(), config.app_url.clone(), None),
-            (None, Some(demo)) => {
-                let demo = demo(config.topic_prefix.clone()).await?;
-                (demo.kafka.clone(), Some(demo.app_url.clone()), Some(demo))
-            }
-            (None, None) => anyhow::bail!("no brokers configured: give --brokers or --profile"),
-        };
-        let mut client = LiveCheck::new(kafka, topics)?;
+        let kafka = config.kafka.clone().ok_or(LiveError::NoBrokers)?;
+        let app_url = config.app_url.clone();
+        let mut client = LiveCheck::new(kafka, topics)
+            .map_err(|e| LiveError::setup("the Kafka client")(e.into()))?;
         if let Some(keys) = &config.signing_keys {
             client = client.with_signing(keys.clone());
         }
         client.connectivity().set_hint(BROKERS_HINT);
-        let suite = Suite::new(cases.clone())?;
+        let suite =
+            Suite::new(cases.clone()).map_err(|e| LiveError::setup("the suite")(e.into()))?;
         let runner = Runner::new(
             suite,
             client.clone(),
@@ -147,13 +117,16 @@ impl LiveService {
 
         // Central control: follow the control topic (the runner and the page apply what it
         // says), publish what the configuration changed, reload on SIGHUP or a file change.
-        let control = Arc::new(Control::new(
-            client.kafka(),
-            client.topics().control.clone(),
-            state.control.clone(),
-            settings,
-            config.settings_origin(),
-        )?);
+        let control = Arc::new(
+            Control::new(
+                client.kafka(),
+                client.topics().control.clone(),
+                state.control.clone(),
+                settings,
+                config.settings_origin(),
+            )
+            .map_err(|e| LiveError::setup("the control topic's producer")(e.into()))?,
+        );
         {
             let runner = runner.clone();
             tasks.push(tokio::spawn(control::follow_control(
@@ -403,7 +376,7 @@ impl LiveService {
                     })
                     .await
                     {
-                        Ok(Ok(lag)) => *state.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag,
+                        Ok(Ok(lag)) => state.set_lag(lag),
                         Ok(Err(err)) => warn!(error = %err, "cannot read the consumer lag"),
                         Err(_) => {}
                     }
@@ -414,14 +387,11 @@ impl LiveService {
         // Operator surfaces.
         let listener = tokio::net::TcpListener::bind((config.http_host.as_str(), config.http_port))
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {}:{}: {e} (choose another with --http-port or LIVECHECK_HTTP_PORT)",
-                    config.http_host,
-                    config.http_port
-                )
-            })?;
-        let http_addr = listener.local_addr()?;
+            .and_then(|listener| Ok((listener.local_addr()?, listener)));
+        let (http_addr, listener) = listener.map_err(|source| LiveError::Listen {
+            address: format!("{}:{}", config.http_host, config.http_port),
+            source,
+        })?;
         // Alerts link to runs on the page: they go out once its address is known (the
         // queue holds what came before).
         tasks.push(tokio::spawn(deliver_alerts(
@@ -515,13 +485,12 @@ impl LiveService {
             runner_task,
             tasks,
             json_logs: config.json_logs,
-            _demo: demo,
         })
     }
 
     /// Stops taking new tests, lets in-flight runs finish (or hands them back), commits,
     /// and stops everything else.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), LiveError> {
         self.stop.send_replace(true);
         let result = self.runner_task.await;
         for task in self.tasks {
@@ -532,8 +501,8 @@ impl LiveService {
         Summaries::new(self.json_logs).log(&self.state);
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(anyhow::anyhow!("the runner task failed: {e}")),
+            Ok(Err(e)) => Err(LiveError::Runner(e)),
+            Err(e) => Err(LiveError::RunnerTask(e)),
         }
     }
 }
@@ -1058,14 +1027,13 @@ pub async fn shutdown_signal(run_for: Option<Duration>) {
     }
 }
 
-/// The whole of `livecheck`'s main: resolve settings, start, wait, shut down.
+/// The whole of `livecheck`'s main once the settings are resolved: start, wait, shut down.
 pub async fn run_until<F: Future<Output = ()>>(
     config: LiveConfig,
     cases: Vec<Case>,
-    demo: Option<DemoFn>,
     until: F,
-) -> anyhow::Result<()> {
-    let service = LiveService::start(config, cases, demo).await?;
+) -> Result<(), LiveError> {
+    let service = LiveService::start(config, cases).await?;
     println!(
         "livecheck status page: http://{}/  (metrics: /metrics, API: /api/cases)",
         service.http_addr

@@ -217,8 +217,8 @@ pub struct LiveState {
     pub runner: Runner,
     /// The client (counters).
     pub client: LiveCheck,
-    /// Consumer lag per partition, refreshed by the service.
-    pub lag: Mutex<Vec<(String, i32, i64)>>,
+    /// Consumer lag per partition, refreshed by the service ([`LiveState::lag`]).
+    lag: Mutex<Vec<(String, i32, i64)>>,
     /// Health transitions so far, by case and target state.
     transitions: Mutex<HashMap<(String, Health), u64>>,
     /// When live mode started.
@@ -249,6 +249,16 @@ pub const RECENT_PER_CASE: usize = 20;
 pub const RUNS_KEPT: usize = 2_000;
 
 impl LiveState {
+    /// Consumer lag per partition: `(topic, partition, lag)`, as last read.
+    pub fn lag(&self) -> Vec<(String, i32, i64)> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the consumer lag (the service reads it every few seconds).
+    pub(crate) fn set_lag(&self, lag: Vec<(String, i32, i64)>) {
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+
     /// State for the runner's suite.
     pub fn new(runner: Runner, client: LiveCheck) -> Self {
         let now = Utc::now();

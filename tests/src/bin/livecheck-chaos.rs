@@ -5,5 +5,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    livecheck_harness::live::main(livecheck_tests::chaos::cases(), None)
+    livecheck_harness::live::main(livecheck_tests::chaos::cases())
 }

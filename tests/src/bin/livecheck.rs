@@ -4,9 +4,10 @@
 
 use std::process::ExitCode;
 
+use livecheck_harness::live::Livecheck;
+
 fn main() -> ExitCode {
-    livecheck_harness::live::main(
-        livecheck_tests::cases(),
-        Some(livecheck_tests::demo::demo()),
-    )
+    Livecheck::new(livecheck_tests::cases())
+        .local_system(livecheck_tests::demo::start)
+        .main()
 }

@@ -1,4 +1,4 @@
-//! Test the tester: the example app broken on purpose, one fault at a time, and the exact
+//! Test the tester (plain tests of the orders check file): the example app broken on purpose, one fault at a time, and the exact
 //! verdict and message the order check must give.
 
 use livecheck_core::{HopKind, Report, Verdict};
@@ -46,8 +46,7 @@ async fn run_with_fault(key: &str, value: &str) -> Report {
     report
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_fault_passes() {
+pub(crate) async fn no_fault_passes() {
     let report = run_with_fault("EXAMPLE_FAULT_FLIP_SIDE", "0").await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     let steps: Vec<_> = report.timeline.iter().map(|s| s.signal.as_str()).collect();
@@ -62,8 +61,7 @@ async fn no_fault_passes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn side_flipped_is_a_fail_naming_the_assertion() {
+pub(crate) async fn side_flipped_is_a_fail_naming_the_assertion() {
     let report = run_with_fault("EXAMPLE_FAULT_FLIP_SIDE", "1").await;
     assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
     assert_eq!(
@@ -73,8 +71,7 @@ async fn side_flipped_is_a_fail_naming_the_assertion() {
     assert_eq!(report.last_step.as_deref(), Some("order_sent_to_db"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn side_misread_at_the_front_is_a_fail_against_the_stimulus_side() {
+pub(crate) async fn side_misread_at_the_front_is_a_fail_against_the_stimulus_side() {
     // The front reads "sell" as buy and says so everywhere, its test arguments included:
     // only the side the stimulus chose shows the fault.
     let report = run_with_fault("EXAMPLE_FAULT_MISREAD_SIDE", "1").await;
@@ -87,8 +84,7 @@ async fn side_misread_at_the_front_is_a_fail_against_the_stimulus_side() {
     assert_eq!(report.last_step.as_deref(), Some("order_sent_to_db"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stimulus_alternates_sides_and_both_pass() {
+pub(crate) async fn the_stimulus_alternates_sides_and_both_pass() {
     let config = environment().unwrap();
     let case = orders::place_order().timeout(SHORT_TIMEOUT);
     let session = Session::start(&config, vec![case.clone()]).await.unwrap();
@@ -101,8 +97,7 @@ async fn the_stimulus_alternates_sides_and_both_pass() {
     assert_eq!(sides, [serde_json::json!("sell"), serde_json::json!("buy")]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn execution_skipped_is_a_timeout_naming_order_executed() {
+pub(crate) async fn execution_skipped_is_a_timeout_naming_order_executed() {
     let report = run_with_fault("EXAMPLE_FAULT_SKIP_EXECUTION", "1").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
@@ -129,8 +124,7 @@ async fn execution_skipped_is_a_timeout_naming_order_executed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_executed_twice_is_a_fail_naming_the_step_and_the_count() {
+pub(crate) async fn an_order_executed_twice_is_a_fail_naming_the_step_and_the_count() {
     let report = run_with_fault("EXAMPLE_FAULT_EXECUTE_TWICE", "1").await;
     assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
     assert_eq!(
@@ -146,8 +140,7 @@ async fn an_order_executed_twice_is_a_fail_naming_the_step_and_the_count() {
     assert_eq!(executed.iter().filter(|s| s.awaited).count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
+pub(crate) async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
     let report = run_with_fault("EXAMPLE_FAULT_DROP_HEADERS", "1").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
     // The drop is between the create-order and execute-order hops: every step before it came.
@@ -162,8 +155,7 @@ async fn headers_dropped_is_a_timeout_at_the_hop_after_the_drop() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_consumer_has_not_read_the_record() {
+pub(crate) async fn a_stopped_consumer_has_not_read_the_record() {
     let config = environment().unwrap();
     let case = orders::place_order().timeout(SHORT_TIMEOUT);
     let session = Session::start(&config, vec![case.clone()]).await.unwrap();
@@ -195,8 +187,7 @@ async fn a_stopped_consumer_has_not_read_the_record() {
     assert_reads_as(Some(error), &pattern);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_a_second_late_is_a_timeout_saying_how_late() {
+pub(crate) async fn a_step_a_second_late_is_a_timeout_saying_how_late() {
     // 4 s after the previous step, with a 3 s timeout: read before the runner gives up on
     // it (2 s of clock slack), so it is known to be late, not missing.
     let report = run_with_fault("EXAMPLE_FAULT_DELAY_MS", "4000").await;
@@ -207,8 +198,7 @@ async fn a_step_a_second_late_is_a_timeout_saying_how_late() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_delayed_past_the_timeout_is_a_timeout() {
+pub(crate) async fn a_step_delayed_past_the_timeout_is_a_timeout() {
     let report = run_with_fault("EXAMPLE_FAULT_DELAY_MS", "6000").await;
     assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
     assert_eq!(report.missing_step.as_deref(), Some("order_executed"));
@@ -219,8 +209,7 @@ async fn a_step_delayed_past_the_timeout_is_a_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_503_is_an_error_naming_the_status() {
+pub(crate) async fn http_503_is_an_error_naming_the_status() {
     let report = run_with_fault("EXAMPLE_FAULT_HTTP_503", "1").await;
     assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
     let error = report.error.as_deref().unwrap();
