@@ -166,6 +166,8 @@ pub mod http;
 pub mod jobs;
 pub mod kafka;
 mod ledger;
+// Kafka's murmur2, public for the tests that pin partitions; not part of the API.
+#[doc(hidden)]
 pub mod murmur2;
 #[cfg(feature = "otel")]
 pub mod otel;

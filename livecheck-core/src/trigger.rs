@@ -34,7 +34,7 @@ pub enum Sampling {
     Random,
     /// A hash of the test id: every service decides the same for the same id, e.g. an
     /// order id passed to [`Trigger::maybe_trigger_with_id`]. The draw is
-    /// [`crate::murmur2::unit_interval`] of the id's bytes.
+    /// `(murmur2(id bytes) & 0x7fffffff) / 2^31`, Kafka's murmur2 (as for keys, below).
     TestId,
     /// A hash of a business key the service names (account, user, tenant), given to
     /// [`Trigger::maybe_trigger_for_key`]: every request of a sampled key becomes a test
@@ -219,7 +219,7 @@ impl Trigger {
     /// draw  = (murmur2(bytes) & 0x7fffffff) / 2^31
     /// ```
     ///
-    /// where `murmur2` is Kafka's (seed `0x9747b28c`, [`crate::murmur2::murmur2`]). The case
+    /// where `murmur2` is Kafka's (seed `0x9747b28c`, the one its Java client partitions by). The case
     /// name is hashed in so that different cases sample different sets of keys. In Java:
     ///
     /// ```java
