@@ -487,7 +487,10 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64, parse: bo
         .client_config(&[
             ("group.id", "raw"),
             ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "100"),
+            (
+                "fetch.wait.max.ms",
+                &livecheck_core::DEFAULT_FETCH_WAIT.as_millis().to_string(),
+            ),
         ])
         .create()
         .expect("bare consumer");
