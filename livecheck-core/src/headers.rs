@@ -494,7 +494,7 @@ pub fn decode_counted<'a>(
     }
     let mut text = [""; 4];
     for (i, (name, value)) in ALL.iter().zip(values).enumerate() {
-        let raw = value.ok_or_else(|| ContextError::Missing { header: name })?;
+        let raw = value.ok_or(ContextError::Missing { header: name })?;
         text[i] = checked_text(name, raw)?;
     }
     let time = |header: &'static str, value: &str| {
