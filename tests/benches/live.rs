@@ -414,7 +414,13 @@ struct LoadOutcome {
     idle_with: Duration,
     /// Process CPU from the first test sent to the last report.
     under_load: Duration,
+    /// RSS (bytes) with the runner started and idle, after the last report, and after
+    /// [`RSS_SETTLE`] more of idling.
+    rss: [u64; 3],
 }
+
+/// How long the runner idles after a load run before its RSS is read again.
+const RSS_SETTLE: Duration = Duration::from_secs(3);
 
 /// How long the idle CPU windows last.
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
@@ -468,6 +474,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     let running = Running::start(runner.clone());
     runner.ready().await;
     let idle_with = idle_cpu(IDLE_WINDOW).await?;
+    let rss_before = rss()?;
 
     // Sustained load: at each tick, produce the tests due by now.
     let cpu_before = cpu_time()?;
@@ -495,6 +502,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
         .await;
     let settle = ended.elapsed();
     let under_load = cpu_time()? - cpu_before;
+    let rss_after = rss()?;
     // Let the subscriber take the last reports.
     let caught_up = Instant::now();
     while {
@@ -504,6 +512,8 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    tokio::time::sleep(RSS_SETTLE).await;
+    let rss_settled = rss()?;
     let counts = verdicts(&runner);
     let counters = nonzero(runner.counters().snapshot());
     running.stop().await?;
@@ -522,6 +532,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
         idle_without,
         idle_with,
         under_load,
+        rss: [rss_before, rss_after, rss_settled],
     })
 }
 
@@ -624,6 +635,13 @@ async fn accuracy_and_latency(problems: &mut Vec<String>) -> Result<(Duration, D
         "   CPU: runner idle {:.1} ms/s (the process with it idle, less without it); under load {:.0} us per test (generator and runner; the embedded broker's threads not counted)",
         out.idle_ms_per_s(),
         out.us_per_test()
+    );
+    println!(
+        "   RSS: {:.1} MiB with the runner idle before the load, {:.1} MiB after the last verdict, {:.1} MiB {} s later (the embedded broker and its logs live in this process too)",
+        mib(out.rss[0] as f64),
+        mib(out.rss[1] as f64),
+        mib(out.rss[2] as f64),
+        RSS_SETTLE.as_secs()
     );
     Ok((p50, p99))
 }
