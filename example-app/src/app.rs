@@ -124,6 +124,11 @@ pub struct AppConfig {
     /// How orders are executed: by the Kafka consumer itself (the default) or as background
     /// jobs.
     pub execution: Execution,
+    /// `fetch.wait.max.ms` of the app's consumers: how long the broker may hold a fetch that
+    /// found nothing; each hop through a broker that does not answer a held fetch early
+    /// (the embedded mock, tansu) waits for it. Default: the runner's,
+    /// [`livecheck_core::DEFAULT_FETCH_WAIT`] (5 ms).
+    pub fetch_wait: std::time::Duration,
 }
 
 impl AppConfig {
@@ -141,6 +146,7 @@ impl AppConfig {
             signing_keys: None,
             control: Some(ControlOptions::new(SERVICE_NAME)),
             execution: Execution::Kafka,
+            fetch_wait: livecheck_core::DEFAULT_FETCH_WAIT,
         }
     }
 }

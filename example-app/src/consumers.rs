@@ -57,6 +57,7 @@ fn consumer(
     ready: watch::Sender<bool>,
 ) -> anyhow::Result<StreamConsumer<ReadyContext>> {
     let group_id = format!("{}{group}", shared.config.group_prefix);
+    let fetch_wait = shared.config.fetch_wait.as_millis().max(1).to_string();
     let consumer: StreamConsumer<ReadyContext> = shared
         .config
         .kafka
@@ -65,7 +66,7 @@ fn consumer(
             ("auto.offset.reset", "earliest"),
             ("enable.auto.commit", "true"),
             ("session.timeout.ms", "6000"),
-            ("fetch.wait.max.ms", "50"),
+            ("fetch.wait.max.ms", &fetch_wait),
         ])
         .create_with_context(ReadyContext {
             ready,

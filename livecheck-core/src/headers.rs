@@ -275,11 +275,13 @@ const SEPARATORS: [(usize, u8); 7] = [
 /// 0..=9999 fall back to chrono's formatter.
 fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> {
     use chrono::{Datelike, Timelike};
+    // Once: each accessor of a `DateTime` converts it to its naive local time again.
+    let t = t.naive_utc();
     let year = t.year();
     if !(0..=9999).contains(&year) {
         return None;
     }
-    let micros = t.timestamp_subsec_micros().min(999_999);
+    let micros = (t.nanosecond() / 1_000).min(999_999);
     let mut put = |at: usize, value: u32, width: usize| {
         let mut v = value;
         for i in (0..width).rev() {

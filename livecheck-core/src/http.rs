@@ -27,8 +27,13 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError>
     });
     baggage::extract(
         from_headers,
-        || headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
-        headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        || {
+            headers
+                .get_all(&BAGGAGE_NAME)
+                .iter()
+                .map(HeaderValue::as_bytes)
+        },
+        headers.get(&TRACEPARENT_NAME).map(HeaderValue::as_bytes),
     )
 }
 
@@ -42,6 +47,10 @@ static NAMES: [HeaderName; 6] = [
     HeaderName::from_static("livecheck-test-arguments"),
 ];
 
+/// `baggage` and `traceparent`, built once: a lookup by `&str` parses the name every time.
+static BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
+static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+
 fn header_name(name: &'static str) -> &'static HeaderName {
     let i = headers::EVERY.iter().position(|n| *n == name).unwrap_or(0);
     &NAMES[i]
@@ -52,7 +61,7 @@ fn header_name(name: &'static str) -> &'static HeaderName {
 /// members merged into the `baggage` header (its other members kept), plus the context's
 /// `traceparent` when the headers have none (see [`crate::baggage`]).
 pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
-    let merged = if headers.contains_key(BAGGAGE) {
+    let merged = if headers.contains_key(&BAGGAGE_NAME) {
         let mut entries = Vec::with_capacity(headers::EVERY.len());
         headers::encode_with(context, |name, value| {
             if let Ok(value) = HeaderValue::from_str(value) {
@@ -61,10 +70,13 @@ pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
             entries.push((name, value.to_owned()));
         });
         let merged = baggage::merge(
-            headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+            headers
+                .get_all(&BAGGAGE_NAME)
+                .iter()
+                .map(HeaderValue::as_bytes),
             &entries,
         );
-        headers.remove(BAGGAGE);
+        headers.remove(&BAGGAGE_NAME);
         merged
     } else {
         // The usual case: one pass writes the headers and our members.
@@ -78,12 +90,12 @@ pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
         ours.finish()
     };
     if let Some(value) = merged.and_then(|v| HeaderValue::try_from(v).ok()) {
-        headers.insert(BAGGAGE, value);
+        headers.insert(&BAGGAGE_NAME, value);
     }
     if let Some(traceparent) = &context.traceparent {
-        if !headers.contains_key(TRACEPARENT) {
+        if !headers.contains_key(&TRACEPARENT_NAME) {
             if let Ok(value) = HeaderValue::from_str(traceparent) {
-                headers.insert(TRACEPARENT, value);
+                headers.insert(&TRACEPARENT_NAME, value);
             }
         }
     }

@@ -196,7 +196,7 @@ pub use hop::{Hop, HopKind};
 pub use registry::Limits;
 pub use report::{Report, Step, Truncation, Verdict};
 pub use run::{AnySignal, Occurrence, Run};
-pub use runner::{Runner, RunnerConfig, Suite};
+pub use runner::{Runner, RunnerConfig, Suite, DEFAULT_FETCH_WAIT};
 pub use signal::{Signal, SignalEvent};
 pub use stimulus::{PreparedStimulus, StimulusError, Target};
 pub use trigger::{Sampling, Trigger, TriggerSettings};

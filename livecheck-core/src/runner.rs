@@ -118,7 +118,17 @@ pub struct RunnerConfig {
     pub report_retry_for: Duration,
     /// How long restoring an assigned partition may take before it is tried again.
     pub restore_timeout: Duration,
+    /// `fetch.wait.max.ms` of the runner's consumers: how long the broker may hold a fetch
+    /// that found no new records (default [`DEFAULT_FETCH_WAIT`], 5 ms). It bounds the
+    /// verdict latency, since brokers that do not answer a held fetch when records arrive
+    /// (librdkafka's mock cluster: up to 1× this wait per hop; tansu 0.6: 1–2×) make every
+    /// signal wait for it; a shorter wait costs more fetches (CPU) while idle. See the
+    /// README's Performance section for both measured.
+    pub fetch_wait: Duration,
 }
+
+/// The default [`RunnerConfig::fetch_wait`]: 5 ms.
+pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(5);
 
 impl Default for RunnerConfig {
     fn default() -> Self {
@@ -135,12 +145,10 @@ impl Default for RunnerConfig {
             max_report_bytes: sink::DEFAULT_MAX_REPORT_BYTES,
             report_retry_for: Duration::from_secs(300),
             restore_timeout: Duration::from_secs(30),
+            fetch_wait: DEFAULT_FETCH_WAIT,
         }
     }
 }
-
-/// `fetch.wait.max.ms` of the runner's consumers.
-const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 struct RunnerInner {
     suite: Suite,
@@ -190,7 +198,7 @@ impl Runner {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
         let connectivity = client.connectivity().clone();
-        let clocks = Clocks::new(config.clock_slack, config.outage_grace, FETCH_WAIT);
+        let clocks = Clocks::new(config.clock_slack, config.outage_grace, config.fetch_wait);
         let signals_topic = Arc::from(client.topics().signals.as_str());
         let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
         Self {
@@ -360,7 +368,7 @@ impl Runner {
             connectivity: self.inner.connectivity.clone(),
             events: group_tx.clone(),
         };
-        let fetch_wait = FETCH_WAIT.as_millis().to_string();
+        let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1).to_string();
         let tests_consumer: Arc<Consumer2> = Arc::new(
             kafka
                 .client_config(&[
@@ -1222,7 +1230,9 @@ impl Runner {
                         shared: run.shared.clone(),
                     })
                     .await?;
-                    run.conclude().await
+                    // Boxed, as the publishing below: the task of a run that waits holds
+                    // only what its waits need (memory per in-flight run).
+                    Box::pin(run.conclude()).await
                 })
                 .catch_unwind();
                 match self.within_run_time(checked).await {
@@ -1313,7 +1323,9 @@ impl Runner {
         crate::otel::export_steps(&context, &report);
         let done = finished.records;
         let hold = self.hold(&pos, &done);
-        self.publish(report, hold).await;
+        // Boxed: a future holding a report inline would make every waiting run's task that
+        // large (2,176 bytes per run in flight, measured; see the live bench).
+        Box::pin(self.publish(report, hold)).await;
     }
 
     /// The hops among a test's records, in the order they happened (a hop that does not
@@ -1570,4 +1582,41 @@ fn timeline(
         })
         .collect();
     (steps, unawaited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KafkaConfig, Signal, Topics};
+
+    static STEP: Signal<u64> = Signal::new("size.case", "step");
+
+    /// A run in flight is a task holding this future (plus the boxed expectations): its
+    /// size is memory per in-flight run. Printed, and bounded so that a future holding a
+    /// report inline again (2,176 bytes measured before it was boxed) is noticed.
+    #[tokio::test]
+    async fn a_waiting_run_is_a_small_task() {
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:9"), Topics::default()).expect("a client");
+        let case = Case::new("size.case").expect(|run: Run, _: ()| async move {
+            run.wait(&STEP).await?;
+            Ok(())
+        });
+        let runner = Runner::new(
+            Suite::new([case]).expect("suite"),
+            client,
+            RunnerConfig::default(),
+        );
+        let case = runner.suite().get("size.case").expect("case").clone();
+        let context = Arc::new(TestContext::new("size.case", Duration::from_secs(60)));
+        let pos = Pos {
+            topic: Arc::from("tests"),
+            partition: 0,
+            offset: 0,
+        };
+        let execute = runner.clone().execute(case, context, pos, None);
+        let size = std::mem::size_of_val(&execute);
+        println!("execute future: {size} bytes");
+        assert!(size <= 1024, "the run's future grew to {size} bytes");
+    }
 }

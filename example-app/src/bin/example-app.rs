@@ -52,6 +52,11 @@ struct Args {
     /// background job in the same process (apalis, in memory) that the consumer enqueues.
     #[arg(long, env = "EXAMPLE_EXECUTION", value_enum, default_value = "kafka")]
     execution: Execution,
+    /// `fetch.wait.max.ms` of the app's consumers, in milliseconds: how long the broker may
+    /// hold an empty fetch. Shorter: faster hops on brokers that hold fetches (tansu, the
+    /// embedded one), more fetches while idle. The LiveCheck runner's default is the same.
+    #[arg(long, env = "EXAMPLE_FETCH_WAIT_MS", default_value_t = livecheck_core::DEFAULT_FETCH_WAIT.as_millis() as u64)]
+    fetch_wait_ms: u64,
 }
 
 #[tokio::main]
@@ -78,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     config.faults = args.faults;
     config.test_hooks = args.test_hooks;
     config.execution = args.execution;
+    config.fetch_wait = std::time::Duration::from_millis(args.fetch_wait_ms);
     config.control = (!args.no_control).then(|| {
         let options = ControlOptions::new(args.service_name.clone());
         match args.instance.clone() {

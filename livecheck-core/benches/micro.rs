@@ -1,0 +1,97 @@
+//! Micro benchmarks of the core's per-request costs, with criterion (confidence intervals,
+//! outlier analysis, comparison with the previous run): the test-context header round trip
+//! (Kafka record headers and HTTP headers, inject and extract; goal at most 300 ns each) and
+//! `Signal::send` outside a test (the cost every service pays on every request; goal a few
+//! nanoseconds). The allocation counts and the broker-bound sections stay in the `core`
+//! bench.
+//!
+//! ```text
+//! cargo bench -p livecheck-core --bench micro
+//! ```
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented public function"
+)]
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::HeaderMap;
+use livecheck_core::{Signal, TestContext};
+use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+
+static STEP: Signal<u64> = Signal::new("bench.micro", "step");
+
+fn headers(c: &mut Criterion) {
+    let context = TestContext::new("bench.micro", Duration::from_secs(3600));
+    let mut group = c.benchmark_group("headers");
+    group.bench_function("kafka inject", |b| {
+        b.iter(|| {
+            livecheck_core::kafka::inject_context(
+                OwnedHeaders::new_with_capacity(4),
+                black_box(&context),
+            )
+        })
+    });
+    let message = OwnedMessage::new(
+        Some(b"{}".to_vec()),
+        Some(context.id.clone().into_bytes()),
+        "bench-topic".to_owned(),
+        Timestamp::NotAvailable,
+        0,
+        0,
+        Some(livecheck_core::kafka::inject_context(
+            OwnedHeaders::new_with_capacity(4),
+            &context,
+        )),
+    );
+    assert!(
+        matches!(livecheck_core::kafka::extract(&message), Ok(Some(ref c)) if c.id == context.id),
+        "the Kafka round trip gives the context back"
+    );
+    group.bench_function("kafka extract", |b| {
+        b.iter(|| livecheck_core::kafka::extract(black_box(&message)).ok())
+    });
+    group.bench_function("http inject", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            livecheck_core::http::inject(&mut headers, black_box(&context));
+            headers
+        })
+    });
+    let mut http_headers = HeaderMap::new();
+    livecheck_core::http::inject(&mut http_headers, &context);
+    assert!(
+        matches!(livecheck_core::http::extract(&http_headers), Ok(Some(ref c)) if c.id == context.id),
+        "the HTTP round trip gives the context back"
+    );
+    group.bench_function("http extract", |b| {
+        b.iter(|| livecheck_core::http::extract(black_box(&http_headers)).ok())
+    });
+    group.finish();
+}
+
+fn noop_send(c: &mut Criterion) {
+    let mut cx = Context::from_waker(Waker::noop());
+    c.bench_function("Signal::send outside a test (polled once)", |b| {
+        b.iter(|| {
+            let value = black_box(7u64);
+            let send = pin!(STEP.send(&value));
+            black_box(send.poll(&mut cx).is_ready())
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: the machine is shared; criterion's intervals say how much that matters.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = headers, noop_send
+}
+criterion_main!(benches);
