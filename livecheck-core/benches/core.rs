@@ -361,9 +361,8 @@ async fn bench_runner() {
         .expect("producer flushed");
     let produced = start.elapsed();
     let c = client.counters();
-    let sent = c.signals_sent.load(Ordering::Relaxed);
-    let failed =
-        c.signal_errors.load(Ordering::Relaxed) + c.delivery_errors.load(Ordering::Relaxed);
+    let sent = c.signals_sent();
+    let failed = c.signal_errors() + c.delivery_errors();
     assert!(
         sent == TESTS * 4 && failed == 0,
         "producing failed: {sent} signals sent, {failed} errors; the figures would be meaningless"
@@ -445,14 +444,13 @@ async fn runner_pass(client: &LiveCheck) -> RunnerPass {
         }
     });
     let counters = runner.counters();
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     // Sampled every 5 ms: how close the run came to the registry's limits.
     let (mut peak_in_flight, mut peak_buffered) = (0, 0);
-    while load(&counters.reports_published) < TESTS {
+    while counters.reports_published() < TESTS {
         if start.elapsed() > READ_DEADLINE || task.is_finished() {
             panic!(
                 "the runner published {} of {TESTS} reports in {:.1} s; counters: {:?}",
-                load(&counters.reports_published),
+                counters.reports_published(),
                 start.elapsed().as_secs_f64(),
                 nonzero(counters.snapshot())
             );
@@ -468,11 +466,11 @@ async fn runner_pass(client: &LiveCheck) -> RunnerPass {
         .expect("the runner failed");
 
     let verdicts = [
-        ("PASS", load(&counters.verdict_pass)),
-        ("FAIL", load(&counters.verdict_fail)),
-        ("ERROR", load(&counters.verdict_error)),
-        ("TIMEOUT", load(&counters.verdict_timeout)),
-        ("SKIP", load(&counters.verdict_skip)),
+        ("PASS", counters.verdict_pass()),
+        ("FAIL", counters.verdict_fail()),
+        ("ERROR", counters.verdict_error()),
+        ("TIMEOUT", counters.verdict_timeout()),
+        ("SKIP", counters.verdict_skip()),
     ];
     let shown: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
     println!(
@@ -487,8 +485,8 @@ async fn runner_pass(client: &LiveCheck) -> RunnerPass {
     );
     let pass = RunnerPass {
         elapsed,
-        signals: load(&counters.signals_received),
-        tests: load(&counters.tests_received),
+        signals: counters.signals_received(),
+        tests: counters.tests_received(),
     };
     assert_eq!(
         (pass.tests, pass.signals),

@@ -7,9 +7,8 @@ macro_rules! counters {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
-            // Public for the benches and tests that still read the atomics; read them with
-            // the methods of the same name (or `snapshot`).
-            $($(#[doc = $doc])* pub $field: AtomicU64,)*
+            // Read with the methods of the same name (or `snapshot`).
+            $($(#[doc = $doc])* pub(crate) $field: AtomicU64,)*
         }
 
         impl $name {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -459,7 +458,7 @@ async fn a_signed_context_whose_arguments_were_changed_or_added_is_rejected() {
     let c = fx.client.counters();
     assert_eq!(counter(c, "contexts_rejected_bad_signature"), 6);
     assert_eq!(counter(c, "contexts_rejected"), 6);
-    assert_eq!(c.contexts_rejected_unsigned.load(Ordering::Relaxed), 0);
+    assert_eq!(c.contexts_rejected_unsigned(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,8 +47,8 @@ async fn a_full_queue_is_waited_out_without_blocking_the_worker_then_counted() {
         .await;
     ticker.abort();
     let counters = client.counters();
-    assert_eq!(counters.signals_sent.load(Ordering::Relaxed), 1);
-    assert_eq!(counters.signal_errors.load(Ordering::Relaxed), 2);
+    assert_eq!(counters.signals_sent(), 1);
+    assert_eq!(counters.signal_errors(), 2);
     assert!(
         during >= 20,
         "the worker was blocked while the signal waited for room ({during} ticks)"

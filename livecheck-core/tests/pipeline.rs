@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,14 +115,14 @@ impl Drop for Fixture {
 }
 
 /// Waits (at most 5 s) until `counter` reads `expected`, then asserts it does.
-async fn reaches(counter: &std::sync::atomic::AtomicU64, expected: u64) {
+async fn reaches(counter: impl Fn() -> u64, expected: u64) {
     for _ in 0..200 {
-        if counter.load(Ordering::Relaxed) == expected {
+        if counter() == expected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(counter.load(Ordering::Relaxed), expected);
+    assert_eq!(counter(), expected);
 }
 
 fn two_hop_case() -> Case {
@@ -338,7 +337,7 @@ async fn signals_before_the_test_record_are_buffered_and_the_run_passes() {
         })
         .await;
     // Wait until both are buffered, then publish the test record.
-    reaches(&fx.runner.counters().signals_buffered, 2).await;
+    reaches(|| fx.runner.counters().signals_buffered(), 2).await;
     fx.client.register_test(&context).unwrap();
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
@@ -391,11 +390,9 @@ async fn duplicated_records_give_one_report() {
         "a second report was published"
     );
     let c = fx.runner.counters();
-    assert_eq!(c.reports_published.load(Ordering::Relaxed), 1);
-    assert_eq!(c.duplicate_tests.load(Ordering::Relaxed), 2);
-    assert!(
-        c.duplicate_signals.load(Ordering::Relaxed) + c.late_signals.load(Ordering::Relaxed) >= 2
-    );
+    assert_eq!(c.reports_published(), 1);
+    assert_eq!(c.duplicate_tests(), 2);
+    assert!(c.duplicate_signals() + c.late_signals() >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,10 +452,10 @@ async fn malformed_records_and_headers_are_counted_and_the_next_good_record_is_p
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
 
     let c = fx.runner.counters();
-    assert_eq!(c.records_malformed.load(Ordering::Relaxed), 2);
-    assert_eq!(c.unknown_case.load(Ordering::Relaxed), 1);
+    assert_eq!(c.records_malformed(), 2);
+    assert_eq!(c.unknown_case(), 1);
     // One from HTTP, one from Kafka.
-    reaches(&fx.client.counters().contexts_rejected, 2).await;
+    reaches(|| fx.client.counters().contexts_rejected(), 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,10 +573,10 @@ async fn with_signing_keys_the_runner_runs_only_signed_untampered_tests() {
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     let c = fx.runner.counters();
-    reaches(&c.tests_rejected_unsigned, 1).await;
-    reaches(&c.tests_rejected_bad_signature, 2).await;
+    reaches(|| c.tests_rejected_unsigned(), 1).await;
+    reaches(|| c.tests_rejected_bad_signature(), 2).await;
     for mut rx in watchers {
         assert!(rx.try_recv().is_err(), "an untrusted test got a report");
     }
-    assert_eq!(c.verdict_pass.load(Ordering::Relaxed), 1);
+    assert_eq!(c.verdict_pass(), 1);
 }

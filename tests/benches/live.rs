@@ -52,7 +52,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -310,7 +310,7 @@ impl World {
             .flush(Duration::from_secs(60))
             .map_err(|e| format!("producer flush: {e}"))?;
         let c = self.client.counters();
-        let failed = load(&c.signal_errors) + load(&c.delivery_errors);
+        let failed = c.signal_errors() + c.delivery_errors();
         if failed > 0 {
             return Err(format!("{failed} records were not produced"));
         }
@@ -370,11 +370,11 @@ impl Running {
 fn verdicts(runner: &Runner) -> [u64; 5] {
     let c = runner.counters();
     [
-        load(&c.verdict_pass),
-        load(&c.verdict_fail),
-        load(&c.verdict_error),
-        load(&c.verdict_timeout),
-        load(&c.verdict_skip),
+        c.verdict_pass(),
+        c.verdict_fail(),
+        c.verdict_error(),
+        c.verdict_timeout(),
+        c.verdict_skip(),
     ]
 }
 
@@ -497,7 +497,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     let ended = Instant::now();
     let all_reported = running
         .wait_for("one report per test", |r| {
-            load(&r.counters().reports_published) >= sent
+            r.counters().reports_published() >= sent
         })
         .await;
     let settle = ended.elapsed();
@@ -507,7 +507,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     let caught_up = Instant::now();
     while {
         let s = seen.lock().unwrap_or_else(|p| p.into_inner());
-        s.reports + s.lagged < load(&runner.counters().reports_published)
+        s.reports + s.lagged < runner.counters().reports_published()
     } && caught_up.elapsed() < Duration::from_secs(5)
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -711,14 +711,14 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         let ready_after = start.elapsed();
         let drained = running
             .wait_for("one report per test", |r| {
-                load(&r.counters().reports_published) >= THROUGHPUT_TESTS
+                r.counters().reports_published() >= THROUGHPUT_TESTS
             })
             .await;
         let runner_time = start.elapsed();
         let counts = verdicts(&runner);
         let c = runner.counters();
-        let (tests, signals) = (load(&c.tests_received), load(&c.signals_received));
-        let buffered = load(&c.signals_buffered);
+        let (tests, signals) = (c.tests_received(), c.signals_received());
+        let buffered = c.signals_buffered();
         running.stop().await?;
         drained.map_err(|e| format!("(c) round {round}: {e}"))?;
         let raw = rate(records, raw_time);
@@ -839,7 +839,7 @@ async fn memory_per_run() -> Result<f64, String> {
     world.flush()?;
     running
         .wait_for("the warm-up reports", |r| {
-            load(&r.counters().reports_published) >= WARM_UP && r.in_flight() == 0
+            r.counters().reports_published() >= WARM_UP && r.in_flight() == 0
         })
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -938,10 +938,6 @@ fn rss() -> Result<u64, String> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("unexpected /proc/self/statm: {statm:?}"))?;
     Ok(pages * 4096)
-}
-
-fn load(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
 }
 
 fn rate(count: u64, elapsed: Duration) -> f64 {

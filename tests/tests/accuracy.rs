@@ -3,7 +3,6 @@
 //! single `TIMEOUT` (or any other non-PASS verdict) here is a false verdict, the very
 //! failure the product exists to avoid. This asserts correctness, never timing.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,13 +126,12 @@ async fn no_false_verdicts_under_sustained_load() {
 
     // Every test gets its report, within a bound.
     let counters = runner.counters();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let waited = Instant::now();
-    while load(&counters.reports_published) < sent || tally.lock().unwrap().seen() < sent {
+    while counters.reports_published() < sent || tally.lock().unwrap().seen() < sent {
         assert!(
             waited.elapsed() < REPORTS_DEADLINE && !running.is_finished(),
             "{} reports of {sent} tests {:.0} s after the load ended (runner {}); counters: {:?}",
-            load(&counters.reports_published),
+            counters.reports_published(),
             waited.elapsed().as_secs_f64(),
             if running.is_finished() {
                 "stopped"
@@ -153,10 +151,10 @@ async fn no_false_verdicts_under_sustained_load() {
     drain.abort();
 
     let tally = std::mem::take(&mut *tally.lock().unwrap());
-    let counted_non_pass = load(&counters.verdict_fail)
-        + load(&counters.verdict_error)
-        + load(&counters.verdict_timeout)
-        + load(&counters.verdict_skip);
+    let counted_non_pass = counters.verdict_fail()
+        + counters.verdict_error()
+        + counters.verdict_timeout()
+        + counters.verdict_skip();
     let seen_non_pass = tally.verdicts[1..].iter().sum::<u64>();
     println!(
         "accuracy: {sent} tests ({} signals) in {:.2} s = {achieved:.0} tests/s (target {RATE}/s); last report {:.2} s after the load ended",
@@ -177,11 +175,7 @@ async fn no_false_verdicts_under_sustained_load() {
         println!("{}", report.render());
     }
 
-    assert_eq!(
-        load(&counters.reports_published),
-        sent,
-        "one report per test"
-    );
+    assert_eq!(counters.reports_published(), sent, "one report per test");
     assert_eq!(
         (counted_non_pass, seen_non_pass),
         (0, 0),
@@ -189,20 +183,17 @@ async fn no_false_verdicts_under_sustained_load() {
         tally.describe()
     );
     assert_eq!(
-        load(&counters.verdict_pass),
+        counters.verdict_pass(),
         sent,
         "every test passes exactly once"
     );
     assert_eq!(
-        load(&counters.buffer_evictions),
+        counters.buffer_evictions(),
         0,
         "early signals were evicted from the runner's buffer"
     );
     assert_eq!(
-        (
-            load(&counters.tests_received),
-            load(&counters.signals_received)
-        ),
+        (counters.tests_received(), counters.signals_received()),
         (sent, sent * 4),
         "the runner read each record once"
     );

@@ -451,9 +451,7 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
     }
     w.all_reported(&tests, Duration::from_secs(30)).await;
     let counters = service.state.runner.counters();
-    let truncated = counters
-        .reports_truncated
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let truncated = counters.reports_truncated();
     // Nothing is left uncommittable: the operator's gauge says so.
     let metrics_url = format!("http://{}/metrics", service.http_addr);
     let mut metrics = String::new();
