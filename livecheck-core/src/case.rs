@@ -12,6 +12,7 @@ use crate::check::CheckError;
 use crate::error::Error;
 use crate::run::Run;
 use crate::stimulus::{stimulus_fn, PreparedStimulus, StimulusError, StimulusFn, Target};
+use crate::table::{Declared, TableSpec};
 use crate::trigger::{Sampling, Trigger};
 
 /// A boxed, sendable future.
@@ -92,6 +93,8 @@ pub struct Case {
     pub(crate) settings: Settings,
     pub(crate) stimulus: Option<StimulusFn>,
     pub(crate) expectations: Option<Expectations>,
+    /// The tables and windows its expectations use.
+    pub(crate) tables: Vec<TableSpec>,
 }
 
 impl fmt::Debug for Case {
@@ -112,6 +115,7 @@ impl Case {
             settings: Settings::default(),
             stimulus: None,
             expectations: None,
+            tables: Vec::new(),
         }
     }
 
@@ -188,6 +192,23 @@ impl Case {
     pub fn active(mut self, active: bool) -> Self {
         self.settings.active = active;
         self
+    }
+
+    /// Declares a [`crate::Table`] or [`crate::Window`] the expectations use: the runner
+    /// restores it before it runs the tests of a partition (see [`crate::table`]). Reading
+    /// or writing an undeclared table is an `ERROR`.
+    #[must_use]
+    pub fn table(mut self, table: &impl Declared) -> Self {
+        let spec = table.spec();
+        if !self.tables.contains(&spec) {
+            self.tables.push(spec);
+        }
+        self
+    }
+
+    /// The tables and windows the case declared.
+    pub fn tables(&self) -> &[TableSpec] {
+        &self.tables
     }
 
     /// The synthetic request that starts a test: it runs scoped with a fresh test context,
@@ -321,6 +342,29 @@ impl Case {
         }
         if s.frequency.is_some() && self.stimulus.is_none() {
             return bad("a frequency is set but no stimulus".into());
+        }
+        for t in &self.tables {
+            let valid = !t.name.is_empty()
+                && t.name.len() <= 100
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid {
+                return bad(format!(
+                    "table name {:?} is not 1 to 100 of [a-zA-Z0-9._-] (it names a topic)",
+                    t.name
+                ));
+            }
+            if self
+                .tables
+                .iter()
+                .any(|o| o.name == t.name && o.global != t.global)
+            {
+                return bad(format!(
+                    "table {} is declared both global and partitioned",
+                    t.name
+                ));
+            }
         }
         Ok(())
     }

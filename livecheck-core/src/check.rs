@@ -70,6 +70,25 @@ pub enum CheckError {
     },
     /// The check itself errored: verdict `ERROR`.
     Error(String),
+    /// A business rule was broken ([`crate::ensure_invariant!`]): verdict `FAIL`, and the
+    /// report's [`crate::Report::invariant`] names the rule, the key and the values.
+    Invariant(Box<crate::report::Invariant>),
+}
+
+impl CheckError {
+    /// A broken business rule: `rule` ("open sell exposure <= limit"), the key it was
+    /// checked for, and the values it was checked on.
+    pub fn invariant<'a>(
+        rule: impl Into<String>,
+        key: impl Into<String>,
+        values: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+    ) -> Self {
+        CheckError::Invariant(Box::new(crate::report::Invariant {
+            rule: rule.into(),
+            key: key.into(),
+            values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }))
+    }
 }
 
 impl fmt::Display for CheckError {
@@ -77,6 +96,7 @@ impl fmt::Display for CheckError {
         match self {
             CheckError::Failed(message) | CheckError::Error(message) => f.write_str(message),
             CheckError::Timeout { .. } => f.write_str(&timeout_message(self)),
+            CheckError::Invariant(invariant) => invariant.fmt(f),
         }
     }
 }
@@ -267,6 +287,36 @@ macro_rules! ensure_matches {
 macro_rules! bail {
     ($($arg:tt)+) => {
         return ::std::result::Result::Err($crate::CheckError::Failed(format!($($arg)+)))
+    };
+}
+
+/// Fails the check with a broken business rule unless `cond` holds: verdict `FAIL` of kind
+/// "invariant", the rule, the key and the named values in the report
+/// ([`crate::Report::invariant`]), counted apart on the status page and in `/metrics`.
+///
+/// ```
+/// use livecheck_core::{ensure_invariant, CheckError};
+///
+/// fn check(user: &str, open: u64, limit: u64) -> Result<(), CheckError> {
+///     ensure_invariant!(open <= limit, "open sell exposure <= limit", key = user, open = open, limit = limit);
+///     Ok(())
+/// }
+/// assert!(check("u1", 80, 100).is_ok());
+/// assert_eq!(
+///     check("u1", 120, 100).unwrap_err().to_string(),
+///     r#"invariant broken: open sell exposure <= limit, for key "u1" (limit=100, open=120)"#
+/// );
+/// ```
+#[macro_export]
+macro_rules! ensure_invariant {
+    ($cond:expr, $rule:expr, key = $key:expr $(, $name:ident = $value:expr)* $(,)?) => {
+        if !$cond {
+            return ::std::result::Result::Err($crate::CheckError::invariant(
+                $rule,
+                ::std::string::ToString::to_string(&$key),
+                [$((stringify!($name), $crate::table::__json(&$value))),*],
+            ));
+        }
     };
 }
 

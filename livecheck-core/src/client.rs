@@ -52,6 +52,17 @@ impl Topics {
         }
     }
 
+    /// The changelog of table `name` ([`crate::Table`]): `{prefix}livecheck-table-{name}`,
+    /// where the prefix is that of the tests topic (`{tests}.table-{name}` when the tests
+    /// topic was named otherwise). Create it compacted (`cleanup.policy=compact`), with as
+    /// many partitions as the tests topic.
+    pub fn table(&self, name: &str) -> String {
+        match self.tests.strip_suffix("livecheck-tests") {
+            Some(prefix) => format!("{prefix}livecheck-table-{name}"),
+            None => format!("{}.table-{name}", self.tests),
+        }
+    }
+
     /// The control and heartbeats topics (compacted, one partition each).
     pub fn settings_topics(&self) -> [&str; 2] {
         [&self.control, &self.heartbeats]
@@ -636,6 +647,29 @@ impl LiveCheck {
             record = record.headers(headers);
         }
         self.inner.producer.send(record).map_err(|(err, _)| err)
+    }
+
+    /// Enqueues a table changelog record (`None`: a tombstone), waiting asynchronously while
+    /// the local queue is full (up to 5 s).
+    pub(crate) async fn publish_table_record(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
+            if let Some(payload) = payload {
+                record = record.payload(payload);
+            }
+            match self.inner.producer.send(record).map_err(|(err, _)| err) {
+                Err(err) if is_queue_full(&err) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// As [`LiveCheck::publish`], waiting asynchronously (up to `wait`, with back-off) while

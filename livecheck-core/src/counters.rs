@@ -180,6 +180,29 @@ counters! {
         verdict_timeout,
         /// Runs skipped (expired or inactive).
         verdict_skip,
+        /// Runs that failed because a business invariant was broken (also counted in
+        /// `verdict_fail`).
+        invariant_failures,
+        /// Table reads by runs.
+        table_reads,
+        /// Table writes applied by runs (each one a changelog record).
+        table_writes,
+        /// Table writes a run made again (its test was run again after a restart or a
+        /// rebalance) and that were not applied again.
+        table_writes_replayed,
+        /// Writes an entry stopped remembering before their tests were committed (more
+        /// than `table::MAX_WRITES_PER_ENTRY`): a run again of those tests would apply them
+        /// again.
+        table_writes_forgotten,
+        /// Table writes refused by Kafka or not enqueued, and sent again.
+        table_write_errors,
+        /// Table writes given up after `report_retry_for` while Kafka was reachable.
+        table_writes_lost,
+        /// Changelog records read while restoring partitions and following global tables.
+        table_records_restored,
+        /// Changelog records that did not decode (skipped, logged with topic, partition and
+        /// offset).
+        table_records_malformed,
     }
 }
 

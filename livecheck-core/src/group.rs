@@ -240,6 +240,8 @@ pub(crate) struct Restored {
     pub(crate) resume: Resume,
     /// Tests decided by earlier owners, not to run again, with their reports' offsets.
     pub(crate) decided: HashMap<String, i64>,
+    /// The partition's entries of the partitioned tables.
+    pub(crate) tables: Vec<(&'static str, crate::table::Shard)>,
 }
 
 /// Only what identifies a report; other records of the reports topic (suite state) have
@@ -338,6 +340,7 @@ pub(crate) fn restore<C: ConsumerContext>(
                 ..resume
             },
             decided: HashMap::new(),
+            tables: Vec::new(),
         });
     }
     let mut read = 0usize;

@@ -124,6 +124,58 @@ pub struct Report {
     /// The W3C trace id the test was carried with, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Set on a `FAIL` of kind "invariant": the business rule the run found broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invariant: Option<Invariant>,
+}
+
+impl Report {
+    /// What kind of failure this is, for grouping: `invariant` for a broken business rule,
+    /// else the verdict in lower case (`fail`, `timeout`, ...).
+    pub fn failure_kind(&self) -> &'static str {
+        if self.invariant.is_some() {
+            return "invariant";
+        }
+        match self.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+            Verdict::Timeout => "timeout",
+            Verdict::Skip => "skip",
+        }
+    }
+}
+
+/// A business rule a run found broken ([`crate::ensure_invariant!`]): the report of a `FAIL`
+/// of kind "invariant".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invariant {
+    /// The rule, as the case states it ("open sell exposure <= limit").
+    pub rule: String,
+    /// The business key it was checked for (user, account).
+    pub key: String,
+    /// The values it was checked on, by name.
+    #[serde(default)]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Display for Invariant {
+    /// `invariant broken: open sell exposure <= limit, for key "u1" (limit=100, open=120)`
+    /// (the values by name, in alphabetical order)
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant broken: {}, for key {:?}", self.rule, self.key)?;
+        if !self.values.is_empty() {
+            f.write_str(" (")?;
+            for (i, (name, value)) in self.values.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{name}={value}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
 }
 
 /// What was cut from a report too large to publish whole.

@@ -18,6 +18,7 @@ use crate::clock::Clocks;
 use crate::context::TestContext;
 use crate::registry::{Arrival, Registry, Watch};
 use crate::signal::Signal;
+use crate::table::{PendingWrite, TableStore};
 
 /// A predicate on a step's JSON value.
 type Filter = Arc<dyn Fn(&RawValue) -> bool + Send + Sync>;
@@ -140,6 +141,54 @@ pub(crate) struct RunShared {
     /// The partition the test's records are on, and its event-time clock.
     pub(crate) partition: i32,
     pub(crate) clocks: Clocks,
+    /// The suite's tables, and this run's writes to them.
+    pub(crate) tables: Arc<TableStore>,
+    /// Offset of the test's record (its writes are remembered until it is committed).
+    pub(crate) test_offset: i64,
+    pub(crate) writes: Mutex<RunWrites>,
+}
+
+/// A run's table writes: the next write's number, and those not yet acknowledged.
+#[derive(Default)]
+pub(crate) struct RunWrites {
+    next: u32,
+    pub(crate) pending: Vec<PendingWrite>,
+}
+
+impl Run {
+    /// Reads `route` of `table` (raw JSON).
+    pub(crate) fn table_get(
+        &self,
+        table: &str,
+        route: &str,
+    ) -> Result<Option<Box<RawValue>>, CheckError> {
+        let s = &self.shared;
+        s.tables.get(table, &s.context.case, route, s.partition)
+    }
+
+    /// Makes the run's next write: `change` gets the current value of `route` and gives the
+    /// next (see [`TableStore::write`]); the value written.
+    pub(crate) fn table_write(
+        &self,
+        table: &str,
+        route: &str,
+        change: impl FnOnce(Option<&RawValue>) -> Result<Option<Box<RawValue>>, CheckError>,
+    ) -> Result<Option<Box<RawValue>>, CheckError> {
+        let s = &self.shared;
+        let mut writes = s.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let op = writes.next;
+        writes.next += 1;
+        let (written, pending) = s.tables.write(
+            table,
+            &s.context.case,
+            route,
+            s.partition,
+            (&s.context.id, s.test_offset, op),
+            change,
+        )?;
+        writes.pending.extend(pending);
+        Ok(written)
+    }
 }
 
 /// The handle expectations get: wait for signals of the test, read its context.

@@ -43,6 +43,7 @@ use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState};
 use crate::signal::SignalEvent;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
+use crate::table::{TableSpec, TableStats, TableStore};
 
 /// The cases a runner knows, by name.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +64,35 @@ impl Suite {
                 return Err(Error::Config(format!("two cases are named {name}")));
             }
         }
-        Ok(Self {
+        let suite = Self {
             cases: map,
             active: Arc::default(),
-        })
+        };
+        suite.tables()?;
+        Ok(suite)
+    }
+
+    /// Every table and window the cases declared, once each, by name. An error when two
+    /// cases declare one name differently (global and partitioned).
+    pub fn tables(&self) -> Result<Vec<TableSpec>, Error> {
+        let mut specs: Vec<TableSpec> = Vec::new();
+        for case in self.cases() {
+            for spec in case.tables() {
+                match specs.iter().find(|s| s.name == spec.name) {
+                    Some(s) if s.global != spec.global => {
+                        return Err(Error::Config(format!(
+                            "table {} is declared global by one case and partitioned by another (case {})",
+                            spec.name,
+                            case.name()
+                        )))
+                    }
+                    Some(_) => {}
+                    None => specs.push(*spec),
+                }
+            }
+        }
+        specs.sort_by_key(|s| s.name);
+        Ok(specs)
     }
 
     /// The case named `name`.
@@ -158,7 +184,8 @@ struct RunnerInner {
     ledger: Arc<Mutex<Ledger>>,
     ownership: Arc<Ownership>,
     clocks: Clocks,
-    counters: RunnerCounters,
+    counters: Arc<RunnerCounters>,
+    tables: Arc<TableStore>,
     reports: broadcast::Sender<Arc<Report>>,
     watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
     ready: watch::Sender<bool>,
@@ -201,6 +228,13 @@ impl Runner {
         let clocks = Clocks::new(config.clock_slack, config.outage_grace, config.fetch_wait);
         let signals_topic = Arc::from(client.topics().signals.as_str());
         let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
+        let counters = Arc::new(RunnerCounters::default());
+        // Suite::new checked the declarations.
+        let tables = Arc::new(TableStore::new(
+            suite.tables().unwrap_or_default(),
+            client.topics(),
+            counters.clone(),
+        ));
         Self {
             inner: Arc::new(RunnerInner {
                 suite,
@@ -210,7 +244,8 @@ impl Runner {
                 clocks,
                 client,
                 config,
-                counters: RunnerCounters::default(),
+                counters,
+                tables,
                 reports,
                 watchers: Mutex::new(HashMap::new()),
                 ready,
@@ -227,6 +262,11 @@ impl Runner {
     /// The runner's counters.
     pub fn counters(&self) -> &RunnerCounters {
         &self.inner.counters
+    }
+
+    /// The suite's tables, with the entries this runner holds of each.
+    pub fn tables(&self) -> Vec<TableStats> {
+        self.inner.tables.stats()
     }
 
     /// The suite.
@@ -350,6 +390,7 @@ impl Runner {
                 "a runner runs once; create another one".into(),
             ));
         }
+        self.inner.tables.start(kafka, &self.inner.connectivity)?;
         let group_id = self
             .inner
             .config
@@ -398,6 +439,8 @@ impl Runner {
             ])
             .create_with_context(context(true))
             .map_err(Error::kafka("creating the runner's signals consumer"))?;
+        let follower_stop = Arc::new(AtomicBool::new(false));
+        self.follow_global_tables(&follower_stop).await?;
         if in_group {
             self.check_partitions(&tests_consumer).await?;
             tests_consumer
@@ -406,6 +449,8 @@ impl Runner {
         } else {
             self.assign_all(&tests_consumer, &signals_consumer).await?;
         }
+        // Stops the global tables' follower however this function returns.
+        let _follower = StopOnDrop(follower_stop);
         info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, "runner consuming");
         let mut tick = tokio::time::interval(self.inner.config.sweep_every);
         let mut restores: Restores = JoinSet::new();
@@ -514,29 +559,40 @@ impl Runner {
     async fn check_partitions(&self, consumer: &Arc<Consumer2>) -> Result<(), Error> {
         let consumer = consumer.clone();
         let topics = self.inner.client.topics().clone();
+        let table_topics: Vec<(String, bool)> = self
+            .inner
+            .tables
+            .topics()
+            .into_iter()
+            .map(|(t, g)| (t.to_owned(), g))
+            .collect();
         let counts = tokio::task::spawn_blocking(move || {
             // One request for every topic: a broker that does not answer costs 5 s, once.
             consumer
                 .fetch_metadata(None, Duration::from_secs(5))
                 .map(|m| {
-                    topics
+                    let count = |name: &str| {
+                        m.topics()
+                            .iter()
+                            .find(|t| t.name() == name)
+                            .map_or(0, |t| t.partitions().len())
+                    };
+                    let main = topics
                         .all()
                         .iter()
-                        .map(|name| {
-                            let partitions = m
-                                .topics()
-                                .iter()
-                                .find(|t| t.name() == *name)
-                                .map_or(0, |t| t.partitions().len());
-                            (name.to_string(), partitions)
-                        })
-                        .collect::<Vec<_>>()
+                        .map(|name| (name.to_string(), count(name)))
+                        .collect::<Vec<_>>();
+                    let tables = table_topics
+                        .iter()
+                        .map(|(name, global)| (name.clone(), *global, count(name)))
+                        .collect::<Vec<_>>();
+                    (main, tables)
                 })
         })
         .await
         .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))?;
         match counts {
-            Ok(counts) => {
+            Ok((counts, table_counts)) => {
                 if counts.iter().any(|(_, n)| *n == 0) {
                     return Err(Error::Config(format!(
                         "a LiveCheck topic does not exist or has no partitions ({}); create the three topics with the same partition count",
@@ -549,6 +605,8 @@ impl Runner {
                         describe(&counts)
                     )));
                 }
+                self.check_table_topics(&table_counts, counts[0].1)?;
+                self.inner.tables.set_partitions(counts[0].1 as i32);
                 Ok(())
             }
             Err(err) => {
@@ -556,6 +614,69 @@ impl Runner {
                 Ok(())
             }
         }
+    }
+
+    /// The changelog of every table must exist; a partitioned table's must have as many
+    /// partitions as the tests topic (its entries are co-partitioned with the tests).
+    fn check_table_topics(
+        &self,
+        counts: &[(String, bool, usize)],
+        partitions: usize,
+    ) -> Result<(), Error> {
+        for (topic, global, count) in counts {
+            if *count == 0 {
+                return Err(Error::Config(format!(
+                    "the changelog topic {topic} of a table does not exist; create it compacted (cleanup.policy=compact) with {partitions} partitions, as the tests topic"
+                )));
+            }
+            if !global && *count != partitions {
+                return Err(Error::Config(format!(
+                    "the changelog topic {topic} has {count} partitions and the tests topic {partitions}: a partitioned table's changelog is co-partitioned with the tests; recreate it with {partitions}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the global tables whole before any test runs, then follows them on a thread
+    /// of its own until `stop`.
+    async fn follow_global_tables(&self, stop: &Arc<AtomicBool>) -> Result<(), Error> {
+        if !self.inner.tables.specs().iter().any(|s| s.global) {
+            return Ok(());
+        }
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let runner = self.clone();
+        let stop_flag = stop.clone();
+        std::thread::Builder::new()
+            .name("livecheck-global-tables".into())
+            .spawn(move || {
+                let inner = &runner.inner;
+                let mut ready = Some(ready_tx);
+                while !stop_flag.load(Ordering::Relaxed) {
+                    let tx = ready.take();
+                    let result = inner.tables.follow_global(
+                        inner.client.kafka(),
+                        &inner.connectivity,
+                        || {
+                            if let Some(tx) = tx {
+                                let _ = tx.send(());
+                            }
+                        },
+                        &stop_flag,
+                    );
+                    match result {
+                        Ok(()) => break,
+                        Err(err) => {
+                            warn!(error = %err, "cannot read the global tables; trying again in 1 s");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Config(format!("cannot start the global tables' thread: {e}")))?;
+        info!("reading the global tables before the first test");
+        let _ = ready_rx.await;
+        Ok(())
     }
 
     /// Without a group: every partition of both topics, from their beginnings or ends.
@@ -597,6 +718,31 @@ impl Runner {
             .await
             .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))??
         };
+        let partitions: Vec<i32> = lists[0].elements().iter().map(|e| e.partition()).collect();
+        self.inner.tables.set_partitions(partitions.len() as i32);
+        if !self.inner.tables.is_empty() {
+            let runner = self.clone();
+            let wanted = partitions.clone();
+            let shards = tokio::task::spawn_blocking(move || {
+                let inner = &runner.inner;
+                inner.tables.restore(
+                    inner.client.kafka(),
+                    &inner.connectivity,
+                    &wanted,
+                    &HashMap::new(),
+                    inner.config.restore_timeout,
+                )
+            })
+            .await
+            .map_err(|e| Error::Config(format!("the table restore task failed: {e}")))?
+            .map_err(Error::kafka("reading the tables' changelogs"))?;
+            let mut shards = shards;
+            for p in &partitions {
+                self.inner
+                    .tables
+                    .install(*p, shards.remove(p).unwrap_or_default(), None);
+            }
+        }
         tests
             .assign(&lists[0])
             .map_err(Error::kafka("assigning the tests partitions"))?;
@@ -656,6 +802,7 @@ impl Runner {
                 let topics = self.inner.client.topics().clone();
                 let timeout = self.inner.config.restore_timeout;
                 let connectivity = self.inner.connectivity.clone();
+                let tables = self.inner.tables.clone();
                 restores.spawn_blocking(move || {
                     let partitions: Vec<i32> = assignments.iter().map(|(p, _)| *p).collect();
                     let result = group::restore(
@@ -665,7 +812,25 @@ impl Runner {
                         &topics,
                         &partitions,
                         timeout,
-                    );
+                    )
+                    .and_then(|mut restored| {
+                        // The tables after the commit: writes of committed tests forgotten.
+                        let committed: HashMap<i32, i64> = restored
+                            .iter()
+                            .map(|r| (r.partition, r.resume.tests))
+                            .collect();
+                        let mut shards = tables.restore(
+                            &kafka,
+                            &connectivity,
+                            &partitions,
+                            &committed,
+                            timeout,
+                        )?;
+                        for r in &mut restored {
+                            r.tables = shards.remove(&r.partition).unwrap_or_default();
+                        }
+                        Ok(restored)
+                    });
                     (assignments, result)
                 });
             }
@@ -675,6 +840,9 @@ impl Runner {
                     for p in &partitions {
                         flow.forget(*p);
                     }
+                }
+                for p in &partitions {
+                    self.inner.tables.drop_partition(*p);
                 }
                 let topic = &self.inner.client.topics().signals;
                 let mut list = TopicPartitionList::new();
@@ -722,7 +890,7 @@ impl Runner {
             }
         };
         let topics = self.inner.client.topics();
-        for r in restored {
+        for mut r in restored {
             let p = r.partition;
             let Some(epoch) = assignments.iter().find(|(q, _)| *q == p).map(|(_, e)| *e) else {
                 continue;
@@ -750,6 +918,10 @@ impl Runner {
                 .decided_restored
                 .fetch_add(r.decided.len() as u64, Ordering::Relaxed);
             let decided = r.decided.len();
+            // Before any test of the partition runs.
+            self.inner
+                .tables
+                .install(p, std::mem::take(&mut r.tables), Some(r.resume.tests));
             self.lock_ledger().open(p, r.resume, r.decided);
             self.inner.clocks.assigned(p, r.resume.signals);
             self.lock_flow().forget(p);
@@ -908,6 +1080,7 @@ impl Runner {
             Ok(()) => {
                 let mut ledger = self.lock_ledger();
                 for (p, resume) in positions {
+                    self.inner.tables.committed(p, resume.tests);
                     ledger.committed(p, resume);
                 }
             }
@@ -1215,6 +1388,9 @@ impl Runner {
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             clocks: self.inner.clocks.clone(),
+            tables: self.inner.tables.clone(),
+            test_offset: pos.offset,
+            writes: Mutex::default(),
         });
         let run = Run {
             shared: shared.clone(),
@@ -1261,8 +1437,15 @@ impl Runner {
             })) => Some(signal.clone()),
             _ => None,
         };
+        let mut invariant = None;
         let (verdict, mut error) = match result {
             Ok(Ok(())) => (Verdict::Pass, None),
+            Ok(Err(CheckError::Invariant(broken))) => {
+                bump(&self.inner.counters.invariant_failures);
+                let message = broken.to_string();
+                invariant = Some(*broken);
+                (Verdict::Fail, Some(message))
+            }
             Ok(Err(e @ CheckError::Failed(_))) => (Verdict::Fail, Some(e.to_string())),
             Ok(Err(e @ CheckError::Timeout { .. })) => (Verdict::Timeout, Some(e.to_string())),
             Ok(Err(e @ CheckError::Error(_))) => (Verdict::Error, Some(e.to_string())),
@@ -1271,6 +1454,24 @@ impl Runner {
                 Some(format!("the check panicked: {}", panic_message(&*panic))),
             ),
         };
+        // The run's table writes are in Kafka before its verdict is (see `crate::table`).
+        let writes = std::mem::take(
+            &mut shared
+                .writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending,
+        );
+        if !writes.is_empty() {
+            Box::pin(
+                self.inner
+                    .tables
+                    .settle(writes, self.inner.config.report_retry_for, || {
+                        self.in_outage()
+                    }),
+            )
+            .await;
+        }
         let state = std::mem::replace(
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState::new(started_at),
@@ -1318,6 +1519,7 @@ impl Runner {
             truncated: None,
             hops,
             trace_id: context.trace_id().map(str::to_owned),
+            invariant,
         };
         #[cfg(feature = "otel")]
         crate::otel::export_steps(&context, &report);
@@ -1507,6 +1709,15 @@ impl Runner {
     }
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn describe(counts: &[(String, usize)]) -> String {
     counts
         .iter()
@@ -1532,6 +1743,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         truncated: None,
         hops: Vec::new(),
         trace_id: context.trace_id().map(str::to_owned),
+        invariant: None,
     }
 }
 

@@ -332,6 +332,7 @@ mod tests {
             truncated: None,
             hops: Vec::new(),
             trace_id: None,
+            invariant: None,
         }
     }
 
