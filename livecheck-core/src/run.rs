@@ -148,11 +148,33 @@ pub(crate) struct RunShared {
     pub(crate) writes: Mutex<RunWrites>,
 }
 
-/// A run's table writes: the next write's number, and those not yet acknowledged.
+/// A run's table writes: how many it made to each entry (a write is numbered among the
+/// run's writes to its entry, so branches that write different entries in any order number
+/// them alike), and those not yet acknowledged.
 #[derive(Default)]
 pub(crate) struct RunWrites {
-    next: u32,
+    made: Vec<(Box<str>, Box<str>, u32)>,
     pub(crate) pending: Vec<PendingWrite>,
+}
+
+impl RunWrites {
+    /// The number of the run's next write to `route` of `table`.
+    fn next(&mut self, table: &str, route: &str) -> u32 {
+        match self
+            .made
+            .iter_mut()
+            .find(|(t, r, _)| &**t == table && &**r == route)
+        {
+            Some((_, _, n)) => {
+                *n += 1;
+                *n - 1
+            }
+            None => {
+                self.made.push((table.into(), route.into(), 1));
+                0
+            }
+        }
+    }
 }
 
 impl Run {
@@ -176,8 +198,7 @@ impl Run {
     ) -> Result<Option<Box<RawValue>>, CheckError> {
         let s = &self.shared;
         let mut writes = s.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let op = writes.next;
-        writes.next += 1;
+        let op = writes.next(table, route);
         let (written, pending) = s.tables.write(
             table,
             &s.context.case,
