@@ -141,8 +141,14 @@ pub(crate) struct RunShared {
     /// The partition the test's records are on, and its event-time clock.
     pub(crate) partition: i32,
     pub(crate) clocks: Clocks,
-    /// The suite's tables, and this run's writes to them.
-    pub(crate) tables: Arc<TableStore>,
+    /// The suite's tables and this run's writes to them, for a case that declares tables
+    /// (boxed: a run of another case pays one pointer).
+    pub(crate) tables: Option<Box<RunTables>>,
+}
+
+/// What a run of a case with tables needs of them.
+pub(crate) struct RunTables {
+    pub(crate) store: Arc<TableStore>,
     /// Offset of the test's record (its writes are remembered until it is committed).
     pub(crate) test_offset: i64,
     pub(crate) writes: Mutex<RunWrites>,
@@ -185,7 +191,18 @@ impl Run {
         route: &str,
     ) -> Result<Option<Box<RawValue>>, CheckError> {
         let s = &self.shared;
-        s.tables.get(table, &s.context.case, route, s.partition)
+        self.tables(table)?
+            .store
+            .get(table, &s.context.case, route, s.partition)
+    }
+
+    fn tables(&self, table: &str) -> Result<&RunTables, CheckError> {
+        self.shared.tables.as_deref().ok_or_else(|| {
+            CheckError::Error(format!(
+                "table `{table}` is not declared on case {}: add `.table(&...)` to the case so the runner restores it",
+                self.shared.context.case
+            ))
+        })
     }
 
     /// Makes the run's next write: `change` gets the current value of `route` and gives the
@@ -197,14 +214,15 @@ impl Run {
         change: impl FnOnce(Option<&RawValue>) -> Result<Option<Box<RawValue>>, CheckError>,
     ) -> Result<Option<Box<RawValue>>, CheckError> {
         let s = &self.shared;
-        let mut writes = s.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let tables = self.tables(table)?;
+        let mut writes = tables.writes.lock().unwrap_or_else(|p| p.into_inner());
         let op = writes.next(table, route);
-        let (written, pending) = s.tables.write(
+        let (written, pending) = tables.store.write(
             table,
             &s.context.case,
             route,
             s.partition,
-            (&s.context.id, s.test_offset, op),
+            (&s.context.id, tables.test_offset, op),
             change,
         )?;
         writes.pending.extend(pending);

@@ -40,7 +40,7 @@ use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
-use crate::run::{Run, RunShared, RunState};
+use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::signal::SignalEvent;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 use crate::table::{TableSpec, TableStats, TableStore};
@@ -1423,9 +1423,13 @@ impl Runner {
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             clocks: self.inner.clocks.clone(),
-            tables: self.inner.tables.clone(),
-            test_offset: pos.offset,
-            writes: Mutex::default(),
+            tables: (!case.tables().is_empty()).then(|| {
+                Box::new(RunTables {
+                    store: self.inner.tables.clone(),
+                    test_offset: pos.offset,
+                    writes: Mutex::default(),
+                })
+            }),
         });
         let run = Run {
             shared: shared.clone(),
@@ -1490,13 +1494,9 @@ impl Runner {
             ),
         };
         // The run's table writes are in Kafka before its verdict is (see `crate::table`).
-        let writes = std::mem::take(
-            &mut shared
-                .writes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pending,
-        );
+        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
+            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
+        });
         if !writes.is_empty() {
             Box::pin(
                 self.inner
