@@ -1511,6 +1511,25 @@ pub fn __json<T: Serialize + ?Sized>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
+/// An entry's changelog record.
+fn encode_entry(entry: &Entry, epoch: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        v: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "<[Applied]>::is_empty")]
+        ops: &'a [Applied],
+        #[serde(rename = "e", skip_serializing_if = "is_zero")]
+        epoch: u64,
+    }
+    serde_json::to_vec(&Out {
+        v: entry.value.as_deref(),
+        ops: &entry.ops,
+        epoch,
+    })
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1660,23 +1679,4 @@ mod tests {
         );
         assert!(entry.ops[forgotten..].iter().all(|a| a.result.is_some()));
     }
-}
-
-/// An entry's changelog record.
-fn encode_entry(entry: &Entry, epoch: u64) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Out<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        v: Option<&'a RawValue>,
-        #[serde(skip_serializing_if = "<[Applied]>::is_empty")]
-        ops: &'a [Applied],
-        #[serde(rename = "e", skip_serializing_if = "is_zero")]
-        epoch: u64,
-    }
-    serde_json::to_vec(&Out {
-        v: entry.value.as_deref(),
-        ops: &entry.ops,
-        epoch,
-    })
-    .unwrap_or_default()
 }
