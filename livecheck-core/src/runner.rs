@@ -1318,6 +1318,7 @@ impl Runner {
             truncated: None,
             hops,
             trace_id: context.trace_id().map(str::to_owned),
+            route: context.route.clone(),
         };
         #[cfg(feature = "otel")]
         crate::otel::export_steps(&context, &report);
@@ -1532,6 +1533,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         truncated: None,
         hops: Vec::new(),
         trace_id: context.trace_id().map(str::to_owned),
+        route: context.route.clone(),
     }
 }
 

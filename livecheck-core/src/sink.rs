@@ -189,7 +189,13 @@ impl ReportSink {
                     "report too large: publishing it truncated (verdict, error head and timeline kept)"
                 );
             }
-            let key = outgoing.report.test_id.clone();
+            // The test's partition key: the report lands beside its test and signals.
+            let report = &outgoing.report;
+            let key = report
+                .route
+                .as_deref()
+                .unwrap_or(&report.test_id)
+                .to_owned();
             let record = BaseRecord::with_opaque_to(&self.topic, outgoing)
                 .key(&key)
                 .payload(&payload);
@@ -332,6 +338,7 @@ mod tests {
             truncated: None,
             hops: Vec::new(),
             trace_id: None,
+            route: None,
         }
     }
 

@@ -185,6 +185,7 @@ fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> R
         truncated: None,
         hops: Vec::new(),
         trace_id: None,
+        route: context.route.clone(),
     }
 }
 

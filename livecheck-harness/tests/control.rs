@@ -238,6 +238,7 @@ fn report(case: &str, verdict: Verdict) -> Report {
         truncated: None,
         hops: Vec::new(),
         trace_id: None,
+        route: None,
     }
 }
 

@@ -78,6 +78,7 @@ fn report(
         truncated: None,
         hops: Vec::new(),
         trace_id: None,
+        route: None,
     }
 }
 

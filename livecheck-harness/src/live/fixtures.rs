@@ -65,5 +65,6 @@ pub(crate) fn report(case: &str, id: &str, verdict: Verdict, steps: &[(&str, f64
         truncated: None,
         hops: Vec::new(),
         trace_id: None,
+        route: None,
     }
 }

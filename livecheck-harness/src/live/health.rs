@@ -635,6 +635,7 @@ mod tests {
             truncated: None,
             hops: Vec::new(),
             trace_id: None,
+            route: None,
         }
     }
 

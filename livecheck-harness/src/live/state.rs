@@ -626,6 +626,7 @@ mod tests {
             truncated: None,
             hops: Vec::new(),
             trace_id: None,
+            route: None,
         })
     }
 
