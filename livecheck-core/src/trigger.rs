@@ -65,6 +65,9 @@ pub struct Trigger {
     settings: TriggerSettings,
     /// Set once [`Sampling::Key`] fell back to the test id (warned once; shared by clones).
     warned_no_key: Arc<AtomicBool>,
+    /// Set once a key that cannot be a route started no test (warned once; shared by
+    /// clones).
+    warned_bad_route: Arc<AtomicBool>,
     /// The case's counters in the first client it decided with (shared by clones): saves
     /// a map lookup per request. The `Weak` keeps that client's state allocated, so the
     /// pointer comparison cannot mistake another client for it.
@@ -98,6 +101,7 @@ impl Trigger {
                 active: defaults.active,
             },
             warned_no_key: Arc::new(AtomicBool::new(false)),
+            warned_bad_route: Arc::new(AtomicBool::new(false)),
             stats: Arc::default(),
         }
     }
@@ -307,7 +311,7 @@ impl Trigger {
     /// the co-partitioned LiveCheck topics and is run by one runner instance (what tables
     /// keyed by that business key need); a hot key puts all its tests on one partition. A
     /// key that cannot be a route (not 1 to [`crate::headers::MAX_ROUTE_LEN`] bytes of
-    /// visible ASCII) starts no test (logged).
+    /// visible ASCII) starts no test (logged at warn the first time, then at debug).
     ///
     /// A context of this case that came with the request is registered whatever the key
     /// says, as with [`Trigger::maybe_trigger`], and kept as it came: with its route, or
@@ -368,7 +372,11 @@ impl Trigger {
                     return None;
                 }
                 if let Some(Err(err)) = key.map(crate::headers::check_route) {
-                    tracing::warn!(case = %self.case, error = %err, "not triggering a test routed by this key");
+                    if self.warned_bad_route.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(case = %self.case, error = %err, "not triggering a test routed by this key");
+                    } else {
+                        tracing::warn!(case = %self.case, error = %err, "not triggering a test routed by this key: a key must be 1 to 256 bytes of visible ASCII to route a test (further keys are logged at debug)");
+                    }
                     return None;
                 }
                 let control = client.control();
@@ -642,6 +650,7 @@ mod tests {
             );
         }
         assert_eq!(triggered(&client), 5);
+        assert!(trigger.warned_bad_route.load(Ordering::Relaxed));
     }
 
     #[test]
