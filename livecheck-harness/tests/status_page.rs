@@ -86,6 +86,7 @@ fn report(
         hops: Vec::new(),
         trace_id: None,
         invariant: None,
+        route: None,
     }
 }
 

@@ -82,8 +82,9 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let stimulus = case.prepare_stimulus().unwrap();
-        let context = TestContext::new(case.name(), case.settings().test_expires)
+        let mut context = TestContext::new(case.name(), case.settings().test_expires)
             .arguments(stimulus.arguments().clone());
+        context.route = stimulus.route().map(str::to_owned);
         ids.push(context.id.clone());
         client
             .scope(context, stimulus.send(target.clone()))
