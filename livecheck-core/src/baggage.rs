@@ -45,7 +45,6 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tracing::debug;
 
 use crate::context::TestContext;
@@ -214,54 +213,168 @@ fn renamed(err: ContextError) -> ContextError {
     }
 }
 
-/// What OpenTelemetry's baggage propagator percent-encodes in a member's key and value.
-const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b';').add(b',').add(b'=');
+/// What OpenTelemetry's baggage propagator percent-encodes in a member's key and value
+/// (and every byte outside ASCII).
+#[cfg(test)]
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b';')
+    .add(b',')
+    .add(b'=');
 
-/// The `livecheck.*` members of a `baggage` value for a carrier that has no `baggage` yet,
-/// written as OpenTelemetry's propagator writes them (the same percent-encoding) without
-/// building its map: one string, no other allocation.
-#[derive(Debug, Default)]
-pub(crate) struct Ours {
-    value: String,
-    /// Where the arguments member begins (its comma), once pushed.
-    arguments_at: Option<usize>,
+/// Whether OpenTelemetry's baggage propagator percent-encodes byte `b` of a member's value:
+/// the controls, space, `"`, `;`, `,`, `=`, DEL and every byte outside ASCII. Without
+/// branches: the loop that looks at every byte stays short.
+fn escaped(b: u8) -> bool {
+    (b <= b' ') | (b >= 0x7f) | (b == b'"') | (b == b';') | (b == b',') | (b == b'=')
 }
 
-impl Ours {
-    /// Adds the member standing for LiveCheck header `name` (called in the order of
-    /// [`headers::encode_with`], the arguments last).
-    pub(crate) fn push(&mut self, name: &'static str, value: &str) {
-        if self.value.capacity() == 0 {
-            self.value.reserve(192 + value.len());
+/// Whether any byte of `block` is [`escaped`]: every byte looked at, in vector
+/// instructions.
+fn any_escaped<const N: usize>(block: &[u8; N]) -> bool {
+    block.iter().fold(false, |any, b| any | escaped(*b))
+}
+
+/// Where the first byte of `value` that the propagator percent-encodes is, if any. Looked
+/// for in blocks of 16 or 8 bytes, read from `value` itself (the last block overlapping the
+/// one before), byte by byte only when there is one or in fewer than 8 bytes.
+fn first_escaped(value: &[u8]) -> Option<usize> {
+    let block = |at: usize| {
+        value
+            .get(at..at + 16)
+            .and_then(|b| <&[u8; 16]>::try_from(b).ok())
+    };
+    let half = |at: usize| {
+        value
+            .get(at..at + 8)
+            .and_then(|b| <&[u8; 8]>::try_from(b).ok())
+    };
+    let len = value.len();
+    let clean = match len {
+        16.. => {
+            (0..len / 16).all(|i| block(16 * i).is_some_and(|b| !any_escaped(b)))
+                && block(len - 16).is_some_and(|b| !any_escaped(b))
         }
-        if name == headers::TEST_ARGUMENTS {
-            self.arguments_at = Some(self.value.len());
+        8.. => {
+            half(0).is_some_and(|b| !any_escaped(b))
+                && half(len - 8).is_some_and(|b| !any_escaped(b))
         }
-        if !self.value.is_empty() {
-            self.value.push(',');
+        _ => false,
+    };
+    if clean {
+        return None;
+    }
+    value.iter().position(|b| escaped(*b))
+}
+
+/// Calls `f` with the `livecheck.*` members of a `baggage` value for a carrier that has no
+/// `baggage` yet (`None` if they do not fit), for `values` as [`headers::encode_values`]
+/// gives them (the arguments last). Written as OpenTelemetry's propagator writes them (the
+/// same percent-encoding) without building its map, in one pass into a buffer on the stack
+/// (on the heap if they are longer, as long arguments are): no allocation in the usual
+/// case. If they do not fit in [`MAX_BAGGAGE_LEN`] bytes, the arguments are left out, then
+/// the whole context (logged at debug).
+pub(crate) fn with_ours<R>(values: &[(usize, &[u8])], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    if values.is_empty() {
+        return f(None);
+    }
+    let mut out = Buf::Stack([0; ON_STACK], 0);
+    let mut arguments_at = None;
+    for (n, &(i, value)) in values.iter().enumerate() {
+        if i == headers::ARGUMENTS {
+            arguments_at = Some(out.bytes().len());
         }
-        self.value.push_str(key_for(name));
-        self.value.push('=');
-        self.value.extend(utf8_percent_encode(value, ENCODED));
+        // `,livecheck.id=`, without the comma first.
+        let key = MEMBER_STARTS[i].as_bytes();
+        out.put(if n > 0 {
+            key
+        } else {
+            key.get(1..).unwrap_or_default()
+        });
+        let mut rest = value;
+        while let Some((clean, escaped)) =
+            first_escaped(rest).and_then(|at| rest.split_at_checked(at))
+        {
+            out.put(clean);
+            let Some((b, after)) = escaped.split_first() else {
+                break;
+            };
+            out.put(percent_encoding::percent_encode_byte(*b).as_bytes());
+            rest = after;
+        }
+        out.put(rest);
+    }
+    let all = out.bytes();
+    if all.len() <= MAX_BAGGAGE_LEN {
+        return f(Some(all));
+    }
+    if let Some(at) = arguments_at.filter(|at| *at <= MAX_BAGGAGE_LEN) {
+        debug!("the test arguments do not fit in the baggage; they travel in the LiveCheck headers only");
+        return f(all.get(..at));
+    }
+    debug!(
+        "the test context does not fit in the baggage; it travels in the LiveCheck headers only"
+    );
+    f(None)
+}
+
+/// How each member of [`with_ours`] begins, in the order of [`KEYS`].
+const MEMBER_STARTS: [&str; KEYS.len()] = [
+    ",livecheck.id=",
+    ",livecheck.name=",
+    ",livecheck.timestamp=",
+    ",livecheck.expires=",
+    ",livecheck.signature=",
+    ",livecheck.route=",
+    ",livecheck.arguments=",
+];
+
+/// Longest value of our members written on the stack.
+const ON_STACK: usize = 512;
+
+/// Where [`with_ours`] writes: on the stack, until it is full.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the buffer on the stack is the point: it lives for one call"
+)]
+enum Buf {
+    Stack([u8; ON_STACK], usize),
+    Heap(Vec<u8>),
+}
+
+impl Buf {
+    /// Appends `bytes`.
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Stack(buf, len) => match buf.get_mut(*len..*len + bytes.len()) {
+                Some(to) => {
+                    to.copy_from_slice(bytes);
+                    *len += bytes.len();
+                }
+                None => self.spill(bytes),
+            },
+            Self::Heap(heap) => heap.extend_from_slice(bytes),
+        }
     }
 
-    /// The value, if it fits the W3C limit: whole, else without the arguments, else none.
-    pub(crate) fn finish(mut self) -> Option<String> {
-        if self.value.is_empty() {
-            return None;
+    /// Moves what was written to the heap, then appends `bytes`.
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        let written = self.bytes();
+        let mut heap = Vec::with_capacity(2 * (written.len() + bytes.len()));
+        heap.extend_from_slice(written);
+        heap.extend_from_slice(bytes);
+        *self = Self::Heap(heap);
+    }
+
+    /// What was written.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Stack(buf, len) => buf.get(..*len).unwrap_or_default(),
+            Self::Heap(heap) => heap,
         }
-        if self.value.len() <= MAX_BAGGAGE_LEN {
-            return Some(self.value);
-        }
-        if let Some(at) = self.arguments_at {
-            self.value.truncate(at);
-            if self.value.len() <= MAX_BAGGAGE_LEN {
-                debug!("the test arguments do not fit in the baggage; they travel in the LiveCheck headers only");
-                return Some(self.value);
-            }
-        }
-        debug!("the test context does not fit in the baggage; it travels in the LiveCheck headers only");
-        None
     }
 }
 
@@ -548,13 +661,11 @@ mod tests {
         let mut ctx =
             context().arguments(serde_json::json!({"side": "sell, then buy; a=b \"quoted\""}));
         ctx.signature = Some("v2:k1:c2lnbmF0dXJl".into());
-        let mut ours = Ours::default();
         let mut entries = Vec::new();
         headers::encode_with(&ctx, |name, value| {
-            ours.push(name, value);
             entries.push((name, value.to_owned()));
         });
-        let fast = ours.finish().unwrap();
+        let fast = headers::encode_values(&ctx, |values| ours(values).unwrap());
         let slow = merge(std::iter::once(&b"other=1"[..]), &entries).unwrap();
         // The same members, read back by the propagator, as the general path writes them.
         let read = |v: &str| {
@@ -572,10 +683,48 @@ mod tests {
         // id, name, timestamp, expires, arguments.
         assert_eq!(read(&fast).len(), 5);
         // Too long for the baggage: the arguments stay out, the rest goes.
-        let mut ours = Ours::default();
-        ours.push(headers::TEST_ID, "t1");
-        ours.push(headers::TEST_ARGUMENTS, &"x".repeat(MAX_BAGGAGE_LEN));
-        assert_eq!(ours.finish().as_deref(), Some("livecheck.id=t1"));
+        let long = "x".repeat(MAX_BAGGAGE_LEN);
+        let values = [(0, &b"t1"[..]), (headers::ARGUMENTS, long.as_bytes())];
+        assert_eq!(ours(&values).as_deref(), Some("livecheck.id=t1"));
+        // And nothing when even the rest does not fit.
+        let values = [(0, long.as_bytes()), (1, &b"c"[..])];
+        assert_eq!(ours(&values), None);
+    }
+
+    /// Our members for `values`.
+    fn ours(values: &[(usize, &[u8])]) -> Option<String> {
+        with_ours(values, |ours| {
+            ours.map(|v| String::from_utf8(v.to_vec()).unwrap())
+        })
+    }
+
+    #[test]
+    fn values_are_percent_encoded_as_the_propagator_encodes_them() {
+        for (key, start) in KEYS.iter().zip(MEMBER_STARTS) {
+            assert_eq!(format!(",{key}="), start);
+        }
+        let every: String = (0..=0x7f_u8)
+            .map(char::from)
+            .chain(['\u{e9}', '\u{1f600}', '\u{80}'])
+            .collect();
+        let long = "v".repeat(ON_STACK + 1);
+        for value in [every.as_str(), "plain", "", long.as_str()] {
+            let expected = format!(
+                "livecheck.id={}",
+                percent_encoding::utf8_percent_encode(value, ENCODED)
+            );
+            assert_eq!(ours(&[(0, value.as_bytes())]).unwrap(), expected);
+        }
+        // Past the stack buffer in the middle of a member, and of an escape.
+        let (a, b) = ("a".repeat(ON_STACK / 2), ",".repeat(ON_STACK / 2));
+        let values = [(0, a.as_bytes()), (1, b.as_bytes()), (5, &b"r;"[..])];
+        assert_eq!(
+            ours(&values).unwrap(),
+            format!(
+                "livecheck.id={a},livecheck.name={},livecheck.route=r%3B",
+                "%2C".repeat(b.len())
+            )
+        );
     }
 
     #[test]

@@ -76,6 +76,20 @@ pub const EVERY: [&str; 7] = [
     TEST_ARGUMENTS,
 ];
 
+/// Where [`TEST_ARGUMENTS`] is in [`EVERY`] (last).
+pub(crate) const ARGUMENTS: usize = 6;
+
+/// [`EVERY`] in lowercase, as HTTP header names are.
+pub(crate) const LOWERCASE: [&str; EVERY.len()] = [
+    "livecheck-test-id",
+    "livecheck-test-name",
+    "livecheck-test-timestamp",
+    "livecheck-test-expires",
+    "livecheck-test-signature",
+    "livecheck-test-route",
+    "livecheck-test-arguments",
+];
+
 /// Longest header value accepted, in bytes (but [`TEST_ARGUMENTS`]: [`MAX_ARGUMENTS_LEN`]).
 /// Longer values are rejected, not truncated.
 pub const MAX_VALUE_LEN: usize = 256;
@@ -272,11 +286,19 @@ fn visible_ascii(value: &str, max: usize) -> Option<&'static str> {
         Some("it is empty")
     } else if value.len() > max {
         Some("it is too long")
-    } else if !value.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+    } else if !all_visible(value.as_bytes()) {
         Some("it has a space, a control or a non-ASCII character")
     } else {
         None
     }
+}
+
+/// Whether every byte of `bytes` is visible ASCII (`0x21..=0x7E`): every byte is looked at
+/// (no early exit), which the compiler turns into a few vector instructions.
+fn all_visible(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(true, |all, b| all & (0x21..=0x7E).contains(b))
 }
 
 /// Formats a time as the headers carry it (RFC 3339, microseconds, `Z`).
@@ -312,35 +334,48 @@ const SEPARATORS: [(usize, u8); 7] = [
     (26, b'Z'),
 ];
 
-/// Formats `t` as [`format_time`] does, into a stack buffer (no allocation). Years outside
-/// 0..=9999 fall back to chrono's formatter.
-fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> {
+/// Formats `t` as [`format_time`] does, into a stack buffer (no allocation); `false` for
+/// years outside 0..=9999, which are left to chrono's formatter. Digits two at a time.
+fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> bool {
     use chrono::{Datelike, Timelike};
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     // Once: each accessor of a `DateTime` converts it to its naive local time again.
     let t = t.naive_utc();
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    let micros = (t.nanosecond() / 1_000).min(999_999);
-    let mut put = |at: usize, value: u32, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            buf[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    let (date, time) = (t.date(), t.time());
+    let Ok(year) = u32::try_from(date.year()) else {
+        return false;
     };
-    put(0, year as u32, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second().min(59), 2);
-    put(20, micros, 6);
+    if year > 9999 {
+        return false;
+    }
+    let of_day = time.num_seconds_from_midnight();
+    // A leap second (nanoseconds past 10⁹) stays in its second 59.
+    let micros = (time.nanosecond() / 1_000).min(999_999);
+    for (at, value) in [
+        (0, year / 100),
+        (2, year % 100),
+        (5, date.month()),
+        (8, date.day()),
+        (11, of_day / 3_600),
+        (14, of_day / 60 % 60),
+        (17, (of_day % 60).min(59)),
+        (20, micros / 10_000),
+        (22, micros / 100 % 100),
+        (24, micros % 100),
+    ] {
+        let pair = value as usize * 2;
+        if let (Some(to), Some(digits)) = (buf.get_mut(at..at + 2), PAIRS.get(pair..pair + 2)) {
+            to.copy_from_slice(digits);
+        }
+    }
     for (at, c) in SEPARATORS {
         buf[at] = c;
     }
-    std::str::from_utf8(buf).ok()
+    true
 }
 
 /// Calls `put(name, value)` for the four headers of `context`, in the order of [`ALL`],
@@ -355,16 +390,54 @@ fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> 
 /// without them (a service's own arguments on a context that came in without any) stay in
 /// the `TestExecution` record: a verifier would reject them on the next hop.
 pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str)) {
-    encode_fields_with(context, &mut put);
-    if let Some(signature) = &context.signature {
-        put(TEST_SIGNATURE, signature);
+    encode_values(context, |values| {
+        for &(i, value) in values {
+            // Always UTF-8: the context's strings, and times in ASCII.
+            if let Ok(value) = std::str::from_utf8(value) {
+                put(EVERY[i], value);
+            }
+        }
+    });
+}
+
+/// Calls `f` once with the values [`encode_with`] gives, in its order, each with the index
+/// of its header in [`EVERY`] (the arguments, if any, last): what the propagators write from
+/// without a name lookup. Without arguments it does not allocate.
+pub(crate) fn encode_values<R>(context: &TestContext, f: impl FnOnce(&[(usize, &[u8])]) -> R) -> R {
+    let (mut issued, mut expires) = ([0u8; TIME_LEN], [0u8; TIME_LEN]);
+    let (issued_slow, expires_slow);
+    let issued: &[u8] = if format_time_into(context.issued_at, &mut issued) {
+        &issued
+    } else {
+        issued_slow = format_time(context.issued_at);
+        issued_slow.as_bytes()
+    };
+    let expires: &[u8] = if format_time_into(context.expires_at, &mut expires) {
+        &expires
+    } else {
+        expires_slow = format_time(context.expires_at);
+        expires_slow.as_bytes()
+    };
+    let arguments = arguments_to_send(context);
+    // Indexes in `EVERY`.
+    let mut values = [(0, &[][..]); EVERY.len()];
+    let mut n = 0;
+    for value in [
+        Some((0, context.id.as_bytes())),
+        Some((1, context.case.as_bytes())),
+        Some((2, issued)),
+        Some((3, expires)),
+        context.signature.as_ref().map(|s| (4, s.as_bytes())),
+        context.route.as_ref().map(|r| (5, r.as_bytes())),
+        arguments.as_ref().map(|a| (ARGUMENTS, a.as_bytes())),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        values[n] = value;
+        n += 1;
     }
-    if let Some(route) = &context.route {
-        put(TEST_ROUTE, route);
-    }
-    if let Some(arguments) = arguments_to_send(context) {
-        put(TEST_ARGUMENTS, &arguments);
-    }
+    f(&values[..n])
 }
 
 /// The [`TEST_ARGUMENTS`] value of `context`, if its arguments travel (see [`encode_with`]).
@@ -474,7 +547,8 @@ pub(crate) fn encode_fields_with(context: &TestContext, mut put: impl FnMut(&'st
         (TEST_EXPIRES, context.expires_at),
     ] {
         let mut buf = [0u8; TIME_LEN];
-        match format_time_into(t, &mut buf) {
+        let fast = format_time_into(t, &mut buf);
+        match std::str::from_utf8(&buf).ok().filter(|_| fast) {
             Some(text) => put(name, text),
             None => put(name, &format_time(t)),
         }
@@ -527,13 +601,70 @@ pub fn decode_counted<'a>(
     get: impl Fn(&'static str) -> (Option<&'a [u8]>, usize),
 ) -> Result<Option<TestContext>, ContextError> {
     let found = EVERY.map(get);
-    if let Some((name, (_, count))) = EVERY.iter().zip(&found).find(|(_, (_, count))| *count > 1) {
+    decode_found(&Found {
+        values: found.map(|(value, _)| value),
+        counts: found.map(|(_, count)| count),
+    })
+}
+
+/// The context headers of one carrier, gathered in one pass over its headers (see
+/// [`index_of`]): for each header of [`EVERY`], its first value and how many times it
+/// appears. Read with [`decode_found`].
+#[derive(Debug, Default)]
+pub(crate) struct Found<'a> {
+    values: [Option<&'a [u8]>; EVERY.len()],
+    counts: [usize; EVERY.len()],
+}
+
+impl<'a> Found<'a> {
+    /// Notes one value of header `EVERY[index]`.
+    pub(crate) fn add(&mut self, index: usize, value: &'a [u8]) {
+        if let (Some(first), Some(count)) = (self.values.get_mut(index), self.counts.get_mut(index))
+        {
+            if *count == 0 {
+                *first = Some(value);
+            }
+            *count += 1;
+        }
+    }
+
+    /// Whether no context header was seen.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts.iter().all(|count| *count == 0)
+    }
+}
+
+/// The index in [`EVERY`] of the context header named `name` (ASCII case ignored), if it is
+/// one: its length picks the one name it can be, then one comparison (exact first: a
+/// sender writes the names as [`EVERY`] spells them, HTTP in lowercase). No allocation.
+pub(crate) fn index_of(name: &[u8]) -> Option<usize> {
+    let i = match name.len() {
+        17 => 0,
+        19 => 1,
+        22 => 3,
+        20 => 5,
+        // Timestamp, Signature and Arguments: told apart by their first letter.
+        24 => match name.get(15)?.to_ascii_lowercase() {
+            b't' => 2,
+            b's' => 4,
+            b'a' => ARGUMENTS,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let (canonical, lowercase) = (EVERY[i].as_bytes(), LOWERCASE[i].as_bytes());
+    (name == lowercase || name == canonical || name.eq_ignore_ascii_case(canonical)).then_some(i)
+}
+
+/// Reads a context from the headers gathered in `found`, as [`decode_counted`] does.
+pub(crate) fn decode_found(found: &Found<'_>) -> Result<Option<TestContext>, ContextError> {
+    if let Some((name, count)) = EVERY.iter().zip(found.counts).find(|(_, count)| *count > 1) {
         return Err(ContextError::DuplicateHeader {
             header: name,
-            count: *count,
+            count,
         });
     }
-    let [id, name, timestamp, expires, signature, route, arguments] = found.map(|(value, _)| value);
+    let [id, name, timestamp, expires, signature, route, arguments] = found.values;
     let values = [id, name, timestamp, expires];
     if values.iter().all(Option::is_none) {
         return Ok(None);
@@ -598,9 +729,14 @@ fn checked_text<'a>(name: &'static str, raw: &'a [u8]) -> Result<&'a str, Contex
             max: MAX_VALUE_LEN,
         });
     }
-    let s = std::str::from_utf8(raw)
-        .map_err(|_| ContextError::NotUtf8 { header: name })?
-        .trim();
+    let s = std::str::from_utf8(raw).map_err(|_| ContextError::NotUtf8 { header: name })?;
+    // Most values have nothing to trim: no need to look for Unicode white space then.
+    let visible = |b: Option<&u8>| b.is_some_and(|b| (0x21..=0x7E).contains(b));
+    let s = if visible(raw.first()) && visible(raw.last()) {
+        s
+    } else {
+        s.trim()
+    };
     if s.is_empty() {
         return Err(ContextError::Empty { header: name });
     }
@@ -704,9 +840,38 @@ mod tests {
         ] {
             let t = parse_time(t).unwrap();
             let mut buf = [0u8; TIME_LEN];
-            assert_eq!(format_time_into(t, &mut buf), Some(format_time(t).as_str()));
+            assert!(format_time_into(t, &mut buf));
+            assert_eq!(&buf[..], format_time(t).as_bytes());
             assert_eq!(parse_own_format(&format_time(t)), Some(t));
         }
+    }
+
+    #[test]
+    fn the_stack_formatter_matches_chrono_from_year_0_to_9999() {
+        use chrono::TimeZone as _;
+        let mut buf = [0u8; TIME_LEN];
+        let first = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap().timestamp();
+        let last = Utc
+            .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+            .unwrap()
+            .timestamp();
+        // Every day's first and last second of the years around 1970 and 2000, then
+        // spread over the whole range, with odd microseconds.
+        let days = (-800..12_000).flat_map(|d: i64| [d * 86_400, d * 86_400 + 86_399]);
+        let spread = (0..20_000).map(|i: i64| first + (last - first) / 20_000 * i + i * 7);
+        for secs in days.chain(spread).chain([first, last]) {
+            let t = Utc.timestamp_opt(secs, 123_456_789).unwrap();
+            assert!(format_time_into(t, &mut buf), "{t}");
+            assert_eq!(&buf[..], format_time(t).as_bytes(), "{t}");
+        }
+        for outside in [first - 1, last + 1] {
+            let t = Utc.timestamp_opt(outside, 0).unwrap();
+            assert!(!format_time_into(t, &mut buf), "{t}");
+        }
+        // A leap second.
+        let leap = Utc.timestamp_opt(last, 1_999_999_999).unwrap();
+        assert!(format_time_into(leap, &mut buf));
+        assert_eq!(&buf[..], b"9999-12-31T23:59:59.999999Z");
     }
 
     #[test]
@@ -967,6 +1132,60 @@ mod tests {
                 .reason(),
             "bad_route"
         );
+    }
+
+    #[test]
+    fn header_names_are_matched_by_their_bytes_ignoring_case() {
+        for (i, name) in EVERY.iter().enumerate() {
+            for name in [
+                name.to_string(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                assert_eq!(index_of(name.as_bytes()), Some(i), "{name}");
+            }
+        }
+        assert_eq!(EVERY[ARGUMENTS], TEST_ARGUMENTS);
+        for (name, lowercase) in EVERY.iter().zip(LOWERCASE) {
+            assert_eq!(name.to_ascii_lowercase(), lowercase);
+        }
+        for other in [
+            "",
+            "LiveCheck-Test-",
+            "LiveCheck-Test-I",
+            "LiveCheck-Test-Idx",
+            "LiveCheck-Test-Timestamps",
+            "LiveCheck-Other-Id",
+            "LiveCheck-Test-Id\0",
+            "baggage",
+            "traceparent",
+        ] {
+            assert_eq!(index_of(other.as_bytes()), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_values_are_the_headers_in_wire_order() {
+        let mut all = TestContext::new("c", Duration::from_secs(60))
+            .route("user-7")
+            .arguments(serde_json::json!("sell"));
+        all.signature = Some("v2;kid=k1;sig=AAAA".into());
+        let listed = encode(&all);
+        encode_values(&all, |values| {
+            assert_eq!(values.len(), listed.len());
+            for (&(i, value), (name, listed)) in values.iter().zip(&listed) {
+                assert_eq!((EVERY[i], value), (*name, listed.as_bytes()));
+            }
+        });
+        // Years the stack formatter leaves to chrono.
+        all.expires_at = chrono::NaiveDate::from_ymd_opt(12020, 5, 1)
+            .unwrap()
+            .and_hms_opt(12, 30, 0)
+            .unwrap()
+            .and_utc();
+        encode_values(&all, |values| {
+            assert_eq!(values[3], (3, format_time(all.expires_at).as_bytes()));
+        });
     }
 
     #[test]

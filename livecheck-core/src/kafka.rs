@@ -21,9 +21,6 @@ use crate::counters::bump;
 use crate::headers::{self, ContextError};
 use crate::hop::{self, Hop, HopKind};
 
-/// What every LiveCheck header's name begins with.
-const LIVECHECK_PREFIX: &str = "livecheck-";
-
 /// Adds `context` (and its signature, route and arguments, if any: see
 /// [`headers::encode_with`]) to a record's headers: the LiveCheck headers, and the
 /// `livecheck.*` members merged into the `baggage` header (its other members kept; the
@@ -31,9 +28,12 @@ const LIVECHECK_PREFIX: &str = "livecheck-";
 /// `traceparent` when the record has none (see [`crate::baggage`]).
 pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> OwnedHeaders {
     let is = |h: &Header<&[u8]>, name: &str| h.key.eq_ignore_ascii_case(name);
-    let has_traceparent = record_headers.iter().any(|h| is(&h, baggage::TRACEPARENT));
-    let had_baggage = record_headers.iter().any(|h| is(&h, baggage::BAGGAGE));
-    let (mut out, merged) = if had_baggage {
+    let (mut has_traceparent, mut had_baggage) = (false, false);
+    for h in record_headers.iter() {
+        has_traceparent |= is(&h, baggage::TRACEPARENT);
+        had_baggage |= is(&h, baggage::BAGGAGE);
+    }
+    let mut out = if had_baggage {
         // Merged with the record's members; headers cannot be removed from `OwnedHeaders`:
         // without the old `baggage`, a copy.
         let mut entries = Vec::with_capacity(headers::EVERY.len());
@@ -55,35 +55,39 @@ pub fn inject_context(record_headers: OwnedHeaders, context: &TestContext) -> Ow
                 value: Some(value.as_bytes()),
             });
         }
-        (out, merged)
+        match &merged {
+            Some(value) => out.insert(Header {
+                key: baggage::BAGGAGE,
+                value: Some(value.as_bytes()),
+            }),
+            None => out,
+        }
     } else {
-        // The usual case: one pass writes the headers and our members.
-        let mut out = Some(record_headers);
-        let mut ours = baggage::Ours::default();
-        headers::encode_with(context, |key, value| {
-            out = out.take().map(|h| {
-                h.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                })
-            });
-            ours.push(key, value);
-        });
-        (out.unwrap_or_default(), ours.finish())
+        // The usual case: the headers, then our members written on the stack.
+        headers::encode_values(context, |values| {
+            let mut out = record_headers;
+            for &(i, value) in values {
+                out = out.insert(Header {
+                    key: headers::EVERY[i],
+                    value: Some(value),
+                });
+            }
+            baggage::with_ours(values, |ours| match ours {
+                Some(value) => out.insert(Header {
+                    key: baggage::BAGGAGE,
+                    value: Some(value),
+                }),
+                None => out,
+            })
+        })
     };
-    if let Some(value) = &merged {
+    if let Some(traceparent) = context.traceparent.as_deref().filter(|_| !has_traceparent) {
         out = out.insert(Header {
-            key: baggage::BAGGAGE,
-            value: Some(value.as_bytes()),
-        });
-    }
-    match &context.traceparent {
-        Some(traceparent) if !has_traceparent => out.insert(Header {
             key: baggage::TRACEPARENT,
             value: Some(traceparent.as_bytes()),
-        }),
-        _ => out,
+        });
     }
+    out
 }
 
 /// Adds the current task's test context (if any) to a record's headers.
@@ -104,45 +108,33 @@ pub fn extract<M: Message>(message: &M) -> Result<Option<TestContext>, ContextEr
     let Some(record_headers) = message.headers() else {
         return Ok(None);
     };
-    // One pass over the record's headers (each one read is a call into librdkafka), then
-    // the lookups by name on the copy.
-    // Only the headers a context can be in: a record without any (normal traffic, whatever
-    // other headers it has) allocates nothing; one with them allocates once, sized up front
-    // (the iterator does not know its length; growing cost 10 % here).
-    let mut all: Vec<(&str, &[u8])> = Vec::new();
+    // One pass over the record's headers (each one read is a call into librdkafka), each
+    // name matched by its bytes: a record without a context allocates nothing.
+    let mut found = headers::Found::default();
+    let (mut baggage_seen, mut traceparent) = (false, None);
     for h in record_headers.iter() {
-        let ours = h
-            .key
-            .get(..LIVECHECK_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(LIVECHECK_PREFIX))
-            || h.key.eq_ignore_ascii_case(baggage::BAGGAGE)
-            || h.key.eq_ignore_ascii_case(baggage::TRACEPARENT);
-        if ours {
-            if all.is_empty() {
-                all.reserve(record_headers.count());
-            }
-            all.push((h.key, h.value.unwrap_or_default()));
+        let value = h.value.unwrap_or_default();
+        if let Some(i) = headers::index_of(h.key.as_bytes()) {
+            found.add(i, value);
+        } else if h.key.eq_ignore_ascii_case(baggage::BAGGAGE) {
+            baggage_seen = true;
+        } else if traceparent.is_none() && h.key.eq_ignore_ascii_case(baggage::TRACEPARENT) {
+            traceparent = Some(value);
         }
     }
-    if all.is_empty() {
+    if found.is_empty() && !baggage_seen && traceparent.is_none() {
         return Ok(None);
     }
-    let named = |name: &'static str| {
-        all.iter()
-            .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| *value)
-    };
-    let from_headers = headers::decode_counted(|name| {
-        let mut matching = named(name);
-        match matching.next() {
-            None => (None, 0),
-            Some(first) => (Some(first), 1 + matching.count()),
-        }
-    });
     baggage::extract(
-        from_headers,
-        || named(baggage::BAGGAGE),
-        named(baggage::TRACEPARENT).next(),
+        headers::decode_found(&found),
+        // Read again only when the LiveCheck headers carry no context.
+        || {
+            record_headers
+                .iter()
+                .filter(|h| h.key.eq_ignore_ascii_case(baggage::BAGGAGE))
+                .map(|h| h.value.unwrap_or_default())
+        },
+        traceparent,
     )
 }
 
