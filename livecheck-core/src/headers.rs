@@ -309,7 +309,7 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 /// Parses an ISO-8601 time: RFC 3339 with an offset, or a naive time taken as UTC (Faust
 /// sends `datetime.utcnow().isoformat()`, which has no offset).
 pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    if let Some(t) = parse_own_format(value) {
+    if let Some(t) = parse_own_format(value.as_bytes()) {
         return Some(t);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
@@ -557,9 +557,8 @@ pub(crate) fn encode_fields_with(context: &TestContext, mut put: impl FnMut(&'st
 
 /// Parses exactly the format [`format_time`] writes (`2020-05-01T12:30:00.123456Z`), the
 /// common case on the wire, without chrono's general parser. `None` for anything else.
-fn parse_own_format(value: &str) -> Option<DateTime<Utc>> {
+fn parse_own_format(b: &[u8]) -> Option<DateTime<Utc>> {
     use chrono::{NaiveDate, NaiveTime};
-    let b = value.as_bytes();
     if b.len() != TIME_LEN || SEPARATORS.iter().any(|(at, c)| b[*at] != *c) {
         return None;
     }
@@ -653,7 +652,23 @@ pub(crate) fn index_of(name: &[u8]) -> Option<usize> {
         _ => return None,
     };
     let (canonical, lowercase) = (EVERY[i].as_bytes(), LOWERCASE[i].as_bytes());
-    (name == lowercase || name == canonical || name.eq_ignore_ascii_case(canonical)).then_some(i)
+    (same(name, lowercase) || same(name, canonical) || name.eq_ignore_ascii_case(canonical))
+        .then_some(i)
+}
+
+/// `a == b` for names of 16 to 24 bytes, in three word comparisons (no call to `memcmp`).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let last = a.len().saturating_sub(8);
+    a.len() == b.len()
+        && (16..=24).contains(&a.len())
+        && word(a, 0) == word(b, 0)
+        && word(a, 8) == word(b, 8)
+        && word(a, last) == word(b, last)
 }
 
 /// Reads a context from the headers gathered in `found`, as [`decode_counted`] does.
@@ -670,18 +685,26 @@ pub(crate) fn decode_found(found: &Found<'_>) -> Result<Option<TestContext>, Con
         return Ok(None);
     }
     let mut text = [""; 4];
+    let mut times = [None; 4];
     for (i, (name, value)) in ALL.iter().zip(values).enumerate() {
         let raw = value.ok_or(ContextError::Missing { header: name })?;
-        text[i] = checked_text(name, raw)?;
+        // A time as LiveCheck writes it (the usual case) is read from its bytes: it is
+        // UTF-8, with nothing to trim.
+        times[i] = (i >= 2).then(|| parse_own_format(raw)).flatten();
+        if times[i].is_none() {
+            text[i] = checked_text(name, raw)?;
+        }
     }
-    let time = |header: &'static str, value: &str| {
-        parse_time(value).ok_or_else(|| ContextError::BadTimestamp {
-            header,
-            value: value.to_owned(),
-        })
+    let time = |i: usize, header: &'static str| {
+        times[i]
+            .or_else(|| parse_time(text[i]))
+            .ok_or_else(|| ContextError::BadTimestamp {
+                header,
+                value: text[i].to_owned(),
+            })
     };
-    let issued_at = time(TEST_TIMESTAMP, text[2])?;
-    let expires_at = time(TEST_EXPIRES, text[3])?;
+    let issued_at = time(2, TEST_TIMESTAMP)?;
+    let expires_at = time(3, TEST_EXPIRES)?;
     if expires_at < issued_at {
         return Err(ContextError::ExpiresBeforeIssued {
             issued_at,
@@ -842,7 +865,7 @@ mod tests {
             let mut buf = [0u8; TIME_LEN];
             assert!(format_time_into(t, &mut buf));
             assert_eq!(&buf[..], format_time(t).as_bytes());
-            assert_eq!(parse_own_format(&format_time(t)), Some(t));
+            assert_eq!(parse_own_format(format_time(t).as_bytes()), Some(t));
         }
     }
 
