@@ -24,15 +24,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Brings `config`'s environment up and starts a runner for `cases` on it.
+    /// Brings `config`'s environment up, with the changelogs of the tables `cases` declare
+    /// ([`EnvironmentConfig::tables`]), and starts a runner for `cases` on it.
     pub async fn start(config: &EnvironmentConfig, cases: Vec<Case>) -> Result<Self, SessionError> {
-        let environment = config.start().await?;
+        let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
+        let tables = suite
+            .tables()
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let environment = config.clone().tables(tables).start().await?;
         let mut client = LiveCheck::new(environment.kafka.clone(), environment.topics.clone())
             .map_err(|e| SessionError::Setup(e.to_string()))?;
         if let Some(keys) = &config.signing_keys {
             client = client.with_signing(keys.clone());
         }
-        let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
         let runner = Runner::new(
             suite,
             client.clone(),

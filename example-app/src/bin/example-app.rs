@@ -57,6 +57,10 @@ struct Args {
     /// embedded one), more fetches while idle. The LiveCheck runner's default is the same.
     #[arg(long, env = "EXAMPLE_FETCH_WAIT_MS", default_value_t = livecheck_core::DEFAULT_FETCH_WAIT.as_millis() as u64)]
     fetch_wait_ms: u64,
+    /// The most a user may sell in total: a sell order that would take the user's sold
+    /// quantity above it is refused (HTTP 409).
+    #[arg(long, env = "EXAMPLE_SELL_LIMIT", default_value_t = example_app::DEFAULT_SELL_LIMIT)]
+    sell_limit: u64,
 }
 
 #[tokio::main]
@@ -84,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     config.test_hooks = args.test_hooks;
     config.execution = args.execution;
     config.fetch_wait = std::time::Duration::from_millis(args.fetch_wait_ms);
+    config.sell_limit = args.sell_limit;
     config.control = (!args.no_control).then(|| {
         let options = ControlOptions::new(args.service_name.clone());
         match args.instance.clone() {
@@ -105,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("example-app listening on {}", app.base_url);
     println!("kafka bootstrap servers: {}", app.brokers());
-    println!("try: curl {}/order/init/sell/", app.base_url);
+    println!("try: curl '{}/order/init/sell/?user=alice&quantity=40'", app.base_url);
     tokio::signal::ctrl_c().await?;
     app.stop().await;
     Ok(())

@@ -57,7 +57,7 @@ pub(crate) async fn broker_and_app(
     probability: f64,
 ) -> (String, EmbeddedBroker, KafkaConfig, RunningApp) {
     let prefix = format!("{tag}{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let topics = AppTopics::with_prefix(&prefix);
+    let topics = AppTopics::with_prefix(&prefix).with_tables(livecheck_tests::tables());
     let broker = EmbeddedBroker::start().unwrap();
     topics.create_embedded(&broker, 4).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
