@@ -97,6 +97,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Tables, windows and invariants
+//!
+//! Every case is a stream processor and can keep state: a [`Table`] (typed, serde) that its
+//! expectations read and update ([`Run::table`]), a [`Window`] of per-key counts and sums by
+//! event time ([`Run::window`]) for anomaly rules, and [`ensure_invariant!`] to report a
+//! broken business rule as such (a `FAIL` of kind "invariant", with the key and the values:
+//! [`Report::invariant`]). A table lives in a compacted changelog topic
+//! ([`Topics::table`]); a runner restores a partition's entries before it runs the
+//! partition's tests, and a test run again after a restart or a rebalance does not apply its
+//! writes twice. State per business key needs the tests routed by that key, so that one
+//! runner sees every test of a key ([`Case::route_by`], [`Trigger::maybe_trigger_for_key`]);
+//! small reference data every test reads goes in a global table ([`Table::global`]). See
+//! [`table`] for which to use when, the changelog format and the limits.
+//!
 //! ## Background jobs
 //!
 //! With the feature `jobs-apalis`, the module `jobs` carries the test context into

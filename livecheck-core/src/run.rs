@@ -141,18 +141,46 @@ pub(crate) struct RunShared {
     /// The partition the test's records are on, and its event-time clock.
     pub(crate) partition: i32,
     pub(crate) clocks: Clocks,
-    /// The suite's tables, and this run's writes to them.
-    pub(crate) tables: Arc<TableStore>,
+    /// The suite's tables and this run's writes to them, for a case that declares tables
+    /// (boxed: a run of another case pays one pointer).
+    pub(crate) tables: Option<Box<RunTables>>,
+}
+
+/// What a run of a case with tables needs of them.
+pub(crate) struct RunTables {
+    pub(crate) store: Arc<TableStore>,
     /// Offset of the test's record (its writes are remembered until it is committed).
     pub(crate) test_offset: i64,
     pub(crate) writes: Mutex<RunWrites>,
 }
 
-/// A run's table writes: the next write's number, and those not yet acknowledged.
+/// A run's table writes: how many it made to each entry (a write is numbered among the
+/// run's writes to its entry, so branches that write different entries in any order number
+/// them alike), and those not yet acknowledged.
 #[derive(Default)]
 pub(crate) struct RunWrites {
-    next: u32,
+    made: Vec<(Box<str>, Box<str>, u32)>,
     pub(crate) pending: Vec<PendingWrite>,
+}
+
+impl RunWrites {
+    /// The number of the run's next write to `route` of `table`.
+    fn next(&mut self, table: &str, route: &str) -> u32 {
+        match self
+            .made
+            .iter_mut()
+            .find(|(t, r, _)| &**t == table && &**r == route)
+        {
+            Some((_, _, n)) => {
+                *n += 1;
+                *n - 1
+            }
+            None => {
+                self.made.push((table.into(), route.into(), 1));
+                0
+            }
+        }
+    }
 }
 
 impl Run {
@@ -163,7 +191,18 @@ impl Run {
         route: &str,
     ) -> Result<Option<Box<RawValue>>, CheckError> {
         let s = &self.shared;
-        s.tables.get(table, &s.context.case, route, s.partition)
+        self.tables(table)?
+            .store
+            .get(table, &s.context.case, route, s.partition)
+    }
+
+    fn tables(&self, table: &str) -> Result<&RunTables, CheckError> {
+        self.shared.tables.as_deref().ok_or_else(|| {
+            CheckError::Error(format!(
+                "table `{table}` is not declared on case {}: add `.table(&...)` to the case so the runner restores it",
+                self.shared.context.case
+            ))
+        })
     }
 
     /// Makes the run's next write: `change` gets the current value of `route` and gives the
@@ -175,15 +214,15 @@ impl Run {
         change: impl FnOnce(Option<&RawValue>) -> Result<Option<Box<RawValue>>, CheckError>,
     ) -> Result<Option<Box<RawValue>>, CheckError> {
         let s = &self.shared;
-        let mut writes = s.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let op = writes.next;
-        writes.next += 1;
-        let (written, pending) = s.tables.write(
+        let tables = self.tables(table)?;
+        let mut writes = tables.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let op = writes.next(table, route);
+        let (written, pending) = tables.store.write(
             table,
             &s.context.case,
             route,
             s.partition,
-            (&s.context.id, s.test_offset, op),
+            (&s.context.id, tables.test_offset, op),
             change,
         )?;
         writes.pending.extend(pending);

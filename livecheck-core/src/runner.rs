@@ -40,7 +40,7 @@ use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
-use crate::run::{Run, RunShared, RunState};
+use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::signal::SignalEvent;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 use crate::table::{TableSpec, TableStats, TableStore};
@@ -683,9 +683,17 @@ impl Runner {
     async fn assign_all(&self, tests: &Arc<Consumer2>, signals: &Consumer2) -> Result<(), Error> {
         let topics = self.inner.client.topics().clone();
         let start_at_end = self.inner.config.start_at_end;
+        let table_topics: Vec<(String, bool)> = self
+            .inner
+            .tables
+            .topics()
+            .into_iter()
+            .map(|(t, g)| (t.to_owned(), g))
+            .collect();
+        type Found = (Vec<TopicPartitionList>, Vec<(String, bool, usize)>);
         let lists = {
             let consumer = tests.clone();
-            tokio::task::spawn_blocking(move || -> Result<Vec<TopicPartitionList>, Error> {
+            tokio::task::spawn_blocking(move || -> Result<Found, Error> {
                 let mut lists = Vec::new();
                 for topic in [&topics.tests, &topics.signals] {
                     let metadata = consumer
@@ -713,12 +721,27 @@ impl Runner {
                     }
                     lists.push(list);
                 }
-                Ok(lists)
+                let mut table_counts = Vec::new();
+                for (topic, global) in &table_topics {
+                    let metadata = consumer
+                        .fetch_metadata(Some(topic), Duration::from_secs(10))
+                        .map_err(Error::kafka(format!(
+                            "reading the metadata of topic {topic}"
+                        )))?;
+                    let count = metadata
+                        .topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len());
+                    table_counts.push((topic.clone(), *global, count));
+                }
+                Ok((lists, table_counts))
             })
             .await
             .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))??
         };
+        let (lists, table_counts) = lists;
         let partitions: Vec<i32> = lists[0].elements().iter().map(|e| e.partition()).collect();
+        self.check_table_topics(&table_counts, partitions.len())?;
         self.inner.tables.set_partitions(partitions.len() as i32);
         if !self.inner.tables.is_empty() {
             let runner = self.clone();
@@ -814,6 +837,18 @@ impl Runner {
                         timeout,
                     )
                     .and_then(|mut restored| {
+                        if tables.is_empty() {
+                            return Ok(restored);
+                        }
+                        if tables.partitions() == 0 {
+                            // The start's metadata read failed (broker down then): now.
+                            let metadata = consumer.fetch_metadata(Some(&topics.tests), timeout)?;
+                            let count = metadata
+                                .topics()
+                                .first()
+                                .map_or(0, |t| t.partitions().len());
+                            tables.set_partitions(count as i32);
+                        }
                         // The tables after the commit: writes of committed tests forgotten.
                         let committed: HashMap<i32, i64> = restored
                             .iter()
@@ -1388,9 +1423,13 @@ impl Runner {
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             clocks: self.inner.clocks.clone(),
-            tables: self.inner.tables.clone(),
-            test_offset: pos.offset,
-            writes: Mutex::default(),
+            tables: (!case.tables().is_empty()).then(|| {
+                Box::new(RunTables {
+                    store: self.inner.tables.clone(),
+                    test_offset: pos.offset,
+                    writes: Mutex::default(),
+                })
+            }),
         });
         let run = Run {
             shared: shared.clone(),
@@ -1455,13 +1494,9 @@ impl Runner {
             ),
         };
         // The run's table writes are in Kafka before its verdict is (see `crate::table`).
-        let writes = std::mem::take(
-            &mut shared
-                .writes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pending,
-        );
+        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
+            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
+        });
         if !writes.is_empty() {
             Box::pin(
                 self.inner

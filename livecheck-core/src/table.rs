@@ -53,13 +53,15 @@
 //! ## Exactly once
 //!
 //! A test that is run again (its runner stopped or lost the partition before its verdict
-//! was committed) does not apply its writes twice. Each write is numbered within its run,
-//! and the entry it changes records `(test id, write number, the value it left)` until the
+//! was committed) does not apply its writes twice. Each write is numbered among the run's
+//! writes to its entry, and the entry records `(test id, write number, the value it left)` until the
 //! test's record is committed; the changelog record of the entry carries that list. A run
 //! again of the test finds its write there and gets the value it left, without applying it
 //! again. So an update that reads the current value and writes the next one must be one
 //! call ([`TableView::update`], [`WindowView::add`]); a `get` then an `insert` is two calls,
-//! and the `get` of a run again sees the value after its first run's write.
+//! and the `get` of a run again sees the value after its first run's write (and a
+//! [`TableView::remove`] run again returns `None`). `change` runs under the store's lock:
+//! keep it short.
 //!
 //! A run's writes are acknowledged by Kafka before its report is published, so a decided
 //! test's writes are in the changelog. Writes happen when they are made: tests of one key
@@ -585,6 +587,10 @@ impl TableStore {
 
     pub(crate) fn set_partitions(&self, partitions: i32) {
         self.lock().partitions = partitions;
+    }
+
+    pub(crate) fn partitions(&self) -> i32 {
+        self.lock().partitions
     }
 
     /// Every partition of every partitioned table, empty (no group: nothing to restore
