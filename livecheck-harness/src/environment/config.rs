@@ -389,4 +389,16 @@ mod tests {
         assert_eq!(config.broker.ports(), 2);
         assert_eq!(config.partitions, 1);
     }
+
+    #[test]
+    fn tables_are_added_once_each() {
+        let spec = |name, global| TableSpec { name, global };
+        let config = EnvironmentConfig::new(EnvironmentKind::Embedded)
+            .tables([spec("sold", false)])
+            .tables([spec("sold", false), spec("limits", true)]);
+        assert_eq!(
+            config.tables_of(),
+            [spec("sold", false), spec("limits", true)]
+        );
+    }
 }
