@@ -86,7 +86,10 @@ impl CheckError {
         CheckError::Invariant(Box::new(crate::report::Invariant {
             rule: rule.into(),
             key: key.into(),
-            values: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            values: values
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), capped(v)))
+                .collect(),
         }))
     }
 }
@@ -99,6 +102,22 @@ impl fmt::Display for CheckError {
             CheckError::Invariant(invariant) => invariant.fmt(f),
         }
     }
+}
+
+/// Longest JSON of one invariant value kept in a report; a longer one is replaced by the
+/// start of its JSON as a string, ending in `…`.
+pub(crate) const MAX_INVARIANT_VALUE_LEN: usize = 512;
+
+fn capped(value: serde_json::Value) -> serde_json::Value {
+    let json = value.to_string();
+    if json.len() <= MAX_INVARIANT_VALUE_LEN {
+        return value;
+    }
+    let mut cut = MAX_INVARIANT_VALUE_LEN;
+    while !json.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::Value::String(format!("{}…", &json[..cut]))
 }
 
 /// Any error is [`CheckError::Error`] (verdict `ERROR`): its message followed by those of

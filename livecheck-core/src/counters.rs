@@ -203,6 +203,12 @@ counters! {
         /// Changelog records that did not decode (skipped, logged with topic, partition and
         /// offset).
         table_records_malformed,
+        /// Changelog records of a runner that had lost the partition, read after its new
+        /// owner's fence (skipped).
+        table_records_fenced,
+        /// Writes whose results an entry stopped remembering to keep its record under
+        /// `table::MAX_RECORD_BYTES` (a run again of their tests gets the current value).
+        table_results_dropped,
     }
 }
 

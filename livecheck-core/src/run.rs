@@ -18,7 +18,7 @@ use crate::clock::Clocks;
 use crate::context::TestContext;
 use crate::registry::{Arrival, Registry, Watch};
 use crate::signal::Signal;
-use crate::table::{PendingWrite, TableStore};
+use crate::table::{PendingWrite, TableStore, Written};
 
 /// A predicate on a step's JSON value.
 type Filter = Arc<dyn Fn(&RawValue) -> bool + Send + Sync>;
@@ -211,8 +211,10 @@ impl Run {
         &self,
         table: &str,
         route: &str,
-        change: impl FnOnce(Option<&RawValue>) -> Result<Option<Box<RawValue>>, CheckError>,
-    ) -> Result<Option<Box<RawValue>>, CheckError> {
+        change: impl FnOnce(
+            Option<&RawValue>,
+        ) -> Result<(Option<Box<RawValue>>, Box<RawValue>), CheckError>,
+    ) -> Result<Written, CheckError> {
         let s = &self.shared;
         let tables = self.tables(table)?;
         let mut writes = tables.writes.lock().unwrap_or_else(|p| p.into_inner());

@@ -440,6 +440,8 @@ impl Runner {
             .create_with_context(context(true))
             .map_err(Error::kafka("creating the runner's signals consumer"))?;
         let follower_stop = Arc::new(AtomicBool::new(false));
+        // Stops the global tables' follower however this function returns.
+        let _follower = StopOnDrop(follower_stop.clone());
         self.follow_global_tables(&follower_stop).await?;
         if in_group {
             self.check_partitions(&tests_consumer).await?;
@@ -449,8 +451,6 @@ impl Runner {
         } else {
             self.assign_all(&tests_consumer, &signals_consumer).await?;
         }
-        // Stops the global tables' follower however this function returns.
-        let _follower = StopOnDrop(follower_stop);
         info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, "runner consuming");
         let mut tick = tokio::time::interval(self.inner.config.sweep_every);
         let mut restores: Restores = JoinSet::new();
@@ -651,17 +651,18 @@ impl Runner {
             .name("livecheck-global-tables".into())
             .spawn(move || {
                 let inner = &runner.inner;
+                // Only a real catch-up sends; a failed attempt keeps the sender for the next.
                 let mut ready = Some(ready_tx);
+                let mut caught_up = || {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                };
                 while !stop_flag.load(Ordering::Relaxed) {
-                    let tx = ready.take();
                     let result = inner.tables.follow_global(
                         inner.client.kafka(),
                         &inner.connectivity,
-                        || {
-                            if let Some(tx) = tx {
-                                let _ = tx.send(());
-                            }
-                        },
+                        &mut caught_up,
                         &stop_flag,
                     );
                     match result {
@@ -1681,6 +1682,11 @@ impl Runner {
                     let mut ledger = self.lock_ledger();
                     ledger.report_acked(partition, offset);
                     if let Some(hold) = &outgoing.hold {
+                        self.inner.tables.decided(
+                            hold.partition,
+                            &outgoing.report.test_id,
+                            hold.test_offset,
+                        );
                         ledger.decided(
                             hold.partition,
                             hold.test_offset,

@@ -70,19 +70,33 @@
 //! ## Changelog records
 //!
 //! Key: `route(k)` (UTF-8). Value: JSON `{"v": <value>, "ops": [{"t": <test id>, "o":
-//! <test record offset>, "n": <write number>, "r": <value left>}]}`, `"v"` absent when the
-//! entry was removed while some of its writes still wait for their commit; a record
-//! without a value (a tombstone) removes the entry. A record that does not decode is counted
-//! (`table_records_malformed`), logged with its topic, partition and offset, and skipped.
+//! <test record offset>, "n": <write number>, "r": <what a run again gets>}], "e":
+//! <owner epoch>}`. `"v"` is absent when the entry was removed while some of its writes
+//! still wait for their commit; a record without a value (a tombstone) removes the entry.
+//! An entry's record stays under [`MAX_RECORD_BYTES`]: past it the oldest writes lose their
+//! `"r"` (still recognised, never applied twice; a run again gets the current value).
+//!
+//! Each owner of a partition writes a fence `{"fence": <epoch>}` (key `livecheck.fence\0`)
+//! when it has restored the partition, before any of its writes, with an epoch above every
+//! one it read. A record of an older epoch read after a newer one is skipped
+//! (`table_records_fenced`): it was written late by a runner that had lost the partition,
+//! for a test whose report it never published (the new owner runs that test again).
+//!
+//! A record that does not decode is counted (`table_records_malformed`), logged with its
+//! topic, partition and offset, and skipped.
 //!
 //! ## Known limitations
-//! - A runner that has lost a partition may still have a write of it in flight when the new
-//!   owner restores the partition (the new owner's restore reads up to the end it sees). With
-//!   the default settings that window is shorter than a rebalance; a write that lands in it
-//!   is missing from the new owner's entry until the key is written again, and a later
-//!   restore sees whichever record came last.
-//! - Without a consumer group ([`crate::RunnerConfig::group_id`] `None`) nothing is
-//!   committed: an entry keeps the writes of its last [`MAX_WRITES_PER_ENTRY`] tests.
+//! - Without a consumer group ([`crate::RunnerConfig::group_id`] `None`), nothing is
+//!   committed: a runner that starts from the beginning of the tests topic runs every test
+//!   there again, and an entry recognises only the writes it still remembers
+//!   ([`MAX_WRITES_PER_ENTRY`], more while they are undecided), so older ones are applied
+//!   again. Use a group (as the `livecheck` service does) wherever the tables must be exact.
+//! - A write made by an owner before its fence and delivered after the next owner read the
+//!   partition is missing from the next owner's entry (it runs that test again, so the
+//!   write is made again), and it is in the log before the next owner's fence, so a later
+//!   restore reads it in order; only a write delivered after a newer fence is skipped.
+//! - A global table is written only with [`Table::publish`]; it is read whole into every
+//!   runner's memory.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -94,7 +108,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::de::DeserializeOwned;
@@ -201,6 +215,12 @@ impl<K: Serialize, V: Serialize> Table<K, V> {
         key: &K,
         value: Option<&V>,
     ) -> Result<(), Error> {
+        if !self.global {
+            return Err(Error::Config(format!(
+                "table {} is partitioned: its runs write it (a record from elsewhere would lose the writes it remembers); publish to global tables only",
+                self.name
+            )));
+        }
         let route =
             route_of(key).map_err(|e| Error::Config(format!("table {}: {e}", self.name)))?;
         let payload = match value {
@@ -296,7 +316,7 @@ impl<K> Declared for Window<K> {
 }
 
 /// What a window holds for a key at a test's time: returned by [`WindowView::add`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WindowTotals {
     /// How many adds fall in the window (this one included).
     pub count: u64,
@@ -392,6 +412,13 @@ pub(crate) fn route_of<K: Serialize + ?Sized>(key: &K) -> Result<String, String>
     }
 }
 
+/// The key of a partition's fence record (see [`TableStore::restore`]).
+const FENCE_KEY: &str = "livecheck.fence\u{0}";
+
+/// A changelog record an entry's value may not exceed; past it the oldest writes' values
+/// are not remembered (a run again of those tests gets the entry's current value).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
 /// One write an entry remembers until its test is committed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Applied {
@@ -404,18 +431,28 @@ struct Applied {
     /// Write number within the run.
     #[serde(rename = "n")]
     op: u32,
-    /// The value the write left (`None`: removed).
+    /// What a run again of the test gets: the value the write left (a window: its totals);
+    /// absent when it was not remembered (a record over [`MAX_RECORD_BYTES`]).
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     result: Option<Box<RawValue>>,
 }
 
-/// An entry's changelog record.
-#[derive(Debug, Serialize, Deserialize)]
+/// An entry's changelog record, or a partition's fence (`fence` set, nothing else).
+#[derive(Debug, Deserialize)]
 struct ChangelogValue {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     v: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     ops: Vec<Applied>,
+    /// The epoch of the owner that wrote it.
+    #[serde(rename = "e", default)]
+    epoch: u64,
+    #[serde(default)]
+    fence: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Default)]
@@ -428,10 +465,16 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
     entries: HashMap<Box<str>, Entry>,
+    /// The newest owner's epoch seen on the partition (this owner's, once it fenced).
+    epoch: u64,
+    /// Records of an older owner read after a newer owner's: skipped.
+    fenced: u64,
 }
 
 impl Shard {
-    /// Applies a changelog record (`None`: a tombstone).
+    /// Applies a changelog record (`None`: a tombstone). A record of an owner older than
+    /// one whose record came before it was written late by a runner that had lost the
+    /// partition: it is skipped.
     fn apply(&mut self, route: &str, payload: Option<&[u8]>) -> Result<(), String> {
         let Some(payload) = payload else {
             self.entries.remove(route);
@@ -439,6 +482,15 @@ impl Shard {
         };
         let record: ChangelogValue =
             serde_json::from_slice(payload).map_err(|e| format!("not a table entry: {e}"))?;
+        if let Some(fence) = record.fence {
+            self.epoch = self.epoch.max(fence);
+            return Ok(());
+        }
+        if record.epoch < self.epoch {
+            self.fenced += 1;
+            return Ok(());
+        }
+        self.epoch = record.epoch;
         if record.v.is_none() && record.ops.is_empty() {
             self.entries.remove(route);
         } else {
@@ -453,12 +505,19 @@ impl Shard {
         Ok(())
     }
 
-    /// Forgets the writes of tests whose records are before `committed`.
-    fn prune(&mut self, committed: i64) {
-        self.entries.retain(|_, e| {
+    /// Forgets the writes of tests whose records are before `committed`; the keys of the
+    /// entries that leave with them (removed, and no write left to remember).
+    fn prune(&mut self, committed: i64) -> Vec<Box<str>> {
+        let mut gone = Vec::new();
+        self.entries.retain(|route, e| {
             e.ops.retain(|a| a.offset >= committed);
-            e.value.is_some() || !e.ops.is_empty()
+            let keep = e.value.is_some() || !e.ops.is_empty();
+            if !keep {
+                gone.push(route.clone());
+            }
+            keep
         });
+        gone
     }
 
     /// How many entries it holds.
@@ -475,9 +534,33 @@ pub(crate) struct PendingWrite {
     delivery: Option<DeliveryFuture>,
 }
 
+/// What a write gives back: what its first run remembered, or the entry's current value
+/// when nothing was remembered.
+pub(crate) enum Written {
+    Remembered(Box<RawValue>),
+    Current(Option<Box<RawValue>>),
+}
+
+thread_local! {
+    /// Set while a write's `change` runs: a table call from inside it would deadlock.
+    static IN_CHANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn not_inside_change(table: &str) -> Result<(), CheckError> {
+    if IN_CHANGE.with(std::cell::Cell::get) {
+        return Err(CheckError::Error(format!(
+            "table `{table}` used inside an update's closure: read or write tables before or after it"
+        )));
+    }
+    Ok(())
+}
+
 struct StoreState {
     /// The tests topic's partition count (0 until known).
     partitions: i32,
+    /// Per partition, tests whose reports were acknowledged (they are not run again), by
+    /// test id, with their records' offsets: their writes may be forgotten first.
+    decided: HashMap<i32, HashMap<Box<str>, i64>>,
     shards: HashMap<(&'static str, i32), Shard>,
     /// Per partition, the tests offset below which writes are forgotten (a commit known
     /// to have landed), and the last one sent.
@@ -523,11 +606,17 @@ impl TableStore {
             .map(|s| (s.name, topics.table(s.name)))
             .collect();
         Self {
-            specs,
+            specs: specs.clone(),
             topics,
             state: Mutex::new(StoreState {
                 partitions: 0,
-                shards: HashMap::new(),
+                decided: HashMap::new(),
+                // A global table without records reads as empty, not as missing.
+                shards: specs
+                    .iter()
+                    .filter(|s| s.global)
+                    .map(|s| ((s.name, GLOBAL), Shard::default()))
+                    .collect(),
                 committed: HashMap::new(),
             }),
             producer: OnceLock::new(),
@@ -618,6 +707,20 @@ impl TableStore {
         let mut state = self.lock();
         state.shards.retain(|(_, p), _| *p != partition);
         state.committed.remove(&partition);
+        state.decided.remove(&partition);
+    }
+
+    /// The report of test `test_id` (its record at `offset` of `partition`) was
+    /// acknowledged: it is not run again, so its writes may be forgotten first.
+    pub(crate) fn decided(&self, partition: i32, test_id: &str, offset: i64) {
+        if !self.specs.iter().any(|s| !s.global) {
+            return;
+        }
+        self.lock()
+            .decided
+            .entry(partition)
+            .or_default()
+            .insert(test_id.into(), offset);
     }
 
     /// A commit of the partition's tests before `offset` was sent. Commits are
@@ -630,6 +733,10 @@ impl TableStore {
         let mut state = self.lock();
         let entry = state.committed.entry(partition).or_insert((offset, offset));
         *entry = (entry.1.min(offset), offset);
+        let forget_before = entry.0;
+        if let Some(decided) = state.decided.get_mut(&partition) {
+            decided.retain(|_, o| *o >= forget_before);
+        }
     }
 
     /// Entries held per table.
@@ -694,6 +801,7 @@ impl TableStore {
         route: &str,
         partition: i32,
     ) -> Result<Option<Box<RawValue>>, CheckError> {
+        not_inside_change(table)?;
         let state = self.lock();
         let place = self.place(&state, table, case, route, partition)?;
         bump(&self.counters.table_reads);
@@ -705,8 +813,8 @@ impl TableStore {
 
     /// Applies write number `op` of test `test` (its record at `offset` of `partition`) to
     /// `route` of `table`: `change` gets the current value and gives the next (`None`
-    /// removes). A write this test made already (a run again) is not applied again: its
-    /// value is returned as it left it.
+    /// removes) and what a run again of the test gets. A write this test made already (a
+    /// run again) is not applied again: it gets what the first run remembered.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &self,
@@ -715,22 +823,30 @@ impl TableStore {
         route: &str,
         partition: i32,
         test: (&str, i64, u32),
-        change: impl FnOnce(Option<&RawValue>) -> Result<Option<Box<RawValue>>, CheckError>,
-    ) -> Result<(Option<Box<RawValue>>, Option<PendingWrite>), CheckError> {
+        change: impl FnOnce(
+            Option<&RawValue>,
+        ) -> Result<(Option<Box<RawValue>>, Box<RawValue>), CheckError>,
+    ) -> Result<(Written, Option<PendingWrite>), CheckError> {
+        not_inside_change(table)?;
         let (test_id, offset, op) = test;
-        let mut state = self.lock();
-        let place = self.place(&state, table, case, route, partition)?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let place = self.place(state, table, case, route, partition)?;
         if place.1 == GLOBAL {
             return Err(CheckError::Error(format!(
                 "table `{table}` is global: tests read it; write it with Table::publish"
             )));
         }
         let committed = state.committed.get(&partition).map(|c| c.0);
+        let decided = state.decided.get(&partition);
         let Some(shard) = state.shards.get_mut(&place) else {
             return Err(not_held(table, partition));
         };
-        let entry = shard.entries.entry(route.into()).or_default();
-        if let Some(done) = entry.ops.iter().find(|a| &*a.test == test_id && a.op == op) {
+        let epoch = shard.epoch;
+        let current = shard.entries.get(route);
+        if let Some(done) =
+            current.and_then(|e| e.ops.iter().find(|a| &*a.test == test_id && a.op == op))
+        {
             bump(&self.counters.table_writes_replayed);
             debug!(
                 table,
@@ -739,30 +855,39 @@ impl TableStore {
                 op,
                 "write already applied by an earlier run of this test; not applied again"
             );
-            return Ok((done.result.clone(), None));
+            let written = match &done.result {
+                Some(r) => Written::Remembered(r.clone()),
+                None => Written::Current(current.and_then(|e| e.value.clone())),
+            };
+            return Ok((written, None));
         }
-        let next = change(entry.value.as_deref())?;
+        IN_CHANGE.with(|f| f.set(true));
+        let changed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            change(current.and_then(|e| e.value.as_deref()))
+        }));
+        IN_CHANGE.with(|f| f.set(false));
+        let (next, remembered) = match changed {
+            Ok(result) => result?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let entry = shard.entries.entry(route.into()).or_default();
         if let Some(committed) = committed {
             entry.ops.retain(|a| a.offset >= committed);
         }
         if entry.ops.len() >= MAX_WRITES_PER_ENTRY {
-            let over = entry.ops.len() + 1 - MAX_WRITES_PER_ENTRY;
-            entry.ops.drain(..over);
-            self.counters
-                .table_writes_forgotten
-                .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
+            self.make_room(entry, decided);
         }
-        entry.value = next.clone();
+        entry.value = next;
         entry.ops.push(Applied {
             test: test_id.into(),
             offset,
             op,
-            result: next.clone(),
+            result: Some(remembered.clone()),
         });
         bump(&self.counters.table_writes);
-        let delivery = self.send(place.0, partition, route, entry);
+        let delivery = self.send(place.0, partition, route, entry, epoch);
         Ok((
-            next,
+            Written::Remembered(remembered),
             Some(PendingWrite {
                 table: place.0,
                 partition,
@@ -772,6 +897,33 @@ impl TableStore {
         ))
     }
 
+    /// An entry at [`MAX_WRITES_PER_ENTRY`] writes: forgets those of tests already decided
+    /// (oldest first). Writes of undecided tests are kept up to four times the bound; past
+    /// that the oldest go, counted in `table_writes_forgotten` and logged.
+    fn make_room(&self, entry: &mut Entry, decided: Option<&HashMap<Box<str>, i64>>) {
+        let over = entry.ops.len() + 1 - MAX_WRITES_PER_ENTRY;
+        let mut dropped = 0;
+        if let Some(decided) = decided {
+            entry.ops.retain(|a| {
+                let drop = dropped < over && decided.contains_key(&a.test);
+                dropped += usize::from(drop);
+                !drop
+            });
+        }
+        let hard = 4 * MAX_WRITES_PER_ENTRY;
+        if entry.ops.len() >= hard {
+            let over = entry.ops.len() + 1 - hard;
+            entry.ops.drain(..over);
+            self.counters
+                .table_writes_forgotten
+                .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
+            warn!(
+                over,
+                "a table entry has more writes of undecided tests than it can remember; the oldest are forgotten (a run again of those tests would apply them again)"
+            );
+        }
+    }
+
     /// Enqueues the changelog record of `entry` (under the store's lock: a partition's
     /// records are enqueued in the order of its writes). `None` when it could not be.
     fn send(
@@ -779,14 +931,21 @@ impl TableStore {
         table: &'static str,
         partition: i32,
         route: &str,
-        entry: &Entry,
+        entry: &mut Entry,
+        epoch: u64,
     ) -> Option<DeliveryFuture> {
+        let mut payload = encode_entry(entry, epoch);
+        // Over budget: the oldest writes' results are not remembered (they are still
+        // recognised, so not applied twice).
+        while payload.len() > MAX_RECORD_BYTES {
+            let Some(oldest) = entry.ops.iter_mut().find(|a| a.result.is_some()) else {
+                break;
+            };
+            oldest.result = None;
+            bump(&self.counters.table_results_dropped);
+            payload = encode_entry(entry, epoch);
+        }
         let producer = self.producer.get()?;
-        let payload = serde_json::to_vec(&ChangelogValue {
-            v: entry.value.clone(),
-            ops: entry.ops.clone(),
-        })
-        .ok()?;
         let record = FutureRecord::to(&self.topics[table])
             .key(route)
             .partition(partition)
@@ -832,17 +991,17 @@ impl TableStore {
                 }
                 bump(&self.counters.table_write_errors);
                 tokio::time::sleep(Duration::from_millis(100 << attempts.min(6))).await;
-                let state = self.lock();
-                let Some(entry) = state
-                    .shards
-                    .get(&(write.table, write.partition))
-                    .and_then(|s| s.entries.get(&*write.route))
-                else {
-                    // The partition went (its next owner runs the test), or the entry is
-                    // gone: nothing to send.
+                let mut state = self.lock();
+                let Some(shard) = state.shards.get_mut(&(write.table, write.partition)) else {
+                    // The partition went: its next owner runs the test.
                     break;
                 };
-                write.delivery = self.send(write.table, write.partition, &write.route, entry);
+                let epoch = shard.epoch;
+                let Some(entry) = shard.entries.get_mut(&*write.route) else {
+                    break;
+                };
+                write.delivery =
+                    self.send(write.table, write.partition, &write.route, entry, epoch);
             }
         }
     }
@@ -864,6 +1023,11 @@ impl TableStore {
             return Ok(out);
         }
         let started = Instant::now();
+        // Writes this process made before (a partition revoked and assigned back) land
+        // before the ends are read.
+        if let Some(producer) = self.producer.get() {
+            let _ = producer.flush(timeout);
+        }
         let wanted: Vec<(&str, i32)> = specs
             .iter()
             .flat_map(|s| {
@@ -895,16 +1059,25 @@ impl TableStore {
                 }
             },
         )?;
+        let mut fenced = 0;
         for spec in &specs {
+            let topic = self.topics[spec.name].as_str();
             for p in partitions {
                 let mut shard = shards.remove(&(spec.name, *p)).unwrap_or_default();
-                if let Some(committed) = committed.get(p) {
-                    shard.prune(*committed);
-                }
+                fenced += shard.fenced;
+                let gone = committed
+                    .get(p)
+                    .map(|c| shard.prune(*c))
+                    .unwrap_or_default();
+                // This owner's epoch, in the log before any of its writes: a record of an
+                // earlier owner that lands after it is skipped by every later restore.
+                shard.epoch += 1;
+                self.fence(topic, *p, shard.epoch, &gone)?;
                 out.entry(*p).or_default().push((spec.name, shard));
             }
         }
         bump_by(&self.counters.table_records_restored, read);
+        bump_by(&self.counters.table_records_fenced, fenced);
         info!(
             partitions = ?partitions,
             tables = specs.len(),
@@ -914,6 +1087,36 @@ impl TableStore {
             "table partitions restored"
         );
         Ok(out)
+    }
+
+    /// Writes the fence of `epoch` on `topic[partition]` and waits for it (blocking), with
+    /// tombstones for the entries `gone` before it.
+    fn fence(&self, topic: &str, partition: i32, epoch: u64, gone: &[Box<str>]) -> KafkaResult<()> {
+        let Some(producer) = self.producer.get() else {
+            return Ok(());
+        };
+        for route in gone {
+            let record = FutureRecord::<str, [u8]>::to(topic)
+                .key(route)
+                .partition(partition);
+            if let Err((err, _)) = producer.send_result(record) {
+                debug!(topic, partition, error = %err, "tombstone of a removed entry not enqueued; it is sent at the next restore");
+            }
+        }
+        let payload = format!("{{\"fence\":{epoch}}}");
+        let record = FutureRecord::to(topic)
+            .key(FENCE_KEY)
+            .partition(partition)
+            .payload(&payload);
+        let delivery = producer.send_result(record).map_err(|(err, _)| err)?;
+        // Resolves within the producer's message.timeout.ms.
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((err, _))) => Err(err),
+            Err(_) => Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            )),
+        }
     }
 
     fn on_record(
@@ -943,13 +1146,13 @@ impl TableStore {
     }
 
     /// Reads the global tables whole, then follows them until `shutdown` (blocking: run it
-    /// on a thread of its own). `caught_up` is called once, when the ends seen at the start
+    /// on a thread of its own). `caught_up` is called when the ends seen at the start
     /// were reached.
     pub(crate) fn follow_global(
         &self,
         kafka: &KafkaConfig,
         connectivity: &Connectivity,
-        caught_up: impl FnOnce(),
+        caught_up: &mut dyn FnMut(),
         shutdown: &std::sync::atomic::AtomicBool,
     ) -> KafkaResult<()> {
         let specs: Vec<TableSpec> = self.global().copied().collect();
@@ -965,6 +1168,7 @@ impl TableStore {
                 ),
                 ("enable.auto.commit", "false"),
                 ("enable.partition.eof", "false"),
+                ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "100"),
             ])
             .create_with_context(connectivity.context())?;
@@ -1071,6 +1275,7 @@ fn read_to_end(
             ),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
+            ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "50"),
         ])
         .create_with_context(connectivity.context())?;
@@ -1170,17 +1375,20 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> TableView<'_, K, V> {
         let route = self.route(&key)?;
         let raw = encode(self.table.name, &value)?;
         self.run
-            .table_write(self.table.name, &route, move |_| Ok(Some(raw)))
+            .table_write(self.table.name, &route, move |_| {
+                Ok((Some(raw.clone()), raw))
+            })
             .map(drop)
     }
 
-    /// Removes `key`; what it held.
+    /// Removes `key`; what it held (`None` in a run again of the test: the first run's
+    /// removal is not applied again).
     pub fn remove(&self, key: &K) -> Result<Option<V>, CheckError> {
         let route = self.route(key)?;
         let mut before = None;
         self.run.table_write(self.table.name, &route, |current| {
             before = current.map(|c| c.to_owned());
-            Ok(None)
+            Ok((None, null()))
         })?;
         before
             .map(|r| decode(self.table.name, &route, &r))
@@ -1189,21 +1397,31 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> TableView<'_, K, V> {
 
     /// Reads `key`'s value and writes the next one, `change(current)`, as one write; the
     /// value written. A run again of the test gets the value its first run wrote, and
-    /// `change` is not called.
+    /// `change` is not called. `change` runs under the tables' lock: it must not use a
+    /// table itself (that is an `ERROR`).
     pub fn update(&self, key: K, change: impl FnOnce(Option<V>) -> V) -> Result<V, CheckError> {
         let route = self.route(&key)?;
         let name = self.table.name;
         let written = self.run.table_write(name, &route, |current| {
             let current = current.map(|c| decode::<V>(name, &route, c)).transpose()?;
-            encode(name, &change(current)).map(Some)
+            let next = encode(name, &change(current))?;
+            Ok((Some(next.clone()), next))
         })?;
-        match written {
+        let raw = match written {
+            Written::Remembered(raw) => Some(raw),
+            Written::Current(current) => current,
+        };
+        match raw {
             Some(raw) => decode(name, &route, &raw),
             None => Err(CheckError::Error(format!(
-                "table `{name}`: key {route:?} was removed by an earlier run of this test's same write"
+                "table `{name}`: key {route:?} was removed after an earlier run of this test wrote it"
             ))),
         }
     }
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
 /// A window as a run adds to it: [`Run::window`].
@@ -1223,7 +1441,8 @@ impl<K> fmt::Debug for WindowView<'_, K> {
 
 impl<K: Serialize> WindowView<'_, K> {
     /// Adds `amount` for `key` at the test's event time; the window's totals then (this add
-    /// included). Count-only rules add `1.0` and read [`WindowTotals::count`].
+    /// included). Count-only rules add `1.0` and read [`WindowTotals::count`]. A run again of
+    /// the test gets the totals its first run got, without adding again.
     pub fn add(&self, key: &K, amount: f64) -> Result<WindowTotals, CheckError> {
         let name = self.window.name;
         let route =
@@ -1235,13 +1454,21 @@ impl<K: Serialize> WindowView<'_, K> {
                 Some(raw) => decode::<WindowState>(name, &route, raw)?,
                 None => WindowState::default(),
             };
-            encode(name, &window.add_to(state, at, amount)).map(Some)
+            let next = window.add_to(state, at, amount);
+            // Remembered: the totals (small), not the events.
+            let totals = encode(name, &window.totals(&next, at))?;
+            Ok((Some(encode(name, &next)?), totals))
         })?;
-        let state = match written {
-            Some(raw) => decode::<WindowState>(name, &route, &raw)?,
-            None => WindowState::default(),
-        };
-        Ok(window.totals(&state, at))
+        match written {
+            Written::Remembered(raw) => decode(name, &route, &raw),
+            Written::Current(current) => {
+                let state = match current {
+                    Some(raw) => decode::<WindowState>(name, &route, &raw)?,
+                    None => WindowState::default(),
+                };
+                Ok(window.totals(&state, at))
+            }
+        }
     }
 
     /// The window's totals for `key` at the test's event time, without adding.
@@ -1282,6 +1509,25 @@ impl Run {
 #[doc(hidden)]
 pub fn __json<T: Serialize + ?Sized>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// An entry's changelog record.
+fn encode_entry(entry: &Entry, epoch: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        v: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "<[Applied]>::is_empty")]
+        ops: &'a [Applied],
+        #[serde(rename = "e", skip_serializing_if = "is_zero")]
+        epoch: u64,
+    }
+    serde_json::to_vec(&Out {
+        v: entry.value.as_deref(),
+        ops: &entry.ops,
+        epoch,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1384,5 +1630,53 @@ mod tests {
             "u3 was only a removed entry's pending write"
         );
         assert!(shard.entries["u1"].ops.is_empty());
+    }
+
+    #[test]
+    fn a_record_of_an_owner_that_lost_the_partition_is_skipped_after_the_new_owners_fence() {
+        let mut shard = Shard::default();
+        shard.apply("u1", Some(br#"{"v":1,"e":1}"#)).unwrap();
+        shard.apply(FENCE_KEY, Some(br#"{"fence":2}"#)).unwrap();
+        // The old owner's write lands late: skipped.
+        shard.apply("u1", Some(br#"{"v":5,"e":1}"#)).unwrap();
+        assert_eq!(shard.entries["u1"].value.as_ref().unwrap().get(), "1");
+        assert_eq!(shard.fenced, 1);
+        shard.apply("u1", Some(br#"{"v":7,"e":2}"#)).unwrap();
+        assert_eq!(shard.entries["u1"].value.as_ref().unwrap().get(), "7");
+        assert!(
+            !shard.entries.contains_key(FENCE_KEY),
+            "a fence is not an entry"
+        );
+        assert_eq!(shard.epoch, 2);
+    }
+
+    #[test]
+    fn an_entry_record_stays_under_its_byte_budget_by_forgetting_old_results() {
+        let big = serde_json::value::to_raw_value(&"x".repeat(4096)).unwrap();
+        let mut entry = Entry {
+            value: Some(big.clone()),
+            ops: (0..100)
+                .map(|i| Applied {
+                    test: format!("t{i}").into(),
+                    offset: i,
+                    op: 0,
+                    result: Some(big.clone()),
+                })
+                .collect(),
+        };
+        let counters = Arc::new(RunnerCounters::default());
+        let store = TableStore::new(Vec::new(), &crate::Topics::default(), counters.clone());
+        assert!(encode_entry(&entry, 1).len() > MAX_RECORD_BYTES);
+        // No producer: nothing is sent, but the budget is applied first.
+        assert!(store.send("t", 0, "k", &mut entry, 1).is_none());
+        assert!(encode_entry(&entry, 1).len() <= MAX_RECORD_BYTES);
+        let forgotten = entry.ops.iter().filter(|a| a.result.is_none()).count();
+        assert_eq!(counters.table_results_dropped(), forgotten as u64);
+        assert_eq!(entry.ops.len(), 100, "every write is still recognised");
+        assert!(
+            entry.ops[..forgotten].iter().all(|a| a.result.is_none()),
+            "the oldest go first"
+        );
+        assert!(entry.ops[forgotten..].iter().all(|a| a.result.is_some()));
     }
 }

@@ -257,11 +257,9 @@ async fn the_next_owner_of_a_partition_sees_the_entries_the_previous_one_wrote()
     let test = world.test(COUNT_CASE, count("k", 4));
     let report = verdict(&b, &test).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
-    assert_eq!(
-        b.counters().table_records_restored(),
-        3,
-        "one record per write of A"
-    );
+    // A's three writes and the fences of A's restores (one per assignment).
+    let restored = b.counters().table_records_restored();
+    assert!((4..=6).contains(&restored), "{restored} records restored");
     assert_eq!(b.counters().table_writes_replayed(), 0);
     assert_eq!(
         b.counters().duplicate_tests(),
