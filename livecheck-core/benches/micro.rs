@@ -1,9 +1,9 @@
 //! Micro benchmarks of the core's per-request costs, with criterion (confidence intervals,
 //! outlier analysis, comparison with the previous run): the test-context header round trip
-//! (Kafka record headers and HTTP headers, inject and extract; goal at most 300 ns each) and
-//! `Signal::send` outside a test (the cost every service pays on every request; goal a few
-//! nanoseconds). The allocation counts and the broker-bound sections stay in the `core`
-//! bench.
+//! (Kafka record headers and HTTP headers, inject and extract, without and with a route;
+//! goal at most 300 ns each) and `Signal::send` outside a test (the cost every service pays
+//! on every request; goal a few nanoseconds). The allocation counts and the broker-bound
+//! sections stay in the `core` bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
@@ -27,51 +27,55 @@ use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
 static STEP: Signal<u64> = Signal::new("bench.micro", "step");
 
 fn headers(c: &mut Criterion) {
-    let context = TestContext::new("bench.micro", Duration::from_secs(3600));
+    let plain = TestContext::new("bench.micro", Duration::from_secs(3600));
+    // A test routed by a business key: one header (and baggage member) more.
+    let routed = plain.clone().route("user-7");
     let mut group = c.benchmark_group("headers");
-    group.bench_function("kafka inject", |b| {
-        b.iter(|| {
-            livecheck_core::kafka::inject_context(
+    for (suffix, context) in [("", &plain), (" routed", &routed)] {
+        group.bench_function(format!("kafka inject{suffix}"), |b| {
+            b.iter(|| {
+                livecheck_core::kafka::inject_context(
+                    OwnedHeaders::new_with_capacity(4),
+                    black_box(context),
+                )
+            })
+        });
+        let message = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(context.partition_key().as_bytes().to_vec()),
+            "bench-topic".to_owned(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(livecheck_core::kafka::inject_context(
                 OwnedHeaders::new_with_capacity(4),
-                black_box(&context),
-            )
-        })
-    });
-    let message = OwnedMessage::new(
-        Some(b"{}".to_vec()),
-        Some(context.id.clone().into_bytes()),
-        "bench-topic".to_owned(),
-        Timestamp::NotAvailable,
-        0,
-        0,
-        Some(livecheck_core::kafka::inject_context(
-            OwnedHeaders::new_with_capacity(4),
-            &context,
-        )),
-    );
-    assert!(
-        matches!(livecheck_core::kafka::extract(&message), Ok(Some(ref c)) if c.id == context.id),
-        "the Kafka round trip gives the context back"
-    );
-    group.bench_function("kafka extract", |b| {
-        b.iter(|| livecheck_core::kafka::extract(black_box(&message)).ok())
-    });
-    group.bench_function("http inject", |b| {
-        b.iter(|| {
-            let mut headers = HeaderMap::new();
-            livecheck_core::http::inject(&mut headers, black_box(&context));
-            headers
-        })
-    });
-    let mut http_headers = HeaderMap::new();
-    livecheck_core::http::inject(&mut http_headers, &context);
-    assert!(
-        matches!(livecheck_core::http::extract(&http_headers), Ok(Some(ref c)) if c.id == context.id),
-        "the HTTP round trip gives the context back"
-    );
-    group.bench_function("http extract", |b| {
-        b.iter(|| livecheck_core::http::extract(black_box(&http_headers)).ok())
-    });
+                context,
+            )),
+        );
+        assert!(
+            matches!(livecheck_core::kafka::extract(&message), Ok(Some(ref c)) if c.id == context.id && c.route == context.route),
+            "the Kafka round trip gives the context back"
+        );
+        group.bench_function(format!("kafka extract{suffix}"), |b| {
+            b.iter(|| livecheck_core::kafka::extract(black_box(&message)).ok())
+        });
+        group.bench_function(format!("http inject{suffix}"), |b| {
+            b.iter(|| {
+                let mut headers = HeaderMap::new();
+                livecheck_core::http::inject(&mut headers, black_box(context));
+                headers
+            })
+        });
+        let mut http_headers = HeaderMap::new();
+        livecheck_core::http::inject(&mut http_headers, context);
+        assert!(
+            matches!(livecheck_core::http::extract(&http_headers), Ok(Some(ref c)) if c.id == context.id && c.route == context.route),
+            "the HTTP round trip gives the context back"
+        );
+        group.bench_function(format!("http extract{suffix}"), |b| {
+            b.iter(|| livecheck_core::http::extract(black_box(&http_headers)).ok())
+        });
+    }
     group.finish();
 }
 

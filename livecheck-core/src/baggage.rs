@@ -5,8 +5,8 @@
 //! OpenTelemetry's propagators, whether or not it knows of LiveCheck. So besides its own
 //! headers ([`crate::headers`]), the test context travels as `livecheck.*` members of the
 //! `baggage` header ([`KEYS`]: `livecheck.id`, `livecheck.name`, `livecheck.timestamp`,
-//! `livecheck.expires`, `livecheck.signature`, `livecheck.arguments`, the values as in the
-//! LiveCheck headers) and reaches the services behind such a hop.
+//! `livecheck.expires`, `livecheck.signature`, `livecheck.route`, `livecheck.arguments`, the
+//! values as in the LiveCheck headers) and reaches the services behind such a hop.
 //!
 //! - **Writing** ([`crate::http::inject`], [`crate::kafka::inject_context`], the reqwest
 //!   extension): the LiveCheck headers and the `livecheck.*` members, merged into the
@@ -66,16 +66,19 @@ pub const TEST_TIMESTAMP: &str = "livecheck.timestamp";
 pub const TEST_EXPIRES: &str = "livecheck.expires";
 /// Baggage key of the signature.
 pub const TEST_SIGNATURE: &str = "livecheck.signature";
+/// Baggage key of the route ([`TestContext::route`]).
+pub const TEST_ROUTE: &str = "livecheck.route";
 /// Baggage key of the arguments.
 pub const TEST_ARGUMENTS: &str = "livecheck.arguments";
 
 /// The baggage keys, in the order of [`headers::EVERY`] (the header each stands for).
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 7] = [
     TEST_ID,
     TEST_NAME,
     TEST_TIMESTAMP,
     TEST_EXPIRES,
     TEST_SIGNATURE,
+    TEST_ROUTE,
     TEST_ARGUMENTS,
 ];
 
@@ -410,7 +413,8 @@ mod tests {
         let mut map = HeaderMap::new();
         inject(&mut map, context);
         for name in headers::EVERY {
-            assert!(map.remove(name).is_some() || name == headers::TEST_SIGNATURE);
+            let optional = [headers::TEST_SIGNATURE, headers::TEST_ROUTE];
+            assert!(map.remove(name).is_some() || optional.contains(&name));
         }
         map
     }
@@ -429,6 +433,60 @@ mod tests {
         assert_eq!(back, ctx);
         assert_eq!(back.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(map[TRACEPARENT], TRACE);
+    }
+
+    #[test]
+    fn a_route_round_trips_through_baggage_alone_and_the_headers_win() {
+        let ctx = context().route("user-7");
+        let map = baggage_only(&ctx);
+        let value = map[BAGGAGE].to_str().unwrap();
+        assert!(value.contains("livecheck.route=user-7"), "{value}");
+        let back = extract(&map).unwrap().unwrap();
+        assert_eq!(back, ctx);
+        assert_eq!(back.partition_key(), "user-7");
+        // Without a route, no member.
+        let plain = baggage_only(&context());
+        assert!(!plain[BAGGAGE].to_str().unwrap().contains(TEST_ROUTE));
+        assert_eq!(extract(&plain).unwrap().unwrap().route, None);
+
+        // Both there: the LiveCheck headers' context, route included.
+        let theirs = ctx.clone().route("user-8");
+        let mut both = HeaderMap::new();
+        inject(&mut both, &theirs);
+        let mut mixed = baggage_only(&ctx);
+        for name in headers::EVERY {
+            if let Some(value) = both.get(name) {
+                mixed.insert(name, value.clone());
+            }
+        }
+        assert_eq!(
+            extract(&mixed).unwrap().unwrap().route.as_deref(),
+            Some("user-8")
+        );
+        // A context in the headers without a route does not take the baggage's.
+        mixed.remove(headers::TEST_ROUTE);
+        assert_eq!(extract(&mixed).unwrap().unwrap().route, None);
+    }
+
+    #[test]
+    fn a_bad_route_member_is_rejected() {
+        let ctx = context().route("user-7");
+        let value = baggage_only(&ctx)[BAGGAGE].to_str().unwrap().to_owned();
+        let bad = value.replace("livecheck.route=user-7", "livecheck.route=user%207");
+        let e = extract(&with_baggage(&bad)).unwrap_err();
+        assert_eq!(e.reason(), "bad_route", "{e}");
+        let long = value.replace(
+            "livecheck.route=user-7",
+            &format!("livecheck.route={}", "r".repeat(headers::MAX_ROUTE_LEN + 1)),
+        );
+        assert_eq!(
+            extract(&with_baggage(&long)).unwrap_err(),
+            ContextError::Oversized {
+                header: TEST_ROUTE,
+                len: headers::MAX_ROUTE_LEN + 1,
+                max: headers::MAX_VALUE_LEN
+            }
+        );
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 pub(crate) type Expectations = Arc<dyn Fn(Run) -> BoxFuture<Result<(), CheckError>> + Send + Sync>;
 
+/// A case's rule for the route of a test from its arguments ([`Case::route_by`]), type
+/// erased: an error when the arguments do not decode.
+pub(crate) type RouteFn = Arc<dyn Fn(&serde_json::Value) -> Result<String, String> + Send + Sync>;
+
 /// A case's settings. Each is set by the [`Case`] builder method of the same name and
 /// read back here under that name (`case.settings().timeout`).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +99,7 @@ pub struct Case {
     pub(crate) expectations: Option<Expectations>,
     /// The tables and windows its expectations use.
     pub(crate) tables: Vec<TableSpec>,
+    pub(crate) route: Option<RouteFn>,
 }
 
 impl fmt::Debug for Case {
@@ -103,6 +108,7 @@ impl fmt::Debug for Case {
             .field("name", &self.name)
             .field("settings", &self.settings)
             .field("has_stimulus", &self.stimulus.is_some())
+            .field("routes_by_key", &self.route.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +122,7 @@ impl Case {
             stimulus: None,
             expectations: None,
             tables: Vec::new(),
+            route: None,
         }
     }
 
@@ -254,6 +261,66 @@ impl Case {
         self
     }
 
+    /// The case's rule for routing a test by a business key (user, account): `f` derives
+    /// the route ([`crate::TestContext::route`]) from the test's arguments, decoded as `A`.
+    /// A harness puts it on the contexts it creates for the stimulus
+    /// ([`PreparedStimulus::route`]), so that a synthetic test lands on the partition (and
+    /// the runner instance) of its key, as a test a service starts with
+    /// [`Trigger::maybe_trigger_for_key`] does. Give it to a case whose services trigger by
+    /// key, deriving the same key they do.
+    ///
+    /// ```
+    /// use livecheck_core::{Case, Run, Target};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Transfer { from: String, amount: u64 }
+    ///
+    /// let case = Case::new("ledger.transfer")
+    ///     .route_by(|t: &Transfer| t.from.clone())
+    ///     .stimulus_with(
+    ///         || Transfer { from: "account-7".into(), amount: 5 },
+    ///         |_app: Target, _t: Transfer| async move { Ok(()) },
+    ///     );
+    /// assert!(case.routes_by_key());
+    /// let stimulus = case.prepare_stimulus().unwrap();
+    /// assert_eq!(stimulus.route(), Some("account-7"));
+    /// ```
+    #[must_use]
+    pub fn route_by<A, F>(mut self, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        F: Fn(&A) -> String + Send + Sync + 'static,
+    {
+        self.route = Some(Arc::new(move |arguments: &serde_json::Value| {
+            let decoded = A::deserialize(arguments).map_err(|e| {
+                format!(
+                    "test arguments {arguments} do not decode as {}: {e}",
+                    std::any::type_name::<A>()
+                )
+            })?;
+            Ok(f(&decoded))
+        }));
+        self
+    }
+
+    /// The route of a test of this case with `arguments`, by the case's rule
+    /// ([`Case::route_by`]): `None` when the case has none; an error when the arguments do
+    /// not decode, or the route is not 1 to [`crate::headers::MAX_ROUTE_LEN`] bytes of
+    /// visible ASCII.
+    pub fn route_for(&self, arguments: &serde_json::Value) -> Result<Option<String>, String> {
+        let Some(rule) = &self.route else {
+            return Ok(None);
+        };
+        let route = rule(arguments)?;
+        crate::headers::check_route(&route).map_err(|e| e.to_string())?;
+        Ok(Some(route))
+    }
+
+    /// Whether the case routes its tests by a business key ([`Case::route_by`]).
+    pub fn routes_by_key(&self) -> bool {
+        self.route.is_some()
+    }
+
     /// The expectations: plain async code that waits for signals and asserts on them.
     /// `A` is decoded from the test's arguments (an undecodable argument is `ERROR`).
     #[must_use]
@@ -296,16 +363,24 @@ impl Case {
     }
 
     /// Chooses one run's arguments and returns the stimulus ready to send: build the test
-    /// context with [`PreparedStimulus::arguments`] first. An error when the case has no
-    /// stimulus or the arguments do not serialize.
+    /// context with [`PreparedStimulus::arguments`] and [`PreparedStimulus::route`] first.
+    /// An error when the case has no stimulus, the arguments do not serialize, or the
+    /// case's route rule ([`Case::route_by`]) fails on them.
     pub fn prepare_stimulus(&self) -> Result<PreparedStimulus, StimulusError> {
-        match &self.stimulus {
-            Some(stimulus) => stimulus(&self.name),
-            None => Err(StimulusError::Other(format!(
+        let Some(stimulus) = &self.stimulus else {
+            return Err(StimulusError::Other(format!(
                 "case {} has no stimulus; give it one with Case::stimulus",
                 self.name
-            ))),
-        }
+            )));
+        };
+        let mut prepared = stimulus(&self.name)?;
+        prepared.route =
+            self.route_for(prepared.arguments())
+                .map_err(|error| StimulusError::Route {
+                    case: self.name.clone(),
+                    error,
+                })?;
+        Ok(prepared)
     }
 
     /// Runs the stimulus against `target` (scope it with the test context first). The

@@ -23,14 +23,15 @@ use crate::headers::{self, ContextError};
 use crate::signing::SigningKeys;
 
 /// Names of the LiveCheck topics. Tests and signals must have the same partition count
-/// (they are co-partitioned by test id); control and heartbeats have one partition each.
+/// (they are co-partitioned by [`TestContext::partition_key`]: the test's route if it has
+/// one, else its id); control and heartbeats have one partition each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    /// `TestExecution` records, keyed by test id.
+    /// `TestExecution` records, keyed by [`TestContext::partition_key`].
     pub tests: String,
-    /// `SignalEvent` records, keyed by test id.
+    /// `SignalEvent` records (signals and hops), keyed by [`TestContext::partition_key`].
     pub signals: String,
-    /// `Report` records, keyed by test id.
+    /// `Report` records, keyed by the test's route if it has one, else its id.
     pub reports: String,
     /// [`crate::control::CaseControl`] records, keyed by case: compacted, one partition.
     pub control: String,
@@ -621,12 +622,23 @@ impl LiveCheck {
         }
     }
 
-    /// Publishes `TestExecution` for `context` to the tests topic (the runner starts its run).
+    /// Publishes `TestExecution` for `context` to the tests topic (the runner starts its run),
+    /// keyed by [`TestContext::partition_key`]. A route that is not 1 to
+    /// [`headers::MAX_ROUTE_LEN`] bytes of visible ASCII is an error (the record would not
+    /// decode).
     pub fn register_test(&self, context: &TestContext) -> Result<(), Error> {
+        if let Some(route) = &context.route {
+            headers::check_route(route).map_err(|e| Error::Config(e.to_string()))?;
+        }
         let payload = serde_json::to_vec(context)
             .map_err(|e| Error::Config(format!("test arguments do not serialize: {e}")))?;
-        self.publish(&self.inner.topics.tests, &context.id, &payload, None)
-            .map_err(Error::kafka(format!("publishing test {}", context.id)))?;
+        self.publish(
+            &self.inner.topics.tests,
+            context.partition_key(),
+            &payload,
+            None,
+        )
+        .map_err(Error::kafka(format!("publishing test {}", context.id)))?;
         bump(&self.inner.counters.tests_triggered);
         debug!(test_id = %context.id, case = %context.case, "test registered");
         Ok(())

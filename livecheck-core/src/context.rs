@@ -14,8 +14,9 @@ use crate::client::LiveCheck;
 /// request, so that [`crate::Signal::send`] knows which test a step belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestContext {
-    /// Unique id of the test (also the Kafka key of its records): 1 to 128 bytes of visible
-    /// ASCII. A `TestExecution` record with any other id does not decode.
+    /// Unique id of the test (also the Kafka key of its records, unless it has a
+    /// [`TestContext::route`]): 1 to 128 bytes of visible ASCII. A `TestExecution` record
+    /// with any other id does not decode.
     #[serde(deserialize_with = "deserialize_test_id")]
     pub id: String,
     /// Name of the case this test runs (`orders.place_order`).
@@ -41,12 +42,41 @@ pub struct TestContext {
     /// `TestExecution` record, so that the report holds its trace id. Not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The test's route, if it has one: a business key (user, account, tenant) that
+    /// replaces the test id as the partition key of every LiveCheck record of the test
+    /// (its `TestExecution`, its signals and hops, its report), so that every test of one
+    /// key lands on the same partition of the co-partitioned tests, signals and reports
+    /// topics and is run by the same runner instance — what a table keyed by that business
+    /// key needs. See [`TestContext::partition_key`].
+    ///
+    /// Set by [`crate::Trigger::maybe_trigger_for_key`] on the tests it starts (the key),
+    /// by a harness from the case's rule ([`crate::Case::route_by`]), or with
+    /// [`TestContext::route`]. 1 to [`crate::headers::MAX_ROUTE_LEN`] bytes of visible
+    /// ASCII (a `TestExecution` record with any other route does not decode); carried in
+    /// the `LiveCheck-Test-Route` header and the `livecheck.route` baggage member. Not
+    /// signed: a route changed on the way moves the test to another partition (see the
+    /// crate's known limitations). Every test of a hot key goes to one partition, so to one
+    /// runner instance: routed tests concentrate load as much as their keys do.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "deserialize_route"
+    )]
+    pub route: Option<String>,
 }
 
 fn deserialize_test_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let id = String::deserialize(d)?;
     crate::headers::check_test_id(&id).map_err(serde::de::Error::custom)?;
     Ok(id)
+}
+
+fn deserialize_route<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let route = Option::<String>::deserialize(d)?;
+    if let Some(route) = &route {
+        crate::headers::check_route(route).map_err(serde::de::Error::custom)?;
+    }
+    Ok(route)
 }
 
 impl TestContext {
@@ -74,6 +104,7 @@ impl TestContext {
             arguments: serde_json::Value::Null,
             signature: None,
             traceparent: None,
+            route: None,
         }
     }
 
@@ -83,6 +114,25 @@ impl TestContext {
     pub fn arguments(mut self, arguments: serde_json::Value) -> Self {
         self.arguments = arguments;
         self
+    }
+
+    /// Routes the test by business key `route` ([`TestContext::route`]): its LiveCheck
+    /// records are keyed by `route` instead of the test id. The route is not signed, so it
+    /// may be set before or after signing; a route that is not 1 to
+    /// [`crate::headers::MAX_ROUTE_LEN`] bytes of visible ASCII is rejected by the next
+    /// service that reads the context (`contexts_rejected_bad_route`), so check it first
+    /// ([`crate::headers::check_route`]) when it comes from outside.
+    #[must_use]
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// The Kafka key of every LiveCheck record of this test: its route if it has one
+    /// ([`TestContext::route`]), else its test id. Records with one key land on one
+    /// partition (murmur2, as Kafka's Java client partitions).
+    pub fn partition_key(&self) -> &str {
+        self.route.as_deref().unwrap_or(&self.id)
     }
 
     /// Sets the W3C trace parent the test belongs to (`00-<trace id>-<parent id>-<flags>`);
@@ -233,4 +283,54 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(propagate(fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_partition_key_is_the_route_if_any_else_the_id() {
+        let context = TestContext::with_id("order-1", "c", Duration::from_secs(60));
+        assert_eq!(context.route, None);
+        assert_eq!(context.partition_key(), "order-1");
+        let routed = context.route("user-7");
+        assert_eq!(routed.route.as_deref(), Some("user-7"));
+        assert_eq!(routed.partition_key(), "user-7");
+        assert_eq!(routed.id, "order-1");
+    }
+
+    #[test]
+    fn old_records_without_a_route_still_parse_and_none_is_not_written() {
+        let json = r#"{"id":"t1","case":"c","issued_at":"2020-05-01T12:30:00Z","expires_at":"2020-05-01T13:30:00Z","arguments":"sell","signature":"v2;kid=k1;sig=AAAA"}"#;
+        let context: TestContext = serde_json::from_str(json).unwrap();
+        assert_eq!(context.route, None);
+        assert_eq!(context.partition_key(), "t1");
+        assert!(!serde_json::to_string(&context).unwrap().contains("route"));
+
+        let routed = context.route("account:42");
+        let json = serde_json::to_value(&routed).unwrap();
+        assert_eq!(json["route"], "account:42");
+        let back: TestContext = serde_json::from_value(json).unwrap();
+        assert_eq!(back, routed);
+    }
+
+    #[test]
+    fn a_record_with_a_bad_route_does_not_decode() {
+        let context = TestContext::new("c", Duration::from_secs(60));
+        for bad in ["two words".to_owned(), String::new(), "r".repeat(257)] {
+            let mut json = serde_json::to_value(&context).unwrap();
+            json["route"] = bad.clone().into();
+            let err = serde_json::from_value::<TestContext>(json).unwrap_err();
+            assert!(err.to_string().contains("visible ASCII"), "{bad:?}: {err}");
+        }
+        let mut json = serde_json::to_value(&context).unwrap();
+        json["route"] = serde_json::Value::Null;
+        assert_eq!(
+            serde_json::from_value::<TestContext>(json).unwrap().route,
+            None
+        );
+    }
 }

@@ -64,6 +64,9 @@ counters! {
         /// Incoming contexts rejected because the test id is not 1 to 128 bytes of visible
         /// ASCII.
         contexts_rejected_bad_test_id,
+        /// Incoming contexts rejected because the route is not 1 to 256 bytes of visible
+        /// ASCII.
+        contexts_rejected_bad_route,
         /// Incoming contexts rejected because the arguments header does not hold JSON.
         contexts_rejected_bad_arguments,
         /// Incoming contexts rejected because a context header appears more than once.
@@ -228,6 +231,7 @@ impl ClientCounters {
             | E::ExpiresBeforeIssued { .. } => &self.contexts_rejected_malformed,
             E::Oversized { .. } => &self.contexts_rejected_oversized,
             E::BadTestId { .. } => &self.contexts_rejected_bad_test_id,
+            E::BadRoute { .. } => &self.contexts_rejected_bad_route,
             E::BadArguments { .. } => &self.contexts_rejected_bad_arguments,
             E::DuplicateHeader { .. } => &self.contexts_rejected_duplicate_header,
             E::Unsigned { .. } => &self.contexts_rejected_unsigned,

@@ -12,8 +12,13 @@
 //! `null`, at most [`MAX_ARGUMENTS_LEN`] bytes long, and covered by the signature when the
 //! context is signed with arguments.
 //!
+//! A seventh, `LiveCheck-Test-Route`, carries the test's route when it has one
+//! ([`TestContext::route`]): the business key that replaces the test id as the Kafka key of
+//! the test's LiveCheck records. It is absent without a route and not covered by the
+//! signature.
+//!
 //! Whatever the signing setting, a test id must be 1 to [`MAX_TEST_ID_LEN`] bytes of visible
-//! ASCII, and a context header may appear only once.
+//! ASCII, a route 1 to [`MAX_ROUTE_LEN`], and a context header may appear only once.
 //!
 //! The same context also travels as `livecheck.*` members of the W3C `baggage` header,
 //! checked by the same rules; the LiveCheck headers win when both are there (see
@@ -43,7 +48,11 @@ pub const TEST_SIGNATURE: &str = "LiveCheck-Test-Signature";
 /// are `null`.
 pub const TEST_ARGUMENTS: &str = "LiveCheck-Test-Arguments";
 
-/// All context header names, in wire order.
+/// Header carrying the test's route ([`TestContext::route`]); absent when it has none. Not
+/// signed.
+pub const TEST_ROUTE: &str = "LiveCheck-Test-Route";
+
+/// The four required context header names, in wire order.
 pub const ALL: [&str; 4] = [TEST_ID, TEST_NAME, TEST_TIMESTAMP, TEST_EXPIRES];
 
 /// All five names: the four of [`ALL`] and [`TEST_SIGNATURE`].
@@ -55,14 +64,15 @@ pub const ALL_WITH_SIGNATURE: [&str; 5] = [
     TEST_SIGNATURE,
 ];
 
-/// Every context header: the five of [`ALL_WITH_SIGNATURE`] and [`TEST_ARGUMENTS`], in
-/// wire order.
-pub const EVERY: [&str; 6] = [
+/// Every context header: the five of [`ALL_WITH_SIGNATURE`], [`TEST_ROUTE`] and
+/// [`TEST_ARGUMENTS`], in wire order.
+pub const EVERY: [&str; 7] = [
     TEST_ID,
     TEST_NAME,
     TEST_TIMESTAMP,
     TEST_EXPIRES,
     TEST_SIGNATURE,
+    TEST_ROUTE,
     TEST_ARGUMENTS,
 ];
 
@@ -77,6 +87,9 @@ pub const MAX_ARGUMENTS_LEN: usize = 4096;
 
 /// Longest test id accepted, in bytes.
 pub const MAX_TEST_ID_LEN: usize = 128;
+
+/// Longest route accepted, in bytes ([`TestContext::route`]).
+pub const MAX_ROUTE_LEN: usize = 256;
 
 /// Why a test context in headers was rejected. The request goes on as a non-test request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +144,14 @@ pub enum ContextError {
     BadTestId {
         /// The id, cut to [`MAX_TEST_ID_LEN`] characters (escaped by `Debug`).
         id: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The route is not 1 to [`MAX_ROUTE_LEN`] bytes of visible ASCII.
+    #[error("test route {route:?} is not 1 to {max} bytes of visible ASCII ({why})", max = MAX_ROUTE_LEN)]
+    BadRoute {
+        /// The route, cut to [`MAX_ROUTE_LEN`] characters (escaped by `Debug`).
+        route: String,
         /// What is wrong with it.
         why: &'static str,
     },
@@ -210,6 +231,7 @@ impl ContextError {
             | Self::ExpiresBeforeIssued { .. } => "malformed",
             Self::Oversized { .. } => "oversized",
             Self::BadTestId { .. } => "bad_test_id",
+            Self::BadRoute { .. } => "bad_route",
             Self::BadArguments { .. } => "bad_arguments",
             Self::DuplicateHeader { .. } => "duplicate_header",
             Self::Unsigned { .. } => "unsigned",
@@ -223,19 +245,38 @@ impl ContextError {
 
 /// Checks that `id` is 1 to [`MAX_TEST_ID_LEN`] bytes of visible ASCII (`0x21..=0x7E`).
 pub fn check_test_id(id: &str) -> Result<(), ContextError> {
-    let why = if id.is_empty() {
-        "it is empty"
-    } else if id.len() > MAX_TEST_ID_LEN {
-        "it is too long"
-    } else if !id.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
-        "it has a space, a control or a non-ASCII character"
+    match visible_ascii(id, MAX_TEST_ID_LEN) {
+        None => Ok(()),
+        Some(why) => Err(ContextError::BadTestId {
+            id: id.chars().take(MAX_TEST_ID_LEN).collect(),
+            why,
+        }),
+    }
+}
+
+/// Checks that `route` is 1 to [`MAX_ROUTE_LEN`] bytes of visible ASCII (`0x21..=0x7E`), as
+/// a test id is.
+pub fn check_route(route: &str) -> Result<(), ContextError> {
+    match visible_ascii(route, MAX_ROUTE_LEN) {
+        None => Ok(()),
+        Some(why) => Err(ContextError::BadRoute {
+            route: route.chars().take(MAX_ROUTE_LEN).collect(),
+            why,
+        }),
+    }
+}
+
+/// What keeps `value` from being 1 to `max` bytes of visible ASCII, if anything.
+fn visible_ascii(value: &str, max: usize) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > max {
+        Some("it is too long")
+    } else if !value.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+        Some("it has a space, a control or a non-ASCII character")
     } else {
-        return Ok(());
-    };
-    Err(ContextError::BadTestId {
-        id: id.chars().take(MAX_TEST_ID_LEN).collect(),
-        why,
-    })
+        None
+    }
 }
 
 /// Formats a time as the headers carry it (RFC 3339, microseconds, `Z`).
@@ -303,8 +344,9 @@ fn format_time_into(t: DateTime<Utc>, buf: &mut [u8; TIME_LEN]) -> Option<&str> 
 }
 
 /// Calls `put(name, value)` for the four headers of `context`, in the order of [`ALL`],
-/// then for [`TEST_SIGNATURE`] when the context is signed, then for [`TEST_ARGUMENTS`] when
-/// its arguments travel. Without arguments it does not allocate.
+/// then for [`TEST_SIGNATURE`] when the context is signed, for [`TEST_ROUTE`] when it has a
+/// route, then for [`TEST_ARGUMENTS`] when its arguments travel. Without arguments it does
+/// not allocate.
 ///
 /// Arguments travel when they are not `null`, when their JSON is at most
 /// [`MAX_ARGUMENTS_LEN`] bytes long (larger ones are left out: logged, at warn the first
@@ -316,6 +358,9 @@ pub fn encode_with(context: &TestContext, mut put: impl FnMut(&'static str, &str
     encode_fields_with(context, &mut put);
     if let Some(signature) = &context.signature {
         put(TEST_SIGNATURE, signature);
+    }
+    if let Some(route) = &context.route {
+        put(TEST_ROUTE, route);
     }
     if let Some(arguments) = arguments_to_send(context) {
         put(TEST_ARGUMENTS, &arguments);
@@ -454,18 +499,19 @@ fn parse_own_format(value: &str) -> Option<DateTime<Utc>> {
     Some(date.and_time(time).and_utc())
 }
 
-/// The header values of `context`, in the order of [`ALL`], plus the signature and the
-/// arguments if any (see [`encode_with`]).
+/// The header values of `context`, in the order of [`ALL`], plus the signature, the route
+/// and the arguments if any (see [`encode_with`]).
 pub fn encode(context: &TestContext) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(6);
+    let mut out = Vec::with_capacity(EVERY.len());
     encode_with(context, |name, value| out.push((name, value.to_owned())));
     out
 }
 
 /// Reads a context from headers through `get`, which returns a header's raw value by name
 /// (the caller decides about case). `Ok(None)` when no LiveCheck header is present. The
-/// arguments are read from [`TEST_ARGUMENTS`] (`null` without it); a signature or arguments
-/// header without the four others is ignored.
+/// arguments are read from [`TEST_ARGUMENTS`] (`null` without it), the route from
+/// [`TEST_ROUTE`] (none without it; [`check_route`]); a signature, route or arguments header
+/// without the four others is ignored.
 ///
 /// A caller whose headers can repeat (HTTP, Kafka) uses [`decode_counted`], so that a
 /// repeated context header is rejected.
@@ -487,7 +533,7 @@ pub fn decode_counted<'a>(
             count: *count,
         });
     }
-    let [id, name, timestamp, expires, signature, arguments] = found.map(|(value, _)| value);
+    let [id, name, timestamp, expires, signature, route, arguments] = found.map(|(value, _)| value);
     let values = [id, name, timestamp, expires];
     if values.iter().all(Option::is_none) {
         return Ok(None);
@@ -519,6 +565,14 @@ pub fn decode_counted<'a>(
             Some(text.to_owned())
         }
     };
+    let route = match route {
+        None => None,
+        Some(raw) => {
+            let text = checked_text(TEST_ROUTE, raw)?;
+            check_route(text)?;
+            Some(text.to_owned())
+        }
+    };
     let arguments = match arguments {
         None => serde_json::Value::Null,
         Some(raw) => decode_arguments(raw)?,
@@ -531,6 +585,7 @@ pub fn decode_counted<'a>(
         arguments,
         signature,
         traceparent: None,
+        route,
     }))
 }
 
@@ -690,7 +745,7 @@ mod tests {
     #[test]
     fn a_repeated_context_header_is_rejected() {
         let (_, map) = encoded();
-        for repeated in ALL_WITH_SIGNATURE {
+        for repeated in EVERY {
             let decoded = decode_counted(|name| {
                 let value = map.get(name).map(Vec::as_slice).or(Some(b"v1;kid=k;sig=x"));
                 (value, if name == repeated { 2 } else { 1 })
@@ -834,7 +889,84 @@ mod tests {
         let mut ctx = ctx;
         ctx.signature = Some("v2;kid=k1;sig=AAAA".into());
         let names: Vec<_> = encode(&ctx).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [ALL_WITH_SIGNATURE.as_slice(), &[TEST_ARGUMENTS]].concat()
+        );
+    }
+
+    #[test]
+    fn a_route_round_trips_and_no_route_sends_no_header() {
+        let (ctx, map) = encoded();
+        assert!(!map.contains_key(TEST_ROUTE));
+        assert_eq!(decode_map(&map).unwrap().unwrap().route, None);
+
+        let ctx = ctx.route("user-7");
+        let list = encode(&ctx);
+        let names: Vec<_> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, [ALL.as_slice(), &[TEST_ROUTE]].concat());
+        let map: HashMap<_, _> = list.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        assert_eq!(map[TEST_ROUTE], b"user-7");
+        let back = decode_map(&map).unwrap().unwrap();
+        assert_eq!(back.route.as_deref(), Some("user-7"));
+        assert_eq!(back.partition_key(), "user-7");
+        assert_eq!(back.id, ctx.id);
+
+        // Wire order with everything: the route before the arguments.
+        let mut all = ctx.arguments(serde_json::json!("sell"));
+        all.signature = Some("v2;kid=k1;sig=AAAA".into());
+        let names: Vec<_> = encode(&all).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, EVERY);
+        // A route header without the four others is ignored.
+        let alone = HashMap::from([(TEST_ROUTE, b"user-7".to_vec())]);
+        assert_eq!(decode_map(&alone), Ok(None));
+    }
+
+    #[test]
+    fn routes_are_1_to_256_visible_ascii_bytes() {
+        let (_, mut map) = encoded();
+        for good in ["r".repeat(MAX_ROUTE_LEN), "account:42/eu~".to_owned()] {
+            map.insert(TEST_ROUTE, good.clone().into_bytes());
+            assert_eq!(decode_map(&map).unwrap().unwrap().route, Some(good));
+        }
+        for bad in ["two words", "tab\there", "caf\u{e9}", "nul\0"] {
+            map.insert(TEST_ROUTE, bad.as_bytes().to_vec());
+            let err = decode_map(&map).unwrap_err();
+            assert_eq!(err.reason(), "bad_route", "{bad:?}: {err}");
+        }
+        map.insert(TEST_ROUTE, b"two words".to_vec());
+        assert_eq!(
+            decode_map(&map).unwrap_err().to_string(),
+            "test route \"two words\" is not 1 to 256 bytes of visible ASCII (it has a space, a control or a non-ASCII character)"
+        );
+        map.insert(TEST_ROUTE, vec![b'r'; MAX_ROUTE_LEN + 1]);
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::Oversized {
+                header: TEST_ROUTE,
+                len: MAX_ROUTE_LEN + 1,
+                max: MAX_VALUE_LEN
+            })
+        );
+        map.insert(TEST_ROUTE, b" ".to_vec());
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::Empty { header: TEST_ROUTE })
+        );
+        map.insert(TEST_ROUTE, vec![0xff]);
+        assert_eq!(
+            decode_map(&map),
+            Err(ContextError::NotUtf8 { header: TEST_ROUTE })
+        );
+        // The check on its own, as a trigger applies it to a key.
+        assert!(check_route("user-7").is_ok());
+        assert_eq!(check_route("").unwrap_err().reason(), "bad_route");
+        assert_eq!(
+            check_route(&"r".repeat(MAX_ROUTE_LEN + 1))
+                .unwrap_err()
+                .reason(),
+            "bad_route"
+        );
     }
 
     #[test]

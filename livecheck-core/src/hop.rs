@@ -316,7 +316,7 @@ pub(crate) fn record(hop: Hop) {
         let counters = client.counters();
         match client.publish(
             &client.topics().signals,
-            &current.context.id,
+            current.context.partition_key(),
             &payload,
             None,
         ) {

@@ -12,8 +12,8 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Reads a test context (and its signature and arguments, if any) from HTTP headers (names
-/// are case-insensitive; a context header sent twice rejects the context): from the
+/// Reads a test context (and its signature, route and arguments, if any) from HTTP headers
+/// (names are case-insensitive; a context header sent twice rejects the context): from the
 /// LiveCheck headers and from the `livecheck.*` members of `baggage`, the LiveCheck headers
 /// winning when both are there (see [`crate::baggage`]), with the `traceparent`, if any.
 /// Checks the form, not the signature: [`LiveCheck::accept`] does.
@@ -38,12 +38,13 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError>
 }
 
 /// The header names, lowercase, built once, in the order of [`headers::EVERY`].
-static NAMES: [HeaderName; 6] = [
+static NAMES: [HeaderName; headers::EVERY.len()] = [
     HeaderName::from_static("livecheck-test-id"),
     HeaderName::from_static("livecheck-test-name"),
     HeaderName::from_static("livecheck-test-timestamp"),
     HeaderName::from_static("livecheck-test-expires"),
     HeaderName::from_static("livecheck-test-signature"),
+    HeaderName::from_static("livecheck-test-route"),
     HeaderName::from_static("livecheck-test-arguments"),
 ];
 
@@ -56,7 +57,7 @@ fn header_name(name: &'static str) -> &'static HeaderName {
     &NAMES[i]
 }
 
-/// Writes `context` (and its signature and arguments, if any: see
+/// Writes `context` (and its signature, route and arguments, if any: see
 /// [`headers::encode_with`]) into HTTP headers: the LiveCheck headers, and the `livecheck.*`
 /// members merged into the `baggage` header (its other members kept), plus the context's
 /// `traceparent` when the headers have none (see [`crate::baggage`]).

@@ -4,7 +4,7 @@
 //! At enqueue, the current task's context is written into the job's metadata (apalis's
 //! [`MetadataStore`], string pairs that every apalis storage keeps next to the payload: the
 //! in-memory one, SQLite, Postgres, Redis), under the header names of [`crate::headers`]
-//! and in their wire format, signature and arguments included. In the worker,
+//! and in their wire format, signature, route and arguments included. In the worker,
 //! [`TestContextLayer`] reads it back, checks it with [`LiveCheck::accept`] and runs the
 //! job inside the test's scope, so [`crate::current_test`] is the test's context and a
 //! [`crate::Signal`] sent there belongs to the test.
@@ -56,7 +56,7 @@ use crate::client::LiveCheck;
 use crate::context::{current_test, TestContext};
 use crate::headers::{self, ContextError};
 
-/// Writes `context` (and its signature and arguments, if any: see
+/// Writes `context` (and its signature, route and arguments, if any: see
 /// [`headers::encode_with`]) into a job's metadata, replacing any test context it held.
 pub fn inject_context(metadata: &mut MetadataStore, context: &TestContext) {
     for name in headers::EVERY {
@@ -81,9 +81,9 @@ pub fn inject(metadata: &mut MetadataStore) {
     }
 }
 
-/// Reads the test context (and its signature and arguments, if any) from a job's metadata
-/// (names compared case-insensitively; a name present twice in different cases rejects the
-/// context). Checks the form, not the signature: [`LiveCheck::accept`] does.
+/// Reads the test context (and its signature, route and arguments, if any) from a job's
+/// metadata (names compared case-insensitively; a name present twice in different cases
+/// rejects the context). Checks the form, not the signature: [`LiveCheck::accept`] does.
 pub fn extract(metadata: &MetadataStore) -> Result<Option<TestContext>, ContextError> {
     headers::decode_counted(|name| {
         let mut matching = metadata
@@ -271,6 +271,21 @@ mod tests {
         assert_eq!(metadata.get(headers::TEST_SIGNATURE), None);
         assert_eq!(metadata.get("other"), Some("kept"));
         assert_eq!(metadata.len(), 5);
+    }
+
+    #[test]
+    fn a_route_rides_along_and_a_stale_one_goes() {
+        let mut metadata = MetadataStore::new();
+        let routed = context().route("user-7");
+        inject_context(&mut metadata, &routed);
+        assert_eq!(metadata.get(headers::TEST_ROUTE), Some("user-7"));
+        let back = extract(&metadata).unwrap().unwrap();
+        assert_eq!((back.id, back.route), (routed.id, routed.route));
+        // A context without a route replaces the routed one, route included.
+        let plain = context();
+        inject_context(&mut metadata, &plain);
+        assert_eq!(metadata.get(headers::TEST_ROUTE), None);
+        assert_eq!(extract(&metadata).unwrap().unwrap().route, None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::hop::{self, Hop, HopKind};
 /// What every LiveCheck header's name begins with.
 const LIVECHECK_PREFIX: &str = "livecheck-";
 
-/// Adds `context` (and its signature and arguments, if any: see
+/// Adds `context` (and its signature, route and arguments, if any: see
 /// [`headers::encode_with`]) to a record's headers: the LiveCheck headers, and the
 /// `livecheck.*` members merged into the `baggage` header (its other members kept; the
 /// record's `baggage` headers are replaced by the merged one), plus the context's
@@ -94,8 +94,8 @@ pub fn inject(record_headers: OwnedHeaders) -> OwnedHeaders {
     }
 }
 
-/// Reads the test context (and its signature and arguments, if any) from a consumed
-/// message's headers (names compared case-insensitively; a context header present twice
+/// Reads the test context (and its signature, route and arguments, if any) from a
+/// consumed message's headers (names compared case-insensitively; a context header present twice
 /// rejects the context): from the LiveCheck headers and from the `livecheck.*` members of
 /// `baggage`, the LiveCheck headers winning when both are there (see [`crate::baggage`]),
 /// with the `traceparent`, if any. Checks the form, not the signature:

@@ -49,6 +49,20 @@
 //! its own view, so a service that changes the side on the way fails the check. Without them
 //! (real traffic, or [`Case::stimulus`]) the service's trigger gives the arguments.
 //!
+//! ## Routes: tests partitioned by a business key
+//!
+//! The tests, signals and reports topics are co-partitioned: every record of one test has
+//! the same key, so it lands on the same partition of the three (Kafka's murmur2, as the Java
+//! client partitions) and one runner instance runs the test. The key is the test id, or the
+//! test's *route* when it has one ([`TestContext::route`], [`TestContext::partition_key`]): a
+//! business key (user, account) that every test of that key shares, so that one runner
+//! instance runs every test of one key — what a table keyed by that business key needs.
+//! [`Trigger::maybe_trigger_for_key`] routes the tests it starts by their key; a case's
+//! [`Case::route_by`] rule derives the route of the synthetic tests a harness starts from
+//! their arguments. The route travels in the `LiveCheck-Test-Route` header (and the
+//! `livecheck.route` baggage member) and is kept on the report ([`Report::route`]). All
+//! tests of a hot key go to one partition: routing concentrates load as much as the keys do.
+//!
 //! ## Signed contexts
 //!
 //! A client built with [`LiveCheck::with_signing`] (keys from [`signing::SigningKeys::parse`]
@@ -141,6 +155,13 @@
 //! - Arguments travel in a header of at most [`headers::MAX_ARGUMENTS_LEN`] bytes of JSON;
 //!   larger ones reach the runner (in the `TestExecution` record) but not the next hops.
 //! - Tests and signals topics must have the same partition count.
+//! - A route ([`TestContext::route`]) is not covered by the signature: whoever can change it
+//!   on the way moves the test to another partition, and so to another runner instance. It
+//!   cannot corrupt a table that way: the runner checks a table key against the test's
+//!   partition. Every test of one route lands on one partition, so a hot key concentrates
+//!   its load on one runner instance. A hop that drops the route (a service that copies
+//!   only the Faust headers, without the baggage) keys the test's later records by its id:
+//!   they land on another partition and the run does not see them.
 //! - A client that cannot read the control topic for [`ControlOptions::stale_after`] (10 s)
 //!   goes back to its local settings, although its last-known ones may still be current;
 //!   and during those seconds it applies settings that may have changed meanwhile. Only

@@ -83,7 +83,8 @@ pub struct Step {
     pub offset: i64,
 }
 
-/// The outcome of one run, published to the reports topic keyed by test id.
+/// The outcome of one run, published to the reports topic keyed by the test's route if it
+/// had one, else by its test id (as [`crate::TestContext::partition_key`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Test id.
@@ -124,6 +125,10 @@ pub struct Report {
     /// The W3C trace id the test was carried with, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The test's route ([`crate::TestContext::route`]), when it had one: the report is
+    /// keyed by it, so it lands on the partition of the test's other records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Set on a `FAIL` of kind "invariant": the business rule the run found broken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invariant: Option<Invariant>,

@@ -159,27 +159,16 @@ pub(crate) struct RunTables {
 /// them alike), and those not yet acknowledged.
 #[derive(Default)]
 pub(crate) struct RunWrites {
-    made: Vec<(Box<str>, Box<str>, u32)>,
+    made: std::collections::HashMap<(Box<str>, Box<str>), u32>,
     pub(crate) pending: Vec<PendingWrite>,
 }
 
 impl RunWrites {
     /// The number of the run's next write to `route` of `table`.
     fn next(&mut self, table: &str, route: &str) -> u32 {
-        match self
-            .made
-            .iter_mut()
-            .find(|(t, r, _)| &**t == table && &**r == route)
-        {
-            Some((_, _, n)) => {
-                *n += 1;
-                *n - 1
-            }
-            None => {
-                self.made.push((table.into(), route.into(), 1));
-                0
-            }
-        }
+        let made = self.made.entry((table.into(), route.into())).or_insert(0);
+        *made += 1;
+        *made - 1
     }
 }
 

@@ -1556,6 +1556,7 @@ impl Runner {
             hops,
             trace_id: context.trace_id().map(str::to_owned),
             invariant,
+            route: context.route.clone(),
         };
         #[cfg(feature = "otel")]
         crate::otel::export_steps(&context, &report);
@@ -1785,6 +1786,7 @@ fn skip_report(context: &TestContext, why: String) -> Report {
         hops: Vec::new(),
         trace_id: context.trace_id().map(str::to_owned),
         invariant: None,
+        route: context.route.clone(),
     }
 }
 

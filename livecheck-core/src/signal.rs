@@ -11,14 +11,15 @@ use tracing::{trace, warn};
 use crate::context::{with_current, Current};
 use crate::counters::bump;
 
-/// The record a signal publishes to the signals topic, keyed by test id.
+/// The record a signal publishes to the signals topic, keyed by the test's
+/// [`crate::TestContext::partition_key`] (its route if it has one, else its id).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignalEvent {
     /// Signal name (`order_sent_to_db`).
     pub signal: String,
     /// Case the signal belongs to.
     pub case: String,
-    /// Test the signal belongs to (also the record key).
+    /// Test the signal belongs to (also the record key, unless the test has a route).
     pub test_id: String,
     /// When the service sent it.
     pub sent_at: DateTime<Utc>,
@@ -170,7 +171,7 @@ impl<T: Serialize> Signal<T> {
         let result = client
             .publish_waiting(
                 &client.topics().signals,
-                &current.context.id,
+                current.context.partition_key(),
                 &payload,
                 QUEUE_WAIT,
             )
@@ -192,7 +193,7 @@ impl<T: Serialize> Signal<T> {
                 let client = &current.client;
                 let result = client.publish(
                     &client.topics().signals,
-                    &current.context.id,
+                    current.context.partition_key(),
                     &payload,
                     None,
                 );

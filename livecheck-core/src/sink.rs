@@ -189,7 +189,13 @@ impl ReportSink {
                     "report too large: publishing it truncated (verdict, error head and timeline kept)"
                 );
             }
-            let key = outgoing.report.test_id.clone();
+            // The test's partition key: the report lands beside its test and signals.
+            let report = &outgoing.report;
+            let key = report
+                .route
+                .as_deref()
+                .unwrap_or(&report.test_id)
+                .to_owned();
             let record = BaseRecord::with_opaque_to(&self.topic, outgoing)
                 .key(&key)
                 .payload(&payload);
@@ -333,6 +339,7 @@ mod tests {
             hops: Vec::new(),
             trace_id: None,
             invariant: None,
+            route: None,
         }
     }
 

@@ -21,6 +21,15 @@ pub enum StimulusError {
         #[source]
         source: serde_json::Error,
     },
+    /// The case's route rule ([`crate::Case::route_by`]) failed on the arguments the
+    /// stimulus chose.
+    #[error("the route of case {case} does not follow from its arguments: {error}")]
+    Route {
+        /// The case.
+        case: String,
+        /// What failed.
+        error: String,
+    },
     /// The request did not get an answer.
     #[error("request to {url} failed: {source}")]
     Request {
@@ -130,6 +139,7 @@ where
         let stimulus = stimulus.clone();
         Ok(PreparedStimulus {
             arguments: json,
+            route: None,
             send: Box::new(move |target| Box::pin(stimulus(target, chosen))),
         })
     })
@@ -137,23 +147,25 @@ where
 
 /// One run's stimulus, ready to send: the arguments it chose (as JSON) and its request.
 ///
-/// A harness builds the test context with [`PreparedStimulus::arguments`] (and signs it
-/// after), then sends the request scoped by that context:
+/// A harness builds the test context with [`PreparedStimulus::arguments`] and
+/// [`PreparedStimulus::route`] (and signs it after), then sends the request scoped by that
+/// context:
 ///
 /// ```no_run
 /// # use std::time::Duration;
 /// # use livecheck_core::{Case, LiveCheck, Target, TestContext};
 /// # async fn demo(case: Case, client: LiveCheck, target: Target) -> Result<(), Box<dyn std::error::Error>> {
 /// let stimulus = case.prepare_stimulus()?;
-/// let context = client.sign(
-///     TestContext::new(case.name(), case.settings().test_expires)
-///         .arguments(stimulus.arguments().clone()),
-/// );
+/// let mut context = TestContext::new(case.name(), case.settings().test_expires)
+///     .arguments(stimulus.arguments().clone());
+/// context.route = stimulus.route().map(str::to_owned);
+/// let context = client.sign(context);
 /// client.scope(context, stimulus.send(target)).await?;
 /// # Ok(()) }
 /// ```
 pub struct PreparedStimulus {
     arguments: serde_json::Value,
+    pub(crate) route: Option<String>,
     send: Box<dyn FnOnce(Target) -> BoxFuture<Result<(), StimulusError>> + Send>,
 }
 
@@ -161,6 +173,7 @@ impl fmt::Debug for PreparedStimulus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreparedStimulus")
             .field("arguments", &self.arguments)
+            .field("route", &self.route)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +182,12 @@ impl PreparedStimulus {
     /// The arguments the stimulus chose, as JSON (`null` for [`crate::Case::stimulus`]).
     pub fn arguments(&self) -> &serde_json::Value {
         &self.arguments
+    }
+
+    /// The route of the test, by the case's rule on [`PreparedStimulus::arguments`]
+    /// ([`crate::Case::route_by`]); `None` when the case has no rule.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
     }
 
     /// Sends the request to `target` (scope it with the test context first).
@@ -198,6 +217,78 @@ mod tests {
         assert_eq!(chosen, [0, 1, 2]);
         let plain = Case::new("orders.place_order").stimulus(|_: Target| async { Ok(()) });
         assert!(plain.prepare_stimulus().unwrap().arguments().is_null());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Transfer {
+        from: String,
+        amount: u64,
+    }
+
+    fn transfer(from: &str) -> Transfer {
+        Transfer {
+            from: from.to_owned(),
+            amount: 5,
+        }
+    }
+
+    #[test]
+    fn the_case_rule_routes_each_stimulus_by_its_arguments() {
+        let next = AtomicU32::new(0);
+        let case = Case::new("ledger.transfer")
+            .route_by(|t: &Transfer| t.from.clone())
+            .stimulus_with(
+                move || transfer(&format!("account-{}", next.fetch_add(1, Ordering::Relaxed))),
+                |_: Target, _: Transfer| async { Ok(()) },
+            );
+        assert!(case.routes_by_key());
+        let routes: Vec<_> = (0..3)
+            .map(|_| case.prepare_stimulus().unwrap().route().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            routes,
+            [Some("account-0"), Some("account-1"), Some("account-2")].map(|r| r.map(String::from))
+        );
+        assert_eq!(
+            case.route_for(&serde_json::json!({"from": "account-9", "amount": 1})),
+            Ok(Some("account-9".to_owned()))
+        );
+        let err = case.route_for(&serde_json::json!("sell")).unwrap_err();
+        assert!(err.contains("do not decode as"), "{err}");
+
+        // Without a rule: no route, whatever the arguments.
+        let plain = Case::new("ledger.transfer").stimulus_with(
+            || transfer("account-1"),
+            |_: Target, _: Transfer| async { Ok(()) },
+        );
+        assert!(!plain.routes_by_key());
+        assert_eq!(plain.prepare_stimulus().unwrap().route(), None);
+        assert_eq!(plain.route_for(&serde_json::json!("sell")), Ok(None));
+    }
+
+    #[test]
+    fn a_rule_that_fails_on_the_arguments_is_an_error_naming_the_case() {
+        // The arguments do not decode as the rule's type.
+        let case = Case::new("ledger.transfer")
+            .route_by(|t: &Transfer| t.from.clone())
+            .stimulus_with(|| "sell", |_: Target, _| async { Ok(()) });
+        let err = case.prepare_stimulus().unwrap_err();
+        assert!(matches!(err, StimulusError::Route { ref case, .. } if case == "ledger.transfer"));
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "the route of case ledger.transfer does not follow from its arguments: test arguments \"sell\" do not decode as"
+            ),
+            "{message}"
+        );
+        // The rule gives something that cannot be a route.
+        let case = Case::new("ledger.transfer")
+            .route_by(|t: &Transfer| t.from.clone())
+            .stimulus_with(|| transfer("two words"), |_: Target, _| async { Ok(()) });
+        assert_eq!(
+            case.prepare_stimulus().unwrap_err().to_string(),
+            "the route of case ledger.transfer does not follow from its arguments: test route \"two words\" is not 1 to 256 bytes of visible ASCII (it has a space, a control or a non-ASCII character)"
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub enum Sampling {
     /// Set it on a case whose services all trigger with a key: a call without one
     /// ([`Trigger::maybe_trigger`]) then falls back to [`Sampling::TestId`] and logs a
     /// warning, once per trigger.
+    ///
+    /// A test that [`Trigger::maybe_trigger_for_key`] starts is routed by its key
+    /// ([`TestContext::route`]): every test of one key lands on one partition of the tests,
+    /// signals and reports topics, and is run by one runner instance.
     Key,
 }
 
@@ -61,6 +65,9 @@ pub struct Trigger {
     settings: TriggerSettings,
     /// Set once [`Sampling::Key`] fell back to the test id (warned once; shared by clones).
     warned_no_key: Arc<AtomicBool>,
+    /// Set once a key that cannot be a route started no test (warned once; shared by
+    /// clones).
+    warned_bad_route: Arc<AtomicBool>,
     /// The case's counters in the first client it decided with (shared by clones): saves
     /// a map lookup per request. The `Weak` keeps that client's state allocated, so the
     /// pointer comparison cannot mistake another client for it.
@@ -94,6 +101,7 @@ impl Trigger {
                 active: defaults.active,
             },
             warned_no_key: Arc::new(AtomicBool::new(false)),
+            warned_bad_route: Arc::new(AtomicBool::new(false)),
             stats: Arc::default(),
         }
     }
@@ -298,8 +306,16 @@ impl Trigger {
     /// every request of a sampled key becomes a test, each with its own test id, and every
     /// service that samples this case by the same key decides the same.
     ///
+    /// A test it starts is routed by `key` ([`TestContext::route`]): its records are keyed
+    /// by `key` instead of its test id, so every test of one key lands on one partition of
+    /// the co-partitioned LiveCheck topics and is run by one runner instance (what tables
+    /// keyed by that business key need); a hot key puts all its tests on one partition. A
+    /// key that cannot be a route (not 1 to [`crate::headers::MAX_ROUTE_LEN`] bytes of
+    /// visible ASCII) starts no test (logged at warn the first time, then at debug).
+    ///
     /// A context of this case that came with the request is registered whatever the key
-    /// says, as with [`Trigger::maybe_trigger`].
+    /// says, as with [`Trigger::maybe_trigger`], and kept as it came: with its route, or
+    /// with none.
     #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger_for_key<A: Serialize>(
         &self,
@@ -310,8 +326,8 @@ impl Trigger {
         self.maybe_trigger_for_key_with_id(client, key, None, arguments)
     }
 
-    /// As [`Trigger::maybe_trigger_for_key`], with the test id chosen by the caller (as
-    /// [`Trigger::maybe_trigger_with_id`]).
+    /// As [`Trigger::maybe_trigger_for_key`] (a test it starts is routed by `key`), with the
+    /// test id chosen by the caller (as [`Trigger::maybe_trigger_with_id`]).
     #[must_use = "the context scopes the rest of the work; dropping it loses the test"]
     pub fn maybe_trigger_for_key_with_id<A: Serialize>(
         &self,
@@ -355,6 +371,14 @@ impl Trigger {
                     tracing::warn!(case = %self.case, error = %err, "not triggering a test with this id");
                     return None;
                 }
+                if let Some(Err(err)) = key.map(crate::headers::check_route) {
+                    if self.warned_bad_route.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(case = %self.case, error = %err, "not triggering a test routed by this key");
+                    } else {
+                        tracing::warn!(case = %self.case, error = %err, "not triggering a test routed by this key: a key must be 1 to 256 bytes of visible ASCII to route a test (further keys are logged at debug)");
+                    }
+                    return None;
+                }
                 let control = client.control();
                 let decision = control.decision(&self.case, &self.settings);
                 let stats = match self.cached_stats(control) {
@@ -373,8 +397,11 @@ impl Trigger {
                 if !sampled {
                     return None;
                 }
-                let context = TestContext::with_id(id, self.case.clone(), decision.test_expires)
-                    .arguments(arguments);
+                let mut context =
+                    TestContext::with_id(id, self.case.clone(), decision.test_expires)
+                        .arguments(arguments);
+                // Routed by the key, set before signing (the route is not signed).
+                context.route = key.map(str::to_owned);
                 (client.sign(context), Some(stats))
             }
         };
@@ -578,6 +605,52 @@ mod tests {
             })
             .await;
         assert!(none.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_test_started_by_key_is_routed_by_it_and_one_that_came_in_is_kept() {
+        let client = offline_client();
+        let trigger = Trigger::new("orders.place_order");
+        let fresh = trigger
+            .maybe_trigger_for_key(&client, "user-7", &"sell")
+            .unwrap();
+        assert_eq!(fresh.route.as_deref(), Some("user-7"));
+        assert_eq!(fresh.partition_key(), "user-7");
+        let with_id = trigger
+            .maybe_trigger_for_key_with_id(&client, "user-7", Some("order-1"), &"sell")
+            .unwrap();
+        assert_eq!(
+            (with_id.id.as_str(), with_id.partition_key()),
+            ("order-1", "user-7")
+        );
+        // Without a key: no route.
+        let plain = trigger.maybe_trigger(&client, &"sell").unwrap();
+        assert_eq!(plain.route, None);
+        assert_eq!(plain.partition_key(), plain.id);
+        assert_eq!(triggered(&client), 3);
+
+        // A context that came in is kept as it came: its route, or none.
+        for came_in in [plain.clone(), fresh.clone().route("user-8")] {
+            let kept = client
+                .scope(came_in.clone(), async {
+                    trigger.maybe_trigger_for_key(&client, "user-7", &"sell")
+                })
+                .await
+                .unwrap();
+            assert_eq!((&kept.id, &kept.route), (&came_in.id, &came_in.route));
+        }
+
+        // A key that cannot be a route starts no test.
+        for bad in ["two words".to_owned(), String::new(), "k".repeat(257)] {
+            assert!(
+                trigger
+                    .maybe_trigger_for_key(&client, &bad, &"sell")
+                    .is_none(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(triggered(&client), 5);
+        assert!(trigger.warned_bad_route.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -102,10 +102,11 @@ impl Session {
     }
 
     /// Runs `case` once: the stimulus chooses its arguments, a fresh test context carries
-    /// them (signed after they are set, when the environment has signing keys), the
-    /// stimulus's request is sent scoped by it, then the verdict. A failed stimulus (its
-    /// arguments do not serialize, or its request failed) is an `ERROR` report naming what
-    /// failed.
+    /// them and the route the case derives from them ([`Case::route_by`]; signed after they
+    /// are set, when the environment has signing keys), the stimulus's request is sent
+    /// scoped by it, then the verdict. A failed stimulus (its arguments do not serialize,
+    /// the case's route rule fails on them, or its request failed) is an `ERROR` report
+    /// naming what failed.
     pub async fn run_once(&self, case: &Case) -> Report {
         let expires = case.settings().test_expires;
         let stimulus = match case.prepare_stimulus() {
@@ -119,9 +120,11 @@ impl Session {
                 );
             }
         };
-        let context = self
-            .client
-            .sign(TestContext::new(case.name(), expires).arguments(stimulus.arguments().clone()));
+        let mut context =
+            TestContext::new(case.name(), expires).arguments(stimulus.arguments().clone());
+        // Routed by the case's rule, if any; signed after (the route is not signed).
+        context.route = stimulus.route().map(str::to_owned);
+        let context = self.client.sign(context);
         let report = self.runner.report_for(&context.id);
         let sent = self
             .client
@@ -190,6 +193,7 @@ fn synthetic_report(context: &TestContext, verdict: Verdict, error: String) -> R
         hops: Vec::new(),
         trace_id: None,
         invariant: None,
+        route: context.route.clone(),
     }
 }
 

@@ -239,6 +239,7 @@ fn report(case: &str, verdict: Verdict) -> Report {
         hops: Vec::new(),
         trace_id: None,
         invariant: None,
+        route: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `Session::run_once` on the embedded environment with a small in-process app: the
 //! stimulus's arguments are on the test context (signed) before its request is sent, so a
 //! service that changes the side fails the check; arguments that do not serialize are an
-//! `ERROR` naming the case and the serde error.
+//! `ERROR` naming the case and the serde error. A case routed by a business key
+//! ([`Case::route_by`]) gets its route on the context, which the service's trigger keeps.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +19,9 @@ const CASE: &str = "harness.place_order";
 const KEYS: &str = "k1:the-shared-secret-of-this-test";
 
 static SIDE_SEEN: Signal<String> = Signal::new(CASE, "side_seen");
+
+const ROUTED: &str = "harness.by_account";
+static ROUTE_SEEN: Signal<String> = Signal::new(ROUTED, "route_seen");
 
 /// An app whose `GET /flip/{side}` flips the side and reports its own view consistently:
 /// the trigger's arguments and the signal both say the flipped side.
@@ -36,6 +40,26 @@ async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
                         client.scope(context, SIDE_SEEN.send(&seen)).await;
                     }
                     "ok"
+                }
+            }),
+        )
+        .route(
+            "/account/{account}",
+            get({
+                let client = client.clone();
+                move |Path(account): Path<String>| {
+                    let client = client.clone();
+                    async move {
+                        let trigger = Trigger::new(ROUTED);
+                        // The context that came in is kept, its route included.
+                        if let Some(context) =
+                            trigger.maybe_trigger_for_key(&client, &account, &account)
+                        {
+                            let route = context.route.clone().unwrap_or_default();
+                            client.scope(context, ROUTE_SEEN.send(&route)).await;
+                        }
+                        "ok"
+                    }
                 }
             }),
         )
@@ -93,6 +117,60 @@ async fn run_once_puts_the_stimulus_arguments_on_the_signed_context() {
     assert_eq!(
         report.error.as_deref(),
         Some("stimulus failed: the arguments of case harness.place_order do not serialize: key must be a string")
+    );
+    session.close().await;
+}
+
+fn routed_case() -> Case {
+    Case::new(ROUTED)
+        .timeout(Duration::from_secs(5))
+        .route_by(|account: &String| account.clone())
+        .stimulus_with(
+            || "account-7".to_owned(),
+            |app: Target, account: String| async move {
+                app.get(&format!("/account/{account}")).await.map(drop)
+            },
+        )
+        .expect(|run: Run, account: String| async move {
+            let seen = run.wait(&ROUTE_SEEN).await?;
+            ensure_eq!(seen, account, "the app saw another route");
+            Ok(())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_routes_the_context_by_the_case_rule() {
+    let config = EnvironmentConfig::new(EnvironmentKind::Embedded)
+        .signing_keys(SigningKeys::parse(KEYS).unwrap())
+        .embedded_app(start_app);
+    let session = Session::start(&config, vec![routed_case()]).await.unwrap();
+
+    let report = session.run_once(&routed_case()).await;
+    assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    assert_eq!(report.route.as_deref(), Some("account-7"));
+    let partition = livecheck_core::murmur2::partition_for(b"account-7", 4);
+    assert!(
+        report.timeline.iter().all(|s| s.partition == partition),
+        "{}",
+        report.render()
+    );
+
+    // A rule that fails on the stimulus's arguments: no request, an ERROR naming the case.
+    let failing = Case::new(ROUTED)
+        .route_by(|n: &u64| n.to_string())
+        .stimulus_with(
+            || "account-7",
+            |app: Target, _| async move { app.get("/account/account-7").await.map(drop) },
+        )
+        .expect(|_: Run, (): ()| async { Ok(()) });
+    let report = session.run_once(&failing).await;
+    assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "stimulus failed: the route of case harness.by_account does not follow from its arguments: test arguments \"account-7\" do not decode as u64"
+        ),
+        "{error}"
     );
     session.close().await;
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use livecheck_core::{
-    Case, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig, Step, Suite, Topics, Verdict,
+    Case, Invariant, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig, Step, Suite, Table,
+    Topics, Verdict,
 };
 use livecheck_harness::live::health::{HealthMonitor, HealthRules};
 use livecheck_harness::live::state::LiveState;
@@ -31,6 +32,12 @@ const ORDERS: &str = "orders.place_order";
 const REFUNDS: &str = "payments.refund";
 /// W3C WebDriver element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// Open sell quantity per user: a partitioned table of the orders case.
+static EXPOSURE: Table<String, u64> = Table::new("sell_exposure");
+/// Limits per user: a global table of the refunds case.
+static LIMITS: Table<String, u64> = Table::global("limits");
+/// The business rule the orders case checks.
+const RULE: &str = "open sell exposure <= limit";
 
 fn report(
     case: &str,
@@ -79,6 +86,7 @@ fn report(
         hops: Vec::new(),
         trace_id: None,
         invariant: None,
+        route: None,
     }
 }
 
@@ -481,8 +489,11 @@ async fn the_status_page_updates_live_in_a_real_browser() {
     let cases = [
         Case::new(ORDERS)
             .max_consecutive_failures(1)
+            .table(&EXPOSURE)
             .expect(|_: Run, (): ()| async { Ok(()) }),
-        Case::new(REFUNDS).expect(|_: Run, (): ()| async { Ok(()) }),
+        Case::new(REFUNDS)
+            .table(&LIMITS)
+            .expect(|_: Run, (): ()| async { Ok(()) }),
     ];
     let runner = Runner::new(
         Suite::new(cases).expect("suite"),
@@ -757,6 +768,138 @@ async fn the_status_page_updates_live_in_a_real_browser() {
         .find(r#"[data-recent] [data-test-id="t-repeat-1"] [data-step][data-lag-ms="7.5"]"#)
         .await
         .is_some());
+
+    // A business rule broken twice, for two users: the case counts its invariant failures,
+    // the two runs are one kind (the rule), and the kind shows the newest run's rule, key
+    // and values.
+    for (id, user, open) in [
+        ("t-invariant-1", "u-41", 110),
+        ("t-invariant-2", "u-42", 120),
+    ] {
+        let invariant = Invariant {
+            rule: RULE.to_owned(),
+            key: user.to_owned(),
+            values: [
+                ("limit".to_owned(), json!(100)),
+                ("open".to_owned(), json!(open)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let mut broken = report(
+            ORDERS,
+            id,
+            Verdict::Fail,
+            &[("order_received", 3.0)],
+            Some(&invariant.to_string()),
+            None,
+        );
+        broken.invariant = Some(invariant);
+        record(broken);
+    }
+    let count = wait_for(
+        "the invariant failures on the case",
+        Duration::from_secs(10),
+        || async {
+            let count = browser
+                .find(&format!("{orders} [data-invariant-failures]"))
+                .await
+                .ok_or_else(|| "no invariant failures shown yet".to_owned())?;
+            let text = browser.text(&count).await;
+            (text == "2").then_some(text).ok_or("not 2 yet".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(count, "2");
+    assert_eq!(
+        browser
+            .text_of(&format!(r#"{orders} [data-verdict-count="FAIL"]"#))
+            .await,
+        "FAIL 4",
+        "a broken invariant is a FAIL"
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!("{orders} [data-invariant-rules]"))
+            .await,
+        format!("broken rules since the start: {RULE} (2)")
+    );
+    let kind = format!(r#"{orders} [data-failure-kind="invariant: {RULE}"]"#);
+    assert_eq!(
+        browser
+            .attribute(
+                &browser
+                    .find(&format!("{kind} [data-failure-count]"))
+                    .await
+                    .expect("the rule's kind"),
+                "data-failure-count"
+            )
+            .await
+            .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!("{kind} [data-invariant-rule]"))
+            .await,
+        RULE
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!("{kind} [data-invariant-key]"))
+            .await,
+        "u-42"
+    );
+    assert_eq!(
+        browser
+            .text_of(&format!("{kind} [data-invariant-values]"))
+            .await,
+        "limit=100, open=120"
+    );
+    assert!(browser
+        .text_of(&format!(
+            r#"{kind} [data-test-id="t-invariant-2"] [data-error]"#
+        ))
+        .await
+        .contains(r#"for key "u-42""#));
+    // The refunds case broke nothing: no count shown.
+    assert!(browser
+        .find(&format!(
+            r#"[data-case="{REFUNDS}"] [data-invariant-failures]"#
+        ))
+        .await
+        .is_none());
+
+    // The suite's tables, from api/status: kind and entries held by this instance.
+    let exposure = wait_for("the tables section", Duration::from_secs(10), || async {
+        browser
+            .find(r#"#tables [data-table="sell_exposure"]"#)
+            .await
+            .ok_or_else(|| "no tables yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        browser.attribute(&exposure, "data-table").await.as_deref(),
+        Some("sell_exposure")
+    );
+    assert_eq!(
+        browser
+            .text_of(r#"#tables [data-table="sell_exposure"] [data-table-kind]"#)
+            .await,
+        "partitioned"
+    );
+    assert_eq!(
+        browser
+            .text_of(r#"#tables [data-table="sell_exposure"] [data-table-entries]"#)
+            .await,
+        "0"
+    );
+    assert_eq!(
+        browser
+            .text_of(r#"#tables [data-table="limits"] [data-table-kind]"#)
+            .await,
+        "global"
+    );
 
     browser.quit(&mut driver).await;
     drop(driver);

@@ -67,8 +67,9 @@ async fn a_for_run_on_the_embedded_broker_judges_the_transfers_and_exits_cleanly
     let mut ids = Vec::new();
     for _ in 0..3 {
         let stimulus = case.prepare_stimulus().expect("stimulus");
-        let context = TestContext::new(case.name(), case.settings().test_expires)
+        let mut context = TestContext::new(case.name(), case.settings().test_expires)
             .arguments(stimulus.arguments().clone());
+        context.route = stimulus.route().map(str::to_owned);
         ids.push(context.id.clone());
         client
             .scope(context, stimulus.send(target.clone()))

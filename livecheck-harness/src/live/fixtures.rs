@@ -66,5 +66,6 @@ pub(crate) fn report(case: &str, id: &str, verdict: Verdict, steps: &[(&str, f64
         hops: Vec::new(),
         trace_id: None,
         invariant: None,
+        route: None,
     }
 }

@@ -636,6 +636,7 @@ mod tests {
             hops: Vec::new(),
             trace_id: None,
             invariant: None,
+            route: None,
         }
     }
 

@@ -6,12 +6,14 @@
 //! - recorded as things happen, in [`Metrics`]: the end-to-end run duration per case
 //!   (`livecheck_run_duration_seconds`), alert deliveries per webhook and outcome
 //!   (`livecheck_alert_deliveries_total`), alerts dropped before delivery, build info;
-//! - read from the live state at scrape time by a [`Collector`]: runs by verdict, step
-//!   latencies, suite states and transitions, the runner's and the client's counters, Kafka
-//!   and partition state, control and roll-out state.
+//! - read from the live state at scrape time by a [`Collector`]: runs by verdict, invariant
+//!   failures by case and rule, step latencies, suite states and transitions, the runner's
+//!   and the client's counters, Kafka and partition state, table entries held, control and
+//!   roll-out state.
 //!
-//! Every family has one help text that says what it counts. The runner's `verdict_*`
-//! counters are not exported: `livecheck_runs_total{case,verdict}` counts the same runs.
+//! Every family has one help text that says what it counts. The runner's `verdict_*` and
+//! `invariant_failures` counters are not exported: `livecheck_runs_total{case,verdict}` and
+//! `livecheck_invariant_failures_total{case,rule}` count the same runs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -83,8 +85,11 @@ pub const RUN_DURATION_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// Runner counters not exported because another series counts the same thing.
-const DUPLICATED_RUNNER_COUNTERS: &str = "verdict_";
+/// Whether a runner counter is left out because another series counts the same runs
+/// (`livecheck_runs_total`, `livecheck_invariant_failures_total`).
+fn duplicated_runner_counter(name: &str) -> bool {
+    name.starts_with("verdict_") || name == "invariant_failures"
+}
 
 /// Labels of a run-duration series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
@@ -330,6 +335,20 @@ impl Collector for StateCollector {
             }),
         )?;
 
+        counters(
+            &mut e,
+            "livecheck_invariant_failures",
+            "Runs that failed because a business invariant was broken (FAIL runs, also counted in livecheck_runs_total), by case and rule.",
+            cases.iter().flat_map(|c| {
+                c.invariant_failures_by_rule.iter().map(|r| {
+                    (
+                        [("case", c.name.clone()), ("rule", r.rule.clone())],
+                        r.count,
+                    )
+                })
+            }),
+        )?;
+
         let latencies = state.latencies();
         if !latencies.is_empty() {
             let mut f = e.encode_descriptor(
@@ -399,7 +418,7 @@ impl Collector for StateCollector {
         )?;
 
         for (name, value) in state.runner.counters().snapshot() {
-            if name.starts_with(DUPLICATED_RUNNER_COUNTERS) {
+            if duplicated_runner_counter(name) {
                 continue;
             }
             let help = help_text(&RunnerCounters::help(name).unwrap_or_default());
@@ -522,6 +541,15 @@ impl Collector for StateCollector {
             "Partitions of the tests topic this instance's runner holds.",
             input.assigned_partitions as u64,
         )?;
+        gauges(
+            &mut e,
+            "livecheck_table_entries",
+            "Entries of each table this instance's runner holds (of the partitions it owns; all of a global table).",
+            state
+                .tables()
+                .into_iter()
+                .map(|t| ([("table", t.name)], t.entries as u64)),
+        )?;
         let (tests_held, signals_held) = state.runner.uncommitted();
         gauges(
             &mut e,
@@ -583,6 +611,52 @@ mod tests {
     use crate::live::health::{Transition, SUITE_STATE};
 
     type Scrape = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
+
+    /// Per user, as a case keeps it.
+    static EXPOSURE: livecheck_core::Table<String, u64> =
+        livecheck_core::Table::new("sell_exposure");
+    /// Reference data.
+    static LIMITS: livecheck_core::Table<String, u64> = livecheck_core::Table::global("limits");
+    const RULE: &str = "open sell exposure <= limit";
+
+    /// A state for `case`, which declares the two tables above.
+    fn state_with_tables(case: &str) -> Arc<LiveState> {
+        use livecheck_core::{Case, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Suite};
+
+        let client = LiveCheck::new(
+            KafkaConfig::new("127.0.0.1:1"),
+            livecheck_core::Topics::default(),
+        )
+        .expect("client");
+        let case = Case::new(case)
+            .table(&EXPOSURE)
+            .table(&LIMITS)
+            .expect(|_: Run, (): ()| async { Ok(()) });
+        let runner = Runner::new(
+            Suite::new([case]).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        Arc::new(LiveState::new(runner, client))
+    }
+
+    /// A FAIL of `case` that broke `rule` for `key`.
+    fn broken(case: &str, id: &str, rule: &str, key: &str) -> Report {
+        let invariant = livecheck_core::Invariant {
+            rule: rule.to_owned(),
+            key: key.to_owned(),
+            values: [
+                ("open".to_owned(), 120.into()),
+                ("limit".to_owned(), 100.into()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let mut r = report(case, id, Verdict::Fail, &[]);
+        r.error = Some(invariant.to_string());
+        r.invariant = Some(invariant);
+        r
+    }
 
     /// The exposition as a real OpenMetrics parser reads it (it refuses a malformed one:
     /// a sample outside its family, a family twice, a bad escape, no `# EOF`).
@@ -805,11 +879,29 @@ mod tests {
             "Test records received."
         );
         for (name, _) in state.runner.counters().snapshot() {
-            if !name.starts_with("verdict_") {
-                let f = family(&m, &format!("livecheck_runner_{name}"));
-                assert_eq!(f.family_type, OpenMetricsType::Counter, "{name}");
+            let exported = m.families.get(&format!("livecheck_runner_{name}"));
+            if duplicated_runner_counter(name) {
+                assert!(exported.is_none(), "{name} is counted by another series");
+                continue;
             }
+            let f = exported.unwrap_or_else(|| panic!("no family for the runner's {name}"));
+            assert_eq!(f.family_type, OpenMetricsType::Counter, "{name}");
+            // The counter's doc comment is its help text.
+            let doc = RunnerCounters::help(name).unwrap_or_default();
+            assert_eq!(f.help, doc.replace('`', ""), "{name}");
         }
+        // The tables' counters among them.
+        assert_eq!(
+            family(&m, "livecheck_runner_table_writes").help,
+            "Table writes applied by runs (each one a changelog record)."
+        );
+        assert_eq!(
+            family(&m, "livecheck_runner_table_records_malformed").help,
+            "Changelog records that did not decode (skipped, logged with topic, partition and offset)."
+        );
+        assert!(family(&m, "livecheck_runner_table_writes_lost")
+            .help
+            .contains("report_retry_for"));
         for (name, _) in state.client.counters().snapshot() {
             let f = family(&m, &format!("livecheck_client_{name}"));
             let kind = if ClientCounters::GAUGES.contains(&name) {
@@ -826,6 +918,59 @@ mod tests {
             "livecheck_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn invariant_failures_are_counted_per_case_and_rule_and_table_entries_per_table() {
+        let state = state_with_tables("orders.exposure");
+        for (id, rule, key) in [
+            ("t1", RULE, "u1"),
+            ("t2", RULE, "u2"),
+            ("t3", "at most 5 orders per minute", "u1"),
+        ] {
+            state.record(Arc::new(broken("orders.exposure", id, rule, key)));
+        }
+        state.record(Arc::new(report(
+            "orders.exposure",
+            "t4",
+            Verdict::Fail,
+            &[],
+        )));
+        let m = scrape(&state);
+        let f = family(&m, "livecheck_invariant_failures");
+        assert_eq!(f.family_type, OpenMetricsType::Counter);
+        assert!(f.help.contains("business invariant"), "{}", f.help);
+        let n = |rule| {
+            number(
+                &m,
+                "livecheck_invariant_failures",
+                &[("case", "orders.exposure"), ("rule", rule)],
+            )
+        };
+        assert_eq!(n(RULE), 2.0);
+        assert_eq!(n("at most 5 orders per minute"), 1.0);
+        // Every one of them is a FAIL too.
+        assert_eq!(
+            number(
+                &m,
+                "livecheck_runs",
+                &[("case", "orders.exposure"), ("verdict", "FAIL")]
+            ),
+            4.0
+        );
+        // The runner holds no entry yet (it has not run): one series per table.
+        let f = family(&m, "livecheck_table_entries");
+        assert_eq!(f.family_type, OpenMetricsType::Gauge);
+        for table in ["sell_exposure", "limits"] {
+            assert_eq!(
+                number(&m, "livecheck_table_entries", &[("table", table)]),
+                0.0
+            );
+        }
+        // A suite without invariant failures or tables has neither family.
+        let plain = scrape(&state_with(&["a"]));
+        assert!(!plain.families.contains_key("livecheck_invariant_failures"));
+        assert!(!plain.families.contains_key("livecheck_table_entries"));
     }
 
     #[test]
@@ -932,12 +1077,19 @@ mod tests {
     fn the_text_format_has_the_same_series_and_passes_promtool() {
         use openmetrics_parser::{PrometheusType, PrometheusValue};
 
-        let state = state_with(&["orders.place_order"]);
+        let state = state_with_tables("orders.place_order");
         state.record(Arc::new(report(
             "orders.place_order",
             "t1",
             Verdict::Fail,
             &[("saved", 3.0)],
+        )));
+        // A rule with characters a label value must escape.
+        state.record(Arc::new(broken(
+            "orders.place_order",
+            "t2",
+            r#"open "sell" exposure <= limit \ per user"#,
+            "u1",
         )));
         state
             .metrics
@@ -951,7 +1103,23 @@ mod tests {
         let fail = runs
             .get_sample_by_label_values(&["orders.place_order".to_owned(), "FAIL".to_owned()])
             .expect("FAIL series");
+        // The plain FAIL and the broken invariant.
         match &fail.value {
+            PrometheusValue::Counter(c) => assert_eq!(c.value.as_f64(), 2.0),
+            other => panic!("{other:?}"),
+        }
+        let broken = m
+            .families
+            .get("livecheck_invariant_failures_total")
+            .expect("invariant failures");
+        assert_eq!(broken.family_type, PrometheusType::Counter);
+        let rule = broken
+            .get_sample_by_label_values(&[
+                "orders.place_order".to_owned(),
+                r#"open "sell" exposure <= limit \ per user"#.to_owned(),
+            ])
+            .expect("the rule's series, its label read back as the original");
+        match &rule.value {
             PrometheusValue::Counter(c) => assert_eq!(c.value.as_f64(), 1.0),
             other => panic!("{other:?}"),
         }
@@ -961,6 +1129,9 @@ mod tests {
             "livecheck_step_latency_seconds",
             "livecheck_alert_deliveries_total",
             "livecheck_runner_tests_received_total",
+            "livecheck_runner_table_reads_total",
+            "livecheck_invariant_failures_total",
+            "livecheck_table_entries",
             "livecheck_kafka_reachable",
         ] {
             assert!(m.families.contains_key(family), "{family} in\n{text}");

@@ -721,10 +721,11 @@ async fn synthetic_traffic(
                     break;
                 }
             };
-            let context = client.sign(
-                TestContext::new(case.name(), case.settings().test_expires)
-                    .arguments(stimulus.arguments().clone()),
-            );
+            let mut context = TestContext::new(case.name(), case.settings().test_expires)
+                .arguments(stimulus.arguments().clone());
+            // Routed by the case's rule, if any; signed after (the route is not signed).
+            context.route = stimulus.route().map(str::to_owned);
+            let context = client.sign(context);
             match client.scope(context, stimulus.send(target.clone())).await {
                 Ok(()) => {
                     outcome = Ok(());

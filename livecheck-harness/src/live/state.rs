@@ -1,11 +1,17 @@
 //! What live mode knows and shows: per-case health, pass rates (since the start and over
-//! sliding windows), recent runs, the last failures of each kind, transitions, step
-//! latencies. Every number of the status page comes from one [`CaseSnapshot`].
+//! sliding windows), invariant failures (broken business rules: since the start by rule,
+//! and over the windows), recent runs, the last failures of each kind, transitions, step
+//! latencies. Every number of the status page comes from one [`CaseSnapshot`]; the
+//! runner's own facts (Kafka, partitions, tables) from [`InputStatus`].
+//!
+//! A broken invariant is a `FAIL` like any other for suite health and alerts; its kind of
+//! failure is its rule (`invariant: <rule>`), whatever the key and the values, which each
+//! run keeps in its report.
 //!
 //! Memory is bounded whatever the traffic: per case [`RECENT_PER_CASE`] runs, a bucket of
 //! counts per 10 s over an hour, [`history::KINDS_PER_CASE`] kinds of failure of
-//! [`history::RUNS_PER_KIND`] runs each, [`history::TRANSITIONS_PER_CASE`] transitions;
-//! [`RUNS_KEPT`] runs by test id.
+//! [`history::RUNS_PER_KIND`] runs each, [`history::TRANSITIONS_PER_CASE`] transitions,
+//! [`history::RULES_PER_CASE`] rules; [`RUNS_KEPT`] runs by test id.
 
 pub mod history;
 
@@ -23,8 +29,8 @@ use super::fleet::{Fleet, InstanceView};
 use super::health::{Transition, EVERY_CASE, LIVECHECK_BLIND};
 use super::metrics::Metrics;
 use super::rollout::{Position, RolloutState};
-pub use history::{FailureKind, TransitionRecord, WindowRate, DEFAULT_HISTORY_WINDOW};
-use history::{Failures, RateBuckets, Transitions};
+pub use history::{FailureKind, RuleCount, TransitionRecord, WindowRate, DEFAULT_HISTORY_WINDOW};
+use history::{Failures, InvariantCounts, RateBuckets, Transitions};
 
 /// Suite state of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -122,9 +128,14 @@ pub struct CaseSnapshot {
     pub verdicts: HashMap<Verdict, u64>,
     /// Share of PASS among finished non-SKIP runs since the start (`None` before the first).
     pub pass_rate: Option<f64>,
-    /// Runs and pass rate over the last 5 minutes and the last hour (by the runs'
-    /// `finished_at`, exact to 10 s).
+    /// Runs, pass rate and invariant failures over the last 5 minutes and the last hour (by
+    /// the runs' `finished_at`, exact to 10 s).
     pub pass_rates: Vec<WindowRate>,
+    /// Runs that failed because a business invariant was broken, since the start (they
+    /// count as `FAIL` in `verdicts` too).
+    pub invariant_failures: u64,
+    /// The same by rule, sorted by rule (at most [`history::RULES_PER_CASE`] rules apart).
+    pub invariant_failures_by_rule: Vec<RuleCount>,
     /// Non-passing runs in a row.
     pub consecutive_failures: u32,
     /// Non-passing runs in a row that make the case FAIL (`max_consecutive_failures`).
@@ -165,6 +176,7 @@ pub(crate) struct CaseState {
     pub(crate) max_failures: u32,
     pub(crate) down: bool,
     rates: RateBuckets,
+    invariants: InvariantCounts,
     failures: Failures,
     transitions: Transitions,
 }
@@ -195,6 +207,8 @@ pub struct InputStatus {
     pub brokers: String,
     /// Partitions of the tests topic held by this instance's runner.
     pub assigned_partitions: usize,
+    /// The suite's tables, with the entries this instance's runner holds of each.
+    pub tables: Vec<TableStatus>,
     /// Why every case shows DOWN (LiveCheck blind), if it does.
     pub blind: Option<String>,
     /// Whether this instance decides suite health for the group and sends the alerts.
@@ -207,6 +221,18 @@ pub struct InputStatus {
     pub control_problem: Option<String>,
     /// Why the heartbeats topic cannot be read, if it cannot.
     pub heartbeats_problem: Option<String>,
+}
+
+/// A table of the suite as `/api/status` and the page show it ([`Runner::tables`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableStatus {
+    /// The table's name.
+    pub name: String,
+    /// Read whole by every instance (`true`), or partitioned like the tests.
+    pub global: bool,
+    /// Entries this instance's runner holds: of the partitions it owns, or all of a global
+    /// table.
+    pub entries: usize,
 }
 
 /// Live state shared by the service, the health checks and the web surfaces.
@@ -284,6 +310,8 @@ impl LiveState {
                             verdicts: HashMap::new(),
                             pass_rate: None,
                             pass_rates: Vec::new(),
+                            invariant_failures: 0,
+                            invariant_failures_by_rule: Vec::new(),
                             consecutive_failures: 0,
                             fail_after: case.settings().max_consecutive_failures.max(1),
                             last_run_at: None,
@@ -297,6 +325,7 @@ impl LiveState {
                         max_failures: case.settings().max_consecutive_failures.max(1),
                         down: false,
                         rates: RateBuckets::default(),
+                        invariants: InvariantCounts::default(),
                         failures: Failures::default(),
                         transitions: Transitions::default(),
                     },
@@ -361,6 +390,7 @@ impl LiveState {
             kafka_down_since: connectivity.down_since(),
             brokers: connectivity.brokers().to_owned(),
             assigned_partitions,
+            tables: self.tables(),
             blind: group.blind,
             voice: group.voice,
             alerts: if group.voice {
@@ -420,7 +450,15 @@ impl LiveState {
         s.last_run_at = Some(report.finished_at);
         s.recent.insert(0, report.clone());
         s.recent.truncate(RECENT_PER_CASE);
-        case.rates.record(report.finished_at, report.verdict, now);
+        case.rates.record(
+            report.finished_at,
+            report.verdict,
+            report.invariant.is_some(),
+            now,
+        );
+        if let Some(invariant) = &report.invariant {
+            case.invariants.record(&invariant.rule);
+        }
         case.failures.record(&report, now, self.history_window);
         for step in report.timeline.iter().filter(|s| s.awaited) {
             case.latencies
@@ -490,6 +528,8 @@ impl LiveState {
                     let mut s = c.snapshot.clone();
                     s.headline = headline(&s);
                     s.pass_rates = c.rates.rates(now);
+                    s.invariant_failures = c.invariants.total();
+                    s.invariant_failures_by_rule = c.invariants.by_rule();
                     s.history_window_secs = window.as_secs();
                     s.failures = c.failures.kinds().to_vec();
                     s.transitions = c.transitions.to_vec();
@@ -523,6 +563,23 @@ impl LiveState {
             case.published = published;
         }
         out
+    }
+
+    /// The suite's tables and the entries this instance's runner holds of each, sorted by
+    /// name.
+    pub fn tables(&self) -> Vec<TableStatus> {
+        let mut tables: Vec<TableStatus> = self
+            .runner
+            .tables()
+            .into_iter()
+            .map(|t| TableStatus {
+                name: t.name.to_owned(),
+                global: t.global,
+                entries: t.entries,
+            })
+            .collect();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        tables
     }
 
     /// Step-latency histograms: (case, signal, histogram).
@@ -627,6 +684,7 @@ mod tests {
             hops: Vec::new(),
             trace_id: None,
             invariant: None,
+            route: None,
         })
     }
 
@@ -683,6 +741,110 @@ mod tests {
         assert_eq!(later.pass_rates[0].pass_rate, None);
         assert_eq!(later.pass_rates[1].runs, 0);
         assert_eq!(later.pass_rate, Some(50.0 / 51.0));
+    }
+
+    /// A run of `C` that broke `rule` for `key` with `open` (a FAIL, as the runner reports
+    /// it).
+    fn broken(id: &str, rule: &str, key: &str, open: u64, at: DateTime<Utc>) -> Arc<Report> {
+        let invariant = livecheck_core::Invariant {
+            rule: rule.to_owned(),
+            key: key.to_owned(),
+            values: [("open".to_owned(), open.into())].into_iter().collect(),
+        };
+        let mut r = (*run(id, Verdict::Fail, at)).clone();
+        r.error = Some(invariant.to_string());
+        r.invariant = Some(invariant);
+        Arc::new(r)
+    }
+
+    /// A broken invariant is a FAIL on the same path as any other: it counts toward the
+    /// failures in a row, turns the case FAIL and names the run in the alert; and it is
+    /// counted apart, by rule and in the windows, and kept as its rule's kind.
+    #[tokio::test]
+    async fn an_invariant_failure_counts_toward_health_and_alerts_like_any_fail() {
+        use super::super::health::{HealthMonitor, HealthRules};
+
+        let state = Arc::new(state(DEFAULT_HISTORY_WINDOW));
+        let (tx, mut alerts) = tokio::sync::mpsc::channel(8);
+        let health = HealthMonitor::new(state.clone(), HealthRules::default(), tx);
+        let now = Utc::now();
+        let rule = "open sell exposure <= 100";
+        let runs = [
+            broken("t-1", rule, "u1", 120, now - secs(3)),
+            run("t-2", Verdict::Fail, now - secs(2)),
+            broken("t-3", rule, "u2", 450, now - secs(1)),
+        ];
+        for r in &runs {
+            state.record_at(r.clone(), now);
+            health.on_report(r);
+        }
+        let c = &state.cases_at(now)[0];
+        assert_eq!(c.health, Health::Fail);
+        assert_eq!(c.consecutive_failures, 3);
+        assert_eq!(c.verdicts.get(&Verdict::Fail), Some(&3));
+        let alert = alerts.try_recv().expect("the FAIL alert");
+        assert_eq!(
+            (alert.to, alert.failing_run.as_deref()),
+            (Health::Fail, Some("t-3"))
+        );
+        // Counted apart: since the start, by rule, in each window.
+        assert_eq!(c.invariant_failures, 2);
+        assert_eq!(
+            c.invariant_failures_by_rule,
+            [RuleCount {
+                rule: rule.to_owned(),
+                count: 2
+            }]
+        );
+        assert!(c.pass_rates.iter().all(|w| w.invariant_failures == 2));
+        // One kind for the rule, the newest run with its own key and values.
+        let kind = c
+            .failures
+            .iter()
+            .find(|k| k.rule.as_deref() == Some(rule))
+            .expect("the rule's kind");
+        assert_eq!(kind.kind, format!("invariant: {rule}"));
+        assert_eq!(kind.count, 2);
+        let newest = kind.runs[0].invariant.as_ref().expect("invariant");
+        assert_eq!(
+            (newest.key.as_str(), &newest.values["open"]),
+            ("u2", &450.into())
+        );
+        assert_eq!(c.failures.len(), 2, "the plain FAIL is a kind of its own");
+    }
+
+    #[test]
+    fn the_suites_tables_are_runner_facts() {
+        static HELD: livecheck_core::Table<String, u64> = livecheck_core::Table::new("held");
+        static LIMITS: livecheck_core::Table<String, u64> = livecheck_core::Table::global("limits");
+        let client =
+            LiveCheck::new(KafkaConfig::new("127.0.0.1:1"), Topics::default()).expect("client");
+        let case = Case::new(C)
+            .table(&LIMITS)
+            .table(&HELD)
+            .expect(|_: Run, (): ()| async { Ok(()) });
+        let runner = Runner::new(
+            Suite::new([case]).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        let state = LiveState::new(runner, client);
+        let tables = state.input_status().tables;
+        assert_eq!(
+            tables,
+            [
+                TableStatus {
+                    name: "held".to_owned(),
+                    global: false,
+                    entries: 0
+                },
+                TableStatus {
+                    name: "limits".to_owned(),
+                    global: true,
+                    entries: 0
+                },
+            ]
+        );
     }
 
     #[test]

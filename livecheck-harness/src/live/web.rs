@@ -5,10 +5,10 @@
 //! |---|---|
 //! | `GET /` | status page: one self-contained HTML page that polls `/api/cases` every second |
 //! | `GET /metrics` | Prometheus metrics: OpenMetrics when `Accept` asks for it, else the text format 0.0.4 (see [`super::metrics`]) |
-//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health and headline, runs, pass rates (5 min, 1 h, since the start), the last failures of each kind, transitions, the published settings, what each service instance applies, the roll-out |
+//! | `GET /api/cases` | JSON array of [`CaseSnapshot`](super::state::CaseSnapshot): health and headline, runs, pass rates (5 min, 1 h, since the start), invariant failures (since the start by rule, and per window), the last failures of each kind (a broken invariant's kind is its rule; its runs carry the key and values), transitions, the published settings, what each service instance applies, the roll-out |
 //! | `PUT /api/cases/{case}` | changes a case's probability and active flag (bearer token; see [`super::admin`]) |
 //! | `GET /api/runs/{id}` | the [`Report`](livecheck_core::Report) of a run (the last 2,000, and the failures the page lists), or 404 `{"error": ...}` |
-//! | `GET /api/status` | JSON [`InputStatus`](super::state::InputStatus): Kafka reachable, partitions held, blind, who alerts |
+//! | `GET /api/status` | JSON [`InputStatus`](super::state::InputStatus): Kafka reachable, partitions held, the suite's tables and the entries held of each, blind, who alerts |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 `ready` when Kafka is reachable and partitions are held, else 503 with a JSON reason |
 

@@ -1,11 +1,12 @@
-//! What a case's past looks like beyond its last runs, in bounded memory: pass rates over
-//! sliding windows (counts in 10-second buckets), the last failures of each kind until they
-//! age out of the history window, and the suite-state transitions.
+//! What a case's past looks like beyond its last runs, in bounded memory: pass rates and
+//! invariant failures over sliding windows (counts in 10-second buckets), invariant failures
+//! by rule since the start, the last failures of each kind until they age out of the history
+//! window, and the suite-state transitions.
 //!
 //! Every type here takes the time as an argument (`now`), so tests can replay an hour in a
 //! microsecond; times of runs are their reports' `finished_at`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,13 @@ pub const RUNS_PER_KIND: usize = 5;
 pub const TRANSITIONS_PER_CASE: usize = 50;
 /// Characters of an error message that name its kind at most.
 const KIND_CHARS: usize = 160;
+/// Rules whose invariant failures are counted apart per case; the failures of further rules
+/// are counted together under [`OTHER_RULES`] (a rule is text in the case's code, so a
+/// case has a handful; this bounds a rule built from data).
+pub const RULES_PER_CASE: usize = 32;
+/// The rule the invariant failures of a case's rules past [`RULES_PER_CASE`] are counted
+/// under.
+pub const OTHER_RULES: &str = "(other rules)";
 
 /// Runs of a case in one window, as `/api/cases` and the page show them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,13 +54,27 @@ pub struct WindowRate {
     pub passes: u64,
     /// `passes / runs` (`None` without runs).
     pub pass_rate: Option<f64>,
+    /// Runs among them that failed because a business invariant was broken.
+    pub invariant_failures: u64,
 }
 
-/// Runs and passes per [`BUCKET`], oldest first, over the longest of [`RATE_WINDOWS`].
+/// The runs of one [`BUCKET`].
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Start, seconds since the epoch.
+    start: i64,
+    runs: u64,
+    passes: u64,
+    /// Runs that broke an invariant.
+    invariants: u64,
+}
+
+/// Runs, passes and invariant failures per [`BUCKET`], oldest first, over the longest of
+/// [`RATE_WINDOWS`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RateBuckets {
-    /// (bucket start in seconds since the epoch, runs, passes), sorted by start.
-    buckets: VecDeque<(i64, u64, u64)>,
+    /// Sorted by start.
+    buckets: VecDeque<Bucket>,
 }
 
 fn bucket_of(at: DateTime<Utc>) -> i64 {
@@ -73,8 +95,15 @@ fn before(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
 
 impl RateBuckets {
     /// Counts a run that finished `at` (a time after `now` counts as `now`: a skewed clock
-    /// cannot make buckets that never age out). SKIP runs are not judged and not counted.
-    pub(crate) fn record(&mut self, at: DateTime<Utc>, verdict: Verdict, now: DateTime<Utc>) {
+    /// cannot make buckets that never age out), and whether it broke an invariant. SKIP runs
+    /// are not judged and not counted.
+    pub(crate) fn record(
+        &mut self,
+        at: DateTime<Utc>,
+        verdict: Verdict,
+        invariant: bool,
+        now: DateTime<Utc>,
+    ) {
         if verdict == Verdict::Skip {
             return;
         }
@@ -84,12 +113,23 @@ impl RateBuckets {
             return;
         }
         let pass = u64::from(verdict == Verdict::Pass);
-        match self.buckets.binary_search_by_key(&start, |b| b.0) {
+        let invariants = u64::from(invariant);
+        match self.buckets.binary_search_by_key(&start, |b| b.start) {
             Ok(i) => {
-                self.buckets[i].1 += 1;
-                self.buckets[i].2 += pass;
+                let b = &mut self.buckets[i];
+                b.runs += 1;
+                b.passes += pass;
+                b.invariants += invariants;
             }
-            Err(i) => self.buckets.insert(i, (start, 1, pass)),
+            Err(i) => self.buckets.insert(
+                i,
+                Bucket {
+                    start,
+                    runs: 1,
+                    passes: pass,
+                    invariants,
+                },
+            ),
         }
     }
 
@@ -99,7 +139,7 @@ impl RateBuckets {
         while self
             .buckets
             .front()
-            .is_some_and(|b| b.0 + (BUCKET.as_secs() as i64) <= oldest)
+            .is_some_and(|b| b.start + (BUCKET.as_secs() as i64) <= oldest)
         {
             self.buckets.pop_front();
         }
@@ -114,18 +154,21 @@ impl RateBuckets {
         now: DateTime<Utc>,
     ) -> WindowRate {
         let from = before(now, window).timestamp();
-        let (runs, passes) = self
+        let (runs, passes, invariant_failures) = self
             .buckets
             .iter()
             .rev()
-            .take_while(|b| b.0 + (BUCKET.as_secs() as i64) > from)
-            .fold((0, 0), |(r, p), b| (r + b.1, p + b.2));
+            .take_while(|b| b.start + (BUCKET.as_secs() as i64) > from)
+            .fold((0, 0, 0), |(r, p, i), b| {
+                (r + b.runs, p + b.passes, i + b.invariants)
+            });
         WindowRate {
             window: name,
             seconds: window.as_secs(),
             runs,
             passes,
             pass_rate: (runs > 0).then(|| passes as f64 / runs as f64),
+            invariant_failures,
         }
     }
 
@@ -143,14 +186,20 @@ impl RateBuckets {
     }
 }
 
-/// Failures of one kind (same verdict, same error once numbers and ids are blanked).
+/// Failures of one kind (same verdict, same error once numbers and ids are blanked; for a
+/// broken invariant, the same rule).
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureKind {
     /// `FAIL`, `ERROR` or `TIMEOUT`.
     pub verdict: Verdict,
-    /// What the failures have in common: the missing step of a TIMEOUT, else the first line
-    /// of the error with every word that holds a digit written `#`.
+    /// What the failures have in common: `invariant: <rule>` for a broken business rule
+    /// (whatever the key and the values: each run keeps them, in its report's `invariant`),
+    /// the missing step of a TIMEOUT, else the first line of the error with every word that
+    /// holds a digit written `#`.
     pub kind: String,
+    /// The rule, when the kind is a broken invariant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Failures of this kind since `first_at` (it is kept while its newest failure is in
     /// the history window).
     pub count: u64,
@@ -164,6 +213,10 @@ pub struct FailureKind {
 
 /// The kind of a failed run (see [`FailureKind::kind`]).
 pub fn failure_kind(report: &Report) -> String {
+    if let Some(invariant) = &report.invariant {
+        // The rule as written (its numbers are part of it: "exposure <= 100").
+        return cut(format!("invariant: {}", invariant.rule));
+    }
     if report.verdict == Verdict::Timeout {
         if let Some(step) = &report.missing_step {
             return format!("step `{step}` did not arrive");
@@ -184,9 +237,13 @@ pub fn failure_kind(report: &Report) -> String {
             }
         })
         .collect();
-    let kind = blanked.join(" ");
+    cut(blanked.join(" "))
+}
+
+/// `kind` cut to [`KIND_CHARS`] characters (and an ellipsis).
+fn cut(kind: String) -> String {
     match kind.char_indices().nth(KIND_CHARS) {
-        Some((cut, _)) => format!("{}…", &kind[..cut]),
+        Some((at, _)) => format!("{}…", &kind[..at]),
         None => kind,
     }
 }
@@ -224,6 +281,7 @@ impl Failures {
                 self.kinds.push(FailureKind {
                     verdict: report.verdict,
                     kind,
+                    rule: report.invariant.as_ref().map(|i| i.rule.clone()),
                     count: 0,
                     first_at: at,
                     last_at: at,
@@ -262,6 +320,57 @@ impl Failures {
             .iter()
             .flat_map(|k| &k.runs)
             .find(|r| r.test_id == test_id)
+    }
+}
+
+/// Invariant failures of one rule of a case, as `/api/cases` and the page show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCount {
+    /// The rule ([`livecheck_core::Invariant::rule`]), or [`OTHER_RULES`].
+    pub rule: String,
+    /// Runs that broke it since the start.
+    pub count: u64,
+}
+
+/// Invariant failures of a case by rule since the start: at most [`RULES_PER_CASE`] rules
+/// apart, the rest under [`OTHER_RULES`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InvariantCounts {
+    by_rule: BTreeMap<String, u64>,
+    total: u64,
+}
+
+impl InvariantCounts {
+    /// Counts a run that broke `rule`.
+    pub(crate) fn record(&mut self, rule: &str) {
+        self.total += 1;
+        if let Some(n) = self.by_rule.get_mut(rule) {
+            *n += 1;
+            return;
+        }
+        let apart = self.by_rule.len() - usize::from(self.by_rule.contains_key(OTHER_RULES));
+        let rule = if apart < RULES_PER_CASE {
+            rule
+        } else {
+            OTHER_RULES
+        };
+        *self.by_rule.entry(rule.to_owned()).or_default() += 1;
+    }
+
+    /// Runs that broke an invariant since the start.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Counts by rule, sorted by rule.
+    pub(crate) fn by_rule(&self) -> Vec<RuleCount> {
+        self.by_rule
+            .iter()
+            .map(|(rule, count)| RuleCount {
+                rule: rule.clone(),
+                count: *count,
+            })
+            .collect()
     }
 }
 
@@ -329,6 +438,7 @@ mod tests {
             hops: Vec::new(),
             trace_id: None,
             invariant: None,
+            route: None,
         })
     }
 
@@ -338,13 +448,13 @@ mod tests {
         let now = t0();
         // 10 minutes ago: 4 failures; 2 minutes ago: 3 passes, 1 failure; SKIP is not judged.
         for _ in 0..4 {
-            b.record(now - secs(600), Verdict::Fail, now);
+            b.record(now - secs(600), Verdict::Fail, false, now);
         }
         for _ in 0..3 {
-            b.record(now - secs(120), Verdict::Pass, now);
+            b.record(now - secs(120), Verdict::Pass, false, now);
         }
-        b.record(now - secs(119), Verdict::Timeout, now);
-        b.record(now - secs(5), Verdict::Skip, now);
+        b.record(now - secs(119), Verdict::Timeout, false, now);
+        b.record(now - secs(5), Verdict::Skip, false, now);
         let rates = b.rates(now);
         assert_eq!(rates[0].window, "5m");
         assert_eq!((rates[0].runs, rates[0].passes), (4, 3));
@@ -366,8 +476,8 @@ mod tests {
         let mut b = RateBuckets::default();
         let now = t0(); // on a bucket boundary
         let five = RATE_WINDOWS[0].1;
-        b.record(now - secs(300), Verdict::Pass, now); // on the edge: in
-        b.record(now - secs(311), Verdict::Fail, now); // a bucket wholly before: out
+        b.record(now - secs(300), Verdict::Pass, false, now); // on the edge: in
+        b.record(now - secs(311), Verdict::Fail, false, now); // a bucket wholly before: out
         assert_eq!(b.rate("5m", five, now).runs, 1);
         // 9 s later the edge bucket still overlaps the window, 10 s later it does not.
         assert_eq!(b.rate("5m", five, now + secs(9)).runs, 1);
@@ -378,15 +488,15 @@ mod tests {
     fn runs_out_of_order_or_from_the_future_land_in_their_bucket() {
         let mut b = RateBuckets::default();
         let now = t0();
-        b.record(now - secs(35), Verdict::Pass, now);
-        b.record(now - secs(200), Verdict::Fail, now);
-        b.record(now - secs(31), Verdict::Fail, now);
-        b.record(now + secs(3_600), Verdict::Pass, now); // counts as now
+        b.record(now - secs(35), Verdict::Pass, false, now);
+        b.record(now - secs(200), Verdict::Fail, false, now);
+        b.record(now - secs(31), Verdict::Fail, false, now);
+        b.record(now + secs(3_600), Verdict::Pass, false, now); // counts as now
         assert_eq!(b.len(), 3);
         let r = b.rate("1m", Duration::from_secs(60), now);
         assert_eq!((r.runs, r.passes), (3, 2));
         // A run older than the longest window is not counted at all.
-        b.record(now - secs(3_700), Verdict::Fail, now);
+        b.record(now - secs(3_700), Verdict::Fail, false, now);
         assert_eq!(b.rates(now)[1].runs, 4);
     }
 
@@ -397,7 +507,7 @@ mod tests {
         // Two hours of one run a second (a thousand a second would fill the same buckets).
         for s in 0..7_200 {
             let now = start + secs(s);
-            b.record(now, Verdict::Pass, now);
+            b.record(now, Verdict::Pass, false, now);
         }
         let most = (longest_window().as_secs() / BUCKET.as_secs()) as usize + 1;
         assert!(b.len() <= most, "{} buckets", b.len());
@@ -467,6 +577,129 @@ mod tests {
         assert_eq!(kinds[1].verdict, Verdict::Error);
         assert!(f.run("3").is_some());
         assert!(f.run("p").is_none());
+    }
+
+    /// A FAIL that broke `rule` for `key` with `values`, its message as the runner writes it.
+    fn broken(
+        id: &str,
+        rule: &str,
+        key: &str,
+        values: &[(&str, u64)],
+        at: DateTime<Utc>,
+    ) -> Arc<Report> {
+        let invariant = livecheck_core::Invariant {
+            rule: rule.to_owned(),
+            key: key.to_owned(),
+            values: values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+                .collect(),
+        };
+        let mut r = (*failed(id, Verdict::Fail, &invariant.to_string(), at)).clone();
+        r.invariant = Some(invariant);
+        Arc::new(r)
+    }
+
+    #[test]
+    fn a_broken_invariant_is_one_kind_per_rule_whatever_the_key_and_values() {
+        let now = t0();
+        let rule = "open sell exposure <= 100";
+        let a = broken("a", rule, "u1", &[("open", 120)], now - secs(3));
+        let b = broken("b", rule, "u2", &[("open", 450)], now - secs(2));
+        let other = broken(
+            "c",
+            "at most 5 orders per minute",
+            "u1",
+            &[("orders", 6)],
+            now,
+        );
+        assert_eq!(failure_kind(&a), "invariant: open sell exposure <= 100");
+        assert_eq!(failure_kind(&a), failure_kind(&b));
+        // A plain FAIL with the same message is another kind.
+        let plain = failed("d", Verdict::Fail, a.error.as_deref().unwrap_or(""), now);
+        assert_ne!(failure_kind(&plain), failure_kind(&a));
+
+        let mut f = Failures::default();
+        for r in [&a, &b, &other, &plain] {
+            f.record(r, now, DEFAULT_HISTORY_WINDOW);
+        }
+        let kinds = f.kinds();
+        assert_eq!(kinds.len(), 3);
+        let k = kinds
+            .iter()
+            .find(|k| k.kind == "invariant: open sell exposure <= 100")
+            .expect("the rule's kind");
+        assert_eq!((k.verdict, k.count), (Verdict::Fail, 2));
+        assert_eq!(k.rule.as_deref(), Some(rule));
+        // Each run keeps its own key and values; the newest first.
+        let newest = k.runs[0].invariant.as_ref().expect("invariant");
+        assert_eq!(
+            (newest.key.as_str(), &newest.values["open"]),
+            ("u2", &450.into())
+        );
+        assert_eq!(
+            k.runs[0].error.as_deref(),
+            Some(r#"invariant broken: open sell exposure <= 100, for key "u2" (open=450)"#)
+        );
+        assert_eq!(
+            k.runs[1].invariant.as_ref().map(|i| i.key.as_str()),
+            Some("u1")
+        );
+        let plain_kind = kinds.iter().find(|k| k.rule.is_none()).expect("plain");
+        assert_eq!(plain_kind.count, 1);
+    }
+
+    #[test]
+    fn windows_count_invariant_failures() {
+        let mut b = RateBuckets::default();
+        let now = t0();
+        b.record(now - secs(600), Verdict::Fail, true, now);
+        b.record(now - secs(100), Verdict::Fail, true, now);
+        b.record(now - secs(90), Verdict::Fail, false, now);
+        b.record(now - secs(80), Verdict::Pass, false, now);
+        let rates = b.rates(now);
+        assert_eq!((rates[0].runs, rates[0].invariant_failures), (3, 1));
+        assert_eq!((rates[1].runs, rates[1].invariant_failures), (4, 2));
+        assert_eq!(b.rates(now + secs(3_600))[1].invariant_failures, 0);
+    }
+
+    #[test]
+    fn invariant_failures_are_counted_by_rule_in_bounded_memory() {
+        let mut c = InvariantCounts::default();
+        c.record("b rule");
+        c.record("a rule");
+        c.record("b rule");
+        assert_eq!(c.total(), 3);
+        assert_eq!(
+            c.by_rule(),
+            [
+                RuleCount {
+                    rule: "a rule".to_owned(),
+                    count: 1
+                },
+                RuleCount {
+                    rule: "b rule".to_owned(),
+                    count: 2
+                },
+            ]
+        );
+        // Rules made from data do not grow the map past the bound.
+        for i in 0..(RULES_PER_CASE * 4) {
+            c.record(&format!("rule {i}"));
+        }
+        let rules = c.by_rule();
+        assert_eq!(rules.len(), RULES_PER_CASE + 1);
+        assert_eq!(c.total(), 3 + (RULES_PER_CASE * 4) as u64);
+        assert_eq!(rules.iter().map(|r| r.count).sum::<u64>(), c.total());
+        let other = rules.iter().find(|r| r.rule == OTHER_RULES).expect("other");
+        assert_eq!(
+            other.count,
+            (RULES_PER_CASE * 4 - (RULES_PER_CASE - 2)) as u64
+        );
+        // A rule counted apart stays apart.
+        c.record("a rule");
+        let a = c.by_rule().into_iter().find(|r| r.rule == "a rule");
+        assert_eq!(a.map(|r| r.count), Some(2));
     }
 
     #[test]
