@@ -151,6 +151,10 @@ pub struct AppConfig {
     /// The most a user may sell in total: a sell order that would take the user's sold
     /// quantity above it is refused (HTTP 409). Default [`DEFAULT_SELL_LIMIT`].
     pub sell_limit: u64,
+    /// Share of users whose sell orders become tests of `orders.sell_limit` (sampled by
+    /// user), 0.5 by default: the local default, as [`AppConfig::probability`] is for the
+    /// order case. 0 when no runner judges that case.
+    pub sell_limit_probability: f64,
 }
 
 impl AppConfig {
@@ -170,6 +174,7 @@ impl AppConfig {
             execution: Execution::Kafka,
             fetch_wait: livecheck_core::DEFAULT_FETCH_WAIT,
             sell_limit: DEFAULT_SELL_LIMIT,
+            sell_limit_probability: 0.5,
         }
     }
 }
@@ -296,7 +301,7 @@ impl RunningApp {
                 .sampling(Sampling::Key)
                 .test_expires(Duration::from_secs(600)),
             sell_limit_trigger: Trigger::new(SELL_LIMIT_CASE)
-                .probability(config.probability)
+                .probability(config.sell_limit_probability)
                 .sampling(Sampling::Key)
                 .test_expires(Duration::from_secs(600)),
             faults: Faults::new(&config.faults),

@@ -135,7 +135,10 @@ async fn init_order(
     };
     if side == Side::Sell {
         if let Err(refused) = check_sell_limit(shared, &user_id, quantity).await {
-            shared.counters.sells_refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .sells_refused
+                .fetch_add(1, Ordering::Relaxed);
             info!(user_id = %refused.user_id, quantity, sold = refused.sold, limit = refused.limit, "sell order refused: above the sell limit");
             return error(
                 StatusCode::CONFLICT,

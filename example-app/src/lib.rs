@@ -16,8 +16,9 @@
 //! `?quantity=N` (default 1) sets how many shares. A sell order that would take the user's
 //! total sold quantity above the sell limit (`--sell-limit`, [`DEFAULT_SELL_LIMIT`] by
 //! default) is refused with HTTP 409; the others are accepted and counted. Case
-//! `orders.sell_limit` follows that decision: sell orders are its tests, sampled by user,
-//! and the front sends `sell_accepted` or `sell_refused` with the user's total.
+//! `orders.sell_limit` follows that decision: sell orders are its tests, sampled by user
+//! (`--sell-limit-probability`, [`AppConfig::sell_limit_probability`]), and the front sends
+//! `sell_accepted` or `sell_refused` with the user's total.
 //!
 //! Faults can be switched on (flags, environment, `POST /admin/faults`) so that checks can
 //! be tested against a broken system; see [`faults::FaultConfig`]. `POST /admin/faults` and

@@ -19,6 +19,7 @@ fn config(probability: f64, faults: FaultConfig) -> AppConfig {
     config.topics = AppTopics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
     config.group_prefix = format!("g{}-", uuid::Uuid::new_v4().simple());
     config.probability = probability;
+    config.sell_limit_probability = probability;
     config.faults = faults;
     config
 }
@@ -311,8 +312,7 @@ async fn every_order_of_a_sampled_user_is_a_test_and_none_of_another() {
         (0..)
             .map(|i| format!("user-{i}"))
             .find(|u| {
-                trigger.samples_key(u) == sampled
-                    && !app.shared.sell_limit_trigger.samples_key(u)
+                trigger.samples_key(u) == sampled && !app.shared.sell_limit_trigger.samples_key(u)
             })
             .unwrap()
     };
@@ -354,7 +354,10 @@ async fn every_order_of_a_sampled_user_is_a_test_and_none_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sell_past_the_limit_is_refused_and_each_decision_is_signalled() {
     let app = start(1.0, FaultConfig::default()).await;
-    assert_eq!(app.shared.config.sell_limit, example_app::DEFAULT_SELL_LIMIT);
+    assert_eq!(
+        app.shared.config.sell_limit,
+        example_app::DEFAULT_SELL_LIMIT
+    );
     let mut reader = SignalReader::new(&app);
     let user = format!("seller-{}", uuid::Uuid::new_v4().simple());
     let sell = |quantity: u64| format!("/order/init/sell/?user={user}&quantity={quantity}");
@@ -397,13 +400,22 @@ async fn a_sell_past_the_limit_is_refused_and_each_decision_is_signalled() {
     assert_eq!(place(&app, &sell(1)).await.0, 200);
 
     let mut decisions = reader
-        .matching(|e| e.case == "orders.sell_limit", 4, Duration::from_secs(20))
+        .matching(
+            |e| e.case == "orders.sell_limit",
+            4,
+            Duration::from_secs(20),
+        )
         .await;
     // In the order sent (one user's signals share a partition only once tests are routed).
     decisions.sort_by_key(|e| e.sent_at);
     let seen: Vec<(&str, SellDecision)> = decisions
         .iter()
-        .map(|e| (e.signal.as_str(), serde_json::from_str(e.value.get()).unwrap()))
+        .map(|e| {
+            (
+                e.signal.as_str(),
+                serde_json::from_str(e.value.get()).unwrap(),
+            )
+        })
         .collect();
     let decision = |quantity, sold| SellDecision {
         user_id: user.clone(),

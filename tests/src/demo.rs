@@ -53,6 +53,7 @@ pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
     config.listen = "127.0.0.1:0".parse()?;
     config.topics = topics;
     config.probability = 0.5;
+    config.sell_limit_probability = 0.5;
     // The demo's checks place fake orders (`?fake=1`).
     config.test_hooks = true;
     let app = RunningApp::start(config).await?;

@@ -67,6 +67,7 @@ pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     config.group_prefix = format!("{}example-app-", start.topic_prefix);
     // Only requests that carry a test context become tests in CI.
     config.probability = 0.0;
+    config.sell_limit_probability = 0.0;
     config.faults = faults;
     // The checks place fake orders (`?fake=1`).
     config.test_hooks = true;
@@ -91,6 +92,8 @@ pub fn app_service() -> Service {
             "--topic-prefix",
             "{prefix}",
             "--probability",
+            "0",
+            "--sell-limit-probability",
             "0",
             "--test-hooks",
         ])

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use example_app::model::{Cached, Delivered, Execution};
 use example_app::signals::{
-    ORDER_CACHED, ORDER_CASE, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA,
-    SELL_ACCEPTED, SELL_LIMIT_CASE, SELL_REFUSED,
+    ORDER_CACHED, ORDER_CASE, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA, SELL_ACCEPTED,
+    SELL_LIMIT_CASE, SELL_REFUSED,
 };
 use example_app::{Order, SellOrder, Side, DEFAULT_SELL_LIMIT};
 use livecheck_core::{

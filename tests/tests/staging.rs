@@ -101,9 +101,14 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     }
     let expected: Vec<_> = [(&case, harness_verdict.as_str()), (&sell_limit, "PASS")]
         .iter()
-        .flat_map(|(case, verdict)| [(case.name().to_owned(), (*verdict).to_owned()); 3])
+        .flat_map(|(case, verdict)| {
+            std::iter::repeat_n((case.name().to_owned(), (*verdict).to_owned()), 3)
+        })
         .collect();
-    assert_eq!(verdicts, expected, "the harness's verdict: {harness_verdict}");
+    assert_eq!(
+        verdicts, expected,
+        "the harness's verdict: {harness_verdict}"
+    );
     assert_eq!(harness_verdict.as_str(), "PASS");
 
     // SIGTERM: a clean stop, exit code 0.

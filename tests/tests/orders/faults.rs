@@ -234,7 +234,10 @@ async fn three_sells_of_one_user(setting: Option<(&str, &str)>) -> Vec<Report> {
     let session = Session::start(&config, vec![case.clone()]).await.unwrap();
     let reports = session.run_case(&case, orders::SELLS_PER_USER).await;
     session.close().await;
-    let users: Vec<_> = reports.iter().map(|r| r.arguments["user"].clone()).collect();
+    let users: Vec<_> = reports
+        .iter()
+        .map(|r| r.arguments["user"].clone())
+        .collect();
     assert!(
         users.iter().all(|u| *u == users[0]),
         "one user for the three sells: {users:?}"
@@ -253,7 +256,10 @@ pub(crate) async fn sell_limit_kept_passes_and_the_refused_sell_passes_too() {
         assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     }
     let decisions: Vec<_> = reports.iter().map(decision).collect();
-    assert_eq!(decisions, ["sell_accepted", "sell_accepted", "sell_refused"]);
+    assert_eq!(
+        decisions,
+        ["sell_accepted", "sell_accepted", "sell_refused"]
+    );
 }
 
 pub(crate) async fn sell_limit_ignored_is_an_invariant_failure_naming_the_user_and_the_totals() {

@@ -74,6 +74,8 @@ pub(crate) async fn start_app(prefix: &str, kafka: &KafkaConfig, probability: f6
     config.topics = AppTopics::with_prefix(prefix);
     config.group_prefix = format!("{prefix}app-");
     config.probability = probability;
+    // The services here run the order case only: no sell becomes a test of the sell limit.
+    config.sell_limit_probability = 0.0;
     config.test_hooks = true;
     // Instances in one test process are told apart by a number.
     config.control = config.control.map(|c| {
