@@ -47,6 +47,7 @@ impl Session {
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();
+        let (failed, runner_failed) = oneshot::channel::<String>();
         let r = runner.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = r
@@ -56,13 +57,24 @@ impl Session {
                 .await
             {
                 tracing::error!(error = %err, "the harness runner stopped");
+                let _ = failed.send(err.to_string());
             }
         });
-        tokio::time::timeout(Duration::from_secs(30), runner.ready())
-            .await
-            .map_err(|_| {
-                SessionError::Setup("the runner did not get its partitions within 30 s".into())
-            })?;
+        // A runner that refuses to start (a missing topic, a bad partition count) says why.
+        tokio::select! {
+            () = runner.ready() => {}
+            failure = runner_failed => {
+                return Err(SessionError::Setup(match failure {
+                    Ok(err) => format!("the runner stopped: {err}"),
+                    Err(_) => "the runner stopped before it got its partitions".into(),
+                }));
+            }
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                return Err(SessionError::Setup(
+                    "the runner did not get its partitions within 30 s".into(),
+                ));
+            }
+        }
         let target = Target::new(environment.app_url.clone());
         Ok(Self {
             client,
