@@ -1,7 +1,8 @@
 //! The at-least-once core: which records a partition still needs, and the one position
 //! per partition that the runner commits.
 //!
-//! Tests, signals and reports are co-partitioned by test id, so partition `P` of the three
+//! Tests, signals and reports are co-partitioned by test id (or by the test's route, see
+//! [`crate::TestContext::route`]), so partition `P` of the three
 //! topics belongs to one runner at a time. What that runner must be able to resume from is
 //! committed **atomically**, as the tests-topic offset of `P` plus two positions in the
 //! commit's metadata:

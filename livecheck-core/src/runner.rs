@@ -554,7 +554,7 @@ impl Runner {
     }
 
     /// In a group: tests, signals and reports must have the same partition count (they are
-    /// co-partitioned by test id). A broker that does not answer is not an error here: the
+    /// co-partitioned by test id or route). A broker that does not answer is not an error here: the
     /// runner waits for it (and says so).
     async fn check_partitions(&self, consumer: &Arc<Consumer2>) -> Result<(), Error> {
         let consumer = consumer.clone();
@@ -601,7 +601,7 @@ impl Runner {
                 }
                 if counts.windows(2).any(|w| w[0].1 != w[1].1) {
                     return Err(Error::Config(format!(
-                        "the tests, signals and reports topics must have the same partition count (they are co-partitioned by test id): {}",
+                        "the tests, signals and reports topics must have the same partition count (they are co-partitioned by test id or route): {}",
                         describe(&counts)
                     )));
                 }

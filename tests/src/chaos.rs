@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use livecheck_core::{ensure_eq, Case, LiveCheck, Run, Signal, TestContext, Trigger, Verdict};
+use livecheck_core::{
+    ensure_eq, ensure_invariant, Case, LiveCheck, Run, Signal, Table, TestContext, Trigger, Verdict,
+};
 
 /// The case name.
 pub const CASE: &str = "chaos.flow";
@@ -31,9 +33,64 @@ pub fn flow() -> Case {
         })
 }
 
+/// The ledger case: every test posts once to its account's count, in a table.
+pub const LEDGER_CASE: &str = "chaos.ledger";
+/// Sent by the services when a posting's test may finish (until then it stays in flight).
+pub static POSTED: Signal<()> = Signal::new(LEDGER_CASE, "posted");
+/// Postings per account.
+pub static POSTINGS: Table<String, u64> = Table::new("chaos_postings");
+/// How long a posting's test waits for [`POSTED`]: longer than a crashed runner's
+/// partitions take to move (its session timeout).
+pub const POSTED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A posting test's arguments.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Posting {
+    /// The account (the tests' route and the table's key).
+    pub account: String,
+    /// How many tests the account has in all: more postings is a double count.
+    pub tests: u64,
+    /// The count this test must see, when known (one test of the account at a time).
+    pub exactly: Option<u64>,
+}
+
+/// Posts to the account's count, checks that the count never exceeds the account's tests
+/// (the invariant a double count breaks), then waits for [`POSTED`].
+pub fn ledger() -> Case {
+    Case::new(LEDGER_CASE)
+        .timeout(POSTED_TIMEOUT)
+        .route_by(|p: &Posting| p.account.clone())
+        .table(&POSTINGS)
+        .expect(|run: Run, p: Posting| async move {
+            let postings = run
+                .table(&POSTINGS)
+                .update(p.account.clone(), |n| n.unwrap_or(0) + 1)?;
+            ensure_invariant!(
+                postings <= p.tests,
+                "postings per account <= its tests",
+                key = p.account,
+                postings = postings,
+                tests = p.tests
+            );
+            if let Some(exactly) = p.exactly {
+                ensure_eq!(postings, exactly, "the postings of {}", p.account);
+            }
+            run.wait(&POSTED).await?;
+            Ok(())
+        })
+}
+
+/// The services' side of a posting: triggers it, routed by its account.
+pub fn start_posting(client: &LiveCheck, posting: &Posting) -> TestContext {
+    Trigger::new(LEDGER_CASE)
+        .probability(1.0)
+        .maybe_trigger_for_key(client, &posting.account, posting)
+        .expect("a posting registers")
+}
+
 /// The cases of the chaos runner.
 pub fn cases() -> Vec<Case> {
-    vec![flow()]
+    vec![flow(), ledger()]
 }
 
 /// What a test of the flow is made to do, and so the one true verdict it must get.

@@ -17,7 +17,7 @@ use livecheck_core::{
 };
 use livecheck_harness::live::config::{LiveArgs, LiveConfig};
 use livecheck_harness::live::service::LiveService;
-use livecheck_tests::chaos::{self, Script};
+use livecheck_tests::chaos::{self, Posting, Script};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -44,6 +44,9 @@ impl World {
         let prefix = format!("c{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let topics = Topics::with_prefix(&prefix);
         let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS).unwrap();
+        broker
+            .create_topic(&topics.table(chaos::POSTINGS.name()), PARTITIONS)
+            .unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
         let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
         let reports = read_reports(&kafka, &topics.reports);
@@ -529,4 +532,172 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
         committed_total += at;
     }
     assert_eq!(committed_total, tests.len() as i64);
+}
+
+/// The last value per key of a table's changelog, read to its end.
+async fn table_values(kafka: &KafkaConfig, topic: &str) -> HashMap<String, u64> {
+    let consumer: StreamConsumer = kafka
+        .client_config(&[
+            ("group.id", &format!("reader-{}", uuid::Uuid::new_v4())),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut values = HashMap::new();
+    let mut at_end = std::collections::HashSet::new();
+    while at_end.len() < PARTITIONS as usize {
+        match tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("the changelog is read within 10 s")
+        {
+            Ok(msg) => {
+                let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
+                let value: serde_json::Value =
+                    serde_json::from_slice(msg.payload().unwrap()).unwrap();
+                // Fences (each owner's, on each partition) are not entries.
+                if value.get("fence").is_none() {
+                    values.insert(key, value["v"].as_u64().unwrap());
+                }
+            }
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+            }
+            Err(err) => panic!("reading the changelog: {err}"),
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_counts_each_test_once_across_a_kill_a_rebalance_of_three_runners_and_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let w = World::new().await;
+    let changelog = w.client.topics().table(chaos::POSTINGS.name());
+    let mut a = w.runner("t", "a");
+    let mut b = w.runner("t", "b");
+    let mut c = w.runner("t", "c");
+    w.warm_up(1_000_000, &[&a, &b, &c]).await;
+
+    const ACCOUNTS: u64 = 8;
+    const PER_ACCOUNT: u64 = 25;
+    let accounts: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct-{i}")).collect();
+    let mut tests = Vec::new();
+    for round in 0..PER_ACCOUNT {
+        for account in &accounts {
+            let posting = Posting {
+                account: account.clone(),
+                tests: PER_ACCOUNT,
+                exactly: None,
+            };
+            tests.push((round, chaos::start_posting(&w.client, &posting)));
+        }
+    }
+    // Every test posted (one changelog record each) and waits for `posted`: all in flight.
+    let posted = || {
+        let consumer: StreamConsumer = w
+            .kafka
+            .client_config(&[("group.id", "watermarks")])
+            .create()
+            .unwrap();
+        (0..PARTITIONS)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&changelog, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1
+            })
+            .sum::<i64>()
+    };
+    let start = Instant::now();
+    while posted() < tests.len() as i64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} of {} postings written within 60 s",
+            posted(),
+            tests.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One runner dies with its tests in flight; their partitions move to the other two,
+    // which run those tests again from their records.
+    a.kill9();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for (_, context) in &tests {
+        w.client
+            .scope(context.clone(), chaos::POSTED.send(&()))
+            .await;
+    }
+    w.all_reported(&tests, Duration::from_secs(90)).await;
+    let check = |tests: &[(u64, TestContext)], runners: &[&RunnerProcess]| {
+        let reports = w.reports.lock().unwrap();
+        let wrong: Vec<String> = tests
+            .iter()
+            .filter_map(|(_, context)| match reports.get(&context.id) {
+                None => Some(format!("{} got no report", context.id)),
+                Some(r) if r.iter().all(|r| r.verdict == Verdict::Pass) => None,
+                Some(r) => Some(r[0].render()),
+            })
+            .collect();
+        if !wrong.is_empty() {
+            for runner in runners {
+                runner.print_log();
+            }
+            panic!(
+                "{} of {} postings are wrong:\n{}",
+                wrong.len(),
+                tests.len(),
+                wrong[..wrong.len().min(5)].join("\n")
+            );
+        }
+    };
+    check(&tests, &[&a, &b, &c]);
+    let values = table_values(&w.kafka, &changelog).await;
+    for account in &accounts {
+        assert_eq!(
+            values.get(account),
+            Some(&PER_ACCOUNT),
+            "the postings of {account}: {values:?}"
+        );
+    }
+
+    // Every runner stops; a new one restores the table and counts on from it.
+    b.terminate();
+    c.terminate();
+    assert!(b.wait_exit(Duration::from_secs(40)).success());
+    assert!(c.wait_exit(Duration::from_secs(40)).success());
+    let d = w.runner("t", "d");
+    let mut more = Vec::new();
+    for account in &accounts {
+        let posting = Posting {
+            account: account.clone(),
+            tests: PER_ACCOUNT + 1,
+            exactly: Some(PER_ACCOUNT + 1),
+        };
+        let context = chaos::start_posting(&w.client, &posting);
+        w.client
+            .scope(context.clone(), chaos::POSTED.send(&()))
+            .await;
+        more.push((PER_ACCOUNT, context));
+    }
+    w.all_reported(&more, Duration::from_secs(60)).await;
+    check(&more, &[&d]);
+    let values = table_values(&w.kafka, &changelog).await;
+    for account in &accounts {
+        assert_eq!(
+            values.get(account),
+            Some(&(PER_ACCOUNT + 1)),
+            "after the restart: {values:?}"
+        );
+    }
+    println!(
+        "table across kill -9, rebalance of 3 runners and a restart: {} postings on {ACCOUNTS} accounts, each counted once",
+        tests.len() + more.len()
+    );
 }
