@@ -1466,6 +1466,20 @@ impl Runner {
                 case.name()
             )))),
         };
+        // The run's table writes are in Kafka before its verdict is (see `crate::table`).
+        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
+            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
+        });
+        if !writes.is_empty() {
+            Box::pin(
+                self.inner
+                    .tables
+                    .settle(writes, self.inner.config.report_retry_for, || {
+                        self.in_outage()
+                    }),
+            )
+            .await;
+        }
         // Said of a step that did not come (a late one says how late instead).
         let missing = match &result {
             // A wait that saw some of what it wanted (`wait_n`, `wait_where`) says so itself.
@@ -1494,20 +1508,6 @@ impl Runner {
                 Some(format!("the check panicked: {}", panic_message(&*panic))),
             ),
         };
-        // The run's table writes are in Kafka before its verdict is (see `crate::table`).
-        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
-            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
-        });
-        if !writes.is_empty() {
-            Box::pin(
-                self.inner
-                    .tables
-                    .settle(writes, self.inner.config.report_retry_for, || {
-                        self.in_outage()
-                    }),
-            )
-            .await;
-        }
         let state = std::mem::replace(
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState::new(started_at),
