@@ -1553,31 +1553,36 @@ impl Runner {
             }
         }
         let (timeline, unawaited) = timeline(&context, &steps, &state.taken);
-        let report = Report {
-            test_id: context.id.clone(),
-            case: context.case.clone(),
-            verdict,
-            error,
-            missing_step: if verdict == Verdict::Timeout {
-                state.missing_step
-            } else {
-                None
-            },
-            last_step: state.taken.last().map(|s| s.signal.clone()),
-            unawaited,
-            timeline,
-            waits: state.waits,
-            issued_at: context.issued_at,
-            finished_at: Utc::now(),
-            arguments: context.arguments.clone(),
-            truncated: None,
-            hops,
-            trace_id: context.trace_id().map(str::to_owned),
-            invariant,
-            route: context.route.clone(),
+        // Built in a block of its own: the report borrowed by the span export must not stay
+        // in the run's future across the await below (memory per in-flight run).
+        let report = {
+            let report = Report {
+                test_id: context.id.clone(),
+                case: context.case.clone(),
+                verdict,
+                error,
+                missing_step: if verdict == Verdict::Timeout {
+                    state.missing_step
+                } else {
+                    None
+                },
+                last_step: state.taken.last().map(|s| s.signal.clone()),
+                unawaited,
+                timeline,
+                waits: state.waits,
+                issued_at: context.issued_at,
+                finished_at: Utc::now(),
+                arguments: context.arguments.clone(),
+                truncated: None,
+                hops,
+                trace_id: context.trace_id().map(str::to_owned),
+                invariant,
+                route: context.route.clone(),
+            };
+            #[cfg(feature = "otel")]
+            crate::otel::export_steps(&context, &report);
+            report
         };
-        #[cfg(feature = "otel")]
-        crate::otel::export_steps(&context, &report);
         let done = finished.records;
         let hold = self.hold(&pos, &done);
         // Boxed: a future holding a report inline would make every waiting run's task that

@@ -44,6 +44,10 @@
 //! ```text
 //! cargo bench -p livecheck-tests --bench live
 //! ```
+//!
+//! With `LIVE_BENCH_ONLY=c` it runs only (c) (to profile it; the last lines then show zeros
+//! for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
+//! counters every 100 ms while a runner works.
 
 #![expect(
     unsafe_code,
