@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use livecheck_core::signing::SigningKeys;
 use livecheck_core::{
-    ControlOptions, EmbeddedBroker, KafkaConfig, LiveCheck, Sampling, Topics, Trigger,
+    ControlOptions, EmbeddedBroker, KafkaConfig, LiveCheck, Sampling, TableSpec, Topics, Trigger,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,8 +17,8 @@ use crate::consumers;
 use crate::faults::{FaultConfig, Faults};
 use crate::http;
 use crate::jobs::{self, ExecutionJobs};
-use crate::signals::ORDER_CASE;
-use crate::store::{Executed, MemoryStore, OrderStore, UserCache};
+use crate::signals::{ORDER_CASE, SELL_LIMIT_CASE};
+use crate::store::{Executed, MemoryStore, OrderStore, SoldTotals, UserCache};
 
 /// Topic names of the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +29,29 @@ pub struct AppTopics {
     pub execution: String,
     /// LiveCheck's topics.
     pub livecheck: Topics,
+    /// The tables of the checks run against the app: [`AppTopics::create_embedded`] creates
+    /// their changelogs ([`Topics::table`]).
+    pub tables: Vec<TableSpec>,
 }
 
 impl AppTopics {
-    /// `{prefix}orders`, `{prefix}order-execution` and LiveCheck's with the same prefix.
+    /// `{prefix}orders`, `{prefix}order-execution` and LiveCheck's with the same prefix; no
+    /// tables.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             orders: format!("{prefix}orders"),
             execution: format!("{prefix}order-execution"),
             livecheck: Topics::with_prefix(prefix),
+            tables: Vec::new(),
         }
+    }
+
+    /// These topics with the tables of the checks that run against the app (a suite's
+    /// [`livecheck_core::Suite::tables`]).
+    #[must_use]
+    pub fn with_tables(mut self, tables: impl IntoIterator<Item = TableSpec>) -> Self {
+        self.tables.extend(tables);
+        self
     }
 
     /// The app's topics and LiveCheck's co-partitioned ones (tests, signals, reports); not
@@ -50,8 +63,9 @@ impl AppTopics {
         all
     }
 
-    /// Creates every topic on an embedded broker: [`AppTopics::all`] with `partitions`
-    /// partitions, LiveCheck's control and heartbeats topics with one.
+    /// Creates every topic on an embedded broker: [`AppTopics::all`] and the changelogs of
+    /// [`AppTopics::tables`] with `partitions` partitions, LiveCheck's control and
+    /// heartbeats topics with one.
     pub fn create_embedded(
         &self,
         broker: &EmbeddedBroker,
@@ -59,7 +73,8 @@ impl AppTopics {
     ) -> Result<(), livecheck_core::Error> {
         broker.create_topic(&self.orders, partitions)?;
         broker.create_topic(&self.execution, partitions)?;
-        broker.create_topics(&self.livecheck, partitions)
+        broker.create_topics(&self.livecheck, partitions)?;
+        broker.create_tables(&self.livecheck, &self.tables, partitions)
     }
 }
 
@@ -95,6 +110,10 @@ impl std::str::FromStr for Execution {
 /// The service name the app follows the control topic and sends heartbeats under.
 pub const SERVICE_NAME: &str = "example-app";
 
+/// The most a user may sell in total unless configured otherwise (`--sell-limit`,
+/// [`AppConfig::sell_limit`]).
+pub const DEFAULT_SELL_LIMIT: u64 = 100;
+
 /// Settings of the app.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -129,6 +148,13 @@ pub struct AppConfig {
     /// (the embedded mock, tansu) waits for it. Default: the runner's,
     /// [`livecheck_core::DEFAULT_FETCH_WAIT`] (5 ms).
     pub fetch_wait: std::time::Duration,
+    /// The most a user may sell in total: a sell order that would take the user's sold
+    /// quantity above it is refused (HTTP 409). Default [`DEFAULT_SELL_LIMIT`].
+    pub sell_limit: u64,
+    /// Share of users whose sell orders become tests of `orders.sell_limit` (sampled by
+    /// user), 0.5 by default: the local default, as [`AppConfig::probability`] is for the
+    /// order case. 0 when no runner judges that case.
+    pub sell_limit_probability: f64,
 }
 
 impl AppConfig {
@@ -147,6 +173,8 @@ impl AppConfig {
             control: Some(ControlOptions::new(SERVICE_NAME)),
             execution: Execution::Kafka,
             fetch_wait: livecheck_core::DEFAULT_FETCH_WAIT,
+            sell_limit: DEFAULT_SELL_LIMIT,
+            sell_limit_probability: 0.5,
         }
     }
 }
@@ -164,6 +192,8 @@ pub struct AppCounters {
     pub malformed_records: AtomicU64,
     /// Requests refused with 4xx.
     pub bad_requests: AtomicU64,
+    /// Sell orders refused by the sell limit (HTTP 409).
+    pub sells_refused: AtomicU64,
 }
 
 impl AppCounters {
@@ -182,6 +212,8 @@ pub struct Shared {
     pub livecheck: LiveCheck,
     /// The order case's trigger.
     pub trigger: Trigger,
+    /// The sell-limit case's trigger (sell orders, by user).
+    pub sell_limit_trigger: Trigger,
     /// Fault switches.
     pub faults: Faults,
     /// Orders.
@@ -190,6 +222,8 @@ pub struct Shared {
     pub cache: UserCache,
     /// Orders executed (an order is executed once).
     pub executed: Executed,
+    /// The quantity each user has sold, against the sell limit.
+    pub sold: SoldTotals,
     /// Counters.
     pub counters: AppCounters,
     /// Base URL of the HTTP front (for its own calls to `/order/create/`).
@@ -266,10 +300,15 @@ impl RunningApp {
                 .probability(config.probability)
                 .sampling(Sampling::Key)
                 .test_expires(Duration::from_secs(600)),
+            sell_limit_trigger: Trigger::new(SELL_LIMIT_CASE)
+                .probability(config.sell_limit_probability)
+                .sampling(Sampling::Key)
+                .test_expires(Duration::from_secs(600)),
             faults: Faults::new(&config.faults),
             store: Arc::new(MemoryStore::default()),
             cache: UserCache::default(),
             executed: Executed::default(),
+            sold: SoldTotals::default(),
             counters: AppCounters::default(),
             base_url: base_url.clone(),
             http: reqwest::Client::new(),
@@ -280,6 +319,7 @@ impl RunningApp {
         if shared.config.control.is_some() {
             // Heartbeats report the case from now on, not only after the first order.
             shared.trigger.announce(&shared.livecheck);
+            shared.sell_limit_trigger.announce(&shared.livecheck);
         }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -42,6 +42,9 @@ pub struct FaultConfig {
     /// Make the HTTP front answer 503.
     #[arg(long = "fault-http-503", env = "EXAMPLE_FAULT_HTTP_503", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub http_503: bool,
+    /// Ignore the sell limit: accept every sell order, whatever the user has sold.
+    #[arg(long = "fault-ignore-sell-limit", env = "EXAMPLE_FAULT_IGNORE_SELL_LIMIT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub ignore_sell_limit: bool,
 }
 
 impl FaultConfig {
@@ -64,6 +67,7 @@ impl FaultConfig {
                 "EXAMPLE_FAULT_EXECUTE_TWICE" => config.execute_twice = flag()?,
                 "EXAMPLE_FAULT_DROP_HEADERS" => config.drop_headers = flag()?,
                 "EXAMPLE_FAULT_HTTP_503" => config.http_503 = flag()?,
+                "EXAMPLE_FAULT_IGNORE_SELL_LIMIT" => config.ignore_sell_limit = flag()?,
                 "EXAMPLE_FAULT_STOP_EXECUTE_CONSUMER" => config.stop_execute_consumer = flag()?,
                 "EXAMPLE_FAULT_DELAY_MS" => {
                     config.delay_ms = value
@@ -89,6 +93,7 @@ pub struct Faults {
     drop_headers: AtomicBool,
     stop_execute_consumer: AtomicBool,
     http_503: AtomicBool,
+    ignore_sell_limit: AtomicBool,
 }
 
 impl Faults {
@@ -114,6 +119,8 @@ impl Faults {
         self.stop_execute_consumer
             .store(config.stop_execute_consumer, Ordering::Relaxed);
         self.http_503.store(config.http_503, Ordering::Relaxed);
+        self.ignore_sell_limit
+            .store(config.ignore_sell_limit, Ordering::Relaxed);
         let on = self.describe();
         if !on.is_empty() {
             warn!(
@@ -134,6 +141,7 @@ impl Faults {
             drop_headers: self.drop_headers(),
             stop_execute_consumer: self.stop_execute_consumer(),
             http_503: self.http_503(),
+            ignore_sell_limit: self.ignore_sell_limit(),
         }
     }
 
@@ -163,6 +171,9 @@ impl Faults {
         }
         if c.http_503 {
             on.push("http-503".to_owned());
+        }
+        if c.ignore_sell_limit {
+            on.push("ignore-sell-limit".to_owned());
         }
         on
     }
@@ -198,5 +209,9 @@ impl Faults {
     /// Answer 503?
     pub fn http_503(&self) -> bool {
         self.http_503.load(Ordering::Relaxed)
+    }
+    /// Accept every sell order, whatever the sell limit says?
+    pub fn ignore_sell_limit(&self) -> bool {
+        self.ignore_sell_limit.load(Ordering::Relaxed)
     }
 }

@@ -20,8 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::app::Shared;
 use crate::faults::FaultConfig;
-use crate::model::{ApiError, Order, Side};
-use crate::signals::ORDER_CASE;
+use crate::model::{ApiError, Order, SellDecision, SellOrder, Side};
+use crate::signals::{ORDER_CASE, SELL_ACCEPTED, SELL_REFUSED};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -39,8 +39,9 @@ struct AppState {
     producer: kafka::Producer<ConnectivityContext>,
 }
 
-/// The routes: `/order/init/{side}/` (`?user=NAME` names the user, `?fake=1` asks for a
-/// synthetic order), `/order/create/`, `/healthz`, and `/admin/faults` when
+/// The routes: `/order/init/{side}/` (`?user=NAME` names the user, `?quantity=N` the
+/// quantity, 1 by default, `?fake=1` asks for a synthetic order; a sell above the user's
+/// sell limit is refused with 409), `/order/create/`, `/healthz`, and `/admin/faults` when
 /// the test hooks are on ([`crate::AppConfig::test_hooks`]; otherwise it answers 404).
 pub fn router(shared: Arc<Shared>) -> Router {
     // Orders produced inside a test carry its context, and the hop is recorded.
@@ -76,7 +77,13 @@ struct InitQuery {
     /// The user placing the order; a fresh one per order when absent.
     #[serde(default)]
     user: Option<String>,
+    /// How many shares; 1 when absent.
+    #[serde(default)]
+    quantity: Option<String>,
 }
+
+/// The most shares one order may carry.
+const MAX_QUANTITY: u64 = 1_000_000;
 
 async fn init_order(
     State(state): State<AppState>,
@@ -115,6 +122,37 @@ async fn init_order(
         Some(user) => user,
         None => format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
     };
+    let quantity = match query.quantity.as_deref().map(str::parse::<u64>) {
+        None => 1,
+        Some(Ok(q)) if (1..=MAX_QUANTITY).contains(&q) => q,
+        Some(_) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("quantity must be a whole number from 1 to {MAX_QUANTITY}"),
+            );
+        }
+    };
+    if side == Side::Sell {
+        if let Err(refused) = check_sell_limit(shared, &user_id, quantity).await {
+            shared
+                .counters
+                .sells_refused
+                .fetch_add(1, Ordering::Relaxed);
+            info!(user_id = %refused.user_id, quantity, sold = refused.sold, limit = refused.limit, "sell order refused: above the sell limit");
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "sell limit exceeded: user {} has sold {} of {}; {} more would make {}",
+                    refused.user_id,
+                    refused.sold,
+                    refused.limit,
+                    quantity,
+                    refused.sold.saturating_add(quantity)
+                ),
+            );
+        }
+    }
     // A test context that came with the request names the order (the harness's test id).
     let order_id = livecheck_core::current_test()
         .filter(|c| c.case == ORDER_CASE)
@@ -124,6 +162,7 @@ async fn init_order(
         user_id,
         side,
         fake,
+        quantity,
     };
     // Sampled by user: every order of a sampled user is a test, and any other service
     // sampling this case by user decides the same. The test's arguments: the side this
@@ -170,6 +209,46 @@ async fn init_order(
             format!("/order/create/ failed: {e}"),
         ),
     }
+}
+
+/// Holds a sell order against the user's sell limit (unless fault `ignore-sell-limit` is
+/// on): the user's new total when accepted, the decision when refused. Sell orders are the
+/// tests of case `orders.sell_limit`, sampled by user (a test context of the case that came
+/// with the request is kept, with its arguments); `sell_accepted` or `sell_refused` is sent
+/// before the next sell is decided, so a user's signals leave in the order of the decisions.
+async fn check_sell_limit(
+    shared: &Shared,
+    user: &str,
+    quantity: u64,
+) -> Result<SellDecision, SellDecision> {
+    let arguments = SellOrder {
+        user: user.to_owned(),
+        quantity,
+    };
+    let test = shared
+        .sell_limit_trigger
+        .maybe_trigger_for_key(&shared.livecheck, user, &arguments);
+    let enforce = !shared.faults.ignore_sell_limit();
+    let announce = |decision: &Result<SellDecision, SellDecision>| {
+        let decision = decision.clone();
+        let send = async move {
+            match &decision {
+                Ok(accepted) => SELL_ACCEPTED.send(accepted).await,
+                Err(refused) => SELL_REFUSED.send(refused).await,
+            }
+        };
+        let livecheck = shared.livecheck.clone();
+        async move {
+            match test {
+                Some(context) => livecheck.scope(context, send).await,
+                None => send.await,
+            }
+        }
+    };
+    shared
+        .sold
+        .sell(user, quantity, shared.config.sell_limit, enforce, announce)
+        .await
 }
 
 async fn create_order(

@@ -13,6 +13,13 @@
 //! order to a background job in the same process instead ([`jobs`]: apalis, in memory),
 //! which executes it in the test's scope: the same check passes in both modes.
 //!
+//! `?quantity=N` (default 1) sets how many shares. A sell order that would take the user's
+//! total sold quantity above the sell limit (`--sell-limit`, [`DEFAULT_SELL_LIMIT`] by
+//! default) is refused with HTTP 409; the others are accepted and counted. Case
+//! `orders.sell_limit` follows that decision: sell orders are its tests, sampled by user
+//! (`--sell-limit-probability`, [`AppConfig::sell_limit_probability`]), and the front sends
+//! `sell_accepted` or `sell_refused` with the user's total.
+//!
 //! Faults can be switched on (flags, environment, `POST /admin/faults`) so that checks can
 //! be tested against a broken system; see [`faults::FaultConfig`]. `POST /admin/faults` and
 //! `?fake=1` are test hooks, off unless `--test-hooks` (`EXAMPLE_APP_TEST_HOOKS=1`,
@@ -25,7 +32,9 @@
 //! while the topic can be read, and a heartbeat reports what the app applies.
 //!
 //! ## Known limitations
-//! - The "database" is in-process memory.
+//! - The "database" is in-process memory, and so is the quantity each user has sold: a
+//!   restart forgets both (a check that remembers what users sold then finds the app
+//!   accepting orders above the limit).
 
 pub mod app;
 pub mod consumers;
@@ -36,6 +45,6 @@ pub mod model;
 pub mod signals;
 pub mod store;
 
-pub use app::{AppConfig, AppTopics, Execution, RunningApp};
+pub use app::{AppConfig, AppTopics, Execution, RunningApp, DEFAULT_SELL_LIMIT};
 pub use faults::FaultConfig;
-pub use model::{Order, Side};
+pub use model::{Order, SellDecision, SellOrder, Side};

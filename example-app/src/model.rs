@@ -54,6 +54,38 @@ pub struct Order {
     /// A synthetic order: it goes through every step but is never executed.
     #[serde(default)]
     pub fake: bool,
+    /// How many shares (at least 1; records without it mean 1).
+    #[serde(default = "one")]
+    pub quantity: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The arguments of a test of case `orders.sell_limit`: who sells how much. Tests are
+/// routed by the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SellOrder {
+    /// The user selling.
+    pub user: String,
+    /// How many shares.
+    pub quantity: u64,
+}
+
+/// Value of `sell_accepted` and `sell_refused`: a sell order held against the user's sell
+/// limit, as the app saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SellDecision {
+    /// The user selling.
+    pub user_id: String,
+    /// How many shares the order sells.
+    pub quantity: u64,
+    /// The user's total sold quantity after the decision (the order's included when it was
+    /// accepted).
+    pub sold: u64,
+    /// The limit the app applies.
+    pub limit: u64,
 }
 
 /// Value of `order_sent_to_kafka`: where the order went.

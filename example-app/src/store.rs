@@ -1,9 +1,10 @@
-//! The "database" and the per-user cache.
+//! The "database", the per-user cache and the quantity each user has sold.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Mutex;
 
-use crate::model::Order;
+use crate::model::{Order, SellDecision};
 
 /// Where orders are stored.
 pub trait OrderStore: Send + Sync + 'static {
@@ -90,5 +91,51 @@ impl Executed {
             }
         }
         true
+    }
+}
+
+/// The quantity each user has sold (every accepted sell order, fake ones included), held
+/// against the sell limit. In memory: a restart forgets it.
+#[derive(Debug, Default)]
+pub struct SoldTotals {
+    by_user: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl SoldTotals {
+    /// Decides a sell of `quantity` by `user`: accepted (and added to the user's total)
+    /// when the total stays within `limit`, or whatever the total when `enforce` is false;
+    /// refused otherwise. `announce` runs with the decision before the next sell is
+    /// decided, so whatever it sends (the case's signals) leaves in the order of the
+    /// decisions.
+    pub async fn sell<Fut: Future<Output = ()>>(
+        &self,
+        user: &str,
+        quantity: u64,
+        limit: u64,
+        enforce: bool,
+        announce: impl FnOnce(&Result<SellDecision, SellDecision>) -> Fut,
+    ) -> Result<SellDecision, SellDecision> {
+        let mut by_user = self.by_user.lock().await;
+        let sold = by_user.get(user).copied().unwrap_or(0);
+        let after = sold.saturating_add(quantity);
+        let decision = |sold| SellDecision {
+            user_id: user.to_owned(),
+            quantity,
+            sold,
+            limit,
+        };
+        let decision = if enforce && after > limit {
+            Err(decision(sold))
+        } else {
+            by_user.insert(user.to_owned(), after);
+            Ok(decision(after))
+        };
+        announce(&decision).await;
+        decision
+    }
+
+    /// The quantity `user` has sold.
+    pub async fn sold(&self, user: &str) -> u64 {
+        self.by_user.lock().await.get(user).copied().unwrap_or(0)
     }
 }

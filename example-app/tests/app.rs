@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use example_app::model::{Cached, Delivered, Execution};
-use example_app::{AppConfig, AppTopics, FaultConfig, Order, RunningApp, Side};
+use example_app::{AppConfig, AppTopics, FaultConfig, Order, RunningApp, SellDecision, Side};
 use livecheck_core::{KafkaConfig, SignalEvent};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders};
@@ -19,6 +19,7 @@ fn config(probability: f64, faults: FaultConfig) -> AppConfig {
     config.topics = AppTopics::with_prefix(&format!("t{}-", uuid::Uuid::new_v4().simple()));
     config.group_prefix = format!("g{}-", uuid::Uuid::new_v4().simple());
     config.probability = probability;
+    config.sell_limit_probability = probability;
     config.faults = faults;
     config
 }
@@ -66,14 +67,20 @@ impl SignalReader {
         count: usize,
         within: Duration,
     ) -> Vec<SignalEvent> {
+        self.matching(|e| e.test_id == test_id, count, within).await
+    }
+
+    /// Signals that `wanted` picks, in the order read, waiting until `count` came or
+    /// `within` passed.
+    async fn matching(
+        &mut self,
+        wanted: impl Fn(&SignalEvent) -> bool,
+        count: usize,
+        within: Duration,
+    ) -> Vec<SignalEvent> {
         let deadline = Instant::now() + within;
         loop {
-            let found: Vec<_> = self
-                .seen
-                .iter()
-                .filter(|e| e.test_id == test_id)
-                .cloned()
-                .collect();
+            let found: Vec<_> = self.seen.iter().filter(|e| wanted(e)).cloned().collect();
             if found.len() >= count || Instant::now() >= deadline {
                 return found;
             }
@@ -300,10 +307,13 @@ async fn each_fault_switch_changes_exactly_what_it_says() {
 async fn every_order_of_a_sampled_user_is_a_test_and_none_of_another() {
     let app = start(0.5, FaultConfig::default()).await;
     let trigger = &app.shared.trigger;
+    // Users whose sells are no tests of the sell-limit case: only the order case's count.
     let user = |sampled: bool| {
         (0..)
             .map(|i| format!("user-{i}"))
-            .find(|u| trigger.samples_key(u) == sampled)
+            .find(|u| {
+                trigger.samples_key(u) == sampled && !app.shared.sell_limit_trigger.samples_key(u)
+            })
             .unwrap()
     };
     let (sampled, skipped) = (user(true), user(false));
@@ -335,6 +345,97 @@ async fn every_order_of_a_sampled_user_is_a_test_and_none_of_another() {
         (status, body["error"].as_str().unwrap()),
         (400, "user must be 1 to 128 bytes")
     );
+}
+
+/// The sell limit: a user's sells are accepted up to the limit (100) in total, the one that
+/// would go past it is refused with 409, buys are not limited, and each sell is a test of
+/// `orders.sell_limit` with its decision as its one step. Fault `ignore-sell-limit`,
+/// switched on at run time, accepts every sell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_past_the_limit_is_refused_and_each_decision_is_signalled() {
+    let app = start(1.0, FaultConfig::default()).await;
+    assert_eq!(
+        app.shared.config.sell_limit,
+        example_app::DEFAULT_SELL_LIMIT
+    );
+    let mut reader = SignalReader::new(&app);
+    let user = format!("seller-{}", uuid::Uuid::new_v4().simple());
+    let sell = |quantity: u64| format!("/order/init/sell/?user={user}&quantity={quantity}");
+    let (status, body) = place(&app, &sell(60)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quantity"], 60);
+    assert_eq!(place(&app, &sell(40)).await.0, 200);
+    let (status, body) = place(&app, &sell(1)).await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (
+            409,
+            format!("sell limit exceeded: user {user} has sold 100 of 100; 1 more would make 101")
+                .as_str()
+        )
+    );
+    assert_eq!(app.shared.counters.sells_refused.load(Ordering::Relaxed), 1);
+    // Buys are not limited.
+    let (status, body) = place(&app, &format!("/order/init/buy/?user={user}&quantity=500")).await;
+    assert_eq!(status, 200, "{body}");
+    for bad in ["0", "-1", "x", "1000001"] {
+        let (status, body) = place(&app, &format!("/order/init/sell/?quantity={bad}")).await;
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            (400, "quantity must be a whole number from 1 to 1000000"),
+            "quantity={bad}"
+        );
+    }
+
+    // The fault, at run time: the next sell is accepted past the limit.
+    let http = reqwest::Client::new();
+    let faults = http
+        .post(format!("{}/admin/faults", app.base_url))
+        .json(&serde_json::json!({ "ignore_sell_limit": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(faults.status(), 200);
+    assert!(app.shared.faults.ignore_sell_limit());
+    assert_eq!(place(&app, &sell(1)).await.0, 200);
+
+    let mut decisions = reader
+        .matching(
+            |e| e.case == "orders.sell_limit",
+            4,
+            Duration::from_secs(20),
+        )
+        .await;
+    // In the order sent (one user's signals share a partition only once tests are routed).
+    decisions.sort_by_key(|e| e.sent_at);
+    let seen: Vec<(&str, SellDecision)> = decisions
+        .iter()
+        .map(|e| {
+            (
+                e.signal.as_str(),
+                serde_json::from_str(e.value.get()).unwrap(),
+            )
+        })
+        .collect();
+    let decision = |quantity, sold| SellDecision {
+        user_id: user.clone(),
+        quantity,
+        sold,
+        limit: 100,
+    };
+    assert_eq!(
+        seen,
+        [
+            ("sell_accepted", decision(60, 60)),
+            ("sell_accepted", decision(40, 100)),
+            ("sell_refused", decision(1, 100)),
+            ("sell_accepted", decision(1, 101)),
+        ]
+    );
+    // One test per sell, each its own.
+    let mut tests: Vec<_> = decisions.iter().map(|e| e.test_id.as_str()).collect();
+    tests.dedup();
+    assert_eq!(tests.len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +474,7 @@ async fn bad_input_gets_a_clear_error_and_the_service_keeps_serving() {
         user_id: "u".into(),
         side: Side::Buy,
         fake: false,
+        quantity: 1,
     };
     let response = http
         .post(format!("{}/order/create/", app.base_url))
@@ -547,10 +649,10 @@ async fn the_trigger_follows_the_control_topic() {
         let applied_after = published.elapsed();
         let before = triggered();
         let app = &app;
-        for batch in 0..ORDERS / 20 {
-            let orders = (0..20).map(|i| async move {
-                let side = if (batch + i) % 2 == 0 { "buy" } else { "sell" };
-                let (status, body) = place(app, &format!("/order/init/{side}/?fake=1")).await;
+        // Buys: a sell is also a test of `orders.sell_limit` (the counter counts both).
+        for _ in 0..ORDERS / 20 {
+            let orders = (0..20).map(|_| async move {
+                let (status, body) = place(app, "/order/init/buy/?fake=1").await;
                 assert_eq!(status, 200, "{body}");
             });
             futures::future::join_all(orders).await;
@@ -567,5 +669,6 @@ async fn the_trigger_follows_the_control_topic() {
             "p = {probability}: {count} of {ORDERS} orders were tests, expected {expected} +- {bound:.1}"
         );
     }
-    assert_eq!(livecheck.heartbeat_now().unwrap(), 1);
+    // One per case the app triggers: orders.place_order and orders.sell_limit.
+    assert_eq!(livecheck.heartbeat_now().unwrap(), 2);
 }

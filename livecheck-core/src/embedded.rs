@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::client::Topics;
 use crate::error::Error;
+use crate::table::TableSpec;
 
 /// How long a dropped broker keeps serving, so that clients dropped after it (e.g. by a
 /// runtime shutting down) can still close: a consumer whose broker vanished never finishes
@@ -122,6 +123,21 @@ impl EmbeddedBroker {
         }
         for name in topics.settings_topics() {
             self.create_topic(name, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the changelog of each table ([`Topics::table`]) with `partitions` partitions,
+    /// the tests topic's count (the runner requires it; the mock does not compact, a real
+    /// cluster's are `cleanup.policy=compact`).
+    pub fn create_tables(
+        &self,
+        topics: &Topics,
+        tables: &[TableSpec],
+        partitions: i32,
+    ) -> Result<(), Error> {
+        for table in tables {
+            self.create_topic(&topics.table(table.name), partitions)?;
         }
         Ok(())
     }

@@ -351,7 +351,7 @@ pub(crate) fn record_produced(service: Option<&str>, topic: &str, partition: i32
 }
 
 /// How often a client reports its consumers' positions while they read (and every
-/// [`POSITIONS_FULL_EVERY`] reports, everything it knows, for runners that started since).
+/// 10 reports, everything it knows, for runners that started since).
 pub const POSITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reports between two full ones.
 const POSITIONS_FULL_EVERY: u32 = 10;

@@ -78,8 +78,8 @@
 //! The helpers also carry the test context as `livecheck.*` members of the W3C `baggage`
 //! header, read and written with OpenTelemetry's propagators, so a service that propagates
 //! only OpenTelemetry context carries a test through hops the LiveCheck helpers never
-//! touched. When the LiveCheck headers and the baggage disagree, the headers win (counted in
-//! [`baggage::disagreements`] and logged). A context from the baggage passes the same checks
+//! touched. When the LiveCheck headers carry a context, they win: the baggage is
+//! not read at all. A context from the baggage passes the same checks
 //! and signature verification as one from the headers. The `traceparent` a test came with
 //! travels with it ([`TestContext::traceparent`]) and its trace id is in the
 //! [`Report::trace_id`]; with the feature `otel`, the runner exports one span per step into

@@ -6,6 +6,7 @@
 //! [`crate::ledger`] (what is committed), [`crate::clock`] (event time) and
 //! [`crate::sink`] (reports that are never lost).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -20,6 +21,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -41,7 +44,6 @@ use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
-use crate::signal::SignalEvent;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 use crate::table::{TableSpec, TableStats, TableStore};
 
@@ -428,7 +430,7 @@ impl Runner {
                 .map_err(Error::kafka("creating the runner's tests consumer"))?,
         );
         // Assigned by hand, following the tests partitions; never joins the group.
-        let signals_consumer: Consumer2 = kafka
+        let signals_consumer: Arc<Consumer2> = kafka
             .client_config(&[
                 ("group.id", &format!("{group_id}.signals")),
                 ("enable.auto.commit", "false"),
@@ -438,6 +440,7 @@ impl Runner {
                 ("statistics.interval.ms", "500"),
             ])
             .create_with_context(context(true))
+            .map(Arc::new)
             .map_err(Error::kafka("creating the runner's signals consumer"))?;
         let follower_stop = Arc::new(AtomicBool::new(false));
         // Stops the global tables' follower however this function returns.
@@ -681,7 +684,11 @@ impl Runner {
     }
 
     /// Without a group: every partition of both topics, from their beginnings or ends.
-    async fn assign_all(&self, tests: &Arc<Consumer2>, signals: &Consumer2) -> Result<(), Error> {
+    async fn assign_all(
+        &self,
+        tests: &Arc<Consumer2>,
+        signals: &Arc<Consumer2>,
+    ) -> Result<(), Error> {
         let topics = self.inner.client.topics().clone();
         let start_at_end = self.inner.config.start_at_end;
         let table_topics: Vec<(String, bool)> = self
@@ -694,9 +701,16 @@ impl Runner {
         type Found = (Vec<TopicPartitionList>, Vec<(String, bool, usize)>);
         let lists = {
             let consumer = tests.clone();
+            let signals_consumer = signals.clone();
             tokio::task::spawn_blocking(move || -> Result<Found, Error> {
                 let mut lists = Vec::new();
-                for topic in [&topics.tests, &topics.signals] {
+                // Each consumer reads the metadata of its own topic: a consumer assigned
+                // partitions whose leader it does not know yet fetches nothing until its
+                // metadata refresh finds it (seen here: a second without a signal).
+                for (topic, consumer) in [
+                    (&topics.tests, &consumer),
+                    (&topics.signals, &signals_consumer),
+                ] {
                     let metadata = consumer
                         .fetch_metadata(Some(topic), Duration::from_secs(10))
                         .map_err(Error::kafka(format!(
@@ -1046,7 +1060,9 @@ impl Runner {
 
     fn on_signals_message(&self, msg: &BorrowedMessage<'_>, signals: &Consumer2) {
         self.inner.connectivity.mark_reachable();
-        self.inner.clocks.broker_up(Utc::now());
+        // One clock read per record: the broker was up then, and the signal arrived then.
+        let now = Utc::now();
+        self.inner.clocks.broker_up(now);
         let p = msg.partition();
         let event_at = msg
             .timestamp()
@@ -1075,7 +1091,7 @@ impl Runner {
             // Read again while still held: already counted.
             return;
         }
-        if !self.on_signal_record(&pos, event_at, msg.payload()) {
+        if !self.on_signal_record(&pos, event_at, now, msg.payload()) {
             self.release_signals([&pos]);
         }
     }
@@ -1302,6 +1318,7 @@ impl Runner {
         &self,
         pos: &Pos,
         event_at: Option<DateTime<Utc>>,
+        arrived_at: DateTime<Utc>,
         payload: Option<&[u8]>,
     ) -> bool {
         let (topic, partition, offset) = (&pos.topic, pos.partition, pos.offset);
@@ -1332,7 +1349,8 @@ impl Runner {
             return false;
         }
         bump(&self.inner.counters.signals_received);
-        let event: SignalEvent = match serde_json::from_slice(payload) {
+        // Decoded in place: only what the run keeps is copied.
+        let event: SignalRecord<'_> = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
                 self.malformed(topic, partition, offset, &format!("not a SignalEvent: {e}"));
@@ -1349,16 +1367,16 @@ impl Runner {
             return false;
         }
         let arrival = Arrival {
-            signal: event.signal,
-            value: event.value,
+            signal: event.signal.into_owned(),
+            value: event.value.to_owned(),
             sent_at: event.sent_at,
-            arrived_at: Utc::now(),
+            arrived_at,
             event_at,
             topic: topic.clone(),
             partition,
             offset,
-            send_id: event.send_id.map(String::into_boxed_str),
-            item: event.item.map(String::into_boxed_str),
+            send_id: event.send_id.as_deref().map(Box::from),
+            item: event.item.as_deref().map(Box::from),
         };
         let outcome = self.lock_registry().on_signal(&event.test_id, arrival);
         let c = &self.inner.counters;
@@ -1466,6 +1484,20 @@ impl Runner {
                 case.name()
             )))),
         };
+        // The run's table writes are in Kafka before its verdict is (see `crate::table`).
+        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
+            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
+        });
+        if !writes.is_empty() {
+            Box::pin(
+                self.inner
+                    .tables
+                    .settle(writes, self.inner.config.report_retry_for, || {
+                        self.in_outage()
+                    }),
+            )
+            .await;
+        }
         // Said of a step that did not come (a late one says how late instead).
         let missing = match &result {
             // A wait that saw some of what it wanted (`wait_n`, `wait_where`) says so itself.
@@ -1494,20 +1526,6 @@ impl Runner {
                 Some(format!("the check panicked: {}", panic_message(&*panic))),
             ),
         };
-        // The run's table writes are in Kafka before its verdict is (see `crate::table`).
-        let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
-            std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
-        });
-        if !writes.is_empty() {
-            Box::pin(
-                self.inner
-                    .tables
-                    .settle(writes, self.inner.config.report_retry_for, || {
-                        self.in_outage()
-                    }),
-            )
-            .await;
-        }
         let state = std::mem::replace(
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState::new(started_at),
@@ -1535,31 +1553,36 @@ impl Runner {
             }
         }
         let (timeline, unawaited) = timeline(&context, &steps, &state.taken);
-        let report = Report {
-            test_id: context.id.clone(),
-            case: context.case.clone(),
-            verdict,
-            error,
-            missing_step: if verdict == Verdict::Timeout {
-                state.missing_step
-            } else {
-                None
-            },
-            last_step: state.taken.last().map(|s| s.signal.clone()),
-            unawaited,
-            timeline,
-            waits: state.waits,
-            issued_at: context.issued_at,
-            finished_at: Utc::now(),
-            arguments: context.arguments.clone(),
-            truncated: None,
-            hops,
-            trace_id: context.trace_id().map(str::to_owned),
-            invariant,
-            route: context.route.clone(),
+        // Built in a block of its own: the report borrowed by the span export must not stay
+        // in the run's future across the await below (memory per in-flight run).
+        let report = {
+            let report = Report {
+                test_id: context.id.clone(),
+                case: context.case.clone(),
+                verdict,
+                error,
+                missing_step: if verdict == Verdict::Timeout {
+                    state.missing_step
+                } else {
+                    None
+                },
+                last_step: state.taken.last().map(|s| s.signal.clone()),
+                unawaited,
+                timeline,
+                waits: state.waits,
+                issued_at: context.issued_at,
+                finished_at: Utc::now(),
+                arguments: context.arguments.clone(),
+                truncated: None,
+                hops,
+                trace_id: context.trace_id().map(str::to_owned),
+                invariant,
+                route: context.route.clone(),
+            };
+            #[cfg(feature = "otel")]
+            crate::otel::export_steps(&context, &report);
+            report
         };
-        #[cfg(feature = "otel")]
-        crate::otel::export_steps(&context, &report);
         let done = finished.records;
         let hold = self.hold(&pos, &done);
         // Boxed: a future holding a report inline would make every waiting run's task that
@@ -1751,6 +1774,78 @@ impl Runner {
     }
 }
 
+/// A signals-topic record ([`crate::SignalEvent`]) decoded without copying: its strings
+/// borrow from the payload unless they hold escapes.
+#[derive(Deserialize)]
+struct SignalRecord<'a> {
+    #[serde(borrow)]
+    signal: Cow<'a, str>,
+    #[serde(borrow)]
+    case: Cow<'a, str>,
+    #[serde(borrow)]
+    test_id: Cow<'a, str>,
+    #[serde(deserialize_with = "time")]
+    sent_at: DateTime<Utc>,
+    #[serde(borrow)]
+    value: &'a RawValue,
+    #[serde(default, borrow)]
+    send_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    item: Option<Cow<'a, str>>,
+}
+
+/// A timestamp as [`chrono`] reads it, with a fast path for the form chrono writes
+/// (`2026-11-26T01:48:31.123456789Z`).
+fn time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    struct Time;
+    impl serde::de::Visitor<'_> for Time {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 timestamp")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            if let Some(at) = utc_time(text) {
+                return Ok(at);
+            }
+            // What chrono's own `Deserialize` does.
+            text.parse::<DateTime<chrono::FixedOffset>>()
+                .map(|at| at.with_timezone(&Utc))
+                .map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Time)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`; `None` for anything else (left to chrono).
+fn utc_time(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b.len() > 30 || *b.last()? != b'Z' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let nanos = match b.len() {
+        20 => 0,
+        n if b[19] == b'.' && n >= 22 => {
+            let digits = n - 21;
+            num(20..n - 1)? * 10u32.pow(9 - digits as u32)
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time =
+        chrono::NaiveTime::from_hms_nano_opt(num(11..13)?, num(14..16)?, num(17..19)?, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
 /// Sets its flag when dropped.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -1873,5 +1968,51 @@ mod tests {
         let size = std::mem::size_of_val(&execute);
         println!("execute future: {size} bytes");
         assert!(size <= 1024, "the run's future grew to {size} bytes");
+    }
+
+    /// The signal record decodes as [`SignalEvent`] does, timestamps included.
+    #[test]
+    fn a_signal_record_decodes_as_a_signal_event() {
+        use chrono::{SecondsFormat, TimeZone as _};
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 1, 48, 31).unwrap()
+            + chrono::TimeDelta::nanoseconds(123_456_789);
+        for text in [
+            at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            at.to_rfc3339_opts(SecondsFormat::Nanos, true),
+            at.to_rfc3339_opts(SecondsFormat::Nanos, false),
+            "2026-11-26T01:48:31.5Z".to_owned(),
+            "2026-11-26T01:48:31.1234567891Z".to_owned(),
+            "2026-11-26 01:48:31Z".to_owned(),
+            "2026-11-26T01:48:31.123+02:00".to_owned(),
+            "2026-02-30T01:48:31Z".to_owned(),
+            "2026-11-26T24:00:00Z".to_owned(),
+            "2026-11-26T01:48:60Z".to_owned(),
+            "2026-11-26T01:48:31.Z".to_owned(),
+            "2026-1x-26T01:48:31Z".to_owned(),
+        ] {
+            let json = format!(
+                r#"{{"signal":"s\u0031","case":"c","test_id":"t","sent_at":"{text}","value":{{"a":[1]}},"send_id":"x","item":null}}"#
+            );
+            let full = serde_json::from_str::<crate::SignalEvent>(&json);
+            let fast = serde_json::from_str::<SignalRecord<'_>>(&json);
+            match (full, fast) {
+                (Ok(full), Ok(fast)) => {
+                    assert_eq!(full.sent_at, fast.sent_at, "{text}");
+                    assert_eq!(full.signal, fast.signal, "{text}");
+                    assert_eq!(full.value.get(), fast.value.get());
+                    assert_eq!(full.send_id.as_deref(), fast.send_id.as_deref());
+                    assert_eq!(full.item, None);
+                    assert!(fast.item.is_none());
+                }
+                (Err(_), Err(_)) => {}
+                (full, fast) => panic!("{text}: {full:?} / {:?}", fast.map(|f| f.sent_at)),
+            }
+        }
+        assert_eq!(
+            utc_time(&at.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+            Some(at)
+        );
     }
 }

@@ -24,15 +24,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Brings `config`'s environment up and starts a runner for `cases` on it.
+    /// Brings `config`'s environment up, with the changelogs of the tables `cases` declare
+    /// ([`EnvironmentConfig::tables`]), and starts a runner for `cases` on it.
     pub async fn start(config: &EnvironmentConfig, cases: Vec<Case>) -> Result<Self, SessionError> {
-        let environment = config.start().await?;
+        let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
+        let tables = suite
+            .tables()
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let environment = config.clone().tables(tables).start().await?;
         let mut client = LiveCheck::new(environment.kafka.clone(), environment.topics.clone())
             .map_err(|e| SessionError::Setup(e.to_string()))?;
         if let Some(keys) = &config.signing_keys {
             client = client.with_signing(keys.clone());
         }
-        let suite = Suite::new(cases).map_err(|e| SessionError::Setup(e.to_string()))?;
         let runner = Runner::new(
             suite,
             client.clone(),
@@ -43,6 +47,7 @@ impl Session {
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();
+        let (failed, runner_failed) = oneshot::channel::<String>();
         let r = runner.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = r
@@ -52,13 +57,24 @@ impl Session {
                 .await
             {
                 tracing::error!(error = %err, "the harness runner stopped");
+                let _ = failed.send(err.to_string());
             }
         });
-        tokio::time::timeout(Duration::from_secs(30), runner.ready())
-            .await
-            .map_err(|_| {
-                SessionError::Setup("the runner did not get its partitions within 30 s".into())
-            })?;
+        // A runner that refuses to start (a missing topic, a bad partition count) says why.
+        tokio::select! {
+            () = runner.ready() => {}
+            failure = runner_failed => {
+                return Err(SessionError::Setup(match failure {
+                    Ok(err) => format!("the runner stopped: {err}"),
+                    Err(_) => "the runner stopped before it got its partitions".into(),
+                }));
+            }
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                return Err(SessionError::Setup(
+                    "the runner did not get its partitions within 30 s".into(),
+                ));
+            }
+        }
         let target = Target::new(environment.app_url.clone());
         Ok(Self {
             client,

@@ -3,6 +3,7 @@
 //! service that changes the side fails the check; arguments that do not serialize are an
 //! `ERROR` naming the case and the serde error. A case routed by a business key
 //! ([`Case::route_by`]) gets its route on the context, which the service's trigger keeps.
+//! A session creates the changelogs of the tables its cases declare.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,8 +13,11 @@ use axum::routing::get;
 use axum::Router;
 use livecheck_core::http::TestContextLayer;
 use livecheck_core::signing::SigningKeys;
-use livecheck_core::{ensure_eq, Case, LiveCheck, Run, Signal, Target, Topics, Trigger, Verdict};
+use livecheck_core::{
+    ensure_eq, Case, LiveCheck, Run, Signal, Table, Target, Topics, Trigger, Verdict,
+};
 use livecheck_harness::{AppHandle, AppStart, EnvironmentConfig, EnvironmentKind, Session};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const CASE: &str = "harness.place_order";
 const KEYS: &str = "k1:the-shared-secret-of-this-test";
@@ -172,5 +176,50 @@ async fn run_once_routes_the_context_by_the_case_rule() {
         ),
         "{error}"
     );
+    session.close().await;
+}
+
+/// Visits per account: the table of [`counting_case`].
+static VISITS: Table<String, u64> = Table::new("visits");
+
+/// The routed case, counting each account's visits in a table.
+fn counting_case() -> Case {
+    routed_case()
+        .table(&VISITS)
+        .expect(|run: Run, account: String| async move {
+            run.wait(&ROUTE_SEEN).await?;
+            run.table(&VISITS)
+                .update(account, |visits| visits.unwrap_or(0) + 1)?;
+            Ok(())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_creates_the_changelogs_of_its_cases_tables() {
+    // Three partitions: a changelog with any other count would stop the runner.
+    let config = EnvironmentConfig::new(EnvironmentKind::Embedded)
+        .partitions(3)
+        .signing_keys(SigningKeys::parse(KEYS).unwrap())
+        .embedded_app(start_app);
+    let session = Session::start(&config, vec![counting_case()])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let report = session.run_once(&counting_case()).await;
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    let env = session.environment();
+    let changelog = env.topics.table("visits");
+    let consumer: BaseConsumer = env.kafka.client_config(&[]).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(&changelog), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == changelog)
+        .map(|t| t.partitions().len());
+    assert_eq!(partitions, Some(3), "{changelog}");
+    assert_eq!(session.runner().tables()[0].entries, 1);
     session.close().await;
 }

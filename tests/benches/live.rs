@@ -44,6 +44,10 @@
 //! ```text
 //! cargo bench -p livecheck-tests --bench live
 //! ```
+//!
+//! With `LIVE_BENCH_ONLY=c` it runs only (c) (to profile it; the last lines then show zeros
+//! for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
+//! counters every 100 ms while a runner works.
 
 #![expect(
     unsafe_code,
@@ -208,12 +212,18 @@ fn run() -> Result<Vec<String>, String> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut problems = Vec::new();
-    let rt = runtime(2)?;
-    let latency = rt.block_on(accuracy_and_latency(&mut problems))?;
-    println!();
-    rt.block_on(fetch_wait_trade_off(&mut problems))?;
-    drop(rt);
-    println!();
+    // `LIVE_BENCH_ONLY=c` runs only the throughput section (for profiling it).
+    let only_c = std::env::var("LIVE_BENCH_ONLY").is_ok_and(|s| s == "c");
+    let latency = if only_c {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let rt = runtime(2)?;
+        let latency = rt.block_on(accuracy_and_latency(&mut problems))?;
+        println!();
+        rt.block_on(fetch_wait_trade_off(&mut problems))?;
+        println!();
+        latency
+    };
     let mut ratio = None;
     for workers in [1, 2] {
         let rt = runtime(workers)?;
@@ -221,7 +231,11 @@ fn run() -> Result<Vec<String>, String> {
         println!();
     }
     let rt = runtime(2)?;
-    let bytes_per_run = rt.block_on(memory_per_run())?;
+    let bytes_per_run = if only_c {
+        0.0
+    } else {
+        rt.block_on(memory_per_run())?
+    };
     // The runs left in flight by (d) wait 600 s: do not wait for them.
     rt.shutdown_background();
     println!();
@@ -344,6 +358,8 @@ impl Running {
     /// Waits (at most [`DEADLINE`]) until `done` holds of the runner.
     async fn wait_for(&self, what: &str, done: impl Fn(&Runner) -> bool) -> Result<(), String> {
         let start = Instant::now();
+        let trace = std::env::var_os("LIVE_BENCH_TRACE").is_some();
+        let mut last = start;
         while !done(&self.runner) {
             if start.elapsed() > DEADLINE || self.task.is_finished() {
                 return Err(format!(
@@ -353,6 +369,18 @@ impl Running {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
+            if trace && last.elapsed() >= Duration::from_millis(100) {
+                last = Instant::now();
+                let c = self.runner.counters();
+                eprintln!(
+                    "     {:>6.3} s: tests {} signals {} reports {} in flight {}",
+                    start.elapsed().as_secs_f64(),
+                    c.tests_received(),
+                    c.signals_received(),
+                    c.reports_published(),
+                    self.runner.in_flight()
+                );
+            }
         }
         Ok(())
     }

@@ -1,6 +1,9 @@
 //! The demo `cargo run --bin livecheck` runs with no configuration: the embedded broker,
-//! the example app (half of its orders become tests) and traffic to it, as the tutorial's
-//! visits to `/order/init/sell/` would make.
+//! the example app (half of its users' orders become tests) and traffic to it, as the
+//! tutorial's visits to `/order/init/sell/` would make: buys by fresh users, and sells of
+//! 15 by ten users at a time, each selling eight times (about every 4 s) before a fresh one
+//! takes its place, so that every user's seventh and eighth sells go past the sell limit
+//! and are refused.
 
 use std::time::Duration;
 
@@ -18,6 +21,14 @@ impl Drop for Traffic {
     }
 }
 
+/// Users selling at a time in the demo's traffic.
+const SELLERS: u64 = 10;
+/// Sells per user before a fresh one takes its place.
+const SELLS_PER_SELLER: u64 = 8;
+/// The quantity of each sell: the seventh sell of a user goes past the sell limit
+/// (7 × 15 = 105 > 100).
+const SELL_QUANTITY: u64 = 15;
+
 /// Orders per second the demo places (`LIVECHECK_DEMO_RATE`, default 5).
 fn rate() -> f64 {
     std::env::var("LIVECHECK_DEMO_RATE")
@@ -30,7 +41,7 @@ fn rate() -> f64 {
 /// Starts the demo for `prefix`: the system `livecheck` watches when no brokers are
 /// configured (see `Livecheck::local_system`).
 pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
-    let topics = AppTopics::with_prefix(&prefix);
+    let topics = AppTopics::with_prefix(&prefix).with_tables(crate::tables());
     let broker = EmbeddedBroker::start()?;
     topics.create_embedded(&broker, 4)?;
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
@@ -42,6 +53,7 @@ pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
     config.listen = "127.0.0.1:0".parse()?;
     config.topics = topics;
     config.probability = 0.5;
+    config.sell_limit_probability = 0.5;
     // The demo's checks place fake orders (`?fake=1`).
     config.test_hooks = true;
     let app = RunningApp::start(config).await?;
@@ -51,6 +63,7 @@ pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
     );
     let url = app.base_url.clone();
     let every = Duration::from_secs_f64(1.0 / rate());
+    let demo = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let traffic = tokio::spawn(async move {
         let http = reqwest::Client::new();
         let mut tick = tokio::time::interval(every);
@@ -58,8 +71,15 @@ pub async fn start(prefix: String) -> anyhow::Result<LocalSystem> {
         loop {
             tick.tick().await;
             n += 1;
-            let side = if n % 2 == 0 { "buy" } else { "sell" };
-            if let Err(err) = http.get(format!("{url}/order/init/{side}/")).send().await {
+            let path = if n % 2 == 0 {
+                "/order/init/buy/".to_owned()
+            } else {
+                let sell = n / 2;
+                let (slot, generation) = (sell % SELLERS, sell / (SELLERS * SELLS_PER_SELLER));
+                format!("/order/init/sell/?user=demo-{demo}-{slot}-{generation}&quantity={SELL_QUANTITY}")
+            };
+            // A refused sell (409) is an answer like any other.
+            if let Err(err) = http.get(format!("{url}{path}")).send().await {
                 warn!(error = %err, "demo traffic: order not placed");
             }
         }

@@ -12,14 +12,22 @@ pub mod orders;
 use std::time::Duration;
 
 use example_app::{AppConfig, AppTopics, Execution, FaultConfig, RunningApp};
-use livecheck_core::Case;
+use livecheck_core::{Case, Suite, TableSpec};
 use livecheck_harness::{
     AppHandle, AppStart, EnvironmentConfig, EnvironmentError, ImageRef, Ready, Service,
 };
 
 /// Every case of the example app.
 pub fn cases() -> Vec<Case> {
-    vec![orders::place_order()]
+    vec![orders::place_order(), orders::sell_limit()]
+}
+
+/// The tables the example app's cases declare: their changelogs must exist before a
+/// runner starts ([`AppTopics::with_tables`] creates them on an embedded broker).
+pub fn tables() -> Vec<TableSpec> {
+    Suite::new(cases())
+        .and_then(|suite| suite.tables())
+        .expect("the example app's cases form a suite")
 }
 
 /// Line the app prints when it is ready.
@@ -29,26 +37,42 @@ pub const APP_READY_LINE: &str = "example-app listening on";
 /// `--execution` reads it from the environment: `kafka` (the default) or `job`.
 pub const EXECUTION_ENV: &str = "EXAMPLE_EXECUTION";
 
+/// The app setting (`app_env`) of the sell limit, as the binary's `--sell-limit` reads it
+/// from the environment (default [`example_app::DEFAULT_SELL_LIMIT`]).
+pub const SELL_LIMIT_ENV: &str = "EXAMPLE_SELL_LIMIT";
+
 /// Starts the example app in-process on the given broker (the embedded environment), with
-/// the fault switches and the execution mode ([`EXECUTION_ENV`]) of its settings.
+/// the fault switches, the execution mode ([`EXECUTION_ENV`]) and the sell limit
+/// ([`SELL_LIMIT_ENV`]) of its settings.
 pub async fn start_app(start: AppStart) -> anyhow::Result<AppHandle> {
     let settings = || start.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let execution = match settings().find(|(k, _)| *k == EXECUTION_ENV) {
         Some((_, mode)) => mode.parse::<Execution>().map_err(anyhow::Error::msg)?,
         None => Execution::default(),
     };
-    let faults = FaultConfig::from_pairs(settings().filter(|(k, _)| *k != EXECUTION_ENV))
-        .map_err(anyhow::Error::msg)?;
+    let sell_limit = match settings().find(|(k, _)| *k == SELL_LIMIT_ENV) {
+        Some((_, limit)) => limit
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{SELL_LIMIT_ENV}={limit:?} is not a quantity"))?,
+        None => example_app::DEFAULT_SELL_LIMIT,
+    };
+    let faults = FaultConfig::from_pairs(
+        settings().filter(|(k, _)| *k != EXECUTION_ENV && *k != SELL_LIMIT_ENV),
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut config = AppConfig::new(start.kafka);
     config.listen = "127.0.0.1:0".parse()?;
     config.topics = AppTopics::with_prefix(&start.topic_prefix);
     config.group_prefix = format!("{}example-app-", start.topic_prefix);
     // Only requests that carry a test context become tests in CI.
     config.probability = 0.0;
+    config.sell_limit_probability = 0.0;
     config.faults = faults;
     // The checks place fake orders (`?fake=1`).
     config.test_hooks = true;
     config.execution = execution;
+    config.sell_limit = sell_limit;
     let app = RunningApp::start(config).await?;
     Ok(AppHandle::new(app.base_url.clone(), app))
 }
@@ -68,6 +92,8 @@ pub fn app_service() -> Service {
             "--topic-prefix",
             "{prefix}",
             "--probability",
+            "0",
+            "--sell-limit-probability",
             "0",
             "--test-hooks",
         ])

@@ -44,6 +44,7 @@ pub async fn publish_order_test(
                 user_id: format!("user-{}", n % USERS),
                 side,
                 fake: n % 2 == 0,
+                quantity: 1,
             };
             ORDER_SENT_TO_DB.send(&order).await;
             ORDER_SENT_TO_KAFKA

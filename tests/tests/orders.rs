@@ -1,5 +1,5 @@
-//! The example app's check file: `cargo test` runs the order case end to end against the
-//! environment chosen by `LIVECHECK_ENV` (`ci/test.sh` chooses containers; in-process
+//! The example app's check file: `cargo test` runs the order cases (`orders::place_order`,
+//! `orders::sell_limit`) end to end against the environment chosen by `LIVECHECK_ENV` (`ci/test.sh` chooses containers; in-process
 //! elsewhere), and beside it the fault tests (`faults::*`): the app broken on purpose, each
 //! with its own environment, and the verdict the case must give.
 
@@ -67,6 +67,21 @@ fn main() -> ExitCode {
         )
         .test("faults::http_503_is_an_error_naming_the_status", || {
             fault(faults::http_503_is_an_error_naming_the_status)
+        })
+        .test(
+            "faults::sell_limit_kept_passes_and_the_refused_sell_passes_too",
+            || fault(faults::sell_limit_kept_passes_and_the_refused_sell_passes_too),
+        )
+        .test(
+            "faults::sell_limit_ignored_is_an_invariant_failure_naming_the_user_and_the_totals",
+            || {
+                fault(
+                    faults::sell_limit_ignored_is_an_invariant_failure_naming_the_user_and_the_totals,
+                )
+            },
+        )
+        .test("faults::a_sell_refused_within_the_limit_is_a_fail", || {
+            fault(faults::a_sell_refused_within_the_limit_is_a_fail)
         })
         .run()
 }

@@ -1,7 +1,8 @@
 //! Staging reuse: the `livecheck` binary, with `--profile staging` from a settings file,
 //! attached to a broker and app started separately (the environment `LIVECHECK_ENV` picks:
 //! tansu and the app in containers under CI, in-process elsewhere), gives the same
-//! verdicts as the check file, and a SIGTERM ends it cleanly with exit code 0.
+//! verdicts as the check file — for the sell limit too, its table in the changelog the
+//! environment created — and a SIGTERM ends it cleanly with exit code 0.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -76,50 +77,37 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
             break;
         }
     }
-    // Staging traffic: requests carrying a test context, as the synthetic traffic makes them.
+    // Staging traffic: requests carrying a test context, as the synthetic traffic makes them,
+    // each after the verdict of the one before (a user's sells are judged in order only when
+    // they are not judged at once). The sell limit's three sells are one user's: accepted,
+    // accepted, refused.
     let client = LiveCheck::new(env.kafka.clone(), env.topics.clone()).unwrap();
     let target = livecheck_core::Target::new(env.app_url.clone());
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let stimulus = case.prepare_stimulus().unwrap();
-        let mut context = TestContext::new(case.name(), case.settings().test_expires)
-            .arguments(stimulus.arguments().clone());
-        context.route = stimulus.route().map(str::to_owned);
-        ids.push(context.id.clone());
-        client
-            .scope(context, stimulus.send(target.clone()))
-            .await
-            .unwrap();
-    }
+    let sell_limit = orders::sell_limit();
     let mut verdicts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while verdicts.len() < ids.len() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "only {} of {} verdicts: {verdicts:?}",
-                    verdicts.len(),
-                    ids.len()
-                )
-            });
-        // `<time>  INFO livecheck::verdict: PASS    orders.place_order <id> 51.2 ms`
-        let Some((_, verdict_line)) = line.split_once("livecheck::verdict: ") else {
-            continue;
-        };
-        if ids.iter().any(|id| verdict_line.contains(id.as_str())) {
-            verdicts.push(
-                verdict_line
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
+    for case in [&case, &sell_limit] {
+        for _ in 0..3 {
+            let stimulus = case.prepare_stimulus().unwrap();
+            let mut context = TestContext::new(case.name(), case.settings().test_expires)
+                .arguments(stimulus.arguments().clone());
+            context.route = stimulus.route().map(str::to_owned);
+            let id = context.id.clone();
+            client
+                .scope(context, stimulus.send(target.clone()))
+                .await
+                .unwrap();
+            verdicts.push((case.name().to_owned(), verdict_line(&rx, &id)));
         }
     }
-    assert!(
-        verdicts.iter().all(|v| v == harness_verdict.as_str()),
-        "{verdicts:?} vs the harness's {harness_verdict}"
+    let expected: Vec<_> = [(&case, harness_verdict.as_str()), (&sell_limit, "PASS")]
+        .iter()
+        .flat_map(|(case, verdict)| {
+            std::iter::repeat_n((case.name().to_owned(), (*verdict).to_owned()), 3)
+        })
+        .collect();
+    assert_eq!(
+        verdicts, expected,
+        "the harness's verdict: {harness_verdict}"
     );
     assert_eq!(harness_verdict.as_str(), "PASS");
 
@@ -143,4 +131,26 @@ async fn the_livecheck_binary_with_a_staging_profile_gives_the_same_verdicts() {
     assert_eq!(exit.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
     session.close().await;
+}
+
+/// The verdict (`PASS`, ...) of the verdict line of test `id` among the binary's lines,
+/// within 60 s.
+fn verdict_line(lines: &mpsc::Receiver<String>, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no verdict for test {id} within 60 s"));
+        // `<time>  INFO livecheck::verdict: PASS    orders.place_order <id> 51.2 ms`
+        let Some((_, verdict_line)) = line.split_once("livecheck::verdict: ") else {
+            continue;
+        };
+        if verdict_line.contains(id) {
+            return verdict_line
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    }
 }

@@ -57,6 +57,15 @@ struct Args {
     /// embedded one), more fetches while idle. The LiveCheck runner's default is the same.
     #[arg(long, env = "EXAMPLE_FETCH_WAIT_MS", default_value_t = livecheck_core::DEFAULT_FETCH_WAIT.as_millis() as u64)]
     fetch_wait_ms: u64,
+    /// The most a user may sell in total: a sell order that would take the user's sold
+    /// quantity above it is refused (HTTP 409).
+    #[arg(long, env = "EXAMPLE_SELL_LIMIT", default_value_t = example_app::DEFAULT_SELL_LIMIT)]
+    sell_limit: u64,
+    /// Share of users whose sell orders become tests of `orders.sell_limit` (sampled by
+    /// user), 0 to 1: the local default, which the control topic's setting for the case
+    /// overrides while the app follows it.
+    #[arg(long, env = "EXAMPLE_SELL_LIMIT_PROBABILITY", default_value_t = 0.5)]
+    sell_limit_probability: f64,
 }
 
 #[tokio::main]
@@ -76,6 +85,12 @@ async fn main() -> anyhow::Result<()> {
             args.probability
         );
     }
+    if !(0.0..=1.0).contains(&args.sell_limit_probability) {
+        anyhow::bail!(
+            "--sell-limit-probability must be between 0 and 1, not {}",
+            args.sell_limit_probability
+        );
+    }
     let mut config = AppConfig::new(KafkaConfig::new(args.brokers.clone().unwrap_or_default()));
     config.listen = SocketAddr::new(args.host, args.port);
     config.topics = AppTopics::with_prefix(&args.topic_prefix);
@@ -84,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
     config.test_hooks = args.test_hooks;
     config.execution = args.execution;
     config.fetch_wait = std::time::Duration::from_millis(args.fetch_wait_ms);
+    config.sell_limit = args.sell_limit;
+    config.sell_limit_probability = args.sell_limit_probability;
     config.control = (!args.no_control).then(|| {
         let options = ControlOptions::new(args.service_name.clone());
         match args.instance.clone() {
@@ -105,7 +122,10 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("example-app listening on {}", app.base_url);
     println!("kafka bootstrap servers: {}", app.brokers());
-    println!("try: curl {}/order/init/sell/", app.base_url);
+    println!(
+        "try: curl '{}/order/init/sell/?user=alice&quantity=40'",
+        app.base_url
+    );
     tokio::signal::ctrl_c().await?;
     app.stop().await;
     Ok(())

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use livecheck_core::signing::SigningKeys;
+use livecheck_core::TableSpec;
 
 use super::broker::{ApacheKafka, Broker, Tansu};
 use super::image::ImageRef;
@@ -131,6 +132,7 @@ pub struct EnvironmentConfig {
     pub(crate) partitions: i32,
     pub(crate) kafka_properties: BTreeMap<String, String>,
     pub(crate) app_topics: Vec<String>,
+    pub(crate) tables: Vec<TableSpec>,
     pub(crate) signing_keys: Option<SigningKeys>,
 }
 
@@ -148,6 +150,7 @@ impl fmt::Debug for EnvironmentConfig {
             .field("app_env", &self.app_env)
             .field("partitions", &self.partitions)
             .field("app_topics", &self.app_topics)
+            .field("tables", &self.tables)
             .field("signing_keys", &self.signing_keys)
             .finish_non_exhaustive()
     }
@@ -171,6 +174,7 @@ impl EnvironmentConfig {
             partitions: 4,
             kafka_properties: BTreeMap::new(),
             app_topics: Vec::new(),
+            tables: Vec::new(),
             signing_keys: None,
         }
     }
@@ -342,6 +346,25 @@ impl EnvironmentConfig {
         self
     }
 
+    /// Tables whose changelogs ([`livecheck_core::Topics::table`]) the environment creates
+    /// with the broker's other topics: as many partitions as the tests topic, compacted on
+    /// a real broker (the external environment creates nothing). A [`Session`](crate::Session)
+    /// adds its suite's tables itself.
+    #[must_use]
+    pub fn tables(mut self, tables: impl IntoIterator<Item = TableSpec>) -> Self {
+        for table in tables {
+            if !self.tables.iter().any(|t| t.name == table.name) {
+                self.tables.push(table);
+            }
+        }
+        self
+    }
+
+    /// The tables whose changelogs the environment creates.
+    pub fn tables_of(&self) -> &[TableSpec] {
+        &self.tables
+    }
+
     pub(crate) fn app_topic_names(&self, prefix: &str) -> Vec<String> {
         self.app_topics
             .iter()
@@ -365,5 +388,17 @@ mod tests {
         let config = config.broker(ApacheKafka::default()).partitions(0);
         assert_eq!(config.broker.ports(), 2);
         assert_eq!(config.partitions, 1);
+    }
+
+    #[test]
+    fn tables_are_added_once_each() {
+        let spec = |name, global| TableSpec { name, global };
+        let config = EnvironmentConfig::new(EnvironmentKind::Embedded)
+            .tables([spec("sold", false)])
+            .tables([spec("sold", false), spec("limits", true)]);
+        assert_eq!(
+            config.tables_of(),
+            [spec("sold", false), spec("limits", true)]
+        );
     }
 }

@@ -138,6 +138,7 @@ pub(crate) async fn start(
         &kafka,
         &topics,
         &config.app_topic_names(prefix),
+        &config.tables,
         config.partitions,
     )
     .await?;

@@ -7,7 +7,7 @@ use livecheck_core::{EmbeddedBroker, Topics};
 use super::config::{EnvironmentConfig, EnvironmentError, EnvironmentKind};
 use super::running::Environment;
 
-/// Starts the mock cluster with the LiveCheck topics and the app's.
+/// Starts the mock cluster with the LiveCheck topics, the tables' changelogs and the app's.
 pub(crate) fn start_broker(
     config: &EnvironmentConfig,
     topics: Topics,
@@ -17,6 +17,10 @@ pub(crate) fn start_broker(
     let extra = config.app_topic_names(prefix);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let broker = EmbeddedBroker::with_topics(&topics, &extra, config.partitions)
+        .and_then(|broker| {
+            broker.create_tables(&topics, &config.tables, config.partitions)?;
+            Ok(broker)
+        })
         .map_err(|e| EnvironmentError::Config(format!("the embedded broker did not start: {e}")))?;
     let mut env = Environment::bare(
         EnvironmentKind::Embedded,

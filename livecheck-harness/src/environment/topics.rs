@@ -3,17 +3,19 @@
 use std::time::Duration;
 
 use livecheck_core::connectivity::ConnectivityContext;
-use livecheck_core::{Connectivity, KafkaConfig, Topics};
+use livecheck_core::{Connectivity, KafkaConfig, TableSpec, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 
 use super::config::EnvironmentError;
 
 /// Creates the LiveCheck topics (existing ones are fine): tests, signals, reports and `extra`
-/// with `partitions` partitions, control and heartbeats with one, compacted.
+/// with `partitions` partitions, the changelogs of `tables` with as many, compacted, and
+/// control and heartbeats with one, compacted.
 pub(crate) async fn create_topics(
     kafka: &KafkaConfig,
     topics: &Topics,
     extra: &[String],
+    tables: &[TableSpec],
     partitions: i32,
 ) -> Result<(), EnvironmentError> {
     let brokers = kafka.brokers.as_str();
@@ -25,12 +27,18 @@ pub(crate) async fn create_topics(
         .client_config(&[])
         .create_with_context(Connectivity::new(brokers).context())
         .map_err(|e| err(e.to_string()))?;
+    // A table's changelog: co-partitioned with the tests, compacted (latest entry per key).
+    let changelogs: Vec<String> = tables.iter().map(|t| topics.table(t.name)).collect();
     // The control and heartbeats topics: one partition, compacted (latest record per key).
     let new: Vec<NewTopic<'_>> = topics
         .all()
         .into_iter()
         .chain(extra.iter().map(String::as_str))
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .chain(changelogs.iter().map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact")
+        }))
         .chain(topics.settings_topics().into_iter().map(|t| {
             NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
         }))

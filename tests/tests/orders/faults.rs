@@ -3,7 +3,7 @@
 
 use livecheck_core::{HopKind, Report, Verdict};
 use livecheck_harness::Session;
-use livecheck_tests::{environment, orders, SHORT_TIMEOUT};
+use livecheck_tests::{environment, orders, SELL_LIMIT_ENV, SHORT_TIMEOUT};
 
 /// Asserts that `actual` reads as `pattern`, where each `{}` stands for any text (names
 /// and numbers that differ between runs and environments: topic prefixes, offsets, times).
@@ -220,5 +220,83 @@ pub(crate) async fn http_503_is_an_error_naming_the_status() {
     assert!(
         error.contains("/order/init/sell/?fake=1 answered HTTP 503 Service Unavailable: {\"error\":\"service unavailable (fault http-503 is on)\"}"),
         "{error}"
+    );
+}
+
+/// Three sells of one user (40 each, limit 100) through `orders.sell_limit`, on the app with
+/// `setting` (an app setting such as a fault switch, or none): their reports, in order.
+async fn three_sells_of_one_user(setting: Option<(&str, &str)>) -> Vec<Report> {
+    let mut config = environment().unwrap();
+    if let Some((key, value)) = setting {
+        config = config.app_env(key, value);
+    }
+    let case = orders::sell_limit().timeout(SHORT_TIMEOUT);
+    let session = Session::start(&config, vec![case.clone()]).await.unwrap();
+    let reports = session.run_case(&case, orders::SELLS_PER_USER).await;
+    session.close().await;
+    let users: Vec<_> = reports
+        .iter()
+        .map(|r| r.arguments["user"].clone())
+        .collect();
+    assert!(
+        users.iter().all(|u| *u == users[0]),
+        "one user for the three sells: {users:?}"
+    );
+    reports
+}
+
+/// The step each run saw: `sell_accepted` or `sell_refused`.
+fn decision(report: &Report) -> &str {
+    report.timeline.first().map_or("", |s| s.signal.as_str())
+}
+
+pub(crate) async fn sell_limit_kept_passes_and_the_refused_sell_passes_too() {
+    let reports = three_sells_of_one_user(None).await;
+    for report in &reports {
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    let decisions: Vec<_> = reports.iter().map(decision).collect();
+    assert_eq!(
+        decisions,
+        ["sell_accepted", "sell_accepted", "sell_refused"]
+    );
+}
+
+pub(crate) async fn sell_limit_ignored_is_an_invariant_failure_naming_the_user_and_the_totals() {
+    let reports = three_sells_of_one_user(Some(("EXAMPLE_FAULT_IGNORE_SELL_LIMIT", "1"))).await;
+    for report in &reports[..2] {
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    let report = &reports[2];
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
+    assert_eq!(report.failure_kind(), "invariant");
+    assert_eq!(decision(report), "sell_accepted");
+    let user = report.arguments["user"].as_str().unwrap();
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            format!(
+                "invariant broken: sold quantity per user <= sell limit, for key \"{user}\" (limit=100, sold=120)"
+            )
+            .as_str()
+        )
+    );
+    let invariant = report.invariant.as_ref().unwrap();
+    assert_eq!(invariant.rule, "sold quantity per user <= sell limit");
+    assert_eq!(invariant.key, user);
+}
+
+pub(crate) async fn a_sell_refused_within_the_limit_is_a_fail() {
+    // The app refuses past 50; the check holds it to 100: the second sell (80) is refused
+    // although it fits.
+    let reports = three_sells_of_one_user(Some((SELL_LIMIT_ENV, "50"))).await;
+    assert_eq!(reports[0].verdict, Verdict::Pass, "{}", reports[0].render());
+    let report = &reports[1];
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render());
+    assert_eq!(report.failure_kind(), "fail");
+    assert_eq!(decision(report), "sell_refused");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("refused although within the limit: sold 40 + 40 <= 100")
     );
 }

@@ -57,7 +57,7 @@ pub(crate) async fn broker_and_app(
     probability: f64,
 ) -> (String, EmbeddedBroker, KafkaConfig, RunningApp) {
     let prefix = format!("{tag}{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let topics = AppTopics::with_prefix(&prefix);
+    let topics = AppTopics::with_prefix(&prefix).with_tables(livecheck_tests::tables());
     let broker = EmbeddedBroker::start().unwrap();
     topics.create_embedded(&broker, 4).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
@@ -74,6 +74,8 @@ pub(crate) async fn start_app(prefix: &str, kafka: &KafkaConfig, probability: f6
     config.topics = AppTopics::with_prefix(prefix);
     config.group_prefix = format!("{prefix}app-");
     config.probability = probability;
+    // The services here run the order case only: no sell becomes a test of the sell limit.
+    config.sell_limit_probability = 0.0;
     config.test_hooks = true;
     // Instances in one test process are told apart by a number.
     config.control = config.control.map(|c| {
