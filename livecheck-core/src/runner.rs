@@ -532,6 +532,7 @@ impl Runner {
             // Wait for the reports enqueued so far, so the last commit covers them.
             let runner = self.clone();
             let flushed = tokio::task::spawn_blocking(move || {
+                runner.inner.tables.flush(Duration::from_secs(5));
                 runner.sink().map(|s| s.flush(Duration::from_secs(10)))
             })
             .await;

@@ -674,6 +674,15 @@ impl TableStore {
         Ok(())
     }
 
+    /// Waits (blocking) up to `timeout` for the writes enqueued so far.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        if let Some(producer) = self.producer.get() {
+            if let Err(err) = producer.flush(timeout) {
+                warn!(error = %err, "not every table write was acknowledged at shutdown; their tests run again after a restart");
+            }
+        }
+    }
+
     pub(crate) fn set_partitions(&self, partitions: i32) {
         self.lock().partitions = partitions;
     }

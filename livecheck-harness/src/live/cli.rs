@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use livecheck_core::{BoxFuture, Case, KafkaConfig};
@@ -104,7 +105,11 @@ impl Livecheck {
         }
         let runtime = tokio::runtime::Runtime::new().map_err(LiveError::Runtime)?;
         let run_for = config.run_for;
-        runtime.block_on(self.run_until(config, shutdown_signal(run_for)))
+        let result = runtime.block_on(self.run_until(config, shutdown_signal(run_for)));
+        // What was decided is committed by now: a blocking call still under way (a client
+        // waiting on an unreachable broker) must not hold the exit for ever.
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        result
     }
 
     /// Runs on resolved settings until `until` completes: the local system first when

@@ -495,7 +495,13 @@ impl LiveService {
         let result = self.runner_task.await;
         for task in self.tasks {
             task.abort();
-            let _ = task.await;
+            // A task inside a blocking call cannot be interrupted: it is not waited for long.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("a background task did not stop within 5 s of shutdown; not waiting for it");
+            }
         }
         let _ = self.state.client.flush(Duration::from_secs(10));
         Summaries::new(self.json_logs).log(&self.state);
