@@ -35,9 +35,10 @@ use tracing::{debug, info, warn};
 
 use crate::client::{KafkaConfig, Topics};
 use crate::clock::Clocks;
-use crate::connectivity::{Connectivity, ConnectivityContext};
+use crate::connectivity::Connectivity;
 use crate::ledger::{Ledger, Resume};
 use crate::registry::Registry;
+use crate::scan;
 
 /// A test record read while its partition was still being restored: kept, and handled
 /// once the partition is restored.
@@ -292,20 +293,9 @@ pub(crate) fn restore<C: ConsumerContext>(
                 _ => None,
             })
     };
-    let scan: BaseConsumer<ConnectivityContext> = kafka
-        .client_config(&[
-            (
-                "group.id",
-                &format!("livecheck-restore-{}", uuid::Uuid::new_v4()),
-            ),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-            ("fetch.wait.max.ms", "50"),
-        ])
-        .create_with_context(connectivity.context())?;
+    let scan = scan::consumer(kafka, connectivity)?;
     let mut restored = Vec::new();
-    let mut scan_from = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    let mut ranges = Vec::with_capacity(partitions.len());
     for &p in partitions {
         let (low, high) = scan.fetch_watermarks(&topics.reports, p, timeout)?;
         let resume = match committed_at(&topics.tests, p) {
@@ -328,11 +318,12 @@ pub(crate) fn restore<C: ConsumerContext>(
                 reports: low,
             },
         };
-        let from = resume.reports.max(low);
-        if from < high {
-            scan_from.add_partition_offset(&topics.reports, p, Offset::Offset(from))?;
-            ends.insert(p, high);
-        }
+        ranges.push(scan::Range {
+            topic: &topics.reports,
+            partition: p,
+            from: resume.reports.max(low),
+            end: high,
+        });
         restored.push(Restored {
             partition: p,
             resume: Resume {
@@ -343,47 +334,17 @@ pub(crate) fn restore<C: ConsumerContext>(
             tables: Vec::new(),
         });
     }
-    let mut read = 0usize;
-    if !ends.is_empty() {
-        scan.assign(&scan_from)?;
-        let mut decided: HashMap<i32, HashMap<String, i64>> = HashMap::new();
-        // A deadline on progress, not on the whole scan: a long scan that moves is fine.
-        let mut progress = Instant::now();
-        while !ends.is_empty() {
-            if progress.elapsed() > timeout {
-                return Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::OperationTimedOut,
-                ));
-            }
-            match scan.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) => {
-                    read += 1;
-                    progress = Instant::now();
-                    let p = msg.partition();
-                    if let Some(id) = msg.payload().and_then(decided_test) {
-                        decided.entry(p).or_default().insert(id, msg.offset());
-                    }
-                    if ends.get(&p).is_some_and(|end| msg.offset() + 1 >= *end) {
-                        ends.remove(&p);
-                    }
-                }
-                Some(Err(err)) => return Err(err),
-                None => {
-                    // The end may be a record never delivered (a transaction marker, a
-                    // compacted gap): the position says.
-                    let position = scan.position()?;
-                    ends.retain(|p, end| {
-                        !matches!(
-                            position.find_partition(&topics.reports, *p).map(|e| e.offset()),
-                            Some(Offset::Offset(at)) if at >= *end
-                        )
-                    });
-                }
-            }
+    let mut decided: HashMap<i32, HashMap<String, i64>> = HashMap::new();
+    let read = scan::read_to_ends(&scan, &ranges, timeout, |msg| {
+        if let Some(id) = msg.payload().and_then(decided_test) {
+            decided
+                .entry(msg.partition())
+                .or_default()
+                .insert(id, msg.offset());
         }
-        for r in &mut restored {
-            r.decided = decided.remove(&r.partition).unwrap_or_default();
-        }
+    })?;
+    for r in &mut restored {
+        r.decided = decided.remove(&r.partition).unwrap_or_default();
     }
     info!(
         partitions = ?partitions,

@@ -34,6 +34,7 @@ pub struct Hop {
     /// Offset of the record.
     pub offset: i64,
     /// When the service produced (delivery acknowledged) or consumed it.
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub at: DateTime<Utc>,
 }
 

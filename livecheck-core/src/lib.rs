@@ -199,6 +199,7 @@ pub mod hop;
 pub mod http;
 #[cfg(feature = "jobs-apalis")]
 pub mod jobs;
+mod json_time;
 pub mod kafka;
 mod ledger;
 // Kafka's murmur2, public for the tests that pin partitions; not part of the API.
@@ -211,6 +212,7 @@ mod registry;
 mod report;
 mod run;
 mod runner;
+mod scan;
 mod signal;
 pub mod signing;
 mod sink;

@@ -62,11 +62,17 @@ pub struct Step {
     #[serde(default = "yes")]
     pub awaited: bool,
     /// When the service sent it (the service's clock).
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub sent_at: DateTime<Utc>,
     /// When the runner received it.
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub arrived_at: DateTime<Utc>,
     /// The record's own timestamp: the event time lateness is judged by.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json_time::serialize_option"
+    )]
     pub event_at: Option<DateTime<Utc>>,
     /// Milliseconds from the previous step's send to this one's (the first step: since the
     /// test was issued): the system's own latency.
@@ -109,8 +115,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waits: Vec<String>,
     /// When the test was issued.
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub issued_at: DateTime<Utc>,
     /// When the verdict was reached.
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub finished_at: DateTime<Utc>,
     /// Case arguments.
     #[serde(default)]

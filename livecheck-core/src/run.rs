@@ -716,7 +716,8 @@ impl Run {
             filter,
             times: Times::Exactly(1),
         });
-        state.waits.push(format!("{form} `{label}`: taken"));
+        // The common line, joined without `format!` (one per step of every run).
+        state.waits.push([form, " `", &label, "`: taken"].concat());
         Ok(first)
     }
 

@@ -19,6 +19,7 @@ use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::metadata::Metadata;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Deserializer};
@@ -515,6 +516,10 @@ impl Runner {
                     break;
                 }
             }
+            // A record is always ready while the runner catches up: without this the loop
+            // would read a whole backlog before the runs it starts get a turn, holding all
+            // of them in memory at once (and the verdicts back). Yields once in a while.
+            tokio::task::consume_budget().await;
         }
         if in_group {
             // Runs still going are handed back: they must not publish after the last commit.
@@ -575,12 +580,7 @@ impl Runner {
             consumer
                 .fetch_metadata(None, Duration::from_secs(5))
                 .map(|m| {
-                    let count = |name: &str| {
-                        m.topics()
-                            .iter()
-                            .find(|t| t.name() == name)
-                            .map_or(0, |t| t.partitions().len())
-                    };
+                    let count = |name: &str| partitions_of(&m, name);
                     let main = topics
                         .all()
                         .iter()
@@ -712,15 +712,7 @@ impl Runner {
                     (&topics.tests, &consumer),
                     (&topics.signals, &signals_consumer),
                 ] {
-                    let metadata = consumer
-                        .fetch_metadata(Some(topic), Duration::from_secs(10))
-                        .map_err(Error::kafka(format!(
-                            "reading the metadata of topic {topic}"
-                        )))?;
-                    let partitions = metadata
-                        .topics()
-                        .first()
-                        .map_or(0, |t| t.partitions().len());
+                    let partitions = partition_count(consumer, topic)?;
                     if partitions == 0 {
                         return Err(Error::Config(format!(
                             "topic {topic} does not exist or has no partitions; create it first"
@@ -739,16 +731,7 @@ impl Runner {
                 }
                 let mut table_counts = Vec::new();
                 for (topic, global) in &table_topics {
-                    let metadata = consumer
-                        .fetch_metadata(Some(topic), Duration::from_secs(10))
-                        .map_err(Error::kafka(format!(
-                            "reading the metadata of topic {topic}"
-                        )))?;
-                    let count = metadata
-                        .topics()
-                        .first()
-                        .map_or(0, |t| t.partitions().len());
-                    table_counts.push((topic.clone(), *global, count));
+                    table_counts.push((topic.clone(), *global, partition_count(&consumer, topic)?));
                 }
                 Ok((lists, table_counts))
             })
@@ -1854,6 +1837,25 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// How many partitions `topic` has in `metadata` (0: it is not there).
+fn partitions_of(metadata: &Metadata, topic: &str) -> usize {
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len())
+}
+
+/// How many partitions `topic` has (0: it does not exist), asking the broker (blocking).
+fn partition_count(consumer: &Consumer2, topic: &str) -> Result<usize, Error> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(Error::kafka(format!(
+            "reading the metadata of topic {topic}"
+        )))?;
+    Ok(partitions_of(&metadata, topic))
 }
 
 fn describe(counts: &[(String, usize)]) -> String {

@@ -190,14 +190,11 @@ impl ReportSink {
                 );
             }
             // The test's partition key: the report lands beside its test and signals.
-            let report = &outgoing.report;
-            let key = report
-                .route
-                .as_deref()
-                .unwrap_or(&report.test_id)
-                .to_owned();
+            // (A reference count, not a copy of the key.)
+            let report = outgoing.report.clone();
+            let key = report.route.as_deref().unwrap_or(&report.test_id);
             let record = BaseRecord::with_opaque_to(&self.topic, outgoing)
-                .key(&key)
+                .key(key)
                 .payload(&payload);
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -235,6 +232,9 @@ impl ReportSink {
 pub(crate) const MAX_SHRINK: u8 = 4;
 const ERROR_KEEP: [usize; 4] = [4096, 1024, 256, 128];
 const UNAWAITED_KEEP: [usize; 4] = [64, 16, 0, 0];
+/// The buffer a report is encoded into, to begin with: a four-step report with its hops is
+/// about 2.5 KiB.
+const ENCODE_CAPACITY: usize = 4096;
 
 /// The report as JSON, truncated when it exceeds `max_bytes` or when `shrink` > 0 (the
 /// broker refused it as too large): arguments replaced, the error and the unawaited list
@@ -245,7 +245,12 @@ pub(crate) fn encode(
     max_bytes: usize,
     shrink: u8,
 ) -> (Vec<u8>, Option<Truncation>) {
-    let full = serde_json::to_vec(report).unwrap_or_default();
+    // Sized for a typical report up front: growing from serde_json's 128 bytes cost a
+    // fifth of the encoding (perf, live bench).
+    let mut full = Vec::with_capacity(ENCODE_CAPACITY);
+    if serde_json::to_writer(&mut full, report).is_err() {
+        full.clear();
+    }
     if shrink == 0 && !full.is_empty() && full.len() <= max_bytes {
         return (full, None);
     }

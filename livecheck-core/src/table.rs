@@ -123,6 +123,7 @@ use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
 use crate::murmur2::partition_for;
 use crate::run::Run;
+use crate::scan;
 
 /// How many writes of tests not yet committed an entry remembers; older ones are dropped
 /// (counted in `table_writes_forgotten`). In a consumer group a write is forgotten when its
@@ -1276,63 +1277,26 @@ fn read_to_end(
     timeout: Duration,
     mut on_record: impl FnMut(&str, i32, i64, Option<&[u8]>, Option<&[u8]>),
 ) -> KafkaResult<u64> {
-    let scan: BaseConsumer<ConnectivityContext> = kafka
-        .client_config(&[
-            (
-                "group.id",
-                &format!("livecheck-restore-{}", uuid::Uuid::new_v4()),
-            ),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "50"),
-        ])
-        .create_with_context(connectivity.context())?;
-    let mut list = TopicPartitionList::new();
-    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-    for (topic, p) in wanted {
-        let (low, high) = scan.fetch_watermarks(topic, *p, timeout)?;
-        if high > low {
-            list.add_partition_offset(topic, *p, Offset::Offset(low))?;
-            ends.insert(((*topic).to_owned(), *p), high);
-        }
+    let scan = scan::consumer(kafka, connectivity)?;
+    let mut ranges = Vec::with_capacity(wanted.len());
+    for &(topic, partition) in wanted {
+        let (from, end) = scan.fetch_watermarks(topic, partition, timeout)?;
+        ranges.push(scan::Range {
+            topic,
+            partition,
+            from,
+            end,
+        });
     }
-    let mut read = 0u64;
-    if ends.is_empty() {
-        return Ok(read);
-    }
-    scan.assign(&list)?;
-    let mut progress = Instant::now();
-    while !ends.is_empty() {
-        if progress.elapsed() > timeout {
-            return Err(KafkaError::MessageConsumption(
-                RDKafkaErrorCode::OperationTimedOut,
-            ));
-        }
-        match scan.poll(Duration::from_millis(200)) {
-            Some(Ok(msg)) => {
-                read += 1;
-                progress = Instant::now();
-                let (topic, p, offset) = (msg.topic(), msg.partition(), msg.offset());
-                on_record(topic, p, offset, msg.key(), msg.payload());
-                let key = (topic.to_owned(), p);
-                if ends.get(&key).is_some_and(|end| offset + 1 >= *end) {
-                    ends.remove(&key);
-                }
-            }
-            Some(Err(err)) => return Err(err),
-            None => {
-                let position = scan.position()?;
-                ends.retain(|(t, p), end| {
-                    !matches!(
-                        position.find_partition(t, *p).map(|e| e.offset()),
-                        Some(Offset::Offset(at)) if at >= *end
-                    )
-                });
-            }
-        }
-    }
-    Ok(read)
+    scan::read_to_ends(&scan, &ranges, timeout, |msg| {
+        on_record(
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            msg.payload(),
+        );
+    })
 }
 
 /// A table as a run reads and writes it: [`Run::table`].

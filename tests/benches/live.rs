@@ -45,8 +45,8 @@
 //! cargo bench -p livecheck-tests --bench live
 //! ```
 //!
-//! With `LIVE_BENCH_ONLY=c` it runs only (c) (to profile it; the last lines then show zeros
-//! for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
+//! With `LIVE_BENCH_ONLY=a` (a, b and b'), `c` or `d` it runs only those sections (to profile
+//! them; the last lines then show zeros for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
 //! counters every 100 ms while a runner works.
 
 #![expect(
@@ -212,29 +212,32 @@ fn run() -> Result<Vec<String>, String> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut problems = Vec::new();
-    // `LIVE_BENCH_ONLY=c` runs only the throughput section (for profiling it).
-    let only_c = std::env::var("LIVE_BENCH_ONLY").is_ok_and(|s| s == "c");
-    let latency = if only_c {
-        (Duration::ZERO, Duration::ZERO)
-    } else {
+    // `LIVE_BENCH_ONLY=c` (or `d`) runs only that section (to profile it).
+    let only = std::env::var("LIVE_BENCH_ONLY").ok();
+    let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let latency = if runs("a") {
         let rt = runtime(2)?;
         let latency = rt.block_on(accuracy_and_latency(&mut problems))?;
         println!();
         rt.block_on(fetch_wait_trade_off(&mut problems))?;
         println!();
         latency
+    } else {
+        (Duration::ZERO, Duration::ZERO)
     };
     let mut ratio = None;
-    for workers in [1, 2] {
-        let rt = runtime(workers)?;
-        ratio = Some(rt.block_on(throughput(&mut problems, workers))?);
-        println!();
+    if runs("c") {
+        for workers in [1, 2] {
+            let rt = runtime(workers)?;
+            ratio = Some(rt.block_on(throughput(&mut problems, workers))?);
+            println!();
+        }
     }
     let rt = runtime(2)?;
-    let bytes_per_run = if only_c {
-        0.0
-    } else {
+    let bytes_per_run = if runs("d") {
         rt.block_on(memory_per_run())?
+    } else {
+        0.0
     };
     // The runs left in flight by (d) wait 600 s: do not wait for them.
     rt.shutdown_background();

@@ -1,0 +1,110 @@
+//! Reading partitions to their ends, off the async workers: what a new owner reads before it
+//! runs a partition's tests (the reports of decided tests, see [`crate::group`]; the tables'
+//! changelogs, see [`crate::table`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::client::KafkaConfig;
+use crate::connectivity::{Connectivity, ConnectivityContext};
+
+/// A consumer for [`read_to_ends`]: no group of its own (a fresh id), nothing committed.
+pub(crate) fn consumer(
+    kafka: &KafkaConfig,
+    connectivity: &Connectivity,
+) -> KafkaResult<BaseConsumer<ConnectivityContext>> {
+    kafka
+        .client_config(&[
+            (
+                "group.id",
+                &format!("livecheck-restore-{}", uuid::Uuid::new_v4()),
+            ),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+            // An offset gone by the time it is read (retention, compaction): from the start.
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create_with_context(connectivity.context())
+}
+
+/// One partition to read: from `from` to `end` (the high watermark seen before), exclusive.
+pub(crate) struct Range<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) from: i64,
+    pub(crate) end: i64,
+}
+
+/// Reads each of `ranges` (the empty ones skipped) with `scan`, handing every record to
+/// `on_record`; returns how many were read. The deadline is on progress, not on the whole
+/// read: a long read that moves is fine, one that stalls for `timeout` is an error.
+pub(crate) fn read_to_ends(
+    scan: &BaseConsumer<ConnectivityContext>,
+    ranges: &[Range<'_>],
+    timeout: Duration,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>),
+) -> KafkaResult<u64> {
+    let mut list = TopicPartitionList::new();
+    // By topic, then partition: a record's topic is looked up without a copy.
+    let mut ends: HashMap<&str, HashMap<i32, i64>> = HashMap::new();
+    for r in ranges.iter().filter(|r| r.from < r.end) {
+        list.add_partition_offset(r.topic, r.partition, Offset::Offset(r.from))?;
+        ends.entry(r.topic).or_default().insert(r.partition, r.end);
+    }
+    let mut read = 0u64;
+    if ends.is_empty() {
+        return Ok(read);
+    }
+    scan.assign(&list)?;
+    let mut progress = Instant::now();
+    while !ends.is_empty() {
+        if progress.elapsed() > timeout {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        match scan.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => {
+                read += 1;
+                progress = Instant::now();
+                on_record(&msg);
+                let (topic, p) = (msg.topic(), msg.partition());
+                let topic_done = ends.get_mut(topic).is_some_and(|partitions| {
+                    if partitions
+                        .get(&p)
+                        .is_some_and(|end| msg.offset() + 1 >= *end)
+                    {
+                        partitions.remove(&p);
+                    }
+                    partitions.is_empty()
+                });
+                if topic_done {
+                    ends.remove(topic);
+                }
+            }
+            Some(Err(err)) => return Err(err),
+            None => {
+                // The end may be a record never delivered (a transaction marker, a
+                // compacted gap): the position says.
+                let position = scan.position()?;
+                for (topic, partitions) in &mut ends {
+                    partitions.retain(|p, end| {
+                        !matches!(
+                            position.find_partition(topic, *p).map(|e| e.offset()),
+                            Some(Offset::Offset(at)) if at >= *end
+                        )
+                    });
+                }
+                ends.retain(|_, partitions| !partitions.is_empty());
+            }
+        }
+    }
+    Ok(read)
+}
