@@ -52,6 +52,10 @@ pub struct Settings {
     pub max_consecutive_failures: u32,
     /// An inactive case's tests are `SKIP`. Default true.
     pub active: bool,
+    /// A run begins when its test's first record after the test record comes (a step or a
+    /// hop), or when its first step's deadline passes, instead of when the test record is
+    /// read. Default false. See [`Case::start_on_first_step`].
+    pub start_on_first_step: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             frequency: None,
             max_consecutive_failures: 3,
             active: true,
+            start_on_first_step: false,
         }
     }
 }
@@ -163,6 +168,23 @@ impl Case {
     #[must_use]
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settings.settle = settle;
+        self
+    }
+
+    /// Begin each run when its test's first record after the test record comes (a step or
+    /// a hop), or when its first step's deadline passes (by the partition's event time,
+    /// checked every `sweep_every`), instead of when the test record is read. Until then
+    /// the run is a small entry in the runner, not a task: for checks whose first act is a
+    /// wait, whose tests mostly wait, this is about a third of the memory per run in flight
+    /// (see README's Performance section). The verdicts are the same: a wait's deadline
+    /// counts from the test record's time either way.
+    ///
+    /// Only for checks that do nothing before their first wait but wait: what comes before
+    /// it (an HTTP call to read a balance before the steps, a table read) would happen
+    /// later, after the first step, and see its effects.
+    #[must_use]
+    pub fn start_on_first_step(mut self) -> Self {
+        self.settings.start_on_first_step = true;
         self
     }
 

@@ -82,6 +82,18 @@ struct Slot {
     /// Signal names are the `&'static str` of their `Signal` declarations: no copy per wait.
     waiters: Vec<(Vec<&'static str>, oneshot::Sender<()>)>,
     task: Option<tokio::task::AbortHandle>,
+    /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
+    parked: Option<Box<Parked>>,
+}
+
+/// What a run of a case that starts on its first step needs to start: held in the
+/// registry instead of a task until the test's first record after the test record (or its
+/// first step's deadline) comes.
+pub(crate) struct Parked {
+    pub(crate) case: Arc<crate::Case>,
+    pub(crate) context: Arc<crate::TestContext>,
+    pub(crate) pos: Pos,
+    pub(crate) event_at: Option<DateTime<Utc>>,
 }
 
 /// A test's occurrences when its run ends.
@@ -131,6 +143,8 @@ impl Default for Limits {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SignalOutcome {
     Delivered,
+    /// Stored for a run that was parked: [`Registry::take_parked`] gives what starts it.
+    Woke,
     Stored,
     Duplicate,
     Late,
@@ -180,6 +194,8 @@ pub(crate) struct Registry {
     /// Finished tests, with the partition of their records (`None`: not known).
     finished: HashMap<String, Option<i32>>,
     finished_order: VecDeque<String>,
+    /// Runs parked (see [`Parked`]).
+    parked: usize,
     limits: Limits,
 }
 
@@ -191,6 +207,7 @@ impl Registry {
             early_order: VecDeque::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            parked: 0,
             limits,
         }
     }
@@ -257,6 +274,7 @@ impl Registry {
     /// handed back and must not publish).
     pub(crate) fn finish_test(&mut self, test_id: &str) -> Option<Finished> {
         let slot = self.running.remove(test_id)?;
+        self.parked -= usize::from(slot.parked.is_some());
         let records: Vec<Pos> = slot
             .test_pos
             .into_iter()
@@ -292,6 +310,9 @@ impl Registry {
             }
             let arrival = Arc::new(arrival);
             slot.arrived.push(arrival.clone());
+            if slot.parked.is_some() {
+                return SignalOutcome::Woke;
+            }
             // Wake only the runs watching this test and this signal.
             let mut delivered = false;
             let mut i = 0;
@@ -395,6 +416,39 @@ impl Registry {
         }
     }
 
+    /// Parks the run of a test just started (see [`Parked`]); hands it back when the test
+    /// has records already (signals that came before it): that run starts at once.
+    pub(crate) fn park(&mut self, test_id: &str, parked: Box<Parked>) -> Option<Box<Parked>> {
+        match self.running.get_mut(test_id) {
+            Some(slot) if slot.arrived.is_empty() && slot.task.is_none() => {
+                if slot.parked.replace(parked).is_none() {
+                    self.parked += 1;
+                }
+                None
+            }
+            _ => Some(parked),
+        }
+    }
+
+    /// What starts a parked run, taken (`None`: not parked, or not running any more).
+    pub(crate) fn take_parked(&mut self, test_id: &str) -> Option<Box<Parked>> {
+        let parked = self.running.get_mut(test_id)?.parked.take()?;
+        self.parked -= 1;
+        Some(parked)
+    }
+
+    /// How many runs are parked.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked
+    }
+
+    /// Whether a test's run is parked.
+    pub(crate) fn is_parked(&self, test_id: &str) -> bool {
+        self.running
+            .get(test_id)
+            .is_some_and(|slot| slot.parked.is_some())
+    }
+
     /// Remembers the task running a test (to cancel it on a rebalance).
     pub(crate) fn set_task(&mut self, test_id: &str, task: tokio::task::AbortHandle) {
         match self.running.get_mut(test_id) {
@@ -420,6 +474,7 @@ impl Registry {
             .collect();
         for id in &ids {
             if let Some(slot) = self.running.remove(id) {
+                self.parked -= usize::from(slot.parked.is_some());
                 if let Some(task) = slot.task {
                     task.abort();
                 }
@@ -437,6 +492,7 @@ impl Registry {
     /// Aborts every run (the runner stops and hands them back).
     pub(crate) fn cancel_all(&mut self) -> usize {
         let n = self.running.len();
+        self.parked = 0;
         for (_, slot) in self.running.drain() {
             if let Some(task) = slot.task {
                 task.abort();
@@ -674,5 +730,58 @@ mod tests {
         assert_eq!(r.on_signal("t", sent("a", "2")), SignalOutcome::Stored);
         assert!(!r.occurrences("t").unwrap().1, "the step counts are known");
         assert_eq!(r.on_signal("t", sent("a", "3")), SignalOutcome::BufferFull);
+    }
+
+    fn parked(id: &str, partition: i32) -> Box<Parked> {
+        Box::new(Parked {
+            case: Arc::new(crate::Case::new("c")),
+            context: Arc::new(crate::TestContext::new("c", Duration::from_secs(60))),
+            pos: Pos {
+                topic: Arc::from("tests"),
+                partition,
+                offset: id.len() as i64,
+            },
+            event_at: None,
+        })
+    }
+
+    #[test]
+    fn a_parked_run_wakes_on_its_first_record_and_is_counted_until_it_goes() {
+        let mut r = Registry::new(Limits::default());
+        for id in ["t1", "t2", "t3", "t4"] {
+            assert_eq!(r.start_test(id, None), TestOutcome::Started);
+            assert!(r.park(id, parked(id, 0)).is_none());
+        }
+        assert_eq!((r.parked(), r.in_flight()), (4, 4));
+        assert!(r.is_parked("t1"));
+        // A step wakes it; the step is kept for the run.
+        assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Woke);
+        assert!(r.take_parked("t1").is_some());
+        assert!(r.take_parked("t1").is_none(), "taken once");
+        assert_eq!(ready(r.watch("t1", &["a"], 0)), 1);
+        assert_eq!(r.on_signal("t1", arrival("b")), SignalOutcome::Stored);
+        // A duplicate of a parked test's step does not wake it twice.
+        assert_eq!(r.on_signal("t2", sent("a", "1")), SignalOutcome::Woke);
+        assert_eq!(r.on_signal("t2", sent("a", "1")), SignalOutcome::Duplicate);
+        assert!(r.take_parked("t2").is_some());
+        assert_eq!(r.parked(), 2);
+        // Finished, cancelled with its partition, or all at shutdown: no longer counted.
+        assert!(r.finish_test("t3").is_some());
+        assert_eq!(r.parked(), 1);
+        assert_eq!(r.cancel_all(), 3);
+        assert_eq!((r.parked(), r.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn a_test_with_records_already_is_not_parked() {
+        let mut r = Registry::new(Limits::default());
+        r.on_signal("t", arrival("a"));
+        assert_eq!(r.start_test("t", None), TestOutcome::Started);
+        assert!(
+            r.park("t", parked("t", 0)).is_some(),
+            "handed back: start it now"
+        );
+        assert!(r.park("unknown", parked("unknown", 0)).is_some());
+        assert_eq!(r.parked(), 0);
     }
 }

@@ -7,14 +7,15 @@
 //! [`crate::sink`] (reports that are never lost).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -42,7 +43,7 @@ use crate::group::{
 };
 use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
-use crate::registry::{Arrival, Limits, Pos, Registry, SignalOutcome, TestOutcome};
+use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
@@ -200,6 +201,10 @@ struct RunnerInner {
     /// What the services' consumer groups report reading (for the diagnosis of a
     /// missing step).
     positions: Mutex<Positions>,
+    /// When parked runs are due to start without a record (their first step's deadline, by
+    /// the event time of their partition), per partition, soonest first. Entries of runs
+    /// started or gone since are dropped as they come up.
+    wakes: Mutex<HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>>,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -258,6 +263,7 @@ impl Runner {
                 connectivity,
                 flow,
                 positions: Mutex::default(),
+                wakes: Mutex::default(),
             }),
         }
     }
@@ -291,6 +297,12 @@ impl Runner {
     /// Runs in flight now.
     pub fn in_flight(&self) -> usize {
         self.lock_registry().in_flight()
+    }
+
+    /// Runs in flight that are parked until their first step (cases that
+    /// [`Case::start_on_first_step`]): counted in [`Self::in_flight`] too.
+    pub fn parked_runs(&self) -> usize {
+        self.lock_registry().parked()
     }
 
     /// Tests with early (buffered) signals now.
@@ -1125,6 +1137,7 @@ impl Runner {
     }
 
     fn sweep(&self) {
+        self.wake_due();
         let dropped = self.lock_registry().expire_early(Instant::now());
         if !dropped.is_empty() {
             self.release_signals(&dropped);
@@ -1246,11 +1259,17 @@ impl Runner {
         };
         match outcome {
             TestOutcome::Started => {
-                debug!(test_id = %context.id, case = %context.case, "run started");
-                let id = context.id.clone();
-                let task =
-                    tokio::spawn(self.clone().execute(case, Arc::new(context), pos, event_at));
-                self.lock_registry().set_task(&id, task.abort_handle());
+                let parked = Box::new(Parked {
+                    case,
+                    context: Arc::new(context),
+                    pos,
+                    event_at,
+                });
+                if parked.case.settings().start_on_first_step {
+                    self.park(parked);
+                } else {
+                    self.start_run(parked);
+                }
             }
             TestOutcome::Duplicate => {
                 bump(&self.inner.counters.duplicate_tests);
@@ -1277,6 +1296,91 @@ impl Runner {
                     ),
                     hold,
                 );
+            }
+        }
+    }
+
+    /// Starts a run: a task of its own.
+    fn start_run(&self, parked: Box<Parked>) {
+        let Parked {
+            case,
+            context,
+            pos,
+            event_at,
+        } = *parked;
+        debug!(test_id = %context.id, case = %context.case, "run started");
+        let id = context.id.clone();
+        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at));
+        self.lock_registry().set_task(&id, task.abort_handle());
+    }
+
+    /// Holds the run of a case that starts on its first step until a record of its test
+    /// comes ([`Self::on_signal_record`]) or its first step's deadline passes
+    /// ([`Self::wake_due`]); a test whose signals came first starts at once.
+    fn park(&self, parked: Box<Parked>) {
+        let settings = parked.case.settings();
+        let context = &parked.context;
+        let started_at = parked.event_at.unwrap_or(context.issued_at);
+        let step = started_at + TimeDelta::from_std(settings.timeout).unwrap_or(TimeDelta::MAX);
+        let due = match settings.deadline {
+            Some(d) => step.min(
+                context.issued_at.min(started_at)
+                    + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX),
+            ),
+            None => step,
+        };
+        let (id, partition) = (context.id.clone(), parked.pos.partition);
+        // The registry's lock is let go before either arm takes a lock again.
+        let refused = self.lock_registry().park(&id, parked);
+        match refused {
+            None => {
+                debug!(test_id = %id, "run parked until its first step");
+                self.lock_wakes()
+                    .entry(partition)
+                    .or_default()
+                    .push(Reverse((due, id)));
+            }
+            Some(parked) => self.start_run(parked),
+        }
+    }
+
+    fn lock_wakes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>> {
+        self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the parked runs whose first step's deadline their partition's clock has
+    /// passed: they time out (or find a step that raced the clock).
+    fn wake_due(&self) {
+        let now = Utc::now();
+        let mut due = Vec::new();
+        let mut held = 0;
+        {
+            let mut wakes = self.lock_wakes();
+            for (p, heap) in wakes.iter_mut() {
+                if let Some(clock) = self.inner.clocks.now(*p, now) {
+                    while heap.peek().is_some_and(|Reverse((at, _))| *at <= clock) {
+                        if let Some(Reverse((_, id))) = heap.pop() {
+                            due.push(id);
+                        }
+                    }
+                }
+                held += heap.len();
+            }
+            // Entries of runs that started on a record stay until they come up: dropped
+            // here when they outnumber the runs in flight.
+            if held > 1024 && held > 2 * self.in_flight() {
+                let registry = self.lock_registry();
+                for heap in wakes.values_mut() {
+                    heap.retain(|Reverse((_, id))| registry.is_parked(id));
+                }
+            }
+        }
+        for id in due {
+            let parked = self.lock_registry().take_parked(&id);
+            if let Some(parked) = parked {
+                self.start_run(parked);
             }
         }
     }
@@ -1362,10 +1466,20 @@ impl Runner {
             send_id: event.send_id.as_deref().map(Box::from),
             item: event.item.as_deref().map(Box::from),
         };
-        let outcome = self.lock_registry().on_signal(&event.test_id, arrival);
+        let (outcome, woke) = {
+            let mut registry = self.lock_registry();
+            let outcome = registry.on_signal(&event.test_id, arrival);
+            let woke = (outcome == SignalOutcome::Woke)
+                .then(|| registry.take_parked(&event.test_id))
+                .flatten();
+            (outcome, woke)
+        };
+        if let Some(parked) = woke {
+            self.start_run(parked);
+        }
         let c = &self.inner.counters;
         match outcome {
-            SignalOutcome::Delivered | SignalOutcome::Stored => true,
+            SignalOutcome::Delivered | SignalOutcome::Stored | SignalOutcome::Woke => true,
             SignalOutcome::Duplicate => {
                 bump(&c.duplicate_signals);
                 false

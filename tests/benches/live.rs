@@ -31,8 +31,11 @@
 //!    bytes freed; librdkafka's own mallocs are not seen), which is free of the allocator's
 //!    slack and fragmentation, and what it is made of (live allocations per run by size).
 //!
+//! d'. the same for the case declared [`Case::start_on_first_step`]: its runs are parked
+//!    in the runner, not tasks, until a record of their test comes.
+//!
 //! The last three lines are the figures to compare run to run: `runner/raw ratio` (c, 2
-//! workers), `bytes per in-flight run` (d, live Rust heap) and `send to verdict p50/p99 ms`
+//! workers), `bytes per in-flight run` (d, live Rust heap, runs started at once) and `send to verdict p50/p99 ms`
 //! (b).
 //!
 //! It exits non-zero when a verdict is not PASS (or a reader does not see every record):
@@ -235,7 +238,10 @@ fn run() -> Result<Vec<String>, String> {
     }
     let rt = runtime(2)?;
     let bytes_per_run = if runs("d") {
-        rt.block_on(memory_per_run())?
+        let started = rt.block_on(memory_per_run(false))?;
+        println!();
+        rt.block_on(memory_per_run(true))?;
+        started
     } else {
         0.0
     };
@@ -846,12 +852,21 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result
 }
 
 /// (d); returns the live Rust heap per in-flight run, in bytes (second step).
-async fn memory_per_run() -> Result<f64, String> {
+async fn memory_per_run(parked: bool) -> Result<f64, String> {
     println!(
-        "d. Memory per in-flight run: {IN_FLIGHT} tests registered with no signals; the case waits 600 s for its first step"
+        "d{}. Memory per in-flight run: {IN_FLIGHT} tests registered with no signals; the case waits 600 s for its first step{}",
+        if parked { "'" } else { "" },
+        if parked {
+            "; the case starts each run on its first step (Case::start_on_first_step): runs are parked"
+        } else {
+            "; each run started when its test record is read (the default)"
+        }
     );
     let world = World::new("live-d")?;
-    let case: Case = order_case().timeout(Duration::from_secs(600));
+    let mut case: Case = order_case().timeout(Duration::from_secs(600));
+    if parked {
+        case = case.start_on_first_step();
+    }
     let runner = Runner::new(
         Suite::new([case]).map_err(|e| e.to_string())?,
         world.client.clone(),
@@ -895,6 +910,7 @@ async fn memory_per_run() -> Result<f64, String> {
         classes.push(by_size());
     }
     BY_SIZE_ON.store(false, Ordering::Relaxed);
+    let parked_runs = runner.parked_runs();
     let counters = nonzero(runner.counters().snapshot());
     running.stop().await?;
 
@@ -954,6 +970,7 @@ async fn memory_per_run() -> Result<f64, String> {
         .map(|(class, per_run)| format!("{per_run:.2} x <={} B", class * 16))
         .collect();
     println!("   live allocations per run by size: {}", shown.join(", "));
+    println!("   runs parked at the end: {parked_runs}");
     println!("   runner counters  {counters:?}");
     let (a, b) = (levels[1], levels[2]);
     Ok(per_run(a.2 as f64, b.2 as f64, (a.0, b.0)))

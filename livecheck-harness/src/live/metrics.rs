@@ -412,6 +412,12 @@ impl Collector for StateCollector {
         )?;
         gauge(
             &mut e,
+            "livecheck_runs_parked",
+            "Runs in flight that wait for their test's first step without a task (cases that start on their first step), now.",
+            state.runner.parked_runs() as u64,
+        )?;
+        gauge(
+            &mut e,
             "livecheck_buffered_tests",
             "Tests whose signals arrived before their test record, buffered now.",
             state.runner.buffered_tests() as u64,
@@ -841,6 +847,7 @@ mod tests {
             );
         }
         assert_eq!(number(&m, "livecheck_runs_in_flight", &[]), 0.0);
+        assert_eq!(number(&m, "livecheck_runs_parked", &[]), 0.0);
         assert_eq!(number(&m, "livecheck_buffered_tests", &[]), 0.0);
         assert_eq!(
             number(

@@ -1,0 +1,213 @@
+//! Cases that start on their first step ([`Case::start_on_first_step`]): a run is parked
+//! until a record of its test comes or its first step's deadline passes, and gives the
+//! verdicts a run started at once gives (embedded broker, real runner).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use livecheck_core::{
+    ensure_eq, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig,
+    Signal, Suite, TestContext, Topics, Trigger, Verdict,
+};
+
+const PARKED: &str = "parked.case";
+const AT_ONCE: &str = "parked.at_once";
+static FIRST: Signal<String> = Signal::new(PARKED, "first");
+static SECOND: Signal<String> = Signal::new(PARKED, "second");
+static AT_ONCE_FIRST: Signal<String> = Signal::new(AT_ONCE, "first");
+
+/// The same check for both cases: `first`, then `second` with the same value.
+fn case(name: &'static str, park: bool, timeout: Duration) -> Case {
+    let (first, second) = if name == PARKED {
+        (&FIRST, &SECOND)
+    } else {
+        (&AT_ONCE_FIRST, &AT_ONCE_FIRST)
+    };
+    let case = Case::new(name)
+        .timeout(timeout)
+        .expect(move |run: Run, (): ()| async move {
+            let a = run.wait(first).await?;
+            if name == PARKED {
+                let b = run.wait(second).await?;
+                ensure_eq!(b, a, "the second step saw another value");
+            }
+            Ok(())
+        });
+    if park {
+        case.start_on_first_step()
+    } else {
+        case
+    }
+}
+
+struct Fixture {
+    client: LiveCheck,
+    runner: Runner,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    // Last: clients must close before their broker goes.
+    _broker: EmbeddedBroker,
+}
+
+impl Fixture {
+    async fn new(cases: Vec<Case>) -> Self {
+        let prefix = format!("p{}-", uuid::Uuid::new_v4().simple());
+        let topics = Topics::with_prefix(&prefix);
+        let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+        let client = LiveCheck::new(kafka, topics).unwrap();
+        let runner = Runner::new(
+            Suite::new(cases).unwrap(),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        let stop = support::start_runner(&runner).await;
+        Self {
+            _broker: broker,
+            client,
+            runner,
+            stop: Some(stop),
+        }
+    }
+
+    async fn report(&self, rx: tokio::sync::oneshot::Receiver<Arc<Report>>) -> Arc<Report> {
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("no report within 30 s")
+            .expect("runner dropped the watcher")
+    }
+
+    /// Waits (at most 10 s) until `holds` of the runner.
+    async fn until(&self, what: &str, holds: impl Fn(&Runner) -> bool) {
+        for _ in 0..1_000 {
+            if holds(&self.runner) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{what}: not within 10 s (in flight {}, parked {})",
+            self.runner.in_flight(),
+            self.runner.parked_runs()
+        );
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_starts_on_its_first_step_and_gives_its_verdict() {
+    let fx = Fixture::new(vec![case(PARKED, true, Duration::from_secs(30))]).await;
+    let pass = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
+    let fail = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
+    let pass_report = fx.runner.report_for(&pass.id);
+    let fail_report = fx.runner.report_for(&fail.id);
+    // Both tests read, neither run started: parked, and in flight.
+    fx.until("two runs parked", |r| r.parked_runs() == 2).await;
+    assert_eq!(fx.runner.in_flight(), 2);
+
+    fx.client
+        .scope(pass.clone(), FIRST.send(&"x".to_owned()))
+        .await;
+    // Its first step started it; the other stays parked.
+    fx.until("one run left parked", |r| r.parked_runs() == 1)
+        .await;
+    assert_eq!(fx.runner.in_flight(), 2);
+    fx.client
+        .scope(fail, async {
+            FIRST.send(&"x".to_owned()).await;
+            SECOND.send(&"y".to_owned()).await;
+        })
+        .await;
+    let fail_report = fx.report(fail_report).await;
+    assert_eq!(
+        fail_report.verdict,
+        Verdict::Fail,
+        "{}",
+        fail_report.render()
+    );
+    assert_eq!(
+        fail_report.error.as_deref(),
+        Some("the second step saw another value: expected \"x\", got \"y\"")
+    );
+    assert_eq!(fx.runner.parked_runs(), 0);
+
+    fx.client.scope(pass, SECOND.send(&"x".to_owned())).await;
+    let pass_report = fx.report(pass_report).await;
+    assert_eq!(
+        pass_report.verdict,
+        Verdict::Pass,
+        "{}",
+        pass_report.render()
+    );
+    let steps: Vec<_> = pass_report
+        .timeline
+        .iter()
+        .map(|s| s.signal.as_str())
+        .collect();
+    assert_eq!(steps, ["first", "second"]);
+    fx.until("nothing in flight", |r| r.in_flight() == 0).await;
+    assert_eq!(fx.runner.counters().verdict_pass(), 1);
+    assert_eq!(fx.runner.counters().verdict_fail(), 1);
+}
+
+/// A test none of whose steps comes: the parked run starts when its first step's deadline
+/// passes, and says what a run started at once says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_without_steps_times_out_as_a_run_started_at_once() {
+    let timeout = Duration::from_millis(700);
+    let fx = Fixture::new(vec![
+        case(PARKED, true, timeout),
+        case(AT_ONCE, false, timeout),
+    ])
+    .await;
+    let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
+    let at_once = Trigger::new(AT_ONCE)
+        .maybe_trigger(&fx.client, &())
+        .unwrap();
+    let parked = fx.runner.report_for(&parked.id);
+    let at_once = fx.runner.report_for(&at_once.id);
+    fx.until("one run parked", |r| r.parked_runs() == 1).await;
+    let (parked, at_once) = (fx.report(parked).await, fx.report(at_once).await);
+    for report in [&parked, &at_once] {
+        assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
+        assert_eq!(
+            report.error.as_deref(),
+            Some("signal `first` did not arrive within 700ms of the start of the test (no step arrived)"),
+            "{}",
+            report.render()
+        );
+        assert_eq!(report.missing_step.as_deref(), Some("first"));
+    }
+    assert_eq!(fx.runner.parked_runs(), 0);
+    assert_eq!(fx.runner.counters().verdict_timeout(), 2);
+}
+
+/// Steps that came before their test record: the run starts at once, it is not parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_whose_steps_came_first_is_not_parked() {
+    let fx = Fixture::new(vec![case(PARKED, true, Duration::from_secs(30))]).await;
+    let context = TestContext::new(PARKED, Duration::from_secs(60));
+    let report = fx.runner.report_for(&context.id);
+    fx.client
+        .scope(context.clone(), async {
+            FIRST.send(&"x".to_owned()).await;
+            SECOND.send(&"x".to_owned()).await;
+        })
+        .await;
+    fx.until("both steps buffered", |r| {
+        r.counters().signals_buffered() == 2
+    })
+    .await;
+    fx.client.register_test(&context).unwrap();
+    let report = fx.report(report).await;
+    assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    assert_eq!(fx.runner.parked_runs(), 0);
+}
