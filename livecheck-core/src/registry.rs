@@ -94,6 +94,8 @@ pub(crate) struct Parked {
     pub(crate) context: Arc<crate::TestContext>,
     pub(crate) pos: Pos,
     pub(crate) event_at: Option<DateTime<Utc>>,
+    /// When the test record was read (`max_run_time` counts from it).
+    pub(crate) read_at: Instant,
 }
 
 /// A test's occurrences when its run ends.
@@ -437,6 +439,15 @@ impl Registry {
         Some(parked)
     }
 
+    /// The tests whose runs were parked when their records were read before `cutoff`.
+    pub(crate) fn parked_since(&self, cutoff: Instant) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(_, slot)| slot.parked.as_ref().is_some_and(|p| p.read_at <= cutoff))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// How many runs are parked.
     pub(crate) fn parked(&self) -> usize {
         self.parked
@@ -742,12 +753,14 @@ mod tests {
                 offset: id.len() as i64,
             },
             event_at: None,
+            read_at: Instant::now(),
         })
     }
 
     #[test]
     fn a_parked_run_wakes_on_its_first_record_and_is_counted_until_it_goes() {
         let mut r = Registry::new(Limits::default());
+        let before = Instant::now();
         for id in ["t1", "t2", "t3", "t4"] {
             assert_eq!(r.start_test(id, None), TestOutcome::Started);
             assert!(r.park(id, parked(id, 0)).is_none());
@@ -768,6 +781,9 @@ mod tests {
         // Finished, cancelled with its partition, or all at shutdown: no longer counted.
         assert!(r.finish_test("t3").is_some());
         assert_eq!(r.parked(), 1);
+        // Parked for `max_run_time`: found by when their records were read.
+        assert_eq!(r.parked_since(Instant::now()), ["t4"]);
+        assert!(r.parked_since(before).is_empty());
         assert_eq!(r.cancel_all(), 3);
         assert_eq!((r.parked(), r.in_flight()), (0, 0));
     }

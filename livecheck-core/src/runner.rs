@@ -204,8 +204,16 @@ struct RunnerInner {
     /// When parked runs are due to start without a record (their first step's deadline, by
     /// the event time of their partition), per partition, soonest first. Entries of runs
     /// started or gone since are dropped as they come up.
-    wakes: Mutex<HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>>,
+    wakes: Mutex<Wakes>,
+    /// When [`Runner::wake_due`] last looked at every parked run.
+    wakes_checked: Mutex<Instant>,
 }
+
+/// Per partition, the parked runs by their first step's deadline, soonest first.
+type Wakes = HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>;
+
+/// How often the parked runs are all looked at (see [`Runner::wake_due`]).
+const WAKES_CHECKED_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
 #[derive(Clone)]
@@ -264,6 +272,7 @@ impl Runner {
                 flow,
                 positions: Mutex::default(),
                 wakes: Mutex::default(),
+                wakes_checked: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -1264,11 +1273,12 @@ impl Runner {
                     context: Arc::new(context),
                     pos,
                     event_at,
+                    read_at: Instant::now(),
                 });
                 if parked.case.settings().start_on_first_step {
                     self.park(parked);
                 } else {
-                    self.start_run(parked);
+                    self.start_run(*parked);
                 }
             }
             TestOutcome::Duplicate => {
@@ -1301,16 +1311,17 @@ impl Runner {
     }
 
     /// Starts a run: a task of its own.
-    fn start_run(&self, parked: Box<Parked>) {
+    fn start_run(&self, parked: Parked) {
         let Parked {
             case,
             context,
             pos,
             event_at,
-        } = *parked;
+            read_at,
+        } = parked;
         debug!(test_id = %context.id, case = %context.case, "run started");
         let id = context.id.clone();
-        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at));
+        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at, read_at));
         self.lock_registry().set_task(&id, task.abort_handle());
     }
 
@@ -1321,12 +1332,17 @@ impl Runner {
         let settings = parked.case.settings();
         let context = &parked.context;
         let started_at = parked.event_at.unwrap_or(context.issued_at);
-        let step = started_at + TimeDelta::from_std(settings.timeout).unwrap_or(TimeDelta::MAX);
+        // A deadline past what a time can hold is never: the run waits for a record (or
+        // `max_run_time`).
+        let after = |from: DateTime<Utc>, d: Duration| {
+            TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| from.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        let step = after(started_at, settings.timeout);
         let due = match settings.deadline {
-            Some(d) => step.min(
-                context.issued_at.min(started_at)
-                    + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX),
-            ),
+            Some(d) => step.min(after(context.issued_at.min(started_at), d)),
             None => step,
         };
         let (id, partition) = (context.id.clone(), parked.pos.partition);
@@ -1340,22 +1356,21 @@ impl Runner {
                     .or_default()
                     .push(Reverse((due, id)));
             }
-            Some(parked) => self.start_run(parked),
+            Some(parked) => self.start_run(*parked),
         }
     }
 
-    fn lock_wakes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>> {
+    fn lock_wakes(&self) -> std::sync::MutexGuard<'_, Wakes> {
         self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts the parked runs whose first step's deadline their partition's clock has
-    /// passed: they time out (or find a step that raced the clock).
+    /// passed: they time out (or find a step that raced the clock). Every
+    /// [`WAKES_CHECKED_EVERY`] also those parked for `max_run_time` (their `ERROR` is that
+    /// of a run started at once), and forgets the entries of runs started or gone since.
     fn wake_due(&self) {
         let now = Utc::now();
         let mut due = Vec::new();
-        let mut held = 0;
         {
             let mut wakes = self.lock_wakes();
             for (p, heap) in wakes.iter_mut() {
@@ -1366,21 +1381,28 @@ impl Runner {
                         }
                     }
                 }
-                held += heap.len();
             }
-            // Entries of runs that started on a record stay until they come up: dropped
-            // here when they outnumber the runs in flight.
-            if held > 1024 && held > 2 * self.in_flight() {
+            let mut checked = self
+                .inner
+                .wakes_checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if checked.elapsed() >= WAKES_CHECKED_EVERY {
+                *checked = Instant::now();
                 let registry = self.lock_registry();
                 for heap in wakes.values_mut() {
                     heap.retain(|Reverse((_, id))| registry.is_parked(id));
+                }
+                wakes.retain(|_, heap| !heap.is_empty());
+                if let Some(cutoff) = checked.checked_sub(self.inner.config.max_run_time) {
+                    due.extend(registry.parked_since(cutoff));
                 }
             }
         }
         for id in due {
             let parked = self.lock_registry().take_parked(&id);
             if let Some(parked) = parked {
-                self.start_run(parked);
+                self.start_run(*parked);
             }
         }
     }
@@ -1475,7 +1497,7 @@ impl Runner {
             (outcome, woke)
         };
         if let Some(parked) = woke {
-            self.start_run(parked);
+            self.start_run(*parked);
         }
         let c = &self.inner.counters;
         match outcome {
@@ -1521,6 +1543,7 @@ impl Runner {
         context: Arc<TestContext>,
         pos: Pos,
         event_at: Option<DateTime<Utc>>,
+        read_at: Instant,
     ) {
         let started_at = event_at.unwrap_or(context.issued_at);
         let settings = case.settings();
@@ -1567,7 +1590,7 @@ impl Runner {
                     Box::pin(run.conclude()).await
                 })
                 .catch_unwind();
-                match self.within_run_time(checked).await {
+                match self.within_run_time(checked, read_at).await {
                     Some(result) => result,
                     None => {
                         bump(&self.inner.counters.runs_overdue);
@@ -1712,9 +1735,11 @@ impl Runner {
 
     /// `fut`, unless it takes longer than `max_run_time` — not counting a broker outage
     /// (and its grace period), during which waits are held by event time.
-    async fn within_run_time<F: Future>(&self, fut: F) -> Option<F::Output> {
+    async fn within_run_time<F: Future>(&self, fut: F, since: Instant) -> Option<F::Output> {
         let max = self.inner.config.max_run_time;
-        let mut deadline = tokio::time::Instant::now() + max;
+        // From when the test record was read: a parked run has the time a run started at
+        // once has.
+        let mut deadline = tokio::time::Instant::from_std(since) + max;
         tokio::pin!(fut);
         loop {
             tokio::select! {
@@ -2081,7 +2106,9 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let execute = runner.clone().execute(case, context, pos, None);
+        let execute = runner
+            .clone()
+            .execute(case, context, pos, None, Instant::now());
         let size = std::mem::size_of_val(&execute);
         println!("execute future: {size} bytes");
         assert!(size <= 1024, "the run's future grew to {size} bytes");

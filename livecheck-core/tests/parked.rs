@@ -52,16 +52,16 @@ struct Fixture {
 
 impl Fixture {
     async fn new(cases: Vec<Case>) -> Self {
+        Self::with_config(cases, RunnerConfig::default()).await
+    }
+
+    async fn with_config(cases: Vec<Case>, config: RunnerConfig) -> Self {
         let prefix = format!("p{}-", uuid::Uuid::new_v4().simple());
         let topics = Topics::with_prefix(&prefix);
         let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
         let client = LiveCheck::new(kafka, topics).unwrap();
-        let runner = Runner::new(
-            Suite::new(cases).unwrap(),
-            client.clone(),
-            RunnerConfig::default(),
-        );
+        let runner = Runner::new(Suite::new(cases).unwrap(), client.clone(), config);
         let stop = support::start_runner(&runner).await;
         Self {
             _broker: broker,
@@ -210,4 +210,37 @@ async fn a_test_whose_steps_came_first_is_not_parked() {
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
     assert_eq!(fx.runner.parked_runs(), 0);
+}
+
+/// `max_run_time` counts from the test record for a parked run too: one whose step never
+/// comes and whose deadline is far away ends in the `ERROR` a run started at once gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
+    let timeout = Duration::from_secs(600);
+    let config = RunnerConfig {
+        max_run_time: Duration::from_secs(1),
+        ..RunnerConfig::default()
+    };
+    let fx = Fixture::with_config(
+        vec![case(PARKED, true, timeout), case(AT_ONCE, false, timeout)],
+        config,
+    )
+    .await;
+    let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
+    let at_once = Trigger::new(AT_ONCE)
+        .maybe_trigger(&fx.client, &())
+        .unwrap();
+    let parked = fx.runner.report_for(&parked.id);
+    let at_once = fx.runner.report_for(&at_once.id);
+    fx.until("one run parked", |r| r.parked_runs() == 1).await;
+    let (parked, at_once) = (fx.report(parked).await, fx.report(at_once).await);
+    for report in [&parked, &at_once] {
+        assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
+        assert_eq!(
+            report.error.as_deref(),
+            Some("the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"),
+        );
+    }
+    assert_eq!(fx.runner.parked_runs(), 0);
+    assert_eq!(fx.runner.counters().runs_overdue(), 2);
 }
