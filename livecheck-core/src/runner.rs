@@ -478,6 +478,8 @@ impl Runner {
         }
         info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, "runner consuming");
         let mut tick = tokio::time::interval(self.inner.config.sweep_every);
+        // After a stall, one sweep, not one per period missed.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut restores: Restores = JoinSet::new();
         tokio::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
@@ -504,6 +506,15 @@ impl Runner {
                     Err(err) => warn!(error = %err, "a partition restore task failed"),
                 },
                 Some(event) = sink_events.recv() => self.on_sink_event(event),
+                // Before the consumers: while they have a backlog a record is always ready,
+                // and the sweep (expiries, parked runs' deadlines) and the commits would wait
+                // for its end. Ready once per period, it never holds them back.
+                _ = tick.tick() => {
+                    self.sweep();
+                    if in_group {
+                        self.commit(&tests_consumer, CommitMode::Async, false);
+                    }
+                }
                 msg = tests_consumer.recv() => match msg {
                     Ok(msg) => self.on_tests_message(&msg, &signals_consumer),
                     Err(KafkaError::PartitionEOF(p)) => {
@@ -521,12 +532,6 @@ impl Runner {
                         self.on_consumer_error(err).await
                     }
                 },
-                _ = tick.tick() => {
-                    self.sweep();
-                    if in_group {
-                        self.commit(&tests_consumer, CommitMode::Async, false);
-                    }
-                }
             }
             if let Some(until) = drain_until {
                 let in_flight = self.in_flight();
