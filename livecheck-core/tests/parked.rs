@@ -61,6 +61,16 @@ impl Fixture {
         let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
         let client = LiveCheck::new(kafka, topics).unwrap();
+        Self::on(broker, client, cases, config).await
+    }
+
+    /// A runner of `cases` on `client`'s broker.
+    async fn on(
+        broker: EmbeddedBroker,
+        client: LiveCheck,
+        cases: Vec<Case>,
+        config: RunnerConfig,
+    ) -> Self {
         let runner = Runner::new(Suite::new(cases).unwrap(), client.clone(), config);
         let stop = support::start_runner(&runner).await;
         Self {
@@ -158,6 +168,19 @@ async fn a_parked_run_starts_on_its_first_step_and_gives_its_verdict() {
     assert_eq!(fx.runner.counters().verdict_fail(), 1);
 }
 
+/// One test of the parked case and one of the case started at once, none of whose steps
+/// comes (the parked one is seen parked); their reports.
+async fn one_of_each(fx: &Fixture) -> [Arc<Report>; 2] {
+    let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
+    let at_once = Trigger::new(AT_ONCE)
+        .maybe_trigger(&fx.client, &())
+        .unwrap();
+    let parked = fx.runner.report_for(&parked.id);
+    let at_once = fx.runner.report_for(&at_once.id);
+    fx.until("one run parked", |r| r.parked_runs() == 1).await;
+    [fx.report(parked).await, fx.report(at_once).await]
+}
+
 /// A test none of whose steps comes: the parked run starts when its first step's deadline
 /// passes, and says what a run started at once says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,15 +191,7 @@ async fn a_parked_run_without_steps_times_out_as_a_run_started_at_once() {
         case(AT_ONCE, false, timeout),
     ])
     .await;
-    let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
-    let at_once = Trigger::new(AT_ONCE)
-        .maybe_trigger(&fx.client, &())
-        .unwrap();
-    let parked = fx.runner.report_for(&parked.id);
-    let at_once = fx.runner.report_for(&at_once.id);
-    fx.until("one run parked", |r| r.parked_runs() == 1).await;
-    let (parked, at_once) = (fx.report(parked).await, fx.report(at_once).await);
-    for report in [&parked, &at_once] {
+    for report in &one_of_each(&fx).await {
         assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
         assert_eq!(
             report.error.as_deref(),
@@ -226,15 +241,7 @@ async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
         config,
     )
     .await;
-    let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
-    let at_once = Trigger::new(AT_ONCE)
-        .maybe_trigger(&fx.client, &())
-        .unwrap();
-    let parked = fx.runner.report_for(&parked.id);
-    let at_once = fx.runner.report_for(&at_once.id);
-    fx.until("one run parked", |r| r.parked_runs() == 1).await;
-    let (parked, at_once) = (fx.report(parked).await, fx.report(at_once).await);
-    for report in [&parked, &at_once] {
+    for report in &one_of_each(&fx).await {
         assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
         assert_eq!(
             report.error.as_deref(),
@@ -243,4 +250,75 @@ async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
     }
     assert_eq!(fx.runner.parked_runs(), 0);
     assert_eq!(fx.runner.counters().runs_overdue(), 2);
+}
+
+/// In a consumer group: a runner that leaves hands its parked runs back (no report, its
+/// test records uncommitted), and the next owner parks them again and gives each test its
+/// one verdict when its steps come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_runs_are_handed_back_on_leaving_and_decided_once_by_the_next_owner() {
+    let prefix = format!("pg{}-", uuid::Uuid::new_v4().simple());
+    let topics = Topics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::with_topics(&topics, &[], 2).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+    let client = LiveCheck::new(kafka, topics).unwrap();
+    let config = RunnerConfig {
+        group_id: Some(format!("{prefix}runners")),
+        drain_timeout: Duration::from_secs(1),
+        sweep_every: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
+    let cases = || vec![case(PARKED, true, Duration::from_secs(600))];
+    let runner_a = Runner::new(Suite::new(cases()).unwrap(), client.clone(), config.clone());
+    let stop_a = support::start_runner(&runner_a).await;
+    let tests: Vec<TestContext> = (0..6)
+        .map(|_| Trigger::new(PARKED).maybe_trigger(&client, &()).unwrap())
+        .collect();
+    for _ in 0..1_000 {
+        if runner_a.parked_runs() == tests.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runner_a.parked_runs(), tests.len());
+    // A leaves: its parked runs are handed back after the drain timeout, without a report.
+    let _ = stop_a.send(());
+    for _ in 0..1_000 {
+        if runner_a.counters().runs_handed_back() == tests.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runner_a.counters().runs_handed_back(), tests.len() as u64);
+    assert_eq!(runner_a.counters().reports_published(), 0);
+    assert_eq!(runner_a.parked_runs(), 0);
+
+    let fx = Fixture::on(broker, client, cases(), config).await;
+    fx.until("the tests parked again by the next owner", |r| {
+        r.parked_runs() == tests.len()
+    })
+    .await;
+    let reports: Vec<_> = tests.iter().map(|t| fx.runner.report_for(&t.id)).collect();
+    for test in &tests {
+        fx.client
+            .scope(test.clone(), async {
+                FIRST.send(&"x".to_owned()).await;
+                SECOND.send(&"x".to_owned()).await;
+            })
+            .await;
+    }
+    for report in reports {
+        let report = fx.report(report).await;
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+    fx.until("nothing in flight", |r| r.in_flight() == 0).await;
+    let c = fx.runner.counters();
+    assert_eq!(
+        (
+            c.verdict_pass(),
+            c.duplicate_tests(),
+            fx.runner.parked_runs()
+        ),
+        (tests.len() as u64, 0, 0)
+    );
 }
