@@ -175,7 +175,7 @@ impl Case {
     /// a hop), or when its first step's deadline passes (by the partition's event time,
     /// checked every `sweep_every`), instead of when the test record is read. Until then
     /// the run is a small entry in the runner, not a task: for checks whose first act is a
-    /// wait, whose tests mostly wait, this is about a third of the memory per run in flight
+    /// wait, whose tests mostly wait, this is about a quarter of the memory per run in flight
     /// (see README's Performance section). The verdicts are the same: a wait's deadline
     /// counts from the test record's time either way.
     ///

@@ -44,16 +44,36 @@ pub(crate) async fn create_topics(
         }))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(err(format!("topic {topic}: {code}")));
+    // A broker just started may not answer its first admin request in time (seen once in
+    // CI: a fresh container timed out both tests of a crate): a bounded retry. Topics that
+    // exist by then are fine, so trying again is safe.
+    let mut attempt = 1;
+    loop {
+        let outcome = match admin.create_topics(&new, &options).await {
+            Ok(results) => results
+                .into_iter()
+                .find_map(|result| match result {
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) | Ok(_) => None,
+                    Err((topic, code)) => Some(format!("topic {topic}: {code}")),
+                })
+                .map_or(Ok(()), Err),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(message) if attempt < CREATE_ATTEMPTS => {
+                tracing::warn!(brokers, attempt, error = %message, "creating the topics failed; trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                attempt += 1;
+            }
+            Err(message) => {
+                return Err(err(format!(
+                    "{message} (after {CREATE_ATTEMPTS} attempts; is the broker up and reachable at this address?)"
+                )))
             }
         }
     }
-    Ok(())
 }
+
+/// How many times topic creation is tried before the environment gives up.
+const CREATE_ATTEMPTS: u32 = 3;
