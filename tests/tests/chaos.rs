@@ -184,13 +184,14 @@ impl World {
     }
 }
 
-/// Every report on the reports topic, collected as it comes.
-fn read_reports(kafka: &KafkaConfig, topic: &str) -> Reports {
+/// A consumer of every partition of `topic` from its beginning, in a group of its own,
+/// committing nothing, with one setting more.
+fn reader(kafka: &KafkaConfig, topic: &str, setting: (&str, &str)) -> StreamConsumer {
     let consumer: StreamConsumer = kafka
         .client_config(&[
             ("group.id", &format!("reader-{}", uuid::Uuid::new_v4())),
             ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "20"),
+            setting,
         ])
         .create()
         .unwrap();
@@ -200,6 +201,12 @@ fn read_reports(kafka: &KafkaConfig, topic: &str) -> Reports {
             .unwrap();
     }
     consumer.assign(&list).unwrap();
+    consumer
+}
+
+/// Every report on the reports topic, collected as it comes.
+fn read_reports(kafka: &KafkaConfig, topic: &str) -> Reports {
+    let consumer = reader(kafka, topic, ("fetch.wait.max.ms", "20"));
     let reports: Reports = Arc::default();
     let r = reports.clone();
     tokio::spawn(async move {
@@ -536,20 +543,7 @@ async fn a_report_too_large_for_the_broker_is_published_truncated_and_commits_mo
 
 /// The last value per key of a table's changelog, read to its end.
 async fn table_values(kafka: &KafkaConfig, topic: &str) -> HashMap<String, u64> {
-    let consumer: StreamConsumer = kafka
-        .client_config(&[
-            ("group.id", &format!("reader-{}", uuid::Uuid::new_v4())),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-        ])
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
+    let consumer = reader(kafka, topic, ("enable.partition.eof", "true"));
     let mut values = HashMap::new();
     let mut at_end = std::collections::HashSet::new();
     while at_end.len() < PARTITIONS as usize {
