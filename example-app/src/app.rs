@@ -146,7 +146,7 @@ pub struct AppConfig {
     /// `fetch.wait.max.ms` of the app's consumers: how long the broker may hold a fetch that
     /// found nothing; each hop through a broker that does not answer a held fetch early
     /// (the embedded mock, tansu) waits for it. Default: the runner's,
-    /// [`livecheck_core::DEFAULT_FETCH_WAIT`] (5 ms).
+    /// [`livecheck_core::DEFAULT_FETCH_WAIT`] (2 ms).
     pub fetch_wait: std::time::Duration,
     /// The most a user may sell in total: a sell order that would take the user's sold
     /// quantity above it is refused (HTTP 409). Default [`DEFAULT_SELL_LIMIT`].

@@ -189,13 +189,40 @@ pub(crate) enum TestOutcome {
     AtCapacity,
 }
 
+/// A finished test's id as the registry keeps it: the 16 bytes of a UUID when the id is a
+/// UUID in its canonical text (lowercase, hyphenated: the ids the client makes), the text
+/// otherwise. Two ids are the same key exactly when they are the same text. A finished
+/// test costs about 60 bytes this way, against about 220 as two `String`s (the map's key
+/// and the eviction queue's), and finished tests are kept long after their verdicts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TestKey {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl TestKey {
+    fn new(test_id: &str) -> Self {
+        if test_id.len() == uuid::fmt::Hyphenated::LENGTH {
+            if let Ok(id) = uuid::Uuid::try_parse(test_id) {
+                let mut canonical = [0; uuid::fmt::Hyphenated::LENGTH];
+                // Other spellings of the same UUID (uppercase) stay distinct texts.
+                if id.hyphenated().encode_lower(&mut canonical).as_bytes() == test_id.as_bytes() {
+                    return Self::Uuid(id.into_bytes());
+                }
+            }
+        }
+        Self::Text(test_id.into())
+    }
+}
+
 pub(crate) struct Registry {
     running: HashMap<String, Slot>,
     early: HashMap<String, Early>,
     early_order: VecDeque<String>,
-    /// Finished tests, with the partition of their records (`None`: not known).
-    finished: HashMap<String, Option<i32>>,
-    finished_order: VecDeque<String>,
+    /// Finished tests, with the partition of their records (`None`: not known). Kept
+    /// after the verdicts (up to [`Limits::max_finished`]), so compact: see [`TestKey`].
+    finished: HashMap<TestKey, Option<i32>>,
+    finished_order: VecDeque<TestKey>,
     /// Runs parked (see [`Parked`]).
     parked: usize,
     limits: Limits,
@@ -223,7 +250,7 @@ impl Registry {
     }
 
     pub(crate) fn is_known(&self, test_id: &str) -> bool {
-        self.running.contains_key(test_id) || self.finished.contains_key(test_id)
+        self.running.contains_key(test_id) || self.finished.contains_key(&TestKey::new(test_id))
     }
 
     /// Starts tracking a test; moves its early signals in.
@@ -255,12 +282,9 @@ impl Registry {
             .remove(test_id)
             .map(|e| positions(&e.arrivals).collect())
             .unwrap_or_default();
-        if self
-            .finished
-            .insert(test_id.to_owned(), partition)
-            .is_none()
-        {
-            self.finished_order.push_back(test_id.to_owned());
+        let key = TestKey::new(test_id);
+        if self.finished.insert(key.clone(), partition).is_none() {
+            self.finished_order.push_back(key);
             while self.finished_order.len() > self.limits.max_finished {
                 if let Some(old) = self.finished_order.pop_front() {
                     self.finished.remove(&old);
@@ -332,7 +356,7 @@ impl Registry {
                 SignalOutcome::Stored
             };
         }
-        if self.finished.contains_key(test_id) {
+        if self.finished.contains_key(&TestKey::new(test_id)) {
             return SignalOutcome::Late;
         }
         let mut evicted = Vec::new();
@@ -609,6 +633,34 @@ mod tests {
         assert_eq!(r.in_flight(), 0);
         assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn finished_ids_are_kept_compactly_and_told_apart_exactly_as_texts() {
+        let id = "0b6a5f0e-3c1d-4e59-9a57-2f1c1d9b7c11";
+        assert!(matches!(TestKey::new(id), TestKey::Uuid(_)));
+        // The same UUID spelled otherwise is another test id, kept as text.
+        let upper = id.to_uppercase();
+        let simple = id.replace('-', "");
+        for other in [upper.as_str(), simple.as_str(), "order-42", ""] {
+            assert!(matches!(TestKey::new(other), TestKey::Text(_)), "{other}");
+            assert_ne!(TestKey::new(other), TestKey::new(id), "{other}");
+        }
+        assert!(std::mem::size_of::<TestKey>() <= 24);
+
+        let mut r = Registry::new(Limits {
+            max_finished: 2,
+            ..Limits::default()
+        });
+        for test in [id, upper.as_str(), "order-42"] {
+            assert_eq!(r.start_test(test, None), TestOutcome::Started, "{test}");
+            assert!(r.finish_test(test).is_some());
+        }
+        // The oldest of the three is forgotten; the other two are recognised.
+        assert_eq!(r.start_test(&upper, None), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("order-42", None), TestOutcome::Duplicate);
+        assert_eq!(r.on_signal("order-42", arrival("a")), SignalOutcome::Late);
+        assert_eq!(r.start_test(id, None), TestOutcome::Started);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Every test is published by [`livecheck_tests::load::publish_order_test`] (a test record
 //! and the app's four signals with real `Order`, `Delivered`, `Cached` and `Execution`
-//! values) into the embedded broker (librdkafka's mock cluster, 4 partitions per topic) and
+//! values) into the embedded broker (librdkafka's mock cluster, 4 partitions per topic; or
+//! tansu, or any broker: see "Brokers" below) and
 //! checked by a [`Runner`] of the real order case, [`livecheck_tests::orders::place_order`]
 //! (10 s signal timeout), without its 300 ms `settle` (a window for a repeat of its last
 //! step, which would add that much to every verdict and hold every run as long: this
@@ -18,7 +19,7 @@
 //!    beside it the checking's CPU: the runner idle (the process's CPU with the runner idle,
 //!    less without it) and CPU per test under load (this process less the embedded
 //!    broker's `rdk:mock` threads: generator and runner);
-//! b'. the same for 3 s at runner fetch waits of 100, 20, 5 and 1 ms: latency against idle
+//! b'. the same for 3 s at runner fetch waits of 100, 20, 5, 3, 2 and 1 ms: latency against idle
 //!    CPU, the trade-off behind [`livecheck_core::DEFAULT_FETCH_WAIT`];
 //! c. sustained throughput, on a runtime of 1 and then 2 tokio worker threads: 15,000
 //!    tests (75,000 records) produced up front, then, in each of 3 rounds, a bare rdkafka
@@ -48,9 +49,16 @@
 //! cargo bench -p livecheck-tests --bench live
 //! ```
 //!
+//! Brokers: by default each section starts an embedded broker in this process. With
+//! `LIVE_BENCH_BROKER=tansu` the bench starts tansu on a free loopback port (the binary that
+//! `ci/build-images.sh` caches, or `LIVE_BENCH_TANSU_BIN`) and stops it at the end; with
+//! `LIVE_BENCH_BOOTSTRAP=HOST:PORT` it uses a broker already running there (fresh topics
+//! per section). The broker's own CPU is never counted.
+//!
 //! With `LIVE_BENCH_ONLY=a` (a, b and b'), `c` or `d` it runs only those sections (to profile
 //! them; the last lines then show zeros for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
-//! counters every 100 ms while a runner works.
+//! counters every 100 ms while a runner works. `LIVE_BENCH_FETCH_WAIT_MS` sets the fetch wait
+//! of section (c)'s runner and bare consumer alike (default: the runner's default).
 
 #![expect(
     unsafe_code,
@@ -60,7 +68,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use example_app::Side;
@@ -70,6 +78,8 @@ use livecheck_core::{
 };
 use livecheck_tests::load::{publish_order_test, register_order_test};
 use livecheck_tests::orders::place_order;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -209,8 +219,13 @@ fn run() -> Result<Vec<String>, String> {
     println!(
         "LiveCheck runner under the example app's workload (no timed assertions; figures only)"
     );
+    let broker = Broker::from_env()?;
+    if let Broker::External(b) | Broker::Tansu(_, b) = &broker {
+        let _ = EXTERNAL.set(b.clone());
+    }
     println!(
-        "embedded broker, {PARTITIONS} partitions per topic, case {} (4 signals per test); {} cores\n",
+        "{}, {PARTITIONS} partitions per topic, case {} (4 signals per test); {} cores\n",
+        broker.describe(),
         example_app::signals::ORDER_CASE,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
@@ -261,6 +276,13 @@ fn run() -> Result<Vec<String>, String> {
 /// CPU time (user + system) of this process so far, less that of the embedded broker's
 /// threads (librdkafka names them `rdk:mock`): the clients' side, as with a remote broker.
 fn cpu_time() -> Result<Duration, String> {
+    Ok(cpu_split()?.0)
+}
+
+/// CPU time so far of the clients (this process less the embedded broker's threads) and of
+/// the broker (those threads, or the tansu process the bench started; zero for a broker it
+/// did not start).
+fn cpu_split() -> Result<(Duration, Duration), String> {
     let mut mock = 0;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -273,11 +295,22 @@ fn cpu_time() -> Result<Duration, String> {
     }
     let stat = std::fs::read_to_string("/proc/self/stat")
         .map_err(|e| format!("reading /proc/self/stat: {e}"))?;
+    let started = match BROKER_PID.get() {
+        Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| format!("reading the broker's /proc/{pid}/stat: {e}"))
+            .and_then(|stat| stat_ticks(&stat))?,
+        None => 0,
+    };
     // USER_HZ is 100 on Linux.
-    Ok(Duration::from_millis(
-        stat_ticks(&stat)?.saturating_sub(mock) * 10,
+    let ticks = |n: u64| Duration::from_millis(n * 10);
+    Ok((
+        ticks(stat_ticks(&stat)?.saturating_sub(mock)),
+        ticks(mock + started),
     ))
 }
+
+/// The process id of the broker the bench started (tansu), when it did.
+static BROKER_PID: OnceLock<u32> = OnceLock::new();
 
 /// utime + stime of a `/proc/.../stat` line, in clock ticks.
 fn stat_ticks(stat: &str) -> Result<u64, String> {
@@ -305,21 +338,158 @@ async fn idle_cpu(window: Duration) -> Result<Duration, String> {
     Ok(cpu_time()? - before)
 }
 
-/// A fresh embedded broker with the three topics, and a client of it.
+/// The bootstrap address of an external broker, when the bench runs on one (set once by
+/// [`Broker::from_env`]); the embedded broker otherwise.
+static EXTERNAL: OnceLock<String> = OnceLock::new();
+
+fn external_broker() -> Option<&'static str> {
+    EXTERNAL.get().map(String::as_str)
+}
+
+/// The broker the bench measures on, chosen by the environment:
+///
+/// - nothing set: the embedded broker, a fresh one per section;
+/// - `LIVE_BENCH_BOOTSTRAP=HOST:PORT`: a Kafka-compatible broker already running there;
+/// - `LIVE_BENCH_BROKER=tansu`: a tansu broker started by the bench on a free loopback
+///   port with in-memory storage (the binary from `LIVE_BENCH_TANSU_BIN`, else the one
+///   `ci/build-images.sh` caches, `$HOME/.cache/livecheck/tansu/bin/tansu`), stopped at
+///   the end. Its own CPU is not counted in the figures, as the embedded broker's is not.
+enum Broker {
+    Embedded,
+    External(String),
+    Tansu(std::process::Child, String),
+}
+
+impl Broker {
+    fn from_env() -> Result<Self, String> {
+        if let Ok(bootstrap) = std::env::var("LIVE_BENCH_BOOTSTRAP") {
+            return Ok(Self::External(bootstrap));
+        }
+        match std::env::var("LIVE_BENCH_BROKER").as_deref() {
+            Err(_) | Ok("embedded") => Ok(Self::Embedded),
+            Ok("tansu") => Self::start_tansu(),
+            Ok(other) => Err(format!(
+                "LIVE_BENCH_BROKER={other}: expected `embedded` or `tansu` (or set LIVE_BENCH_BOOTSTRAP=HOST:PORT)"
+            )),
+        }
+    }
+
+    fn start_tansu() -> Result<Self, String> {
+        let binary = std::env::var_os("LIVE_BENCH_TANSU_BIN")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| {
+                    std::path::Path::new(&home).join(".cache/livecheck/tansu/bin/tansu")
+                })
+            })
+            .ok_or("set LIVE_BENCH_TANSU_BIN to the tansu binary")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("a free loopback port: {e}"))?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(&binary)
+            .args(["broker", "--listener-url"])
+            .arg(format!("tcp://{address}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{address}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "starting tansu ({}): {e}; build it with ci/build-images.sh or set LIVE_BENCH_TANSU_BIN",
+                    binary.display()
+                )
+            })?;
+        let _ = BROKER_PID.set(child.id());
+        let broker = Self::Tansu(child, address.clone());
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("tansu did not listen on {address} within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(broker)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Embedded => "embedded broker (librdkafka's mock cluster, in this process)".into(),
+            Self::External(b) => format!("external broker at {b}"),
+            Self::Tansu(_, b) => format!("tansu 0.6 at {b} (its own process, in-memory storage)"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Self::Tansu(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Creates the LiveCheck topics on an external broker: tests, signals and reports with
+/// [`PARTITIONS`], control and heartbeats with one, compacted (tried 3 times: a broker just
+/// started may be slow to answer its first admin request).
+async fn create_topics(bootstrap: &str, topics: &Topics) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = KafkaConfig::new(bootstrap)
+        .client_config(&[])
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .all()
+        .into_iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .chain(topics.settings_topics().into_iter().map(|t| {
+            NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
+        }))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut last = String::new();
+    for _ in 0..3 {
+        match admin.create_topics(&new, &options).await {
+            Ok(results) => match results.into_iter().find_map(Result::err) {
+                None => return Ok(()),
+                Some((topic, code)) => last = format!("topic {topic}: {code}"),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(format!("creating the topics on {bootstrap}: {last}"))
+}
+
+/// Fresh topics on the bench's broker, and a client of it.
 struct World {
     // Dropped before the broker: a client whose broker vanished never finishes closing.
     client: LiveCheck,
     topics: Topics,
-    _broker: EmbeddedBroker,
+    _broker: Option<EmbeddedBroker>,
 }
 
 impl World {
-    fn new(tag: &str) -> Result<Self, String> {
+    /// A fresh embedded broker per world, or fresh topics on the external broker of
+    /// [`external_broker`].
+    async fn new(tag: &str) -> Result<Self, String> {
         let prefix = format!("{tag}{}-", uuid::Uuid::new_v4().simple());
         let topics = Topics::with_prefix(&prefix);
-        let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS)
-            .map_err(|e| format!("embedded broker: {e}"))?;
-        let client = LiveCheck::new(KafkaConfig::new(broker.bootstrap_servers()), topics.clone())
+        let (bootstrap, broker) = match external_broker() {
+            Some(bootstrap) => {
+                create_topics(bootstrap, &topics).await?;
+                (bootstrap.to_owned(), None)
+            }
+            None => {
+                let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS)
+                    .map_err(|e| format!("embedded broker: {e}"))?;
+                (broker.bootstrap_servers().to_owned(), Some(broker))
+            }
+        };
+        let client = LiveCheck::new(KafkaConfig::new(bootstrap), topics.clone())
             .map_err(|e| format!("LiveCheck client: {e}"))?;
         Ok(Self {
             client,
@@ -454,6 +624,8 @@ struct LoadOutcome {
     /// RSS (bytes) with the runner started and idle, after the last report, and after
     /// [`RSS_SETTLE`] more of idling.
     rss: [u64; 3],
+    /// The live Rust heap (bytes) at the same three points.
+    heap: [i64; 3],
 }
 
 /// How long the runner idles after a load run before its RSS is read again.
@@ -466,7 +638,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// [`LOAD_RATE`] tests/s for `duration`, every report taken.
 async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcome, String> {
     let total = LOAD_RATE * duration.as_secs();
-    let world = World::new("live-a")?;
+    let world = World::new("live-a").await?;
     let idle_without = idle_cpu(IDLE_WINDOW).await?;
     let runner = Runner::new(
         Suite::new([order_case()]).map_err(|e| e.to_string())?,
@@ -512,6 +684,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     runner.ready().await;
     let idle_with = idle_cpu(IDLE_WINDOW).await?;
     let rss_before = rss()?;
+    let heap_before = heap_bytes();
 
     // Sustained load: at each tick, produce the tests due by now.
     let cpu_before = cpu_time()?;
@@ -540,6 +713,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     let settle = ended.elapsed();
     let under_load = cpu_time()? - cpu_before;
     let rss_after = rss()?;
+    let heap_after = heap_bytes();
     // Let the subscriber take the last reports.
     let caught_up = Instant::now();
     while {
@@ -551,6 +725,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
     }
     tokio::time::sleep(RSS_SETTLE).await;
     let rss_settled = rss()?;
+    let heap_settled = heap_bytes();
     let counts = verdicts(&runner);
     let counters = nonzero(runner.counters().snapshot());
     running.stop().await?;
@@ -570,6 +745,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
         idle_with,
         under_load,
         rss: [rss_before, rss_after, rss_settled],
+        heap: [heap_before, heap_after, heap_settled],
     })
 }
 
@@ -669,16 +845,27 @@ async fn accuracy_and_latency(problems: &mut Vec<String>) -> Result<(Duration, D
         }
     );
     println!(
-        "   CPU: runner idle {:.1} ms/s (the process with it idle, less without it); under load {:.0} us per test (generator and runner; the embedded broker's threads not counted)",
+        "   CPU: runner idle {:.1} ms/s (the process with it idle, less without it); under load {:.0} us per test (generator and runner; the broker not counted)",
         out.idle_ms_per_s(),
         out.us_per_test()
     );
     println!(
-        "   RSS: {:.1} MiB with the runner idle before the load, {:.1} MiB after the last verdict, {:.1} MiB {} s later (the embedded broker and its logs live in this process too)",
+        "   RSS: {:.1} MiB with the runner idle before the load, {:.1} MiB after the last verdict, {:.1} MiB {} s later{}",
         mib(out.rss[0] as f64),
         mib(out.rss[1] as f64),
         mib(out.rss[2] as f64),
-        RSS_SETTLE.as_secs()
+        RSS_SETTLE.as_secs(),
+        if external_broker().is_none() {
+            " (the embedded broker and its logs live in this process too)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "   live Rust heap at the same points: {:.1} / {:.1} / {:.1} MiB",
+        mib(out.heap[0] as f64),
+        mib(out.heap[1] as f64),
+        mib(out.heap[2] as f64),
     );
     Ok((p50, p99))
 }
@@ -687,10 +874,10 @@ async fn accuracy_and_latency(problems: &mut Vec<String>) -> Result<(Duration, D
 async fn fetch_wait_trade_off(problems: &mut Vec<String>) -> Result<(), String> {
     const FOR: Duration = Duration::from_secs(3);
     println!(
-        "b'. Fetch wait of the runner's consumers: {LOAD_RATE} tests/s for {} s each (the embedded broker holds an empty fetch for the whole wait)",
+        "b'. Fetch wait of the runner's consumers: {LOAD_RATE} tests/s for {} s each (the embedded broker holds an empty fetch for the whole wait, tansu for 1-2x)",
         FOR.as_secs()
     );
-    for wait_ms in [100, 20, 5, 1] {
+    for wait_ms in [100, 20, 5, 3, 2, 1] {
         let out = load_run(Duration::from_millis(wait_ms), FOR).await?;
         let (p50, p99) = out.sent_to_verdict();
         let non_pass: u64 = out.counts[1..].iter().sum();
@@ -717,7 +904,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
     println!(
         "c. Sustained runner throughput, {workers} tokio worker thread(s): {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
     );
-    let world = World::new("live-c")?;
+    let world = World::new("live-c").await?;
     let start = Instant::now();
     for n in 0..THROUGHPUT_TESTS {
         let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
@@ -733,41 +920,63 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         rate(records, produced)
     );
 
-    let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios, mut intake_ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
             world.client.clone(),
-            RunnerConfig::default(),
+            RunnerConfig {
+                fetch_wait: fetch_wait(),
+                ..RunnerConfig::default()
+            },
         );
+        let cpu_before = cpu_split()?;
         let start = Instant::now();
         let running = Running::start(runner.clone());
         runner.ready().await;
         let ready_after = start.elapsed();
+        let taken_in = running
+            .wait_for("every record taken in", |r| {
+                let c = r.counters();
+                c.tests_received() + c.signals_received() >= records
+            })
+            .await;
+        let intake_time = start.elapsed();
         let drained = running
             .wait_for("one report per test", |r| {
                 r.counters().reports_published() >= THROUGHPUT_TESTS
             })
             .await;
         let runner_time = start.elapsed();
+        let cpu_after = cpu_split()?;
         let counts = verdicts(&runner);
         let c = runner.counters();
         let (tests, signals) = (c.tests_received(), c.signals_received());
         let buffered = c.signals_buffered();
         running.stop().await?;
+        let cores = |cpu: Duration| cpu.as_secs_f64() / runner_time.as_secs_f64();
+        let (clients, broker) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        taken_in.map_err(|e| format!("(c) round {round}: {e}"))?;
         drained.map_err(|e| format!("(c) round {round}: {e}"))?;
         let raw = rate(records, raw_time);
         let runner_rate = rate(tests + signals, runner_time);
         println!(
-            "   round {round}: bare consumer + JSON {raw:>7.0} records/s ({:.3} s) | runner {:>6.0} tests/s, {:>7.0} signals/s, {runner_rate:>7.0} records/s ({:.3} s to {THROUGHPUT_TESTS} reports, of which {:.3} s to be ready; {buffered} signals came before their test) | {}",
+            "   round {round}: bare consumer + JSON {raw:>7.0} records/s ({:.3} s) | runner {:>6.0} tests/s, {:>7.0} signals/s, {runner_rate:>7.0} records/s ({:.3} s to {THROUGHPUT_TESTS} reports, of which {:.3} s to be ready and {:.3} s to take every record in; {buffered} signals came before their test) | {}",
             raw_time.as_secs_f64(),
             rate(tests, runner_time),
             rate(signals, runner_time),
             runner_time.as_secs_f64(),
             ready_after.as_secs_f64(),
+            intake_time.as_secs_f64(),
             describe(counts)
+        );
+        println!(
+            "            CPU while the runner worked: this process {:.2} cores, the broker {:.2} cores, of {} (the runner's consumers and producer threads are in this process)",
+            cores(clients),
+            cores(broker),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         );
         if counts[0] != THROUGHPUT_TESTS
             || (tests, signals) != (THROUGHPUT_TESTS, THROUGHPUT_TESTS * SIGNALS_PER_TEST)
@@ -781,15 +990,20 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         tests_rates.push(rate(tests, runner_time));
         signals_rates.push(rate(signals, runner_time));
         ratios.push(runner_rate / raw);
+        intake_ratios.push(rate(records, intake_time) / raw);
     }
     let raw = median(raw_rates);
     let ratio = median(ratios);
+    let intake_ratio = median(intake_ratios);
     println!("   medians over {ROUNDS} rounds:");
     println!("   bare rdkafka StreamConsumer + serde_json::Value   {raw:>9.0} records/s");
     println!(
         "   Runner (start to last report)                     {:>9.0} tests/s   {:>9.0} signals/s",
         median(tests_rates),
         median(signals_rates)
+    );
+    println!(
+        "   intake alone (every record read, decoded and handed to its run; the runs' checking and reports share the cores meanwhile) / bare consumer: {intake_ratio:.2}"
     );
     println!(
         "   runner / bare consumer (records/s), {workers} worker(s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
@@ -802,6 +1016,15 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
     Ok(ratio)
 }
 
+/// The fetch wait of section (c)'s runner and bare consumer: `LIVE_BENCH_FETCH_WAIT_MS`, or
+/// the default.
+fn fetch_wait() -> Duration {
+    std::env::var("LIVE_BENCH_FETCH_WAIT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(livecheck_core::DEFAULT_FETCH_WAIT, Duration::from_millis)
+}
+
 /// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
 /// every partition from the beginning, after a metadata fetch as the runner does), parsing
 /// each payload as JSON. Returns the time from the consumer's creation to the last record.
@@ -812,10 +1035,7 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result
             ("group.id", "live-bench-bare"),
             ("enable.auto.commit", "false"),
             // The runner's fetch wait, so that the two read alike.
-            (
-                "fetch.wait.max.ms",
-                &livecheck_core::DEFAULT_FETCH_WAIT.as_millis().to_string(),
-            ),
+            ("fetch.wait.max.ms", &fetch_wait().as_millis().to_string()),
         ])
         .create()
         .map_err(|e| format!("bare consumer: {e}"))?;
@@ -862,7 +1082,7 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
             "; each run started when its test record is read (the default)"
         }
     );
-    let world = World::new("live-d")?;
+    let world = World::new("live-d").await?;
     let mut case: Case = order_case().timeout(Duration::from_secs(600));
     if parked {
         case = case.start_on_first_step();

@@ -91,6 +91,12 @@ pub struct LiveArgs {
     /// How long the status page keeps each kind's last failures (`1h`, `6h`; default 1h).
     #[arg(long = "history-window", value_name = "DURATION", env = "LIVECHECK_HISTORY_WINDOW", value_parser = parse_duration)]
     pub history_window: Option<Duration>,
+    /// `fetch.wait.max.ms` of the runner's consumers (`2ms`, `500ms`; default 2ms): the
+    /// longest a broker may hold a fetch that found nothing. Brokers that hold it even when
+    /// records arrive (tansu, the embedded broker) add up to this to every verdict; Apache
+    /// Kafka answers at once, so a long wait (500ms) costs no latency there and less CPU.
+    #[arg(long = "fetch-wait", value_name = "DURATION", env = "LIVECHECK_FETCH_WAIT", value_parser = parse_duration)]
+    pub fetch_wait: Option<Duration>,
     /// Seconds between summaries logged (one line per case: runs in the interval and since
     /// start).
     #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
@@ -147,6 +153,7 @@ impl std::fmt::Debug for LiveArgs {
             .field("run_for", &self.run_for)
             .field("hold_down", &self.hold_down)
             .field("history_window", &self.history_window)
+            .field("fetch_wait", &self.fetch_wait)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
             .field("log_format", &self.log_format)
@@ -190,6 +197,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a duration we can wait for"))
 }
 
+/// Bounds of the runner's fetch wait: librdkafka counts it in whole milliseconds, and a
+/// wait longer than its socket timeout's share would fail fetches.
+const MIN_FETCH_WAIT: Duration = Duration::from_millis(1);
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a case must stay healthy before OK is announced, unless configured.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(30);
 
@@ -220,6 +232,8 @@ pub struct Profile {
     pub hold_down_secs: Option<u64>,
     /// How long the status page keeps each kind's last failures (`"1h"`, default 1h).
     pub history_window: Option<String>,
+    /// `fetch.wait.max.ms` of the runner's consumers (`"2ms"`, `"500ms"`; default 2ms).
+    pub fetch_wait: Option<String>,
     /// Kafka client properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
@@ -330,6 +344,10 @@ pub struct LiveConfig {
     pub hold_down: Duration,
     /// How long the status page keeps each kind's last failures.
     pub history_window: Duration,
+    /// `fetch.wait.max.ms` of the runner's consumers ([`RunnerConfig::fetch_wait`]).
+    ///
+    /// [`RunnerConfig::fetch_wait`]: livecheck_core::RunnerConfig::fetch_wait
+    pub fetch_wait: Duration,
     /// Per-case probability overrides.
     pub probabilities: BTreeMap<String, f64>,
     /// Per-case active overrides.
@@ -382,6 +400,7 @@ impl std::fmt::Debug for LiveConfig {
             .field("app_url", &url(&self.app_url))
             .field("hold_down", &self.hold_down)
             .field("history_window", &self.history_window)
+            .field("fetch_wait", &self.fetch_wait)
             .field("probabilities", &self.probabilities)
             .field("active", &self.active)
             .field("run_for", &self.run_for)
@@ -600,8 +619,24 @@ impl LiveConfig {
                 history_window.1
             )));
         }
+        let fetch_wait = match (args.fetch_wait, &profile.fetch_wait) {
+            (Some(d), _) => (d, "--fetch-wait (LIVECHECK_FETCH_WAIT)".to_owned()),
+            (None, Some(d)) => (
+                parse_duration(d)
+                    .map_err(|e| ConfigError(format!("{}: {e}", origin("fetch_wait"))))?,
+                origin("fetch_wait"),
+            ),
+            (None, None) => (livecheck_core::DEFAULT_FETCH_WAIT, String::new()),
+        };
+        if !(MIN_FETCH_WAIT..=MAX_FETCH_WAIT).contains(&fetch_wait.0) {
+            return Err(ConfigError(format!(
+                "{} is {:?}: use 1ms to 10s (2ms where the broker holds fetches, as tansu does; 500ms on Apache Kafka)",
+                fetch_wait.1, fetch_wait.0
+            )));
+        }
         Ok(Self {
             history_window: history_window.0,
+            fetch_wait: fetch_wait.0,
             sampling,
             test_expires,
             rollouts,
@@ -871,7 +906,7 @@ active = false
     /// Environment variables of the live CLI whose values are not secrets (shown by
     /// `--help`). Every other one must hide its value: a new secret-bearing setting is
     /// safe by default, and this list says what was decided.
-    const SHOWN_ENV: [&str; 15] = [
+    const SHOWN_ENV: [&str; 16] = [
         "LIVECHECK_PROFILE",
         "LIVECHECK_CONFIG",
         "LIVECHECK_BROKERS",
@@ -884,6 +919,7 @@ active = false
         "LIVECHECK_CASE_ACTIVE",
         "LIVECHECK_HOLD_DOWN",
         "LIVECHECK_HISTORY_WINDOW",
+        "LIVECHECK_FETCH_WAIT",
         "LIVECHECK_SUMMARY_EVERY",
         "LIVECHECK_PRINT_VERDICTS",
         "LIVECHECK_LOG_FORMAT",
@@ -972,6 +1008,36 @@ active = false
             .unwrap_err()
             .to_string();
         assert!(err.contains("`history_window` of [profiles.p]"), "{err}");
+    }
+
+    #[test]
+    fn fetch_wait_comes_from_the_flag_the_profile_or_the_default_within_bounds() {
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nfetch_wait = \"500ms\"\n");
+        let mut a = args(&f.0, "p");
+        let fetch_wait = |a: &LiveArgs| LiveConfig::resolve(a).map(|c| c.fetch_wait);
+        assert_eq!(fetch_wait(&a).unwrap(), Duration::from_millis(500));
+        a.fetch_wait = Some(Duration::from_millis(3));
+        assert_eq!(fetch_wait(&a).unwrap(), Duration::from_millis(3));
+        for wrong in [
+            Duration::ZERO,
+            Duration::from_micros(500),
+            Duration::from_secs(11),
+        ] {
+            a.fetch_wait = Some(wrong);
+            let err = fetch_wait(&a).unwrap_err().to_string();
+            assert!(
+                err.contains("--fetch-wait") && err.contains("use 1ms to 10s"),
+                "{err}"
+            );
+        }
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n");
+        assert_eq!(
+            fetch_wait(&args(&f.0, "p")).unwrap(),
+            livecheck_core::DEFAULT_FETCH_WAIT
+        );
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nfetch_wait = \"0ms\"\n");
+        let err = fetch_wait(&args(&f.0, "p")).unwrap_err().to_string();
+        assert!(err.contains("`fetch_wait` of [profiles.p]"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl LiveService {
             client.clone(),
             RunnerConfig {
                 group_id: Some(config.group_id.clone()),
+                fetch_wait: config.fetch_wait,
                 ..RunnerConfig::default()
             },
         );
@@ -871,6 +872,7 @@ async fn reload(
         ("public_url", new.public_url != running.public_url),
         ("app_url", new.app_url != running.app_url),
         ("hold_down_secs", new.hold_down != running.hold_down),
+        ("fetch_wait", new.fetch_wait != running.fetch_wait),
         (
             "history_window",
             new.history_window != running.history_window,
