@@ -65,7 +65,11 @@ pub(crate) type Assignment = (i32, u64);
 #[derive(Debug)]
 pub(crate) enum GroupEvent {
     Assigned(Vec<Assignment>),
-    Revoked(Vec<i32>),
+    /// Partitions revoked, and how many runs (started or parked) were handed back with them.
+    Revoked {
+        partitions: Vec<i32>,
+        handed_back: usize,
+    },
 }
 
 /// State shared by the callbacks and the runner loop.
@@ -179,7 +183,10 @@ impl ConsumerContext for RunnerContext {
             cancelled,
             "runner partitions revoked: runs in flight handed back to their next owner"
         );
-        let _ = self.events.send(GroupEvent::Revoked(revoked));
+        let _ = self.events.send(GroupEvent::Revoked {
+            partitions: revoked,
+            handed_back: cancelled,
+        });
     }
 
     /// An assignment pauses the new partitions until the runner loop has restored them.

@@ -898,7 +898,14 @@ impl Runner {
                     (assignments, result)
                 });
             }
-            GroupEvent::Revoked(partitions) => {
+            GroupEvent::Revoked {
+                partitions,
+                handed_back,
+            } => {
+                self.inner
+                    .counters
+                    .runs_handed_back
+                    .fetch_add(handed_back as u64, Ordering::Relaxed);
                 {
                     let mut flow = self.lock_flow();
                     for p in &partitions {
@@ -1661,8 +1668,8 @@ impl Runner {
             RunState::new(started_at),
         );
         let Some(finished) = self.lock_registry().finish_test(&context.id) else {
-            // Handed back (partition revoked): the next owner runs it.
-            bump(&self.inner.counters.runs_handed_back);
+            // Handed back (partition revoked, or shutdown) while it ended: the next owner
+            // runs it. Counted where it was handed back, once.
             return;
         };
         let (hop_records, steps): (Vec<_>, Vec<_>) = finished

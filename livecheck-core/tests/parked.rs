@@ -322,3 +322,125 @@ async fn parked_runs_are_handed_back_on_leaving_and_decided_once_by_the_next_own
         (tests.len() as u64, 0, 0)
     );
 }
+
+/// In a consumer group, a cooperative rebalance while runs are parked: a second runner
+/// joins, the first hands back the parked runs of the partition that moves (no report) and
+/// keeps the others parked; the new owner restores that partition and parks them again.
+/// When the steps come, every test gets one PASS, from the owner of its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_runs_move_with_their_partition_in_a_rebalance_and_are_decided_once() {
+    use livecheck_core::murmur2::partition_for;
+    const PARTITIONS: i32 = 2;
+    let prefix = format!("pr{}-", uuid::Uuid::new_v4().simple());
+    let topics = Topics::with_prefix(&prefix);
+    let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+    let client = LiveCheck::new(kafka, topics).unwrap();
+    let config = RunnerConfig {
+        group_id: Some(format!("{prefix}runners")),
+        sweep_every: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
+    let cases = || vec![case(PARKED, true, Duration::from_secs(600))];
+    let runner_a = Runner::new(Suite::new(cases()).unwrap(), client.clone(), config.clone());
+    let mut reports_a = runner_a.subscribe();
+    let _stop_a = support::start_runner(&runner_a).await;
+    // Tests on both partitions, at least three on each.
+    let mut tests: Vec<(TestContext, i32)> = Vec::new();
+    for _ in 0..200 {
+        let on = |p: i32| tests.iter().filter(|(_, q)| *q == p).count();
+        if on(0) >= 3 && on(1) >= 3 {
+            break;
+        }
+        let test = Trigger::new(PARKED).maybe_trigger(&client, &()).unwrap();
+        let partition = partition_for(test.partition_key().as_bytes(), PARTITIONS);
+        tests.push((test, partition));
+    }
+    let n = tests.len();
+    let wait = |what: &'static str, holds: &dyn Fn() -> bool| {
+        let ok = (0..3_000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            holds()
+        });
+        assert!(ok, "{what}: not within 30 s");
+    };
+    wait("every test parked by the first runner", &|| {
+        runner_a.parked_runs() == n
+    });
+
+    // A second runner joins: one partition moves to it.
+    let runner_b = Runner::new(Suite::new(cases()).unwrap(), client.clone(), config);
+    let mut reports_b = runner_b.subscribe();
+    let runner = runner_b.clone();
+    let _run_b = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    wait("one partition each", &|| {
+        runner_a.assigned_partitions() == 1 && runner_b.assigned_partitions() == 1
+    });
+    let moved = i32::from(!runner_b.owns_first_partition());
+    let moved_tests = tests.iter().filter(|(_, p)| *p == moved).count();
+    wait(
+        "the moved partition's runs parked again by its new owner",
+        &|| runner_b.parked_runs() == moved_tests && runner_a.parked_runs() == n - moved_tests,
+    );
+    assert_eq!(runner_a.counters().runs_handed_back(), moved_tests as u64);
+    assert_eq!(runner_a.counters().reports_published(), 0);
+
+    for (test, _) in &tests {
+        client
+            .scope(test.clone(), async {
+                FIRST.send(&"x".to_owned()).await;
+                SECOND.send(&"x".to_owned()).await;
+            })
+            .await;
+    }
+    // Every test once, from the owner of its partition.
+    let mut by_a = Vec::new();
+    let mut by_b = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while by_a.len() + by_b.len() < n {
+        tokio::select! {
+            Ok(report) = reports_a.recv() => by_a.push(report),
+            Ok(report) = reports_b.recv() => by_b.push(report),
+            () = tokio::time::sleep_until(deadline) => panic!(
+                "{} of {n} reports within 30 s", by_a.len() + by_b.len()
+            ),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(report) = reports_a.try_recv() {
+        by_a.push(report);
+    }
+    while let Ok(report) = reports_b.try_recv() {
+        by_b.push(report);
+    }
+    for (reports, owner_has) in [(&by_a, 1 - moved), (&by_b, moved)] {
+        for report in reports {
+            assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+            let partition = tests
+                .iter()
+                .find(|(t, _)| t.id == report.test_id)
+                .map(|(_, p)| *p);
+            assert_eq!(partition, Some(owner_has), "{}", report.render());
+        }
+    }
+    let mut ids: Vec<&str> = by_a
+        .iter()
+        .chain(&by_b)
+        .map(|r| r.test_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), by_a.len() + by_b.len()), (n, n));
+    for runner in [&runner_a, &runner_b] {
+        let c = runner.counters();
+        assert_eq!(
+            (
+                c.duplicate_tests(),
+                runner.parked_runs(),
+                runner.in_flight()
+            ),
+            (0, 0, 0)
+        );
+    }
+    drop(broker);
+}
