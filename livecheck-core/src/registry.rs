@@ -215,6 +215,9 @@ impl TestKey {
     }
 }
 
+/// Capacity (entries) under which [`Registry::shrink`] leaves a map alone.
+const SHRINK_ABOVE: usize = 1024;
+
 pub(crate) struct Registry {
     running: HashMap<String, Slot>,
     early: HashMap<String, Early>,
@@ -415,6 +418,25 @@ impl Registry {
             }
         }
         dropped
+    }
+
+    /// Gives back the room a burst left (a restart replaying a backlog can hold tens of
+    /// thousands of runs at once; the maps keep their largest size otherwise, about 140
+    /// bytes per run): a map or queue at under a quarter of its capacity shrinks to twice
+    /// its length. Cheap when nothing is to shrink; the runner calls it on every sweep.
+    pub(crate) fn shrink(&mut self) {
+        fn roomy(len: usize, capacity: usize) -> bool {
+            capacity > SHRINK_ABOVE && len < capacity / 4
+        }
+        if roomy(self.running.len(), self.running.capacity()) {
+            self.running.shrink_to(self.running.len() * 2);
+        }
+        if roomy(self.early.len(), self.early.capacity()) {
+            self.early.shrink_to(self.early.len() * 2);
+        }
+        if roomy(self.early_order.len(), self.early_order.capacity()) {
+            self.early_order.shrink_to(self.early_order.len() * 2);
+        }
     }
 
     /// The occurrences of the steps `signals` of a running test, when there are more than
@@ -633,6 +655,42 @@ mod tests {
         assert_eq!(r.in_flight(), 0);
         assert_eq!(r.on_signal("t", arrival("c")), SignalOutcome::Late);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn room_left_by_a_burst_is_given_back() {
+        let mut r = Registry::new(Limits::default());
+        let ids: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+        for id in &ids {
+            r.start_test(id, None);
+            r.on_signal(&format!("early-{id}"), arrival("a"));
+        }
+        let peak = (r.running.capacity(), r.early.capacity());
+        r.shrink();
+        assert_eq!(
+            (r.running.capacity(), r.early.capacity()),
+            peak,
+            "full: kept"
+        );
+        for id in &ids[100..] {
+            assert!(r.finish_test(id).is_some());
+        }
+        r.expire_early(Instant::now() + Limits::default().early_ttl * 2);
+        r.shrink();
+        assert!(
+            r.running.capacity() < peak.0 / 8,
+            "{}",
+            r.running.capacity()
+        );
+        assert!(r.running.capacity() >= 200);
+        assert!(
+            r.early.capacity() <= SHRINK_ABOVE * 2,
+            "{}",
+            r.early.capacity()
+        );
+        // What is left is still there.
+        assert!(matches!(r.watch(&ids[0], &["a"], 0), Watch::Pending(_)));
+        assert_eq!(r.in_flight(), 100);
     }
 
     #[test]

@@ -1163,7 +1163,12 @@ impl Runner {
 
     fn sweep(&self) {
         self.wake_due();
-        let dropped = self.lock_registry().expire_early(Instant::now());
+        let dropped = {
+            let mut registry = self.lock_registry();
+            let dropped = registry.expire_early(Instant::now());
+            registry.shrink();
+            dropped
+        };
         if !dropped.is_empty() {
             self.release_signals(&dropped);
             self.inner

@@ -924,6 +924,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
+        let heap_before = heap_bytes();
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
             world.client.clone(),
@@ -955,6 +956,17 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         let c = runner.counters();
         let (tests, signals) = (c.tests_received(), c.signals_received());
         let buffered = c.signals_buffered();
+        if round == ROUNDS {
+            // The runner idle after the backlog, one sweep later: what it keeps.
+            let peak = heap_bytes();
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            println!(
+                "            live Rust heap: {:.1} MiB before the runner, {:.1} MiB at its last report, {:.1} MiB 1.5 s later (idle; it keeps the {THROUGHPUT_TESTS} finished test ids)",
+                mib(heap_before as f64),
+                mib(peak as f64),
+                mib(heap_bytes() as f64)
+            );
+        }
         running.stop().await?;
         let cores = |cpu: Duration| cpu.as_secs_f64() / runner_time.as_secs_f64();
         let (clients, broker) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
