@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::client::{KafkaConfig, Topics};
 use crate::clock::Clocks;
 use crate::connectivity::Connectivity;
+use crate::counters::RunnerCounters;
 use crate::ledger::{Ledger, Resume};
 use crate::registry::Registry;
 use crate::scan;
@@ -65,11 +66,7 @@ pub(crate) type Assignment = (i32, u64);
 #[derive(Debug)]
 pub(crate) enum GroupEvent {
     Assigned(Vec<Assignment>),
-    /// Partitions revoked, and how many runs (started or parked) were handed back with them.
-    Revoked {
-        partitions: Vec<i32>,
-        handed_back: usize,
-    },
+    Revoked(Vec<i32>),
 }
 
 /// State shared by the callbacks and the runner loop.
@@ -106,6 +103,7 @@ pub(crate) struct RunnerContext {
     pub(crate) clocks: Clocks,
     pub(crate) connectivity: Connectivity,
     pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
+    pub(crate) counters: Arc<RunnerCounters>,
 }
 
 impl ClientContext for RunnerContext {
@@ -183,10 +181,12 @@ impl ConsumerContext for RunnerContext {
             cancelled,
             "runner partitions revoked: runs in flight handed back to their next owner"
         );
-        let _ = self.events.send(GroupEvent::Revoked {
-            partitions: revoked,
-            handed_back: cancelled,
-        });
+        // Counted here, as they are handed back: the runner loop may not read this event
+        // (a revoke during its shutdown drain).
+        self.counters
+            .runs_handed_back
+            .fetch_add(cancelled as u64, Ordering::Relaxed);
+        let _ = self.events.send(GroupEvent::Revoked(revoked));
     }
 
     /// An assignment pauses the new partitions until the runner loop has restored them.

@@ -543,6 +543,10 @@ impl Registry {
         // the partition comes back) from the reports topic, not from this memory: a report
         // still on its way when the partition went must not make its test look decided.
         self.finished.retain(|_, p| *p != Some(partition));
+        // And from the eviction queue: a test decided again later is queued again, and the
+        // stale entry must not evict it early. (A revoke is rare; this is one pass.)
+        let finished = &self.finished;
+        self.finished_order.retain(|key| finished.contains_key(key));
         ids.len()
     }
 
@@ -760,6 +764,27 @@ mod tests {
         // from this memory; the other partitions' decisions stay.
         assert_eq!(r.start_test("done0", Some(pos(0))), TestOutcome::Started);
         assert_eq!(r.start_test("done1", Some(pos(1))), TestOutcome::Duplicate);
+    }
+
+    #[test]
+    fn a_test_decided_again_after_a_revoke_is_not_forgotten_early() {
+        let pos = |partition| Pos {
+            topic: "tests".into(),
+            partition,
+            offset: 0,
+        };
+        let mut r = Registry::new(Limits {
+            max_finished: 2,
+            ..Limits::default()
+        });
+        r.mark_finished("a", Some(0));
+        r.cancel_partition(0);
+        // Decided again by this runner (the partition came back), then one more test.
+        r.mark_finished("a", Some(0));
+        r.mark_finished("b", Some(1));
+        // Both fit in max_finished: "a"'s stale entry must not have evicted "a".
+        assert_eq!(r.start_test("a", Some(pos(0))), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("b", Some(pos(1))), TestOutcome::Duplicate);
     }
 
     #[test]

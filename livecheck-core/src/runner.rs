@@ -436,6 +436,7 @@ impl Runner {
             clocks: self.inner.clocks.clone(),
             connectivity: self.inner.connectivity.clone(),
             events: group_tx.clone(),
+            counters: self.inner.counters.clone(),
         };
         let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1).to_string();
         let tests_consumer: Arc<Consumer2> = Arc::new(
@@ -898,14 +899,7 @@ impl Runner {
                     (assignments, result)
                 });
             }
-            GroupEvent::Revoked {
-                partitions,
-                handed_back,
-            } => {
-                self.inner
-                    .counters
-                    .runs_handed_back
-                    .fetch_add(handed_back as u64, Ordering::Relaxed);
+            GroupEvent::Revoked(partitions) => {
                 {
                     let mut flow = self.lock_flow();
                     for p in &partitions {

@@ -344,7 +344,8 @@ async fn parked_runs_move_with_their_partition_in_a_rebalance_and_are_decided_on
     let cases = || vec![case(PARKED, true, Duration::from_secs(600))];
     let runner_a = Runner::new(Suite::new(cases()).unwrap(), client.clone(), config.clone());
     let mut reports_a = runner_a.subscribe();
-    let _stop_a = support::start_runner(&runner_a).await;
+    let (stop_a, run_a) = spawn_runner(&runner_a);
+    runner_a.ready().await;
     // Tests on both partitions, at least three on each.
     let mut tests: Vec<(TestContext, i32)> = Vec::new();
     for _ in 0..200 {
@@ -371,8 +372,7 @@ async fn parked_runs_move_with_their_partition_in_a_rebalance_and_are_decided_on
     // A second runner joins: one partition moves to it.
     let runner_b = Runner::new(Suite::new(cases()).unwrap(), client.clone(), config);
     let mut reports_b = runner_b.subscribe();
-    let runner = runner_b.clone();
-    let _run_b = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    let (stop_b, run_b) = spawn_runner(&runner_b);
     wait("one partition each", &|| {
         runner_a.assigned_partitions() == 1 && runner_b.assigned_partitions() == 1
     });
@@ -380,9 +380,12 @@ async fn parked_runs_move_with_their_partition_in_a_rebalance_and_are_decided_on
     let moved_tests = tests.iter().filter(|(_, p)| *p == moved).count();
     wait(
         "the moved partition's runs parked again by its new owner",
-        &|| runner_b.parked_runs() == moved_tests && runner_a.parked_runs() == n - moved_tests,
+        &|| {
+            runner_b.parked_runs() == moved_tests
+                && runner_a.parked_runs() == n - moved_tests
+                && runner_a.counters().runs_handed_back() == moved_tests as u64
+        },
     );
-    assert_eq!(runner_a.counters().runs_handed_back(), moved_tests as u64);
     assert_eq!(runner_a.counters().reports_published(), 0);
 
     for (test, _) in &tests {
@@ -431,16 +434,45 @@ async fn parked_runs_move_with_their_partition_in_a_rebalance_and_are_decided_on
     ids.sort_unstable();
     ids.dedup();
     assert_eq!((ids.len(), by_a.len() + by_b.len()), (n, n));
-    for runner in [&runner_a, &runner_b] {
+    for (runner, handed_back) in [(&runner_a, moved_tests as u64), (&runner_b, 0)] {
         let c = runner.counters();
         assert_eq!(
             (
                 c.duplicate_tests(),
                 runner.parked_runs(),
-                runner.in_flight()
+                runner.in_flight(),
+                c.runs_handed_back()
             ),
-            (0, 0, 0)
+            (0, 0, 0, handed_back)
         );
     }
+    // Both runners leave before their broker goes.
+    for (stop, run) in [(stop_b, run_b), (stop_a, run_a)] {
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("a runner stops within 30 s")
+            .unwrap()
+            .unwrap();
+    }
     drop(broker);
+}
+
+/// Runs `runner` in a task of its own until the sender is used.
+fn spawn_runner(
+    runner: &Runner,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), livecheck_core::Error>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = runner.clone();
+    let run = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, run)
 }

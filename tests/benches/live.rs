@@ -83,6 +83,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::broadcast::error::RecvError;
 
 /// The system allocator, keeping count of the bytes live on the Rust heap.
@@ -404,9 +405,19 @@ impl Broker {
                 )
             })?;
         let _ = BROKER_PID.set(child.id());
-        let broker = Self::Tansu(child, address.clone());
+        // Killed on drop, whatever happens next.
+        let mut broker = Self::Tansu(child, address.clone());
         let start = Instant::now();
         while std::net::TcpStream::connect(&address).is_err() {
+            if let Self::Tansu(child, _) = &mut broker {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "tansu ({}) exited at start ({status}); run it by hand to see why: {} broker --listener-url tcp://{address} --advertised-listener-url tcp://{address} --storage-engine memory://tansu/",
+                        binary.display(),
+                        binary.display()
+                    ));
+                }
+            }
             if start.elapsed() > Duration::from_secs(30) {
                 return Err(format!("tansu did not listen on {address} within 30 s"));
             }
@@ -450,18 +461,28 @@ async fn create_topics(bootstrap: &str, topics: &Topics) -> Result<(), String> {
         }))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let mut last = String::new();
-    for _ in 0..3 {
-        match admin.create_topics(&new, &options).await {
-            Ok(results) => match results.into_iter().find_map(Result::err) {
-                None => return Ok(()),
-                Some((topic, code)) => last = format!("topic {topic}: {code}"),
-            },
-            Err(e) => last = e.to_string(),
+    let mut attempt = 1;
+    loop {
+        // Topics an earlier attempt created are fine.
+        let outcome = match admin.create_topics(&new, &options).await {
+            Ok(results) => results
+                .into_iter()
+                .find_map(|result| match result {
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) | Ok(_) => None,
+                    Err((topic, code)) => Some(format!("topic {topic}: {code}")),
+                })
+                .map_or(Ok(()), Err),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(_) if attempt < 3 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(last) => return Err(format!("creating the topics on {bootstrap}: {last}")),
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Err(format!("creating the topics on {bootstrap}: {last}"))
 }
 
 /// Fresh topics on the bench's broker, and a client of it.
@@ -1031,10 +1052,18 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
 /// The fetch wait of section (c)'s runner and bare consumer: `LIVE_BENCH_FETCH_WAIT_MS`, or
 /// the default.
 fn fetch_wait() -> Duration {
-    std::env::var("LIVE_BENCH_FETCH_WAIT_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(livecheck_core::DEFAULT_FETCH_WAIT, Duration::from_millis)
+    let Ok(ms) = std::env::var("LIVE_BENCH_FETCH_WAIT_MS") else {
+        return livecheck_core::DEFAULT_FETCH_WAIT;
+    };
+    match ms.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms.max(1)),
+        Err(_) => {
+            eprintln!(
+                "LIVE_BENCH_FETCH_WAIT_MS={ms:?} is not whole milliseconds: the default is used"
+            );
+            livecheck_core::DEFAULT_FETCH_WAIT
+        }
+    }
 }
 
 /// Reads `expected` records of the tests and signals topics with a bare consumer (no group,

@@ -197,10 +197,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a duration we can wait for"))
 }
 
-/// Bounds of the runner's fetch wait: librdkafka counts it in whole milliseconds, and a
-/// wait longer than its socket timeout's share would fail fetches.
+/// Bounds of the runner's fetch wait (librdkafka counts it in whole milliseconds). A second
+/// at most: a quiet partition's event-time clock lags by up to the wait (so do TIMEOUTs),
+/// and a bare number is read as seconds (`"2"` is 2 s, refused rather than taken).
 const MIN_FETCH_WAIT: Duration = Duration::from_millis(1);
-const MAX_FETCH_WAIT: Duration = Duration::from_secs(10);
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a case must stay healthy before OK is announced, unless configured.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(30);
@@ -447,6 +448,11 @@ impl LiveConfig {
         let brokers = args.brokers.clone().or(profile.brokers.clone());
         let mut properties = profile.kafka.clone();
         properties.extend(pairs(&args.kafka, "--kafka")?);
+        if properties.contains_key("fetch.wait.max.ms") {
+            return Err(ConfigError(
+                "fetch.wait.max.ms among the Kafka properties: set it with fetch_wait (--fetch-wait, LIVECHECK_FETCH_WAIT), which the runner's consumers use".to_owned(),
+            ));
+        }
         let kafka = match brokers {
             Some(b) if b.trim().is_empty() => {
                 return Err(ConfigError(format!("{} is empty: give bootstrap servers host:port", origin("brokers"))))
@@ -628,9 +634,11 @@ impl LiveConfig {
             ),
             (None, None) => (livecheck_core::DEFAULT_FETCH_WAIT, String::new()),
         };
-        if !(MIN_FETCH_WAIT..=MAX_FETCH_WAIT).contains(&fetch_wait.0) {
+        if !(MIN_FETCH_WAIT..=MAX_FETCH_WAIT).contains(&fetch_wait.0)
+            || fetch_wait.0.subsec_nanos() % 1_000_000 != 0
+        {
             return Err(ConfigError(format!(
-                "{} is {:?}: use 1ms to 10s (2ms where the broker holds fetches, as tansu does; 500ms on Apache Kafka)",
+                "{} is {:?}: use whole milliseconds from 1ms to 1000ms, with the unit (2ms where the broker holds fetches, as tansu does; 500ms on Apache Kafka)",
                 fetch_wait.1, fetch_wait.0
             )));
         }
@@ -1021,15 +1029,20 @@ active = false
         for wrong in [
             Duration::ZERO,
             Duration::from_micros(500),
-            Duration::from_secs(11),
+            Duration::from_micros(1_900),
+            Duration::from_secs(2),
         ] {
             a.fetch_wait = Some(wrong);
             let err = fetch_wait(&a).unwrap_err().to_string();
             assert!(
-                err.contains("--fetch-wait") && err.contains("use 1ms to 10s"),
+                err.contains("--fetch-wait") && err.contains("from 1ms to 1000ms"),
                 "{err}"
             );
         }
+        a.fetch_wait = None;
+        a.kafka = vec!["fetch.wait.max.ms=100".into()];
+        let err = fetch_wait(&a).unwrap_err().to_string();
+        assert!(err.contains("set it with fetch_wait"), "{err}");
         let f = write("[profiles.p]\nbrokers = \"b:1\"\n");
         assert_eq!(
             fetch_wait(&args(&f.0, "p")).unwrap(),
