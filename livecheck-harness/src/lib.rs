@@ -43,6 +43,8 @@ pub mod junit;
 pub mod live;
 mod session;
 
+#[cfg(feature = "containers")]
+pub use environment::create_topics;
 pub use environment::{
     ApacheKafka, AppHandle, AppStart, Broker, Environment, EnvironmentConfig, EnvironmentError,
     EnvironmentKind, ImageRef, Ready, Service, Tansu,

@@ -78,12 +78,9 @@ use livecheck_core::{
 };
 use livecheck_tests::load::{publish_order_test, register_order_test};
 use livecheck_tests::orders::place_order;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::broadcast::error::RecvError;
 
 /// The system allocator, keeping count of the bytes live on the Rust heap.
@@ -444,47 +441,6 @@ impl Drop for Broker {
     }
 }
 
-/// Creates the LiveCheck topics on an external broker: tests, signals and reports with
-/// [`PARTITIONS`], control and heartbeats with one, compacted (tried 3 times: a broker just
-/// started may be slow to answer its first admin request).
-async fn create_topics(bootstrap: &str, topics: &Topics) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = KafkaConfig::new(bootstrap)
-        .client_config(&[])
-        .create()
-        .map_err(|e| format!("admin client: {e}"))?;
-    let new: Vec<NewTopic<'_>> = topics
-        .all()
-        .into_iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .chain(topics.settings_topics().into_iter().map(|t| {
-            NewTopic::new(t, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
-        }))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let mut attempt = 1;
-    loop {
-        // Topics an earlier attempt created are fine.
-        let outcome = match admin.create_topics(&new, &options).await {
-            Ok(results) => results
-                .into_iter()
-                .find_map(|result| match result {
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) | Ok(_) => None,
-                    Err((topic, code)) => Some(format!("topic {topic}: {code}")),
-                })
-                .map_or(Ok(()), Err),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(_) if attempt < 3 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(last) => return Err(format!("creating the topics on {bootstrap}: {last}")),
-        }
-    }
-}
-
 /// Fresh topics on the bench's broker, and a client of it.
 struct World {
     // Dropped before the broker: a client whose broker vanished never finishes closing.
@@ -501,7 +457,15 @@ impl World {
         let topics = Topics::with_prefix(&prefix);
         let (bootstrap, broker) = match external_broker() {
             Some(bootstrap) => {
-                create_topics(bootstrap, &topics).await?;
+                livecheck_harness::create_topics(
+                    &KafkaConfig::new(bootstrap),
+                    &topics,
+                    &[],
+                    &[],
+                    PARTITIONS,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 (bootstrap.to_owned(), None)
             }
             None => {

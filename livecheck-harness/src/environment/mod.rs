@@ -25,3 +25,5 @@ pub use image::ImageRef;
 pub use ready::Ready;
 pub use running::Environment;
 pub use service::{AppHandle, AppStart, Service};
+#[cfg(feature = "containers")]
+pub use topics::create_topics;

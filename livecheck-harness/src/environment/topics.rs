@@ -1,4 +1,4 @@
-//! Topic creation on a real broker (the container environment).
+//! Topic creation on a real broker (the container environment, and any broker with the admin API).
 
 use std::time::Duration;
 
@@ -8,10 +8,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 
 use super::config::EnvironmentError;
 
-/// Creates the LiveCheck topics (existing ones are fine): tests, signals, reports and `extra`
-/// with `partitions` partitions, the changelogs of `tables` with as many, compacted, and
-/// control and heartbeats with one, compacted.
-pub(crate) async fn create_topics(
+/// Creates the LiveCheck topics on a broker (existing ones are fine): tests, signals,
+/// reports and `extra` with `partitions` partitions, the changelogs of `tables` with as
+/// many, compacted, and control and heartbeats with one, compacted. A broker just started
+/// may not answer its first admin request in time: tried up to 3 times, 2 s apart.
+///
+/// The container environment calls it on its broker; it serves any broker that implements
+/// the admin API (not the embedded broker: see [`livecheck_core::EmbeddedBroker::create_topics`]).
+pub async fn create_topics(
     kafka: &KafkaConfig,
     topics: &Topics,
     extra: &[String],
