@@ -610,30 +610,43 @@ impl LiveConfig {
             }
             _ => None,
         };
-        let history_window = match (args.history_window, &profile.history_window) {
-            (Some(d), _) => (d, "--history-window (LIVECHECK_HISTORY_WINDOW)".to_owned()),
-            (None, Some(d)) => (
-                parse_duration(d)
-                    .map_err(|e| ConfigError(format!("{}: {e}", origin("history_window"))))?,
-                origin("history_window"),
-            ),
-            (None, None) => (DEFAULT_HISTORY_WINDOW, String::new()),
+        // A duration setting: its flag (or variable), else the profile's text, else the
+        // default; with where it came from, for the errors.
+        let duration = |flag: Option<Duration>,
+                        env: &str,
+                        text: &Option<String>,
+                        key: &str,
+                        default: Duration|
+         -> Result<(Duration, String), ConfigError> {
+            Ok(match (flag, text) {
+                (Some(d), _) => (d, format!("--{} ({env})", key.replace('_', "-"))),
+                (None, Some(t)) => (
+                    parse_duration(t).map_err(|e| ConfigError(format!("{}: {e}", origin(key))))?,
+                    origin(key),
+                ),
+                (None, None) => (default, String::new()),
+            })
         };
+        let history_window = duration(
+            args.history_window,
+            "LIVECHECK_HISTORY_WINDOW",
+            &profile.history_window,
+            "history_window",
+            DEFAULT_HISTORY_WINDOW,
+        )?;
         if history_window.0 < Duration::from_secs(1) {
             return Err(ConfigError(format!(
                 "{} is under a second: the page would keep no failure (try 1h)",
                 history_window.1
             )));
         }
-        let fetch_wait = match (args.fetch_wait, &profile.fetch_wait) {
-            (Some(d), _) => (d, "--fetch-wait (LIVECHECK_FETCH_WAIT)".to_owned()),
-            (None, Some(d)) => (
-                parse_duration(d)
-                    .map_err(|e| ConfigError(format!("{}: {e}", origin("fetch_wait"))))?,
-                origin("fetch_wait"),
-            ),
-            (None, None) => (livecheck_core::DEFAULT_FETCH_WAIT, String::new()),
-        };
+        let fetch_wait = duration(
+            args.fetch_wait,
+            "LIVECHECK_FETCH_WAIT",
+            &profile.fetch_wait,
+            "fetch_wait",
+            livecheck_core::DEFAULT_FETCH_WAIT,
+        )?;
         if !(MIN_FETCH_WAIT..=MAX_FETCH_WAIT).contains(&fetch_wait.0)
             || fetch_wait.0.subsec_nanos() % 1_000_000 != 0
         {
