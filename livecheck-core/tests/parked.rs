@@ -169,8 +169,9 @@ async fn a_parked_run_starts_on_its_first_step_and_gives_its_verdict() {
 }
 
 /// One test of the parked case and one of the case started at once, none of whose steps
-/// comes (the parked one is seen parked); their reports.
-async fn one_of_each(fx: &Fixture) -> [Arc<Report>; 2] {
+/// comes (the parked one is seen parked); their reports, each checked to give `verdict`
+/// with the message `error`.
+async fn both_give(fx: &Fixture, verdict: Verdict, error: &str) -> [Arc<Report>; 2] {
     let parked = Trigger::new(PARKED).maybe_trigger(&fx.client, &()).unwrap();
     let at_once = Trigger::new(AT_ONCE)
         .maybe_trigger(&fx.client, &())
@@ -178,7 +179,12 @@ async fn one_of_each(fx: &Fixture) -> [Arc<Report>; 2] {
     let parked = fx.runner.report_for(&parked.id);
     let at_once = fx.runner.report_for(&at_once.id);
     fx.until("one run parked", |r| r.parked_runs() == 1).await;
-    [fx.report(parked).await, fx.report(at_once).await]
+    let reports = [fx.report(parked).await, fx.report(at_once).await];
+    for report in &reports {
+        assert_eq!(report.verdict, verdict, "{}", report.render());
+        assert_eq!(report.error.as_deref(), Some(error), "{}", report.render());
+    }
+    reports
 }
 
 /// A test none of whose steps comes: the parked run starts when its first step's deadline
@@ -191,14 +197,13 @@ async fn a_parked_run_without_steps_times_out_as_a_run_started_at_once() {
         case(AT_ONCE, false, timeout),
     ])
     .await;
-    for report in &one_of_each(&fx).await {
-        assert_eq!(report.verdict, Verdict::Timeout, "{}", report.render());
-        assert_eq!(
-            report.error.as_deref(),
-            Some("signal `first` did not arrive within 700ms of the start of the test (no step arrived)"),
-            "{}",
-            report.render()
-        );
+    let reports = both_give(
+        &fx,
+        Verdict::Timeout,
+        "signal `first` did not arrive within 700ms of the start of the test (no step arrived)",
+    )
+    .await;
+    for report in &reports {
         assert_eq!(report.missing_step.as_deref(), Some("first"));
     }
     assert_eq!(fx.runner.parked_runs(), 0);
@@ -241,13 +246,12 @@ async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
         config,
     )
     .await;
-    for report in &one_of_each(&fx).await {
-        assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
-        assert_eq!(
-            report.error.as_deref(),
-            Some("the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"),
-        );
-    }
+    both_give(
+        &fx,
+        Verdict::Error,
+        "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?",
+    )
+    .await;
     assert_eq!(fx.runner.parked_runs(), 0);
     assert_eq!(fx.runner.counters().runs_overdue(), 2);
 }
