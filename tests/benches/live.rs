@@ -25,6 +25,8 @@
 //!    tests (75,000 records) produced up front, then, in each of 3 rounds, a bare rdkafka
 //!    `StreamConsumer` reading them all and parsing each payload as a `serde_json::Value`,
 //!    and a fresh runner from its start to its last report; the medians and their ratio;
+//!    and the CPU per record of each (this process less the broker's threads), with the
+//!    ratio that the runner's CPU per record allows on this machine's cores;
 //! d. memory per in-flight run: resident set size (`/proc/self/statm`) before and after
 //!    20,000 tests are registered with no signals to a runner whose case waits 600 s, so
 //!    they stay in flight, then again after 20,000 more; bytes per run, goal <= 1 KiB.
@@ -225,7 +227,7 @@ fn run() -> Result<Vec<String>, String> {
         "{}, {PARTITIONS} partitions per topic, case {} (4 signals per test); {} cores\n",
         broker.describe(),
         example_app::signals::ORDER_CASE,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        available_cores()
     );
     let mut problems = Vec::new();
     // `LIVE_BENCH_ONLY=c` (or `d`) runs only that section (to profile it).
@@ -305,6 +307,11 @@ fn cpu_split() -> Result<(Duration, Duration), String> {
         ticks(stat_ticks(&stat)?.saturating_sub(mock)),
         ticks(mock + started),
     ))
+}
+
+/// The cores this process may use.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The process id of the broker the bench started (tansu), when it did.
@@ -907,8 +914,11 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
 
     let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios, mut intake_ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_cpus, mut runner_cpus) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
+        let raw_cpu_before = cpu_split()?.0;
         let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
+        let raw_cpu = cpu_split()?.0 - raw_cpu_before;
         let heap_before = heap_bytes();
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
@@ -973,8 +983,16 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
             "            CPU while the runner worked: this process {:.2} cores, the broker {:.2} cores, of {} (the runner's consumers and producer threads are in this process)",
             cores(clients),
             cores(broker),
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            available_cores()
         );
+        let per_record = |cpu: Duration| cpu.as_secs_f64() * 1e6 / records as f64;
+        println!(
+            "            CPU per record (this process, broker excluded): bare consumer {:.1} us, runner {:.1} us",
+            per_record(raw_cpu),
+            per_record(clients)
+        );
+        raw_cpus.push(per_record(raw_cpu));
+        runner_cpus.push(per_record(clients));
         if counts[0] != THROUGHPUT_TESTS
             || (tests, signals) != (THROUGHPUT_TESTS, THROUGHPUT_TESTS * SIGNALS_PER_TEST)
         {
@@ -1001,6 +1019,15 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
     );
     println!(
         "   intake alone (every record read, decoded and handed to its run; the runs' checking and reports share the cores meanwhile) / bare consumer: {intake_ratio:.2}"
+    );
+    // With every core busy the runner gets through cores / (CPU per record) records a
+    // second at best: against the bare consumer's rate, the ratio its CPU allows here.
+    let (raw_cpu, runner_cpu) = (median(raw_cpus), median(runner_cpus));
+    println!(
+        "   CPU per record: bare consumer {raw_cpu:.1} us, runner {runner_cpu:.1} us ({:.1}x); on {} cores the runner's CPU allows a ratio of at most {:.2}",
+        runner_cpu / raw_cpu,
+        available_cores(),
+        available_cores() as f64 / (runner_cpu * 1e-6) / raw
     );
     println!(
         "   runner / bare consumer (records/s), {workers} worker(s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
