@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::metadata::Metadata;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -235,6 +235,49 @@ impl std::fmt::Debug for Runner {
 }
 
 type Consumer2 = StreamConsumer<RunnerContext>;
+
+/// Records of one consumer taken in a row by the runner loop (see [`Runner::run`]).
+const RECORDS_PER_TURN: usize = 32;
+
+/// When the runner loop yields its worker thread. A record is always ready while the runner
+/// catches up: without yielding the loop would read a whole backlog before the runs it
+/// starts get a turn, holding all of them in memory at once (and the verdicts back).
+///
+/// On one worker thread it yields when tokio's budget is spent. With more, every
+/// [`YIELD_EVERY`] records, so that it keeps reading while the other workers take the runs
+/// it wakes: yielding at tokio's budget, it waited behind every run it had woken on its own
+/// worker while the others idled (live bench, 2 workers: 12 % more records/s this way).
+struct Pace {
+    /// Yields every this many records; `None` (one worker): when tokio's budget is spent.
+    every: Option<u32>,
+    /// Records since the last yield.
+    records: u32,
+}
+
+/// See [`Pace`].
+const YIELD_EVERY: u32 = 1024;
+
+impl Pace {
+    fn new() -> Self {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        Self {
+            every: (workers > 1).then_some(YIELD_EVERY),
+            records: 0,
+        }
+    }
+
+    /// One record (or turn of the loop) done.
+    async fn record(&mut self) {
+        let Some(every) = self.every else {
+            return tokio::task::consume_budget().await;
+        };
+        self.records += 1;
+        if self.records >= every {
+            self.records = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+}
 
 /// Restores under way: the partitions, and what each restore found.
 type Restores = JoinSet<(Vec<Assignment>, Result<Vec<Restored>, KafkaError>)>;
@@ -488,69 +531,81 @@ impl Runner {
         let mut restores: Restores = JoinSet::new();
         tokio::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown, if drain_until.is_none() => {
-                    if !in_group {
+        // One stream per consumer for the whole loop: a `recv()` per turn registers and
+        // drops a waker slot each time.
+        let (mut tests, mut signals) = (tests_consumer.stream(), signals_consumer.stream());
+        let mut pace = Pace::new();
+        let unconstrained = pace.every.is_some();
+        let looped = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown, if drain_until.is_none() => {
+                        if !in_group {
+                            break;
+                        }
+                        // Stop taking new tests; let the in-flight runs finish.
+                        self.inner.draining.store(true, Ordering::Relaxed);
+                        let in_flight = self.in_flight();
+                        info!(in_flight, "runner draining: no new tests; waiting for the runs in flight");
+                        drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
+                    }
+                    Some(event) = group_events.recv() => {
+                        self.on_group_event(event, &tests_consumer, &signals_consumer, &mut restores);
+                    }
+                    Some(done) = restores.join_next() => match done {
+                        Ok((assignments, result)) => self.on_restored(
+                            assignments, result, &tests_consumer, &signals_consumer, &group_tx,
+                        ),
+                        Err(err) => warn!(error = %err, "a partition restore task failed"),
+                    },
+                    Some(event) = sink_events.recv() => self.on_sink_event(event),
+                    // Before the consumers: while they have a backlog a record is always ready,
+                    // and the sweep (expiries, parked runs' deadlines) and the commits would wait
+                    // for its end. Ready once per period, it never holds them back.
+                    _ = tick.tick() => {
+                        self.sweep();
+                        if in_group {
+                            self.commit(&tests_consumer, CommitMode::Async, false);
+                        }
+                    }
+                    // The records a consumer has fetched already are taken in a row, up to
+                    // `RECORDS_PER_TURN`, without polling the other arms in between (an empty
+                    // queue is polled twice, a waker registered): the other arms wait at most that.
+                    Some(msg) = tests.next() => {
+                        self.on_tests_result(msg, &signals_consumer).await;
+                        for _ in 1..RECORDS_PER_TURN {
+                            pace.record().await;
+                            let Some(Some(msg)) = tests.next().now_or_never() else { break };
+                            self.on_tests_result(msg, &signals_consumer).await;
+                        }
+                    }
+                    Some(msg) = signals.next() => {
+                        self.on_signals_result(msg, &signals_consumer).await;
+                        for _ in 1..RECORDS_PER_TURN {
+                            pace.record().await;
+                            let Some(Some(msg)) = signals.next().now_or_never() else { break };
+                            self.on_signals_result(msg, &signals_consumer).await;
+                        }
+                    }
+                }
+                if let Some(until) = drain_until {
+                    let in_flight = self.in_flight();
+                    if in_flight == 0 || tokio::time::Instant::now() >= until {
+                        if in_flight > 0 {
+                            warn!(in_flight, "drain timeout: handing the unfinished runs back (their records stay uncommitted)");
+                        }
                         break;
                     }
-                    // Stop taking new tests; let the in-flight runs finish.
-                    self.inner.draining.store(true, Ordering::Relaxed);
-                    let in_flight = self.in_flight();
-                    info!(in_flight, "runner draining: no new tests; waiting for the runs in flight");
-                    drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
                 }
-                Some(event) = group_events.recv() => {
-                    self.on_group_event(event, &tests_consumer, &signals_consumer, &mut restores);
-                }
-                Some(done) = restores.join_next() => match done {
-                    Ok((assignments, result)) => self.on_restored(
-                        assignments, result, &tests_consumer, &signals_consumer, &group_tx,
-                    ),
-                    Err(err) => warn!(error = %err, "a partition restore task failed"),
-                },
-                Some(event) = sink_events.recv() => self.on_sink_event(event),
-                // Before the consumers: while they have a backlog a record is always ready,
-                // and the sweep (expiries, parked runs' deadlines) and the commits would wait
-                // for its end. Ready once per period, it never holds them back.
-                _ = tick.tick() => {
-                    self.sweep();
-                    if in_group {
-                        self.commit(&tests_consumer, CommitMode::Async, false);
-                    }
-                }
-                msg = tests_consumer.recv() => match msg {
-                    Ok(msg) => self.on_tests_message(&msg, &signals_consumer),
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        let action = self.lock_flow().tests_caught_up(p);
-                        self.apply(action, &signals_consumer);
-                    }
-                    Err(err) => self.on_consumer_error(err).await,
-                },
-                msg = signals_consumer.recv() => match msg {
-                    Ok(msg) => self.on_signals_message(&msg, &signals_consumer),
-                    Err(err) => {
-                        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-                            self.inner.clocks.broker_down(Utc::now());
-                        }
-                        self.on_consumer_error(err).await
-                    }
-                },
+                pace.record().await;
             }
-            if let Some(until) = drain_until {
-                let in_flight = self.in_flight();
-                if in_flight == 0 || tokio::time::Instant::now() >= until {
-                    if in_flight > 0 {
-                        warn!(in_flight, "drain timeout: handing the unfinished runs back (their records stay uncommitted)");
-                    }
-                    break;
-                }
-            }
-            // A record is always ready while the runner catches up: without this the loop
-            // would read a whole backlog before the runs it starts get a turn, holding all
-            // of them in memory at once (and the verdicts back). Yields once in a while.
-            tokio::task::consume_budget().await;
+        };
+        // With more than one worker the loop yields by `pace`, not by tokio's budget.
+        if unconstrained {
+            tokio::task::unconstrained(looped).await;
+        } else {
+            looped.await;
         }
         if in_group {
             // Runs still going are handed back: they must not publish after the last commit.
@@ -587,6 +642,31 @@ impl Runner {
         }
         info!("runner stopped");
         Ok(())
+    }
+
+    /// A record (or an event) of the tests consumer.
+    async fn on_tests_result(&self, msg: KafkaResult<BorrowedMessage<'_>>, signals: &Consumer2) {
+        match msg {
+            Ok(msg) => self.on_tests_message(&msg, signals),
+            Err(KafkaError::PartitionEOF(p)) => {
+                let action = self.lock_flow().tests_caught_up(p);
+                self.apply(action, signals);
+            }
+            Err(err) => self.on_consumer_error(err).await,
+        }
+    }
+
+    /// A record (or an event) of the signals consumer.
+    async fn on_signals_result(&self, msg: KafkaResult<BorrowedMessage<'_>>, signals: &Consumer2) {
+        match msg {
+            Ok(msg) => self.on_signals_message(&msg, signals),
+            Err(err) => {
+                if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                    self.inner.clocks.broker_down(Utc::now());
+                }
+                self.on_consumer_error(err).await
+            }
+        }
     }
 
     fn sink(&self) -> Option<&ReportSink> {
