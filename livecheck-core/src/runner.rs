@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::{FutureExt as _, StreamExt as _};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, MessageStream, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::metadata::Metadata;
@@ -238,6 +238,13 @@ type Consumer2 = StreamConsumer<RunnerContext>;
 
 /// Records of one consumer taken in a row by the runner loop (see [`Runner::run`]).
 const RECORDS_PER_TURN: usize = 32;
+
+/// Which of the runner's consumers a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Tests,
+    Signals,
+}
 
 /// When the runner loop yields its worker thread. A record is always ready while the runner
 /// catches up: without yielding the loop would read a whole backlog before the runs it
@@ -573,20 +580,10 @@ impl Runner {
                     // `RECORDS_PER_TURN`, without polling the other arms in between (an empty
                     // queue is polled twice, a waker registered): the other arms wait at most that.
                     Some(msg) = tests.next() => {
-                        self.on_tests_result(msg, &signals_consumer).await;
-                        for _ in 1..RECORDS_PER_TURN {
-                            pace.record().await;
-                            let Some(Some(msg)) = tests.next().now_or_never() else { break };
-                            self.on_tests_result(msg, &signals_consumer).await;
-                        }
+                        self.take_fetched(Source::Tests, msg, &mut tests, &signals_consumer, &mut pace).await;
                     }
                     Some(msg) = signals.next() => {
-                        self.on_signals_result(msg, &signals_consumer).await;
-                        for _ in 1..RECORDS_PER_TURN {
-                            pace.record().await;
-                            let Some(Some(msg)) = signals.next().now_or_never() else { break };
-                            self.on_signals_result(msg, &signals_consumer).await;
-                        }
+                        self.take_fetched(Source::Signals, msg, &mut signals, &signals_consumer, &mut pace).await;
                     }
                 }
                 if let Some(until) = drain_until {
@@ -644,29 +641,60 @@ impl Runner {
         Ok(())
     }
 
-    /// A record (or an event) of the tests consumer.
-    async fn on_tests_result(&self, msg: KafkaResult<BorrowedMessage<'_>>, signals: &Consumer2) {
-        match msg {
-            Ok(msg) => self.on_tests_message(&msg, signals),
-            Err(KafkaError::PartitionEOF(p)) => {
-                let action = self.lock_flow().tests_caught_up(p);
-                self.apply(action, signals);
+    /// Handles `first`, then the records its consumer has fetched already, up to
+    /// [`RECORDS_PER_TURN`] in all (see [`Runner::run`]).
+    async fn take_fetched<'a>(
+        &self,
+        source: Source,
+        first: KafkaResult<BorrowedMessage<'a>>,
+        stream: &mut MessageStream<'a, RunnerContext>,
+        signals: &Consumer2,
+        pace: &mut Pace,
+    ) {
+        let mut more = self.on_fetched(source, first, signals).await;
+        for _ in 1..RECORDS_PER_TURN {
+            if !more {
+                break;
             }
-            Err(err) => self.on_consumer_error(err).await,
+            pace.record().await;
+            let Some(Some(msg)) = stream.next().now_or_never() else {
+                break;
+            };
+            more = self.on_fetched(source, msg, signals).await;
         }
     }
 
-    /// A record (or an event) of the signals consumer.
-    async fn on_signals_result(&self, msg: KafkaResult<BorrowedMessage<'_>>, signals: &Consumer2) {
-        match msg {
-            Ok(msg) => self.on_signals_message(&msg, signals),
-            Err(err) => {
-                if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+    /// A record (or an event) of the tests or signals consumer. Whether the batch it is part
+    /// of goes on: not after an error, which waits a while (each of a burst of errors would
+    /// hold the loop's other arms back that long again).
+    async fn on_fetched(
+        &self,
+        source: Source,
+        msg: KafkaResult<BorrowedMessage<'_>>,
+        signals: &Consumer2,
+    ) -> bool {
+        match (source, msg) {
+            (Source::Tests, Ok(msg)) => self.on_tests_message(&msg, signals),
+            (Source::Signals, Ok(msg)) => self.on_signals_message(&msg, signals),
+            (_, Err(KafkaError::PartitionEOF(p))) => {
+                if source == Source::Tests {
+                    let action = self.lock_flow().tests_caught_up(p);
+                    self.apply(action, signals);
+                } else {
+                    self.on_consumer_error(KafkaError::PartitionEOF(p)).await;
+                }
+            }
+            (source, Err(err)) => {
+                if source == Source::Signals
+                    && err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+                {
                     self.inner.clocks.broker_down(Utc::now());
                 }
-                self.on_consumer_error(err).await
+                self.on_consumer_error(err).await;
+                return false;
             }
         }
+        true
     }
 
     fn sink(&self) -> Option<&ReportSink> {

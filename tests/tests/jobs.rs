@@ -73,7 +73,10 @@ async fn the_order_check_passes_with_execution_as_a_background_job() {
         "{steps:?}"
     );
     assert_eq!(
-        steps.iter().position(|s| *s == "order_executed").map(|at| at > 0),
+        steps
+            .iter()
+            .position(|s| *s == "order_executed")
+            .map(|at| at > 0),
         Some(true),
         "order_executed once, after order_sent_to_db: {steps:?}"
     );
