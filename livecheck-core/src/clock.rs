@@ -19,7 +19,7 @@
 //!   timestamp order.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -69,10 +69,11 @@ struct State {
     rtt: TimeDelta,
 }
 
-/// Per-partition event-time clocks of the signals topic. Cheap to clone.
-#[derive(Debug, Clone)]
+/// Per-partition event-time clocks of the signals topic, shared behind an `Arc` (every run
+/// holds one: a pointer, not a copy of the settings).
+#[derive(Debug)]
 pub(crate) struct Clocks {
-    state: Arc<Mutex<State>>,
+    state: Mutex<State>,
     slack: TimeDelta,
     outage_grace: TimeDelta,
     /// How stale librdkafka's view of the high watermark can be when it says "caught up".
@@ -86,7 +87,7 @@ fn delta(d: Duration) -> TimeDelta {
 impl Clocks {
     pub(crate) fn new(slack: Duration, outage_grace: Duration, fetch_wait: Duration) -> Self {
         Self {
-            state: Arc::default(),
+            state: Mutex::default(),
             slack: delta(slack),
             outage_grace: delta(outage_grace),
             fetch_staleness: delta(fetch_wait) + TimeDelta::milliseconds(100),

@@ -100,7 +100,7 @@ pub(crate) struct RunnerContext {
     pub(crate) ownership: Arc<Ownership>,
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
-    pub(crate) clocks: Clocks,
+    pub(crate) clocks: Arc<Clocks>,
     pub(crate) connectivity: Connectivity,
     pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
     pub(crate) counters: Arc<RunnerCounters>,

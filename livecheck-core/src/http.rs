@@ -45,9 +45,8 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<TestContext>, ContextError>
     )
 }
 
-/// `baggage` and `traceparent`, built once: a lookup by `&str` parses the name every time.
+/// `baggage`, built once: a lookup by `&str` parses the name every time.
 static BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
-static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// The name of header `EVERY[i]`, owned: built at compile time, it is a copy (a clone of a
 /// static name calls through a vtable, and cost 10 % of an inject).
@@ -99,9 +98,11 @@ pub fn inject(headers: &mut HeaderMap, context: &TestContext) {
         }
     });
     if let Some(traceparent) = &context.traceparent {
-        if !headers.contains_key(&TRACEPARENT_NAME) {
+        // One lookup (hashing the name) for both the test and the insert.
+        if let Entry::Vacant(entry) = headers.entry(const { HeaderName::from_static(TRACEPARENT) })
+        {
             if let Ok(value) = HeaderValue::from_str(traceparent) {
-                headers.insert(&TRACEPARENT_NAME, value);
+                entry.insert(value);
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The runner's bookkeeping: in-flight tests, signals that came early, finished tests.
 //! Every collection is bounded; evictions are counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,11 +81,44 @@ struct Slot {
     arrived: Vec<Arc<Arrival>>,
     /// Set when an occurrence was dropped for lack of room: counts are not known.
     overflowed: bool,
-    /// Signal names are the `&'static str` of their `Signal` declarations: no copy per wait.
-    waiters: Vec<(Vec<&'static str>, oneshot::Sender<()>)>,
+    waiters: Vec<Waiter>,
+    /// The earliest deadline of the waiters queued in [`Registry::deadlines`] (none
+    /// queued: `None`).
+    deadline: Option<DateTime<Utc>>,
     task: Option<tokio::task::AbortHandle>,
     /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
     parked: Option<Box<Parked>>,
+}
+
+/// A run waiting for steps of its test: woken when one of them arrives, or when its
+/// partition's event-time clock passes `until` (see [`Registry::expire_waits`]).
+struct Waiter {
+    steps: Steps,
+    tx: oneshot::Sender<()>,
+    until: DateTime<Utc>,
+}
+
+/// The steps a waiter watches: names are the `&'static str` of their `Signal` declarations,
+/// so a wait for one step (the usual case) allocates nothing for them.
+enum Steps {
+    One(&'static str),
+    Any(Box<[&'static str]>),
+}
+
+impl Steps {
+    fn new(signals: &[&'static str]) -> Self {
+        match signals {
+            [one] => Self::One(one),
+            more => Self::Any(more.into()),
+        }
+    }
+
+    fn contains(&self, signal: &str) -> bool {
+        match self {
+            Self::One(one) => *one == signal,
+            Self::Any(any) => any.contains(&signal),
+        }
+    }
 }
 
 /// What a run of a case that starts on its first step needs to start: held in the
@@ -194,7 +229,7 @@ pub(crate) enum TestOutcome {
 /// otherwise. Two ids are the same key exactly when they are the same text. A finished
 /// test costs about 60 bytes this way, against about 220 as two `String`s (the map's key
 /// and the eviction queue's), and finished tests are kept long after their verdicts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TestKey {
     Uuid([u8; 16]),
     Text(Box<str>),
@@ -213,7 +248,20 @@ impl TestKey {
         }
         Self::Text(test_id.into())
     }
+
+    /// The test id this key was made from.
+    fn id(&self) -> Cow<'_, str> {
+        match self {
+            Self::Uuid(bytes) => {
+                Cow::Owned(uuid::Uuid::from_bytes(*bytes).hyphenated().to_string())
+            }
+            Self::Text(text) => Cow::Borrowed(text),
+        }
+    }
 }
+
+/// Deadlines of waiting runs, earliest first (see [`Registry::expire_waits`]).
+type Deadlines = BinaryHeap<Reverse<(DateTime<Utc>, TestKey)>>;
 
 /// Capacity (entries) under which [`Registry::shrink`] leaves a map alone.
 const SHRINK_ABOVE: usize = 1024;
@@ -228,6 +276,10 @@ pub(crate) struct Registry {
     finished_order: VecDeque<TestKey>,
     /// Runs parked (see [`Parked`]).
     parked: usize,
+    /// Per partition, the deadlines of the waiting runs on it, earliest first: one entry
+    /// per test for its earliest waiter (see [`Slot::deadline`]), and entries left by
+    /// waits that ended sooner, dropped when their time comes.
+    deadlines: HashMap<i32, Deadlines>,
     limits: Limits,
 }
 
@@ -240,6 +292,7 @@ impl Registry {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             parked: 0,
+            deadlines: HashMap::new(),
             limits,
         }
     }
@@ -346,9 +399,8 @@ impl Registry {
             let mut delivered = false;
             let mut i = 0;
             while i < slot.waiters.len() {
-                if slot.waiters[i].0.contains(&arrival.signal.as_str()) {
-                    let (_, tx) = slot.waiters.swap_remove(i);
-                    delivered |= tx.send(()).is_ok();
+                if slot.waiters[i].steps.contains(&arrival.signal) {
+                    delivered |= slot.waiters.swap_remove(i).tx.send(()).is_ok();
                 } else {
                     i += 1;
                 }
@@ -437,11 +489,25 @@ impl Registry {
         if roomy(self.early_order.len(), self.early_order.capacity()) {
             self.early_order.shrink_to(self.early_order.len() * 2);
         }
+        for heap in self.deadlines.values_mut() {
+            if roomy(heap.len(), heap.capacity()) {
+                heap.shrink_to(heap.len() * 2);
+            }
+        }
     }
 
     /// The occurrences of the steps `signals` of a running test, when there are more than
-    /// `seen`; otherwise a receiver woken by the next one.
-    pub(crate) fn watch(&mut self, test_id: &str, signals: &[&'static str], seen: usize) -> Watch {
+    /// `seen`; otherwise a receiver woken by the next one, or once the clock of `partition`
+    /// has passed `until` ([`Registry::expire_waits`]): one timer for every run, not one
+    /// per wait.
+    pub(crate) fn watch(
+        &mut self,
+        test_id: &str,
+        signals: &[&'static str],
+        seen: usize,
+        until: DateTime<Utc>,
+        partition: i32,
+    ) -> Watch {
         let Some(slot) = self.running.get_mut(test_id) else {
             return Watch::Gone;
         };
@@ -452,7 +518,18 @@ impl Registry {
         let (tx, rx) = oneshot::channel();
         // Runs mostly wait for one signal at a time: room for exactly one.
         slot.waiters.reserve_exact(1);
-        slot.waiters.push((signals.to_vec(), tx));
+        slot.waiters.push(Waiter {
+            steps: Steps::new(signals),
+            tx,
+            until,
+        });
+        if slot.deadline.is_none_or(|queued| until < queued) {
+            slot.deadline = Some(until);
+            self.deadlines
+                .entry(partition)
+                .or_default()
+                .push(Reverse((until, TestKey::new(test_id))));
+        }
         Watch::Pending(rx)
     }
 
@@ -460,8 +537,46 @@ impl Registry {
     /// signal stay.
     pub(crate) fn cancel_wait(&mut self, test_id: &str) {
         if let Some(slot) = self.running.get_mut(test_id) {
-            slot.waiters.retain(|(_, tx)| !tx.is_closed());
+            slot.waiters.retain(|w| !w.tx.is_closed());
         }
+    }
+
+    /// Wakes the waiters whose deadline their partition's clock (`clock(partition)`; `None`:
+    /// not known yet) has passed; each then looks at the clock and its steps itself.
+    /// Returns how many were woken.
+    pub(crate) fn expire_waits(&mut self, clock: impl Fn(i32) -> Option<DateTime<Utc>>) -> usize {
+        let mut woken = 0;
+        for (partition, heap) in &mut self.deadlines {
+            let Some(now) = clock(*partition) else {
+                continue;
+            };
+            while heap.peek().is_some_and(|Reverse((until, _))| *until <= now) {
+                let Some(Reverse((until, key))) = heap.pop() else {
+                    break;
+                };
+                let Some(slot) = self.running.get_mut(key.id().as_ref()) else {
+                    // The test ended: the entry of a wait that ended sooner.
+                    continue;
+                };
+                let mut i = 0;
+                while i < slot.waiters.len() {
+                    if slot.waiters[i].until <= now {
+                        woken += usize::from(slot.waiters.swap_remove(i).tx.send(()).is_ok());
+                    } else {
+                        i += 1;
+                    }
+                }
+                if slot.deadline == Some(until) {
+                    // This was the test's queued entry: queue its next deadline, if any.
+                    slot.deadline = slot.waiters.iter().map(|w| w.until).min();
+                    if let Some(next) = slot.deadline {
+                        heap.push(Reverse((next, key)));
+                    }
+                }
+            }
+        }
+        self.deadlines.retain(|_, heap| !heap.is_empty());
+        woken
     }
 
     /// Parks the run of a test just started (see [`Parked`]); hands it back when the test
@@ -537,6 +652,7 @@ impl Registry {
                 }
             }
         }
+        self.deadlines.remove(&partition);
         self.early
             .retain(|_, e| !e.arrivals.iter().any(|a| a.partition == partition));
         // What was decided here is known to the partition's next owner (this runner too, if
@@ -554,6 +670,7 @@ impl Registry {
     pub(crate) fn cancel_all(&mut self) -> usize {
         let n = self.running.len();
         self.parked = 0;
+        self.deadlines.clear();
         for (_, slot) in self.running.drain() {
             if let Some(task) = slot.task {
                 task.abort();
@@ -566,6 +683,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deadline no test here reaches.
+    const LATER: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
     fn arrival(signal: &str) -> Arrival {
         sent(signal, signal)
@@ -603,7 +723,7 @@ mod tests {
         );
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Duplicate);
         assert_eq!(r.start_test("t", None), TestOutcome::Started);
-        assert_eq!(ready(r.watch("t", &["a"], 0)), 1);
+        assert_eq!(ready(r.watch("t", &["a"], 0, LATER, 0)), 1);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
     }
 
@@ -612,13 +732,13 @@ mod tests {
         let mut r = Registry::new(Limits::default());
         r.start_test("t1", None);
         r.start_test("t2", None);
-        let Watch::Pending(mut rx1) = r.watch("t1", &["a"], 0) else {
+        let Watch::Pending(mut rx1) = r.watch("t1", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut rx2) = r.watch("t2", &["a"], 0) else {
+        let Watch::Pending(mut rx2) = r.watch("t2", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut rx3) = r.watch("t1", &["b"], 0) else {
+        let Watch::Pending(mut rx3) = r.watch("t1", &["b"], 0, LATER, 0) else {
             panic!()
         };
         assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Delivered);
@@ -644,7 +764,10 @@ mod tests {
         ));
         assert_eq!(r.early_tests(), 2);
         assert_eq!(r.start_test("t1", None), TestOutcome::Started);
-        assert!(matches!(r.watch("t1", &["a"], 0), Watch::Pending(_)));
+        assert!(matches!(
+            r.watch("t1", &["a"], 0, LATER, 0),
+            Watch::Pending(_)
+        ));
     }
 
     #[test]
@@ -693,7 +816,10 @@ mod tests {
             r.early.capacity()
         );
         // What is left is still there.
-        assert!(matches!(r.watch(&ids[0], &["a"], 0), Watch::Pending(_)));
+        assert!(matches!(
+            r.watch(&ids[0], &["a"], 0, LATER, 0),
+            Watch::Pending(_)
+        ));
         assert_eq!(r.in_flight(), 100);
     }
 
@@ -729,16 +855,62 @@ mod tests {
     fn giving_up_one_wait_keeps_another_on_the_same_signal() {
         let mut r = Registry::new(Limits::default());
         r.start_test("t", None);
-        let Watch::Pending(mut first) = r.watch("t", &["a"], 0) else {
+        let Watch::Pending(mut first) = r.watch("t", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut second) = r.watch("t", &["a"], 0) else {
+        let Watch::Pending(mut second) = r.watch("t", &["a"], 0, LATER, 0) else {
             panic!()
         };
         first.close();
         r.cancel_wait("t");
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
         assert!(second.try_recv().is_ok());
+    }
+
+    /// Deadlines are woken by the partition's clock, earliest first, each once, a test's
+    /// later waits still queued; a partition whose clock is not known yet wakes nothing.
+    #[test]
+    fn waits_wake_when_their_partition_clock_passes_their_deadline() {
+        use chrono::TimeZone as _;
+        let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        let uuid = "3f0b6c1e-5d2a-4c8e-9b7a-0e1d2c3b4a59";
+        let mut r = Registry::new(Limits::default());
+        for id in ["t", uuid, "other"] {
+            r.start_test(id, None);
+        }
+        let pending = |w: Watch| match w {
+            Watch::Pending(rx) => rx,
+            _ => panic!("pending"),
+        };
+        let mut t_late = pending(r.watch("t", &["a"], 0, at(20), 0));
+        let mut t_soon = pending(r.watch("t", &["b"], 0, at(10), 0));
+        let mut u = pending(r.watch(uuid, &[], 0, at(10), 0));
+        let mut other = pending(r.watch("other", &["a", "b"], 0, at(5), 1));
+        // Partition 1's clock is not known: nothing there wakes.
+        let clock = |now: i64| move |p: i32| (p == 0).then(|| at(now));
+        assert_eq!(r.expire_waits(clock(9)), 0);
+        assert_eq!(r.expire_waits(clock(10)), 2, "both waits due at 10 s");
+        assert!(t_soon.try_recv().is_ok() && u.try_recv().is_ok());
+        assert!(
+            t_late.try_recv().is_err(),
+            "the later wait of the same test stays"
+        );
+        assert_eq!(r.expire_waits(clock(19)), 0);
+        assert_eq!(r.expire_waits(clock(25)), 1);
+        assert!(t_late.try_recv().is_ok());
+        assert!(other.try_recv().is_err());
+        assert_eq!(
+            r.expire_waits(|_| Some(at(5))),
+            1,
+            "partition 1's clock known now"
+        );
+        assert!(other.try_recv().is_ok());
+        assert!(r.deadlines.is_empty(), "nothing left queued");
+        // A wait that ended sooner (its step came) leaves an entry that wakes nothing.
+        let _rx = pending(r.watch("t", &["a"], 0, at(30), 0));
+        assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
+        assert_eq!(r.expire_waits(clock(40)), 0);
+        assert!(r.deadlines.is_empty());
     }
 
     #[test]
@@ -821,8 +993,11 @@ mod tests {
             r.on_signal("t", sent("debited", "s2")),
             SignalOutcome::Stored
         );
-        assert_eq!(ready(r.watch("t", &["debited"], 0)), 2);
-        assert!(matches!(r.watch("t", &["debited"], 2), Watch::Pending(_)));
+        assert_eq!(ready(r.watch("t", &["debited"], 0, LATER, 0)), 2);
+        assert!(matches!(
+            r.watch("t", &["debited"], 2, LATER, 0),
+            Watch::Pending(_)
+        ));
         // Without send ids, the same time and value is the same send.
         let mut a = sent("credited", "x");
         a.send_id = None;
@@ -906,7 +1081,7 @@ mod tests {
         assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Woke);
         assert!(r.take_parked("t1").is_some());
         assert!(r.take_parked("t1").is_none(), "taken once");
-        assert_eq!(ready(r.watch("t1", &["a"], 0)), 1);
+        assert_eq!(ready(r.watch("t1", &["a"], 0, LATER, 0)), 1);
         assert_eq!(r.on_signal("t1", arrival("b")), SignalOutcome::Stored);
         // A duplicate of a parked test's step does not wake it twice.
         assert_eq!(r.on_signal("t2", sent("a", "1")), SignalOutcome::Woke);

@@ -6,10 +6,12 @@
 //! claims against every occurrence read by then (after the case's `settle` time), so a step
 //! that happened twice fails a run that waited for it once.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
@@ -128,19 +130,21 @@ impl RunState {
     }
 }
 
+/// What a run's waits share: one allocation per run in flight, kept small (its case's
+/// settings are read from the case, not copied).
 pub(crate) struct RunShared {
     pub(crate) context: Arc<TestContext>,
-    pub(crate) timeout: Duration,
-    /// The run's deadline by event time, and the duration it was set from.
-    pub(crate) deadline: Option<(DateTime<Utc>, Duration)>,
-    pub(crate) settle: Duration,
+    pub(crate) case: Arc<crate::Case>,
     /// Event time of the test record: where the first step's timeout counts from.
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) state: Mutex<RunState>,
     /// The partition the test's records are on, and its event-time clock.
     pub(crate) partition: i32,
-    pub(crate) clocks: Clocks,
+    /// Offset of the test's record (what its report's commit holds; a table write is
+    /// remembered until it is committed).
+    pub(crate) test_offset: i64,
+    pub(crate) clocks: Arc<Clocks>,
     /// The suite's tables and this run's writes to them, for a case that declares tables
     /// (boxed: a run of another case pays one pointer).
     pub(crate) tables: Option<Box<RunTables>>,
@@ -149,8 +153,6 @@ pub(crate) struct RunShared {
 /// What a run of a case with tables needs of them.
 pub(crate) struct RunTables {
     pub(crate) store: Arc<TableStore>,
-    /// Offset of the test's record (its writes are remembered until it is committed).
-    pub(crate) test_offset: i64,
     pub(crate) writes: Mutex<RunWrites>,
 }
 
@@ -213,7 +215,7 @@ impl Run {
             &s.context.case,
             route,
             s.partition,
-            (&s.context.id, tables.test_offset, op),
+            (&s.context.id, s.test_offset, op),
             change,
         )?;
         writes.pending.extend(pending);
@@ -361,8 +363,11 @@ impl Run {
 
     /// Waits for `signal` with the case's timeout, after the previous step by event time (see
     /// [`Run::wait_timeout`]), and returns its value. The step must happen exactly once.
-    pub async fn wait<T: DeserializeOwned>(&self, signal: &Signal<T>) -> Result<T, CheckError> {
-        self.wait_timeout(signal, self.shared.timeout).await
+    pub fn wait<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
+    ) -> impl Future<Output = Result<T, CheckError>> + 'a {
+        self.wait_timeout(signal, self.timeout())
     }
 
     /// Waits for `signal` at most `timeout` after the previous step (by event time: the
@@ -373,13 +378,17 @@ impl Run {
     /// a runner that is behind, replaying after a restart, or cut off from the broker does
     /// not time a step out that was sent in time; a step sent after its deadline is late,
     /// whenever it is read.
-    pub async fn wait_timeout<T: DeserializeOwned>(
-        &self,
-        signal: &Signal<T>,
+    ///
+    /// (The waits are functions returning a future rather than `async fn`s: the future of
+    /// a waiting run is smaller without a copy of their arguments in it.)
+    pub fn wait_timeout<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
         timeout: Duration,
-    ) -> Result<T, CheckError> {
-        let a = self.take_one(signal, None, None, timeout, "wait").await?;
-        decode(&a)
+    ) -> impl Future<Output = Result<T, CheckError>> + 'a {
+        // A combinator, not an `async` block, which would hold the wait twice.
+        self.take_one(signal, None, None, timeout, "wait")
+            .map(|taken| decode(&*taken?))
     }
 
     /// Waits for the first occurrence of `signal` whose value satisfies `condition` (`what`
@@ -404,7 +413,7 @@ impl Run {
                 signal,
                 None,
                 Some((filter, what.to_owned())),
-                self.shared.timeout,
+                self.timeout(),
                 "wait_where",
             )
             .await?;
@@ -413,15 +422,13 @@ impl Run {
 
     /// Waits for the step `signal` of one item (sent with [`Signal::send_item`]), with the
     /// case's timeout; each item's step must happen exactly once.
-    pub async fn wait_item<T: DeserializeOwned>(
-        &self,
-        signal: &Signal<T>,
-        item: &str,
-    ) -> Result<T, CheckError> {
-        let a = self
-            .take_one(signal, Some(item), None, self.shared.timeout, "wait_item")
-            .await?;
-        decode(&a)
+    pub fn wait_item<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
+        item: &'a str,
+    ) -> impl Future<Output = Result<T, CheckError>> + 'a {
+        self.take_one(signal, Some(item), None, self.timeout(), "wait_item")
+            .map(|taken| decode(&*taken?))
     }
 
     /// Waits for `signal` to happen `n` times, the last of them within the case's timeout
@@ -434,7 +441,7 @@ impl Run {
     ) -> Result<Vec<T>, CheckError> {
         self.check_case(signal)?;
         let name = signal.name();
-        let until = self.until(self.shared.timeout);
+        let until = self.until(self.timeout());
         let watched = self
             .watch(&[name], until.at, |all| {
                 let mine: Vec<_> = all.iter().filter(|a| a.item.is_none()).collect();
@@ -484,7 +491,7 @@ impl Run {
         signal: &Signal<T>,
     ) -> Result<Option<T>, CheckError> {
         match self
-            .take_one(signal, None, None, self.shared.timeout, "wait_optional")
+            .take_one(signal, None, None, self.timeout(), "wait_optional")
             .await
         {
             Ok(a) => decode(&a).map(Some),
@@ -520,7 +527,7 @@ impl Run {
             .map(|n| format!("`{n}`"))
             .collect::<Vec<_>>()
             .join(" or ");
-        let until = self.until(self.shared.timeout);
+        let until = self.until(self.timeout());
         let watched = self
             .watch(&names, until.at, |all| {
                 let first = all.iter().find(|a| a.item.is_none())?;
@@ -626,11 +633,12 @@ impl Run {
     /// Called by the runner when the expectations passed: waits the case's settle time,
     /// then checks every claimed step's count against every occurrence read.
     pub(crate) async fn conclude(&self) -> Result<(), CheckError> {
-        if !self.shared.settle.is_zero() {
+        let settle = self.shared.case.settings().settle;
+        if !settle.is_zero() {
             // A window for repeats, not a deadline: the clock's slack for out-of-order
             // producers is not added to it.
             let from = self.state().previous_at;
-            let until = from + TimeDelta::from_std(self.shared.settle).unwrap_or(TimeDelta::MAX)
+            let until = from + TimeDelta::from_std(settle).unwrap_or(TimeDelta::MAX)
                 - self.shared.clocks.slack();
             self.watch(&[], until, |_| None::<()>).await?;
         }
@@ -662,129 +670,155 @@ impl Run {
 
     /// Waits for one occurrence of a step (first match, in arrival order) and takes it,
     /// claiming it exactly once.
-    async fn take_one<T>(
-        &self,
-        signal: &Signal<T>,
-        item: Option<&str>,
+    ///
+    /// A function returning an `async` block, not an `async fn`: see [`Run::watch`].
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of its arguments in its future"
+    )]
+    fn take_one<'a, T>(
+        &'a self,
+        signal: &'a Signal<T>,
+        item: Option<&'a str>,
         filter: Option<(Filter, String)>,
         timeout: Duration,
-        form: &str,
-    ) -> Result<Arc<Arrival>, CheckError> {
-        self.check_case(signal)?;
-        let name = signal.name();
-        let label = step_name(name, item);
-        let until = self.until(timeout);
-        let matching = |a: &Arrival| matches(a, name, item, filter.as_ref().map(|f| &f.0));
-        let watched = self
-            .watch(&[name], until.at, |all| {
-                let first = all.iter().find(|a| matching(a))?;
-                Some(if event_at(first) > until.at {
-                    Err(self.timed_out(&label, &until, Some(event_at(first) - until.at), None))
-                } else {
-                    Ok(first.clone())
-                })
-            })
-            .await?;
-        let first = match watched {
-            Watched::Done(Ok(first)) => first,
-            Watched::Done(Err(late)) => {
-                self.note(format!("{form} `{label}`: late"));
-                return Err(late);
-            }
-            Watched::Expired(all) => {
-                self.note(format!("{form} `{label}`: did not come"));
-                let detail = filter.as_ref().and_then(|(_, what)| {
-                    let other = all
+        form: &'a str,
+    ) -> impl Future<Output = Result<Arc<Arrival>, CheckError>> + 'a {
+        async move {
+            self.check_case(signal)?;
+            let name = signal.name();
+            // When the wait begins: it counts from the steps taken before it.
+            let until = self.until(timeout);
+            let watched = self
+                .watch(&[name], until.at, |all| {
+                    let first = all
                         .iter()
-                        .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
-                        .count();
-                    (other > 0).then(|| {
-                        format!(
-                            "{other} occurrence{} came where not {what}",
-                            if other == 1 { "" } else { "s" }
-                        )
+                        .find(|a| matches(a, name, item, filter.as_ref().map(|f| &f.0)))?;
+                    Some(if event_at(first) > until.at {
+                        let late_by = event_at(first) - until.at;
+                        Err(self.timed_out(&step_name(name, item), &until, Some(late_by), None))
+                    } else {
+                        Ok(first.clone())
                     })
-                });
-                return Err(self.timed_out(&label, &until, None, detail));
-            }
-        };
-        let mut state = self.state();
-        state.take(&first);
-        state.claim(Claim {
-            signal: name,
-            item: item.map(str::to_owned),
-            filter,
-            times: Times::Exactly(1),
-        });
-        // The common line, joined without `format!` (one per step of every run).
-        state.waits.push([form, " `", &label, "`: taken"].concat());
-        Ok(first)
+                })
+                .await?;
+            let label = step_name(name, item);
+            let first = match watched {
+                Watched::Done(Ok(first)) => first,
+                Watched::Done(Err(late)) => {
+                    self.note(format!("{form} `{label}`: late"));
+                    return Err(late);
+                }
+                Watched::Expired(all) => {
+                    self.note(format!("{form} `{label}`: did not come"));
+                    let detail = filter.as_ref().and_then(|(_, what)| {
+                        let other = all
+                            .iter()
+                            .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
+                            .count();
+                        (other > 0).then(|| {
+                            format!(
+                                "{other} occurrence{} came where not {what}",
+                                if other == 1 { "" } else { "s" }
+                            )
+                        })
+                    });
+                    return Err(self.timed_out(&label, &until, None, detail));
+                }
+            };
+            let mut state = self.state();
+            state.take(&first);
+            state.claim(Claim {
+                signal: name,
+                item: item.map(str::to_owned),
+                filter,
+                times: Times::Exactly(1),
+            });
+            // The common line, joined without `format!` (one per step of every run).
+            state.waits.push([form, " `", &label, "`: taken"].concat());
+            Ok(first)
+        }
     }
 
     /// Watches the steps `signals` until `decide` returns a decision on their occurrences
     /// (every one so far, in arrival order) or the partition's event-time clock passes
     /// `until`.
-    async fn watch<R>(
-        &self,
-        signals: &[&'static str],
+    ///
+    /// A waiting run holds only this future's state and its entry in the registry, no
+    /// timer: the runner wakes it when its clock passes `until`
+    /// ([`Registry::expire_waits`]). Written as a function returning an `async` block, not
+    /// an `async fn`, which would keep a second copy of its arguments in the future of every
+    /// waiting run (memory per in-flight run).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of its arguments in its future"
+    )]
+    fn watch<'a, R: 'a>(
+        &'a self,
+        signals: &'a [&'static str],
         until: DateTime<Utc>,
-        mut decide: impl FnMut(&[Arc<Arrival>]) -> Option<R>,
-    ) -> Result<Watched<R>, CheckError> {
-        let test_id = self.test_id();
-        let mut seen = 0;
-        loop {
-            let watch = self.registry()?.watch(test_id, signals, seen);
-            let mut rx = match watch {
-                Watch::Ready(all) => {
-                    seen = all.len();
-                    if let Some(decision) = decide(&all) {
-                        return Ok(Watched::Done(decision));
-                    }
-                    continue;
-                }
-                Watch::Pending(rx) => rx,
-                Watch::Gone => return Err(self.gone()),
-            };
+        mut decide: impl FnMut(&[Arc<Arrival>]) -> Option<R> + 'a,
+    ) -> impl Future<Output = Result<Watched<R>, CheckError>> + 'a {
+        async move {
+            let mut seen = 0;
             loop {
-                let clock = self.shared.clocks.now(self.shared.partition, Utc::now());
-                if clock.is_some_and(|c| c >= until) {
-                    // Give up the watch; what raced the clock is still looked at.
-                    rx.close();
-                    let mut registry = self.registry()?;
-                    registry.cancel_wait(test_id);
-                    let (all, _) = registry.occurrences(test_id).ok_or_else(|| self.gone())?;
-                    drop(registry);
-                    let all: Vec<_> = all
-                        .into_iter()
-                        .filter(|a| signals.contains(&a.signal.as_str()))
-                        .collect();
-                    if all.len() > seen {
+                let rx = match self.registry()?.watch(
+                    self.test_id(),
+                    signals,
+                    seen,
+                    until,
+                    self.shared.partition,
+                ) {
+                    Watch::Ready(all) => {
+                        seen = all.len();
                         if let Some(decision) = decide(&all) {
                             return Ok(Watched::Done(decision));
                         }
+                        continue;
                     }
-                    return Ok(Watched::Expired(all));
+                    Watch::Pending(rx) => rx,
+                    Watch::Gone => return Err(self.gone()),
+                };
+                // Looked at after the waiter is in place: a clock passing `until` after this
+                // wakes it.
+                let clock = self.shared.clocks.now(self.shared.partition, Utc::now());
+                if clock.is_some_and(|c| c >= until) {
+                    // Give up the watch; what raced the clock is still looked at.
+                    drop(rx);
+                    return self.expired(signals, seen, &mut decide);
                 }
-                // Until the clock can have passed the deadline: it follows the wall clock
-                // at most when caught up, and is checked again at least every 2 s.
-                let pause = clock
-                    .map_or(TimeDelta::milliseconds(200), |c| until - c)
-                    .to_std()
-                    .unwrap_or_default()
-                    .clamp(Duration::from_millis(20), Duration::from_secs(2));
-                tokio::select! {
-                    got = &mut rx => match got {
-                        Ok(()) => break,
-                        Err(_) => {
-                            return Err(CheckError::Error(
-                                "the runner stopped while the run was waiting".into(),
-                            ))
-                        }
-                    },
-                    () = tokio::time::sleep(pause) => {}
+                if rx.await.is_err() {
+                    return Err(CheckError::Error(
+                        "the runner stopped while the run was waiting".into(),
+                    ));
                 }
             }
         }
+    }
+
+    /// The end of a [`Run::watch`] whose deadline passed, its waiter given up: a decision
+    /// on the occurrences that raced the clock, if any, or every occurrence of `signals`.
+    fn expired<R>(
+        &self,
+        signals: &[&'static str],
+        seen: usize,
+        decide: &mut impl FnMut(&[Arc<Arrival>]) -> Option<R>,
+    ) -> Result<Watched<R>, CheckError> {
+        let test_id = self.test_id();
+        let mut registry = self.registry()?;
+        registry.cancel_wait(test_id);
+        let (all, _) = registry.occurrences(test_id).ok_or_else(|| self.gone())?;
+        drop(registry);
+        let all: Vec<_> = all
+            .into_iter()
+            .filter(|a| signals.contains(&a.signal.as_str()))
+            .collect();
+        if all.len() > seen {
+            if let Some(decision) = decide(&all) {
+                return Ok(Watched::Done(decision));
+            }
+        }
+        Ok(Watched::Expired(all))
     }
 
     /// A wait on another case's signal is a mistake in the check: `ERROR` at once.
@@ -810,7 +844,7 @@ impl Run {
         let step = state.previous_at + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
         let since = state.taken.last().cloned();
         drop(state);
-        match self.shared.deadline {
+        match self.deadline() {
             Some((at, waited)) if at < step => Until {
                 at,
                 waited,
@@ -828,6 +862,19 @@ impl Run {
 
     fn started_at(&self) -> DateTime<Utc> {
         self.shared.started_at
+    }
+
+    /// The case's timeout of a step.
+    fn timeout(&self) -> Duration {
+        self.shared.case.settings().timeout
+    }
+
+    /// The run's deadline by event time (from the test's issue, or from the test record if
+    /// that is earlier), and the duration it was set from.
+    fn deadline(&self) -> Option<(DateTime<Utc>, Duration)> {
+        let d = self.shared.case.settings().deadline?;
+        let from = self.shared.context.issued_at.min(self.shared.started_at);
+        Some((from + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX), d))
     }
 
     fn state(&self) -> MutexGuard<'_, RunState> {

@@ -11,8 +11,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -191,7 +193,7 @@ struct RunnerInner {
     registry: Arc<Mutex<Registry>>,
     ledger: Arc<Mutex<Ledger>>,
     ownership: Arc<Ownership>,
-    clocks: Clocks,
+    clocks: Arc<Clocks>,
     counters: Arc<RunnerCounters>,
     tables: Arc<TableStore>,
     reports: broadcast::Sender<Arc<Report>>,
@@ -235,6 +237,12 @@ impl std::fmt::Debug for Runner {
 }
 
 type Consumer2 = StreamConsumer<RunnerContext>;
+
+/// How often the runner looks for waits whose deadline their partition's event-time clock
+/// has passed (a step missing is told at most this much after its deadline; one timer for
+/// every waiting run: each run held a timer of its own before, 112 bytes, re-armed at least
+/// every 2 s).
+const WAITS_CHECKED_EVERY: Duration = Duration::from_millis(20);
 
 /// Records of one consumer taken in a row by the runner loop (see [`Runner::run`]).
 const RECORDS_PER_TURN: usize = 32;
@@ -295,7 +303,11 @@ impl Runner {
         let (reports, _) = broadcast::channel(1024);
         let (ready, _) = watch::channel(false);
         let connectivity = client.connectivity().clone();
-        let clocks = Clocks::new(config.clock_slack, config.outage_grace, config.fetch_wait);
+        let clocks = Arc::new(Clocks::new(
+            config.clock_slack,
+            config.outage_grace,
+            config.fetch_wait,
+        ));
         let signals_topic = Arc::from(client.topics().signals.as_str());
         let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
         let counters = Arc::new(RunnerCounters::default());
@@ -535,6 +547,9 @@ impl Runner {
         let mut tick = tokio::time::interval(self.inner.config.sweep_every);
         // After a stall, one sweep, not one per period missed.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for the deadlines of every waiting run (see `Registry::expire_waits`).
+        let mut waits_tick = tokio::time::interval(WAITS_CHECKED_EVERY);
+        waits_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut restores: Restores = JoinSet::new();
         tokio::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
@@ -576,6 +591,7 @@ impl Runner {
                             self.commit(&tests_consumer, CommitMode::Async, false);
                         }
                     }
+                    _ = waits_tick.tick() => self.expire_waits(),
                     // The records a consumer has fetched already are taken in a row, up to
                     // `RECORDS_PER_TURN`, without polling the other arms in between (an empty
                     // queue is polled twice, a waker registered): the other arms wait at most that.
@@ -1382,7 +1398,7 @@ impl Runner {
                 } else {
                     format!("case {} is inactive", case.name())
                 };
-                let hold = self.hold(&pos, &dropped);
+                let hold = self.hold(pos.partition, pos.offset, &dropped);
                 self.spawn_publish(skip_report(&context, why), hold);
                 return;
             } else {
@@ -1421,7 +1437,7 @@ impl Runner {
                     .lock_registry()
                     .mark_finished(&context.id, Some(partition));
                 let limit = self.inner.config.limits.max_in_flight;
-                let hold = self.hold(&pos, &dropped);
+                let hold = self.hold(pos.partition, pos.offset, &dropped);
                 self.spawn_publish(
                     skip_report(
                         &context,
@@ -1483,6 +1499,13 @@ impl Runner {
         }
     }
 
+    /// Wakes the runs whose wait's deadline their partition's clock has passed.
+    fn expire_waits(&self) {
+        let now = Utc::now();
+        let clocks = &self.inner.clocks;
+        self.lock_registry().expire_waits(|p| clocks.now(p, now));
+    }
+
     fn lock_wakes(&self) -> std::sync::MutexGuard<'_, Wakes> {
         self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1530,11 +1553,12 @@ impl Runner {
         }
     }
 
-    /// What a report of the test whose record is at `test` decides (group mode).
-    fn hold(&self, test: &Pos, records: &[Pos]) -> Option<Hold> {
+    /// What a report of the test whose record is at `test_offset` of `partition` decides
+    /// (group mode).
+    fn hold(&self, partition: i32, test_offset: i64, records: &[Pos]) -> Option<Hold> {
         self.in_group().then(|| Hold {
-            partition: test.partition,
-            test_offset: test.offset,
+            partition,
+            test_offset,
             signals: records
                 .iter()
                 .filter(|p| {
@@ -1660,74 +1684,88 @@ impl Runner {
         }
     }
 
-    async fn execute(
+    /// A run of `case` on the test `context`, whose record is at `pos`. Its state is set up
+    /// before the future is: the future of a waiting run holds only what it needs later
+    /// (an `async fn` keeps a second copy of its arguments in its future).
+    fn execute(
         self,
         case: Arc<Case>,
         context: Arc<TestContext>,
         pos: Pos,
         event_at: Option<DateTime<Utc>>,
         read_at: Instant,
-    ) {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let started_at = event_at.unwrap_or(context.issued_at);
-        let settings = case.settings();
         let shared = Arc::new(RunShared {
             context: context.clone(),
-            timeout: settings.timeout,
-            deadline: settings.deadline.map(|d| {
-                let from = context.issued_at.min(started_at);
-                (
-                    from + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX),
-                    d,
-                )
-            }),
-            settle: settings.settle,
+            case: case.clone(),
             started_at,
             registry: self.inner.registry.clone(),
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
+            test_offset: pos.offset,
             clocks: self.inner.clocks.clone(),
             tables: (!case.tables().is_empty()).then(|| {
                 Box::new(RunTables {
                     store: self.inner.tables.clone(),
-                    test_offset: pos.offset,
                     writes: Mutex::default(),
                 })
             }),
         });
-        let run = Run {
-            shared: shared.clone(),
-        };
-        let max_run_time = self.inner.config.max_run_time;
-        let result = match &case.expectations {
-            Some(expectations) => {
-                // Called inside the future, so a panic in the closure itself is caught too.
-                // When the expectations pass, the run's claims are checked (how often
-                // each step happened).
-                let checked = AssertUnwindSafe(async move {
-                    expectations(Run {
-                        shared: run.shared.clone(),
+        // From when the test record was read: a parked run has the time a run started at
+        // once has.
+        let deadline = tokio::time::Instant::from_std(read_at) + self.inner.config.max_run_time;
+        async move {
+            let result = match &case.expectations {
+                Some(expectations) => {
+                    let run = Run {
+                        shared: shared.clone(),
+                    };
+                    // Called inside the future, so a panic in the closure itself is caught
+                    // too. When the expectations pass, the run's claims are checked (how
+                    // often each step happened).
+                    let checked = pin!(AssertUnwindSafe(async move {
+                        expectations(Run {
+                            shared: run.shared.clone(),
+                        })
+                        .await?;
+                        // Boxed, as the publishing below: the task of a run that waits holds
+                        // only what its waits need (memory per in-flight run).
+                        Box::pin(run.conclude()).await
                     })
-                    .await?;
-                    // Boxed, as the publishing below: the task of a run that waits holds
-                    // only what its waits need (memory per in-flight run).
-                    Box::pin(run.conclude()).await
-                })
-                .catch_unwind();
-                match self.within_run_time(checked, read_at).await {
-                    Some(result) => result,
-                    None => {
-                        bump(&self.inner.counters.runs_overdue);
-                        Ok(Err(CheckError::Error(format!(
-                            "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
-                        ))))
+                    .catch_unwind());
+                    let sleep = pin!(tokio::time::sleep_until(deadline));
+                    match self.within_run_time(checked, sleep).await {
+                        Some(result) => result,
+                        None => {
+                            bump(&self.inner.counters.runs_overdue);
+                            let max_run_time = self.inner.config.max_run_time;
+                            Ok(Err(CheckError::Error(format!(
+                                "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
+                            ))))
+                        }
                     }
                 }
-            }
-            None => Ok(Err(CheckError::Error(format!(
-                "case {} has no expectations",
-                case.name()
-            )))),
-        };
+                None => Ok(Err(CheckError::Error(format!(
+                    "case {} has no expectations",
+                    case.name()
+                )))),
+            };
+            drop(case);
+            // Boxed: what concludes a run (its report, its publishing) is not in the future
+            // of every waiting run (memory per in-flight run).
+            Box::pin(self.conclude(shared, result)).await;
+        }
+    }
+
+    /// Ends a run whose expectations gave `result`: its table writes settled, its verdict
+    /// and report, published.
+    async fn conclude(
+        self,
+        shared: Arc<RunShared>,
+        result: std::thread::Result<Result<(), CheckError>>,
+    ) {
+        let (context, started_at) = (shared.context.clone(), shared.started_at);
         // The run's table writes are in Kafka before its verdict is (see `crate::table`).
         let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
             std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
@@ -1828,7 +1866,7 @@ impl Runner {
             report
         };
         let done = finished.records;
-        let hold = self.hold(&pos, &done);
+        let hold = self.hold(shared.partition, shared.test_offset, &done);
         // Boxed: a future holding a report inline would make every waiting run's task that
         // large (2,176 bytes per run in flight, measured; see the live bench).
         Box::pin(self.publish(report, hold)).await;
@@ -1856,25 +1894,32 @@ impl Runner {
         hops
     }
 
-    /// `fut`, unless it takes longer than `max_run_time` — not counting a broker outage
-    /// (and its grace period), during which waits are held by event time.
-    async fn within_run_time<F: Future>(&self, fut: F, since: Instant) -> Option<F::Output> {
-        let max = self.inner.config.max_run_time;
-        // From when the test record was read: a parked run has the time a run started at
-        // once has.
-        let mut deadline = tokio::time::Instant::from_std(since) + max;
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                out = &mut fut => return Some(out),
-                () = tokio::time::sleep_until(deadline) => {
-                    if !self.in_outage() {
-                        return None;
-                    }
-                    deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-                }
+    /// `fut`, unless `sleep` (set to `max_run_time` after the test record was read) ends
+    /// first — not counting a broker outage (and its grace period), during which waits are
+    /// held by event time.
+    ///
+    /// Polled by hand, not with `select!` in an `async` block: either would keep copies of
+    /// the futures or the arguments in the task of every waiting run (memory per in-flight
+    /// run).
+    fn within_run_time<'a, F: Future>(
+        &'a self,
+        mut fut: Pin<&'a mut F>,
+        mut sleep: Pin<&'a mut tokio::time::Sleep>,
+    ) -> impl Future<Output = Option<F::Output>> + 'a {
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
             }
-        }
+            while sleep.as_mut().poll(cx).is_ready() {
+                if !self.in_outage() {
+                    return Poll::Ready(None);
+                }
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+            Poll::Pending
+        })
     }
 
     /// Whether the broker is unreachable, or was within the outage grace period.
@@ -2231,10 +2276,28 @@ mod tests {
         };
         let execute = runner
             .clone()
-            .execute(case, context, pos, None, Instant::now());
+            .execute(case, context.clone(), pos, None, Instant::now());
         let size = std::mem::size_of_val(&execute);
-        println!("execute future: {size} bytes");
-        assert!(size <= 1024, "the run's future grew to {size} bytes");
+        // And the future of a wait, which the case's own (boxed) future holds inline.
+        let run = Run {
+            shared: Arc::new(RunShared {
+                context,
+                case: runner.suite().get("size.case").expect("case").clone(),
+                started_at: Utc::now(),
+                registry: runner.inner.registry.clone(),
+                state: Mutex::new(RunState::new(Utc::now())),
+                partition: 0,
+                test_offset: 0,
+                clocks: runner.inner.clocks.clone(),
+                tables: None,
+            }),
+        };
+        let wait = std::mem::size_of_val(&run.wait(&STEP));
+        println!("execute future: {size} bytes; a wait's future: {wait} bytes");
+        // 728 and 720 bytes before the waits shared one timer and the futures stopped
+        // copying their arguments.
+        assert!(size <= 256, "the run's future grew to {size} bytes");
+        assert!(wait <= 320, "a wait's future grew to {wait} bytes");
     }
 
     /// The signal record decodes as [`SignalEvent`] does, timestamps included.
