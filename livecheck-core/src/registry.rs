@@ -489,6 +489,21 @@ impl Registry {
         if roomy(self.early_order.len(), self.early_order.capacity()) {
             self.early_order.shrink_to(self.early_order.len() * 2);
         }
+        // A wait that ends sooner than its deadline (its step came, its test ended) leaves
+        // its entry queued until then: about tests per second times the timeout of them.
+        // Once they outnumber the runs, only the entries of waiters still in place are kept.
+        let queued: usize = self.deadlines.values().map(BinaryHeap::len).sum();
+        if queued > SHRINK_ABOVE + 2 * self.running.len() {
+            let running = &self.running;
+            for heap in self.deadlines.values_mut() {
+                heap.retain(|Reverse((until, key))| {
+                    running
+                        .get(key.id().as_ref())
+                        .is_some_and(|slot| slot.deadline == Some(*until))
+                });
+            }
+            self.deadlines.retain(|_, heap| !heap.is_empty());
+        }
         for heap in self.deadlines.values_mut() {
             if roomy(heap.len(), heap.capacity()) {
                 heap.shrink_to(heap.len() * 2);
@@ -911,6 +926,32 @@ mod tests {
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
         assert_eq!(r.expire_waits(clock(40)), 0);
         assert!(r.deadlines.is_empty());
+    }
+
+    /// Waits that ended before their deadline leave entries behind; once those outnumber
+    /// the runs, a sweep keeps only the entries of waiters still in place.
+    #[test]
+    fn entries_of_waits_that_ended_sooner_are_dropped_by_a_sweep() {
+        use chrono::TimeZone as _;
+        let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        let mut r = Registry::new(Limits::default());
+        r.start_test("live", None);
+        let Watch::Pending(mut live) = r.watch("live", &["a"], 0, at(5_000), 0) else {
+            panic!("pending")
+        };
+        let ended = SHRINK_ABOVE + 10;
+        for i in 0..ended {
+            let id = uuid::Uuid::new_v4().to_string();
+            r.start_test(&id, None);
+            let _ = r.watch(&id, &["a"], 0, at(i as i64), (i % 3) as i32);
+            r.finish_test(&id);
+        }
+        let queued = |r: &Registry| r.deadlines.values().map(BinaryHeap::len).sum::<usize>();
+        assert_eq!(queued(&r), ended + 1);
+        r.shrink();
+        assert_eq!(queued(&r), 1, "only the waiter still in place");
+        assert_eq!(r.expire_waits(|_| Some(at(5_000))), 1);
+        assert!(live.try_recv().is_ok());
     }
 
     #[test]

@@ -762,13 +762,7 @@ impl Run {
         async move {
             let mut seen = 0;
             loop {
-                let rx = match self.registry()?.watch(
-                    self.test_id(),
-                    signals,
-                    seen,
-                    until,
-                    self.shared.partition,
-                ) {
+                let rx = match self.register(signals, seen, until)? {
                     Watch::Ready(all) => {
                         seen = all.len();
                         if let Some(decision) = decide(&all) {
@@ -781,8 +775,7 @@ impl Run {
                 };
                 // Looked at after the waiter is in place: a clock passing `until` after this
                 // wakes it.
-                let clock = self.shared.clocks.now(self.shared.partition, Utc::now());
-                if clock.is_some_and(|c| c >= until) {
+                if self.clock_passed(until) {
                     // Give up the watch; what raced the clock is still looked at.
                     drop(rx);
                     return self.expired(signals, seen, &mut decide);
@@ -792,8 +785,35 @@ impl Run {
                         "the runner stopped while the run was waiting".into(),
                     ));
                 }
+                // Woken by a step or by the deadline: the clock first, so that a deadline
+                // does not put the waiter back in place.
+                if self.clock_passed(until) {
+                    return self.expired(signals, seen, &mut decide);
+                }
             }
         }
+    }
+
+    /// Puts a waiter for `signals` in place, or gives their occurrences if there are more
+    /// than `seen`. The registry's lock is let go on return: what the caller then does
+    /// with them (a case's own condition, which may be slow or panic) runs without it.
+    fn register(
+        &self,
+        signals: &[&'static str],
+        seen: usize,
+        until: DateTime<Utc>,
+    ) -> Result<Watch, CheckError> {
+        Ok(self
+            .registry()?
+            .watch(self.test_id(), signals, seen, until, self.shared.partition))
+    }
+
+    /// Whether the run's partition's event-time clock has passed `until`.
+    fn clock_passed(&self, until: DateTime<Utc>) -> bool {
+        self.shared
+            .clocks
+            .now(self.shared.partition, Utc::now())
+            .is_some_and(|c| c >= until)
     }
 
     /// The end of a [`Run::watch`] whose deadline passed, its waiter given up: a decision

@@ -652,9 +652,33 @@ impl Runner {
                 runner.commit(&consumer, CommitMode::Sync, true)
             })
             .await;
+        } else {
+            self.finish_in_background();
         }
         info!("runner stopped");
         Ok(())
+    }
+
+    /// Outside a group, the runs in flight when the runner stops go on to their verdicts
+    /// (no one runs them again): their waits' deadlines are looked at until they are done,
+    /// or until `max_run_time` has ended them all.
+    fn finish_in_background(&self) {
+        let started = |r: &Self| {
+            let registry = r.lock_registry();
+            registry.in_flight() - registry.parked()
+        };
+        if started(self) == 0 {
+            return;
+        }
+        let runner = self.clone();
+        let until = tokio::time::Instant::now() + self.inner.config.max_run_time;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WAITS_CHECKED_EVERY);
+            while started(&runner) > 0 && tokio::time::Instant::now() < until {
+                every.tick().await;
+                runner.expire_waits();
+            }
+        });
     }
 
     /// Handles `first`, then the records its consumer has fetched already, up to

@@ -39,6 +39,8 @@ enum Form {
     Deadline,
     OtherCase,
     Join,
+    /// `wait_where` with a condition that panics on one value.
+    Panicky,
 }
 
 fn case() -> Case {
@@ -100,6 +102,13 @@ async fn check(run: Run, form: Form) -> Result<(), livecheck_core::CheckError> {
         }
         Form::OtherCase => {
             run.wait(&OTHERS).await?;
+        }
+        Form::Panicky => {
+            run.wait_where(&STATUS, "status is filled", |s: &String| {
+                assert_ne!(s, "boom", "the condition cannot read this status");
+                s == "filled"
+            })
+            .await?;
         }
         Form::Join => {
             let (debited, notified) = tokio::join!(run.wait(&DEBITED), run.wait(&NOTIFIED));
@@ -314,6 +323,32 @@ async fn wait_where_takes_the_value_that_satisfies_the_condition() {
         Verdict::Fail,
         Some("step `status where status is filled` happened 2 times, expected once"),
     );
+}
+
+/// A case's condition that panics fails its own run only: it runs without the runner's
+/// locks held, so the next runs are checked as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_that_panics_fails_its_run_and_no_other() {
+    let fx = Fixture::new().await;
+    for _ in 0..2 {
+        let r = fx
+            .run(Form::Panicky, async {
+                STATUS.send(&"boom".to_owned()).await;
+            })
+            .await;
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("the check panicked: assertion `left != right` failed: the condition cannot read this status"),
+            "{error}"
+        );
+    }
+    let r = fx
+        .run(Form::Where, async {
+            STATUS.send(&"filled".to_owned()).await;
+        })
+        .await;
+    assert_verdict(&r, Verdict::Pass, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,8 @@
 //!    they stay in flight, then again after 20,000 more; bytes per run, goal <= 1 KiB.
 //!    Beside it, the live Rust heap (a counting global allocator: bytes allocated minus
 //!    bytes freed; librdkafka's own mallocs are not seen), which is free of the allocator's
-//!    slack and fragmentation, and what it is made of (live allocations per run by size).
+//!    slack and fragmentation, and what it is made of (live allocations per run by size);
+//!    and this process's CPU while nothing comes, with the 40,000 runs waiting and with none.
 //!
 //! d'. the same for the case declared [`Case::start_on_first_step`]: its runs are parked
 //!    in the runner, not tasks, until a record of their test comes.
@@ -744,7 +745,10 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
 impl LoadOutcome {
     /// The runner's idle CPU, in ms per second (the process's with it, less without it).
     fn idle_ms_per_s(&self) -> f64 {
-        ms(self.idle_with.saturating_sub(self.idle_without)) / IDLE_WINDOW.as_secs_f64()
+        per_second(
+            self.idle_with.saturating_sub(self.idle_without),
+            IDLE_WINDOW,
+        )
     }
 
     /// CPU per test under load, in microseconds (generator and runner, not the broker).
@@ -1140,7 +1144,8 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
             r.counters().reports_published() >= WARM_UP && r.in_flight() == 0
         })
         .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The runner's CPU with no run in flight, to set the CPU with runs waiting against.
+    let none_waiting = idle_cpu(IDLE_WINDOW).await?;
     let mut levels = vec![(0usize, rss()?, heap_bytes())];
     let mut classes = Vec::new();
     BY_SIZE_ON.store(true, Ordering::Relaxed);
@@ -1162,6 +1167,9 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
         classes.push(by_size());
     }
     BY_SIZE_ON.store(false, Ordering::Relaxed);
+    // What waiting runs cost while nothing comes (each run's wait once looked at its
+    // partition's clock on a timer of its own).
+    let all_waiting = idle_cpu(IDLE_WINDOW).await?;
     let parked_runs = runner.parked_runs();
     let counters = nonzero(runner.counters().snapshot());
     running.stop().await?;
@@ -1222,6 +1230,12 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
         .map(|(class, per_run)| format!("{per_run:.2} x <={} B", class * 16))
         .collect();
     println!("   live allocations per run by size: {}", shown.join(", "));
+    println!(
+        "   CPU of this process (broker excluded) while nothing comes: {:.0} ms/s with {} runs waiting, {:.0} ms/s with none",
+        per_second(all_waiting, IDLE_WINDOW),
+        levels[2].0,
+        per_second(none_waiting, IDLE_WINDOW),
+    );
     println!("   runs parked at the end: {parked_runs}");
     println!("   runner counters  {counters:?}");
     let (a, b) = (levels[1], levels[2]);
@@ -1264,6 +1278,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `cpu` spent over `window`, in milliseconds per second.
+fn per_second(cpu: Duration, window: Duration) -> f64 {
+    ms(cpu) / window.as_secs_f64()
 }
 
 fn mib(bytes: f64) -> f64 {
