@@ -686,11 +686,11 @@ impl Run {
     ) -> impl Future<Output = Result<Arc<Arrival>, CheckError>> + 'a {
         async move {
             self.check_case(signal)?;
-            let name = signal.name();
             // When the wait begins: it counts from the steps taken before it.
             let until = self.until(timeout);
             let watched = self
-                .watch(&[name], until.at, |all| {
+                .watch(signal.names(), until.at, |all| {
+                    let name = signal.name();
                     let first = all
                         .iter()
                         .find(|a| matches(a, name, item, filter.as_ref().map(|f| &f.0)))?;
@@ -702,6 +702,7 @@ impl Run {
                     })
                 })
                 .await?;
+            let name = signal.name();
             let label = step_name(name, item);
             let first = match watched {
                 Watched::Done(Ok(first)) => first,

@@ -125,6 +125,11 @@ impl<T> Signal<T> {
         self.name
     }
 
+    /// The name, as a one-name list (what a run watches), borrowed from the declaration.
+    pub(crate) fn names(&self) -> &[&'static str] {
+        std::slice::from_ref(&self.name)
+    }
+
     /// The case the signal belongs to.
     pub const fn case(&self) -> &'static str {
         self.case
