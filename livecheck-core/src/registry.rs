@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use std::task::Waker;
 
 /// A signal as the runner received it.
 #[derive(Debug)]
@@ -68,8 +68,8 @@ pub(crate) enum Watch {
     /// Every occurrence of the watched steps so far, in the order they arrived (more than
     /// the caller had seen).
     Ready(Vec<Arc<Arrival>>),
-    /// None new yet: woken when one arrives.
-    Pending(oneshot::Receiver<()>),
+    /// None new yet: the caller's waker is woken when one arrives (or the deadline passes).
+    Pending,
     /// The test is not tracked any more.
     Gone,
 }
@@ -94,8 +94,11 @@ struct Slot {
 /// partition's event-time clock passes `until` (see [`Registry::expire_waits`]).
 struct Waiter {
     steps: Steps,
-    tx: oneshot::Sender<()>,
+    /// The waiting run's task: woken (and the waiter removed) once.
+    waker: Waker,
     until: DateTime<Utc>,
+    /// Which wait of the test this is (a run can wait for several steps at once).
+    id: u32,
 }
 
 /// The steps a waiter watches: names are the `&'static str` of their `Signal` declarations,
@@ -276,6 +279,8 @@ pub(crate) struct Registry {
     finished_order: VecDeque<TestKey>,
     /// Runs parked (see [`Parked`]).
     parked: usize,
+    /// The id of the next waiter (see [`Waiter::id`]).
+    next_wait: u32,
     /// Per partition, the deadlines of the waiting runs on it, earliest first: one entry
     /// per test for its earliest waiter (see [`Slot::deadline`]), and entries left by
     /// waits that ended sooner, dropped when their time comes.
@@ -292,6 +297,7 @@ impl Registry {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             parked: 0,
+            next_wait: 0,
             deadlines: HashMap::new(),
             limits,
         }
@@ -400,7 +406,8 @@ impl Registry {
             let mut i = 0;
             while i < slot.waiters.len() {
                 if slot.waiters[i].steps.contains(&arrival.signal) {
-                    delivered |= slot.waiters.swap_remove(i).tx.send(()).is_ok();
+                    slot.waiters.swap_remove(i).waker.wake();
+                    delivered = true;
                 } else {
                     i += 1;
                 }
@@ -512,9 +519,15 @@ impl Registry {
     }
 
     /// The occurrences of the steps `signals` of a running test, when there are more than
-    /// `seen`; otherwise a receiver woken by the next one, or once the clock of `partition`
-    /// has passed `until` ([`Registry::expire_waits`]): one timer for every run, not one
-    /// per wait.
+    /// `seen`; otherwise `Pending`, with `waker` woken by the next one, or once the clock
+    /// of `partition` has passed `until` ([`Registry::expire_waits`]): one timer for every
+    /// run, not one per wait. `wait` is the wait's waiter, if it has one in place (its
+    /// waker is updated), and is set to the one put in place; it is `None` after `Ready`
+    /// (the waiter is gone). A wait that ends otherwise calls [`Registry::cancel_wait`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, which holds them all"
+    )]
     pub(crate) fn watch(
         &mut self,
         test_id: &str,
@@ -522,21 +535,35 @@ impl Registry {
         seen: usize,
         until: DateTime<Utc>,
         partition: i32,
+        wait: &mut Option<u32>,
+        waker: &Waker,
     ) -> Watch {
         let Some(slot) = self.running.get_mut(test_id) else {
+            *wait = None;
             return Watch::Gone;
         };
         let matching = |a: &&Arc<Arrival>| signals.contains(&a.signal.as_str());
         if slot.arrived.iter().filter(matching).count() > seen {
+            if let Some(id) = wait.take() {
+                slot.waiters.retain(|w| w.id != id);
+            }
             return Watch::Ready(slot.arrived.iter().filter(matching).cloned().collect());
         }
-        let (tx, rx) = oneshot::channel();
+        if let Some(waiter) = wait.and_then(|id| slot.waiters.iter_mut().find(|w| w.id == id)) {
+            // Polled again while in place: the task may have moved.
+            waiter.waker.clone_from(waker);
+            return Watch::Pending;
+        }
+        let id = self.next_wait;
+        self.next_wait = self.next_wait.wrapping_add(1);
+        *wait = Some(id);
         // Runs mostly wait for one signal at a time: room for exactly one.
         slot.waiters.reserve_exact(1);
         slot.waiters.push(Waiter {
             steps: Steps::new(signals),
-            tx,
+            waker: waker.clone(),
             until,
+            id,
         });
         if slot.deadline.is_none_or(|queued| until < queued) {
             slot.deadline = Some(until);
@@ -545,14 +572,14 @@ impl Registry {
                 .or_default()
                 .push(Reverse((until, TestKey::new(test_id))));
         }
-        Watch::Pending(rx)
+        Watch::Pending
     }
 
-    /// Forgets waiters whose run gave up (closed its receiver); other waits on the same
-    /// signal stay.
-    pub(crate) fn cancel_wait(&mut self, test_id: &str) {
+    /// Forgets the waiter `wait` of a test (its wait ended, or was dropped); other waits on
+    /// the same signal stay.
+    pub(crate) fn cancel_wait(&mut self, test_id: &str, wait: u32) {
         if let Some(slot) = self.running.get_mut(test_id) {
-            slot.waiters.retain(|w| !w.tx.is_closed());
+            slot.waiters.retain(|w| w.id != wait);
         }
     }
 
@@ -576,7 +603,8 @@ impl Registry {
                 let mut i = 0;
                 while i < slot.waiters.len() {
                     if slot.waiters[i].until <= now {
-                        woken += usize::from(slot.waiters.swap_remove(i).tx.send(()).is_ok());
+                        slot.waiters.swap_remove(i).waker.wake();
+                        woken += 1;
                     } else {
                         i += 1;
                     }
@@ -702,6 +730,54 @@ mod tests {
     /// A deadline no test here reaches.
     const LATER: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
+    /// A run's task, as a waker that counts its wakes.
+    #[derive(Default)]
+    struct Task(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A wait put in place by [`watch`]: its waiter's id and its task.
+    struct Waiting {
+        id: Option<u32>,
+        task: Arc<Task>,
+    }
+
+    impl Waiting {
+        /// Whether the task was woken since the last call.
+        fn woken(&self) -> bool {
+            self.task.0.swap(0, std::sync::atomic::Ordering::SeqCst) > 0
+        }
+    }
+
+    /// What a run watching gets: `Watch`, with the wait when it is pending.
+    enum Watched {
+        Ready(Vec<Arc<Arrival>>),
+        Pending(Waiting),
+        Gone,
+    }
+
+    fn watch(
+        r: &mut Registry,
+        test_id: &str,
+        signals: &[&'static str],
+        seen: usize,
+        until: DateTime<Utc>,
+        partition: i32,
+    ) -> Watched {
+        let task = Arc::new(Task::default());
+        let mut id = None;
+        let waker = Waker::from(task.clone());
+        match r.watch(test_id, signals, seen, until, partition, &mut id, &waker) {
+            Watch::Ready(all) => Watched::Ready(all),
+            Watch::Pending => Watched::Pending(Waiting { id, task }),
+            Watch::Gone => Watched::Gone,
+        }
+    }
+
     fn arrival(signal: &str) -> Arrival {
         sent(signal, signal)
     }
@@ -722,9 +798,9 @@ mod tests {
         }
     }
 
-    fn ready(w: Watch) -> usize {
+    fn ready(w: Watched) -> usize {
         match w {
-            Watch::Ready(all) => all.len(),
+            Watched::Ready(all) => all.len(),
             _ => panic!("not ready"),
         }
     }
@@ -738,7 +814,7 @@ mod tests {
         );
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Duplicate);
         assert_eq!(r.start_test("t", None), TestOutcome::Started);
-        assert_eq!(ready(r.watch("t", &["a"], 0, LATER, 0)), 1);
+        assert_eq!(ready(watch(&mut r, "t", &["a"], 0, LATER, 0)), 1);
         assert_eq!(r.start_test("t", None), TestOutcome::Duplicate);
     }
 
@@ -747,19 +823,19 @@ mod tests {
         let mut r = Registry::new(Limits::default());
         r.start_test("t1", None);
         r.start_test("t2", None);
-        let Watch::Pending(mut rx1) = r.watch("t1", &["a"], 0, LATER, 0) else {
+        let Watched::Pending(rx1) = watch(&mut r, "t1", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut rx2) = r.watch("t2", &["a"], 0, LATER, 0) else {
+        let Watched::Pending(rx2) = watch(&mut r, "t2", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut rx3) = r.watch("t1", &["b"], 0, LATER, 0) else {
+        let Watched::Pending(rx3) = watch(&mut r, "t1", &["b"], 0, LATER, 0) else {
             panic!()
         };
         assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Delivered);
-        assert!(rx1.try_recv().is_ok());
-        assert!(rx2.try_recv().is_err());
-        assert!(rx3.try_recv().is_err());
+        assert!(rx1.woken());
+        assert!(!rx2.woken());
+        assert!(!rx3.woken());
     }
 
     #[test]
@@ -780,8 +856,8 @@ mod tests {
         assert_eq!(r.early_tests(), 2);
         assert_eq!(r.start_test("t1", None), TestOutcome::Started);
         assert!(matches!(
-            r.watch("t1", &["a"], 0, LATER, 0),
-            Watch::Pending(_)
+            watch(&mut r, "t1", &["a"], 0, LATER, 0),
+            Watched::Pending(_)
         ));
     }
 
@@ -832,8 +908,8 @@ mod tests {
         );
         // What is left is still there.
         assert!(matches!(
-            r.watch(&ids[0], &["a"], 0, LATER, 0),
-            Watch::Pending(_)
+            watch(&mut r, &ids[0], &["a"], 0, LATER, 0),
+            Watched::Pending(_)
         ));
         assert_eq!(r.in_flight(), 100);
     }
@@ -870,16 +946,15 @@ mod tests {
     fn giving_up_one_wait_keeps_another_on_the_same_signal() {
         let mut r = Registry::new(Limits::default());
         r.start_test("t", None);
-        let Watch::Pending(mut first) = r.watch("t", &["a"], 0, LATER, 0) else {
+        let Watched::Pending(mut first) = watch(&mut r, "t", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        let Watch::Pending(mut second) = r.watch("t", &["a"], 0, LATER, 0) else {
+        let Watched::Pending(second) = watch(&mut r, "t", &["a"], 0, LATER, 0) else {
             panic!()
         };
-        first.close();
-        r.cancel_wait("t");
+        r.cancel_wait("t", first.id.take().unwrap());
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
-        assert!(second.try_recv().is_ok());
+        assert!(second.woken());
     }
 
     /// Deadlines are woken by the partition's clock, earliest first, each once, a test's
@@ -893,36 +968,33 @@ mod tests {
         for id in ["t", uuid, "other"] {
             r.start_test(id, None);
         }
-        let pending = |w: Watch| match w {
-            Watch::Pending(rx) => rx,
+        let pending = |w: Watched| match w {
+            Watched::Pending(rx) => rx,
             _ => panic!("pending"),
         };
-        let mut t_late = pending(r.watch("t", &["a"], 0, at(20), 0));
-        let mut t_soon = pending(r.watch("t", &["b"], 0, at(10), 0));
-        let mut u = pending(r.watch(uuid, &[], 0, at(10), 0));
-        let mut other = pending(r.watch("other", &["a", "b"], 0, at(5), 1));
+        let t_late = pending(watch(&mut r, "t", &["a"], 0, at(20), 0));
+        let t_soon = pending(watch(&mut r, "t", &["b"], 0, at(10), 0));
+        let u = pending(watch(&mut r, uuid, &[], 0, at(10), 0));
+        let other = pending(watch(&mut r, "other", &["a", "b"], 0, at(5), 1));
         // Partition 1's clock is not known: nothing there wakes.
         let clock = |now: i64| move |p: i32| (p == 0).then(|| at(now));
         assert_eq!(r.expire_waits(clock(9)), 0);
         assert_eq!(r.expire_waits(clock(10)), 2, "both waits due at 10 s");
-        assert!(t_soon.try_recv().is_ok() && u.try_recv().is_ok());
-        assert!(
-            t_late.try_recv().is_err(),
-            "the later wait of the same test stays"
-        );
+        assert!(t_soon.woken() && u.woken());
+        assert!(!t_late.woken(), "the later wait of the same test stays");
         assert_eq!(r.expire_waits(clock(19)), 0);
         assert_eq!(r.expire_waits(clock(25)), 1);
-        assert!(t_late.try_recv().is_ok());
-        assert!(other.try_recv().is_err());
+        assert!(t_late.woken());
+        assert!(!other.woken());
         assert_eq!(
             r.expire_waits(|_| Some(at(5))),
             1,
             "partition 1's clock known now"
         );
-        assert!(other.try_recv().is_ok());
+        assert!(other.woken());
         assert!(r.deadlines.is_empty(), "nothing left queued");
         // A wait that ended sooner (its step came) leaves an entry that wakes nothing.
-        let _rx = pending(r.watch("t", &["a"], 0, at(30), 0));
+        let _rx = pending(watch(&mut r, "t", &["a"], 0, at(30), 0));
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
         assert_eq!(r.expire_waits(clock(40)), 0);
         assert!(r.deadlines.is_empty());
@@ -936,14 +1008,14 @@ mod tests {
         let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
         let mut r = Registry::new(Limits::default());
         r.start_test("live", None);
-        let Watch::Pending(mut live) = r.watch("live", &["a"], 0, at(5_000), 0) else {
+        let Watched::Pending(live) = watch(&mut r, "live", &["a"], 0, at(5_000), 0) else {
             panic!("pending")
         };
         let ended = SHRINK_ABOVE + 10;
         for i in 0..ended {
             let id = uuid::Uuid::new_v4().to_string();
             r.start_test(&id, None);
-            let _ = r.watch(&id, &["a"], 0, at(i as i64), (i % 3) as i32);
+            let _ = watch(&mut r, &id, &["a"], 0, at(i as i64), (i % 3) as i32);
             r.finish_test(&id);
         }
         let queued = |r: &Registry| r.deadlines.values().map(BinaryHeap::len).sum::<usize>();
@@ -951,7 +1023,7 @@ mod tests {
         r.shrink();
         assert_eq!(queued(&r), 1, "only the waiter still in place");
         assert_eq!(r.expire_waits(|_| Some(at(5_000))), 1);
-        assert!(live.try_recv().is_ok());
+        assert!(live.woken());
     }
 
     #[test]
@@ -1034,10 +1106,10 @@ mod tests {
             r.on_signal("t", sent("debited", "s2")),
             SignalOutcome::Stored
         );
-        assert_eq!(ready(r.watch("t", &["debited"], 0, LATER, 0)), 2);
+        assert_eq!(ready(watch(&mut r, "t", &["debited"], 0, LATER, 0)), 2);
         assert!(matches!(
-            r.watch("t", &["debited"], 2, LATER, 0),
-            Watch::Pending(_)
+            watch(&mut r, "t", &["debited"], 2, LATER, 0),
+            Watched::Pending(_)
         ));
         // Without send ids, the same time and value is the same send.
         let mut a = sent("credited", "x");
@@ -1122,7 +1194,7 @@ mod tests {
         assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Woke);
         assert!(r.take_parked("t1").is_some());
         assert!(r.take_parked("t1").is_none(), "taken once");
-        assert_eq!(ready(r.watch("t1", &["a"], 0, LATER, 0)), 1);
+        assert_eq!(ready(watch(&mut r, "t1", &["a"], 0, LATER, 0)), 1);
         assert_eq!(r.on_signal("t1", arrival("b")), SignalOutcome::Stored);
         // A duplicate of a parked test's step does not wake it twice.
         assert_eq!(r.on_signal("t2", sent("a", "1")), SignalOutcome::Woke);

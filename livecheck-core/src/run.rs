@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -338,6 +339,64 @@ fn decode<T: DeserializeOwned>(a: &Arrival) -> Result<T, CheckError> {
             std::any::type_name::<T>()
         ))
     })
+}
+
+/// A wait's waiter in the registry (see [`Registry::watch`]): taken away when the wait
+/// ends without its step, or its future is dropped (a branch of a `select!` that lost, a
+/// run aborted).
+struct Waiter<'a> {
+    run: &'a Run,
+    id: Option<u32>,
+    signals: &'a [&'static str],
+    /// Occurrences of `signals` the wait has looked at.
+    seen: usize,
+    until: DateTime<Utc>,
+}
+
+impl Waiter<'_> {
+    /// Every occurrence of the signals when there are more than `seen`; `None` once the
+    /// clock has passed `until`; pending otherwise, with the waiter in place. Each poll
+    /// looks again (a wake may be spurious), the clock after the waiter is in place, so that
+    /// a clock passing `until` after the look wakes it. The registry's lock is let go on
+    /// return.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Vec<Arc<Arrival>>>, CheckError>> {
+        let run = self.run;
+        let watch = run.registry().map(|mut registry| {
+            registry.watch(
+                run.test_id(),
+                self.signals,
+                self.seen,
+                self.until,
+                run.shared.partition,
+                &mut self.id,
+                cx.waker(),
+            )
+        });
+        Poll::Ready(match watch {
+            Ok(Watch::Pending) if !run.clock_passed(self.until) => return Poll::Pending,
+            Ok(Watch::Pending) => Ok(None),
+            Ok(Watch::Ready(all)) => Ok(Some(all)),
+            Ok(Watch::Gone) => Err(run.gone()),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn cancel(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Ok(mut registry) = self.run.registry() {
+                registry.cancel_wait(self.run.test_id(), id);
+            }
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
 }
 
 /// A step's deadline: the earlier of the step's timeout and the run's deadline.
@@ -745,68 +804,42 @@ impl Run {
     /// (every one so far, in arrival order) or the partition's event-time clock passes
     /// `until`.
     ///
-    /// A waiting run holds only this future's state and its entry in the registry, no
-    /// timer: the runner wakes it when its clock passes `until`
-    /// ([`Registry::expire_waits`]). Written as a function returning an `async` block, not
-    /// an `async fn`, which would keep a second copy of its arguments in the future of every
-    /// waiting run (memory per in-flight run).
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an `async fn` keeps a second copy of its arguments in its future"
-    )]
+    /// A waiting run holds only this future's state and its waiter in the registry (its
+    /// task's waker), no timer and no channel: the registry wakes it when a step comes, and
+    /// the runner when its partition's clock passes `until` ([`Registry::expire_waits`]).
+    /// Written as a function returning an `async` block, not an `async fn`, which would
+    /// keep a second copy of its arguments in the future of every waiting run (memory per
+    /// in-flight run).
     fn watch<'a, R: 'a>(
         &'a self,
         signals: &'a [&'static str],
         until: DateTime<Utc>,
         mut decide: impl FnMut(&[Arc<Arrival>]) -> Option<R> + 'a,
     ) -> impl Future<Output = Result<Watched<R>, CheckError>> + 'a {
+        // The waiter in the registry, taken away if this future is dropped; it holds what
+        // the wait looks at, once.
+        let mut waiter = Waiter {
+            run: self,
+            id: None,
+            signals,
+            seen: 0,
+            until,
+        };
         async move {
-            let mut seen = 0;
             loop {
-                let rx = match self.register(signals, seen, until)? {
-                    Watch::Ready(all) => {
-                        seen = all.len();
-                        if let Some(decision) = decide(&all) {
-                            return Ok(Watched::Done(decision));
-                        }
-                        continue;
-                    }
-                    Watch::Pending(rx) => rx,
-                    Watch::Gone => return Err(self.gone()),
-                };
-                // Looked at after the waiter is in place: a clock passing `until` after this
-                // wakes it.
-                if self.clock_passed(until) {
+                let Some(all) = std::future::poll_fn(|cx| waiter.poll_next(cx)).await? else {
                     // Give up the watch; what raced the clock is still looked at.
-                    drop(rx);
-                    return self.expired(signals, seen, &mut decide);
-                }
-                if rx.await.is_err() {
-                    return Err(CheckError::Error(
-                        "the runner stopped while the run was waiting".into(),
-                    ));
-                }
-                // Woken by a step or by the deadline: the clock first, so that a deadline
-                // does not put the waiter back in place.
-                if self.clock_passed(until) {
-                    return self.expired(signals, seen, &mut decide);
+                    waiter.cancel();
+                    return waiter.run.expired(waiter.signals, waiter.seen, &mut decide);
+                };
+                // The registry's lock is not held here: `decide` may run a case's own
+                // condition, which may be slow or panic.
+                waiter.seen = all.len();
+                if let Some(decision) = decide(&all) {
+                    return Ok(Watched::Done(decision));
                 }
             }
         }
-    }
-
-    /// Puts a waiter for `signals` in place, or gives their occurrences if there are more
-    /// than `seen`. The registry's lock is let go on return: what the caller then does
-    /// with them (a case's own condition, which may be slow or panic) runs without it.
-    fn register(
-        &self,
-        signals: &[&'static str],
-        seen: usize,
-        until: DateTime<Utc>,
-    ) -> Result<Watch, CheckError> {
-        Ok(self
-            .registry()?
-            .watch(self.test_id(), signals, seen, until, self.shared.partition))
     }
 
     /// Whether the run's partition's event-time clock has passed `until`.
@@ -825,11 +858,10 @@ impl Run {
         seen: usize,
         decide: &mut impl FnMut(&[Arc<Arrival>]) -> Option<R>,
     ) -> Result<Watched<R>, CheckError> {
-        let test_id = self.test_id();
-        let mut registry = self.registry()?;
-        registry.cancel_wait(test_id);
-        let (all, _) = registry.occurrences(test_id).ok_or_else(|| self.gone())?;
-        drop(registry);
+        let (all, _) = self
+            .registry()?
+            .occurrences(self.test_id())
+            .ok_or_else(|| self.gone())?;
         let all: Vec<_> = all
             .into_iter()
             .filter(|a| signals.contains(&a.signal.as_str()))

@@ -2321,7 +2321,7 @@ mod tests {
         // 728 and 720 bytes before the waits shared one timer and the futures stopped
         // copying their arguments.
         assert!(size <= 256, "the run's future grew to {size} bytes");
-        assert!(wait <= 320, "a wait's future grew to {wait} bytes");
+        assert!(wait <= 288, "a wait's future grew to {wait} bytes");
     }
 
     /// The signal record decodes as [`SignalEvent`] does, timestamps included.
