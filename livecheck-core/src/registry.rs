@@ -542,20 +542,23 @@ impl Registry {
             *wait = None;
             return Watch::Gone;
         };
-        let matching = |a: &&Arc<Arrival>| signals.contains(&a.signal.as_str());
-        if slot.arrived.iter().filter(matching).count() > seen {
-            if let Some(id) = wait.take() {
-                slot.waiters.retain(|w| w.id != id);
-            }
-            return Watch::Ready(slot.arrived.iter().filter(matching).cloned().collect());
-        }
         if let Some(waiter) = wait.and_then(|id| slot.waiters.iter_mut().find(|w| w.id == id)) {
-            // Polled again while in place: the task may have moved.
+            // Polled again while in place (by another branch of the run, say): nothing it
+            // watches came, or the waiter would be gone. The task may have moved.
             waiter.waker.clone_from(waker);
             return Watch::Pending;
         }
-        let id = self.next_wait;
-        self.next_wait = self.next_wait.wrapping_add(1);
+        let matching = |a: &&Arc<Arrival>| signals.contains(&a.signal.as_str());
+        if slot.arrived.iter().filter(matching).count() > seen {
+            *wait = None;
+            return Watch::Ready(slot.arrived.iter().filter(matching).cloned().collect());
+        }
+        // An id no other waiter of the test has (the counter wraps).
+        let mut id = self.next_wait;
+        while slot.waiters.iter().any(|w| w.id == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_wait = id.wrapping_add(1);
         *wait = Some(id);
         // Runs mostly wait for one signal at a time: room for exactly one.
         slot.waiters.reserve_exact(1);
@@ -955,6 +958,33 @@ mod tests {
         r.cancel_wait("t", first.id.take().unwrap());
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
         assert!(second.woken());
+        assert!(!first.woken(), "the wait given up is not woken");
+        // With no waiter left, a step is stored.
+        assert_eq!(r.on_signal("t", arrival("b")), SignalOutcome::Stored);
+    }
+
+    /// A wait polled again keeps its one waiter (its task's latest waker is the one woken);
+    /// a step takes the waiter away, and the next look gets the step, with no waiter left.
+    #[test]
+    fn a_wait_polled_again_keeps_one_waiter_with_its_latest_waker() {
+        let mut r = Registry::new(Limits::default());
+        r.start_test("t", None);
+        let (old, new) = (Arc::new(Task::default()), Arc::new(Task::default()));
+        let mut id = None;
+        let watch = |r: &mut Registry, id: &mut Option<u32>, task: &Arc<Task>| {
+            r.watch("t", &["a"], 0, LATER, 0, id, &Waker::from(task.clone()))
+        };
+        assert!(matches!(watch(&mut r, &mut id, &old), Watch::Pending));
+        let first = id;
+        assert!(matches!(watch(&mut r, &mut id, &new), Watch::Pending));
+        assert_eq!(id, first, "the same waiter");
+        assert_eq!(r.running["t"].waiters.len(), 1);
+        assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
+        let woken = |t: &Arc<Task>| t.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!((woken(&old), woken(&new)), (0, 1));
+        assert!(matches!(watch(&mut r, &mut id, &new), Watch::Ready(all) if all.len() == 1));
+        assert_eq!(id, None);
+        assert!(r.running["t"].waiters.is_empty());
     }
 
     /// Deadlines are woken by the partition's clock, earliest first, each once, a test's

@@ -364,6 +364,11 @@ impl Waiter<'_> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Vec<Arc<Arrival>>>, CheckError>> {
         let run = self.run;
+        // Woken (or polled) after its waiter was put in place: the clock first, so that a
+        // deadline does not put the waiter back (what raced it is looked at by `expired`).
+        if self.id.is_some() && run.clock_passed(self.until) {
+            return Poll::Ready(Ok(None));
+        }
         let watch = run.registry().map(|mut registry| {
             registry.watch(
                 run.test_id(),
