@@ -1720,26 +1720,29 @@ impl Runner {
         read_at: Instant,
     ) -> impl Future<Output = ()> + Send + 'static {
         let started_at = event_at.unwrap_or(context.issued_at);
+        let tables = (!case.tables().is_empty()).then(|| {
+            Box::new(RunTables {
+                store: self.inner.tables.clone(),
+                writes: Mutex::default(),
+            })
+        });
+        // The future reaches the case through the run's shared state, which holds it.
         let shared = Arc::new(RunShared {
-            context: context.clone(),
-            case: case.clone(),
+            context,
+            case,
             started_at,
             registry: self.inner.registry.clone(),
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             test_offset: pos.offset,
             clocks: self.inner.clocks.clone(),
-            tables: (!case.tables().is_empty()).then(|| {
-                Box::new(RunTables {
-                    store: self.inner.tables.clone(),
-                    writes: Mutex::default(),
-                })
-            }),
+            tables,
         });
         // From when the test record was read: a parked run has the time a run started at
         // once has.
         let deadline = tokio::time::Instant::from_std(read_at) + self.inner.config.max_run_time;
         async move {
+            let case = &shared.case;
             let result = match &case.expectations {
                 Some(expectations) => {
                     let run = Run {
@@ -1775,7 +1778,6 @@ impl Runner {
                     case.name()
                 )))),
             };
-            drop(case);
             // Boxed: what concludes a run (its report, its publishing) is not in the future
             // of every waiting run (memory per in-flight run).
             Box::pin(self.conclude(shared, result)).await;
