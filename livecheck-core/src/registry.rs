@@ -82,8 +82,8 @@ struct Slot {
     /// Set when an occurrence was dropped for lack of room: counts are not known.
     overflowed: bool,
     waiters: Vec<Waiter>,
-    /// The earliest deadline of the waiters queued in [`Registry::deadlines`] (none
-    /// queued: `None`).
+    /// The earliest deadline queued for the test in [`Registry::deadlines`]: its waiters'
+    /// earliest, or a parked run's first step's (none queued: `None`).
     deadline: Option<DateTime<Utc>>,
     task: Option<tokio::task::AbortHandle>,
     /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
@@ -227,11 +227,13 @@ pub(crate) enum TestOutcome {
     AtCapacity,
 }
 
-/// A finished test's id as the registry keeps it: the 16 bytes of a UUID when the id is a
-/// UUID in its canonical text (lowercase, hyphenated: the ids the client makes), the text
+/// A test's id as the registry keeps it: the 16 bytes of a UUID when the id is a UUID in
+/// its canonical text (lowercase, hyphenated: the ids the client makes), the text
 /// otherwise. Two ids are the same key exactly when they are the same text. A finished
 /// test costs about 60 bytes this way, against about 220 as two `String`s (the map's key
-/// and the eviction queue's), and finished tests are kept long after their verdicts.
+/// and the eviction queue's), and finished tests are kept long after their verdicts; the
+/// key of a running test with a UUID id needs no allocation (a text id's is allocated at
+/// every lookup too: clients make UUIDs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TestKey {
     Uuid([u8; 16]),
@@ -240,13 +242,13 @@ enum TestKey {
 
 impl TestKey {
     fn new(test_id: &str) -> Self {
-        if test_id.len() == uuid::fmt::Hyphenated::LENGTH {
+        // Of the forms `Uuid::try_parse` reads, only the hyphenated one has this length;
+        // other spellings of the same UUID (uppercase) stay distinct texts.
+        if test_id.len() == uuid::fmt::Hyphenated::LENGTH
+            && !test_id.bytes().any(|b| b.is_ascii_uppercase())
+        {
             if let Ok(id) = uuid::Uuid::try_parse(test_id) {
-                let mut canonical = [0; uuid::fmt::Hyphenated::LENGTH];
-                // Other spellings of the same UUID (uppercase) stay distinct texts.
-                if id.hyphenated().encode_lower(&mut canonical).as_bytes() == test_id.as_bytes() {
-                    return Self::Uuid(id.into_bytes());
-                }
+                return Self::Uuid(id.into_bytes());
             }
         }
         Self::Text(test_id.into())
@@ -270,7 +272,7 @@ type Deadlines = BinaryHeap<Reverse<(DateTime<Utc>, TestKey)>>;
 const SHRINK_ABOVE: usize = 1024;
 
 pub(crate) struct Registry {
-    running: HashMap<String, Slot>,
+    running: HashMap<TestKey, Slot>,
     early: HashMap<String, Early>,
     early_order: VecDeque<String>,
     /// Finished tests, with the partition of their records (`None`: not known). Kept
@@ -281,9 +283,10 @@ pub(crate) struct Registry {
     parked: usize,
     /// The id of the next waiter (see [`Waiter::id`]).
     next_wait: u32,
-    /// Per partition, the deadlines of the waiting runs on it, earliest first: one entry
-    /// per test for its earliest waiter (see [`Slot::deadline`]), and entries left by
-    /// waits that ended sooner, dropped when their time comes.
+    /// Per partition, the deadlines of the waiting and parked runs on it, earliest first:
+    /// one entry per test for its earliest waiter or its parked run's first step (see
+    /// [`Slot::deadline`]), and entries left by waits that ended sooner (and runs started
+    /// sooner), dropped when their time comes.
     deadlines: HashMap<i32, Deadlines>,
     limits: Limits,
 }
@@ -312,7 +315,8 @@ impl Registry {
     }
 
     pub(crate) fn is_known(&self, test_id: &str) -> bool {
-        self.running.contains_key(test_id) || self.finished.contains_key(&TestKey::new(test_id))
+        let key = TestKey::new(test_id);
+        self.running.contains_key(&key) || self.finished.contains_key(&key)
     }
 
     /// Starts tracking a test; moves its early signals in.
@@ -331,7 +335,7 @@ impl Registry {
             slot.arrived = early.arrivals;
             slot.overflowed = early.overflowed;
         }
-        self.running.insert(test_id.to_owned(), slot);
+        self.running.insert(TestKey::new(test_id), slot);
         TestOutcome::Started
     }
 
@@ -361,7 +365,7 @@ impl Registry {
     /// `None` when the test is not running any more (its partition was revoked: its run is
     /// handed back and must not publish).
     pub(crate) fn finish_test(&mut self, test_id: &str) -> Option<Finished> {
-        let slot = self.running.remove(test_id)?;
+        let slot = self.running.remove(&TestKey::new(test_id))?;
         self.parked -= usize::from(slot.parked.is_some());
         let records: Vec<Pos> = slot
             .test_pos
@@ -379,12 +383,13 @@ impl Registry {
     /// Every occurrence so far of a running test's steps, and whether some were dropped.
     pub(crate) fn occurrences(&self, test_id: &str) -> Option<(Vec<Arc<Arrival>>, bool)> {
         self.running
-            .get(test_id)
+            .get(&TestKey::new(test_id))
             .map(|slot| (slot.arrived.clone(), slot.overflowed))
     }
 
     pub(crate) fn on_signal(&mut self, test_id: &str, arrival: Arrival) -> SignalOutcome {
-        if let Some(slot) = self.running.get_mut(test_id) {
+        let key = TestKey::new(test_id);
+        if let Some(slot) = self.running.get_mut(&key) {
             if slot.arrived.iter().any(|a| a.same_send(&arrival)) {
                 return SignalOutcome::Duplicate;
             }
@@ -418,7 +423,7 @@ impl Registry {
                 SignalOutcome::Stored
             };
         }
-        if self.finished.contains_key(&TestKey::new(test_id)) {
+        if self.finished.contains_key(&key) {
             return SignalOutcome::Late;
         }
         let mut evicted = Vec::new();
@@ -505,7 +510,7 @@ impl Registry {
             for heap in self.deadlines.values_mut() {
                 heap.retain(|Reverse((until, key))| {
                     running
-                        .get(key.id().as_ref())
+                        .get(key)
                         .is_some_and(|slot| slot.deadline == Some(*until))
                 });
             }
@@ -538,7 +543,8 @@ impl Registry {
         wait: &mut Option<u32>,
         waker: &Waker,
     ) -> Watch {
-        let Some(slot) = self.running.get_mut(test_id) else {
+        let key = TestKey::new(test_id);
+        let Some(slot) = self.running.get_mut(&key) else {
             *wait = None;
             return Watch::Gone;
         };
@@ -573,7 +579,7 @@ impl Registry {
             self.deadlines
                 .entry(partition)
                 .or_default()
-                .push(Reverse((until, TestKey::new(test_id))));
+                .push(Reverse((until, key)));
         }
         Watch::Pending
     }
@@ -581,15 +587,20 @@ impl Registry {
     /// Forgets the waiter `wait` of a test (its wait ended, or was dropped); other waits on
     /// the same signal stay.
     pub(crate) fn cancel_wait(&mut self, test_id: &str, wait: u32) {
-        if let Some(slot) = self.running.get_mut(test_id) {
+        if let Some(slot) = self.running.get_mut(&TestKey::new(test_id)) {
             slot.waiters.retain(|w| w.id != wait);
         }
     }
 
     /// Wakes the waiters whose deadline their partition's clock (`clock(partition)`; `None`:
-    /// not known yet) has passed; each then looks at the clock and its steps itself.
-    /// Returns how many were woken.
-    pub(crate) fn expire_waits(&mut self, clock: impl Fn(i32) -> Option<DateTime<Utc>>) -> usize {
+    /// not known yet) has passed; each then looks at the clock and its steps itself. The
+    /// parked runs whose first step's deadline it has passed are taken into `due`: started,
+    /// they time out (or find a step that raced the clock). Returns how many were woken.
+    pub(crate) fn expire_waits(
+        &mut self,
+        clock: impl Fn(i32) -> Option<DateTime<Utc>>,
+        due: &mut Vec<Parked>,
+    ) -> usize {
         let mut woken = 0;
         for (partition, heap) in &mut self.deadlines {
             let Some(now) = clock(*partition) else {
@@ -599,10 +610,16 @@ impl Registry {
                 let Some(Reverse((until, key))) = heap.pop() else {
                     break;
                 };
-                let Some(slot) = self.running.get_mut(key.id().as_ref()) else {
+                let Some(slot) = self.running.get_mut(&key) else {
                     // The test ended: the entry of a wait that ended sooner.
                     continue;
                 };
+                // A parked run has no waiters: its queued deadline is its first step's.
+                let first_step_due = slot.deadline.is_some_and(|d| d <= now);
+                if let Some(parked) = slot.parked.take_if(|_| first_step_due) {
+                    self.parked -= 1;
+                    due.push(*parked);
+                }
                 let mut i = 0;
                 while i < slot.waiters.len() {
                     if slot.waiters[i].until <= now {
@@ -625,13 +642,29 @@ impl Registry {
         woken
     }
 
-    /// Parks the run of a test just started (see [`Parked`]); hands it back when the test
-    /// has records already (signals that came before it): that run starts at once.
-    pub(crate) fn park(&mut self, test_id: &str, parked: Box<Parked>) -> Option<Box<Parked>> {
-        match self.running.get_mut(test_id) {
+    /// Parks the run of a test just started (see [`Parked`]) until a record of the test
+    /// comes or the clock of its partition passes `due` (its first step's deadline: see
+    /// [`Registry::expire_waits`]); hands it back when the test has records already
+    /// (signals that came before it): that run starts at once.
+    pub(crate) fn park(
+        &mut self,
+        test_id: &str,
+        parked: Box<Parked>,
+        due: DateTime<Utc>,
+    ) -> Option<Box<Parked>> {
+        let key = TestKey::new(test_id);
+        match self.running.get_mut(&key) {
             Some(slot) if slot.arrived.is_empty() && slot.task.is_none() => {
+                let partition = parked.pos.partition;
                 if slot.parked.replace(parked).is_none() {
                     self.parked += 1;
+                }
+                if slot.deadline.is_none_or(|queued| due < queued) {
+                    slot.deadline = Some(due);
+                    self.deadlines
+                        .entry(partition)
+                        .or_default()
+                        .push(Reverse((due, key)));
                 }
                 None
             }
@@ -641,7 +674,11 @@ impl Registry {
 
     /// What starts a parked run, taken (`None`: not parked, or not running any more).
     pub(crate) fn take_parked(&mut self, test_id: &str) -> Option<Box<Parked>> {
-        let parked = self.running.get_mut(test_id)?.parked.take()?;
+        let parked = self
+            .running
+            .get_mut(&TestKey::new(test_id))?
+            .parked
+            .take()?;
         self.parked -= 1;
         Some(parked)
     }
@@ -651,7 +688,7 @@ impl Registry {
         self.running
             .iter()
             .filter(|(_, slot)| slot.parked.as_ref().is_some_and(|p| p.read_at <= cutoff))
-            .map(|(id, _)| id.clone())
+            .map(|(key, _)| key.id().into_owned())
             .collect()
     }
 
@@ -661,15 +698,16 @@ impl Registry {
     }
 
     /// Whether a test's run is parked.
-    pub(crate) fn is_parked(&self, test_id: &str) -> bool {
+    #[cfg(test)]
+    fn is_parked(&self, test_id: &str) -> bool {
         self.running
-            .get(test_id)
+            .get(&TestKey::new(test_id))
             .is_some_and(|slot| slot.parked.is_some())
     }
 
     /// Remembers the task running a test (to cancel it on a rebalance).
     pub(crate) fn set_task(&mut self, test_id: &str, task: tokio::task::AbortHandle) {
-        match self.running.get_mut(test_id) {
+        match self.running.get_mut(&TestKey::new(test_id)) {
             Some(slot) => slot.task = Some(task),
             // Finished already.
             None => drop(task),
@@ -680,24 +718,23 @@ impl Registry {
     /// either topic: they are co-partitioned), aborting their runs without a report: the
     /// partition's next owner reads them again. Returns the number of runs cancelled.
     pub(crate) fn cancel_partition(&mut self, partition: i32) -> usize {
-        let ids: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, slot)| {
-                slot.test_pos
-                    .as_ref()
-                    .is_some_and(|p| p.partition == partition)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &ids {
-            if let Some(slot) = self.running.remove(id) {
-                self.parked -= usize::from(slot.parked.is_some());
-                if let Some(task) = slot.task {
+        let mut cancelled = 0;
+        let mut parked = 0;
+        self.running.retain(|_, slot| {
+            let on_partition = slot
+                .test_pos
+                .as_ref()
+                .is_some_and(|p| p.partition == partition);
+            if on_partition {
+                cancelled += 1;
+                parked += usize::from(slot.parked.is_some());
+                if let Some(task) = &slot.task {
                     task.abort();
                 }
             }
-        }
+            !on_partition
+        });
+        self.parked -= parked;
         self.deadlines.remove(&partition);
         self.early
             .retain(|_, e| !e.arrivals.iter().any(|a| a.partition == partition));
@@ -709,7 +746,7 @@ impl Registry {
         // stale entry must not evict it early. (A revoke is rare; this is one pass.)
         let finished = &self.finished;
         self.finished_order.retain(|key| finished.contains_key(key));
-        ids.len()
+        cancelled
     }
 
     /// Aborts every run (the runner stops and hands them back).
@@ -779,6 +816,14 @@ mod tests {
             Watch::Pending => Watched::Pending(Waiting { id, task }),
             Watch::Gone => Watched::Gone,
         }
+    }
+
+    /// [`Registry::expire_waits`] where no run is parked: how many waiters it woke.
+    fn expire(r: &mut Registry, clock: impl Fn(i32) -> Option<DateTime<Utc>>) -> usize {
+        let mut due = Vec::new();
+        let woken = r.expire_waits(clock, &mut due);
+        assert!(due.is_empty(), "no run is parked");
+        woken
     }
 
     fn arrival(signal: &str) -> Arrival {
@@ -924,7 +969,21 @@ mod tests {
         // The same UUID spelled otherwise is another test id, kept as text.
         let upper = id.to_uppercase();
         let simple = id.replace('-', "");
-        for other in [upper.as_str(), simple.as_str(), "order-42", ""] {
+        // And 36 bytes that are no UUID's canonical text, or no UUID.
+        let mixed = format!("{}{}", &id[..35], "C");
+        let braced = format!("{{{}}}", &id[..34]);
+        let urn = format!("urn:uuid:{}", &id[..27]);
+        let no_hyphens = format!("{}{}", simple, "abcd");
+        for other in [
+            upper.as_str(),
+            simple.as_str(),
+            mixed.as_str(),
+            braced.as_str(),
+            urn.as_str(),
+            no_hyphens.as_str(),
+            "order-42",
+            "",
+        ] {
             assert!(matches!(TestKey::new(other), TestKey::Text(_)), "{other}");
             assert_ne!(TestKey::new(other), TestKey::new(id), "{other}");
         }
@@ -978,13 +1037,13 @@ mod tests {
         let first = id;
         assert!(matches!(watch(&mut r, &mut id, &new), Watch::Pending));
         assert_eq!(id, first, "the same waiter");
-        assert_eq!(r.running["t"].waiters.len(), 1);
+        assert_eq!(r.running[&TestKey::new("t")].waiters.len(), 1);
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
         let woken = |t: &Arc<Task>| t.0.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!((woken(&old), woken(&new)), (0, 1));
         assert!(matches!(watch(&mut r, &mut id, &new), Watch::Ready(all) if all.len() == 1));
         assert_eq!(id, None);
-        assert!(r.running["t"].waiters.is_empty());
+        assert!(r.running[&TestKey::new("t")].waiters.is_empty());
     }
 
     /// Deadlines are woken by the partition's clock, earliest first, each once, a test's
@@ -1008,16 +1067,16 @@ mod tests {
         let other = pending(watch(&mut r, "other", &["a", "b"], 0, at(5), 1));
         // Partition 1's clock is not known: nothing there wakes.
         let clock = |now: i64| move |p: i32| (p == 0).then(|| at(now));
-        assert_eq!(r.expire_waits(clock(9)), 0);
-        assert_eq!(r.expire_waits(clock(10)), 2, "both waits due at 10 s");
+        assert_eq!(expire(&mut r, clock(9)), 0);
+        assert_eq!(expire(&mut r, clock(10)), 2, "both waits due at 10 s");
         assert!(t_soon.woken() && u.woken());
         assert!(!t_late.woken(), "the later wait of the same test stays");
-        assert_eq!(r.expire_waits(clock(19)), 0);
-        assert_eq!(r.expire_waits(clock(25)), 1);
+        assert_eq!(expire(&mut r, clock(19)), 0);
+        assert_eq!(expire(&mut r, clock(25)), 1);
         assert!(t_late.woken());
         assert!(!other.woken());
         assert_eq!(
-            r.expire_waits(|_| Some(at(5))),
+            expire(&mut r, |_| Some(at(5))),
             1,
             "partition 1's clock known now"
         );
@@ -1026,7 +1085,7 @@ mod tests {
         // A wait that ended sooner (its step came) leaves an entry that wakes nothing.
         let _rx = pending(watch(&mut r, "t", &["a"], 0, at(30), 0));
         assert_eq!(r.on_signal("t", arrival("a")), SignalOutcome::Delivered);
-        assert_eq!(r.expire_waits(clock(40)), 0);
+        assert_eq!(expire(&mut r, clock(40)), 0);
         assert!(r.deadlines.is_empty());
     }
 
@@ -1052,7 +1111,7 @@ mod tests {
         assert_eq!(queued(&r), ended + 1);
         r.shrink();
         assert_eq!(queued(&r), 1, "only the waiter still in place");
-        assert_eq!(r.expire_waits(|_| Some(at(5_000))), 1);
+        assert_eq!(expire(&mut r, |_| Some(at(5_000))), 1);
         assert!(live.woken());
     }
 
@@ -1216,7 +1275,7 @@ mod tests {
         let before = Instant::now();
         for id in ["t1", "t2", "t3", "t4"] {
             assert_eq!(r.start_test(id, None), TestOutcome::Started);
-            assert!(r.park(id, parked(id, 0)).is_none());
+            assert!(r.park(id, parked(id, 0), LATER).is_none());
         }
         assert_eq!((r.parked(), r.in_flight()), (4, 4));
         assert!(r.is_parked("t1"));
@@ -1247,10 +1306,63 @@ mod tests {
         r.on_signal("t", arrival("a"));
         assert_eq!(r.start_test("t", None), TestOutcome::Started);
         assert!(
-            r.park("t", parked("t", 0)).is_some(),
+            r.park("t", parked("t", 0), LATER).is_some(),
             "handed back: start it now"
         );
-        assert!(r.park("unknown", parked("unknown", 0)).is_some());
+        assert!(r.park("unknown", parked("unknown", 0), LATER).is_some());
         assert_eq!(r.parked(), 0);
+    }
+
+    /// A parked run is started by its partition's clock passing its first step's deadline,
+    /// in the queue the waits use; not before, not twice, and not once a record started it.
+    #[test]
+    fn a_parked_run_starts_when_its_first_step_is_due() {
+        use chrono::TimeZone as _;
+        let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        let uuid = "3f0b6c1e-5d2a-4c8e-9b7a-0e1d2c3b4a59";
+        let mut r = Registry::new(Limits::default());
+        for (id, partition, due) in [
+            ("soon", 0, 10),
+            (uuid, 0, 20),
+            ("woken", 0, 10),
+            ("p1", 1, 5),
+        ] {
+            assert_eq!(r.start_test(id, None), TestOutcome::Started);
+            assert!(r.park(id, parked(id, partition), at(due)).is_none());
+        }
+        // Started by a record before its deadline: the deadline then starts nothing.
+        assert_eq!(r.on_signal("woken", arrival("a")), SignalOutcome::Woke);
+        assert!(r.take_parked("woken").is_some());
+        // Its first wait ends later than the parked deadline: queued again when that pops.
+        let Watched::Pending(later) = watch(&mut r, "woken", &["b"], 0, at(35), 0) else {
+            panic!("pending")
+        };
+        let clock = |now: i64| move |p: i32| (p == 0).then(|| at(now));
+        let mut due = Vec::new();
+        assert_eq!(r.expire_waits(clock(9), &mut due), 0);
+        assert!(due.is_empty(), "not due yet");
+        r.expire_waits(clock(10), &mut due);
+        let started: Vec<_> = due.drain(..).map(|p| p.pos.offset).collect();
+        assert_eq!(started, ["soon".len() as i64], "only the run due at 10 s");
+        assert!(!r.is_parked("soon") && r.is_parked(uuid) && r.is_parked("p1"));
+        assert_eq!(r.parked(), 2);
+        assert_eq!(r.expire_waits(clock(30), &mut due), 0);
+        assert_eq!(due.len(), 1, "the UUID's run, once");
+        assert!(!later.woken());
+        assert_eq!(r.expire_waits(clock(40), &mut due), 1, "the later wait");
+        assert!(later.woken());
+        assert_eq!(due.len(), 1, "not twice");
+        // Partition 1's clock is known now.
+        due.clear();
+        r.expire_waits(|_| Some(at(5)), &mut due);
+        assert_eq!(due.len(), 1);
+        assert_eq!(r.parked(), 0);
+        assert_eq!(r.in_flight(), 4, "started, not finished");
+        // A started run's own waits use the same queue.
+        let Watched::Pending(w) = watch(&mut r, "soon", &["a"], 0, at(50), 0) else {
+            panic!("pending")
+        };
+        assert_eq!(expire(&mut r, clock(50)), 1);
+        assert!(w.woken());
     }
 }

@@ -7,8 +7,7 @@
 //! [`crate::sink`] (reports that are never lost).
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
@@ -207,19 +206,12 @@ struct RunnerInner {
     /// What the services' consumer groups report reading (for the diagnosis of a
     /// missing step).
     positions: Mutex<Positions>,
-    /// When parked runs are due to start without a record (their first step's deadline, by
-    /// the event time of their partition), per partition, soonest first. Entries of runs
-    /// started or gone since are dropped as they come up.
-    wakes: Mutex<Wakes>,
-    /// When [`Runner::wake_due`] last looked at every parked run.
-    wakes_checked: Mutex<Instant>,
+    /// When [`Runner::start_parked_too_long`] last looked at every parked run.
+    parked_checked: Mutex<Instant>,
 }
 
-/// Per partition, the parked runs by their first step's deadline, soonest first.
-type Wakes = HashMap<i32, BinaryHeap<Reverse<(DateTime<Utc>, String)>>>;
-
-/// How often the parked runs are all looked at (see [`Runner::wake_due`]).
-const WAKES_CHECKED_EVERY: Duration = Duration::from_secs(10);
+/// How often the parked runs are all looked at (see [`Runner::start_parked_too_long`]).
+const PARKED_CHECKED_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
 #[derive(Clone)]
@@ -337,8 +329,7 @@ impl Runner {
                 connectivity,
                 flow,
                 positions: Mutex::default(),
-                wakes: Mutex::default(),
-                wakes_checked: Mutex::new(Instant::now()),
+                parked_checked: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -583,8 +574,8 @@ impl Runner {
                     },
                     Some(event) = sink_events.recv() => self.on_sink_event(event),
                     // Before the consumers: while they have a backlog a record is always ready,
-                    // and the sweep (expiries, parked runs' deadlines) and the commits would wait
-                    // for its end. Ready once per period, it never holds them back.
+                    // and the sweep (expiries, runs parked past `max_run_time`) and the commits
+                    // would wait for its end. Ready once per period, it never holds them back.
                     _ = tick.tick() => {
                         self.sweep();
                         if in_group {
@@ -660,23 +651,21 @@ impl Runner {
     }
 
     /// Outside a group, the runs in flight when the runner stops go on to their verdicts
-    /// (no one runs them again): their waits' deadlines are looked at until they are done,
-    /// or until `max_run_time` has ended them all.
+    /// (no one runs them again): their waits' deadlines (and parked runs' first steps') are
+    /// looked at until they are done, or until `max_run_time` has ended them all.
     fn finish_in_background(&self) {
-        let started = |r: &Self| {
-            let registry = r.lock_registry();
-            registry.in_flight() - registry.parked()
-        };
-        if started(self) == 0 {
+        let in_flight = |r: &Self| r.lock_registry().in_flight();
+        if in_flight(self) == 0 {
             return;
         }
         let runner = self.clone();
         let until = tokio::time::Instant::now() + self.inner.config.max_run_time;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(WAITS_CHECKED_EVERY);
-            while started(&runner) > 0 && tokio::time::Instant::now() < until {
+            while in_flight(&runner) > 0 && tokio::time::Instant::now() < until {
                 every.tick().await;
                 runner.expire_waits();
+                runner.start_parked_too_long();
             }
         });
     }
@@ -1304,7 +1293,7 @@ impl Runner {
     }
 
     fn sweep(&self) {
-        self.wake_due();
+        self.start_parked_too_long();
         let dropped = {
             let mut registry = self.lock_registry();
             let dropped = registry.expire_early(Instant::now());
@@ -1489,8 +1478,9 @@ impl Runner {
     }
 
     /// Holds the run of a case that starts on its first step until a record of its test
-    /// comes ([`Self::on_signal_record`]) or its first step's deadline passes
-    /// ([`Self::wake_due`]); a test whose signals came first starts at once.
+    /// comes ([`Self::on_signal_record`]) or its first step's deadline passes (in the
+    /// registry's queue of deadlines: [`Self::expire_waits`]); a test whose signals came
+    /// first starts at once.
     fn park(&self, parked: Box<Parked>) {
         let settings = parked.case.settings();
         let context = &parked.context;
@@ -1508,67 +1498,47 @@ impl Runner {
             Some(d) => step.min(after(context.issued_at.min(started_at), d)),
             None => step,
         };
-        let (id, partition) = (context.id.clone(), parked.pos.partition);
+        let id = context.id.clone();
         // The registry's lock is let go before either arm takes a lock again.
-        let refused = self.lock_registry().park(&id, parked);
+        let refused = self.lock_registry().park(&id, parked, due);
         match refused {
-            None => {
-                debug!(test_id = %id, "run parked until its first step");
-                self.lock_wakes()
-                    .entry(partition)
-                    .or_default()
-                    .push(Reverse((due, id)));
-            }
+            None => debug!(test_id = %id, "run parked until its first step"),
             Some(parked) => self.start_run(*parked),
         }
     }
 
-    /// Wakes the runs whose wait's deadline their partition's clock has passed.
+    /// Wakes the runs whose wait's deadline their partition's clock has passed, and starts
+    /// the parked runs whose first step's deadline it has passed.
     fn expire_waits(&self) {
         let now = Utc::now();
         let clocks = &self.inner.clocks;
-        self.lock_registry().expire_waits(|p| clocks.now(p, now));
-    }
-
-    fn lock_wakes(&self) -> std::sync::MutexGuard<'_, Wakes> {
-        self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts the parked runs whose first step's deadline their partition's clock has
-    /// passed: they time out (or find a step that raced the clock). Every
-    /// [`WAKES_CHECKED_EVERY`] also those parked for `max_run_time` (their `ERROR` is that
-    /// of a run started at once), and forgets the entries of runs started or gone since.
-    fn wake_due(&self) {
-        let now = Utc::now();
         let mut due = Vec::new();
-        {
-            let mut wakes = self.lock_wakes();
-            for (p, heap) in wakes.iter_mut() {
-                if let Some(clock) = self.inner.clocks.now(*p, now) {
-                    while heap.peek().is_some_and(|Reverse((at, _))| *at <= clock) {
-                        if let Some(Reverse((_, id))) = heap.pop() {
-                            due.push(id);
-                        }
-                    }
-                }
-            }
+        self.lock_registry()
+            .expire_waits(|p| clocks.now(p, now), &mut due);
+        for parked in due {
+            self.start_run(parked);
+        }
+    }
+
+    /// Every [`PARKED_CHECKED_EVERY`], starts the runs parked for `max_run_time` (their
+    /// `ERROR` is that of a run started at once): by wall-clock time, which a partition's
+    /// clock may not show.
+    fn start_parked_too_long(&self) {
+        let due = {
             let mut checked = self
                 .inner
-                .wakes_checked
+                .parked_checked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if checked.elapsed() >= WAKES_CHECKED_EVERY {
-                *checked = Instant::now();
-                let registry = self.lock_registry();
-                for heap in wakes.values_mut() {
-                    heap.retain(|Reverse((_, id))| registry.is_parked(id));
-                }
-                wakes.retain(|_, heap| !heap.is_empty());
-                if let Some(cutoff) = checked.checked_sub(self.inner.config.max_run_time) {
-                    due.extend(registry.parked_since(cutoff));
-                }
+            if checked.elapsed() < PARKED_CHECKED_EVERY {
+                return;
             }
-        }
+            *checked = Instant::now();
+            match checked.checked_sub(self.inner.config.max_run_time) {
+                Some(cutoff) => self.lock_registry().parked_since(cutoff),
+                None => return,
+            }
+        };
         for id in due {
             let parked = self.lock_registry().take_parked(&id);
             if let Some(parked) = parked {

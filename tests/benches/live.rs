@@ -21,12 +21,14 @@
 //!    broker's `rdk:mock` threads: generator and runner);
 //! b'. the same for 3 s at runner fetch waits of 100, 20, 5, 3, 2 and 1 ms: latency against idle
 //!    CPU, the trade-off behind [`livecheck_core::DEFAULT_FETCH_WAIT`];
-//! c. sustained throughput, on a runtime of 1 and then 2 tokio worker threads: 15,000
+//! c. sustained throughput, on a runtime of 1, then 2 tokio worker threads (then 4, 8, ...
+//!    and as many as the machine has cores, where it has more): 15,000
 //!    tests (75,000 records) produced up front, then, in each of 3 rounds, a bare rdkafka
 //!    `StreamConsumer` reading them all and parsing each payload as a `serde_json::Value`,
 //!    and a fresh runner from its start to its last report; the medians and their ratio;
 //!    and the CPU per record of each (this process less the broker's threads), with the
-//!    ratio that the runner's CPU per record allows on this machine's cores;
+//!    ratio that the runner's CPU per record allows on this machine's cores; then the
+//!    runner's records per second at each worker count against 1 worker (the scaling);
 //! d. memory per in-flight run: resident set size (`/proc/self/statm`) before and after
 //!    20,000 tests are registered with no signals to a runner whose case waits 600 s, so
 //!    they stay in flight, then again after 20,000 more; bytes per run, goal <= 1 KiB.
@@ -246,9 +248,33 @@ fn run() -> Result<Vec<String>, String> {
     };
     let mut ratio = None;
     if runs("c") {
-        for workers in [1, 2] {
+        // 1 and 2 workers, and more where the machine has the cores: 4, 8, ... and all.
+        let cores = available_cores();
+        let mut counts: Vec<usize> = std::iter::successors(Some(1), |n| Some(n * 2))
+            .take_while(|n| *n <= cores.max(2))
+            .collect();
+        if !counts.contains(&cores) {
+            counts.push(cores);
+        }
+        let mut rates = Vec::new();
+        for workers in counts {
             let rt = runtime(workers)?;
-            ratio = Some(rt.block_on(throughput(&mut problems, workers))?);
+            let (r, runner_rate) = rt.block_on(throughput(&mut problems, workers))?;
+            if workers == 2 {
+                ratio = Some(r);
+            }
+            rates.push((workers, runner_rate));
+            println!();
+        }
+        if let Some(&(_, one)) = rates.first() {
+            let by_workers: Vec<String> = rates
+                .iter()
+                .map(|(w, r)| format!("{w}: {r:.0} ({:.2}x)", r / one))
+                .collect();
+            println!(
+                "   scaling: runner records/s by worker threads (against 1) on {cores} cores: {}",
+                by_workers.join(", ")
+            );
             println!();
         }
     }
@@ -894,8 +920,9 @@ async fn fetch_wait_trade_off(problems: &mut Vec<String>) -> Result<(), String> 
     Ok(())
 }
 
-/// (c).
-async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, String> {
+/// Section (c) at `workers` tokio worker threads: the ratio runner / bare consumer and the
+/// runner's records per second (medians over the rounds).
+async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, f64), String> {
     let records = THROUGHPUT_TESTS * (1 + SIGNALS_PER_TEST);
     println!(
         "c. Sustained runner throughput, {workers} tokio worker thread(s): {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
@@ -918,7 +945,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
 
     let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios, mut intake_ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_cpus, mut runner_cpus) = (Vec::new(), Vec::new());
+    let (mut raw_cpus, mut runner_cpus, mut runner_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let raw_cpu_before = cpu_split()?.0;
         let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
@@ -1009,6 +1036,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
         tests_rates.push(rate(tests, runner_time));
         signals_rates.push(rate(signals, runner_time));
         ratios.push(runner_rate / raw);
+        runner_rates.push(runner_rate);
         intake_ratios.push(rate(records, intake_time) / raw);
     }
     let raw = median(raw_rates);
@@ -1041,7 +1069,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<f64, S
             "MISSES"
         }
     );
-    Ok(ratio)
+    Ok((ratio, median(runner_rates)))
 }
 
 /// The fetch wait of section (c)'s runner and bare consumer: `LIVE_BENCH_FETCH_WAIT_MS`, or
