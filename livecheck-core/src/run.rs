@@ -55,9 +55,34 @@ impl Times {
 struct Claim {
     signal: &'static str,
     item: Option<String>,
-    filter: Option<(Filter, String)>,
+    filter: Option<Condition>,
     times: Times,
 }
+
+/// Which of the waits that take one occurrence a wait is, as its report lines name it: a
+/// byte in every waiting run's future, not a string's 16.
+#[derive(Clone, Copy)]
+enum Form {
+    Wait,
+    WaitWhere,
+    WaitItem,
+    WaitOptional,
+}
+
+impl Form {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wait => "wait",
+            Self::WaitWhere => "wait_where",
+            Self::WaitItem => "wait_item",
+            Self::WaitOptional => "wait_optional",
+        }
+    }
+}
+
+/// A `wait_where`'s condition on the step's value and its description; boxed, so a wait
+/// without one (most) carries one pointer in its future (memory per in-flight run).
+type Condition = Box<(Filter, String)>;
 
 impl Claim {
     fn matches(&self, a: &Arrival) -> bool {
@@ -71,9 +96,9 @@ impl Claim {
 
     fn describe_step(&self) -> String {
         let mut s = step_name(self.signal, self.item.as_deref());
-        if let Some((_, what)) = &self.filter {
+        if let Some(condition) = &self.filter {
             s.push_str(" where ");
-            s.push_str(what);
+            s.push_str(&condition.1);
         }
         s
     }
@@ -95,7 +120,8 @@ pub(crate) struct RunState {
     pub(crate) taken: Vec<Arc<Arrival>>,
     /// Event time of the previous step (the first step: of the test record).
     pub(crate) previous_at: DateTime<Utc>,
-    pub(crate) missing_step: Option<String>,
+    /// Boxed text, not a `String`: 8 bytes less in every run's shared state.
+    pub(crate) missing_step: Option<Box<str>>,
     /// What each wait looked for and what it got, for the report.
     pub(crate) waits: Vec<String>,
     claims: Vec<Claim>,
@@ -451,7 +477,7 @@ impl Run {
         timeout: Duration,
     ) -> impl Future<Output = Result<T, CheckError>> + 'a {
         // A combinator, not an `async` block, which would hold the wait twice.
-        self.take_one(signal, None, None, timeout, "wait")
+        self.take_one(signal, None, None, timeout, Form::Wait)
             .map(|taken| decode(&*taken?))
     }
 
@@ -476,9 +502,9 @@ impl Run {
             .take_one(
                 signal,
                 None,
-                Some((filter, what.to_owned())),
+                Some(Box::new((filter, what.to_owned()))),
                 self.timeout(),
-                "wait_where",
+                Form::WaitWhere,
             )
             .await?;
         decode(&a)
@@ -491,7 +517,7 @@ impl Run {
         signal: &'a Signal<T>,
         item: &'a str,
     ) -> impl Future<Output = Result<T, CheckError>> + 'a {
-        self.take_one(signal, Some(item), None, self.timeout(), "wait_item")
+        self.take_one(signal, Some(item), None, self.timeout(), Form::WaitItem)
             .map(|taken| decode(&*taken?))
     }
 
@@ -555,7 +581,7 @@ impl Run {
         signal: &Signal<T>,
     ) -> Result<Option<T>, CheckError> {
         match self
-            .take_one(signal, None, None, self.timeout(), "wait_optional")
+            .take_one(signal, None, None, self.timeout(), Form::WaitOptional)
             .await
         {
             Ok(a) => decode(&a).map(Some),
@@ -744,9 +770,9 @@ impl Run {
         &'a self,
         signal: &'a Signal<T>,
         item: Option<&'a str>,
-        filter: Option<(Filter, String)>,
+        filter: Option<Condition>,
         timeout: Duration,
-        form: &'a str,
+        form: Form,
     ) -> impl Future<Output = Result<Arc<Arrival>, CheckError>> + 'a {
         async move {
             self.check_case(signal)?;
@@ -771,12 +797,12 @@ impl Run {
             let first = match watched {
                 Watched::Done(Ok(first)) => first,
                 Watched::Done(Err(late)) => {
-                    self.note(format!("{form} `{label}`: late"));
+                    self.note(format!("{} `{label}`: late", form.name()));
                     return Err(late);
                 }
                 Watched::Expired(all) => {
-                    self.note(format!("{form} `{label}`: did not come"));
-                    let detail = filter.as_ref().and_then(|(_, what)| {
+                    self.note(format!("{} `{label}`: did not come", form.name()));
+                    let detail = filter.as_ref().map(|c| &c.1).and_then(|what| {
                         let other = all
                             .iter()
                             .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
@@ -800,7 +826,9 @@ impl Run {
                 times: Times::Exactly(1),
             });
             // The common line, joined without `format!` (one per step of every run).
-            state.waits.push([form, " `", &label, "`: taken"].concat());
+            state
+                .waits
+                .push([form.name(), " `", &label, "`: taken"].concat());
             Ok(first)
         }
     }
@@ -964,7 +992,7 @@ impl Run {
         late_by: Option<TimeDelta>,
         detail: Option<String>,
     ) -> CheckError {
-        self.state().missing_step = Some(name.to_owned());
+        self.state().missing_step = Some(name.into());
         CheckError::Timeout {
             signal: name.to_owned(),
             waited: until.waited,
