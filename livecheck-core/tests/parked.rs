@@ -210,6 +210,30 @@ async fn a_parked_run_without_steps_times_out_as_a_run_started_at_once() {
     assert_eq!(fx.runner.counters().verdict_timeout(), 2);
 }
 
+/// A parked run's first step is due in the queue the waits use (looked at every 20 ms),
+/// not at the runner's sweep: with a sweep every two minutes, past the 30 s this test waits
+/// for a report, the parked run still times out as the run started at once does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_times_out_without_waiting_for_the_sweep() {
+    let timeout = Duration::from_millis(700);
+    let config = RunnerConfig {
+        sweep_every: Duration::from_secs(120),
+        ..RunnerConfig::default()
+    };
+    let fx = Fixture::with_config(
+        vec![case(PARKED, true, timeout), case(AT_ONCE, false, timeout)],
+        config,
+    )
+    .await;
+    both_give(
+        &fx,
+        Verdict::Timeout,
+        "signal `first` did not arrive within 700ms of the start of the test (no step arrived)",
+    )
+    .await;
+    assert_eq!(fx.runner.parked_runs(), 0);
+}
+
 /// Steps that came before their test record: the run starts at once, it is not parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_whose_steps_came_first_is_not_parked() {
