@@ -76,7 +76,10 @@ pub(crate) enum Watch {
 
 #[derive(Default)]
 struct Slot {
-    test_pos: Option<Pos>,
+    /// The partition of the test's record (`None`: not known). Its position is the run's
+    /// (`RunShared::test_offset`): the slot keeps 4 bytes, not a `Pos`'s 32, in every
+    /// entry of the map of running tests.
+    partition: Option<i32>,
     /// Every occurrence of every step of the test, once per send, in arrival order.
     arrived: Vec<Arc<Arrival>>,
     /// Set when an occurrence was dropped for lack of room: counts are not known.
@@ -139,7 +142,7 @@ pub(crate) struct Parked {
 /// A test's occurrences when its run ends.
 pub(crate) struct Finished {
     pub(crate) arrived: Vec<Arc<Arrival>>,
-    /// Every record of the test.
+    /// Every record of the test but its test record: its signals and hops.
     pub(crate) records: Vec<Pos>,
 }
 
@@ -320,7 +323,7 @@ impl Registry {
     }
 
     /// Starts tracking a test; moves its early signals in.
-    pub(crate) fn start_test(&mut self, test_id: &str, test_pos: Option<Pos>) -> TestOutcome {
+    pub(crate) fn start_test(&mut self, test_id: &str, partition: Option<i32>) -> TestOutcome {
         if self.is_known(test_id) {
             return TestOutcome::Duplicate;
         }
@@ -328,7 +331,7 @@ impl Registry {
             return TestOutcome::AtCapacity;
         }
         let mut slot = Slot {
-            test_pos,
+            partition,
             ..Slot::default()
         };
         if let Some(early) = self.early.remove(test_id) {
@@ -367,12 +370,10 @@ impl Registry {
     pub(crate) fn finish_test(&mut self, test_id: &str) -> Option<Finished> {
         let slot = self.running.remove(&TestKey::new(test_id))?;
         self.parked -= usize::from(slot.parked.is_some());
-        let records: Vec<Pos> = slot
-            .test_pos
-            .into_iter()
-            .chain(positions(&slot.arrived))
-            .collect();
-        let partition = records.first().map(|p| p.partition);
+        let records: Vec<Pos> = positions(&slot.arrived).collect();
+        let partition = slot
+            .partition
+            .or_else(|| records.first().map(|p| p.partition));
         self.mark_finished(test_id, partition);
         Some(Finished {
             arrived: slot.arrived,
@@ -721,10 +722,7 @@ impl Registry {
         let mut cancelled = 0;
         let mut parked = 0;
         self.running.retain(|_, slot| {
-            let on_partition = slot
-                .test_pos
-                .as_ref()
-                .is_some_and(|p| p.partition == partition);
+            let on_partition = slot.partition == Some(partition);
             if on_partition {
                 cancelled += 1;
                 parked += usize::from(slot.parked.is_some());
@@ -1118,35 +1116,25 @@ mod tests {
     #[test]
     fn a_revoked_partition_drops_its_runs_and_early_signals() {
         let mut r = Registry::new(Limits::default());
-        let pos = |partition| Pos {
-            topic: Arc::from("tests"),
-            partition,
-            offset: 0,
-        };
-        r.start_test("done0", Some(pos(0)));
+        r.start_test("done0", Some(0));
         r.finish_test("done0").unwrap();
         r.mark_finished("done1", Some(1));
-        r.start_test("on0", Some(pos(0)));
-        r.start_test("on1", Some(pos(1)));
+        r.start_test("on0", Some(0));
+        r.start_test("on1", Some(1));
         r.on_signal("early0", arrival("a")); // arrival() is on partition 0
         assert_eq!(r.cancel_partition(0), 1);
         assert_eq!(r.in_flight(), 1);
         assert_eq!(r.early_tests(), 0);
         // Not finished: its records, read again, start it again.
-        assert_eq!(r.start_test("on0", Some(pos(0))), TestOutcome::Started);
+        assert_eq!(r.start_test("on0", Some(0)), TestOutcome::Started);
         // What was decided on the revoked partition is known from the reports topic, not
         // from this memory; the other partitions' decisions stay.
-        assert_eq!(r.start_test("done0", Some(pos(0))), TestOutcome::Started);
-        assert_eq!(r.start_test("done1", Some(pos(1))), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("done0", Some(0)), TestOutcome::Started);
+        assert_eq!(r.start_test("done1", Some(1)), TestOutcome::Duplicate);
     }
 
     #[test]
     fn a_test_decided_again_after_a_revoke_is_not_forgotten_early() {
-        let pos = |partition| Pos {
-            topic: "tests".into(),
-            partition,
-            offset: 0,
-        };
         let mut r = Registry::new(Limits {
             max_finished: 2,
             ..Limits::default()
@@ -1157,8 +1145,8 @@ mod tests {
         r.mark_finished("a", Some(0));
         r.mark_finished("b", Some(1));
         // Both fit in max_finished: "a"'s stale entry must not have evicted "a".
-        assert_eq!(r.start_test("a", Some(pos(0))), TestOutcome::Duplicate);
-        assert_eq!(r.start_test("b", Some(pos(1))), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("a", Some(0)), TestOutcome::Duplicate);
+        assert_eq!(r.start_test("b", Some(1)), TestOutcome::Duplicate);
     }
 
     #[test]

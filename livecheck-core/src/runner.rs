@@ -201,6 +201,9 @@ struct RunnerInner {
     draining: AtomicBool,
     sink: OnceLock<ReportSink>,
     signals_topic: Arc<str>,
+    /// The tests topic's name, shared by the position of every test record (one allocation
+    /// per runner, not per record).
+    tests_topic: Arc<str>,
     connectivity: Connectivity,
     flow: Mutex<Flow>,
     /// What the services' consumer groups report reading (for the diagnosis of a
@@ -301,6 +304,7 @@ impl Runner {
             config.fetch_wait,
         ));
         let signals_topic = Arc::from(client.topics().signals.as_str());
+        let tests_topic = Arc::from(client.topics().tests.as_str());
         let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
         let counters = Arc::new(RunnerCounters::default());
         // Suite::new checked the declarations.
@@ -326,6 +330,7 @@ impl Runner {
                 draining: AtomicBool::new(false),
                 sink: OnceLock::new(),
                 signals_topic,
+                tests_topic,
                 connectivity,
                 flow,
                 positions: Mutex::default(),
@@ -1387,7 +1392,7 @@ impl Runner {
             return self.test_done(partition, offset);
         };
         let pos = Pos {
-            topic: Arc::from(topic),
+            topic: self.inner.tests_topic.clone(),
             partition,
             offset,
         };
@@ -1415,7 +1420,7 @@ impl Runner {
                 self.spawn_publish(skip_report(&context, why), hold);
                 return;
             } else {
-                registry.start_test(&context.id, Some(pos.clone()))
+                registry.start_test(&context.id, Some(pos.partition))
             }
         };
         match outcome {
