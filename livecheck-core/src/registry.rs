@@ -91,6 +91,15 @@ struct Slot {
     task: Option<tokio::task::AbortHandle>,
     /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
     parked: Option<Box<Parked>>,
+    /// When the test record was read, in tenths of a second since [`Registry::epoch`]
+    /// (rounded up): `max_run_time` counts from it ([`Registry::abort_overdue`]).
+    read_at: u32,
+    /// The run was stopped for `max_run_time`: its task ends without concluding, and the
+    /// runner concludes it with an `ERROR` ([`Registry::is_overdue`]).
+    overdue: bool,
+    /// The run is concluding (its verdict being published): `max_run_time` no longer
+    /// stops it ([`Registry::begin_conclusion`]).
+    concluding: bool,
 }
 
 /// A run waiting for steps of its test: woken when one of them arrives, or when its
@@ -135,8 +144,6 @@ pub(crate) struct Parked {
     pub(crate) context: Arc<crate::TestContext>,
     pub(crate) pos: Pos,
     pub(crate) event_at: Option<DateTime<Utc>>,
-    /// When the test record was read (`max_run_time` counts from it).
-    pub(crate) read_at: Instant,
 }
 
 /// A test's occurrences when its run ends.
@@ -291,7 +298,25 @@ pub(crate) struct Registry {
     /// [`Slot::deadline`]), and entries left by waits that ended sooner (and runs started
     /// sooner), dropped when their time comes.
     deadlines: HashMap<i32, Deadlines>,
+    /// What [`Slot::read_at`] counts from.
+    epoch: Instant,
     limits: Limits,
+}
+
+/// A tenth of a second, in nanoseconds.
+const TENTH: u128 = 100_000_000;
+
+/// Tenths of a second from `epoch` to `at`, rounded down, or up with `up` (0 before it;
+/// about 13 years at most). A time kept rounded up and compared with a cutoff rounded
+/// down is never taken as earlier than it was: `max_run_time` never stops a run early.
+fn tenths_since(epoch: Instant, at: Instant, up: bool) -> u32 {
+    let nanos = at.saturating_duration_since(epoch).as_nanos();
+    let tenths = if up {
+        nanos.div_ceil(TENTH)
+    } else {
+        nanos / TENTH
+    };
+    u32::try_from(tenths).unwrap_or(u32::MAX)
 }
 
 impl Registry {
@@ -305,6 +330,7 @@ impl Registry {
             parked: 0,
             next_wait: 0,
             deadlines: HashMap::new(),
+            epoch: Instant::now(),
             limits,
         }
     }
@@ -332,6 +358,7 @@ impl Registry {
         }
         let mut slot = Slot {
             partition,
+            read_at: tenths_since(self.epoch, Instant::now(), true),
             ..Slot::default()
         };
         if let Some(early) = self.early.remove(test_id) {
@@ -686,9 +713,10 @@ impl Registry {
 
     /// The tests whose runs were parked when their records were read before `cutoff`.
     pub(crate) fn parked_since(&self, cutoff: Instant) -> Vec<String> {
+        let cutoff = tenths_since(self.epoch, cutoff, false);
         self.running
             .iter()
-            .filter(|(_, slot)| slot.parked.as_ref().is_some_and(|p| p.read_at <= cutoff))
+            .filter(|(_, slot)| slot.parked.is_some() && slot.read_at <= cutoff)
             .map(|(key, _)| key.id().into_owned())
             .collect()
     }
@@ -704,6 +732,54 @@ impl Registry {
         self.running
             .get(&TestKey::new(test_id))
             .is_some_and(|slot| slot.parked.is_some())
+    }
+
+    /// Stops the runs whose test record was read `max_run_time` or longer before `now` and
+    /// that are not concluding: their tasks are aborted (the runner concludes each with an
+    /// `ERROR`, once its task has let go of it: see [`Registry::is_overdue`]). One pass over
+    /// the running tests, made at every sweep: no run holds a timer of its own. Returns how
+    /// many were stopped.
+    pub(crate) fn abort_overdue(&mut self, max_run_time: Duration, now: Instant) -> usize {
+        // In tenths from the epoch (an `Instant` less `max_run_time` may not exist so soon
+        // after boot on some systems); `max_run_time` rounded up, never stopping early.
+        let max = u32::try_from(max_run_time.as_nanos().div_ceil(TENTH)).unwrap_or(u32::MAX);
+        let Some(cutoff) = tenths_since(self.epoch, now, false).checked_sub(max) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for slot in self.running.values_mut() {
+            if slot.read_at > cutoff || slot.overdue || slot.concluding {
+                continue;
+            }
+            if let Some(task) = &slot.task {
+                slot.overdue = true;
+                task.abort();
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    /// Whether a test's run was stopped for `max_run_time` ([`Registry::abort_overdue`]).
+    pub(crate) fn is_overdue(&self, test_id: &str) -> bool {
+        self.running
+            .get(&TestKey::new(test_id))
+            .is_some_and(|slot| slot.overdue)
+    }
+
+    /// Marks a test's run as concluding, so that `max_run_time` no longer stops it; `false`
+    /// when it was stopped already (the runner concludes it). A test no longer running
+    /// (its partition revoked) is `true`: its conclusion finds it gone and publishes
+    /// nothing.
+    pub(crate) fn begin_conclusion(&mut self, test_id: &str) -> bool {
+        match self.running.get_mut(&TestKey::new(test_id)) {
+            Some(slot) if slot.overdue => false,
+            Some(slot) => {
+                slot.concluding = true;
+                true
+            }
+            None => true,
+        }
     }
 
     /// Remembers the task running a test (to cancel it on a rebalance).
@@ -1253,7 +1329,6 @@ mod tests {
                 offset: id.len() as i64,
             },
             event_at: None,
-            read_at: Instant::now(),
         })
     }
 
@@ -1282,7 +1357,10 @@ mod tests {
         assert!(r.finish_test("t3").is_some());
         assert_eq!(r.parked(), 1);
         // Parked for `max_run_time`: found by when their records were read.
-        assert_eq!(r.parked_since(Instant::now()), ["t4"]);
+        assert_eq!(
+            r.parked_since(Instant::now() + Duration::from_millis(200)),
+            ["t4"]
+        );
         assert!(r.parked_since(before).is_empty());
         assert_eq!(r.cancel_all(), 3);
         assert_eq!((r.parked(), r.in_flight()), (0, 0));
@@ -1352,5 +1430,48 @@ mod tests {
         };
         assert_eq!(expire(&mut r, clock(50)), 1);
         assert!(w.woken());
+    }
+
+    /// `max_run_time` stops a running task once it has passed, from when the test record
+    /// was read; never a run that is concluding, nor a parked one (it has no task yet).
+    #[tokio::test]
+    async fn max_run_time_stops_running_tasks_once_and_never_a_concluding_one() {
+        let mut r = Registry::new(Limits::default());
+        let mut tasks = Vec::new();
+        for id in ["runs", "concludes", "parked"] {
+            assert_eq!(r.start_test(id, Some(0)), TestOutcome::Started);
+            if id == "parked" {
+                assert!(r.park(id, parked(id, 0), LATER).is_none());
+            } else {
+                let task = tokio::spawn(std::future::pending::<()>());
+                r.set_task(id, task.abort_handle());
+                tasks.push((id, task));
+            }
+        }
+        assert!(r.begin_conclusion("concludes"));
+        let max = Duration::from_secs(60);
+        let now = Instant::now();
+        assert_eq!(r.abort_overdue(max, now), 0, "not yet");
+        assert_eq!(r.abort_overdue(max, now + max + Duration::from_secs(1)), 1);
+        assert!(r.is_overdue("runs") && !r.is_overdue("concludes") && !r.is_overdue("parked"));
+        assert!(
+            !r.begin_conclusion("runs"),
+            "stopped: the runner concludes it"
+        );
+        assert_eq!(
+            r.abort_overdue(max, now + max * 2),
+            0,
+            "stopped once, whatever the later passes"
+        );
+        for (id, task) in tasks {
+            if id == "runs" {
+                assert!(task.await.is_err_and(|e| e.is_cancelled()), "aborted");
+            } else {
+                assert!(!task.is_finished(), "{id} goes on");
+                task.abort();
+            }
+        }
+        // A test that is not running any more concludes as before (it publishes nothing).
+        assert!(r.begin_conclusion("unknown"));
     }
 }

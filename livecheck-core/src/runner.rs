@@ -10,10 +10,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -140,7 +138,9 @@ pub struct RunnerConfig {
     /// held (their reconnect back-off) before steps of that time are declared missing.
     pub outage_grace: Duration,
     /// The longest a run may take, whatever its expectations do: a hung check ends in
-    /// `ERROR` and cannot hold its partition.
+    /// `ERROR` and cannot hold its partition. Counted from when the test record was read,
+    /// and looked at by every sweep (`sweep_every`): no run holds a timer of its own, and
+    /// none is stopped before this (nor during a broker outage and its grace period).
     pub max_run_time: Duration,
     /// Reports larger than this (bytes of JSON) are published truncated.
     pub max_report_bytes: usize,
@@ -579,8 +579,8 @@ impl Runner {
                     },
                     Some(event) = sink_events.recv() => self.on_sink_event(event),
                     // Before the consumers: while they have a backlog a record is always ready,
-                    // and the sweep (expiries, runs parked past `max_run_time`) and the commits
-                    // would wait for its end. Ready once per period, it never holds them back.
+                    // and the sweep (expiries, runs past `max_run_time`) and the commits would
+                    // wait for its end. Ready once per period, it never holds them back.
                     _ = tick.tick() => {
                         self.sweep();
                         if in_group {
@@ -657,20 +657,34 @@ impl Runner {
 
     /// Outside a group, the runs in flight when the runner stops go on to their verdicts
     /// (no one runs them again): their waits' deadlines (and parked runs' first steps') are
-    /// looked at until they are done, or until `max_run_time` has ended them all.
+    /// looked at every 20 ms, and `max_run_time` at every `sweep_every`, until they are
+    /// done — at most `max_run_time` and a sweep after the stop, not counting a broker
+    /// outage (during which no run is stopped).
     fn finish_in_background(&self) {
         let in_flight = |r: &Self| r.lock_registry().in_flight();
         if in_flight(self) == 0 {
             return;
         }
         let runner = self.clone();
-        let until = tokio::time::Instant::now() + self.inner.config.max_run_time;
+        let sweep_every = self.inner.config.sweep_every;
+        let mut until = tokio::time::Instant::now()
+            + self.inner.config.max_run_time
+            + sweep_every
+            + Duration::from_secs(1);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(WAITS_CHECKED_EVERY);
+            let mut swept = tokio::time::Instant::now();
             while in_flight(&runner) > 0 && tokio::time::Instant::now() < until {
                 every.tick().await;
                 runner.expire_waits();
-                runner.start_parked_too_long();
+                if swept.elapsed() >= sweep_every {
+                    swept = tokio::time::Instant::now();
+                    if runner.in_outage() {
+                        until += sweep_every;
+                    }
+                    runner.start_parked_too_long();
+                    runner.abort_overdue();
+                }
             }
         });
     }
@@ -1299,6 +1313,7 @@ impl Runner {
 
     fn sweep(&self) {
         self.start_parked_too_long();
+        self.abort_overdue();
         let dropped = {
             let mut registry = self.lock_registry();
             let dropped = registry.expire_early(Instant::now());
@@ -1430,7 +1445,6 @@ impl Runner {
                     context: Arc::new(context),
                     pos,
                     event_at,
-                    read_at: Instant::now(),
                 });
                 if parked.case.settings().start_on_first_step {
                     self.park(parked);
@@ -1474,11 +1488,10 @@ impl Runner {
             context,
             pos,
             event_at,
-            read_at,
         } = parked;
         debug!(test_id = %context.id, case = %context.case, "run started");
         let id = context.id.clone();
-        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at, read_at));
+        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at));
         self.lock_registry().set_task(&id, task.abort_handle());
     }
 
@@ -1522,6 +1535,21 @@ impl Runner {
             .expire_waits(|p| clocks.now(p, now), &mut due);
         for parked in due {
             self.start_run(parked);
+        }
+    }
+
+    /// Stops the runs that have run `max_run_time` since their test record was read (their
+    /// guards conclude them with an `ERROR`) — not during a broker outage and its grace
+    /// period, when waits are held by event time: once it is over.
+    fn abort_overdue(&self) {
+        if self.in_outage() {
+            return;
+        }
+        let stopped = self
+            .lock_registry()
+            .abort_overdue(self.inner.config.max_run_time, Instant::now());
+        if stopped > 0 {
+            debug!(stopped, "runs stopped for max_run_time");
         }
     }
 
@@ -1692,7 +1720,6 @@ impl Runner {
         context: Arc<TestContext>,
         pos: Pos,
         event_at: Option<DateTime<Utc>>,
-        read_at: Instant,
     ) -> impl Future<Output = ()> + Send + 'static {
         let started_at = event_at.unwrap_or(context.issued_at);
         let tables = (!case.tables().is_empty()).then(|| {
@@ -1713,20 +1740,25 @@ impl Runner {
             clocks: self.inner.clocks.clone(),
             tables,
         });
-        // From when the test record was read: a parked run has the time a run started at
-        // once has.
-        let deadline = tokio::time::Instant::from_std(read_at) + self.inner.config.max_run_time;
+        let guard = RunGuard {
+            runner: self,
+            shared,
+            concluded: false,
+        };
         async move {
-            let case = &shared.case;
+            let mut guard = guard;
+            let case = &guard.shared.case;
             let result = match &case.expectations {
                 Some(expectations) => {
                     let run = Run {
-                        shared: shared.clone(),
+                        shared: guard.shared.clone(),
                     };
                     // Called inside the future, so a panic in the closure itself is caught
                     // too. When the expectations pass, the run's claims are checked (how
-                    // often each step happened).
-                    let checked = pin!(AssertUnwindSafe(async move {
+                    // often each step happened). `max_run_time` is not a timer here: the
+                    // runner's sweep aborts a run that exceeds it (`Registry::abort_overdue`)
+                    // and the guard concludes it.
+                    AssertUnwindSafe(async move {
                         expectations(Run {
                             shared: run.shared.clone(),
                         })
@@ -1735,27 +1767,23 @@ impl Runner {
                         // only what its waits need (memory per in-flight run).
                         Box::pin(run.conclude()).await
                     })
-                    .catch_unwind());
-                    let sleep = pin!(tokio::time::sleep_until(deadline));
-                    match self.within_run_time(checked, sleep).await {
-                        Some(result) => result,
-                        None => {
-                            bump(&self.inner.counters.runs_overdue);
-                            let max_run_time = self.inner.config.max_run_time;
-                            Ok(Err(CheckError::Error(format!(
-                                "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
-                            ))))
-                        }
-                    }
+                    .catch_unwind()
+                    .await
                 }
                 None => Ok(Err(CheckError::Error(format!(
                     "case {} has no expectations",
                     case.name()
                 )))),
             };
+            let (runner, shared) = (guard.runner.clone(), guard.shared.clone());
+            // Stopped for `max_run_time` just now: the guard concludes it, when dropped.
+            if !runner.lock_registry().begin_conclusion(&shared.context.id) {
+                return;
+            }
+            guard.concluded = true;
             // Boxed: what concludes a run (its report, its publishing) is not in the future
             // of every waiting run (memory per in-flight run).
-            Box::pin(self.conclude(shared, result)).await;
+            Box::pin(runner.conclude(shared, result)).await;
         }
     }
 
@@ -1893,34 +1921,6 @@ impl Runner {
             .collect();
         hops.sort_by_key(|h| h.at);
         hops
-    }
-
-    /// `fut`, unless `sleep` (set to `max_run_time` after the test record was read) ends
-    /// first — not counting a broker outage (and its grace period), during which waits are
-    /// held by event time.
-    ///
-    /// Polled by hand, not with `select!` in an `async` block: either would keep copies of
-    /// the futures or the arguments in the task of every waiting run (memory per in-flight
-    /// run).
-    fn within_run_time<'a, F: Future>(
-        &'a self,
-        mut fut: Pin<&'a mut F>,
-        mut sleep: Pin<&'a mut tokio::time::Sleep>,
-    ) -> impl Future<Output = Option<F::Output>> + 'a {
-        std::future::poll_fn(move |cx| {
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            while sleep.as_mut().poll(cx).is_ready() {
-                if !self.in_outage() {
-                    return Poll::Ready(None);
-                }
-                sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + Duration::from_secs(1));
-            }
-            Poll::Pending
-        })
     }
 
     /// Whether the broker is unreachable, or was within the outage grace period.
@@ -2084,6 +2084,42 @@ struct SignalRecord<'a> {
     send_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     item: Option<Cow<'a, str>>,
+}
+
+/// What a run's task holds of its runner and its state. Dropped before the run concluded
+/// — its task aborted — it concludes the run with an `ERROR` if `max_run_time` stopped it
+/// ([`Registry::abort_overdue`]), in a task of its own, once the run's expectations are
+/// gone; a run aborted otherwise (its partition revoked, the runner stopping) is not
+/// concluded here.
+struct RunGuard {
+    runner: Runner,
+    shared: Arc<RunShared>,
+    concluded: bool,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.concluded
+            || !self
+                .runner
+                .lock_registry()
+                .is_overdue(&self.shared.context.id)
+        {
+            return;
+        }
+        bump(&self.runner.inner.counters.runs_overdue);
+        let max_run_time = self.runner.inner.config.max_run_time;
+        let result = Ok(Err(CheckError::Error(format!(
+            "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
+        ))));
+        let (runner, shared) = (self.runner.clone(), self.shared.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(runner.conclude(shared, result))),
+            Err(_) => {
+                warn!(test_id = %self.shared.context.id, "a run stopped for max_run_time could not be concluded: no runtime")
+            }
+        }
+    }
 }
 
 /// A timestamp as [`chrono`] reads it, with a fast path for the form chrono writes
@@ -2275,9 +2311,7 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let execute = runner
-            .clone()
-            .execute(case, context.clone(), pos, None, Instant::now());
+        let execute = runner.clone().execute(case, context.clone(), pos, None);
         let size = std::mem::size_of_val(&execute);
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let run = Run {
@@ -2299,8 +2333,9 @@ mod tests {
             "execute future: {size} bytes; a wait's future: {wait} bytes; a run's shared state: {shared} bytes"
         );
         // 728 and 720 bytes before the waits shared one timer and the futures stopped
-        // copying their arguments.
-        assert!(size <= 216, "the run's future grew to {size} bytes");
+        // copying their arguments; the run's was 216 with its own `max_run_time` timer (a
+        // 384-byte task: tokio aligns a task to 128 bytes; 256 now).
+        assert!(size <= 96, "the run's future grew to {size} bytes");
         assert!(wait <= 232, "a wait's future grew to {wait} bytes");
         // With the `Arc`'s counts, 192 bytes: one allocation size class less than 208.
         assert!(shared <= 176, "a run's shared state grew to {shared} bytes");

@@ -280,6 +280,92 @@ async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
     assert_eq!(fx.runner.counters().runs_overdue(), 2);
 }
 
+/// An expectation that hangs outside any wait (an HTTP call that never returns, say) is
+/// stopped by `max_run_time` as well: the runner's sweep aborts its task, and the run gets
+/// one `ERROR` report, while a run of the same suite that finishes in time passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expectation_that_hangs_outside_its_waits_is_stopped_by_max_run_time_once() {
+    const HANGS: &str = "parked.hangs";
+    let config = RunnerConfig {
+        max_run_time: Duration::from_secs(1),
+        sweep_every: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
+    let hangs = Case::new(HANGS).expect(|_run: Run, (): ()| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let fx = Fixture::with_config(
+        vec![hangs, case(AT_ONCE, false, Duration::from_secs(30))],
+        config,
+    )
+    .await;
+    let hung = Trigger::new(HANGS).maybe_trigger(&fx.client, &()).unwrap();
+    let hung = fx.runner.report_for(&hung.id);
+    let fine = Trigger::new(AT_ONCE)
+        .maybe_trigger(&fx.client, &())
+        .unwrap();
+    let passed = fx.runner.report_for(&fine.id);
+    fx.client
+        .scope(fine, async {
+            AT_ONCE_FIRST.send(&"x".to_owned()).await;
+        })
+        .await;
+    let passed = fx.report(passed).await;
+    assert_eq!(passed.verdict, Verdict::Pass, "{}", passed.render());
+    let hung = fx.report(hung).await;
+    assert_eq!(hung.verdict, Verdict::Error, "{}", hung.render());
+    assert_eq!(
+        hung.error.as_deref(),
+        Some(
+            "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"
+        )
+    );
+    // One report each, and nothing left running; the sweeps go on without stopping more.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let c = fx.runner.counters();
+    assert_eq!(c.runs_overdue(), 1);
+    assert_eq!((c.verdict_error(), c.verdict_pass()), (1, 1));
+    assert_eq!(c.reports_published(), 2);
+    assert_eq!(fx.runner.in_flight(), 0);
+}
+
+/// Outside a group a stopped runner still concludes its runs in flight (no one else will):
+/// a hung one read just before the stop ends in `ERROR` once `max_run_time` has passed,
+/// with one report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_hangs_past_a_stop_outside_a_group_still_ends_in_error() {
+    const HANGS: &str = "parked.hangs_past_stop";
+    let config = RunnerConfig {
+        max_run_time: Duration::from_secs(1),
+        ..RunnerConfig::default()
+    };
+    let hangs = Case::new(HANGS).expect(|_run: Run, (): ()| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let mut fx = Fixture::with_config(vec![hangs], config).await;
+    let hung = Trigger::new(HANGS).maybe_trigger(&fx.client, &()).unwrap();
+    let hung = fx.runner.report_for(&hung.id);
+    fx.until("the run started", |r| r.in_flight() == 1).await;
+    if let Some(stop) = fx.stop.take() {
+        let _ = stop.send(());
+    }
+    let hung = fx.report(hung).await;
+    assert_eq!(hung.verdict, Verdict::Error, "{}", hung.render());
+    assert_eq!(
+        hung.error.as_deref(),
+        Some(
+            "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"
+        )
+    );
+    // One conclusion (the stopped runner no longer counts acknowledged reports).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(fx.runner.counters().runs_overdue(), 1);
+    assert_eq!(fx.runner.counters().verdict_error(), 1);
+    assert_eq!(fx.runner.in_flight(), 0);
+}
+
 /// In a consumer group: a runner that leaves hands its parked runs back (no report, its
 /// test records uncommitted), and the next owner parks them again and gives each test its
 /// one verdict when its steps come.
