@@ -1,7 +1,6 @@
 //! The runner's bookkeeping: in-flight tests, signals that came early, finished tests.
 //! Every collection is bounded; evictions are counted.
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -265,20 +264,28 @@ impl TestKey {
         }
         Self::Text(test_id.into())
     }
-
-    /// The test id this key was made from.
-    fn id(&self) -> Cow<'_, str> {
-        match self {
-            Self::Uuid(bytes) => {
-                Cow::Owned(uuid::Uuid::from_bytes(*bytes).hyphenated().to_string())
-            }
-            Self::Text(text) => Cow::Borrowed(text),
-        }
-    }
 }
 
 /// Deadlines of waiting runs, earliest first (see [`Registry::expire_waits`]).
 type Deadlines = BinaryHeap<Reverse<(DateTime<Utc>, TestKey)>>;
+
+/// Queues `at` for the test `key` on `partition` when it is sooner than what the test has
+/// queued already ([`Slot::deadline`]: at most one live entry per test).
+fn queue_deadline(
+    deadlines: &mut HashMap<i32, Deadlines>,
+    slot: &mut Slot,
+    partition: i32,
+    at: DateTime<Utc>,
+    key: TestKey,
+) {
+    if slot.deadline.is_none_or(|queued| at < queued) {
+        slot.deadline = Some(at);
+        deadlines
+            .entry(partition)
+            .or_default()
+            .push(Reverse((at, key)));
+    }
+}
 
 /// Capacity (entries) under which [`Registry::shrink`] leaves a map alone.
 const SHRINK_ABOVE: usize = 1024;
@@ -604,13 +611,7 @@ impl Registry {
             until,
             id,
         });
-        if slot.deadline.is_none_or(|queued| until < queued) {
-            slot.deadline = Some(until);
-            self.deadlines
-                .entry(partition)
-                .or_default()
-                .push(Reverse((until, key)));
-        }
+        queue_deadline(&mut self.deadlines, slot, partition, until, key);
         Watch::Pending
     }
 
@@ -689,13 +690,7 @@ impl Registry {
                 if slot.parked.replace(parked).is_none() {
                     self.parked += 1;
                 }
-                if slot.deadline.is_none_or(|queued| due < queued) {
-                    slot.deadline = Some(due);
-                    self.deadlines
-                        .entry(partition)
-                        .or_default()
-                        .push(Reverse((due, key)));
-                }
+                queue_deadline(&mut self.deadlines, slot, partition, due, key);
                 None
             }
             _ => Some(parked),
@@ -713,16 +708,6 @@ impl Registry {
         Some(parked)
     }
 
-    /// The tests whose runs were parked when their records were read before `cutoff`.
-    pub(crate) fn parked_since(&self, cutoff: Instant) -> Vec<String> {
-        let cutoff = tenths_since(self.epoch, cutoff, false);
-        self.running
-            .iter()
-            .filter(|(_, slot)| slot.parked.is_some() && slot.read_at <= cutoff)
-            .map(|(key, _)| key.id().into_owned())
-            .collect()
-    }
-
     /// How many runs are parked.
     pub(crate) fn parked(&self) -> usize {
         self.parked
@@ -738,10 +723,16 @@ impl Registry {
 
     /// Stops the runs whose test record was read `max_run_time` or longer before `now` and
     /// that are not concluding: their tasks are aborted (the runner concludes each with an
-    /// `ERROR`, once its task has let go of it: see [`Registry::is_overdue`]). One pass over
-    /// the running tests, made at every sweep: no run holds a timer of its own. Returns how
-    /// many were stopped.
-    pub(crate) fn abort_overdue(&mut self, max_run_time: Duration, now: Instant) -> usize {
+    /// `ERROR`, once its task has let go of it: see [`Registry::is_overdue`]), and parked
+    /// runs are taken into `parked`, marked so, for the runner to start (their tasks are
+    /// aborted as they are set: [`Registry::set_task`]). One pass over the running tests,
+    /// made at every sweep: no run holds a timer of its own. Returns how many were stopped.
+    pub(crate) fn abort_overdue(
+        &mut self,
+        max_run_time: Duration,
+        now: Instant,
+        parked: &mut Vec<Parked>,
+    ) -> usize {
         // In tenths from the epoch (an `Instant` less `max_run_time` may not exist so soon
         // after boot on some systems); `max_run_time` rounded up, never stopping early.
         let max = u32::try_from(max_run_time.as_nanos().div_ceil(TENTH)).unwrap_or(u32::MAX);
@@ -754,10 +745,15 @@ impl Registry {
                 continue;
             }
             if let Some(task) = &slot.task {
-                slot.overdue = true;
                 task.abort();
-                stopped += 1;
+            } else if let Some(run) = slot.parked.take() {
+                self.parked -= 1;
+                parked.push(*run);
+            } else {
+                // Its task is about to be set (and aborted then).
             }
+            slot.overdue = true;
+            stopped += 1;
         }
         stopped
     }
@@ -785,9 +781,16 @@ impl Registry {
     }
 
     /// Remembers the task running a test (to cancel it on a rebalance).
+    /// A run stopped for `max_run_time` before its task was set (a parked run) has it
+    /// aborted at once: its guard concludes it.
     pub(crate) fn set_task(&mut self, test_id: &str, task: tokio::task::AbortHandle) {
         match self.running.get_mut(&TestKey::new(test_id)) {
-            Some(slot) => slot.task = Some(task),
+            Some(slot) => {
+                if slot.overdue {
+                    task.abort();
+                }
+                slot.task = Some(task);
+            }
             // Finished already.
             None => drop(task),
         }
@@ -1358,12 +1361,16 @@ mod tests {
         // Finished, cancelled with its partition, or all at shutdown: no longer counted.
         assert!(r.finish_test("t3").is_some());
         assert_eq!(r.parked(), 1);
-        // Parked for `max_run_time`: found by when their records were read.
-        assert_eq!(
-            r.parked_since(Instant::now() + Duration::from_millis(200)),
-            ["t4"]
-        );
-        assert!(r.parked_since(before).is_empty());
+        // Parked for `max_run_time`: taken out to be started (and stopped), by when their
+        // records were read.
+        let max = Duration::from_secs(60);
+        let mut due = Vec::new();
+        assert_eq!(r.abort_overdue(max, before + max, &mut due), 0);
+        assert!(due.is_empty());
+        let later = Instant::now() + max + Duration::from_millis(200);
+        assert_eq!(r.abort_overdue(max, later, &mut due), 3, "t1, t2 and t4");
+        assert_eq!(due.len(), 1);
+        assert_eq!(r.parked(), 0);
         assert_eq!(r.cancel_all(), 3);
         assert_eq!((r.parked(), r.in_flight()), (0, 0));
     }
@@ -1435,7 +1442,8 @@ mod tests {
     }
 
     /// `max_run_time` stops a running task once it has passed, from when the test record
-    /// was read; never a run that is concluding, nor a parked one (it has no task yet).
+    /// was read, and a parked run (taken out to be started: its task is stopped as it is
+    /// set); never a run that is concluding.
     #[tokio::test]
     async fn max_run_time_stops_running_tasks_once_and_never_a_concluding_one() {
         let mut r = Registry::new(Limits::default());
@@ -1453,18 +1461,26 @@ mod tests {
         assert!(r.begin_conclusion("concludes"));
         let max = Duration::from_secs(60);
         let now = Instant::now();
-        assert_eq!(r.abort_overdue(max, now), 0, "not yet");
-        assert_eq!(r.abort_overdue(max, now + max + Duration::from_secs(1)), 1);
-        assert!(r.is_overdue("runs") && !r.is_overdue("concludes") && !r.is_overdue("parked"));
+        let mut due = Vec::new();
+        assert_eq!(r.abort_overdue(max, now, &mut due), 0, "not yet");
+        let later = now + max + Duration::from_secs(1);
+        assert_eq!(r.abort_overdue(max, later, &mut due), 2);
+        assert!(r.is_overdue("runs") && !r.is_overdue("concludes") && r.is_overdue("parked"));
+        assert_eq!(due.len(), 1, "the parked run, to start");
+        assert_eq!(r.parked(), 0);
         assert!(
             !r.begin_conclusion("runs"),
             "stopped: the runner concludes it"
         );
         assert_eq!(
-            r.abort_overdue(max, now + max * 2),
+            r.abort_overdue(max, now + max * 2, &mut due),
             0,
             "stopped once, whatever the later passes"
         );
+        // The parked run's task, once started, is stopped as it is set.
+        let started = tokio::spawn(std::future::pending::<()>());
+        r.set_task("parked", started.abort_handle());
+        assert!(started.await.is_err_and(|e| e.is_cancelled()));
         for (id, task) in tasks {
             if id == "runs" {
                 assert!(task.await.is_err_and(|e| e.is_cancelled()), "aborted");

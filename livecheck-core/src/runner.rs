@@ -209,12 +209,7 @@ struct RunnerInner {
     /// What the services' consumer groups report reading (for the diagnosis of a
     /// missing step).
     positions: Mutex<Positions>,
-    /// When [`Runner::start_parked_too_long`] last looked at every parked run.
-    parked_checked: Mutex<Instant>,
 }
-
-/// How often the parked runs are all looked at (see [`Runner::start_parked_too_long`]).
-const PARKED_CHECKED_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
 #[derive(Clone)]
@@ -334,7 +329,6 @@ impl Runner {
                 connectivity,
                 flow,
                 positions: Mutex::default(),
-                parked_checked: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -682,7 +676,6 @@ impl Runner {
                     if runner.in_outage() {
                         until += sweep_every;
                     }
-                    runner.start_parked_too_long();
                     runner.abort_overdue();
                 }
             }
@@ -1312,7 +1305,6 @@ impl Runner {
     }
 
     fn sweep(&self) {
-        self.start_parked_too_long();
         self.abort_overdue();
         let dropped = {
             let mut registry = self.lock_registry();
@@ -1539,44 +1531,24 @@ impl Runner {
     }
 
     /// Stops the runs that have run `max_run_time` since their test record was read (their
-    /// guards conclude them with an `ERROR`) — not during a broker outage and its grace
-    /// period, when waits are held by event time: once it is over.
+    /// guards conclude them with an `ERROR`), parked runs too (started, they are stopped at
+    /// once: their `ERROR` is that of a run started at once) — not during a broker outage
+    /// and its grace period, when waits are held by event time: once it is over.
     fn abort_overdue(&self) {
         if self.in_outage() {
             return;
         }
-        let stopped = self
-            .lock_registry()
-            .abort_overdue(self.inner.config.max_run_time, Instant::now());
+        let mut parked = Vec::new();
+        let stopped = self.lock_registry().abort_overdue(
+            self.inner.config.max_run_time,
+            Instant::now(),
+            &mut parked,
+        );
+        for run in parked {
+            self.start_run(run);
+        }
         if stopped > 0 {
             debug!(stopped, "runs stopped for max_run_time");
-        }
-    }
-
-    /// Every [`PARKED_CHECKED_EVERY`], starts the runs parked for `max_run_time` (their
-    /// `ERROR` is that of a run started at once): by wall-clock time, which a partition's
-    /// clock may not show.
-    fn start_parked_too_long(&self) {
-        let due = {
-            let mut checked = self
-                .inner
-                .parked_checked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if checked.elapsed() < PARKED_CHECKED_EVERY {
-                return;
-            }
-            *checked = Instant::now();
-            match checked.checked_sub(self.inner.config.max_run_time) {
-                Some(cutoff) => self.lock_registry().parked_since(cutoff),
-                None => return,
-            }
-        };
-        for id in due {
-            let parked = self.lock_registry().take_parked(&id);
-            if let Some(parked) = parked {
-                self.start_run(*parked);
-            }
         }
     }
 

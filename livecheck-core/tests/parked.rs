@@ -168,6 +168,36 @@ async fn a_parked_run_starts_on_its_first_step_and_gives_its_verdict() {
     assert_eq!(fx.runner.counters().verdict_fail(), 1);
 }
 
+/// [`both_give`] on a fixture of the parked case and the case started at once, with
+/// `timeout` and `config`; no run is left parked.
+async fn both_under(
+    config: RunnerConfig,
+    timeout: Duration,
+    verdict: Verdict,
+    error: &str,
+) -> Fixture {
+    let fx = Fixture::with_config(
+        vec![case(PARKED, true, timeout), case(AT_ONCE, false, timeout)],
+        config,
+    )
+    .await;
+    both_give(&fx, verdict, error).await;
+    assert_eq!(fx.runner.parked_runs(), 0);
+    fx
+}
+
+/// The `ERROR` of a run stopped by a `max_run_time` of 1 s.
+const OVERDUE: &str =
+    "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?";
+
+/// A case whose expectations never end (an HTTP call that never returns, say).
+fn hanging(name: &'static str) -> Case {
+    Case::new(name).expect(|_run: Run, (): ()| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
 /// One test of the parked case and one of the case started at once, none of whose steps
 /// comes (the parked one is seen parked); their reports, each checked to give `verdict`
 /// with the message `error`.
@@ -215,23 +245,17 @@ async fn a_parked_run_without_steps_times_out_as_a_run_started_at_once() {
 /// for a report, the parked run still times out as the run started at once does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_run_times_out_without_waiting_for_the_sweep() {
-    let timeout = Duration::from_millis(700);
     let config = RunnerConfig {
         sweep_every: Duration::from_secs(120),
         ..RunnerConfig::default()
     };
-    let fx = Fixture::with_config(
-        vec![case(PARKED, true, timeout), case(AT_ONCE, false, timeout)],
+    both_under(
         config,
-    )
-    .await;
-    both_give(
-        &fx,
+        Duration::from_millis(700),
         Verdict::Timeout,
         "signal `first` did not arrive within 700ms of the start of the test (no step arrived)",
     )
     .await;
-    assert_eq!(fx.runner.parked_runs(), 0);
 }
 
 /// Steps that came before their test record: the run starts at once, it is not parked.
@@ -260,23 +284,11 @@ async fn a_test_whose_steps_came_first_is_not_parked() {
 /// comes and whose deadline is far away ends in the `ERROR` a run started at once gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_run_is_bounded_by_max_run_time_as_a_run_started_at_once() {
-    let timeout = Duration::from_secs(600);
     let config = RunnerConfig {
         max_run_time: Duration::from_secs(1),
         ..RunnerConfig::default()
     };
-    let fx = Fixture::with_config(
-        vec![case(PARKED, true, timeout), case(AT_ONCE, false, timeout)],
-        config,
-    )
-    .await;
-    both_give(
-        &fx,
-        Verdict::Error,
-        "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?",
-    )
-    .await;
-    assert_eq!(fx.runner.parked_runs(), 0);
+    let fx = both_under(config, Duration::from_secs(600), Verdict::Error, OVERDUE).await;
     assert_eq!(fx.runner.counters().runs_overdue(), 2);
 }
 
@@ -291,10 +303,7 @@ async fn an_expectation_that_hangs_outside_its_waits_is_stopped_by_max_run_time_
         sweep_every: Duration::from_millis(100),
         ..RunnerConfig::default()
     };
-    let hangs = Case::new(HANGS).expect(|_run: Run, (): ()| async move {
-        std::future::pending::<()>().await;
-        Ok(())
-    });
+    let hangs = hanging(HANGS);
     let fx = Fixture::with_config(
         vec![hangs, case(AT_ONCE, false, Duration::from_secs(30))],
         config,
@@ -315,12 +324,7 @@ async fn an_expectation_that_hangs_outside_its_waits_is_stopped_by_max_run_time_
     assert_eq!(passed.verdict, Verdict::Pass, "{}", passed.render());
     let hung = fx.report(hung).await;
     assert_eq!(hung.verdict, Verdict::Error, "{}", hung.render());
-    assert_eq!(
-        hung.error.as_deref(),
-        Some(
-            "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"
-        )
-    );
+    assert_eq!(hung.error.as_deref(), Some(OVERDUE));
     // One report each, and nothing left running; the sweeps go on without stopping more.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let c = fx.runner.counters();
@@ -340,10 +344,7 @@ async fn a_run_that_hangs_past_a_stop_outside_a_group_still_ends_in_error() {
         max_run_time: Duration::from_secs(1),
         ..RunnerConfig::default()
     };
-    let hangs = Case::new(HANGS).expect(|_run: Run, (): ()| async move {
-        std::future::pending::<()>().await;
-        Ok(())
-    });
+    let hangs = hanging(HANGS);
     let mut fx = Fixture::with_config(vec![hangs], config).await;
     let hung = Trigger::new(HANGS).maybe_trigger(&fx.client, &()).unwrap();
     let hung = fx.runner.report_for(&hung.id);
@@ -353,12 +354,7 @@ async fn a_run_that_hangs_past_a_stop_outside_a_group_still_ends_in_error() {
     }
     let hung = fx.report(hung).await;
     assert_eq!(hung.verdict, Verdict::Error, "{}", hung.render());
-    assert_eq!(
-        hung.error.as_deref(),
-        Some(
-            "the check did not finish within 1s (max_run_time): stopped; does an expectation hang?"
-        )
-    );
+    assert_eq!(hung.error.as_deref(), Some(OVERDUE));
     // One conclusion (the stopped runner no longer counts acknowledged reports).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(fx.runner.counters().runs_overdue(), 1);
