@@ -133,6 +133,19 @@ pub(crate) async fn start(
         shared: shared_run.map(|run| (container_name(run, "broker"), run)),
     })
     .await?;
+    // Whatever its readiness line says (a reused container has printed it long ago, and a
+    // broker prints it before it binds): it takes connections.
+    Ready::Tcp
+        .poll(broker_ports[0], Duration::from_secs(60))
+        .await
+        .map_err(|message| EnvironmentError::Container {
+            name: "broker".to_owned(),
+            image: image.to_string(),
+            message: format!(
+                "its port {} takes no connection: {message}",
+                broker_ports[0]
+            ),
+        })?;
     let kafka = config.kafka(format!("127.0.0.1:{}", broker_ports[0]));
     create_topics(
         &kafka,
@@ -159,14 +172,62 @@ pub(crate) async fn start(
 }
 
 /// Ports every process of a run agrees on (the shared containers use host networking):
-/// `count` consecutive ports from one derived from the run id (FNV-1a).
+/// `count` consecutive ports from one derived from the run id (FNV-1a), below the range
+/// the kernel hands out as the local ports of outgoing connections. Inside that range a
+/// client socket of any process can hold the port when the broker binds it: seen in CI,
+/// the broker's container exited ("Address already in use") and every test of the crate
+/// timed out creating its topics.
 fn ports_for_run(run: &str, count: usize) -> Vec<u16> {
+    run_ports(run, count, ephemeral_start())
+}
+
+/// [`ports_for_run`] with the ephemeral range starting at `ephemeral`: blocks of 16 from
+/// port 10,000 up to it (from 30,000 up, as before, if it starts too low for a block).
+fn run_ports(run: &str, count: usize, ephemeral: u16) -> Vec<u16> {
+    const FIRST: u16 = 10_000;
+    const BLOCK: u16 = 16;
     let hash = run.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    let block = u16::try_from(hash % 2_000).unwrap_or(0);
-    let base = 30_000 + block * 16;
-    (0..count.min(16))
+    let (first, blocks) = match ephemeral.saturating_sub(FIRST) / BLOCK {
+        0 => (30_000, 2_000),
+        n => (FIRST, n),
+    };
+    let block = u16::try_from(hash % u64::from(blocks)).unwrap_or(0);
+    let base = first + block * BLOCK;
+    (0..count.min(usize::from(BLOCK)))
         .map(|i| base + u16::try_from(i).unwrap_or(0))
         .collect()
+}
+
+/// Where the kernel's range of local ports for outgoing connections starts
+/// (`/proc/sys/net/ipv4/ip_local_port_range`; Linux's default, 32768, elsewhere).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_ports_lie_below_the_ephemeral_range_and_agree_across_processes() {
+        for run in ["ci-1795707035-7343", "ci-1", "local"] {
+            let ports = run_ports(run, 3, 32_768);
+            assert_eq!(
+                ports,
+                run_ports(run, 3, 32_768),
+                "the same in every process"
+            );
+            assert_eq!(ports.len(), 3);
+            assert!(ports.windows(2).all(|w| w[1] == w[0] + 1));
+            assert!(ports[0] >= 10_000 && ports[2] < 32_768, "{ports:?}");
+        }
+        // An ephemeral range that leaves no room below: the ports of before.
+        let low = run_ports("ci-1", 2, 10_010);
+        assert!(low[0] >= 30_000, "{low:?}");
+    }
 }
