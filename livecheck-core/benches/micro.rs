@@ -2,8 +2,9 @@
 //! outlier analysis, comparison with the previous run): the test-context header round trip
 //! (Kafka record headers and HTTP headers, inject and extract, without and with a route;
 //! goal at most 300 ns each) and `Signal::send` outside a test (the cost every service pays
-//! on every request; goal a few nanoseconds). The allocation counts and the broker-bound
-//! sections stay in the `core` bench.
+//! on every request; goal a few nanoseconds). `http floor` is the baseline of `http inject`:
+//! the same headers copied into a fresh map, what `http`'s map alone costs. The allocation
+//! counts and the broker-bound sections stay in the `core` bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
@@ -20,7 +21,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use livecheck_core::{Signal, TestContext};
 use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
 
@@ -72,6 +73,23 @@ fn headers(c: &mut Criterion) {
             matches!(livecheck_core::http::extract(&http_headers), Ok(Some(ref c)) if c.id == context.id && c.route == context.route),
             "the HTTP round trip gives the context back"
         );
+        // The floor of any inject: the same names and values copied into a fresh map, as
+        // `http` does it, without LiveCheck's work (formatting the times, the baggage).
+        let written: Vec<_> = http_headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
+            .collect();
+        group.bench_function(format!("http floor{suffix}"), |b| {
+            b.iter(|| {
+                let mut headers = HeaderMap::new();
+                for (name, value) in black_box(&written) {
+                    if let Ok(value) = HeaderValue::from_bytes(value) {
+                        headers.insert(name.clone(), value);
+                    }
+                }
+                headers
+            })
+        });
         group.bench_function(format!("http extract{suffix}"), |b| {
             b.iter(|| livecheck_core::http::extract(black_box(&http_headers)).ok())
         });
