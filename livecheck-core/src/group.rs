@@ -303,8 +303,27 @@ pub(crate) fn restore<C: ConsumerContext>(
     let scan = scan::consumer(kafka, connectivity)?;
     let mut restored = Vec::new();
     let mut ranges = Vec::with_capacity(partitions.len());
-    for &p in partitions {
-        let (low, high) = scan.fetch_watermarks(&topics.reports, p, timeout)?;
+    // The ends of every partition at once; the starts only where no commit says.
+    let reports = scan::watermarks(&scan, &topics.reports, partitions, timeout)?;
+    let starts = |topic: &str, wanted: &dyn Fn(i32) -> bool| -> KafkaResult<HashMap<i32, i64>> {
+        let wanted: Vec<i32> = partitions.iter().copied().filter(|&p| wanted(p)).collect();
+        let ends = scan::watermarks(&scan, topic, &wanted, timeout)?;
+        Ok(wanted
+            .into_iter()
+            .zip(ends.into_iter().map(|(low, _)| low))
+            .collect())
+    };
+    let no_commit = |topic: &str, p: i32| committed_at(topic, p).is_none();
+    let tests_starts = starts(&topics.tests, &|p| no_commit(&topics.tests, p))?;
+    let signals_starts = starts(&topics.signals, &|p| {
+        no_commit(&topics.tests, p) || no_commit(&topics.signals, p)
+    })?;
+    let start_of = |starts: &HashMap<i32, i64>, p: i32| {
+        starts.get(&p).copied().ok_or(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::OffsetNotAvailable,
+        ))
+    };
+    for (&p, &(low, high)) in partitions.iter().zip(&reports) {
         let resume = match committed_at(&topics.tests, p) {
             Some((tests, metadata)) => match Resume::parse_metadata(tests, &metadata) {
                 Some(resume) => resume,
@@ -313,15 +332,15 @@ pub(crate) fn restore<C: ConsumerContext>(
                     tests,
                     signals: match committed_at(&topics.signals, p) {
                         Some((s, _)) => s,
-                        None => scan.fetch_watermarks(&topics.signals, p, timeout)?.0,
+                        None => start_of(&signals_starts, p)?,
                     },
                     reports: low,
                 },
             },
             // Never committed: everything from the start (auto.offset.reset=earliest).
             None => Resume {
-                tests: scan.fetch_watermarks(&topics.tests, p, timeout)?.0,
-                signals: scan.fetch_watermarks(&topics.signals, p, timeout)?.0,
+                tests: start_of(&tests_starts, p)?,
+                signals: start_of(&signals_starts, p)?,
                 reports: low,
             },
         };

@@ -45,6 +45,7 @@ use crate::ledger::Ledger;
 use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
+use crate::scan;
 use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
 use crate::table::{TableSpec, TableStats, TableStore};
 
@@ -898,11 +899,11 @@ impl Runner {
                             "topic {topic} does not exist or has no partitions; create it first"
                         )));
                     }
+                    let all: Vec<i32> = (0..partitions as i32).collect();
+                    let ends = scan::watermarks(&**consumer, topic, &all, Duration::from_secs(10))
+                        .map_err(Error::kafka(format!("reading the ends of {topic}")))?;
                     let mut list = TopicPartitionList::new();
-                    for p in 0..partitions as i32 {
-                        let (low, high) = consumer
-                            .fetch_watermarks(topic, p, Duration::from_secs(10))
-                            .map_err(Error::kafka(format!("reading the ends of {topic}[{p}]")))?;
+                    for (p, (low, high)) in all.into_iter().zip(ends) {
                         let offset = if start_at_end { high } else { low };
                         list.add_partition_offset(topic, p, Offset::Offset(offset))
                             .map_err(Error::kafka("building the assignment"))?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -32,6 +32,49 @@ pub(crate) fn consumer(
             ("fetch.wait.max.ms", "50"),
         ])
         .create_with_context(connectivity.context())
+}
+
+/// The low and high watermarks of each of `partitions` of `topic`, in their order, as
+/// [`Consumer::fetch_watermarks`] gives them (the same `ListOffsets` requests), in two
+/// round trips for them all: one per end, each a request per leader broker. Asked one
+/// partition at a time, they cost a round trip each, one after the other: what a new owner
+/// of many partitions (a restart, a rebalance) used to wait before it ran a test.
+pub(crate) fn watermarks<X: ConsumerContext>(
+    consumer: &impl Consumer<X>,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> KafkaResult<Vec<(i64, i64)>> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `ListOffsets` takes a time per partition; these two mean its first and next offset.
+    let ends = |end: Offset| -> KafkaResult<Vec<i64>> {
+        let mut list = TopicPartitionList::with_capacity(partitions.len());
+        for &p in partitions {
+            list.add_partition_offset(topic, p, end)?;
+        }
+        let found = consumer.offsets_for_times(list, timeout)?;
+        partitions
+            .iter()
+            .map(|&p| {
+                let e = found
+                    .find_partition(topic, p)
+                    .ok_or(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::UnknownPartition,
+                    ))?;
+                e.error()?;
+                match e.offset() {
+                    Offset::Offset(at) => Ok(at),
+                    _ => Err(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::OffsetNotAvailable,
+                    )),
+                }
+            })
+            .collect()
+    };
+    let (low, high) = (ends(Offset::Beginning)?, ends(Offset::End)?);
+    Ok(low.into_iter().zip(high).collect())
 }
 
 /// One partition to read: from `from` to `end` (the high watermark seen before), exclusive.
@@ -107,4 +150,50 @@ pub(crate) fn read_to_ends(
         }
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::embedded::EmbeddedBroker;
+
+    #[test]
+    fn watermarks_are_those_of_each_partition_in_the_order_asked() {
+        let broker = EmbeddedBroker::start().unwrap();
+        broker.create_topic("ends", 3).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers());
+        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
+        for (partition, count) in [(0, 0), (1, 2), (2, 5)] {
+            for _ in 0..count {
+                producer
+                    .send(
+                        BaseRecord::<(), _>::to("ends")
+                            .partition(partition)
+                            .payload("x"),
+                    )
+                    .unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let consumer: BaseConsumer = kafka
+            .client_config(&[("group.id", "ends-test")])
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let asked = [2, 0, 1];
+        let ends = watermarks(&consumer, "ends", &asked, timeout).unwrap();
+        let one_by_one: Vec<(i64, i64)> = asked
+            .iter()
+            .map(|&p| consumer.fetch_watermarks("ends", p, timeout).unwrap())
+            .collect();
+        assert_eq!(ends, one_by_one);
+        assert_eq!(ends, [(0, 5), (0, 0), (0, 2)]);
+        assert_eq!(watermarks(&consumer, "ends", &[], timeout).unwrap(), []);
+        assert!(
+            watermarks(&consumer, "ends", &[0, 7], Duration::from_secs(2)).is_err(),
+            "a partition the topic does not have is an error, not an end"
+        );
+    }
 }

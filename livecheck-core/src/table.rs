@@ -1191,9 +1191,10 @@ impl TableStore {
                 .topics()
                 .first()
                 .map_or(0, |t| t.partitions().len()) as i32;
-            for p in 0..count {
+            let all: Vec<i32> = (0..count).collect();
+            let watermarks = scan::watermarks(&consumer, topic, &all, Duration::from_secs(10))?;
+            for (p, (low, high)) in all.into_iter().zip(watermarks) {
                 list.add_partition_offset(topic, p, Offset::Beginning)?;
-                let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
                 if high > low {
                     ends.insert((topic.clone(), p), high);
                 }
@@ -1279,14 +1280,25 @@ fn read_to_end(
 ) -> KafkaResult<u64> {
     let scan = scan::consumer(kafka, connectivity)?;
     let mut ranges = Vec::with_capacity(wanted.len());
-    for &(topic, partition) in wanted {
-        let (from, end) = scan.fetch_watermarks(topic, partition, timeout)?;
-        ranges.push(scan::Range {
-            topic,
-            partition,
-            from,
-            end,
-        });
+    // Each topic's partitions asked at once.
+    let mut topics: Vec<&str> = wanted.iter().map(|&(topic, _)| topic).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for topic in topics {
+        let partitions: Vec<i32> = wanted
+            .iter()
+            .filter(|&&(t, _)| t == topic)
+            .map(|&(_, p)| p)
+            .collect();
+        let ends = scan::watermarks(&scan, topic, &partitions, timeout)?;
+        for (partition, (from, end)) in partitions.into_iter().zip(ends) {
+            ranges.push(scan::Range {
+                topic,
+                partition,
+                from,
+                end,
+            });
+        }
     }
     scan::read_to_ends(&scan, &ranges, timeout, |msg| {
         on_record(

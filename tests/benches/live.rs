@@ -63,7 +63,8 @@
 //! With `LIVE_BENCH_ONLY=a` (a, b and b'), `c` or `d` it runs only those sections (to profile
 //! them; the last lines then show zeros for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
 //! counters every 100 ms while a runner works. `LIVE_BENCH_FETCH_WAIT_MS` sets the fetch wait
-//! of section (c)'s runner and bare consumer alike (default: the runner's default).
+//! of section (c)'s runner and bare consumer alike (default: the runner's default). With
+//! `RUST_LOG` set (e.g. `RUST_LOG=livecheck_core=debug`) the runner's logs are printed.
 
 #![expect(
     unsafe_code,
@@ -233,6 +234,11 @@ fn run() -> Result<Vec<String>, String> {
         available_cores()
     );
     let mut problems = Vec::new();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     // `LIVE_BENCH_ONLY=c` (or `d`) runs only that section (to profile it).
     let only = std::env::var("LIVE_BENCH_ONLY").ok();
     let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
