@@ -19,7 +19,12 @@
 //!    does not follow the control topic, one that follows it without a record for the case,
 //!    and one that follows it with a record (the published settings read under a lock per
 //!    request); the first and the last also on two threads at once, to see the contention
-//!    on the shared locks and counters.
+//!    on the shared locks and counters;
+//! 5. a runner's start on topics of many partitions (empty), from its start to `ready()`
+//!    (every partition assigned, no group: in a group the broker's rebalance delay hides it),
+//!    beside the time a bare consumer takes to ask each partition's ends one at a time (what
+//!    a runner's start, and each restore of a rebalance, paid per partition before it asked
+//!    them all at once).
 //!
 //! Times are wall-clock on whatever else the machine is doing: compare runs on a quiet
 //! machine only.
@@ -130,6 +135,8 @@ fn main() {
     runtime.block_on(bench_runner());
     println!();
     bench_trigger();
+    println!();
+    runtime.block_on(bench_start());
 }
 
 /// Times `iterations` calls of `op` and counts the heap allocations they make.
@@ -556,6 +563,90 @@ fn nonzero(snapshot: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
 
 /// Trigger decisions per measurement.
 const TRIGGER_ITERATIONS: u64 = 1_000_000;
+
+/// Partitions per topic for section 5.
+const START_PARTITIONS: i32 = 64;
+
+/// Starts timed per way in section 5.
+const START_ROUNDS: usize = 7;
+
+async fn bench_start() {
+    println!(
+        "5. A runner's start on the embedded broker, {START_PARTITIONS} partitions per topic (empty), median of {START_ROUNDS}"
+    );
+    let prefix = format!("start{}-", uuid::Uuid::new_v4().simple());
+    let topics = Topics::with_prefix(&prefix);
+    let broker =
+        EmbeddedBroker::with_topics(&topics, &[], START_PARTITIONS).expect("embedded broker");
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let client = LiveCheck::new(kafka.clone(), topics.clone()).expect("LiveCheck client");
+    let one_by_one = {
+        let kafka = kafka.clone();
+        let topics = topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: rdkafka::consumer::BaseConsumer = kafka
+                .client_config(&[("group.id", "bench-start-bare")])
+                .create()
+                .expect("bare consumer");
+            // Its metadata first, as a runner has it.
+            consumer
+                .fetch_metadata(Some(&topics.tests), Duration::from_secs(10))
+                .expect("metadata");
+            (0..START_ROUNDS)
+                .map(|_| {
+                    let start = Instant::now();
+                    for topic in [&topics.tests, &topics.signals] {
+                        for p in 0..START_PARTITIONS {
+                            consumer
+                                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                                .expect("watermarks");
+                        }
+                    }
+                    start.elapsed().as_secs_f64()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("the lookups' task")
+    };
+    println!(
+        "   a bare consumer asking the two ends of each tests and signals partition, one at a time: {:.1} ms",
+        median(one_by_one) * 1e3
+    );
+    let mut times = Vec::new();
+    for _ in 0..START_ROUNDS {
+        let runner = Runner::new(
+            Suite::new([four_step_case()]).expect("suite"),
+            client.clone(),
+            RunnerConfig::default(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let start = Instant::now();
+        let task = tokio::spawn({
+            let runner = runner.clone();
+            async move {
+                runner
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        tokio::time::timeout(READ_DEADLINE, runner.ready())
+            .await
+            .expect("the runner was not ready in time");
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        let _ = stop.send(());
+        task.await
+            .expect("the runner task panicked")
+            .expect("the runner failed");
+    }
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "   runner start to ready() (every partition assigned, no group): fastest {fastest:.1} ms, median {:.1} ms (a new client's first request may wait 50 ms for its connection: see README)",
+        median(times)
+    );
+}
 
 fn bench_trigger() {
     println!(
