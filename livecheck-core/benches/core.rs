@@ -642,8 +642,9 @@ async fn bench_start() {
             .expect("the runner failed");
     }
     let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let slowest = times.iter().copied().fold(0.0, f64::max);
     println!(
-        "   runner start to ready() (every partition assigned, no group): fastest {fastest:.1} ms, median {:.1} ms (a new client's first request may wait 50 ms for its connection: see README)",
+        "   runner start to ready() (every partition assigned, no group): fastest {fastest:.1} ms, median {:.1} ms, slowest {slowest:.1} ms (a new client's first request may wait 50 ms for its connection: see README)",
         median(times)
     );
 }

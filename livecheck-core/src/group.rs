@@ -396,7 +396,90 @@ pub(crate) fn commit_list(tests_topic: &str, positions: &[(i32, Resume)]) -> Top
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
     use super::*;
+    use crate::embedded::EmbeddedBroker;
+
+    /// Each way a partition can be found: committed by this runner (positions in the
+    /// metadata), by an older one (tests and signals committed apart), never committed.
+    #[test]
+    fn a_restore_resumes_each_partition_from_its_commit_or_its_start() {
+        let topics = Topics::with_prefix("restore-");
+        let broker = EmbeddedBroker::with_topics(&topics, &[], 3).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers());
+        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
+        let decided = |id: &str| format!(r#"{{"test_id":"{id}","verdict":"PASS","case":"c"}}"#);
+        for (p, reports) in [(0, 3), (1, 1), (2, 2)] {
+            for n in 0..reports {
+                let payload = decided(&format!("t{p}-{n}"));
+                producer
+                    .send(
+                        BaseRecord::<(), _>::to(&topics.reports)
+                            .partition(p)
+                            .payload(&payload),
+                    )
+                    .unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let group: BaseConsumer = kafka
+            .client_config(&[
+                ("group.id", "restore-test"),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()
+            .unwrap();
+        let ours = Resume {
+            tests: 7,
+            signals: 9,
+            reports: 1,
+        };
+        let mut commits = commit_list(&topics.tests, &[(0, ours)]);
+        commits
+            .add_partition_offset(&topics.tests, 1, Offset::Offset(4))
+            .unwrap();
+        commits
+            .add_partition_offset(&topics.signals, 1, Offset::Offset(6))
+            .unwrap();
+        group.commit(&commits, CommitMode::Sync).unwrap();
+
+        let connectivity = Connectivity::new(broker.bootstrap_servers());
+        let timeout = Duration::from_secs(10);
+        let mut restored =
+            restore(&group, &kafka, &connectivity, &topics, &[2, 0, 1], timeout).unwrap();
+        restored.sort_by_key(|r| r.partition);
+        let resumes: Vec<Resume> = restored.iter().map(|r| r.resume).collect();
+        assert_eq!(
+            resumes,
+            [
+                // Ours; the reports read from its position to their end (3).
+                Resume { reports: 3, ..ours },
+                // An older runner's: each offset its own commit.
+                Resume {
+                    tests: 4,
+                    signals: 6,
+                    reports: 1,
+                },
+                // Never committed: every topic from its start.
+                Resume {
+                    tests: 0,
+                    signals: 0,
+                    reports: 2,
+                },
+            ]
+        );
+        let decided_ids = |p: usize| {
+            let mut ids: Vec<&str> = restored[p].decided.keys().map(String::as_str).collect();
+            ids.sort_unstable();
+            ids
+        };
+        // Partition 0's reports from offset 1 (its commit's position), the others' all.
+        assert_eq!(decided_ids(0), ["t0-1", "t0-2"]);
+        assert_eq!(decided_ids(1), ["t1-0"]);
+        assert_eq!(decided_ids(2), ["t2-0", "t2-1"]);
+    }
 
     #[test]
     fn reports_are_decided_tests_and_suite_states_are_not() {

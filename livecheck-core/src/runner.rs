@@ -885,14 +885,12 @@ impl Runner {
             let consumer = tests.clone();
             let signals_consumer = signals.clone();
             tokio::task::spawn_blocking(move || -> Result<Found, Error> {
-                let mut lists = Vec::new();
                 // Each consumer reads the metadata of its own topic: a consumer assigned
                 // partitions whose leader it does not know yet fetches nothing until its
-                // metadata refresh finds it (seen here: a second without a signal).
-                for (topic, consumer) in [
-                    (&topics.tests, &consumer),
-                    (&topics.signals, &signals_consumer),
-                ] {
+                // metadata refresh finds it (seen here: a second without a signal). The two
+                // at once: a new client's first request may wait for its connection (50 ms
+                // on the embedded broker in about half the starts), and they wait together.
+                let assignment = |topic: &str, consumer: &Consumer2| {
                     let partitions = partition_count(consumer, topic)?;
                     if partitions == 0 {
                         return Err(Error::Config(format!(
@@ -900,7 +898,7 @@ impl Runner {
                         )));
                     }
                     let all: Vec<i32> = (0..partitions as i32).collect();
-                    let ends = scan::watermarks(&**consumer, topic, &all, Duration::from_secs(10))
+                    let ends = scan::watermarks(consumer, topic, &all, Duration::from_secs(10))
                         .map_err(Error::kafka(format!("reading the ends of {topic}")))?;
                     let mut list = TopicPartitionList::new();
                     for (p, (low, high)) in all.into_iter().zip(ends) {
@@ -908,8 +906,19 @@ impl Runner {
                         list.add_partition_offset(topic, p, Offset::Offset(offset))
                             .map_err(Error::kafka("building the assignment"))?;
                     }
-                    lists.push(list);
-                }
+                    Ok(list)
+                };
+                let (tests_list, signals_list) = std::thread::scope(|scope| {
+                    let signals = scope.spawn(|| assignment(&topics.signals, &signals_consumer));
+                    let tests = assignment(&topics.tests, &consumer);
+                    let signals = signals.join().unwrap_or_else(|_| {
+                        Err(Error::Config(
+                            "reading the signals topic's ends panicked".to_owned(),
+                        ))
+                    });
+                    (tests, signals)
+                });
+                let lists = vec![tests_list?, signals_list?];
                 let mut table_counts = Vec::new();
                 for (topic, global) in &table_topics {
                     table_counts.push((topic.clone(), *global, partition_count(&consumer, topic)?));
