@@ -313,10 +313,15 @@ pub(crate) fn restore<C: ConsumerContext>(
             .zip(ends.into_iter().map(|(low, _)| low))
             .collect())
     };
-    let no_commit = |topic: &str, p: i32| committed_at(topic, p).is_none();
-    let tests_starts = starts(&topics.tests, &|p| no_commit(&topics.tests, p))?;
-    let signals_starts = starts(&topics.signals, &|p| {
-        no_commit(&topics.tests, p) || no_commit(&topics.signals, p)
+    // As the resume below: the signals start for a partition never committed, or
+    // committed by an older runner (no positions in the metadata) without a signals commit.
+    let tests_starts = starts(&topics.tests, &|p| committed_at(&topics.tests, p).is_none())?;
+    let signals_starts = starts(&topics.signals, &|p| match committed_at(&topics.tests, p) {
+        None => true,
+        Some((tests, metadata)) => {
+            Resume::parse_metadata(tests, &metadata).is_none()
+                && committed_at(&topics.signals, p).is_none()
+        }
     })?;
     let start_of = |starts: &HashMap<i32, i64>, p: i32| {
         starts.get(&p).copied().ok_or(KafkaError::MetadataFetch(

@@ -39,6 +39,10 @@ pub(crate) fn consumer(
 /// round trips for them all: one per end, each a request per leader broker. Asked one
 /// partition at a time, they cost a round trip each, one after the other: what a new owner
 /// of many partitions (a restart, a rebalance) used to wait before it ran a test.
+///
+/// A partition that has no answer yet (a leader being elected, a request timed out) makes
+/// the lookup start again, every [`RETRY_PAUSE`], until `timeout` from the call: librdkafka
+/// retries such a partition itself but keeps its first error in the answer.
 pub(crate) fn watermarks<X: ConsumerContext>(
     consumer: &impl Consumer<X>,
     topic: &str,
@@ -48,33 +52,68 @@ pub(crate) fn watermarks<X: ConsumerContext>(
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
+    let deadline = Instant::now() + timeout;
     // `ListOffsets` takes a time per partition; these two mean its first and next offset.
     let ends = |end: Offset| -> KafkaResult<Vec<i64>> {
-        let mut list = TopicPartitionList::with_capacity(partitions.len());
-        for &p in partitions {
-            list.add_partition_offset(topic, p, end)?;
-        }
-        let found = consumer.offsets_for_times(list, timeout)?;
-        partitions
-            .iter()
-            .map(|&p| {
-                let e = found
-                    .find_partition(topic, p)
-                    .ok_or(KafkaError::MetadataFetch(
-                        RDKafkaErrorCode::UnknownPartition,
-                    ))?;
-                e.error()?;
-                match e.offset() {
-                    Offset::Offset(at) => Ok(at),
-                    _ => Err(KafkaError::MetadataFetch(
-                        RDKafkaErrorCode::OffsetNotAvailable,
-                    )),
+        loop {
+            let mut list = TopicPartitionList::with_capacity(partitions.len());
+            for &p in partitions {
+                list.add_partition_offset(topic, p, end)?;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = consumer.offsets_for_times(list, left).and_then(|found| {
+                partitions
+                    .iter()
+                    .map(|&p| offset_of(&found, topic, p))
+                    .collect()
+            });
+            match asked {
+                Err(err) if retriable(&err) && Instant::now() + RETRY_PAUSE < deadline => {
+                    std::thread::sleep(RETRY_PAUSE);
                 }
-            })
-            .collect()
+                ends => return ends,
+            }
+        }
     };
     let (low, high) = (ends(Offset::Beginning)?, ends(Offset::End)?);
     Ok(low.into_iter().zip(high).collect())
+}
+
+/// How long [`watermarks`] waits before it asks again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The offset `found` holds for `partition` of `topic`, or why it holds none.
+fn offset_of(found: &TopicPartitionList, topic: &str, partition: i32) -> KafkaResult<i64> {
+    let e = found
+        .find_partition(topic, partition)
+        .ok_or(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownPartition,
+        ))?;
+    e.error()?;
+    match e.offset() {
+        Offset::Offset(at) => Ok(at),
+        // Still the time asked for: no answer.
+        _ => Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::OffsetNotAvailable,
+        )),
+    }
+}
+
+/// Whether a partition's lookup may succeed if asked again soon.
+fn retriable(err: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::PreferredLeaderNotAvailable
+                | Code::RequestTimedOut
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+        )
+    )
 }
 
 /// One partition to read: from `from` to `end` (the high watermark seen before), exclusive.
@@ -195,5 +234,37 @@ mod tests {
             watermarks(&consumer, "ends", &[0, 7], Duration::from_secs(2)).is_err(),
             "a partition the topic does not have is an error, not an end"
         );
+    }
+
+    /// A leader being elected answers `ListOffsets` with an error for a while; the ends come
+    /// once it answers, as `fetch_watermarks` gives them.
+    #[test]
+    fn watermarks_are_asked_again_while_a_leader_has_no_answer() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("ends", 2, 1).unwrap();
+        let kafka = KafkaConfig::new(cluster.bootstrap_servers());
+        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
+        for _ in 0..3 {
+            producer
+                .send(BaseRecord::<(), _>::to("ends").partition(1).payload("x"))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let consumer: BaseConsumer = kafka
+            .client_config(&[("group.id", "ends-retry-test")])
+            .create()
+            .unwrap();
+        consumer
+            .fetch_metadata(Some("ends"), Duration::from_secs(10))
+            .unwrap();
+        cluster.request_errors(
+            RDKafkaApiKey::ListOffsets,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE; 4],
+        );
+        let ends = watermarks(&consumer, "ends", &[0, 1], Duration::from_secs(10)).unwrap();
+        assert_eq!(ends, [(0, 0), (0, 3)]);
     }
 }
