@@ -430,16 +430,20 @@ async fn bench_runner() {
     drop(broker);
 }
 
-/// Runs a fresh runner over every produced record, from its start until it has published a
-/// report per test; panics unless every verdict is PASS.
-async fn runner_pass(client: &LiveCheck) -> RunnerPass {
+/// A fresh runner of the four-step case, running (no group) until `stop` is sent.
+fn start_runner(
+    client: &LiveCheck,
+) -> (
+    Runner,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), livecheck_core::Error>>,
+) {
     let runner = Runner::new(
         Suite::new([four_step_case()]).expect("suite"),
         client.clone(),
         RunnerConfig::default(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let start = Instant::now();
     let task = tokio::spawn({
         let runner = runner.clone();
         async move {
@@ -450,6 +454,14 @@ async fn runner_pass(client: &LiveCheck) -> RunnerPass {
                 .await
         }
     });
+    (runner, stop, task)
+}
+
+/// Runs a fresh runner over every produced record, from its start until it has published a
+/// report per test; panics unless every verdict is PASS.
+async fn runner_pass(client: &LiveCheck) -> RunnerPass {
+    let start = Instant::now();
+    let (runner, stop, task) = start_runner(client);
     let counters = runner.counters();
     // Sampled every 5 ms: how close the run came to the registry's limits.
     let (mut peak_in_flight, mut peak_buffered) = (0, 0);
@@ -615,23 +627,8 @@ async fn bench_start() {
     );
     let mut times = Vec::new();
     for _ in 0..START_ROUNDS {
-        let runner = Runner::new(
-            Suite::new([four_step_case()]).expect("suite"),
-            client.clone(),
-            RunnerConfig::default(),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let start = Instant::now();
-        let task = tokio::spawn({
-            let runner = runner.clone();
-            async move {
-                runner
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
+        let (runner, stop, task) = start_runner(&client);
         tokio::time::timeout(READ_DEADLINE, runner.ready())
             .await
             .expect("the runner was not ready in time");

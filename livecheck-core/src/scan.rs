@@ -198,28 +198,29 @@ mod tests {
     use super::*;
     use crate::embedded::EmbeddedBroker;
 
+    /// Writes `count` records to each `(partition, count)` of topic `ends`; a consumer of
+    /// the topic's broker.
+    fn fill(kafka: &KafkaConfig, counts: &[(i32, usize)]) -> BaseConsumer {
+        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
+        for &(partition, count) in counts {
+            for _ in 0..count {
+                let record = BaseRecord::<(), _>::to("ends").partition(partition);
+                producer.send(record.payload("x")).unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        kafka
+            .client_config(&[("group.id", "ends-test")])
+            .create()
+            .unwrap()
+    }
+
     #[test]
     fn watermarks_are_those_of_each_partition_in_the_order_asked() {
         let broker = EmbeddedBroker::start().unwrap();
         broker.create_topic("ends", 3).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers());
-        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
-        for (partition, count) in [(0, 0), (1, 2), (2, 5)] {
-            for _ in 0..count {
-                producer
-                    .send(
-                        BaseRecord::<(), _>::to("ends")
-                            .partition(partition)
-                            .payload("x"),
-                    )
-                    .unwrap();
-            }
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-        let consumer: BaseConsumer = kafka
-            .client_config(&[("group.id", "ends-test")])
-            .create()
-            .unwrap();
+        let consumer = fill(&kafka, &[(0, 0), (1, 2), (2, 5)]);
         let timeout = Duration::from_secs(10);
         let asked = [2, 0, 1];
         let ends = watermarks(&consumer, "ends", &asked, timeout).unwrap();
@@ -246,17 +247,7 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("ends", 2, 1).unwrap();
         let kafka = KafkaConfig::new(cluster.bootstrap_servers());
-        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
-        for _ in 0..3 {
-            producer
-                .send(BaseRecord::<(), _>::to("ends").partition(1).payload("x"))
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-        let consumer: BaseConsumer = kafka
-            .client_config(&[("group.id", "ends-retry-test")])
-            .create()
-            .unwrap();
+        let consumer = fill(&kafka, &[(1, 3)]);
         consumer
             .fetch_metadata(Some("ends"), Duration::from_secs(10))
             .unwrap();
