@@ -6,6 +6,7 @@
 //!    the same for [`livecheck_core::in_test`];
 //! 2. the test-context header round trip, inject and extract each timed on its own, for
 //!    Kafka record headers and HTTP headers (goal: at most 300 ns per operation);
+//!    2b. recording a hop ([`LiveCheck::consumed`]) without and with a test context;
 //! 3. the runner's throughput on the embedded broker (librdkafka's mock cluster): 20 000
 //!    tests (one test record and four signals each) are produced up front; then, in each of
 //!    five rounds, (a) a bare rdkafka `StreamConsumer` reads every record and parses its
@@ -255,7 +256,7 @@ fn bench_headers() {
 /// (normal traffic: the group's position noted, counted) and one with a test's context (the
 /// hop prepared; it is sent when the handling runs).
 fn bench_hops() {
-    println!("3. Hop recording (LiveCheck::consumed), {HEADER_ITERATIONS} records each");
+    println!("2b. Hop recording (LiveCheck::consumed), {HEADER_ITERATIONS} records each");
     let client = LiveCheck::new(KafkaConfig::new("127.0.0.1:9"), Topics::default())
         .expect("a client")
         .with_service("bench");
