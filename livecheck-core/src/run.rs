@@ -372,42 +372,50 @@ fn decode<T: DeserializeOwned>(a: &Arrival) -> Result<T, CheckError> {
 /// run aborted).
 struct Waiter<'a> {
     run: &'a Run,
-    id: Option<u32>,
     signals: &'a [&'static str],
-    /// Occurrences of `signals` the wait has looked at.
-    seen: usize,
     until: DateTime<Utc>,
+    place: Place,
 }
 
-impl Waiter<'_> {
-    /// Every occurrence of the signals when there are more than `seen`; `None` once the
+/// Where a wait stands in the registry: its waiter's id there (`None`: not in place) and
+/// how many occurrences of its steps it has looked at.
+#[derive(Default)]
+struct Place {
+    id: Option<u32>,
+    seen: usize,
+}
+
+impl Place {
+    /// Every occurrence of `signals` when there are more than `seen`; `None` once the
     /// clock has passed `until`; pending otherwise, with the waiter in place. Each poll
     /// looks again (a wake may be spurious), the clock after the waiter is in place, so that
     /// a clock passing `until` after the look wakes it. The registry's lock is let go on
     /// return.
     fn poll_next(
         &mut self,
+        run: &Run,
+        signals: &[&'static str],
+        until: DateTime<Utc>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Vec<Arc<Arrival>>>, CheckError>> {
-        let run = self.run;
         // Woken (or polled) after its waiter was put in place: the clock first, so that a
         // deadline does not put the waiter back (what raced it is looked at by `expired`).
-        if self.id.is_some() && run.clock_passed(self.until) {
+        if self.id.is_some() && run.clock_passed(until) {
             return Poll::Ready(Ok(None));
         }
         let watch = run.registry().map(|mut registry| {
             registry.watch(
                 run.test_id(),
-                self.signals,
+                signals,
                 self.seen,
-                self.until,
+                until,
                 run.shared.partition,
                 &mut self.id,
                 cx.waker(),
             )
         });
         Poll::Ready(match watch {
-            Ok(Watch::Pending) if !run.clock_passed(self.until) => return Poll::Pending,
+            Ok(Watch::Pending) if !run.clock_passed(until) => return Poll::Pending,
             Ok(Watch::Pending) => Ok(None),
             Ok(Watch::Ready(all)) => Ok(Some(all)),
             Ok(Watch::Gone) => Err(run.gone()),
@@ -415,18 +423,211 @@ impl Waiter<'_> {
         })
     }
 
-    fn cancel(&mut self) {
+    /// Takes the waiter away, if it is in place.
+    fn cancel(&mut self, run: &Run) {
         if let Some(id) = self.id.take() {
-            if let Ok(mut registry) = self.run.registry() {
-                registry.cancel_wait(self.run.test_id(), id);
+            if let Ok(mut registry) = run.registry() {
+                registry.cancel_wait(run.test_id(), id);
             }
         }
+    }
+}
+
+impl Waiter<'_> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Vec<Arc<Arrival>>>, CheckError>> {
+        self.place.poll_next(self.run, self.signals, self.until, cx)
+    }
+
+    fn cancel(&mut self) {
+        self.place.cancel(self.run);
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.cancel();
+    }
+}
+
+/// The future of a wait for one occurrence of one step ([`Run::wait`], `wait_timeout`,
+/// `wait_where`, `wait_item`, `wait_optional`): it takes the first occurrence that matches
+/// and claims it exactly once.
+///
+/// Written by hand rather than as an `async` block: a case's own future holds the future
+/// of the wait it is at inline, and the block held its arguments, the step's deadline and
+/// the registry waiter's copies of them twice over (224 bytes; this is about half).
+struct TakeOne<'a, T> {
+    run: &'a Run,
+    signal: &'a Signal<T>,
+    item: Option<&'a str>,
+    filter: Option<Condition>,
+    form: Form,
+    stage: Stage,
+}
+
+/// Where a [`TakeOne`] is.
+enum Stage {
+    /// Not polled yet: the step's timeout, which counts from the steps taken before the
+    /// wait begins (its first poll).
+    Start(Duration),
+    /// Watching its step until the deadline.
+    Watching { until: Until, place: Place },
+    /// Done (its waiter taken away).
+    Done,
+}
+
+impl<T> Future for TakeOne<'_, T> {
+    type Output = Result<Arc<Arrival>, CheckError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (run, signal) = (this.run, this.signal);
+        let step = Step {
+            run,
+            name: signal.name(),
+            item: this.item,
+            filter: this.filter.as_ref(),
+        };
+        loop {
+            let (until, place) = match &mut this.stage {
+                Stage::Start(timeout) => {
+                    let timeout = *timeout;
+                    if let Err(e) = run.check_case(signal) {
+                        this.stage = Stage::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                    this.stage = Stage::Watching {
+                        until: run.until(timeout),
+                        place: Place::default(),
+                    };
+                    continue;
+                }
+                Stage::Watching { until, place } => (until, place),
+                Stage::Done => panic!("a wait's future polled after it completed"),
+            };
+            let signals = signal.names();
+            let watched = match place.poll_next(run, signals, until.at, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Ready(Ok(Some(all))) => {
+                    // The registry's lock is not held here: the filter is a case's own
+                    // condition, which may be slow or panic.
+                    place.seen = all.len();
+                    match step.decide(until, &all) {
+                        Some(decision) => Ok(Watched::Done(decision)),
+                        None => continue,
+                    }
+                }
+                Poll::Ready(Ok(None)) => {
+                    // Give up the watch; what raced the clock is still looked at.
+                    place.cancel(run);
+                    run.expired(signals, place.seen, &mut |all: &[Arc<Arrival>]| {
+                        step.decide(until, all)
+                    })
+                }
+            };
+            place.cancel(run);
+            let Stage::Watching { until, .. } = std::mem::replace(&mut this.stage, Stage::Done)
+            else {
+                unreachable!("the stage was watching")
+            };
+            let form = this.form;
+            let (first, label) = match watched.and_then(|w| step.conclude(form, &until, w)) {
+                Ok(taken) => taken,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let (name, item) = (step.name, step.item);
+            let mut state = run.state();
+            state.take(&first);
+            state.claim(Claim {
+                signal: name,
+                item: item.map(str::to_owned),
+                filter: this.filter.take(),
+                times: Times::Exactly(1),
+            });
+            // The common line, joined without `format!` (one per step of every run).
+            state
+                .waits
+                .push([form.name(), " `", &label, "`: taken"].concat());
+            return Poll::Ready(Ok(first));
+        }
+    }
+}
+
+/// The step a [`TakeOne`] waits for.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    run: &'a Run,
+    name: &'static str,
+    item: Option<&'a str>,
+    filter: Option<&'a Condition>,
+}
+
+impl Step<'_> {
+    /// The first occurrence that matches, or the step late, once one came.
+    fn decide(
+        self,
+        until: &Until,
+        all: &[Arc<Arrival>],
+    ) -> Option<Result<Arc<Arrival>, CheckError>> {
+        let first = all
+            .iter()
+            .find(|a| matches(a, self.name, self.item, self.filter.map(|f| &f.0)))?;
+        Some(if event_at(first) > until.at {
+            let late_by = event_at(first) - until.at;
+            Err(self
+                .run
+                .timed_out(&step_name(self.name, self.item), until, Some(late_by), None))
+        } else {
+            Ok(first.clone())
+        })
+    }
+
+    /// What the watch ended with: the occurrence to take and the step's label (taking and
+    /// claiming it is the caller's), or the step late or missing.
+    fn conclude(
+        self,
+        form: Form,
+        until: &Until,
+        watched: Watched<Result<Arc<Arrival>, CheckError>>,
+    ) -> Result<(Arc<Arrival>, String), CheckError> {
+        let run = self.run;
+        let label = step_name(self.name, self.item);
+        let first = match watched {
+            Watched::Done(Ok(first)) => first,
+            Watched::Done(Err(late)) => {
+                run.note(format!("{} `{label}`: late", form.name()));
+                return Err(late);
+            }
+            Watched::Expired(all) => {
+                run.note(format!("{} `{label}`: did not come", form.name()));
+                let detail = self.filter.map(|c| &c.1).and_then(|what| {
+                    let other = all
+                        .iter()
+                        .filter(|a| a.item.as_deref() == self.item && event_at(a) <= until.at)
+                        .count();
+                    (other > 0).then(|| {
+                        format!(
+                            "{other} occurrence{} came where not {what}",
+                            if other == 1 { "" } else { "s" }
+                        )
+                    })
+                });
+                return Err(run.timed_out(&label, until, None, detail));
+            }
+        };
+        Ok((first, label))
+    }
+}
+
+impl<T> Drop for TakeOne<'_, T> {
+    fn drop(&mut self) {
+        if let Stage::Watching { place, .. } = &mut self.stage {
+            place.cancel(self.run);
+        }
     }
 }
 
@@ -759,13 +960,7 @@ impl Run {
     }
 
     /// Waits for one occurrence of a step (first match, in arrival order) and takes it,
-    /// claiming it exactly once.
-    ///
-    /// A function returning an `async` block, not an `async fn`: see [`Run::watch`].
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an `async fn` keeps a second copy of its arguments in its future"
-    )]
+    /// claiming it exactly once (see [`TakeOne`]).
     fn take_one<'a, T>(
         &'a self,
         signal: &'a Signal<T>,
@@ -773,63 +968,14 @@ impl Run {
         filter: Option<Condition>,
         timeout: Duration,
         form: Form,
-    ) -> impl Future<Output = Result<Arc<Arrival>, CheckError>> + 'a {
-        async move {
-            self.check_case(signal)?;
-            // When the wait begins: it counts from the steps taken before it.
-            let until = self.until(timeout);
-            let watched = self
-                .watch(signal.names(), until.at, |all| {
-                    let name = signal.name();
-                    let first = all
-                        .iter()
-                        .find(|a| matches(a, name, item, filter.as_ref().map(|f| &f.0)))?;
-                    Some(if event_at(first) > until.at {
-                        let late_by = event_at(first) - until.at;
-                        Err(self.timed_out(&step_name(name, item), &until, Some(late_by), None))
-                    } else {
-                        Ok(first.clone())
-                    })
-                })
-                .await?;
-            let name = signal.name();
-            let label = step_name(name, item);
-            let first = match watched {
-                Watched::Done(Ok(first)) => first,
-                Watched::Done(Err(late)) => {
-                    self.note(format!("{} `{label}`: late", form.name()));
-                    return Err(late);
-                }
-                Watched::Expired(all) => {
-                    self.note(format!("{} `{label}`: did not come", form.name()));
-                    let detail = filter.as_ref().map(|c| &c.1).and_then(|what| {
-                        let other = all
-                            .iter()
-                            .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
-                            .count();
-                        (other > 0).then(|| {
-                            format!(
-                                "{other} occurrence{} came where not {what}",
-                                if other == 1 { "" } else { "s" }
-                            )
-                        })
-                    });
-                    return Err(self.timed_out(&label, &until, None, detail));
-                }
-            };
-            let mut state = self.state();
-            state.take(&first);
-            state.claim(Claim {
-                signal: name,
-                item: item.map(str::to_owned),
-                filter,
-                times: Times::Exactly(1),
-            });
-            // The common line, joined without `format!` (one per step of every run).
-            state
-                .waits
-                .push([form.name(), " `", &label, "`: taken"].concat());
-            Ok(first)
+    ) -> TakeOne<'a, T> {
+        TakeOne {
+            run: self,
+            signal,
+            item,
+            filter,
+            form,
+            stage: Stage::Start(timeout),
         }
     }
 
@@ -853,21 +999,22 @@ impl Run {
         // the wait looks at, once.
         let mut waiter = Waiter {
             run: self,
-            id: None,
             signals,
-            seen: 0,
             until,
+            place: Place::default(),
         };
         async move {
             loop {
                 let Some(all) = std::future::poll_fn(|cx| waiter.poll_next(cx)).await? else {
                     // Give up the watch; what raced the clock is still looked at.
                     waiter.cancel();
-                    return waiter.run.expired(waiter.signals, waiter.seen, &mut decide);
+                    return waiter
+                        .run
+                        .expired(waiter.signals, waiter.place.seen, &mut decide);
                 };
                 // The registry's lock is not held here: `decide` may run a case's own
                 // condition, which may be slow or panic.
-                waiter.seen = all.len();
+                waiter.place.seen = all.len();
                 if let Some(decision) = decide(&all) {
                     return Ok(Watched::Done(decision));
                 }
