@@ -617,6 +617,14 @@ impl Registry {
 
     /// Forgets the waiter `wait` of a test (its wait ended, or was dropped); other waits on
     /// the same signal stay.
+    /// The waiters of a running test in place now (0: not running).
+    #[cfg(test)]
+    pub(crate) fn waiters_of(&self, test_id: &str) -> usize {
+        self.running
+            .get(&TestKey::new(test_id))
+            .map_or(0, |slot| slot.waiters.len())
+    }
+
     pub(crate) fn cancel_wait(&mut self, test_id: &str, wait: u32) {
         if let Some(slot) = self.running.get_mut(&TestKey::new(test_id)) {
             slot.waiters.retain(|w| w.id != wait);

@@ -2270,11 +2270,9 @@ mod tests {
 
     static STEP: Signal<u64> = Signal::new("size.case", "step");
 
-    /// A run in flight is a task holding this future (plus the boxed expectations): its
-    /// size is memory per in-flight run. Printed, and bounded so that a future holding a
-    /// report inline again (2,176 bytes measured before it was boxed) is noticed.
-    #[tokio::test]
-    async fn a_waiting_run_is_a_small_task() {
+    /// A runner of one case, `size.case`, that waits for [`STEP`], and a run of it (not
+    /// started: its expectations are not running).
+    fn step_case_run() -> (Runner, Run, Arc<TestContext>) {
         let client =
             LiveCheck::new(KafkaConfig::new("127.0.0.1:9"), Topics::default()).expect("a client");
         let case = Case::new("size.case").expect(|run: Run, _: ()| async move {
@@ -2286,19 +2284,10 @@ mod tests {
             client,
             RunnerConfig::default(),
         );
-        let case = runner.suite().get("size.case").expect("case").clone();
         let context = Arc::new(TestContext::new("size.case", Duration::from_secs(60)));
-        let pos = Pos {
-            topic: Arc::from("tests"),
-            partition: 0,
-            offset: 0,
-        };
-        let execute = runner.clone().execute(case, context.clone(), pos, None);
-        let size = std::mem::size_of_val(&execute);
-        // And the future of a wait, which the case's own (boxed) future holds inline.
         let run = Run {
             shared: Arc::new(RunShared {
-                context,
+                context: context.clone(),
                 case: runner.suite().get("size.case").expect("case").clone(),
                 started_at: Utc::now(),
                 registry: runner.inner.registry.clone(),
@@ -2309,6 +2298,24 @@ mod tests {
                 tables: None,
             }),
         };
+        (runner, run, context)
+    }
+
+    /// A run in flight is a task holding this future (plus the boxed expectations): its
+    /// size is memory per in-flight run. Printed, and bounded so that a future holding a
+    /// report inline again (2,176 bytes measured before it was boxed) is noticed.
+    #[tokio::test]
+    async fn a_waiting_run_is_a_small_task() {
+        let (runner, run, context) = step_case_run();
+        let case = runner.suite().get("size.case").expect("case").clone();
+        let pos = Pos {
+            topic: Arc::from("tests"),
+            partition: 0,
+            offset: 0,
+        };
+        let execute = runner.clone().execute(case, context, pos, None);
+        let size = std::mem::size_of_val(&execute);
+        // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));
         let shared = std::mem::size_of::<RunShared>();
         println!(
@@ -2323,6 +2330,56 @@ mod tests {
         assert!(wait <= 112, "a wait's future grew to {wait} bytes");
         // With the `Arc`'s counts, 192 bytes: one allocation size class less than 208.
         assert!(shared <= 176, "a run's shared state grew to {shared} bytes");
+    }
+
+    /// A wait puts one waiter in the registry while it waits, and leaves none behind when
+    /// it ends: dropped before its first poll, dropped while waiting (a `select!` branch
+    /// that lost), or done with its step.
+    #[tokio::test]
+    async fn a_wait_leaves_no_waiter_behind() {
+        use std::future::Future as _;
+        use std::task::{Context, Poll, Waker};
+
+        let (runner, run, _) = step_case_run();
+        let registry = || runner.inner.registry.lock().expect("registry");
+        registry().start_test(run.test_id(), Some(0));
+        let waiters = || registry().waiters_of(run.test_id());
+        let cx = &mut Context::from_waker(Waker::noop());
+
+        drop(run.wait(&STEP));
+        assert_eq!(waiters(), 0, "a wait never polled");
+
+        let mut wait = Box::pin(run.wait(&STEP));
+        assert!(wait.as_mut().poll(cx).is_pending());
+        assert!(wait.as_mut().poll(cx).is_pending());
+        assert_eq!(waiters(), 1, "a wait polled twice has one waiter");
+        drop(wait);
+        assert_eq!(waiters(), 0, "a wait dropped while waiting");
+
+        let mut wait = Box::pin(run.wait(&STEP));
+        assert!(wait.as_mut().poll(cx).is_pending());
+        let arrival = Arrival {
+            signal: "step".into(),
+            value: RawValue::from_string("7".into()).expect("json"),
+            sent_at: Utc::now(),
+            arrived_at: Utc::now(),
+            event_at: None,
+            topic: Arc::from("signals"),
+            partition: 0,
+            offset: 0,
+            send_id: Some("s1".into()),
+            item: None,
+        };
+        assert_eq!(
+            registry().on_signal(run.test_id(), arrival),
+            SignalOutcome::Delivered
+        );
+        assert!(matches!(wait.as_mut().poll(cx), Poll::Ready(Ok(7))));
+        assert_eq!(waiters(), 0, "a wait done with its step");
+        drop(wait);
+        let state = run.shared.state.lock().expect("state");
+        assert_eq!(state.waits, ["wait `step`: taken"]);
+        assert_eq!(state.taken.len(), 1);
     }
 
     /// The signal record decodes as [`SignalEvent`] does, timestamps included.
