@@ -686,29 +686,22 @@ impl Run {
     /// describes it in messages: `"status is Filled"`), with the case's timeout. Other
     /// values of the step may come (they are listed in the report), but exactly one may
     /// satisfy the condition.
-    pub async fn wait_where<T, F>(
-        &self,
-        signal: &Signal<T>,
+    pub fn wait_where<'a, T, F>(
+        &'a self,
+        signal: &'a Signal<T>,
         what: &str,
         condition: F,
-    ) -> Result<T, CheckError>
+    ) -> impl Future<Output = Result<T, CheckError>> + 'a
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'a,
         F: Fn(&T) -> bool + Send + Sync + 'static,
     {
         let filter: Filter = Arc::new(move |raw: &RawValue| {
             serde_json::from_str::<T>(raw.get()).is_ok_and(|v| condition(&v))
         });
-        let a = self
-            .take_one(
-                signal,
-                None,
-                Some(Box::new((filter, what.to_owned()))),
-                self.timeout(),
-                Form::WaitWhere,
-            )
-            .await?;
-        decode(&a)
+        let condition = Some(Box::new((filter, what.to_owned())));
+        self.take_one(signal, None, condition, self.timeout(), Form::WaitWhere)
+            .map(|taken| decode(&*taken?))
     }
 
     /// Waits for the step `signal` of one item (sent with [`Signal::send_item`]), with the
@@ -777,32 +770,30 @@ impl Run {
 
     /// Waits for `signal` with the case's timeout, as [`Run::wait`], but a step that does
     /// not come is not an error: `Ok(None)`. It may happen at most once.
-    pub async fn wait_optional<T: DeserializeOwned>(
-        &self,
-        signal: &Signal<T>,
-    ) -> Result<Option<T>, CheckError> {
-        match self
-            .take_one(signal, None, None, self.timeout(), Form::WaitOptional)
-            .await
-        {
-            Ok(a) => decode(&a).map(Some),
-            Err(CheckError::Timeout { .. }) => {
-                let mut state = self.state();
-                // Not missing: optional.
-                state.missing_step = None;
-                state.claim(Claim {
-                    signal: signal.name(),
-                    item: None,
-                    filter: None,
-                    times: Times::AtMost(1),
-                });
-                if let Some(last) = state.waits.last_mut() {
-                    *last = format!("wait_optional `{}`: absent", signal.name());
+    pub fn wait_optional<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
+    ) -> impl Future<Output = Result<Option<T>, CheckError>> + 'a {
+        self.take_one(signal, None, None, self.timeout(), Form::WaitOptional)
+            .map(move |taken| match taken {
+                Ok(a) => decode(&a).map(Some),
+                Err(CheckError::Timeout { .. }) => {
+                    let mut state = self.state();
+                    // Not missing: optional.
+                    state.missing_step = None;
+                    state.claim(Claim {
+                        signal: signal.name(),
+                        item: None,
+                        filter: None,
+                        times: Times::AtMost(1),
+                    });
+                    if let Some(last) = state.waits.last_mut() {
+                        *last = format!("wait_optional `{}`: absent", signal.name());
+                    }
+                    Ok(None)
                 }
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+                Err(e) => Err(e),
+            })
     }
 
     /// Waits for the first of several steps, with the case's timeout, and returns it; the

@@ -2318,6 +2318,17 @@ mod tests {
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));
         let shared = std::mem::size_of::<RunShared>();
+        let window = Duration::from_secs(1);
+        println!(
+            "wait_optional {} wait_where {} wait_item {} wait_n {} wait_first {} collect {} never {}",
+            std::mem::size_of_val(&run.wait_optional(&STEP)),
+            std::mem::size_of_val(&run.wait_where(&STEP, "any", |_| true)),
+            std::mem::size_of_val(&run.wait_item(&STEP, "i")),
+            std::mem::size_of_val(&run.wait_n(&STEP, 2)),
+            std::mem::size_of_val(&run.wait_first(&[&STEP])),
+            std::mem::size_of_val(&run.collect(&STEP, window)),
+            std::mem::size_of_val(&run.never(&STEP, window)),
+        );
         println!(
             "execute future: {size} bytes; a wait's future: {wait} bytes; a run's shared state: {shared} bytes"
         );
