@@ -452,50 +452,79 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// The future of a wait for one occurrence of one step ([`Run::wait`], `wait_timeout`,
-/// `wait_where`, `wait_item`, `wait_optional`): it takes the first occurrence that matches
-/// and claims it exactly once.
+/// A form of wait, as the [`Waiting`] future runs it: what it watches, what decides it,
+/// and what it ends with.
+trait WaitFor {
+    /// What [`WaitFor::decide`] finds in the occurrences, once they give it.
+    type Decision;
+    /// The wait's result.
+    type Output;
+    /// The steps watched.
+    fn signals(&self) -> &[&'static str];
+    /// At the first poll, before the deadline is set: a wait on a step of another case is
+    /// a mistake in the check, an `ERROR` at once.
+    fn check(&self, run: &Run) -> Result<(), CheckError>;
+    /// A decision on the occurrences of the steps so far (every one, in arrival order), if
+    /// they give one. The registry's lock is not held: this may run a case's own
+    /// condition, which may be slow or panic.
+    fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision>;
+    /// The result, once the watch ended (its waiter taken away): a decision, or the clock
+    /// past the deadline with every occurrence read by then.
+    fn conclude(
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<Self::Output, CheckError>;
+}
+
+/// The future of every wait but the case's settle window: it sets the deadline at its
+/// first poll (counting from the steps taken before), keeps one waiter in the registry
+/// while it waits, and takes it away whenever it ends, or is dropped (a branch of a
+/// `select!` that lost, a run aborted).
 ///
-/// Written by hand rather than as an `async` block: a case's own future holds the future
-/// of the wait it is at inline, and the block held its arguments, the step's deadline and
-/// the registry waiter's copies of them twice over (224 bytes; this is about half).
-struct TakeOne<'a, T> {
+/// Written by hand rather than as `async` blocks: a case's own future holds the future of
+/// the wait it is at inline, for the whole run, and the blocks held their arguments, the
+/// deadline and the registry waiter's copies of them twice over (a wait for one step was
+/// 224 bytes; it is 104 this way).
+struct Waiting<'a, W> {
     run: &'a Run,
-    signal: &'a Signal<T>,
-    item: Option<&'a str>,
-    filter: Option<Condition>,
-    form: Form,
+    form: W,
     stage: Stage,
 }
 
-/// Where a [`TakeOne`] is.
+/// Where a [`Waiting`] is.
 enum Stage {
-    /// Not polled yet: the step's timeout, which counts from the steps taken before the
-    /// wait begins (its first poll).
+    /// Not polled yet: the timeout or window the deadline counts (from the steps taken
+    /// before the wait begins, at its first poll).
     Start(Duration),
-    /// Watching its step until the deadline.
+    /// Watching its steps until the deadline.
     Watching { until: Until, place: Place },
     /// Done (its waiter taken away).
     Done,
 }
 
-impl<T> Future for TakeOne<'_, T> {
-    type Output = Result<Arc<Arrival>, CheckError>;
+impl<'a, W> Waiting<'a, W> {
+    fn new(run: &'a Run, form: W, timeout: Duration) -> Self {
+        Self {
+            run,
+            form,
+            stage: Stage::Start(timeout),
+        }
+    }
+}
+
+impl<W: WaitFor + Unpin> Future for Waiting<'_, W> {
+    type Output = Result<W::Output, CheckError>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let (run, signal) = (this.run, this.signal);
-        let step = Step {
-            run,
-            name: signal.name(),
-            item: this.item,
-            filter: this.filter.as_ref(),
-        };
+        let run = this.run;
         loop {
             let (until, place) = match &mut this.stage {
                 Stage::Start(timeout) => {
                     let timeout = *timeout;
-                    if let Err(e) = run.check_case(signal) {
+                    if let Err(e) = this.form.check(run) {
                         this.stage = Stage::Done;
                         return Poll::Ready(Err(e));
                     }
@@ -508,15 +537,14 @@ impl<T> Future for TakeOne<'_, T> {
                 Stage::Watching { until, place } => (until, place),
                 Stage::Done => panic!("a wait's future polled after it completed"),
             };
-            let signals = signal.names();
+            let form = &this.form;
+            let signals = form.signals();
             let watched = match place.poll_next(run, signals, until.at, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => Err(e),
                 Poll::Ready(Ok(Some(all))) => {
-                    // The registry's lock is not held here: the filter is a case's own
-                    // condition, which may be slow or panic.
                     place.seen = all.len();
-                    match step.decide(until, &all) {
+                    match form.decide(run, until, &all) {
                         Some(decision) => Ok(Watched::Done(decision)),
                         None => continue,
                     }
@@ -525,7 +553,7 @@ impl<T> Future for TakeOne<'_, T> {
                     // Give up the watch; what raced the clock is still looked at.
                     place.cancel(run);
                     run.expired(signals, place.seen, &mut |all: &[Arc<Arrival>]| {
-                        step.decide(until, all)
+                        form.decide(run, until, all)
                     })
                 }
             };
@@ -534,68 +562,62 @@ impl<T> Future for TakeOne<'_, T> {
             else {
                 unreachable!("the stage was watching")
             };
-            let form = this.form;
-            let (first, label) = match watched.and_then(|w| step.conclude(form, &until, w)) {
-                Ok(taken) => taken,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            let (name, item) = (step.name, step.item);
-            let mut state = run.state();
-            state.take(&first);
-            state.claim(Claim {
-                signal: name,
-                item: item.map(str::to_owned),
-                filter: this.filter.take(),
-                times: Times::Exactly(1),
-            });
-            // The common line, joined without `format!` (one per step of every run).
-            state
-                .waits
-                .push([form.name(), " `", &label, "`: taken"].concat());
-            return Poll::Ready(Ok(first));
+            return Poll::Ready(watched.and_then(|w| this.form.conclude(run, until, w)));
         }
     }
 }
 
-/// The step a [`TakeOne`] waits for.
-#[derive(Clone, Copy)]
-struct Step<'a> {
-    run: &'a Run,
-    name: &'static str,
-    item: Option<&'a str>,
-    filter: Option<&'a Condition>,
+impl<W> Drop for Waiting<'_, W> {
+    fn drop(&mut self) {
+        if let Stage::Watching { place, .. } = &mut self.stage {
+            place.cancel(self.run);
+        }
+    }
 }
 
-impl Step<'_> {
-    /// The first occurrence that matches, or the step late, once one came.
-    fn decide(
-        self,
-        until: &Until,
-        all: &[Arc<Arrival>],
-    ) -> Option<Result<Arc<Arrival>, CheckError>> {
-        let first = all
-            .iter()
-            .find(|a| matches(a, self.name, self.item, self.filter.map(|f| &f.0)))?;
+/// A wait for one occurrence of one step ([`Run::wait`], `wait_timeout`, `wait_where`,
+/// `wait_item`, `wait_optional`): it takes the first occurrence that matches and claims it
+/// exactly once.
+struct One<'a, T> {
+    signal: &'a Signal<T>,
+    item: Option<&'a str>,
+    filter: Option<Condition>,
+    form: Form,
+}
+
+impl<T> WaitFor for One<'_, T> {
+    /// The occurrence, or the step late.
+    type Decision = Result<Arc<Arrival>, CheckError>;
+    type Output = Arc<Arrival>;
+
+    fn signals(&self) -> &[&'static str] {
+        self.signal.names()
+    }
+
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        run.check_case(self.signal)
+    }
+
+    fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        let name = self.signal.name();
+        let filter = self.filter.as_ref().map(|f| &f.0);
+        let first = all.iter().find(|a| matches(a, name, self.item, filter))?;
         Some(if event_at(first) > until.at {
             let late_by = event_at(first) - until.at;
-            Err(self
-                .run
-                .timed_out(&step_name(self.name, self.item), until, Some(late_by), None))
+            Err(run.timed_out(&step_name(name, self.item), until, Some(late_by), None))
         } else {
             Ok(first.clone())
         })
     }
 
-    /// What the watch ended with: the occurrence to take and the step's label (taking and
-    /// claiming it is the caller's), or the step late or missing.
     fn conclude(
-        self,
-        form: Form,
-        until: &Until,
-        watched: Watched<Result<Arc<Arrival>, CheckError>>,
-    ) -> Result<(Arc<Arrival>, String), CheckError> {
-        let run = self.run;
-        let label = step_name(self.name, self.item);
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<Arc<Arrival>, CheckError> {
+        let (name, item, form) = (self.signal.name(), self.item, self.form);
+        let label = step_name(name, item);
         let first = match watched {
             Watched::Done(Ok(first)) => first,
             Watched::Done(Err(late)) => {
@@ -604,10 +626,10 @@ impl Step<'_> {
             }
             Watched::Expired(all) => {
                 run.note(format!("{} `{label}`: did not come", form.name()));
-                let detail = self.filter.map(|c| &c.1).and_then(|what| {
+                let detail = self.filter.as_ref().map(|c| &c.1).and_then(|what| {
                     let other = all
                         .iter()
-                        .filter(|a| a.item.as_deref() == self.item && event_at(a) <= until.at)
+                        .filter(|a| a.item.as_deref() == item && event_at(a) <= until.at)
                         .count();
                     (other > 0).then(|| {
                         format!(
@@ -616,17 +638,254 @@ impl Step<'_> {
                         )
                     })
                 });
-                return Err(run.timed_out(&label, until, None, detail));
+                return Err(run.timed_out(&label, &until, None, detail));
             }
         };
-        Ok((first, label))
+        let mut state = run.state();
+        state.take(&first);
+        state.claim(Claim {
+            signal: name,
+            item: item.map(str::to_owned),
+            filter: self.filter.take(),
+            times: Times::Exactly(1),
+        });
+        // The common line, joined without `format!` (one per step of every run).
+        state
+            .waits
+            .push([form.name(), " `", &label, "`: taken"].concat());
+        Ok(first)
     }
 }
 
-impl<T> Drop for TakeOne<'_, T> {
-    fn drop(&mut self) {
-        if let Stage::Watching { place, .. } = &mut self.stage {
-            place.cancel(self.run);
+/// [`Run::wait_n`]: `n` occurrences of a step (not per item), exactly.
+struct Exactly<'a, T> {
+    signal: &'a Signal<T>,
+    n: usize,
+}
+
+impl<T> WaitFor for Exactly<'_, T> {
+    /// The first `n` occurrences, or the `n`th late.
+    type Decision = Result<Vec<Arc<Arrival>>, CheckError>;
+    type Output = Vec<Arc<Arrival>>;
+
+    fn signals(&self) -> &[&'static str] {
+        self.signal.names()
+    }
+
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        run.check_case(self.signal)
+    }
+
+    fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        let (name, n) = (self.signal.name(), self.n);
+        let mine: Vec<_> = all.iter().filter(|a| a.item.is_none()).collect();
+        let nth = mine.get(n.checked_sub(1)?)?;
+        Some(if event_at(nth) > until.at {
+            Err(run.timed_out(name, until, Some(event_at(nth) - until.at), None))
+        } else {
+            Ok(mine[..n].iter().map(|a| Arc::clone(a)).collect::<Vec<_>>())
+        })
+    }
+
+    fn conclude(
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<Vec<Arc<Arrival>>, CheckError> {
+        let (name, n) = (self.signal.name(), self.n);
+        let taken = match watched {
+            Watched::Done(taken) => taken?,
+            Watched::Expired(all) => {
+                let came = all
+                    .iter()
+                    .filter(|a| a.item.is_none() && event_at(a) <= until.at)
+                    .count();
+                run.note(format!("wait_n `{name}` ×{n}: {came} came"));
+                return Err(run.timed_out(name, &until, None, Some(format!("{came} of {n} came"))));
+            }
+        };
+        let mut state = run.state();
+        for a in &taken {
+            state.take(a);
+        }
+        state.claim(Claim {
+            signal: name,
+            item: None,
+            filter: None,
+            times: Times::Exactly(n),
+        });
+        state.waits.push(format!("wait_n `{name}` ×{n}: taken"));
+        Ok(taken)
+    }
+}
+
+/// [`Run::wait_first`]: the first occurrence of any of several steps (not per item).
+struct FirstOf<'a> {
+    steps: &'a [&'a dyn AnySignal],
+    names: Vec<&'static str>,
+}
+
+impl WaitFor for FirstOf<'_> {
+    /// The occurrence, or the step late.
+    type Decision = Result<Arc<Arrival>, CheckError>;
+    type Output = Occurrence;
+
+    fn signals(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        self.steps
+            .iter()
+            .try_for_each(|step| run.check_step_case(step.signal_name(), step.signal_case()))
+    }
+
+    fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        let first = all.iter().find(|a| a.item.is_none())?;
+        Some(if event_at(first) > until.at {
+            Err(run.timed_out(&first.signal, until, Some(event_at(first) - until.at), None))
+        } else {
+            Ok(first.clone())
+        })
+    }
+
+    fn conclude(
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<Occurrence, CheckError> {
+        let names = &self.names;
+        let label = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let first = match watched {
+            Watched::Done(first) => first?,
+            Watched::Expired(_) => {
+                run.note(format!("wait_first {label}: none came"));
+                return Err(run.timed_out(&names.join("|"), &until, None, None));
+            }
+        };
+        let signal = names
+            .iter()
+            .copied()
+            .find(|n| *n == first.signal)
+            .unwrap_or_default();
+        let mut state = run.state();
+        state.take(&first);
+        state.claim(Claim {
+            signal,
+            item: None,
+            filter: None,
+            times: Times::Exactly(1),
+        });
+        state
+            .waits
+            .push(format!("wait_first {label}: `{}` came", first.signal));
+        Ok(Occurrence { arrival: first })
+    }
+}
+
+/// [`Run::collect`]: every occurrence of a step (not per item) within a window.
+struct Within<'a, T> {
+    signal: &'a Signal<T>,
+    window: Duration,
+}
+
+impl<T> WaitFor for Within<'_, T> {
+    /// Never: the window always runs out.
+    type Decision = std::convert::Infallible;
+    type Output = Vec<Arc<Arrival>>;
+
+    fn signals(&self) -> &[&'static str] {
+        self.signal.names()
+    }
+
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        run.check_case(self.signal)
+    }
+
+    fn decide(&self, _: &Run, _: &Until, _: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        None
+    }
+
+    fn conclude(
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<Vec<Arc<Arrival>>, CheckError> {
+        let all = match watched {
+            Watched::Done(never) => match never {},
+            Watched::Expired(all) => all,
+        };
+        let taken: Vec<_> = all
+            .into_iter()
+            .filter(|a| a.item.is_none() && event_at(a) <= until.at)
+            .collect();
+        let mut state = run.state();
+        for a in &taken {
+            state.take(a);
+        }
+        state.waits.push(format!(
+            "collect `{}` within {:?}: {} taken",
+            self.signal.name(),
+            self.window,
+            taken.len()
+        ));
+        Ok(taken)
+    }
+}
+
+/// [`Run::never`]: no occurrence of a step within a window.
+struct None_<'a, T> {
+    signal: &'a Signal<T>,
+    window: Duration,
+}
+
+impl<T> WaitFor for None_<'_, T> {
+    /// The occurrence that came within the window.
+    type Decision = Arc<Arrival>;
+    type Output = ();
+
+    fn signals(&self) -> &[&'static str] {
+        self.signal.names()
+    }
+
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        run.check_case(self.signal)
+    }
+
+    fn decide(&self, _: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        all.iter().find(|a| event_at(a) <= until.at).cloned()
+    }
+
+    fn conclude(
+        &mut self,
+        run: &Run,
+        until: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<(), CheckError> {
+        let (name, window) = (self.signal.name(), self.window);
+        match watched {
+            Watched::Done(came) => {
+                run.note(format!("never `{name}` within {window:?}: came"));
+                let (since, from) = match &until.since {
+                    Some(s) => (format!("the previous step `{}`", s.signal), event_at(s)),
+                    None => ("the start of the test".to_owned(), run.started_at()),
+                };
+                let came_after = (event_at(&came) - from).to_std().unwrap_or_default();
+                Err(CheckError::Failed(format!(
+                    "step `{name}` happened {came_after:?} after {since}, but must not within {window:?}"
+                )))
+            }
+            Watched::Expired(_) => {
+                run.note(format!("never `{name}` within {window:?}: none came"));
+                Ok(())
+            }
         }
     }
 }
@@ -718,54 +977,13 @@ impl Run {
     /// Waits for `signal` to happen `n` times, the last of them within the case's timeout
     /// of the previous step, and returns the values in the order they came. More than `n`
     /// occurrences make the run `FAIL`.
-    pub async fn wait_n<T: DeserializeOwned>(
-        &self,
-        signal: &Signal<T>,
+    pub fn wait_n<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
         n: usize,
-    ) -> Result<Vec<T>, CheckError> {
-        self.check_case(signal)?;
-        let name = signal.name();
-        let until = self.until(self.timeout());
-        let watched = self
-            .watch(&[name], until.at, |all| {
-                let mine: Vec<_> = all.iter().filter(|a| a.item.is_none()).collect();
-                let nth = mine.get(n.checked_sub(1)?)?;
-                Some(if event_at(nth) > until.at {
-                    Err(self.timed_out(name, &until, Some(event_at(nth) - until.at), None))
-                } else {
-                    Ok(mine[..n].iter().map(|a| Arc::clone(a)).collect::<Vec<_>>())
-                })
-            })
-            .await?;
-        let taken = match watched {
-            Watched::Done(taken) => taken?,
-            Watched::Expired(all) => {
-                let came = all
-                    .iter()
-                    .filter(|a| a.item.is_none() && event_at(a) <= until.at)
-                    .count();
-                self.note(format!("wait_n `{name}` ×{n}: {came} came"));
-                return Err(self.timed_out(
-                    name,
-                    &until,
-                    None,
-                    Some(format!("{came} of {n} came")),
-                ));
-            }
-        };
-        let mut state = self.state();
-        for a in &taken {
-            state.take(a);
-        }
-        state.claim(Claim {
-            signal: name,
-            item: None,
-            filter: None,
-            times: Times::Exactly(n),
-        });
-        state.waits.push(format!("wait_n `{name}` ×{n}: taken"));
-        drop(state);
-        taken.iter().map(|a| decode(a)).collect()
+    ) -> impl Future<Output = Result<Vec<T>, CheckError>> + 'a {
+        Waiting::new(self, Exactly { signal, n }, self.timeout())
+            .map(|taken| taken?.iter().map(|a| decode(a)).collect())
     }
 
     /// Waits for `signal` with the case's timeout, as [`Run::wait`], but a step that does
@@ -798,118 +1016,33 @@ impl Run {
 
     /// Waits for the first of several steps, with the case's timeout, and returns it; the
     /// step that came must happen exactly once (the others are not constrained).
-    pub async fn wait_first(&self, steps: &[&dyn AnySignal]) -> Result<Occurrence, CheckError> {
-        let mut names = Vec::with_capacity(steps.len());
-        for step in steps {
-            self.check_step_case(step.signal_name(), step.signal_case())?;
-            names.push(step.signal_name());
-        }
-        let label = names
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let until = self.until(self.timeout());
-        let watched = self
-            .watch(&names, until.at, |all| {
-                let first = all.iter().find(|a| a.item.is_none())?;
-                Some(if event_at(first) > until.at {
-                    Err(self.timed_out(
-                        &first.signal,
-                        &until,
-                        Some(event_at(first) - until.at),
-                        None,
-                    ))
-                } else {
-                    Ok(first.clone())
-                })
-            })
-            .await?;
-        let first = match watched {
-            Watched::Done(first) => first?,
-            Watched::Expired(_) => {
-                self.note(format!("wait_first {label}: none came"));
-                return Err(self.timed_out(&names.join("|"), &until, None, None));
-            }
-        };
-        let signal = names
-            .iter()
-            .copied()
-            .find(|n| *n == first.signal)
-            .unwrap_or_default();
-        let mut state = self.state();
-        state.take(&first);
-        state.claim(Claim {
-            signal,
-            item: None,
-            filter: None,
-            times: Times::Exactly(1),
-        });
-        state
-            .waits
-            .push(format!("wait_first {label}: `{}` came", first.signal));
-        drop(state);
-        Ok(Occurrence { arrival: first })
+    pub fn wait_first<'a>(
+        &'a self,
+        steps: &'a [&'a dyn AnySignal],
+    ) -> impl Future<Output = Result<Occurrence, CheckError>> + 'a {
+        let names = steps.iter().map(|step| step.signal_name()).collect();
+        Waiting::new(self, FirstOf { steps, names }, self.timeout())
     }
 
     /// Every occurrence of `signal` within `window` of the previous step (by event time),
     /// in the order they came: waits the whole window, never fails for a missing step.
-    pub async fn collect<T: DeserializeOwned>(
-        &self,
-        signal: &Signal<T>,
+    pub fn collect<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        signal: &'a Signal<T>,
         window: Duration,
-    ) -> Result<Vec<T>, CheckError> {
-        self.check_case(signal)?;
-        let name = signal.name();
-        let until = self.until(window);
-        let all = match self.watch(&[name], until.at, |_| None::<()>).await? {
-            Watched::Done(()) => Vec::new(),
-            Watched::Expired(all) => all,
-        };
-        let taken: Vec<_> = all
-            .into_iter()
-            .filter(|a| a.item.is_none() && event_at(a) <= until.at)
-            .collect();
-        let mut state = self.state();
-        for a in &taken {
-            state.take(a);
-        }
-        state.waits.push(format!(
-            "collect `{name}` within {window:?}: {} taken",
-            taken.len()
-        ));
-        drop(state);
-        taken.iter().map(|a| decode(a)).collect()
+    ) -> impl Future<Output = Result<Vec<T>, CheckError>> + 'a {
+        Waiting::new(self, Within { signal, window }, window)
+            .map(|taken| taken?.iter().map(|a| decode(a)).collect())
     }
 
     /// Fails the run (`FAIL`) if `signal` happens within `window` of the previous step (by
     /// event time); waits the whole window otherwise.
-    pub async fn never<T>(&self, signal: &Signal<T>, window: Duration) -> Result<(), CheckError> {
-        self.check_case(signal)?;
-        let name = signal.name();
-        let until = self.until(window);
-        let watched = self
-            .watch(&[name], until.at, |all| {
-                all.iter().find(|a| event_at(a) <= until.at).cloned()
-            })
-            .await?;
-        match watched {
-            Watched::Done(came) => {
-                self.note(format!("never `{name}` within {window:?}: came"));
-                let (since, from) = match &until.since {
-                    Some(s) => (format!("the previous step `{}`", s.signal), event_at(s)),
-                    None => ("the start of the test".to_owned(), self.started_at()),
-                };
-                let came_after = (event_at(&came) - from).to_std().unwrap_or_default();
-                Err(CheckError::Failed(format!(
-                    "step `{name}` happened {came_after:?} after {since}, but must not within {window:?}"
-                )))
-            }
-            Watched::Expired(_) => {
-                self.note(format!("never `{name}` within {window:?}: none came"));
-                Ok(())
-            }
-        }
+    pub fn never<'a, T>(
+        &'a self,
+        signal: &'a Signal<T>,
+        window: Duration,
+    ) -> impl Future<Output = Result<(), CheckError>> + 'a {
+        Waiting::new(self, None_ { signal, window }, window)
     }
 
     /// Called by the runner when the expectations passed: waits the case's settle time,
@@ -951,7 +1084,7 @@ impl Run {
     }
 
     /// Waits for one occurrence of a step (first match, in arrival order) and takes it,
-    /// claiming it exactly once (see [`TakeOne`]).
+    /// claiming it exactly once (see [`One`]).
     fn take_one<'a, T>(
         &'a self,
         signal: &'a Signal<T>,
@@ -959,15 +1092,14 @@ impl Run {
         filter: Option<Condition>,
         timeout: Duration,
         form: Form,
-    ) -> TakeOne<'a, T> {
-        TakeOne {
-            run: self,
+    ) -> Waiting<'a, One<'a, T>> {
+        let one = One {
             signal,
             item,
             filter,
             form,
-            stage: Stage::Start(timeout),
-        }
+        };
+        Waiting::new(self, one, timeout)
     }
 
     /// Watches the steps `signals` until `decide` returns a decision on their occurrences

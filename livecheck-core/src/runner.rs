@@ -2318,17 +2318,37 @@ mod tests {
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));
         let shared = std::mem::size_of::<RunShared>();
+        // Every form of wait is a `Waiting` future; as `async` fns they were 144 (wait_where,
+        // wait_optional) to 232 bytes (wait_n).
         let window = Duration::from_secs(1);
-        println!(
-            "wait_optional {} wait_where {} wait_item {} wait_n {} wait_first {} collect {} never {}",
-            std::mem::size_of_val(&run.wait_optional(&STEP)),
-            std::mem::size_of_val(&run.wait_where(&STEP, "any", |_| true)),
-            std::mem::size_of_val(&run.wait_item(&STEP, "i")),
-            std::mem::size_of_val(&run.wait_n(&STEP, 2)),
-            std::mem::size_of_val(&run.wait_first(&[&STEP])),
-            std::mem::size_of_val(&run.collect(&STEP, window)),
-            std::mem::size_of_val(&run.never(&STEP, window)),
-        );
+        let forms = [
+            (
+                "wait_optional",
+                std::mem::size_of_val(&run.wait_optional(&STEP)),
+            ),
+            (
+                "wait_where",
+                std::mem::size_of_val(&run.wait_where(&STEP, "any", |_| true)),
+            ),
+            (
+                "wait_item",
+                std::mem::size_of_val(&run.wait_item(&STEP, "i")),
+            ),
+            ("wait_n", std::mem::size_of_val(&run.wait_n(&STEP, 2))),
+            (
+                "wait_first",
+                std::mem::size_of_val(&run.wait_first(&[&STEP])),
+            ),
+            (
+                "collect",
+                std::mem::size_of_val(&run.collect(&STEP, window)),
+            ),
+            ("never", std::mem::size_of_val(&run.never(&STEP, window))),
+        ];
+        println!("the other forms' futures (bytes): {forms:?}");
+        for (form, size) in forms {
+            assert!(size <= 128, "the future of {form} grew to {size} bytes");
+        }
         println!(
             "execute future: {size} bytes; a wait's future: {wait} bytes; a run's shared state: {shared} bytes"
         );
@@ -2337,7 +2357,7 @@ mod tests {
         // 384-byte task: tokio aligns a task to 128 bytes; 256 now).
         assert!(size <= 96, "the run's future grew to {size} bytes");
         // 224 bytes as an `async` block (its arguments, the deadline and the registry
-        // waiter's copies of them); 104 as the hand-written `TakeOne`.
+        // waiter's copies of them); 104 as the hand-written `Waiting` of a `One`.
         assert!(wait <= 112, "a wait's future grew to {wait} bytes");
         // With the `Arc`'s counts, 192 bytes: one allocation size class less than 208.
         assert!(shared <= 176, "a run's shared state grew to {shared} bytes");
