@@ -615,8 +615,6 @@ impl Registry {
         Watch::Pending
     }
 
-    /// Forgets the waiter `wait` of a test (its wait ended, or was dropped); other waits on
-    /// the same signal stay.
     /// The waiters of a running test in place now (0: not running).
     #[cfg(test)]
     pub(crate) fn waiters_of(&self, test_id: &str) -> usize {
@@ -625,6 +623,8 @@ impl Registry {
             .map_or(0, |slot| slot.waiters.len())
     }
 
+    /// Forgets the waiter `wait` of a test (its wait ended, or was dropped); other waits on
+    /// the same signal stay.
     pub(crate) fn cancel_wait(&mut self, test_id: &str, wait: u32) {
         if let Some(slot) = self.running.get_mut(&TestKey::new(test_id)) {
             slot.waiters.retain(|w| w.id != wait);
