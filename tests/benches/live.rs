@@ -72,6 +72,7 @@
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -315,17 +316,32 @@ fn cpu_time() -> Result<Duration, String> {
 /// CPU time so far of the clients (this process less the embedded broker's threads) and of
 /// the broker (those threads, or the tansu process the bench started; zero for a broker it
 /// did not start).
+///
+/// A broker thread that ended keeps the time last seen of it in the broker's share (the
+/// process's own count keeps it too): summing only the live threads, the broker's time went
+/// down when an earlier section's broker stopped, and a delta of it underflowed.
 fn cpu_split() -> Result<(Duration, Duration), String> {
-    let mut mock = 0;
+    // By thread id and start time (a thread id may be used again).
+    static MOCK_THREADS: Mutex<BTreeMap<(String, String), u64>> = Mutex::new(BTreeMap::new());
+    let mut seen = MOCK_THREADS.lock().unwrap_or_else(|p| p.into_inner());
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
                 if stat.contains("(rdk:mock)") {
-                    mock += stat_ticks(&stat)?;
+                    let tid = task.file_name().to_string_lossy().into_owned();
+                    // Field 22, the start time, is the 20th after the command name.
+                    let start = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+                        .unwrap_or_default()
+                        .to_owned();
+                    seen.insert((tid, start), stat_ticks(&stat)?);
                 }
             }
         }
     }
+    let mock: u64 = seen.values().sum();
+    drop(seen);
     let stat = std::fs::read_to_string("/proc/self/stat")
         .map_err(|e| format!("reading /proc/self/stat: {e}"))?;
     let started = match BROKER_PID.get() {
@@ -955,7 +971,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
     for round in 1..=ROUNDS {
         let raw_cpu_before = cpu_split()?.0;
         let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
-        let raw_cpu = cpu_split()?.0 - raw_cpu_before;
+        let raw_cpu = cpu_split()?.0.saturating_sub(raw_cpu_before);
         let heap_before = heap_bytes();
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
@@ -1001,7 +1017,10 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
         }
         running.stop().await?;
         let cores = |cpu: Duration| cpu.as_secs_f64() / runner_time.as_secs_f64();
-        let (clients, broker) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        let (clients, broker) = (
+            cpu_after.0.saturating_sub(cpu_before.0),
+            cpu_after.1.saturating_sub(cpu_before.1),
+        );
         taken_in.map_err(|e| format!("(c) round {round}: {e}"))?;
         drained.map_err(|e| format!("(c) round {round}: {e}"))?;
         let raw = rate(records, raw_time);
