@@ -389,7 +389,7 @@ async fn idle_cpu(window: Duration) -> Result<Duration, String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = cpu_time()?;
     tokio::time::sleep(window).await;
-    Ok(cpu_time()? - before)
+    Ok(cpu_time()?.saturating_sub(before))
 }
 
 /// The bootstrap address of an external broker, when the bench runs on one (set once by
@@ -752,7 +752,7 @@ async fn load_run(fetch_wait: Duration, duration: Duration) -> Result<LoadOutcom
         })
         .await;
     let settle = ended.elapsed();
-    let under_load = cpu_time()? - cpu_before;
+    let under_load = cpu_time()?.saturating_sub(cpu_before);
     let rss_after = rss()?;
     let heap_after = heap_bytes();
     // Let the subscriber take the last reports.
