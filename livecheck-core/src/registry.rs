@@ -49,6 +49,24 @@ impl Arrival {
         }
     }
 
+    /// An occurrence of `signal` with the JSON `value` from the send `send_id`, read just
+    /// now at offset 0 of partition 0 of `signals` (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(signal: &str, send_id: &str, value: &str) -> Self {
+        Self {
+            signal: signal.into(),
+            value: RawValue::from_string(value.into()).expect("a JSON value"),
+            sent_at: Utc::now(),
+            arrived_at: Utc::now(),
+            event_at: None,
+            topic: Arc::from("signals"),
+            partition: 0,
+            offset: 0,
+            send_id: Some(send_id.into()),
+            item: None,
+        }
+    }
+
     pub(crate) fn pos(&self) -> Pos {
         Pos {
             topic: self.topic.clone(),
@@ -919,18 +937,7 @@ mod tests {
 
     /// An occurrence of `signal` from the send `send_id`.
     fn sent(signal: &str, send_id: &str) -> Arrival {
-        Arrival {
-            signal: signal.into(),
-            value: RawValue::from_string("1".into()).unwrap(),
-            sent_at: Utc::now(),
-            arrived_at: Utc::now(),
-            event_at: None,
-            topic: Arc::from("signals"),
-            partition: 0,
-            offset: 0,
-            send_id: Some(send_id.into()),
-            item: None,
-        }
+        Arrival::for_test(signal, send_id, "1")
     }
 
     fn ready(w: Watched) -> usize {

@@ -452,6 +452,18 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// A step a form of wait on one step watches: a [`Signal`] of any value type.
+trait OneStep: AnySignal {
+    /// Its name, as a one-name list.
+    fn names(&self) -> &[&'static str];
+}
+
+impl<T> OneStep for Signal<T> {
+    fn names(&self) -> &[&'static str] {
+        Signal::names(self)
+    }
+}
+
 /// A form of wait, as the [`Waiting`] future runs it: what it watches, what decides it,
 /// and what it ends with.
 trait WaitFor {
@@ -459,11 +471,22 @@ trait WaitFor {
     type Decision;
     /// The wait's result.
     type Output;
+    /// The step watched by a form of wait on one step; a form that watches several
+    /// returns `None` and gives its own [`WaitFor::signals`] and [`WaitFor::check`].
+    fn step(&self) -> Option<&dyn OneStep> {
+        None
+    }
     /// The steps watched.
-    fn signals(&self) -> &[&'static str];
+    fn signals(&self) -> &[&'static str] {
+        self.step().map_or(&[], OneStep::names)
+    }
     /// At the first poll, before the deadline is set: a wait on a step of another case is
     /// a mistake in the check, an `ERROR` at once.
-    fn check(&self, run: &Run) -> Result<(), CheckError>;
+    fn check(&self, run: &Run) -> Result<(), CheckError> {
+        self.step().map_or(Ok(()), |step| {
+            run.check_step_case(step.signal_name(), step.signal_case())
+        })
+    }
     /// A decision on the occurrences of the steps so far (every one, in arrival order), if
     /// they give one. The registry's lock is not held: this may run a case's own
     /// condition, which may be slow or panic.
@@ -575,6 +598,21 @@ impl<W> Drop for Waiting<'_, W> {
     }
 }
 
+/// The occurrence `a` taken, or its step (named by `name`) late: `a` came after the deadline
+/// by event time.
+fn in_time(
+    run: &Run,
+    until: &Until,
+    a: &Arc<Arrival>,
+    name: impl FnOnce() -> String,
+) -> Result<Arc<Arrival>, CheckError> {
+    if event_at(a) > until.at {
+        Err(run.timed_out(&name(), until, Some(event_at(a) - until.at), None))
+    } else {
+        Ok(a.clone())
+    }
+}
+
 /// A wait for one occurrence of one step ([`Run::wait`], `wait_timeout`, `wait_where`,
 /// `wait_item`, `wait_optional`): it takes the first occurrence that matches and claims it
 /// exactly once.
@@ -590,24 +628,15 @@ impl<T> WaitFor for One<'_, T> {
     type Decision = Result<Arc<Arrival>, CheckError>;
     type Output = Arc<Arrival>;
 
-    fn signals(&self) -> &[&'static str] {
-        self.signal.names()
-    }
-
-    fn check(&self, run: &Run) -> Result<(), CheckError> {
-        run.check_case(self.signal)
+    fn step(&self) -> Option<&dyn OneStep> {
+        Some(self.signal)
     }
 
     fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
         let name = self.signal.name();
         let filter = self.filter.as_ref().map(|f| &f.0);
         let first = all.iter().find(|a| matches(a, name, self.item, filter))?;
-        Some(if event_at(first) > until.at {
-            let late_by = event_at(first) - until.at;
-            Err(run.timed_out(&step_name(name, self.item), until, Some(late_by), None))
-        } else {
-            Ok(first.clone())
-        })
+        Some(in_time(run, until, first, || step_name(name, self.item)))
     }
 
     fn conclude(
@@ -668,12 +697,8 @@ impl<T> WaitFor for Exactly<'_, T> {
     type Decision = Result<Vec<Arc<Arrival>>, CheckError>;
     type Output = Vec<Arc<Arrival>>;
 
-    fn signals(&self) -> &[&'static str] {
-        self.signal.names()
-    }
-
-    fn check(&self, run: &Run) -> Result<(), CheckError> {
-        run.check_case(self.signal)
+    fn step(&self) -> Option<&dyn OneStep> {
+        Some(self.signal)
     }
 
     fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
@@ -743,11 +768,7 @@ impl WaitFor for FirstOf<'_> {
 
     fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
         let first = all.iter().find(|a| a.item.is_none())?;
-        Some(if event_at(first) > until.at {
-            Err(run.timed_out(&first.signal, until, Some(event_at(first) - until.at), None))
-        } else {
-            Ok(first.clone())
-        })
+        Some(in_time(run, until, first, || first.signal.clone()))
     }
 
     fn conclude(
@@ -800,12 +821,8 @@ impl<T> WaitFor for Within<'_, T> {
     type Decision = std::convert::Infallible;
     type Output = Vec<Arc<Arrival>>;
 
-    fn signals(&self) -> &[&'static str] {
-        self.signal.names()
-    }
-
-    fn check(&self, run: &Run) -> Result<(), CheckError> {
-        run.check_case(self.signal)
+    fn step(&self) -> Option<&dyn OneStep> {
+        Some(self.signal)
     }
 
     fn decide(&self, _: &Run, _: &Until, _: &[Arc<Arrival>]) -> Option<Self::Decision> {
@@ -851,12 +868,8 @@ impl<T> WaitFor for None_<'_, T> {
     type Decision = Arc<Arrival>;
     type Output = ();
 
-    fn signals(&self) -> &[&'static str] {
-        self.signal.names()
-    }
-
-    fn check(&self, run: &Run) -> Result<(), CheckError> {
-        run.check_case(self.signal)
+    fn step(&self) -> Option<&dyn OneStep> {
+        Some(self.signal)
     }
 
     fn decide(&self, _: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
@@ -1178,10 +1191,6 @@ impl Run {
     }
 
     /// A wait on another case's signal is a mistake in the check: `ERROR` at once.
-    fn check_case<T>(&self, signal: &Signal<T>) -> Result<(), CheckError> {
-        self.check_step_case(signal.name(), signal.case())
-    }
-
     fn check_step_case(&self, name: &str, case: &str) -> Result<(), CheckError> {
         let this = &self.shared.context.case;
         if case == this {

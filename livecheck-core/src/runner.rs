@@ -2389,18 +2389,7 @@ mod tests {
 
         let mut wait = Box::pin(run.wait(&STEP));
         assert!(wait.as_mut().poll(cx).is_pending());
-        let arrival = Arrival {
-            signal: "step".into(),
-            value: RawValue::from_string("7".into()).expect("json"),
-            sent_at: Utc::now(),
-            arrived_at: Utc::now(),
-            event_at: None,
-            topic: Arc::from("signals"),
-            partition: 0,
-            offset: 0,
-            send_id: Some("s1".into()),
-            item: None,
-        };
+        let arrival = Arrival::for_test("step", "s1", "7");
         assert_eq!(
             registry().on_signal(run.test_id(), arrival),
             SignalOutcome::Delivered
