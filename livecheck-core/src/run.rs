@@ -367,16 +367,6 @@ fn decode<T: DeserializeOwned>(a: &Arrival) -> Result<T, CheckError> {
     })
 }
 
-/// A wait's waiter in the registry (see [`Registry::watch`]): taken away when the wait
-/// ends without its step, or its future is dropped (a branch of a `select!` that lost, a
-/// run aborted).
-struct Waiter<'a> {
-    run: &'a Run,
-    signals: &'a [&'static str],
-    until: DateTime<Utc>,
-    place: Place,
-}
-
 /// Where a wait stands in the registry: its waiter's id there (`None`: not in place) and
 /// how many occurrences of its steps it has looked at.
 #[derive(Default)]
@@ -433,25 +423,6 @@ impl Place {
     }
 }
 
-impl Waiter<'_> {
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<Vec<Arc<Arrival>>>, CheckError>> {
-        self.place.poll_next(self.run, self.signals, self.until, cx)
-    }
-
-    fn cancel(&mut self) {
-        self.place.cancel(self.run);
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        self.cancel();
-    }
-}
-
 /// A step a form of wait on one step watches: a [`Signal`] of any value type.
 trait OneStep: AnySignal {
     /// Its name, as a one-name list.
@@ -480,6 +451,11 @@ trait WaitFor {
     fn signals(&self) -> &[&'static str] {
         self.step().map_or(&[], OneStep::names)
     }
+    /// The deadline, set at the first poll: by default `timeout` after the previous step,
+    /// or the run's deadline if that comes first (see [`Run::until`]).
+    fn until(&self, run: &Run, timeout: Duration) -> Until {
+        run.until(timeout)
+    }
     /// At the first poll, before the deadline is set: a wait on a step of another case is
     /// a mistake in the check, an `ERROR` at once.
     fn check(&self, run: &Run) -> Result<(), CheckError> {
@@ -501,7 +477,7 @@ trait WaitFor {
     ) -> Result<Self::Output, CheckError>;
 }
 
-/// The future of every wait but the case's settle window: it sets the deadline at its
+/// The future of every wait (and of the case's settle window): it sets the deadline at its
 /// first poll (counting from the steps taken before), keeps one waiter in the registry
 /// while it waits, and takes it away whenever it ends, or is dropped (a branch of a
 /// `select!` that lost, a run aborted).
@@ -552,7 +528,7 @@ impl<W: WaitFor + Unpin> Future for Waiting<'_, W> {
                         return Poll::Ready(Err(e));
                     }
                     this.stage = Stage::Watching {
-                        until: run.until(timeout),
+                        until: this.form.until(run, timeout),
                         place: Place::default(),
                     };
                     continue;
@@ -903,6 +879,46 @@ impl<T> WaitFor for None_<'_, T> {
     }
 }
 
+/// The case's settle window ([`crate::Case::settle`]), before a run's claims are checked:
+/// no step watched, the registry's waiter only waits for the clock, so that repeats of the
+/// last steps sent within the window are read and counted.
+struct Settle;
+
+impl WaitFor for Settle {
+    /// Never: the window always runs out.
+    type Decision = std::convert::Infallible;
+    type Output = ();
+
+    /// `settle` after the previous step: a window for repeats, not a deadline, so the
+    /// clock's slack for out-of-order producers is not added to it.
+    fn until(&self, run: &Run, settle: Duration) -> Until {
+        let from = run.state().previous_at;
+        Until {
+            at: from + TimeDelta::from_std(settle).unwrap_or(TimeDelta::MAX)
+                - run.shared.clocks.slack(),
+            waited: settle,
+            run_deadline: false,
+            since: None,
+        }
+    }
+
+    fn decide(&self, _: &Run, _: &Until, _: &[Arc<Arrival>]) -> Option<Self::Decision> {
+        None
+    }
+
+    fn conclude(
+        &mut self,
+        _: &Run,
+        _: Until,
+        watched: Watched<Self::Decision>,
+    ) -> Result<(), CheckError> {
+        match watched {
+            Watched::Done(never) => match never {},
+            Watched::Expired(_) => Ok(()),
+        }
+    }
+}
+
 /// A step's deadline: the earlier of the step's timeout and the run's deadline.
 #[derive(Clone)]
 struct Until {
@@ -1063,12 +1079,7 @@ impl Run {
     pub(crate) async fn conclude(&self) -> Result<(), CheckError> {
         let settle = self.shared.case.settings().settle;
         if !settle.is_zero() {
-            // A window for repeats, not a deadline: the clock's slack for out-of-order
-            // producers is not added to it.
-            let from = self.state().previous_at;
-            let until = from + TimeDelta::from_std(settle).unwrap_or(TimeDelta::MAX)
-                - self.shared.clocks.slack();
-            self.watch(&[], until, |_| None::<()>).await?;
+            Waiting::new(self, Settle, settle).await?;
         }
         let (all, overflowed) = self
             .registry()?
@@ -1115,49 +1126,6 @@ impl Run {
         Waiting::new(self, one, timeout)
     }
 
-    /// Watches the steps `signals` until `decide` returns a decision on their occurrences
-    /// (every one so far, in arrival order) or the partition's event-time clock passes
-    /// `until`.
-    ///
-    /// A waiting run holds only this future's state and its waiter in the registry (its
-    /// task's waker), no timer and no channel: the registry wakes it when a step comes, and
-    /// the runner when its partition's clock passes `until` ([`Registry::expire_waits`]).
-    /// Written as a function returning an `async` block, not an `async fn`, which would
-    /// keep a second copy of its arguments in the future of every waiting run (memory per
-    /// in-flight run).
-    fn watch<'a, R: 'a>(
-        &'a self,
-        signals: &'a [&'static str],
-        until: DateTime<Utc>,
-        mut decide: impl FnMut(&[Arc<Arrival>]) -> Option<R> + 'a,
-    ) -> impl Future<Output = Result<Watched<R>, CheckError>> + 'a {
-        // The waiter in the registry, taken away if this future is dropped; it holds what
-        // the wait looks at, once.
-        let mut waiter = Waiter {
-            run: self,
-            signals,
-            until,
-            place: Place::default(),
-        };
-        async move {
-            loop {
-                let Some(all) = std::future::poll_fn(|cx| waiter.poll_next(cx)).await? else {
-                    // Give up the watch; what raced the clock is still looked at.
-                    waiter.cancel();
-                    return waiter
-                        .run
-                        .expired(waiter.signals, waiter.place.seen, &mut decide);
-                };
-                // The registry's lock is not held here: `decide` may run a case's own
-                // condition, which may be slow or panic.
-                waiter.place.seen = all.len();
-                if let Some(decision) = decide(&all) {
-                    return Ok(Watched::Done(decision));
-                }
-            }
-        }
-    }
-
     /// Whether the run's partition's event-time clock has passed `until`.
     fn clock_passed(&self, until: DateTime<Utc>) -> bool {
         self.shared
@@ -1166,7 +1134,7 @@ impl Run {
             .is_some_and(|c| c >= until)
     }
 
-    /// The end of a [`Run::watch`] whose deadline passed, its waiter given up: a decision
+    /// The end of a [`Waiting`] whose deadline passed, its waiter given up: a decision
     /// on the occurrences that raced the clock, if any, or every occurrence of `signals`.
     fn expired<R>(
         &self,
