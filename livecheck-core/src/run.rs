@@ -442,8 +442,9 @@ trait WaitFor {
     type Decision;
     /// The wait's result.
     type Output;
-    /// The step watched by a form of wait on one step; a form that watches several
-    /// returns `None` and gives its own [`WaitFor::signals`] and [`WaitFor::check`].
+    /// The step watched by a form of wait on one step, or `None`: by default, then, no step
+    /// is watched and there is nothing to check (the settle window); a form that watches
+    /// several steps gives its own [`WaitFor::signals`] and [`WaitFor::check`].
     fn step(&self) -> Option<&dyn OneStep> {
         None
     }
@@ -576,14 +577,14 @@ impl<W> Drop for Waiting<'_, W> {
 
 /// The occurrence `a` taken, or its step (named by `name`) late: `a` came after the deadline
 /// by event time.
-fn in_time(
+fn in_time<S: AsRef<str>>(
     run: &Run,
     until: &Until,
     a: &Arc<Arrival>,
-    name: impl FnOnce() -> String,
+    name: impl FnOnce() -> S,
 ) -> Result<Arc<Arrival>, CheckError> {
     if event_at(a) > until.at {
-        Err(run.timed_out(&name(), until, Some(event_at(a) - until.at), None))
+        Err(run.timed_out(name().as_ref(), until, Some(event_at(a) - until.at), None))
     } else {
         Ok(a.clone())
     }
@@ -681,11 +682,10 @@ impl<T> WaitFor for Exactly<'_, T> {
         let (name, n) = (self.signal.name(), self.n);
         let mine: Vec<_> = all.iter().filter(|a| a.item.is_none()).collect();
         let nth = mine.get(n.checked_sub(1)?)?;
-        Some(if event_at(nth) > until.at {
-            Err(run.timed_out(name, until, Some(event_at(nth) - until.at), None))
-        } else {
-            Ok(mine[..n].iter().map(|a| Arc::clone(a)).collect::<Vec<_>>())
-        })
+        Some(
+            in_time(run, until, nth, || name)
+                .map(|_| mine[..n].iter().map(|a| Arc::clone(a)).collect()),
+        )
     }
 
     fn conclude(
@@ -744,7 +744,7 @@ impl WaitFor for FirstOf<'_> {
 
     fn decide(&self, run: &Run, until: &Until, all: &[Arc<Arrival>]) -> Option<Self::Decision> {
         let first = all.iter().find(|a| a.item.is_none())?;
-        Some(in_time(run, until, first, || first.signal.clone()))
+        Some(in_time(run, until, first, || first.signal.as_str()))
     }
 
     fn conclude(
@@ -919,7 +919,9 @@ impl WaitFor for Settle {
     }
 }
 
-/// A step's deadline: the earlier of the step's timeout and the run's deadline.
+/// A wait's deadline: the earlier of the step's timeout and the run's deadline, or the end
+/// of the settle window ([`Settle`], which the run's deadline does not shorten; its
+/// `waited` is the window, and it has no previous step or run deadline to tell).
 #[derive(Clone)]
 struct Until {
     at: DateTime<Utc>,
