@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,122 @@ struct Early {
     since: Instant,
 }
 
+/// The tests whose signals came before their test record.
+mod early {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{positions, Early, Pos};
+
+    /// The early tests, in the order their first signal came. Changed through these methods
+    /// only, so that the count the run loop reads on every record without the registry's
+    /// lock ([`EarlyTests::count`], for [`crate::flow`]) follows every change.
+    #[derive(Default)]
+    pub(super) struct EarlyTests {
+        tests: HashMap<String, Early>,
+        /// Ids in the order their first signal came; an id already gone is skipped.
+        order: VecDeque<String>,
+        len: Arc<AtomicUsize>,
+    }
+
+    impl EarlyTests {
+        /// How many tests have early signals, after the last change.
+        pub(super) fn count(&self) -> Arc<AtomicUsize> {
+            self.len.clone()
+        }
+
+        fn changed(&self) {
+            self.len.store(self.tests.len(), Ordering::Relaxed);
+        }
+
+        #[cfg(test)]
+        pub(super) fn len(&self) -> usize {
+            self.tests.len()
+        }
+
+        pub(super) fn remove(&mut self, test_id: &str) -> Option<Early> {
+            let early = self.tests.remove(test_id)?;
+            self.changed();
+            Some(early)
+        }
+
+        /// The entry of `test_id`, made if it has none: to keep at most `max` tests, the
+        /// oldest are evicted first (their signals' positions go to `evicted`).
+        pub(super) fn entry(
+            &mut self,
+            test_id: &str,
+            max: usize,
+            evicted: &mut Vec<Pos>,
+        ) -> &mut Early {
+            if !self.tests.contains_key(test_id) {
+                while self.tests.len() >= max {
+                    let Some(old) = self.order.pop_front() else {
+                        break;
+                    };
+                    if let Some(e) = self.tests.remove(&old) {
+                        evicted.extend(positions(&e.arrivals));
+                    }
+                }
+                self.order.push_back(test_id.to_owned());
+                // Its entry comes in just below.
+                self.len.store(self.tests.len() + 1, Ordering::Relaxed);
+            }
+            self.tests
+                .entry(test_id.to_owned())
+                .or_insert_with(|| Early {
+                    arrivals: Vec::new(),
+                    overflowed: false,
+                    since: Instant::now(),
+                })
+        }
+
+        /// Drops the tests whose first signal came `ttl` or longer before `now`; returns
+        /// their signals' positions.
+        pub(super) fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<Pos> {
+            let mut dropped = Vec::new();
+            while let Some(id) = self.order.front() {
+                match self.tests.get(id) {
+                    Some(e) if now.duration_since(e.since) < ttl => break,
+                    Some(_) => {
+                        if let Some(e) = self.tests.remove(id) {
+                            dropped.extend(positions(&e.arrivals));
+                        }
+                        self.order.pop_front();
+                    }
+                    None => {
+                        self.order.pop_front();
+                    }
+                }
+            }
+            self.changed();
+            dropped
+        }
+
+        pub(super) fn retain(&mut self, keep: impl FnMut(&String, &mut Early) -> bool) {
+            self.tests.retain(keep);
+            self.changed();
+        }
+
+        /// Shrinks the map and the queue each where `roomy` says so (by length and
+        /// capacity) to twice its length.
+        pub(super) fn shrink(&mut self, roomy: impl Fn(usize, usize) -> bool) {
+            if roomy(self.tests.len(), self.tests.capacity()) {
+                self.tests.shrink_to(self.tests.len() * 2);
+            }
+            if roomy(self.order.len(), self.order.capacity()) {
+                self.order.shrink_to(self.order.len() * 2);
+            }
+        }
+
+        #[cfg(test)]
+        pub(super) fn capacity(&self) -> usize {
+            self.tests.capacity()
+        }
+    }
+}
+
 /// Limits of the runner's buffers.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -310,8 +427,7 @@ const SHRINK_ABOVE: usize = 1024;
 
 pub(crate) struct Registry {
     running: HashMap<TestKey, Slot>,
-    early: HashMap<String, Early>,
-    early_order: VecDeque<String>,
+    early: early::EarlyTests,
     /// Finished tests, with the partition of their records (`None`: not known). Kept
     /// after the verdicts (up to [`Limits::max_finished`]), so compact: see [`TestKey`].
     finished: HashMap<TestKey, Option<i32>>,
@@ -350,8 +466,7 @@ impl Registry {
     pub(crate) fn new(limits: Limits) -> Self {
         Self {
             running: HashMap::new(),
-            early: HashMap::new(),
-            early_order: VecDeque::new(),
+            early: early::EarlyTests::default(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             parked: 0,
@@ -366,8 +481,15 @@ impl Registry {
         self.running.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn early_tests(&self) -> usize {
         self.early.len()
+    }
+
+    /// How many tests have early signals now, readable without the registry's lock: the
+    /// same figure as [`Self::early_tests`] after each change made under it.
+    pub(crate) fn early_count(&self) -> Arc<AtomicUsize> {
+        self.early.count()
     }
 
     pub(crate) fn is_known(&self, test_id: &str) -> bool {
@@ -482,27 +604,9 @@ impl Registry {
             return SignalOutcome::Late;
         }
         let mut evicted = Vec::new();
-        if !self.early.contains_key(test_id) {
-            while self.early.len() >= self.limits.max_early_tests {
-                match self.early_order.pop_front() {
-                    Some(old) => {
-                        if let Some(e) = self.early.remove(&old) {
-                            evicted.extend(positions(&e.arrivals));
-                        }
-                    }
-                    None => break,
-                }
-            }
-            self.early_order.push_back(test_id.to_owned());
-        }
         let early = self
             .early
-            .entry(test_id.to_owned())
-            .or_insert_with(|| Early {
-                arrivals: Vec::new(),
-                overflowed: false,
-                since: Instant::now(),
-            });
+            .entry(test_id, self.limits.max_early_tests, &mut evicted);
         if early.arrivals.iter().any(|a| a.same_send(&arrival)) {
             return SignalOutcome::Duplicate;
         }
@@ -520,23 +624,7 @@ impl Registry {
 
     /// Drops early signals older than the TTL; returns their positions.
     pub(crate) fn expire_early(&mut self, now: Instant) -> Vec<Pos> {
-        let ttl = self.limits.early_ttl;
-        let mut dropped = Vec::new();
-        while let Some(id) = self.early_order.front() {
-            match self.early.get(id) {
-                Some(e) if now.duration_since(e.since) < ttl => break,
-                Some(_) => {
-                    if let Some(e) = self.early.remove(id) {
-                        dropped.extend(positions(&e.arrivals));
-                    }
-                    self.early_order.pop_front();
-                }
-                None => {
-                    self.early_order.pop_front();
-                }
-            }
-        }
-        dropped
+        self.early.expire(now, self.limits.early_ttl)
     }
 
     /// Gives back the room a burst left (a restart replaying a backlog can hold tens of
@@ -550,12 +638,7 @@ impl Registry {
         if roomy(self.running.len(), self.running.capacity()) {
             self.running.shrink_to(self.running.len() * 2);
         }
-        if roomy(self.early.len(), self.early.capacity()) {
-            self.early.shrink_to(self.early.len() * 2);
-        }
-        if roomy(self.early_order.len(), self.early_order.capacity()) {
-            self.early_order.shrink_to(self.early_order.len() * 2);
-        }
+        self.early.shrink(roomy);
         // A wait that ends sooner than its deadline (its step came, its test ended) leaves
         // its entry queued until then: about tests per second times the timeout of them.
         // Once they outnumber the runs, only the entries of waiters still in place are kept.
@@ -1001,6 +1084,52 @@ mod tests {
             watch(&mut r, "t1", &["a"], 0, LATER, 0),
             Watched::Pending(_)
         ));
+    }
+
+    /// The run loop reads the count without the lock: every change to the early signals
+    /// must keep it (a wrong count pauses or resumes the signals partitions wrongly).
+    #[test]
+    fn the_count_of_early_tests_follows_every_change() {
+        let mut r = Registry::new(Limits {
+            max_early_tests: 2,
+            ..Limits::default()
+        });
+        let count = r.early_count();
+        let seen = |r: &Registry| {
+            assert_eq!(
+                count.load(std::sync::atomic::Ordering::Relaxed),
+                r.early_tests()
+            );
+            r.early_tests()
+        };
+        assert!(matches!(
+            r.on_signal("t1", arrival("a")),
+            SignalOutcome::Buffered { .. }
+        ));
+        assert_eq!(seen(&r), 1);
+        assert_eq!(r.on_signal("t1", arrival("a")), SignalOutcome::Duplicate);
+        assert_eq!(seen(&r), 1);
+        r.on_signal("t2", arrival("a"));
+        assert_eq!(seen(&r), 2);
+        // Evicts t1's.
+        assert!(matches!(
+            r.on_signal("t3", arrival("a")),
+            SignalOutcome::Buffered { evicted } if evicted.len() == 1
+        ));
+        assert_eq!(seen(&r), 2);
+        assert_eq!(r.start_test("t2", Some(0)), TestOutcome::Started);
+        assert_eq!(seen(&r), 1);
+        r.expire_early(Instant::now() + Limits::default().early_ttl * 2);
+        assert_eq!(seen(&r), 0);
+        r.on_signal("t4", arrival("a"));
+        assert_eq!(seen(&r), 1);
+        r.cancel_partition(0);
+        assert_eq!(seen(&r), 0);
+        // A test skipped (or decided elsewhere) drops its early signals.
+        r.on_signal("t5", arrival("a"));
+        assert_eq!(seen(&r), 1);
+        assert_eq!(r.mark_finished("t5", Some(0)).len(), 1);
+        assert_eq!(seen(&r), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -207,6 +207,9 @@ struct RunnerInner {
     tests_topic: Arc<str>,
     connectivity: Connectivity,
     flow: Mutex<Flow>,
+    /// How many tests have early signals ([`Registry::early_count`]): read for the flow on
+    /// every record without the registry's lock.
+    early_tests: Arc<AtomicUsize>,
     /// What the services' consumer groups report reading (for the diagnosis of a
     /// missing step).
     positions: Mutex<Positions>,
@@ -309,10 +312,12 @@ impl Runner {
             client.topics(),
             counters.clone(),
         ));
+        let registry = Registry::new(config.limits.clone());
+        let early_tests = registry.early_count();
         Self {
             inner: Arc::new(RunnerInner {
                 suite,
-                registry: Arc::new(Mutex::new(Registry::new(config.limits.clone()))),
+                registry: Arc::new(Mutex::new(registry)),
                 ledger: Arc::default(),
                 ownership: Arc::default(),
                 clocks,
@@ -329,6 +334,7 @@ impl Runner {
                 tests_topic,
                 connectivity,
                 flow,
+                early_tests,
                 positions: Mutex::default(),
             }),
         }
@@ -373,7 +379,7 @@ impl Runner {
 
     /// Tests with early (buffered) signals now.
     pub fn buffered_tests(&self) -> usize {
-        self.lock_registry().early_tests()
+        self.inner.early_tests.load(Ordering::Relaxed)
     }
 
     /// Tests-topic partitions this runner holds now (restored or being restored).

@@ -338,6 +338,7 @@ async fn signals_before_the_test_record_are_buffered_and_the_run_passes() {
         .await;
     // Wait until both are buffered, then publish the test record.
     reaches(|| fx.runner.counters().signals_buffered(), 2).await;
+    assert_eq!(fx.runner.buffered_tests(), 1, "one test has early signals");
     fx.client.register_test(&context).unwrap();
     let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
