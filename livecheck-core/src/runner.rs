@@ -1448,16 +1448,16 @@ impl Runner {
         };
         match outcome {
             TestOutcome::Started => {
-                let parked = Box::new(Parked {
+                let parked = Parked {
                     case,
                     context: Arc::new(context),
                     pos,
                     event_at,
-                });
+                };
                 if parked.case.settings().start_on_first_step {
-                    self.park(parked);
+                    self.park(Box::new(parked));
                 } else {
-                    self.start_run(*parked);
+                    self.start_run(parked);
                 }
             }
             TestOutcome::Duplicate => {
@@ -1498,9 +1498,10 @@ impl Runner {
             event_at,
         } = parked;
         debug!(test_id = %context.id, case = %context.case, "run started");
-        let id = context.id.clone();
+        // The context, not a copy of its id: no allocation.
+        let test = context.clone();
         let task = tokio::spawn(self.clone().execute(case, context, pos, event_at));
-        self.lock_registry().set_task(&id, task.abort_handle());
+        self.lock_registry().set_task(&test.id, task.abort_handle());
     }
 
     /// Holds the run of a case that starts on its first step until a record of its test
@@ -1524,11 +1525,11 @@ impl Runner {
             Some(d) => step.min(after(context.issued_at.min(started_at), d)),
             None => step,
         };
-        let id = context.id.clone();
+        let context = context.clone();
         // The registry's lock is let go before either arm takes a lock again.
-        let refused = self.lock_registry().park(&id, parked, due);
+        let refused = self.lock_registry().park(&context.id, parked, due);
         match refused {
-            None => debug!(test_id = %id, "run parked until its first step"),
+            None => debug!(test_id = %context.id, "run parked until its first step"),
             Some(parked) => self.start_run(*parked),
         }
     }
