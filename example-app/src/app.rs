@@ -278,6 +278,17 @@ impl RunningApp {
         if let Some(options) = &config.control {
             livecheck.follow_control_with(options.clone())?;
         }
+        // The first test and signals are then not held about 100 ms while the producer
+        // looks their topics up; in the background, so that a broker down at start does not
+        // hold the app back (the records wait for it as always).
+        tokio::spawn({
+            let livecheck = livecheck.clone();
+            async move {
+                if let Err(e) = livecheck.connect(Duration::from_secs(5)).await {
+                    tracing::warn!(error = %e, "LiveCheck topics not looked up at start; the first records will wait for the broker");
+                }
+            }
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {

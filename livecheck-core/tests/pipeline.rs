@@ -581,3 +581,25 @@ async fn with_signing_keys_the_runner_runs_only_signed_untampered_tests() {
     }
     assert_eq!(c.verdict_pass(), 1);
 }
+
+/// `LiveCheck::connect` looks the tests and signals topics up through the producer (so a
+/// service's first records are not held while it does); with no broker it says which one
+/// it tried, and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_looks_the_topics_up_and_names_the_brokers_when_none_answers() {
+    let fx = Fixture::new(vec![two_hop_case()]).await;
+    fx.client
+        .connect(Duration::from_secs(10))
+        .await
+        .expect("the embedded broker answers");
+    let nowhere = LiveCheck::new(KafkaConfig::new("127.0.0.1:9"), Topics::default()).unwrap();
+    let err = nowhere
+        .connect(Duration::from_millis(300))
+        .await
+        .expect_err("no broker at 127.0.0.1:9")
+        .to_string();
+    assert!(
+        err.contains("looking up topic livecheck-tests") && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
+}
