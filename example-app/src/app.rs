@@ -285,7 +285,8 @@ impl RunningApp {
             let livecheck = livecheck.clone();
             async move {
                 if let Err(e) = livecheck.connect(Duration::from_secs(5)).await {
-                    tracing::warn!(error = %e, "LiveCheck topics not looked up at start; the first records will wait for the broker");
+                    let error = format!("{:#}", anyhow::Error::from(e));
+                    tracing::warn!(%error, "LiveCheck topics not looked up at start; the first records will wait for the broker");
                 }
             }
         });

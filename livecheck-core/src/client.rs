@@ -722,11 +722,16 @@ impl LiveCheck {
     /// Looks up the tests and signals topics through the client's producer now, which also
     /// connects it, so that the first test and signals a service sends after it starts are
     /// not held while that happens: librdkafka looks a topic up on its first record (and
-    /// may hold a new client's first request up to 50 ms for its connection), about 100 ms
-    /// for the first records of each topic, measured on the embedded broker. Optional:
-    /// without it the first records wait that once, and are sent as always. Waits at most
-    /// `timeout` for each topic; an error (no broker answering in time) changes nothing
-    /// else, and the client goes on as usual.
+    /// may hold a new client's first request up to 50 ms for its connection), up to about
+    /// 100 ms for the first records, measured on the embedded broker. Optional: without it
+    /// the first records wait that once, and are sent as always.
+    ///
+    /// Waits up to `timeout` for each of the two topics when no broker answers: spawn it to
+    /// keep a service's start from waiting. An error (no broker answering in time; a topic
+    /// that does not exist, where the broker does not create it, or may not be read)
+    /// changes nothing else: the client goes on as usual. Dropped before it ends, the
+    /// look-up still ends on its own thread (within twice `timeout`), holding the client's
+    /// producer until then.
     pub async fn connect(&self, timeout: Duration) -> Result<(), Error> {
         let inner = self.inner.clone();
         let (done, result) = tokio::sync::oneshot::channel();
@@ -737,23 +742,16 @@ impl LiveCheck {
             .spawn(move || {
                 let looked_up = [&inner.topics.tests, &inner.topics.signals]
                     .into_iter()
-                    .try_for_each(|topic| {
-                        inner
-                            .producer
-                            .client()
-                            .fetch_metadata(Some(topic), timeout)
-                            .map(drop)
-                            .map_err(Error::kafka(format!(
-                                "looking up topic {topic} (is a broker of {} reachable?)",
-                                inner.kafka.brokers
-                            )))
-                    });
+                    .try_for_each(|topic| look_up(&inner, topic, timeout));
+                // The client is let go here, not by whoever awaits the result: its last
+                // reference closes the producer.
+                drop(inner);
                 let _ = done.send(looked_up);
             })
-            .map_err(|e| Error::Config(format!("cannot start a thread to connect: {e}")))?;
+            .map_err(|e| Error::Thread(format!("cannot start a thread to connect: {e}")))?;
         result.await.unwrap_or_else(|_| {
-            Err(Error::Config(
-                "looking up the tests and signals topics stopped before it ended".into(),
+            Err(Error::Thread(
+                "the thread looking up the tests and signals topics ended without a result".into(),
             ))
         })
     }
@@ -764,5 +762,27 @@ impl LiveCheck {
             .producer
             .flush(timeout)
             .map_err(Error::kafka("flushing the LiveCheck producer"))
+    }
+}
+
+/// Looks `topic` up through the client's producer (see [`LiveCheck::connect`]).
+fn look_up(inner: &Inner, topic: &str, timeout: Duration) -> Result<(), Error> {
+    let action = || {
+        format!(
+            "looking up topic {topic} through brokers {}",
+            inner.kafka.brokers
+        )
+    };
+    let metadata = inner
+        .producer
+        .client()
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(Error::kafka(action()))?;
+    match metadata.topics().first().and_then(|t| t.error()) {
+        None => Ok(()),
+        Some(code) => Err(Error::Kafka {
+            action: action(),
+            source: rdkafka::error::KafkaError::MetadataFetch(code.into()),
+        }),
     }
 }

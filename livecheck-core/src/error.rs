@@ -18,6 +18,9 @@ pub enum Error {
     /// The embedded broker could not start.
     #[error("embedded broker failed: {0}")]
     Embedded(String),
+    /// A thread of the client's could not start, or ended without its result.
+    #[error("client thread failed: {0}")]
+    Thread(String),
 }
 
 impl Error {

@@ -487,7 +487,7 @@ impl Registry {
     }
 
     /// How many tests have early signals now, readable without the registry's lock: the
-    /// same figure as [`Self::early_tests`] after each change made under it.
+    /// length of the early signals' map after each change made under it.
     pub(crate) fn early_count(&self) -> Arc<AtomicUsize> {
         self.early.count()
     }
