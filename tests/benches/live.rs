@@ -63,7 +63,8 @@
 //! With `LIVE_BENCH_ONLY=a` (a, b and b'), `c` or `d` it runs only those sections (to profile
 //! them; the last lines then show zeros for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
 //! counters every 100 ms while a runner works. `LIVE_BENCH_FETCH_WAIT_MS` sets the fetch wait
-//! of section (c)'s runner and bare consumer alike (default: the runner's default). With
+//! of section (c)'s runner and bare consumer alike (default: the runner's default), and
+//! `LIVE_BENCH_WORKERS=2` (a comma-separated list) the worker counts section (c) runs. With
 //! `RUST_LOG` set (e.g. `RUST_LOG=livecheck_core=debug`) the runner's logs are printed.
 
 #![expect(
@@ -71,10 +72,8 @@
     reason = "a counting allocator measures the live heap per run"
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -90,80 +89,13 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::broadcast::error::RecvError;
 
-/// The system allocator, keeping count of the bytes live on the Rust heap.
-struct CountingAlloc;
+#[path = "../../livecheck-core/benches/support/counting_alloc.rs"]
+mod counting_alloc;
 
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-
-/// Live allocations by size class (16-byte classes up to 4 KiB, then one for the rest),
-/// counted only while [`BY_SIZE_ON`] is set: what the bytes per in-flight run are made of.
-static BY_SIZE: [AtomicI64; SIZE_CLASSES] = [const { AtomicI64::new(0) }; SIZE_CLASSES];
-static BY_SIZE_ON: AtomicBool = AtomicBool::new(false);
-const SIZE_CLASSES: usize = 257;
-
-fn size_class(size: usize) -> usize {
-    (size.div_ceil(16)).min(SIZE_CLASSES - 1)
-}
-
-fn count_by_size(size: usize, delta: i64) {
-    if BY_SIZE_ON.load(Ordering::Relaxed) {
-        BY_SIZE[size_class(size)].fetch_add(delta, Ordering::Relaxed);
-    }
-}
-
-fn by_size() -> Vec<i64> {
-    BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
-}
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract; the
-// counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-            count_by_size(layout.size(), 1);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-            count_by_size(layout.size(), 1);
-        }
-        ptr
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as above; `ptr` came from this allocator, hence from `System`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-            count_by_size(layout.size(), -1);
-            count_by_size(new_size, 1);
-        }
-        new
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        count_by_size(layout.size(), -1);
-    }
-}
+use counting_alloc::{by_size, count_by_size_class, live_bytes as heap_bytes, CountingAlloc};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Bytes live on the Rust heap now.
-fn heap_bytes() -> i64 {
-    LIVE_BYTES.load(Ordering::Relaxed)
-}
 
 /// Partitions of each LiveCheck topic.
 const PARTITIONS: i32 = 4;
@@ -257,12 +189,7 @@ fn run() -> Result<Vec<String>, String> {
     if runs("c") {
         // 1 and 2 workers, and more where the machine has the cores: 4, 8, ... and all.
         let cores = available_cores();
-        let mut counts: Vec<usize> = std::iter::successors(Some(1), |n| Some(n * 2))
-            .take_while(|n| *n <= cores.max(2))
-            .collect();
-        if !counts.contains(&cores) {
-            counts.push(cores);
-        }
+        let counts = worker_counts(cores)?;
         let mut rates = Vec::new();
         for workers in counts {
             let rt = runtime(workers)?;
@@ -1103,6 +1030,29 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
     Ok((ratio, median(runner_rates)))
 }
 
+/// The worker counts section (c) runs: `LIVE_BENCH_WORKERS` (e.g. `2`, or `1,4`), or 1, 2,
+/// 4, ... up to the machine's cores, and all of them.
+fn worker_counts(cores: usize) -> Result<Vec<usize>, String> {
+    if let Ok(list) = std::env::var("LIVE_BENCH_WORKERS") {
+        return list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "LIVE_BENCH_WORKERS={list:?}: expected worker counts above 0, comma-separated (e.g. 1,2)"
+                )),
+            })
+            .collect();
+    }
+    let mut counts: Vec<usize> = std::iter::successors(Some(1), |n| Some(n * 2))
+        .take_while(|n| *n <= cores.max(2))
+        .collect();
+    if !counts.contains(&cores) {
+        counts.push(cores);
+    }
+    Ok(counts)
+}
+
 /// The fetch wait of section (c)'s runner and bare consumer: `LIVE_BENCH_FETCH_WAIT_MS`, or
 /// the default.
 fn fetch_wait() -> Duration {
@@ -1207,7 +1157,7 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
     let none_waiting = idle_cpu(IDLE_WINDOW).await?;
     let mut levels = vec![(0usize, rss()?, heap_bytes())];
     let mut classes = Vec::new();
-    BY_SIZE_ON.store(true, Ordering::Relaxed);
+    count_by_size_class(true);
     for level in 1..=2 {
         for _ in 0..IN_FLIGHT {
             let id = uuid::Uuid::new_v4().to_string();
@@ -1225,7 +1175,7 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
         levels.push((runner.in_flight(), rss()?, heap_bytes()));
         classes.push(by_size());
     }
-    BY_SIZE_ON.store(false, Ordering::Relaxed);
+    count_by_size_class(false);
     // What waiting runs cost while nothing comes (each run's wait once looked at its
     // partition's clock on a timer of its own).
     let all_waiting = idle_cpu(IDLE_WINDOW).await?;
