@@ -42,7 +42,7 @@ use crate::group::{
 };
 use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
-use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome};
+use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome, Wakers};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::scan;
@@ -1539,9 +1539,10 @@ impl Runner {
     fn expire_waits(&self) {
         let now = Utc::now();
         let clocks = &self.inner.clocks;
-        let mut due = Vec::new();
+        let (mut due, mut wake) = (Vec::new(), Wakers::default());
         self.lock_registry()
-            .expire_waits(|p| clocks.now(p, now), &mut due);
+            .expire_waits(|p| clocks.now(p, now), &mut due, &mut wake);
+        wake.wake();
         for parked in due {
             self.start_run(parked);
         }
@@ -1651,14 +1652,17 @@ impl Runner {
             send_id: event.send_id.as_deref().map(Box::from),
             item: event.item.as_deref().map(Box::from),
         };
+        let mut wake = Wakers::default();
         let (outcome, woke) = {
             let mut registry = self.lock_registry();
-            let outcome = registry.on_signal(&event.test_id, arrival);
+            let outcome = registry.on_signal(&event.test_id, arrival, &mut wake);
             let woke = (outcome == SignalOutcome::Woke)
                 .then(|| registry.take_parked(&event.test_id))
                 .flatten();
             (outcome, woke)
         };
+        // Without the lock: the run woken takes it at once.
+        wake.wake();
         if let Some(parked) = woke {
             self.start_run(*parked);
         }
@@ -2398,7 +2402,7 @@ mod tests {
         assert!(wait.as_mut().poll(cx).is_pending());
         let arrival = Arrival::for_test("step", "s1", "7");
         assert_eq!(
-            registry().on_signal(run.test_id(), arrival),
+            registry().signal_now(run.test_id(), arrival),
             SignalOutcome::Delivered
         );
         assert!(matches!(wait.as_mut().poll(cx), Poll::Ready(Ok(7))));
