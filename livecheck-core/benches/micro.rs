@@ -2,7 +2,8 @@
 //! outlier analysis, comparison with the previous run): the test-context header round trip
 //! (Kafka record headers and HTTP headers, inject and extract, without and with a route;
 //! goal at most 300 ns each) and `Signal::send` outside a test (the cost every service pays
-//! on every request; goal a few nanoseconds). `http floor` is the baseline of `http inject`:
+//! on every request; goal a few nanoseconds), and the decoding of a test record as the runner
+//! reads it (`test record decode`). `http floor` is the baseline of `http inject`:
 //! the same headers copied into a fresh map, what `http`'s map alone costs. The allocation
 //! counts and the broker-bound sections stay in the `core` bench.
 //!
@@ -97,6 +98,21 @@ fn headers(c: &mut Criterion) {
     group.finish();
 }
 
+/// A test record's payload as the runner reads it: the `TestContext` a client registers,
+/// with its two times as chrono writes them.
+fn test_record(c: &mut Criterion) {
+    let context = TestContext::with_id(
+        "3f0b6c1e-5d2a-4c8e-9b7a-0e1d2c3b4a59",
+        "orders.place_order",
+        Duration::from_secs(600),
+    )
+    .arguments(serde_json::json!("sell"));
+    let payload = serde_json::to_vec(&context).expect("a context encodes");
+    c.bench_function("test record decode", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<TestContext>(black_box(&payload))).is_ok())
+    });
+}
+
 fn noop_send(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
     c.bench_function("Signal::send outside a test (polled once)", |b| {
@@ -114,6 +130,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = headers, noop_send
+    targets = headers, test_record, noop_send
 }
 criterion_main!(benches);

@@ -22,8 +22,10 @@ pub struct TestContext {
     /// Name of the case this test runs (`orders.place_order`).
     pub case: String,
     /// When the test was issued.
+    #[serde(deserialize_with = "crate::json_time::deserialize")]
     pub issued_at: DateTime<Utc>,
     /// After this instant the test is stale and its run is skipped.
+    #[serde(deserialize_with = "crate::json_time::deserialize")]
     pub expires_at: DateTime<Utc>,
     /// Arguments of the case (JSON), e.g. the order side: chosen by the stimulus, or by the
     /// service whose trigger starts the test. Carried in the `LiveCheck-Test-Arguments`
@@ -315,6 +317,37 @@ mod tests {
         assert_eq!(json["route"], "account:42");
         let back: TestContext = serde_json::from_value(json).unwrap();
         assert_eq!(back, routed);
+    }
+
+    /// The times are read as chrono reads them (a fast path for the form it writes): with an
+    /// offset, with any number of fractional digits, and not when they are not times.
+    #[test]
+    fn the_times_read_as_chrono_reads_them() {
+        let json = |issued: &str| {
+            format!(
+                r#"{{"id":"t1","case":"c","issued_at":"{issued}","expires_at":"2020-05-01T13:30:00.5Z","arguments":null}}"#
+            )
+        };
+        for issued in [
+            "2020-05-01T12:30:00Z",
+            "2020-05-01T12:30:00.123456789Z",
+            "2020-05-01T14:30:00.25+02:00",
+            "2020-05-01t12:30:00z",
+        ] {
+            let context: TestContext = serde_json::from_str(&json(issued)).unwrap();
+            let expected = chrono::DateTime::parse_from_rfc3339(issued).unwrap();
+            assert_eq!(context.issued_at, expected, "{issued}");
+            assert_eq!(
+                context.expires_at.to_rfc3339(),
+                "2020-05-01T13:30:00.500+00:00"
+            );
+        }
+        for bad in ["2020-05-01", "2020-02-30T12:30:00Z", "yesterday"] {
+            assert!(
+                serde_json::from_str::<TestContext>(&json(bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub struct Hop {
     /// Offset of the record.
     pub offset: i64,
     /// When the service produced (delivery acknowledged) or consumed it.
-    #[serde(serialize_with = "crate::json_time::serialize")]
+    #[serde(
+        serialize_with = "crate::json_time::serialize",
+        deserialize_with = "crate::json_time::deserialize"
+    )]
     pub at: DateTime<Utc>,
 }
 

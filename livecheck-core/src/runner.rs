@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::metadata::Metadata;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -2069,7 +2069,7 @@ struct SignalRecord<'a> {
     case: Cow<'a, str>,
     #[serde(borrow)]
     test_id: Cow<'a, str>,
-    #[serde(deserialize_with = "time")]
+    #[serde(deserialize_with = "crate::json_time::deserialize")]
     sent_at: DateTime<Utc>,
     #[serde(borrow)]
     value: &'a RawValue,
@@ -2113,58 +2113,6 @@ impl Drop for RunGuard {
             }
         }
     }
-}
-
-/// A timestamp as [`chrono`] reads it, with a fast path for the form chrono writes
-/// (`2026-11-26T01:48:31.123456789Z`).
-fn time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
-    struct Time;
-    impl serde::de::Visitor<'_> for Time {
-        type Value = DateTime<Utc>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an RFC 3339 timestamp")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            if let Some(at) = utc_time(text) {
-                return Ok(at);
-            }
-            // What chrono's own `Deserialize` does.
-            text.parse::<DateTime<chrono::FixedOffset>>()
-                .map(|at| at.with_timezone(&Utc))
-                .map_err(E::custom)
-        }
-    }
-    deserializer.deserialize_str(Time)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`; `None` for anything else (left to chrono).
-fn utc_time(text: &str) -> Option<DateTime<Utc>> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b.len() > 30 || *b.last()? != b'Z' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-        })
-    };
-    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let nanos = match b.len() {
-        20 => 0,
-        n if b[19] == b'.' && n >= 22 => {
-            let digits = n - 21;
-            num(20..n - 1)? * 10u32.pow(9 - digits as u32)
-        }
-        _ => return None,
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    let time =
-        chrono::NaiveTime::from_hms_nano_opt(num(11..13)?, num(14..16)?, num(17..19)?, nanos)?;
-    Some(date.and_time(time).and_utc())
 }
 
 /// Sets its flag when dropped.
@@ -2454,7 +2402,7 @@ mod tests {
             }
         }
         assert_eq!(
-            utc_time(&at.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+            crate::json_time::utc_time(&at.to_rfc3339_opts(SecondsFormat::Nanos, true)),
             Some(at)
         );
     }
