@@ -79,6 +79,15 @@ fn count_by_size(size: usize, delta: i64) {
     }
 }
 
+/// `ptr`, counted as an allocation of `size` bytes unless it is null.
+fn allocated(ptr: *mut u8, size: usize) -> *mut u8 {
+    if !ptr.is_null() {
+        counted(1, size as i64);
+        count_by_size(size, 1);
+    }
+    ptr
+}
+
 /// The system allocator, counting.
 pub(crate) struct CountingAlloc;
 
@@ -87,22 +96,12 @@ pub(crate) struct CountingAlloc;
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            counted(1, layout.size() as i64);
-            count_by_size(layout.size(), 1);
-        }
-        ptr
+        allocated(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            counted(1, layout.size() as i64);
-            count_by_size(layout.size(), 1);
-        }
-        ptr
+        allocated(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
