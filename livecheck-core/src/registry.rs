@@ -346,9 +346,12 @@ pub(crate) enum SignalOutcome {
 /// [`Registry::expire_waits`]). A run woken under the lock, polled at once on another
 /// worker thread, wanted the lock while the thread that woke it still held it (waking may
 /// unpark that worker: a system call). Counted in the live bench with 2 workers, the runs'
-/// contended acquisitions of the lock per round of 15,000 tests went from 11,100–13,500 to
-/// 10,400–11,900.
+/// contended acquisitions of the lock per round of 15,000 tests were slightly fewer
+/// (10,400–11,900 against 11,100–13,500 in alternating runs).
+/// Dropped, it wakes what it holds: the waiters it took are out of the registry, and a run
+/// not woken would wait for ever.
 #[derive(Debug, Default)]
+#[must_use = "the runs it holds are woken only by `wake` (or when it is dropped)"]
 pub(crate) struct Wakers {
     /// The one waker of a signal delivered to a waiting run: no allocation.
     first: Option<Waker>,
@@ -372,6 +375,12 @@ impl Wakers {
         for waker in self.more.drain(..) {
             waker.wake();
         }
+    }
+}
+
+impl Drop for Wakers {
+    fn drop(&mut self) {
+        self.wake();
     }
 }
 
@@ -1134,6 +1143,17 @@ mod tests {
         assert!(signalled.woken() && due.woken(), "both woken by the caller");
         wake.wake();
         assert!(!signalled.woken() && !due.woken(), "once");
+
+        // Dropped unwoken (an early return, a panic), it wakes them: none waits for ever.
+        r.start_test("t3", None);
+        let Watched::Pending(dropped) = watch(&mut r, "t3", &["c"], 0, LATER, 0) else {
+            panic!()
+        };
+        let mut wake = Wakers::default();
+        r.on_signal("t3", arrival("c"), &mut wake);
+        assert!(!dropped.woken());
+        drop(wake);
+        assert!(dropped.woken(), "woken when dropped");
     }
 
     #[test]

@@ -200,13 +200,13 @@ fn run() -> Result<Vec<String>, String> {
             rates.push((workers, runner_rate));
             println!();
         }
-        if let Some(&(_, one)) = rates.first() {
+        if let Some(&(first, one)) = rates.first() {
             let by_workers: Vec<String> = rates
                 .iter()
                 .map(|(w, r)| format!("{w}: {r:.0} ({:.2}x)", r / one))
                 .collect();
             println!(
-                "   scaling: runner records/s by worker threads (against 1) on {cores} cores: {}",
+                "   scaling: runner records/s by worker threads (against {first}) on {cores} cores: {}",
                 by_workers.join(", ")
             );
             println!();

@@ -7,8 +7,10 @@
 //! the live bench's throughput section it made the process use 1.6 cores instead of 1.1 for
 //! fewer records a second with 2 worker threads than with 1 (perf: the counting allocator's
 //! own functions went from 6 % to 11 % of the workers' samples, and every other function
-//! slowed down too). The counters are exact whichever thread frees what another allocated:
-//! a stripe may go negative, the sum does not.
+//! slowed down too). Threads get the sets in turn; beyond [`STRIPES`] threads they share.
+//! Memory freed by another thread than the one that allocated it is counted on the freeing
+//! thread's set, which may go negative: the sum is exact once the threads are quiet (read
+//! while they allocate, it is not one snapshot and may be off by what moves meanwhile).
 #![allow(
     dead_code,
     reason = "each bench reads the counters it reports, not all of them"
