@@ -348,6 +348,7 @@ pub(crate) enum SignalOutcome {
 /// unpark that worker: a system call). Counted in the live bench with 2 workers, the runs'
 /// contended acquisitions of the lock per round of 15,000 tests were slightly fewer
 /// (10,400–11,900 against 11,100–13,500 in alternating runs).
+///
 /// Dropped, it wakes what it holds: the waiters it took are out of the registry, and a run
 /// not woken would wait for ever.
 #[derive(Debug, Default)]
