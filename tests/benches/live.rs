@@ -65,7 +65,12 @@
 //! counters every 100 ms while a runner works. `LIVE_BENCH_FETCH_WAIT_MS` sets the fetch wait
 //! of section (c)'s runner and bare consumer alike (default: the runner's default), and
 //! `LIVE_BENCH_WORKERS=2` (a comma-separated list) the worker counts section (c) runs. With
-//! `RUST_LOG` set (e.g. `RUST_LOG=livecheck_core=debug`) the runner's logs are printed.
+//! `LIVE_BENCH_GROUP=1` section (c)'s runners each join a consumer group of their own, as the
+//! `livecheck` service runs (each round then reads a backlog of its own), and
+//! `LIVE_BENCH_KAFKA` adds Kafka properties to every client (`key=value` pairs separated by
+//! `;`, e.g. `debug=fetch,topic`). With `RUST_LOG` set (e.g.
+//! `RUST_LOG=livecheck_core=debug`) the runner's logs are printed (librdkafka's under
+//! `librdkafka`).
 
 #![expect(
     unsafe_code,
@@ -92,7 +97,9 @@ use tokio::sync::broadcast::error::RecvError;
 #[path = "../../livecheck-core/benches/support/counting_alloc.rs"]
 mod counting_alloc;
 
-use counting_alloc::{by_size, count_by_size_class, live_bytes as heap_bytes, CountingAlloc};
+use counting_alloc::{
+    allocations, by_size, count_by_size_class, live_bytes as heap_bytes, CountingAlloc,
+};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -309,6 +316,61 @@ fn stat_ticks(stat: &str) -> Result<u64, String> {
     Ok(ticks(14)? + ticks(15)?)
 }
 
+/// CPU time of this process's live threads by kind, in ticks: the tokio workers (the
+/// runner's loop and its runs, or the bare consumer's decoding), librdkafka's client threads
+/// (fetching, producing; the embedded broker's `rdk:mock` threads left out) and the others
+/// (the bench's main thread, a producer's polling thread). Threads that ended are not in it:
+/// read it while the clients measured are alive.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadCpu {
+    workers: u64,
+    librdkafka: u64,
+    other: u64,
+}
+
+impl ThreadCpu {
+    fn now() -> Self {
+        let mut cpu = Self::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Ok(ticks) = stat_ticks(&stat) else {
+                continue;
+            };
+            let name = stat
+                .split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .map_or("", |(name, _)| name);
+            if name.starts_with("tokio-rt") {
+                cpu.workers += ticks;
+            } else if name == "rdk:mock" {
+            } else if name.starts_with("rdk:") {
+                cpu.librdkafka += ticks;
+            } else {
+                cpu.other += ticks;
+            }
+        }
+        cpu
+    }
+
+    /// Microseconds per record of each kind since `before`.
+    fn per_record(self, before: Self, records: u64) -> String {
+        let us = |after: u64, before: u64| {
+            after.saturating_sub(before) as f64 * 10_000.0 / records as f64
+        };
+        format!(
+            "tokio workers {:.1}, librdkafka threads {:.1}, other threads {:.1}",
+            us(self.workers, before.workers),
+            us(self.librdkafka, before.librdkafka),
+            us(self.other, before.other)
+        )
+    }
+}
+
 /// CPU time this process spends over `window` doing nothing but what runs in the
 /// background (consumers fetching, producers idle, the embedded broker answering).
 async fn idle_cpu(window: Duration) -> Result<Duration, String> {
@@ -457,7 +519,7 @@ impl World {
                 (broker.bootstrap_servers().to_owned(), Some(broker))
             }
         };
-        let client = LiveCheck::new(KafkaConfig::new(bootstrap), topics.clone())
+        let client = LiveCheck::new(kafka_config(bootstrap)?, topics.clone())
             .map_err(|e| format!("LiveCheck client: {e}"))?;
         // As a service does at start: otherwise the generator's first records wait about
         // 100 ms for the topics' look-up, and in a 3 s row of (b') the p99 is that wait.
@@ -882,39 +944,41 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
     println!(
         "c. Sustained runner throughput, {workers} tokio worker thread(s): {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
     );
-    let world = World::new("live-c").await?;
-    let start = Instant::now();
-    for n in 0..THROUGHPUT_TESTS {
-        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
-        publish_order_test(&world.client, side)
-            .await
-            .map_err(|e| format!("publishing a test: {e}"))?;
+    // In a group (`LIVE_BENCH_GROUP`, as the `livecheck` service runs) each round reads a
+    // backlog of its own: a runner in a group takes the tests the reports topic has decided
+    // already as done, so a second round on the same topics would have nothing to run.
+    let in_group = std::env::var_os("LIVE_BENCH_GROUP").is_some();
+    if in_group {
+        println!("   each runner in a consumer group of its own (LIVE_BENCH_GROUP), each round on a backlog of its own");
     }
-    world.flush()?;
-    let produced = start.elapsed();
-    println!(
-        "   produced and flushed in {:.2} s ({:.0} records/s through the generator)",
-        produced.as_secs_f64(),
-        rate(records, produced)
-    );
-
+    let mut world = backlog(records).await?;
     let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios, mut intake_ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut raw_cpus, mut runner_cpus, mut runner_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_allocs, mut runner_allocs) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
+        if in_group && round > 1 {
+            world = backlog(records).await?;
+        }
         let raw_cpu_before = cpu_split()?.0;
-        let raw_time = raw_read(world.client.kafka(), &world.topics, records).await?;
+        let raw_allocs_before = allocations();
+        let (raw_time, raw_threads) =
+            raw_read(world.client.kafka(), &world.topics, records).await?;
         let raw_cpu = cpu_split()?.0.saturating_sub(raw_cpu_before);
+        let raw_allocated = allocations() - raw_allocs_before;
         let heap_before = heap_bytes();
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
             world.client.clone(),
             RunnerConfig {
                 fetch_wait: fetch_wait(),
+                group_id: in_group.then(|| format!("live-bench-{}", uuid::Uuid::new_v4().simple())),
                 ..RunnerConfig::default()
             },
         );
         let cpu_before = cpu_split()?;
+        let threads_before = ThreadCpu::now();
+        let allocs_before = allocations();
         let start = Instant::now();
         let running = Running::start(runner.clone());
         runner.ready().await;
@@ -933,6 +997,8 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             .await;
         let runner_time = start.elapsed();
         let cpu_after = cpu_split()?;
+        let runner_allocated = allocations() - allocs_before;
+        let runner_threads = ThreadCpu::now().per_record(threads_before, records);
         let counts = verdicts(&runner);
         let c = runner.counters();
         let (tests, signals) = (c.tests_received(), c.signals_received());
@@ -968,6 +1034,15 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             intake_time.as_secs_f64(),
             describe(counts)
         );
+        if in_group {
+            // A group's first join waits for the broker's initial rebalance delay (3 s by
+            // default, on Apache Kafka as on the embedded broker): not the runner's pace.
+            println!(
+                "            in the group: {:.0} records/s from ready to the last report ({:.3} s)",
+                rate(tests + signals, runner_time.saturating_sub(ready_after)),
+                runner_time.saturating_sub(ready_after).as_secs_f64()
+            );
+        }
         println!(
             "            CPU while the runner worked: this process {:.2} cores, the broker {:.2} cores, of {} (the runner's consumers and producer threads are in this process)",
             cores(clients),
@@ -980,8 +1055,19 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             per_record(raw_cpu),
             per_record(clients)
         );
+        // Counted, not timed: the same from run to run on any machine, so a change in the
+        // work per test shows here even where the timings are noisy.
+        let per_test = |n: u64| n as f64 / THROUGHPUT_TESTS as f64;
+        println!(
+            "            Rust allocations per test (1 + {SIGNALS_PER_TEST} records; librdkafka's own not counted): bare consumer {:.1}, runner {:.1} (its start included)",
+            per_test(raw_allocated),
+            per_test(runner_allocated)
+        );
+        println!("            by thread (us per record): bare consumer {raw_threads}; runner {runner_threads}");
         raw_cpus.push(per_record(raw_cpu));
         runner_cpus.push(per_record(clients));
+        raw_allocs.push(per_test(raw_allocated));
+        runner_allocs.push(per_test(runner_allocated));
         if counts[0] != THROUGHPUT_TESTS
             || (tests, signals) != (THROUGHPUT_TESTS, THROUGHPUT_TESTS * SIGNALS_PER_TEST)
         {
@@ -1020,6 +1106,11 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
         available_cores() as f64 / (runner_cpu * 1e-6) / raw
     );
     println!(
+        "   Rust allocations per test: bare consumer {:.1}, runner {:.1}",
+        median(raw_allocs),
+        median(runner_allocs)
+    );
+    println!(
         "   runner / bare consumer (records/s), {workers} worker(s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
         if ratio >= RATIO_GOAL {
             "meets"
@@ -1028,6 +1119,44 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
         }
     );
     Ok((ratio, median(runner_rates)))
+}
+
+/// A world with section (c)'s backlog in it: `records` records, produced up front.
+async fn backlog(records: u64) -> Result<World, String> {
+    let world = World::new("live-c").await?;
+    let start = Instant::now();
+    for n in 0..THROUGHPUT_TESTS {
+        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+        publish_order_test(&world.client, side)
+            .await
+            .map_err(|e| format!("publishing a test: {e}"))?;
+    }
+    world.flush()?;
+    let produced = start.elapsed();
+    println!(
+        "   produced and flushed in {:.2} s ({:.0} records/s through the generator)",
+        produced.as_secs_f64(),
+        rate(records, produced)
+    );
+    Ok(world)
+}
+
+/// The Kafka settings of every client of a world: `bootstrap`, and the properties of
+/// `LIVE_BENCH_KAFKA` (`key=value` pairs separated by `;`, e.g. `fetch.wait.max.ms=10`) to
+/// try a setting on the runner and the bare consumer alike.
+fn kafka_config(bootstrap: String) -> Result<KafkaConfig, String> {
+    let mut kafka = KafkaConfig::new(bootstrap);
+    if let Ok(list) = std::env::var("LIVE_BENCH_KAFKA") {
+        for pair in list.split(';').filter(|p| !p.trim().is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!(
+                    "LIVE_BENCH_KAFKA: {pair:?} is not key=value (e.g. fetch.wait.max.ms=10)"
+                ));
+            };
+            kafka = kafka.set(key.trim(), value.trim());
+        }
+    }
+    Ok(kafka)
 }
 
 /// The worker counts section (c) runs: `LIVE_BENCH_WORKERS` (e.g. `2`, or `1,4`), or 1, 2,
@@ -1073,7 +1202,12 @@ fn fetch_wait() -> Duration {
 /// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
 /// every partition from the beginning, after a metadata fetch as the runner does), parsing
 /// each payload as JSON. Returns the time from the consumer's creation to the last record.
-async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result<Duration, String> {
+async fn raw_read(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    expected: u64,
+) -> Result<(Duration, String), String> {
+    let threads_before = ThreadCpu::now();
     let start = Instant::now();
     let consumer: StreamConsumer = kafka
         .client_config(&[
@@ -1113,7 +1247,12 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result
         std::hint::black_box(value);
         read += 1;
     }
-    Ok(start.elapsed())
+    let elapsed = start.elapsed();
+    // Before the consumer and its threads go.
+    Ok((
+        elapsed,
+        ThreadCpu::now().per_record(threads_before, expected),
+    ))
 }
 
 /// (d); returns the live Rust heap per in-flight run, in bytes (second step).
