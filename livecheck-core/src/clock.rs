@@ -33,6 +33,16 @@ struct PartitionClock {
     caught_up_at: Option<DateTime<Utc>>,
     /// The offset after the last record read (or where reading starts).
     read_to: Option<i64>,
+    /// The last offsets of the partition that were never read (see [`Clocks::record`]).
+    skip: Option<Skip>,
+}
+
+/// Offsets of a signals partition that were never read (`first..=last`), seen at `seen_at`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Skip {
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) seen_at: DateTime<Utc>,
 }
 
 /// Outages as the signals consumer sees them: the current or last episode (start, end);
@@ -120,14 +130,38 @@ impl Clocks {
         );
     }
 
-    /// The record at `offset`, with timestamp `ts`, was read from `partition`.
-    pub(crate) fn record(&self, partition: i32, offset: i64, ts: Option<DateTime<Utc>>) {
+    /// The record at `offset`, with timestamp `ts`, was read from `partition` at `now`.
+    /// Returns the offsets skipped before it (first and last), if it came after a gap: the
+    /// consumer reads every offset of a LiveCheck topic in order (they hold no transaction
+    /// markers and are not compacted), so a gap is records the broker did not serve, or
+    /// that retention deleted before they were read. A record read again (after a pause, or
+    /// a seek back) is no gap. The gap is remembered ([`Clocks::skipped_since`]) under the
+    /// same lock that moves the clock, so a run that times out on this record's time sees it.
+    pub(crate) fn record(
+        &self,
+        partition: i32,
+        offset: i64,
+        ts: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<(i64, i64)> {
         let mut state = self.lock();
         let clock = state.partitions.entry(partition).or_default();
+        let skipped = clock
+            .read_to
+            .filter(|&expected| offset > expected)
+            .map(|expected| (expected, offset - 1));
+        if let Some((first, last)) = skipped {
+            clock.skip = Some(Skip {
+                first,
+                last,
+                seen_at: now,
+            });
+        }
         clock.read_to = Some(clock.read_to.map_or(offset + 1, |r| r.max(offset + 1)));
         if let Some(ts) = ts {
             clock.max_ts = Some(clock.max_ts.map_or(ts, |m| m.max(ts)));
         }
+        skipped
     }
 
     /// The consumer reached the end of `partition` (an EOF event) at `now`.
@@ -141,6 +175,22 @@ impl Clocks {
     /// `partition` changed hands: its clock starts again.
     pub(crate) fn reset(&self, partition: i32) {
         self.lock().partitions.remove(&partition);
+    }
+
+    /// The latest gap seen at or after `since` on `partition` (on any partition with
+    /// `None`), with its partition.
+    pub(crate) fn skipped_since(
+        &self,
+        partition: Option<i32>,
+        since: DateTime<Utc>,
+    ) -> Option<(i32, Skip)> {
+        self.lock()
+            .partitions
+            .iter()
+            .filter(|(p, _)| partition.is_none_or(|q| q == **p))
+            .filter_map(|(p, clock)| clock.skip.map(|skip| (*p, skip)))
+            .filter(|(_, skip)| skip.seen_at >= since)
+            .max_by_key(|(_, skip)| skip.seen_at)
     }
 
     /// Takes the consumer's statistics: every signals partition whose records up to the
@@ -258,6 +308,49 @@ mod tests {
     const GRACE: TimeDelta = TimeDelta::seconds(10);
 
     #[test]
+    fn offsets_the_broker_did_not_serve_are_a_gap_and_records_read_again_are_not() {
+        let c = clocks();
+        assert_eq!(
+            c.record(0, 7, None, at(0)),
+            None,
+            "the first record, position unknown"
+        );
+        assert_eq!(c.record(0, 8, None, at(0)), None);
+        // Paused at 9 and resumed: the broker served from 12 (9..=11 never came).
+        assert_eq!(c.record(0, 12, None, at(0)), Some((9, 11)));
+        assert_eq!(c.record(0, 13, None, at(0)), None);
+        // Read again after a seek back: no gap, and the position does not go back.
+        assert_eq!(c.record(0, 10, None, at(0)), None);
+        assert_eq!(c.record(0, 14, None, at(0)), None);
+        // Assigned at a position: a gap counts from it.
+        c.assigned(1, 100);
+        assert_eq!(c.record(1, 100, None, at(0)), None);
+        c.assigned(2, 100);
+        assert_eq!(c.record(2, 104, None, at(0)), Some((100, 103)));
+        assert_eq!(c.record(3, 5, None, at(0)), None, "partitions are separate");
+        // What a run that timed out asks.
+        assert_eq!(c.record(1, 110, None, at(500)), Some((101, 109)));
+        let (p, skip) = c
+            .skipped_since(Some(1), at(400))
+            .expect("partition 1 skipped at 500");
+        assert_eq!((p, skip.first, skip.last), (1, 101, 109));
+        assert_eq!(c.skipped_since(Some(1), at(501)), None, "before the run");
+        assert_eq!(c.skipped_since(Some(3), at(0)), None, "another partition");
+        assert_eq!(
+            c.skipped_since(None, at(0)).map(|(p, _)| p),
+            Some(1),
+            "the latest"
+        );
+        assert_eq!(c.skipped_since(None, at(1)).map(|(p, _)| p), Some(1));
+        c.reset(1);
+        assert_eq!(
+            c.skipped_since(Some(1), at(0)),
+            None,
+            "forgotten with the partition"
+        );
+    }
+
+    #[test]
     fn no_evidence_no_time() {
         assert_eq!(clocks().now(0, at(0)), None);
     }
@@ -265,8 +358,8 @@ mod tests {
     #[test]
     fn records_move_the_clock_less_the_slack() {
         let c = clocks();
-        c.record(0, 0, Some(at(1000)));
-        c.record(0, 1, Some(at(500)));
+        c.record(0, 0, Some(at(1000)), at(0));
+        c.record(0, 1, Some(at(500)), at(0));
         assert_eq!(c.now(0, at(9000)), Some(at(900)));
         assert_eq!(c.now(1, at(9000)), None, "partitions are separate");
     }
@@ -274,7 +367,7 @@ mod tests {
     #[test]
     fn caught_up_follows_the_wall_clock() {
         let c = clocks();
-        c.record(0, 0, Some(at(1000)));
+        c.record(0, 0, Some(at(1000)), at(0));
         c.caught_up(0, at(5000));
         // Less the fetch staleness (100 ms here) and the slack (100 ms).
         assert_eq!(c.now(0, at(6000)), Some(at(4800)));
@@ -288,6 +381,7 @@ mod tests {
             max_ts: Some(at(6000)),
             caught_up_at: Some(at(5000)),
             read_to: None,
+            skip: None,
         };
         let during = Some((at(2000), None));
         assert_eq!(
@@ -337,7 +431,7 @@ mod tests {
     #[test]
     fn a_reset_partition_starts_again() {
         let c = clocks();
-        c.record(0, 0, Some(at(1000)));
+        c.record(0, 0, Some(at(1000)), at(0));
         c.reset(0);
         assert_eq!(c.now(0, at(2000)), None);
     }

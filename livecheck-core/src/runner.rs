@@ -213,6 +213,10 @@ struct RunnerInner {
     /// What the services' consumer groups report reading (for the diagnosis of a
     /// missing step).
     positions: Mutex<Positions>,
+    /// Per tests partition, the offset after the last test record read (or where reading
+    /// starts): a record past it follows offsets never read (see
+    /// `RunnerCounters::tests_skipped_by_broker`).
+    tests_read_to: Mutex<HashMap<i32, i64>>,
 }
 
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
@@ -336,6 +340,7 @@ impl Runner {
                 flow,
                 early_tests,
                 positions: Mutex::default(),
+                tests_read_to: Mutex::default(),
             }),
         }
     }
@@ -976,6 +981,11 @@ impl Runner {
                 self.inner.clocks.assigned(e.partition(), offset);
             }
         }
+        for e in lists[0].elements() {
+            if let Offset::Offset(offset) = e.offset() {
+                self.tests_read(e.partition(), offset, true);
+            }
+        }
         {
             let mut partitions = self.inner.ownership.lock();
             for e in lists[0].elements() {
@@ -1173,6 +1183,10 @@ impl Runner {
                 }
             }
             debug!(partition = p, resume = ?r.resume, decided, held = held.len(), "partition restored");
+            self.tests_read(p, r.resume.tests, true);
+            for record in &held {
+                self.tests_read(p, record.offset, false);
+            }
             for record in held {
                 self.on_test_record(
                     p,
@@ -1244,6 +1258,7 @@ impl Runner {
                 None => return,
             }
         }
+        self.tests_read(p, msg.offset(), false);
         self.on_test_record(p, msg.offset(), msg.timestamp().to_millis(), msg.payload());
         let buffered = self.buffered_tests();
         let action = self.lock_flow().test_record(p, buffered);
@@ -1270,7 +1285,9 @@ impl Runner {
             .payload()
             .is_some_and(|p| p.starts_with(PositionsRecord::PREFIX));
         let clock_at = if is_positions { None } else { event_at };
-        self.inner.clocks.record(p, msg.offset(), clock_at);
+        if let Some((first, last)) = self.inner.clocks.record(p, msg.offset(), clock_at, now) {
+            self.skipped_by_broker(p, first, last);
+        }
         let buffered = self.buffered_tests();
         let action = self.lock_flow().signal_record(p, buffered);
         self.apply(action, signals);
@@ -1286,6 +1303,67 @@ impl Runner {
         if !self.on_signal_record(&pos, event_at, now, msg.payload()) {
             self.release_signals([&pos]);
         }
+    }
+
+    /// Test record `offset` of `partition` was read (with `start`: reading starts there).
+    /// Offsets skipped before it were never read: their tests are not run and have no
+    /// report, so they are counted and logged (see `Runner::skipped_by_broker`).
+    fn tests_read(&self, partition: i32, offset: i64, start: bool) {
+        let expected = {
+            let mut read_to = self
+                .inner
+                .tests_read_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if start {
+                read_to.insert(partition, offset);
+                return;
+            }
+            let next = read_to.entry(partition).or_insert(offset);
+            let expected = *next;
+            *next = (*next).max(offset + 1);
+            expected
+        };
+        if offset > expected {
+            let skipped = offset - expected;
+            self.inner
+                .counters
+                .tests_skipped_by_broker
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+            error!(
+                topic = %self.inner.tests_topic,
+                partition,
+                first = expected,
+                last = offset - 1,
+                skipped,
+                "test records were never read: the broker did not serve them, or retention deleted them before they were read; \
+                 their tests are not run and have no report. A broker that answers a fetch from inside a record batch with \
+                 the batches after it skips records after a restart or a rebalance (tansu 0.6 does; Apache Kafka does not)"
+            );
+        }
+    }
+
+    /// Offsets `first..=last` of signals partition `partition` were never read: counted and
+    /// logged (see `RunnerCounters::signals_skipped_by_broker`). A test in flight that then
+    /// misses a step ends in `ERROR`, not `TIMEOUT` (see `Runner::conclude`).
+    fn skipped_by_broker(&self, partition: i32, first: i64, last: i64) {
+        let skipped = last - first + 1;
+        self.inner
+            .counters
+            .signals_skipped_by_broker
+            .fetch_add(skipped as u64, Ordering::Relaxed);
+        error!(
+            topic = %self.inner.signals_topic,
+            partition,
+            first,
+            last,
+            skipped,
+            "signals records were never read: the broker did not serve them, or retention deleted them before they were read; \
+             tests in flight that miss a step end in ERROR, not TIMEOUT. A broker that answers a fetch \
+             from inside a record batch with the batches after it skips records after a pause, a restart \
+             or a rebalance (tansu 0.6 does; Apache Kafka does not): run LiveCheck on one that serves such \
+             fetches, and keep the topics' retention longer than LiveCheck may stay behind"
+        );
     }
 
     /// Signal records no test needs any more.
@@ -1825,6 +1903,8 @@ impl Runner {
             })) => Some(signal.clone()),
             _ => None,
         };
+        // A step that did not come at all (not merely late), in full or in part.
+        let not_came = matches!(&result, Ok(Err(CheckError::Timeout { late_by: None, .. })));
         let mut invariant = None;
         let (verdict, mut error) = match result {
             Ok(Ok(())) => (Verdict::Pass, None),
@@ -1841,6 +1921,33 @@ impl Runner {
                 Verdict::Fail,
                 Some(format!("the check panicked: {}", panic_message(&*panic))),
             ),
+        };
+        // A step the broker skipped is not a step that did not come: no TIMEOUT then.
+        let skipped = (verdict == Verdict::Timeout && not_came)
+            .then(|| {
+                self.inner.clocks.skipped_since(
+                    self.in_group().then_some(shared.partition),
+                    // Its early signals, if any, were read up to `early_ttl` before it.
+                    chrono::TimeDelta::from_std(self.inner.config.limits.early_ttl)
+                        .ok()
+                        .and_then(|ttl| started_at.checked_sub_signed(ttl))
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                )
+            })
+            .flatten();
+        let verdict = match skipped {
+            Some((p, skip)) => {
+                let why = format!(
+                    "signals records {}..={} of partition {p} were never read while this test ran (see the error logged then), so LiveCheck cannot say the step did not come",
+                    skip.first, skip.last
+                );
+                error = Some(match error {
+                    Some(error) => format!("{error}; {why}"),
+                    None => why,
+                });
+                Verdict::Error
+            }
+            None => verdict,
         };
         let state = std::mem::replace(
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
@@ -1877,7 +1984,7 @@ impl Runner {
                 case: context.case.clone(),
                 verdict,
                 error,
-                missing_step: if verdict == Verdict::Timeout {
+                missing_step: if verdict == Verdict::Timeout || skipped.is_some() {
                     state.missing_step.map(String::from)
                 } else {
                     None
@@ -2136,7 +2243,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// How many partitions `topic` has in `metadata` (0: it is not there).
 /// Has `consumer` read the metadata of `topic`, off the loop, so that partitions of it
 /// assigned later are fetched at once: a consumer assigned partitions whose leader it does
 /// not know fetches nothing until its next metadata refresh finds them (measured in a
@@ -2176,6 +2282,7 @@ fn wake_fetcher(consumer: &Arc<Consumer2>, topic: Arc<str>, partition: i32) {
 /// How long [`wake_fetcher`] waits for a partition's watermarks.
 const WAKE_FETCHER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many partitions `topic` has in `metadata` (0: it is not there).
 fn partitions_of(metadata: &Metadata, topic: &str) -> usize {
     metadata
         .topics()
@@ -2410,6 +2517,22 @@ mod tests {
         let state = run.shared.state.lock().expect("state");
         assert_eq!(state.waits, ["wait `step`: taken"]);
         assert_eq!(state.taken.len(), 1);
+    }
+
+    #[test]
+    fn test_records_never_read_are_counted() {
+        let (runner, _run, _context) = step_case_run();
+        let skipped = |r: &Runner| r.counters().tests_skipped_by_broker();
+        runner.tests_read(0, 5, false);
+        runner.tests_read(0, 6, false);
+        assert_eq!(skipped(&runner), 0, "in order");
+        runner.tests_read(0, 9, false);
+        assert_eq!(skipped(&runner), 2, "7 and 8 never came");
+        runner.tests_read(0, 7, false);
+        assert_eq!(skipped(&runner), 2, "a record read again is no gap");
+        runner.tests_read(1, 100, true);
+        runner.tests_read(1, 103, false);
+        assert_eq!(skipped(&runner), 5, "counted from where reading starts");
     }
 
     /// The signal record decodes as [`SignalEvent`] does, timestamps included.

@@ -973,6 +973,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             RunnerConfig {
                 fetch_wait: fetch_wait(),
                 group_id: in_group.then(|| format!("live-bench-{}", uuid::Uuid::new_v4().simple())),
+                limits: max_early_tests(),
                 ..RunnerConfig::default()
             },
         );
@@ -1157,6 +1158,20 @@ fn kafka_config(bootstrap: String) -> Result<KafkaConfig, String> {
         }
     }
     Ok(kafka)
+}
+
+/// Section (c)'s runner limits: the default, or `LIVE_BENCH_MAX_EARLY_TESTS` tests with
+/// early signals at most (a small buffer makes the flow control pause and resume the
+/// signals partitions while the tests are read).
+fn max_early_tests() -> livecheck_core::Limits {
+    let mut limits = livecheck_core::Limits::default();
+    if let Some(n) = std::env::var("LIVE_BENCH_MAX_EARLY_TESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        limits.max_early_tests = n;
+    }
+    limits
 }
 
 /// The worker counts section (c) runs: `LIVE_BENCH_WORKERS` (e.g. `2`, or `1,4`), or 1, 2,
