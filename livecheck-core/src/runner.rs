@@ -219,6 +219,13 @@ struct RunnerInner {
     tests_read_to: Mutex<HashMap<i32, i64>>,
 }
 
+/// Which topic's records [`Runner::never_read`] is about.
+#[derive(Debug, Clone, Copy)]
+enum Unread {
+    Tests,
+    Signals,
+}
+
 /// Runs the suite's cases for the tests it consumes. Cheap to clone.
 #[derive(Clone)]
 pub struct Runner {
@@ -1286,7 +1293,7 @@ impl Runner {
             .is_some_and(|p| p.starts_with(PositionsRecord::PREFIX));
         let clock_at = if is_positions { None } else { event_at };
         if let Some((first, last)) = self.inner.clocks.record(p, msg.offset(), clock_at, now) {
-            self.skipped_by_broker(p, first, last);
+            self.never_read(Unread::Signals, p, first, last);
         }
         let buffered = self.buffered_tests();
         let action = self.lock_flow().signal_record(p, buffered);
@@ -1307,7 +1314,7 @@ impl Runner {
 
     /// Test record `offset` of `partition` was read (with `start`: reading starts there).
     /// Offsets skipped before it were never read: their tests are not run and have no
-    /// report, so they are counted and logged (see `Runner::skipped_by_broker`).
+    /// report, so they are counted and logged (see `Runner::never_read`).
     fn tests_read(&self, partition: i32, offset: i64, start: bool) {
         let expected = {
             let mut read_to = self
@@ -1325,44 +1332,41 @@ impl Runner {
             expected
         };
         if offset > expected {
-            let skipped = offset - expected;
-            self.inner
-                .counters
-                .tests_skipped_by_broker
-                .fetch_add(skipped as u64, Ordering::Relaxed);
-            error!(
-                topic = %self.inner.tests_topic,
-                partition,
-                first = expected,
-                last = offset - 1,
-                skipped,
-                "test records were never read: the broker did not serve them, or retention deleted them before they were read; \
-                 their tests are not run and have no report. A broker that answers a fetch from inside a record batch with \
-                 the batches after it skips records after a restart or a rebalance (tansu 0.6 does; Apache Kafka does not)"
-            );
+            self.never_read(Unread::Tests, partition, expected, offset - 1);
         }
     }
 
-    /// Offsets `first..=last` of signals partition `partition` were never read: counted and
-    /// logged (see `RunnerCounters::signals_skipped_by_broker`). A test in flight that then
-    /// misses a step ends in `ERROR`, not `TIMEOUT` (see `Runner::conclude`).
-    fn skipped_by_broker(&self, partition: i32, first: i64, last: i64) {
+    /// Offsets `first..=last` of a `partition` were never read: counted and logged (see
+    /// `RunnerCounters::signals_skipped_by_broker`). A test whose record they held is not
+    /// run; a test in flight that then misses a step ends in `ERROR`, not `TIMEOUT` (see
+    /// `Runner::conclude`).
+    fn never_read(&self, unread: Unread, partition: i32, first: i64, last: i64) {
+        let counters = &self.inner.counters;
+        let (counter, topic, then) = match unread {
+            Unread::Tests => (
+                &counters.tests_skipped_by_broker,
+                &self.inner.tests_topic,
+                "their tests are not run and have no report",
+            ),
+            Unread::Signals => (
+                &counters.signals_skipped_by_broker,
+                &self.inner.signals_topic,
+                "tests in flight that miss a step end in ERROR, not TIMEOUT",
+            ),
+        };
         let skipped = last - first + 1;
-        self.inner
-            .counters
-            .signals_skipped_by_broker
-            .fetch_add(skipped as u64, Ordering::Relaxed);
+        counter.fetch_add(skipped as u64, Ordering::Relaxed);
         error!(
-            topic = %self.inner.signals_topic,
+            topic = %topic,
             partition,
             first,
             last,
             skipped,
-            "signals records were never read: the broker did not serve them, or retention deleted them before they were read; \
-             tests in flight that miss a step end in ERROR, not TIMEOUT. A broker that answers a fetch \
-             from inside a record batch with the batches after it skips records after a pause, a restart \
-             or a rebalance (tansu 0.6 does; Apache Kafka does not): run LiveCheck on one that serves such \
-             fetches, and keep the topics' retention longer than LiveCheck may stay behind"
+            then,
+            "records were never read: the broker did not serve them, or retention deleted them before they were read. \
+             A broker that answers a fetch from inside a record batch with the batches after it skips records after \
+             a pause, a restart or a rebalance (tansu 0.6 does; Apache Kafka does not): run LiveCheck on one that \
+             serves such fetches, and keep the topics' retention longer than LiveCheck may stay behind"
         );
     }
 

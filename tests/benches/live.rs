@@ -1122,17 +1122,23 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
     Ok((ratio, median(runner_rates)))
 }
 
-/// A world with section (c)'s backlog in it: `records` records, produced up front.
-async fn backlog(records: u64) -> Result<World, String> {
-    let world = World::new("live-c").await?;
-    let start = Instant::now();
-    for n in 0..THROUGHPUT_TESTS {
+/// Publishes `tests` order tests with their signals into `world`, buying and selling in
+/// turn, and flushes them.
+async fn publish_orders(world: &World, tests: u64) -> Result<(), String> {
+    for n in 0..tests {
         let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
         publish_order_test(&world.client, side)
             .await
             .map_err(|e| format!("publishing a test: {e}"))?;
     }
-    world.flush()?;
+    world.flush()
+}
+
+/// A world with section (c)'s backlog in it: `records` records, produced up front.
+async fn backlog(records: u64) -> Result<World, String> {
+    let world = World::new("live-c").await?;
+    let start = Instant::now();
+    publish_orders(&world, THROUGHPUT_TESTS).await?;
     let produced = start.elapsed();
     println!(
         "   produced and flushed in {:.2} s ({:.0} records/s through the generator)",
@@ -1295,13 +1301,7 @@ async fn memory_per_run(parked: bool) -> Result<f64, String> {
     runner.ready().await;
     // Warm up (allocator, consumer, producer, runtime) with complete tests, which finish.
     const WARM_UP: u64 = 1_000;
-    for n in 0..WARM_UP {
-        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
-        publish_order_test(&world.client, side)
-            .await
-            .map_err(|e| format!("publishing a test: {e}"))?;
-    }
-    world.flush()?;
+    publish_orders(&world, WARM_UP).await?;
     running
         .wait_for("the warm-up reports", |r| {
             r.counters().reports_published() >= WARM_UP && r.in_flight() == 0
