@@ -1191,10 +1191,8 @@ impl Runner {
             }
             debug!(partition = p, resume = ?r.resume, decided, held = held.len(), "partition restored");
             self.tests_read(p, r.resume.tests, true);
-            for record in &held {
-                self.tests_read(p, record.offset, false);
-            }
             for record in held {
+                self.tests_read(p, record.offset, false);
                 self.on_test_record(
                     p,
                     record.offset,
