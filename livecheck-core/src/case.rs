@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::check::CheckError;
 use crate::error::Error;
 use crate::run::Run;
+use crate::runner::Checking;
 use crate::stimulus::{stimulus_fn, PreparedStimulus, StimulusError, StimulusFn, Target};
 use crate::table::{Declared, TableSpec};
 use crate::trigger::{Sampling, Trigger};
@@ -18,7 +19,9 @@ use crate::trigger::{Sampling, Trigger};
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-pub(crate) type Expectations = Arc<dyn Fn(Run) -> BoxFuture<Result<(), CheckError>> + Send + Sync>;
+/// A case's expectations, type erased: given a run and what concludes it, the run's whole
+/// check as one future ([`Checking::then`]), the case's own future in the same allocation.
+pub(crate) type Expectations = Arc<dyn Fn(Run, Checking) -> BoxFuture<()> + Send + Sync>;
 
 /// A case's rule for the route of a test from its arguments ([`Case::route_by`]), type
 /// erased: an error when the arguments do not decode.
@@ -352,17 +355,17 @@ impl Case {
         F: Fn(Run, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CheckError>> + Send + 'static,
     {
-        self.expectations = Some(Arc::new(move |run: Run| {
+        self.expectations = Some(Arc::new(move |run: Run, checking: Checking| {
             // Decoded before the future is built: the run holds the arguments already.
             let arguments = &run.context().arguments;
             match A::deserialize(arguments) {
-                Ok(args) => Box::pin(expectations(run, args)) as BoxFuture<_>,
+                Ok(args) => checking.then(expectations(run, args)),
                 Err(e) => {
                     let error = CheckError::Error(format!(
                         "test arguments {arguments} do not decode as {}: {e}",
                         std::any::type_name::<A>()
                     ));
-                    Box::pin(async move { Err(error) })
+                    checking.then(std::future::ready(Err(error)))
                 }
             }
         }));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use std::task::Waker;
+use thin_vec::ThinVec;
 
 /// A signal as the runner received it.
 #[derive(Debug)]
@@ -98,8 +99,9 @@ struct Slot {
     /// (`RunShared::test_offset`): the slot keeps 4 bytes, not a `Pos`'s 32, in every
     /// entry of the map of running tests.
     partition: Option<i32>,
-    /// Every occurrence of every step of the test, once per send, in arrival order.
-    arrived: Vec<Arc<Arrival>>,
+    /// Every occurrence of every step of the test, once per send, in arrival order (a
+    /// `ThinVec`: one pointer, where most slots hold none yet).
+    arrived: ThinVec<Arc<Arrival>>,
     /// Set when an occurrence was dropped for lack of room: counts are not known.
     overflowed: bool,
     waiters: Vec<Waiter>,
@@ -168,13 +170,14 @@ pub(crate) struct Parked {
 
 /// A test's occurrences when its run ends.
 pub(crate) struct Finished {
-    pub(crate) arrived: Vec<Arc<Arrival>>,
+    pub(crate) arrived: ThinVec<Arc<Arrival>>,
     /// Every record of the test but its test record: its signals and hops.
     pub(crate) records: Vec<Pos>,
 }
 
 struct Early {
-    arrivals: Vec<Arc<Arrival>>,
+    /// Moved into the test's slot when its test record comes.
+    arrivals: ThinVec<Arc<Arrival>>,
     /// Set when one was dropped for lack of room.
     overflowed: bool,
     since: Instant,
@@ -187,7 +190,7 @@ mod early {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{positions, Early, Pos};
+    use super::{positions, Early, Pos, ThinVec};
 
     /// The early tests, in the order their first signal came. Changed through these methods
     /// only, so that the count the run loop reads on every record without the registry's
@@ -245,7 +248,7 @@ mod early {
             self.tests
                 .entry(test_id.to_owned())
                 .or_insert_with(|| Early {
-                    arrivals: Vec::new(),
+                    arrivals: ThinVec::new(),
                     overflowed: false,
                     since: Instant::now(),
                 })
@@ -469,7 +472,9 @@ fn queue_deadline(
 const SHRINK_ABOVE: usize = 1024;
 
 pub(crate) struct Registry {
-    running: HashMap<TestKey, Slot>,
+    /// Boxed: a map entry of 32 bytes, not 120, where the map holds about twice as many
+    /// entries as tests (its load factor), so each test pays for its slot once.
+    running: HashMap<TestKey, Box<Slot>>,
     early: early::EarlyTests,
     /// Finished tests, with the partition of their records (`None`: not known). Kept
     /// after the verdicts (up to [`Limits::max_finished`]), so compact: see [`TestKey`].
@@ -548,11 +553,11 @@ impl Registry {
         if self.running.len() >= self.limits.max_in_flight {
             return TestOutcome::AtCapacity;
         }
-        let mut slot = Slot {
+        let mut slot = Box::new(Slot {
             partition,
             read_at: tenths_since(self.epoch, Instant::now(), true),
             ..Slot::default()
-        };
+        });
         if let Some(early) = self.early.remove(test_id) {
             slot.arrived = early.arrivals;
             slot.overflowed = early.overflowed;
@@ -601,7 +606,7 @@ impl Registry {
     }
 
     /// Every occurrence so far of a running test's steps, and whether some were dropped.
-    pub(crate) fn occurrences(&self, test_id: &str) -> Option<(Vec<Arc<Arrival>>, bool)> {
+    pub(crate) fn occurrences(&self, test_id: &str) -> Option<(ThinVec<Arc<Arrival>>, bool)> {
         self.running
             .get(&TestKey::new(test_id))
             .map(|slot| (slot.arrived.clone(), slot.overflowed))
@@ -1757,5 +1762,13 @@ mod tests {
         // class less than 56.
         assert!(std::mem::size_of::<Steps>() <= 16);
         assert!(std::mem::size_of::<Waiter>() <= 48);
+    }
+
+    #[test]
+    fn a_running_test_is_small() {
+        // One slot per running test, boxed: the map's entries (about twice as many as the
+        // tests) hold a key and a pointer.
+        assert_eq!(std::mem::size_of::<(TestKey, Box<Slot>)>(), 32);
+        assert!(std::mem::size_of::<Slot>() <= 80);
     }
 }

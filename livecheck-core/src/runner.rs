@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::case::Case;
+use crate::case::{BoxFuture, Case};
 use crate::check::CheckError;
 use crate::client::LiveCheck;
 use crate::clock::Clocks;
@@ -456,6 +456,16 @@ impl Runner {
     pub async fn ready(&self) {
         let mut rx = self.inner.ready.subscribe();
         let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// The registry of the runs and their tests.
+    pub(crate) fn registry(&self) -> &Mutex<Registry> {
+        &self.inner.registry
+    }
+
+    /// The event-time clocks of the signals partitions.
+    pub(crate) fn clocks(&self) -> &Clocks {
+        &self.inner.clocks
     }
 
     fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -1590,10 +1600,10 @@ impl Runner {
             event_at,
         } = parked;
         debug!(test_id = %context.id, case = %context.case, "run started");
-        // The context, not a copy of its id: no allocation.
-        let test = context.clone();
-        let task = tokio::spawn(self.clone().execute(case, context, pos, event_at));
-        self.lock_registry().set_task(&test.id, task.abort_handle());
+        let (check, shared) = self.clone().execute(case, context, pos, event_at);
+        let task = tokio::spawn(check);
+        self.lock_registry()
+            .set_task(&shared.context.id, task.abort_handle());
     }
 
     /// Holds the run of a case that starts on its first step until a record of its test
@@ -1622,7 +1632,11 @@ impl Runner {
         let refused = self.lock_registry().park(&context.id, parked, due);
         match refused {
             None => debug!(test_id = %context.id, "run parked until its first step"),
-            Some(parked) => self.start_run(*parked),
+            Some(parked) => {
+                // The run's own copy then, which it takes without copying the context.
+                drop(context);
+                self.start_run(*parked);
+            }
         }
     }
 
@@ -1796,80 +1810,56 @@ impl Runner {
         }
     }
 
-    /// A run of `case` on the test `context`, whose record is at `pos`. Its state is set up
-    /// before the future is: the future of a waiting run holds only what it needs later
-    /// (an `async fn` keeps a second copy of its arguments in its future).
+    /// A run of `case` on the test `context`, whose record is at `pos`: the future its task
+    /// runs, and the run's shared state. That state is set up before the future is, and the
+    /// case's future and what concludes the run share one allocation ([`Checking::then`]),
+    /// so that the task holds only a pointer to it.
     fn execute(
         self,
         case: Arc<Case>,
         context: Arc<TestContext>,
         pos: Pos,
         event_at: Option<DateTime<Utc>>,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> (BoxFuture<()>, Arc<RunShared>) {
         let started_at = event_at.unwrap_or(context.issued_at);
+        // Held only here (a copy only if something else held it still).
+        let context = Arc::unwrap_or_clone(context);
         let tables = (!case.tables().is_empty()).then(|| {
             Box::new(RunTables {
                 store: self.inner.tables.clone(),
                 writes: Mutex::default(),
             })
         });
+        let expectations = case.expectations.clone();
         // The future reaches the case through the run's shared state, which holds it.
         let shared = Arc::new(RunShared {
             context,
             case,
             started_at,
-            registry: self.inner.registry.clone(),
+            runner: self,
             state: Mutex::new(RunState::new(started_at)),
             partition: pos.partition,
             test_offset: pos.offset,
-            clocks: self.inner.clocks.clone(),
             tables,
         });
-        let guard = RunGuard {
-            runner: self,
-            shared,
-            concluded: false,
+        let guard = |shared: &Arc<RunShared>| Checking(RunGuard(Some(shared.clone())));
+        let Some(expectations) = expectations else {
+            let error =
+                CheckError::Error(format!("case {} has no expectations", shared.case.name()));
+            return (guard(&shared).then(std::future::ready(Err(error))), shared);
         };
-        async move {
-            let mut guard = guard;
-            let case = &guard.shared.case;
-            let result = match &case.expectations {
-                Some(expectations) => {
-                    let run = Run {
-                        shared: guard.shared.clone(),
-                    };
-                    // Called inside the future, so a panic in the closure itself is caught
-                    // too. When the expectations pass, the run's claims are checked (how
-                    // often each step happened). `max_run_time` is not a timer here: the
-                    // runner's sweep aborts a run that exceeds it (`Registry::abort_overdue`)
-                    // and the guard concludes it.
-                    AssertUnwindSafe(async move {
-                        expectations(Run {
-                            shared: run.shared.clone(),
-                        })
-                        .await?;
-                        // Boxed, as the publishing below: the task of a run that waits holds
-                        // only what its waits need (memory per in-flight run).
-                        Box::pin(run.conclude()).await
-                    })
-                    .catch_unwind()
-                    .await
-                }
-                None => Ok(Err(CheckError::Error(format!(
-                    "case {} has no expectations",
-                    case.name()
-                )))),
-            };
-            let (runner, shared) = (guard.runner.clone(), guard.shared.clone());
-            // Stopped for `max_run_time` just now: the guard concludes it, when dropped.
-            if !runner.lock_registry().begin_conclusion(&shared.context.id) {
-                return;
-            }
-            guard.concluded = true;
-            // Boxed: what concludes a run (its report, its publishing) is not in the future
-            // of every waiting run (memory per in-flight run).
-            Box::pin(runner.conclude(shared, result)).await;
-        }
+        let run = Run {
+            shared: shared.clone(),
+        };
+        let checking = guard(&shared);
+        let check = match std::panic::catch_unwind(AssertUnwindSafe(|| expectations(run, checking)))
+        {
+            Ok(check) => check,
+            // A panic of the expectations' closure itself, before it gave its future: the
+            // check panicked, as if in its future.
+            Err(panic) => guard(&shared).then(async move { std::panic::resume_unwind(panic) }),
+        };
+        (check, shared)
     }
 
     /// Ends a run whose expectations gave `result`: its table writes settled, its verdict
@@ -1879,7 +1869,7 @@ impl Runner {
         shared: Arc<RunShared>,
         result: std::thread::Result<Result<(), CheckError>>,
     ) {
-        let (context, started_at) = (shared.context.clone(), shared.started_at);
+        let (context, started_at) = (&shared.context, shared.started_at);
         // The run's table writes are in Kafka before its verdict is (see `crate::table`).
         let writes = shared.tables.as_ref().map_or_else(Vec::new, |t| {
             std::mem::take(&mut t.writes.lock().unwrap_or_else(|p| p.into_inner()).pending)
@@ -1977,7 +1967,7 @@ impl Runner {
                 error.push_str(&why);
             }
         }
-        let (timeline, unawaited) = timeline(&context, &steps, &state.taken);
+        let (timeline, unawaited) = timeline(context, &steps, &state.taken);
         // Built in a block of its own: the report borrowed by the span export must not stay
         // in the run's future across the await below (memory per in-flight run).
         let report = {
@@ -1994,7 +1984,7 @@ impl Runner {
                 last_step: state.taken.last().map(|s| s.signal.clone()),
                 unawaited,
                 timeline,
-                waits: state.waits,
+                waits: state.waits.into(),
                 issued_at: context.issued_at,
                 finished_at: Utc::now(),
                 arguments: context.arguments.clone(),
@@ -2005,7 +1995,7 @@ impl Runner {
                 route: context.route.clone(),
             };
             #[cfg(feature = "otel")]
-            crate::otel::export_steps(&context, &report);
+            crate::otel::export_steps(context, &report);
             report
         };
         let done = finished.records;
@@ -2200,39 +2190,142 @@ struct SignalRecord<'a> {
     item: Option<Cow<'a, str>>,
 }
 
+/// What concludes a run, given to its case's expectations ([`crate::case::Expectations`]) to
+/// make the run's whole check of the case's future ([`Checking::then`]).
+pub(crate) struct Checking(RunGuard);
+
+impl Checking {
+    /// The run's check: `body` (the case's expectations), then, when they pass, the run's
+    /// claims (after the case's settle time), then its conclusion. A panic in `body` fails
+    /// the run. One allocation holds `body` and the rest, and the run's task holds a pointer
+    /// to it: a tokio task with a future of 16 bytes takes 128 bytes, with any future of 24
+    /// bytes or more 256 (its cell is aligned to 128 bytes), and a boxed future of its own
+    /// beside that would cost its own allocation (memory per in-flight run).
+    pub(crate) fn then<F>(self, body: F) -> BoxFuture<()>
+    where
+        F: Future<Output = Result<(), CheckError>> + Send + 'static,
+    {
+        Box::pin(Checked {
+            body,
+            stage: CheckStage::Body(self.0),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Checking::then`].
+    struct Checked<F> {
+        // Declared first: dropped (the task aborted) before the guard in `stage` concludes
+        // the run, so the expectations are gone by then.
+        #[pin]
+        body: F,
+        stage: CheckStage,
+    }
+}
+
+/// Where a [`Checked`] is: 16 bytes.
+enum CheckStage {
+    /// The expectations run.
+    Body(RunGuard),
+    /// They ended: the run's claims and conclusion (boxed, so that the future of a run that
+    /// waits does not hold them; boxed again, a thin pointer).
+    After(Box<BoxFuture<()>>),
+    Done,
+}
+
+impl<F: Future<Output = Result<(), CheckError>>> Future for Checked<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let mut this = self.project();
+        loop {
+            match this.stage {
+                CheckStage::Body(_) => {
+                    let polled =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| this.body.as_mut().poll(cx)));
+                    let result = match polled {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(result)) => Ok(result),
+                        Err(panic) => Err(panic),
+                    };
+                    let CheckStage::Body(guard) = std::mem::replace(this.stage, CheckStage::Done)
+                    else {
+                        unreachable!("matched just above");
+                    };
+                    *this.stage = CheckStage::After(Box::new(Box::pin(guard.after(result))));
+                }
+                CheckStage::After(after) => {
+                    if after.as_mut().as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *this.stage = CheckStage::Done;
+                    return Poll::Ready(());
+                }
+                CheckStage::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
 /// What a run's task holds of its runner and its state. Dropped before the run concluded
 /// — its task aborted — it concludes the run with an `ERROR` if `max_run_time` stopped it
 /// ([`Registry::abort_overdue`]), in a task of its own, once the run's expectations are
 /// gone; a run aborted otherwise (its partition revoked, the runner stopping) is not
 /// concluded here.
-struct RunGuard {
-    runner: Runner,
-    shared: Arc<RunShared>,
-    concluded: bool,
-}
+struct RunGuard(Option<Arc<RunShared>>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        if self.concluded
-            || !self
-                .runner
-                .lock_registry()
-                .is_overdue(&self.shared.context.id)
-        {
+        let Some(shared) = self.0.take() else {
+            return;
+        };
+        let runner = &shared.runner;
+        if !runner.lock_registry().is_overdue(&shared.context.id) {
             return;
         }
-        bump(&self.runner.inner.counters.runs_overdue);
-        let max_run_time = self.runner.inner.config.max_run_time;
+        bump(&runner.inner.counters.runs_overdue);
+        let max_run_time = runner.inner.config.max_run_time;
         let result = Ok(Err(CheckError::Error(format!(
             "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"
         ))));
-        let (runner, shared) = (self.runner.clone(), self.shared.clone());
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(runner.conclude(shared, result))),
+            Ok(handle) => drop(handle.spawn(runner.clone().conclude(shared, result))),
             Err(_) => {
-                warn!(test_id = %self.shared.context.id, "a run stopped for max_run_time could not be concluded: no runtime")
+                warn!(test_id = %shared.context.id, "a run stopped for max_run_time could not be concluded: no runtime")
             }
         }
+    }
+}
+
+impl RunGuard {
+    /// What follows the expectations that gave `result`: when they passed, the run's claims
+    /// are checked (how often each step happened, after the case's settle time); then the
+    /// run is concluded, unless `max_run_time` stopped it just now (then this guard,
+    /// dropped, concludes it).
+    async fn after(mut self, result: std::thread::Result<Result<(), CheckError>>) {
+        let Some(shared) = self.0.clone() else {
+            return;
+        };
+        let result = match result {
+            Ok(Ok(())) => {
+                let run = Run {
+                    shared: shared.clone(),
+                };
+                AssertUnwindSafe(run.conclude()).catch_unwind().await
+            }
+            other => other,
+        };
+        let runner = shared.runner.clone();
+        if !runner.lock_registry().begin_conclusion(&shared.context.id) {
+            return;
+        }
+        // Concluded here: the guard has nothing left to do.
+        self.0 = None;
+        runner.conclude(shared, result).await;
     }
 }
 
@@ -2406,23 +2499,23 @@ mod tests {
         let context = Arc::new(TestContext::new("size.case", Duration::from_secs(60)));
         let run = Run {
             shared: Arc::new(RunShared {
-                context: context.clone(),
+                context: (*context).clone(),
                 case: runner.suite().get("size.case").expect("case").clone(),
                 started_at: Utc::now(),
-                registry: runner.inner.registry.clone(),
+                runner: runner.clone(),
                 state: Mutex::new(RunState::new(Utc::now())),
                 partition: 0,
                 test_offset: 0,
-                clocks: runner.inner.clocks.clone(),
                 tables: None,
             }),
         };
         (runner, run, context)
     }
 
-    /// A run in flight is a task holding this future (plus the boxed expectations): its
-    /// size is memory per in-flight run. Printed, and bounded so that a future holding a
-    /// report inline again (2,176 bytes measured before it was boxed) is noticed.
+    /// A run in flight is a task holding a pointer to its check: the case's future and the
+    /// check's own state, in one allocation. Their sizes are memory per in-flight run:
+    /// printed, and bounded so that a future holding a report inline again (2,176 bytes
+    /// measured before it was boxed) is noticed.
     #[tokio::test]
     async fn a_waiting_run_is_a_small_task() {
         let (runner, run, context) = step_case_run();
@@ -2432,8 +2525,15 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let execute = runner.clone().execute(case, context, pos, None);
-        let size = std::mem::size_of_val(&execute);
+        let (execute, _) = runner.clone().execute(case, context, pos, None);
+        // What the task holds: a pointer (a task of 128 bytes; with a future of 24 bytes or
+        // more, 256, as tokio aligns a task's cell to 128 bytes).
+        assert_eq!(
+            std::mem::size_of_val(&execute),
+            16,
+            "the run's task holds more than a pointer"
+        );
+        let size = std::mem::size_of_val(&*execute);
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));
         let shared = std::mem::size_of::<RunShared>();
@@ -2469,17 +2569,20 @@ mod tests {
             assert!(size <= 128, "the future of {form} grew to {size} bytes");
         }
         println!(
-            "execute future: {size} bytes; a wait's future: {wait} bytes; a run's shared state: {shared} bytes"
+            "a run's check (the case's future in it): {size} bytes; a wait's future: {wait} bytes; a run's shared state: {shared} bytes"
         );
         // 728 and 720 bytes before the waits shared one timer and the futures stopped
         // copying their arguments; the run's was 216 with its own `max_run_time` timer (a
-        // 384-byte task: tokio aligns a task to 128 bytes; 256 now).
-        assert!(size <= 96, "the run's future grew to {size} bytes");
+        // 384-byte task), then 96 in a 256-byte task beside the case's boxed future.
+        // Here the case waits for one step: its future (a wait, its run) and 16 bytes of the
+        // check.
+        assert!(size <= 136, "the run's check grew to {size} bytes");
         // 224 bytes as an `async` block (its arguments, the deadline and the registry
         // waiter's copies of them); 104 as the hand-written `Waiting` of a `One`.
         assert!(wait <= 112, "a wait's future grew to {wait} bytes");
-        // With the `Arc`'s counts, 192 bytes: one allocation size class less than 208.
-        assert!(shared <= 176, "a run's shared state grew to {shared} bytes");
+        // 176 bytes of it the test context (held here since the context's own `Arc`, 192
+        // bytes with its counts, went); 176 bytes in all then.
+        assert!(shared <= 288, "a run's shared state grew to {shared} bytes");
     }
 
     /// A wait puts one waiter in the registry while it waits, and leaves none behind when

@@ -296,6 +296,42 @@ async fn an_assert_panic_is_a_fail_with_its_message() {
     );
 }
 
+/// The case's closure runs on the runner's loop, where it builds the run's future: a panic
+/// there (before any future) fails that run alone, with its message, and the runner goes
+/// on to run the next test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_before_the_check_has_a_future_fails_that_run_alone() {
+    let case = Case::new(CASE).expect(|run: Run, side: String| {
+        assert_ne!(side, "boom", "no future for this side");
+        async move {
+            run.wait(&AT_HTTP).await?;
+            Ok(())
+        }
+    });
+    let fx = Fixture::new(vec![case]).await;
+    let context = Trigger::new(CASE)
+        .maybe_trigger(&fx.client, &"boom")
+        .unwrap();
+    let report = fx.report(fx.runner.report_for(&context.id)).await;
+    assert_eq!(report.verdict, Verdict::Fail);
+    let error = report.error.as_deref().unwrap();
+    assert!(
+        error.starts_with(
+            "the check panicked: assertion `left != right` failed: no future for this side"
+        ),
+        "{error}"
+    );
+    // The next test runs as usual.
+    let context = Trigger::new(CASE)
+        .maybe_trigger(&fx.client, &"sell")
+        .unwrap();
+    let report = fx.runner.report_for(&context.id);
+    fx.client
+        .scope(context, AT_HTTP.send(&"sell".to_owned()))
+        .await;
+    assert_eq!(fx.report(report).await.verdict, Verdict::Pass);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_step_is_a_timeout_naming_it_and_the_last_step() {
     let case =
