@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::num::NonZeroI64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +108,7 @@ struct Slot {
     waiters: Vec<Waiter>,
     /// The earliest deadline queued for the test in [`Registry::deadlines`]: its waiters'
     /// earliest, or a parked run's first step's (none queued: `None`).
-    deadline: Option<DateTime<Utc>>,
+    deadline: Option<QueuedAt>,
     task: Option<tokio::task::AbortHandle>,
     /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
     parked: Option<Box<Parked>>,
@@ -447,8 +448,27 @@ impl TestKey {
     }
 }
 
-/// Deadlines of waiting runs, earliest first (see [`Registry::expire_waits`]).
-type Deadlines = BinaryHeap<Reverse<(DateTime<Utc>, TestKey)>>;
+/// Deadlines of waiting runs, earliest first (see [`Registry::expire_waits`]). An entry is
+/// 32 bytes (40 with a `DateTime`), and a wait that ends sooner leaves its entry queued
+/// until its time: about tests per second times their timeout.
+type Deadlines = BinaryHeap<Reverse<(QueuedAt, TestKey)>>;
+
+/// A deadline as the queue and the slots hold it: nanoseconds since the Unix epoch,
+/// saturated (a time after 2262 is never reached, one before 1677 is past), and never 0 (the
+/// epoch itself is taken as a nanosecond later), so that a slot's `Option` of it is 8 bytes.
+type QueuedAt = NonZeroI64;
+
+/// Where the epoch itself is queued: a nanosecond later.
+const AFTER_EPOCH: QueuedAt = NonZeroI64::new(1).unwrap();
+
+fn queued_at(at: DateTime<Utc>) -> QueuedAt {
+    let nanos = at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    });
+    NonZeroI64::new(nanos).unwrap_or(AFTER_EPOCH)
+}
 
 /// Queues `at` for the test `key` on `partition` when it is sooner than what the test has
 /// queued already ([`Slot::deadline`]: at most one live entry per test).
@@ -459,6 +479,7 @@ fn queue_deadline(
     at: DateTime<Utc>,
     key: TestKey,
 ) {
+    let at = queued_at(at);
     if slot.deadline.is_none_or(|queued| at < queued) {
         slot.deadline = Some(at);
         deadlines
@@ -803,7 +824,11 @@ impl Registry {
             let Some(now) = clock(*partition) else {
                 continue;
             };
-            while heap.peek().is_some_and(|Reverse((until, _))| *until <= now) {
+            let queued_now = queued_at(now);
+            while heap
+                .peek()
+                .is_some_and(|Reverse((until, _))| *until <= queued_now)
+            {
                 let Some(Reverse((until, key))) = heap.pop() else {
                     break;
                 };
@@ -812,7 +837,7 @@ impl Registry {
                     continue;
                 };
                 // A parked run has no waiters: its queued deadline is its first step's.
-                let first_step_due = slot.deadline.is_some_and(|d| d <= now);
+                let first_step_due = slot.deadline.is_some_and(|d| d <= queued_now);
                 if let Some(parked) = slot.parked.take_if(|_| first_step_due) {
                     self.parked -= 1;
                     due.push(*parked);
@@ -828,7 +853,7 @@ impl Registry {
                 }
                 if slot.deadline == Some(until) {
                     // This was the test's queued entry: queue its next deadline, if any.
-                    slot.deadline = slot.waiters.iter().map(|w| w.until).min();
+                    slot.deadline = slot.waiters.iter().map(|w| queued_at(w.until)).min();
                     if let Some(next) = slot.deadline {
                         heap.push(Reverse((next, key)));
                     }
@@ -1769,6 +1794,6 @@ mod tests {
         // One slot per running test, boxed: the map's entries (about twice as many as the
         // tests) hold a key and a pointer.
         assert_eq!(std::mem::size_of::<(TestKey, Box<Slot>)>(), 32);
-        assert!(std::mem::size_of::<Slot>() <= 80);
+        assert!(std::mem::size_of::<Slot>() <= 72);
     }
 }
