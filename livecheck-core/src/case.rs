@@ -348,6 +348,11 @@ impl Case {
 
     /// The expectations: plain async code that waits for signals and asserts on them.
     /// `A` is decoded from the test's arguments (an undecodable argument is `ERROR`).
+    ///
+    /// The closure is called on the runner's loop, which reads the records, when the run
+    /// starts: it should only build its future (`|run, args| async move { ... }`), doing its
+    /// work in the future, which runs in the run's own task. A panic, in the closure or in
+    /// the future, fails that run (`FAIL`, "the check panicked: ...").
     #[must_use]
     pub fn expect<A, F, Fut>(mut self, expectations: F) -> Self
     where

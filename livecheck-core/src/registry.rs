@@ -453,21 +453,32 @@ impl TestKey {
 /// until its time: about tests per second times their timeout.
 type Deadlines = BinaryHeap<Reverse<(QueuedAt, TestKey)>>;
 
-/// A deadline as the queue and the slots hold it: nanoseconds since the Unix epoch,
-/// saturated (a time after 2262 is never reached, one before 1677 is past), and never 0 (the
-/// epoch itself is taken as a nanosecond later), so that a slot's `Option` of it is 8 bytes.
+/// A deadline as the queue and the slots hold it ([`queued_at`]): nanoseconds since the Unix
+/// epoch, never 0, so that a slot's `Option` of it is 8 bytes.
 type QueuedAt = NonZeroI64;
 
-/// Where the epoch itself is queued: a nanosecond later.
-const AFTER_EPOCH: QueuedAt = NonZeroI64::new(1).unwrap();
+/// Nanoseconds since the Unix epoch of `at`, saturated to `low..=high`.
+fn nanos(at: DateTime<Utc>, low: i64, high: i64) -> i64 {
+    at.timestamp_nanos_opt()
+        .unwrap_or(if at.timestamp() < 0 { low } else { high })
+        .clamp(low, high)
+}
 
+/// The deadline `at` as it is queued, rounded up where nanoseconds cannot say it exactly (a
+/// time after 2262 is `i64::MAX`, the epoch itself a nanosecond later), while a clock is
+/// rounded down ([`clock_at`]). So a queued deadline at or before a clock's reading is a
+/// deadline the clock has passed: a waiter then expires, and the test's next deadline
+/// queued is later than the clock (it does not come out again in the same pass). A
+/// deadline after 2262 is never reached.
 fn queued_at(at: DateTime<Utc>) -> QueuedAt {
-    let nanos = at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    });
-    NonZeroI64::new(nanos).unwrap_or(AFTER_EPOCH)
+    let nanos = nanos(at, i64::MIN + 1, i64::MAX);
+    NonZeroI64::new(nanos).unwrap_or(const { NonZeroI64::new(1).unwrap() })
+}
+
+/// A partition clock's reading `now`, to compare with queued deadlines: rounded down (see
+/// [`queued_at`]).
+fn clock_at(now: DateTime<Utc>) -> i64 {
+    nanos(now, i64::MIN, i64::MAX - 1)
 }
 
 /// Queues `at` for the test `key` on `partition` when it is sooner than what the test has
@@ -824,10 +835,12 @@ impl Registry {
             let Some(now) = clock(*partition) else {
                 continue;
             };
-            let queued_now = queued_at(now);
+            let queued_now = clock_at(now);
+            // Queued after the pass: whatever the times, it ends.
+            let mut next_entries = Vec::new();
             while heap
                 .peek()
-                .is_some_and(|Reverse((until, _))| *until <= queued_now)
+                .is_some_and(|Reverse((until, _))| until.get() <= queued_now)
             {
                 let Some(Reverse((until, key))) = heap.pop() else {
                     break;
@@ -837,7 +850,7 @@ impl Registry {
                     continue;
                 };
                 // A parked run has no waiters: its queued deadline is its first step's.
-                let first_step_due = slot.deadline.is_some_and(|d| d <= queued_now);
+                let first_step_due = slot.deadline.is_some_and(|d| d.get() <= queued_now);
                 if let Some(parked) = slot.parked.take_if(|_| first_step_due) {
                     self.parked -= 1;
                     due.push(*parked);
@@ -855,10 +868,11 @@ impl Registry {
                     // This was the test's queued entry: queue its next deadline, if any.
                     slot.deadline = slot.waiters.iter().map(|w| queued_at(w.until)).min();
                     if let Some(next) = slot.deadline {
-                        heap.push(Reverse((next, key)));
+                        next_entries.push(Reverse((next, key)));
                     }
                 }
             }
+            heap.extend(next_entries);
         }
         self.deadlines.retain(|_, heap| !heap.is_empty());
         woken
@@ -1454,6 +1468,61 @@ mod tests {
         assert_eq!(r.signal_now("t", arrival("a")), SignalOutcome::Delivered);
         assert_eq!(expire(&mut r, clock(40)), 0);
         assert!(r.deadlines.is_empty());
+    }
+
+    /// Deadlines are queued as nanoseconds, which cannot say every time: one the queue
+    /// rounds (past 2262, before 1677, the epoch itself) still wakes its wait only once the
+    /// clock has passed it, and a pass over the queue ends whatever the times.
+    #[test]
+    fn deadlines_past_what_nanoseconds_hold_wake_in_order_and_never_spin() {
+        use chrono::TimeZone as _;
+        let far = |s: i64| Utc.timestamp_opt(10_000_000_000 + s, 0).unwrap(); // year 2286
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let mut r = Registry::new(Limits::default());
+        for id in ["far", "never", "epoch", "early"] {
+            r.start_test(id, None);
+        }
+        let pending = |w: Watched| match w {
+            Watched::Pending(rx) => rx,
+            _ => panic!("pending"),
+        };
+        let far_wait = pending(watch(&mut r, "far", &["a"], 0, far(20), 0));
+        let never = pending(watch(
+            &mut r,
+            "never",
+            &["a"],
+            0,
+            DateTime::<Utc>::MAX_UTC,
+            0,
+        ));
+        let epoch_wait = pending(watch(&mut r, "epoch", &["a"], 0, epoch, 1));
+        let early = pending(watch(
+            &mut r,
+            "early",
+            &["a"],
+            0,
+            DateTime::<Utc>::MIN_UTC,
+            2,
+        ));
+        // A clock past 2262 but before the far deadline: nothing due, and the pass ends
+        // (the far deadline and the clock are both past what nanoseconds hold).
+        assert_eq!(expire(&mut r, |p| (p == 0).then(|| far(10))), 0);
+        assert!(!far_wait.woken() && !never.woken());
+        // A deadline past 2262 is never reached, even by a clock past it.
+        assert_eq!(expire(&mut r, |p| (p == 0).then(|| far(30))), 0);
+        // The epoch: due a nanosecond after it, not before.
+        let ns = chrono::TimeDelta::nanoseconds(1);
+        assert_eq!(expire(&mut r, |p| (p == 1).then(|| epoch - ns)), 0);
+        assert_eq!(expire(&mut r, |p| (p == 1).then_some(epoch)), 0);
+        assert_eq!(expire(&mut r, |p| (p == 1).then(|| epoch + ns)), 1);
+        assert!(epoch_wait.woken());
+        // Before 1677: due once the clock is later than that, not while it is as early.
+        assert_eq!(
+            expire(&mut r, |p| (p == 2).then_some(DateTime::<Utc>::MIN_UTC)),
+            0
+        );
+        assert_eq!(expire(&mut r, |p| (p == 2).then_some(epoch)), 1);
+        assert!(early.woken());
     }
 
     /// Waits that ended before their deadline leave entries behind; once those outnumber

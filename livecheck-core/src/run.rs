@@ -118,7 +118,8 @@ fn step_name(signal: &str, item: Option<&str>) -> String {
 /// What a run did so far: its steps, its waits, its claims.
 ///
 /// Its vectors are `ThinVec`s (a pointer each, 48 bytes less in every run than `Vec`s): a
-/// run waiting for its first step has pushed nothing to them yet.
+/// run waiting for its first step has pushed nothing to them yet. (Once one holds items, its
+/// allocation is 16 bytes larger than a `Vec`'s, for its length and capacity.)
 pub(crate) struct RunState {
     /// The occurrences the run's waits took, in the order taken.
     pub(crate) taken: ThinVec<Arc<Arrival>>,
@@ -278,6 +279,9 @@ impl Run {
 /// the run `FAIL` ("step `debited` happened 2 times, expected once"). A record the transport
 /// delivers twice is one occurrence (same send id), a step the service sends twice is two.
 ///
+/// A `Run` holds its runner: keep it in the expectations' future, not in a task that
+/// outlives the run.
+///
 /// Independent steps can be awaited in parallel branches (`tokio::join!`); a branch's
 /// timeout counts from the latest step taken when it began to wait:
 ///
@@ -379,7 +383,8 @@ fn decode<T: DeserializeOwned>(a: &Arrival) -> Result<T, CheckError> {
 #[derive(Default)]
 struct Place {
     id: Option<u32>,
-    /// A `u32` (a test holds far fewer occurrences): 8 bytes less in a waiting run.
+    /// A `u32`: 8 bytes less in a waiting run. A test holds far fewer occurrences (the
+    /// registry bounds them: `Limits::max_early_signals_per_test`, `MAX_HOPS_PER_TEST`).
     seen: u32,
 }
 

@@ -1842,7 +1842,7 @@ impl Runner {
             test_offset: pos.offset,
             tables,
         });
-        let guard = |shared: &Arc<RunShared>| Checking(RunGuard(Some(shared.clone())));
+        let guard = |shared: &Arc<RunShared>| Checking(shared.clone());
         let Some(expectations) = expectations else {
             let error =
                 CheckError::Error(format!("case {} has no expectations", shared.case.name()));
@@ -2191,8 +2191,9 @@ struct SignalRecord<'a> {
 }
 
 /// What concludes a run, given to its case's expectations ([`crate::case::Expectations`]) to
-/// make the run's whole check of the case's future ([`Checking::then`]).
-pub(crate) struct Checking(RunGuard);
+/// make the run's whole check of the case's future ([`Checking::then`]). Dropped unused (the
+/// case's closure panicked), it does nothing: the run's guard is armed by `then`.
+pub(crate) struct Checking(Arc<RunShared>);
 
 impl Checking {
     /// The run's check: `body` (the case's expectations), then, when they pass, the run's
@@ -2207,7 +2208,7 @@ impl Checking {
     {
         Box::pin(Checked {
             body,
-            stage: CheckStage::Body(self.0),
+            stage: CheckStage::Body(RunGuard(Some(self.0))),
         })
     }
 }
@@ -2271,11 +2272,12 @@ impl<F: Future<Output = Result<(), CheckError>>> Future for Checked<F> {
     }
 }
 
-/// What a run's task holds of its runner and its state. Dropped before the run concluded
-/// — its task aborted — it concludes the run with an `ERROR` if `max_run_time` stopped it
-/// ([`Registry::abort_overdue`]), in a task of its own, once the run's expectations are
-/// gone; a run aborted otherwise (its partition revoked, the runner stopping) is not
-/// concluded here.
+/// What a run's task holds of its state (and, through it, its runner) until the run is
+/// concluded (`None` then). Dropped before — its task aborted — it concludes the run with
+/// an `ERROR` if `max_run_time` stopped it ([`Registry::abort_overdue`]), in a task of its
+/// own, once the run's expectations are gone; a run aborted otherwise (its partition
+/// revoked, the runner stopping) is not concluded here. Armed only in the run's check
+/// ([`Checking::then`]), so there is one per run.
 struct RunGuard(Option<Arc<RunShared>>);
 
 impl Drop for RunGuard {
@@ -2526,13 +2528,8 @@ mod tests {
             offset: 0,
         };
         let (execute, _) = runner.clone().execute(case, context, pos, None);
-        // What the task holds: a pointer (a task of 128 bytes; with a future of 24 bytes or
-        // more, 256, as tokio aligns a task's cell to 128 bytes).
-        assert_eq!(
-            std::mem::size_of_val(&execute),
-            16,
-            "the run's task holds more than a pointer"
-        );
+        // The task holds a pointer to this (a task of 128 bytes; with a future of 24 bytes
+        // or more, 256, as tokio aligns a task's cell to 128 bytes).
         let size = std::mem::size_of_val(&*execute);
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));
