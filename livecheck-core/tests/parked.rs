@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livecheck_core::{
-    ensure_eq, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig,
-    Signal, Suite, TestContext, Topics, Trigger, Verdict,
+    ensure_eq, Case, CheckError, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner,
+    RunnerConfig, Signal, Suite, TestContext, Topics, Trigger, Verdict,
 };
 
 const PARKED: &str = "parked.case";
@@ -331,6 +331,38 @@ async fn an_expectation_that_hangs_outside_its_waits_is_stopped_by_max_run_time_
     assert_eq!(c.runs_overdue(), 1);
     assert_eq!((c.verdict_error(), c.verdict_pass()), (1, 1));
     assert_eq!(c.reports_published(), 2);
+    assert_eq!(fx.runner.in_flight(), 0);
+}
+
+/// A parked run stopped by `max_run_time` starts only to end: if its case's closure panics
+/// as it builds the run's check, the run still gets the one `ERROR` of a run stopped, with
+/// one report, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_stopped_whose_closure_panics_is_concluded_once() {
+    const PANICS: &str = "parked.panics";
+    let config = RunnerConfig {
+        max_run_time: Duration::from_secs(1),
+        sweep_every: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
+    let panics = Case::new(PANICS)
+        .timeout(Duration::from_secs(600))
+        .start_on_first_step()
+        .expect(
+            |_run: Run, (): ()| -> std::future::Ready<Result<(), CheckError>> {
+                panic!("no check for this run")
+            },
+        );
+    let fx = Fixture::with_config(vec![panics], config).await;
+    let test = Trigger::new(PANICS).maybe_trigger(&fx.client, &()).unwrap();
+    let report = fx.report(fx.runner.report_for(&test.id)).await;
+    assert_eq!(report.verdict, Verdict::Error, "{}", report.render());
+    assert_eq!(report.error.as_deref(), Some(OVERDUE));
+    // Nothing more comes of it: one report, one run stopped.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let c = fx.runner.counters();
+    assert_eq!(c.runs_overdue(), 1);
+    assert_eq!((c.verdict_error(), c.reports_published()), (1, 1));
     assert_eq!(fx.runner.in_flight(), 0);
 }
 
