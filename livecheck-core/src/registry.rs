@@ -504,8 +504,8 @@ fn queue_deadline(
 const SHRINK_ABOVE: usize = 1024;
 
 pub(crate) struct Registry {
-    /// Boxed: a map entry of 32 bytes, not 120, where the map holds about twice as many
-    /// entries as tests (its load factor), so each test pays for its slot once.
+    /// Boxed: a map entry of 32 bytes, not 120, where the map has room for up to twice as
+    /// many entries as tests (its load), so each test pays for its slot once.
     running: HashMap<TestKey, Box<Slot>>,
     early: early::EarlyTests,
     /// Finished tests, with the partition of their records (`None`: not known). Kept
@@ -1860,8 +1860,8 @@ mod tests {
 
     #[test]
     fn a_running_test_is_small() {
-        // One slot per running test, boxed: the map's entries (about twice as many as the
-        // tests) hold a key and a pointer.
+        // One slot per running test, boxed: the map's entries (room for up to twice as many
+        // as the tests) hold a key and a pointer.
         assert_eq!(std::mem::size_of::<(TestKey, Box<Slot>)>(), 32);
         assert!(std::mem::size_of::<Slot>() <= 72);
     }
