@@ -565,9 +565,8 @@ impl<W: WaitFor + Unpin> Future for Waiting<'_, W> {
                 Poll::Ready(Ok(None)) => {
                     // Give up the watch; what raced the clock is still looked at.
                     place.cancel(run);
-                    run.expired(signals, place.seen as usize, &mut |all: &[Arc<
-                        Arrival,
-                    >]| {
+                    let seen = place.seen as usize;
+                    run.expired(signals, seen, &mut |all: &[Arc<Arrival>]| {
                         form.decide(run, until, all)
                     })
                 }
