@@ -157,6 +157,14 @@ counters! {
         /// Offsets of the tests topic never read, likewise: their tests were not run and
         /// have no report.
         tests_skipped_by_broker,
+        /// Times a tests or signals partition was read again from an earlier offset because
+        /// the broker left records out (logged at warn with the partition and offsets): a
+        /// record past the next offset came, or none came for 3 s although the broker held
+        /// some. The records read before are dropped when they come again.
+        partition_rewinds,
+        /// Times every rewind of a partition brought nothing from its next offset although
+        /// the broker held records after it (logged at error): its tests and steps wait.
+        partitions_stalled,
         /// Signals that name a case other than their test's.
         signals_case_mismatch,
         /// Records of tests this runner does not watch (`watched_only`), ignored.

@@ -38,6 +38,7 @@ use crate::clock::Clocks;
 use crate::connectivity::Connectivity;
 use crate::counters::RunnerCounters;
 use crate::ledger::{Ledger, Resume};
+use crate::reading::{self, Readings};
 use crate::registry::Registry;
 use crate::scan;
 
@@ -104,6 +105,7 @@ pub(crate) struct RunnerContext {
     pub(crate) connectivity: Connectivity,
     pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
     pub(crate) counters: Arc<RunnerCounters>,
+    pub(crate) readings: Arc<Readings>,
 }
 
 impl ClientContext for RunnerContext {
@@ -127,6 +129,12 @@ impl ClientContext for RunnerContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let topic = if self.signals {
+            &self.signals_topic
+        } else {
+            &self.tests_topic
+        };
+        reading::statistics(&mut self.readings.of(self.signals), topic, &statistics);
         if !self.signals {
             return;
         }
@@ -171,6 +179,8 @@ impl ConsumerContext for RunnerContext {
                 cancelled += registry.cancel_partition(*p);
                 ledger.close(*p);
                 self.clocks.reset(*p);
+                self.readings.of(false).forget(*p);
+                self.readings.of(true).forget(*p);
                 if *p == 0 {
                     self.ownership.owns_first.store(false, Ordering::Relaxed);
                 }

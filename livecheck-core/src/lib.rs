@@ -207,6 +207,7 @@ mod ledger;
 pub mod murmur2;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod reading;
 pub mod redact;
 mod registry;
 mod report;

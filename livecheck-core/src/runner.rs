@@ -42,6 +42,7 @@ use crate::group::{
 };
 use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
+use crate::reading::{self, Fetched, Readings, Stall};
 use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome, Wakers};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
@@ -217,6 +218,8 @@ struct RunnerInner {
     /// starts): a record past it follows offsets never read (see
     /// `RunnerCounters::tests_skipped_by_broker`).
     tests_read_to: Mutex<HashMap<i32, i64>>,
+    /// Whether each partition is really read (see [`crate::reading`]).
+    readings: Arc<Readings>,
 }
 
 /// Which topic's records [`Runner::never_read`] is about.
@@ -257,6 +260,13 @@ const RECORDS_PER_TURN: usize = 32;
 enum Source {
     Tests,
     Signals,
+}
+
+/// The runner's two consumers.
+#[derive(Clone, Copy)]
+struct Consumers<'a> {
+    tests: &'a Arc<Consumer2>,
+    signals: &'a Arc<Consumer2>,
 }
 
 /// When the runner loop yields its worker thread. A record is always ready while the runner
@@ -348,6 +358,7 @@ impl Runner {
                 early_tests,
                 positions: Mutex::default(),
                 tests_read_to: Mutex::default(),
+                readings: Arc::default(),
             }),
         }
     }
@@ -518,6 +529,7 @@ impl Runner {
             connectivity: self.inner.connectivity.clone(),
             events: group_tx.clone(),
             counters: self.inner.counters.clone(),
+            readings: self.inner.readings.clone(),
         };
         let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1).to_string();
         let tests_consumer: Arc<Consumer2> = Arc::new(
@@ -533,6 +545,8 @@ impl Runner {
                     ("enable.partition.eof", "true"),
                     // Incremental rebalances: a join or leave moves only what moves.
                     ("partition.assignment.strategy", "cooperative-sticky"),
+                    // Watermarks, to notice a partition the broker does not serve.
+                    ("statistics.interval.ms", "500"),
                 ])
                 .create_with_context(context(false))
                 .map_err(Error::kafka("creating the runner's tests consumer"))?,
@@ -580,6 +594,10 @@ impl Runner {
         // drops a waker slot each time.
         let (mut tests, mut signals) = (tests_consumer.stream(), signals_consumer.stream());
         let mut pace = Pace::new();
+        let consumers = Consumers {
+            tests: &tests_consumer,
+            signals: &signals_consumer,
+        };
         let unconstrained = pace.every.is_some();
         let looped = async {
             loop {
@@ -610,6 +628,7 @@ impl Runner {
                     // wait for its end. Ready once per period, it never holds them back.
                     _ = tick.tick() => {
                         self.sweep();
+                        self.check_reading(&tests_consumer, &signals_consumer);
                         if in_group {
                             self.commit(&tests_consumer, CommitMode::Async, false);
                         }
@@ -619,10 +638,10 @@ impl Runner {
                     // `RECORDS_PER_TURN`, without polling the other arms in between (an empty
                     // queue is polled twice, a waker registered): the other arms wait at most that.
                     Some(msg) = tests.next() => {
-                        self.take_fetched(Source::Tests, msg, &mut tests, &signals_consumer, &mut pace).await;
+                        self.take_fetched(Source::Tests, msg, &mut tests, consumers, &mut pace).await;
                     }
                     Some(msg) = signals.next() => {
-                        self.take_fetched(Source::Signals, msg, &mut signals, &signals_consumer, &mut pace).await;
+                        self.take_fetched(Source::Signals, msg, &mut signals, consumers, &mut pace).await;
                     }
                 }
                 if let Some(until) = drain_until {
@@ -722,10 +741,10 @@ impl Runner {
         source: Source,
         first: KafkaResult<BorrowedMessage<'a>>,
         stream: &mut MessageStream<'a, RunnerContext>,
-        signals: &Arc<Consumer2>,
+        consumers: Consumers<'_>,
         pace: &mut Pace,
     ) {
-        let mut more = self.on_fetched(source, first, signals).await;
+        let mut more = self.on_fetched(source, first, consumers).await;
         for _ in 1..RECORDS_PER_TURN {
             if !more {
                 break;
@@ -734,7 +753,7 @@ impl Runner {
             let Some(Some(msg)) = stream.next().now_or_never() else {
                 break;
             };
-            more = self.on_fetched(source, msg, signals).await;
+            more = self.on_fetched(source, msg, consumers).await;
         }
     }
 
@@ -745,10 +764,11 @@ impl Runner {
         &self,
         source: Source,
         msg: KafkaResult<BorrowedMessage<'_>>,
-        signals: &Arc<Consumer2>,
+        consumers: Consumers<'_>,
     ) -> bool {
+        let signals = consumers.signals;
         match (source, msg) {
-            (Source::Tests, Ok(msg)) => self.on_tests_message(&msg, signals),
+            (Source::Tests, Ok(msg)) => self.on_tests_message(&msg, consumers),
             (Source::Signals, Ok(msg)) => self.on_signals_message(&msg, signals),
             (_, Err(KafkaError::PartitionEOF(p))) => {
                 if source == Source::Tests {
@@ -993,14 +1013,23 @@ impl Runner {
         signals
             .assign(&lists[1])
             .map_err(Error::kafka("assigning the signals partitions"))?;
+        let now = Instant::now();
         for e in lists[1].elements() {
             if let Offset::Offset(offset) = e.offset() {
                 self.inner.clocks.assigned(e.partition(), offset);
+                self.inner
+                    .readings
+                    .of(true)
+                    .start(e.partition(), offset, now);
             }
         }
         for e in lists[0].elements() {
             if let Offset::Offset(offset) = e.offset() {
                 self.tests_read(e.partition(), offset, true);
+                self.inner
+                    .readings
+                    .of(false)
+                    .start(e.partition(), offset, now);
             }
         }
         {
@@ -1185,6 +1214,9 @@ impl Runner {
                 .install(p, std::mem::take(&mut r.tables), Some(r.resume.tests));
             self.lock_ledger().open(p, r.resume, r.decided);
             self.inner.clocks.assigned(p, r.resume.signals);
+            let now = Instant::now();
+            self.inner.readings.of(true).start(p, r.resume.signals, now);
+            self.inner.readings.of(false).start(p, r.resume.tests, now);
             self.lock_flow().forget(p);
             let mut list = TopicPartitionList::new();
             let _ = list.add_partition_offset(&topics.signals, p, Offset::Offset(r.resume.signals));
@@ -1202,6 +1234,12 @@ impl Runner {
             debug!(partition = p, resume = ?r.resume, decided, held = held.len(), "partition restored");
             self.tests_read(p, r.resume.tests, true);
             for record in held {
+                match self.take(Source::Tests, tests, p, record.offset) {
+                    Fetched::Take => {}
+                    Fetched::Drop => continue,
+                    // Those after it come again from the rewind.
+                    Fetched::Rewind { .. } => break,
+                }
                 self.tests_read(p, record.offset, false);
                 self.on_test_record(
                     p,
@@ -1244,6 +1282,11 @@ impl Runner {
         match result {
             Ok(()) => {
                 debug!(?action, "signals partition flow");
+                let paused = matches!(action, flow::Action::Pause(_));
+                self.inner
+                    .readings
+                    .of(true)
+                    .pause(p, paused, Instant::now());
                 if let flow::Action::Resume(p) = action {
                     wake_fetcher(signals, self.inner.signals_topic.clone(), p);
                 }
@@ -1254,7 +1297,7 @@ impl Runner {
         }
     }
 
-    fn on_tests_message(&self, msg: &BorrowedMessage<'_>, signals: &Arc<Consumer2>) {
+    fn on_tests_message(&self, msg: &BorrowedMessage<'_>, consumers: Consumers<'_>) {
         self.inner.connectivity.mark_reachable();
         let p = msg.partition();
         if self.in_group() {
@@ -1273,11 +1316,14 @@ impl Runner {
                 None => return,
             }
         }
+        if self.take(Source::Tests, consumers.tests, p, msg.offset()) != Fetched::Take {
+            return;
+        }
         self.tests_read(p, msg.offset(), false);
         self.on_test_record(p, msg.offset(), msg.timestamp().to_millis(), msg.payload());
         let buffered = self.buffered_tests();
         let action = self.lock_flow().test_record(p, buffered);
-        self.apply(action, signals);
+        self.apply(action, consumers.signals);
     }
 
     fn on_signals_message(&self, msg: &BorrowedMessage<'_>, signals: &Arc<Consumer2>) {
@@ -1291,6 +1337,9 @@ impl Runner {
             .to_millis()
             .and_then(DateTime::from_timestamp_millis);
         if self.in_group() && !self.inner.ownership.is_active(p) {
+            return;
+        }
+        if self.take(Source::Signals, signals, p, msg.offset()) != Fetched::Take {
             return;
         }
         // A consumer-positions report is read past, but its timestamp is not a step's: every
@@ -1317,6 +1366,102 @@ impl Runner {
         }
         if !self.on_signal_record(&pos, event_at, now, msg.payload()) {
             self.release_signals([&pos]);
+        }
+    }
+
+    /// Whether the record at `offset` of `partition` is handled (see [`crate::reading`]): a
+    /// rewind it calls for is asked of `consumer` here.
+    fn take(&self, source: Source, consumer: &Consumer2, partition: i32, offset: i64) -> Fetched {
+        let signals = source == Source::Signals;
+        let take = self
+            .inner
+            .readings
+            .of(signals)
+            .record(partition, offset, Instant::now());
+        if let Fetched::Rewind { to, next } = take {
+            let topic = self.topic_of(source);
+            warn!(
+                topic = %topic,
+                partition,
+                next,
+                served = offset,
+                from = to,
+                "the broker served a record past the next one to read (it answered a fetch from inside a record \
+                 batch with the batches after it): reading the partition again from an earlier offset; the records \
+                 read before are dropped"
+            );
+            self.rewind(consumer, topic, partition, to);
+        }
+        take
+    }
+
+    /// The name of `source`'s topic.
+    fn topic_of(&self, source: Source) -> &Arc<str> {
+        match source {
+            Source::Tests => &self.inner.tests_topic,
+            Source::Signals => &self.inner.signals_topic,
+        }
+    }
+
+    /// Seeks `partition` of `topic` back to `to` (without waiting: records fetched before
+    /// the seek are not handed over after it).
+    fn rewind(&self, consumer: &Consumer2, topic: &str, partition: i32, to: i64) {
+        bump(&self.inner.counters.partition_rewinds);
+        if let Err(err) = consumer.seek(topic, partition, Offset::Offset(to), Duration::ZERO) {
+            warn!(topic, partition, to, error = %err, "could not read a partition again from an earlier offset; trying again later");
+        }
+    }
+
+    /// Rewinds the partitions that stalled: the broker holds records after the next one to
+    /// read, and serves none (see [`crate::reading`]).
+    fn check_reading(&self, tests: &Consumer2, signals: &Consumer2) {
+        let now = Instant::now();
+        for (source, consumer) in [(Source::Tests, tests), (Source::Signals, signals)] {
+            let stalls = self
+                .inner
+                .readings
+                .of(source == Source::Signals)
+                .stalled(now);
+            let topic = self.topic_of(source);
+            for stall in stalls {
+                match stall {
+                    Stall::Rewind {
+                        partition,
+                        to,
+                        next,
+                        high,
+                    } => {
+                        warn!(
+                            topic = %topic,
+                            partition,
+                            next,
+                            high,
+                            from = to,
+                            stalled_s = reading::STALL_AFTER.as_secs(),
+                            "no record came from the next offset to read although the broker holds records after it \
+                             (it may answer a fetch from inside a record batch with nothing): reading the partition \
+                             again from an earlier offset; the records read before are dropped"
+                        );
+                        self.rewind(consumer, topic, partition, to);
+                    }
+                    Stall::GaveUp {
+                        partition,
+                        next,
+                        high,
+                    } => {
+                        bump(&self.inner.counters.partitions_stalled);
+                        error!(
+                            topic = %topic,
+                            partition,
+                            next,
+                            high,
+                            rewinds = reading::MAX_REWINDS,
+                            "the broker holds records after the next offset to read but serves none, even from earlier \
+                             offsets: the tests and steps they hold wait. Check the broker's health and logs"
+                        );
+                    }
+                }
+            }
         }
     }
 

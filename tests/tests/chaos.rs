@@ -84,9 +84,11 @@ impl World {
         let log = self.logs.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_livecheck-chaos"))
             .args(self.args(group))
+            // `LIVECHECK_CHAOS_LOG` replaces the runners' log filter (e.g. to debug a failure).
             .env(
                 "RUST_LOG",
-                "warn,livecheck_core=info,livecheck_harness=info",
+                std::env::var("LIVECHECK_CHAOS_LOG")
+                    .unwrap_or_else(|_| "warn,livecheck_core=info,livecheck_harness=info".into()),
             )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
