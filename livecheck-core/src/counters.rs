@@ -148,11 +148,10 @@ counters! {
         /// Buffered signals evicted because the early-signal buffer was full or stale.
         buffer_evictions,
         /// Offsets of the signals topic never read: the consumer read a record past the next
-        /// offset it expected (logged at error with the partition and the range). The
-        /// broker did not serve them (tansu 0.6 answers a fetch from inside a record batch
-        /// with the batches after it: after a pause, a restart, a rebalance), or retention
-        /// deleted them first. A test in flight that then misses a step ends in `ERROR`,
-        /// not `TIMEOUT`.
+        /// offset it expected, and reading again from earlier offsets did not bring them
+        /// (logged at error with the partition and the range; see `partition_rewinds`). The
+        /// broker did not serve them, or retention deleted them first. A test in flight that
+        /// then misses a step ends in `ERROR`, not `TIMEOUT`.
         signals_skipped_by_broker,
         /// Offsets of the tests topic never read, likewise: their tests were not run and
         /// have no report.

@@ -300,6 +300,7 @@ pub(crate) fn restore<C: ConsumerContext>(
     for p in partitions {
         wanted.add_partition(&topics.tests, *p);
         wanted.add_partition(&topics.signals, *p);
+        wanted.add_partition(&topics.reports, *p);
     }
     let committed = group.committed_offsets(wanted, timeout)?;
     let committed_at = |topic: &str, p: i32| {
@@ -342,14 +343,15 @@ pub(crate) fn restore<C: ConsumerContext>(
         let resume = match committed_at(&topics.tests, p) {
             Some((tests, metadata)) => match Resume::parse_metadata(tests, &metadata) {
                 Some(resume) => resume,
-                // Committed by an older runner: the signals offset is its own commit.
+                // The metadata lost (a broker that does not keep it), or committed by an
+                // older runner: each position is its own topic's commit.
                 None => Resume {
                     tests,
                     signals: match committed_at(&topics.signals, p) {
                         Some((s, _)) => s,
                         None => start_of(&signals_starts, p)?,
                     },
-                    reports: low,
+                    reports: committed_at(&topics.reports, p).map_or(low, |(r, _)| r),
                 },
             },
             // Never committed: everything from the start (auto.offset.reset=earliest).
@@ -398,13 +400,16 @@ pub(crate) fn restore<C: ConsumerContext>(
 }
 
 /// The commit of `positions` on the tests topic, with the signals and reports positions as
-/// metadata.
-pub(crate) fn commit_list(tests_topic: &str, positions: &[(i32, Resume)]) -> TopicPartitionList {
+/// metadata; in the same request (one write), the signals and reports offsets as commits
+/// of their own topics, for a broker that does not keep a commit's metadata (tansu 0.6).
+pub(crate) fn commit_list(topics: &Topics, positions: &[(i32, Resume)]) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
     for (p, resume) in positions {
-        let mut e = list.add_partition(tests_topic, *p);
+        let mut e = list.add_partition(&topics.tests, *p);
         let _ = e.set_offset(Offset::Offset(resume.tests));
         e.set_metadata(resume.metadata());
+        let _ = list.add_partition_offset(&topics.signals, *p, Offset::Offset(resume.signals));
+        let _ = list.add_partition_offset(&topics.reports, *p, Offset::Offset(resume.reports));
     }
     list
 }
@@ -418,15 +423,16 @@ mod tests {
     use crate::embedded::EmbeddedBroker;
 
     /// Each way a partition can be found: committed by this runner (positions in the
-    /// metadata), by an older one (tests and signals committed apart), never committed.
+    /// metadata), by an older one (tests and signals committed apart), never committed, and
+    /// committed by this runner on a broker that lost the metadata (each topic's own commit).
     #[test]
     fn a_restore_resumes_each_partition_from_its_commit_or_its_start() {
         let topics = Topics::with_prefix("restore-");
-        let broker = EmbeddedBroker::with_topics(&topics, &[], 3).unwrap();
+        let broker = EmbeddedBroker::with_topics(&topics, &[], 4).unwrap();
         let kafka = KafkaConfig::new(broker.bootstrap_servers());
         let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
         let decided = |id: &str| format!(r#"{{"test_id":"{id}","verdict":"PASS","case":"c"}}"#);
-        for (p, reports) in [(0, 3), (1, 1), (2, 2)] {
+        for (p, reports) in [(0, 3), (1, 1), (2, 2), (3, 2)] {
             for n in 0..reports {
                 let payload = decided(&format!("t{p}-{n}"));
                 producer
@@ -451,19 +457,36 @@ mod tests {
             signals: 9,
             reports: 1,
         };
-        let mut commits = commit_list(&topics.tests, &[(0, ours)]);
+        let mut commits = commit_list(&topics, &[(0, ours)]);
         commits
             .add_partition_offset(&topics.tests, 1, Offset::Offset(4))
             .unwrap();
         commits
             .add_partition_offset(&topics.signals, 1, Offset::Offset(6))
             .unwrap();
+        // As `commit_list` commits them, the metadata lost.
+        for (topic, offset) in [
+            (&topics.tests, 5),
+            (&topics.signals, 8),
+            (&topics.reports, 1),
+        ] {
+            commits
+                .add_partition_offset(topic, 3, Offset::Offset(offset))
+                .unwrap();
+        }
         group.commit(&commits, CommitMode::Sync).unwrap();
 
         let connectivity = Connectivity::new(broker.bootstrap_servers());
         let timeout = Duration::from_secs(10);
-        let mut restored =
-            restore(&group, &kafka, &connectivity, &topics, &[2, 0, 1], timeout).unwrap();
+        let mut restored = restore(
+            &group,
+            &kafka,
+            &connectivity,
+            &topics,
+            &[2, 0, 3, 1],
+            timeout,
+        )
+        .unwrap();
         restored.sort_by_key(|r| r.partition);
         let resumes: Vec<Resume> = restored.iter().map(|r| r.resume).collect();
         assert_eq!(
@@ -483,6 +506,12 @@ mod tests {
                     signals: 0,
                     reports: 2,
                 },
+                // The metadata lost: each topic's commit, the reports read from theirs.
+                Resume {
+                    tests: 5,
+                    signals: 8,
+                    reports: 2,
+                },
             ]
         );
         let decided_ids = |p: usize| {
@@ -490,10 +519,12 @@ mod tests {
             ids.sort_unstable();
             ids
         };
-        // Partition 0's reports from offset 1 (its commit's position), the others' all.
+        // Partitions 0's and 3's reports from offset 1 (their commits' position), the
+        // others' all.
         assert_eq!(decided_ids(0), ["t0-1", "t0-2"]);
         assert_eq!(decided_ids(1), ["t1-0"]);
         assert_eq!(decided_ids(2), ["t2-0", "t2-1"]);
+        assert_eq!(decided_ids(3), ["t3-1"]);
     }
 
     #[test]
@@ -517,9 +548,15 @@ mod tests {
             signals: 4,
             reports: 5,
         };
-        let list = commit_list("tests", &[(2, resume)]);
-        let e = list.find_partition("tests", 2).unwrap();
+        let topics = Topics::with_prefix("p-");
+        let list = commit_list(&topics, &[(2, resume)]);
+        let e = list.find_partition(&topics.tests, 2).unwrap();
         assert_eq!(e.offset(), Offset::Offset(3));
         assert_eq!(Resume::parse_metadata(3, e.metadata()), Some(resume));
+        // And each position as its own topic's commit, in the same request.
+        let offset = |topic: &str| list.find_partition(topic, 2).unwrap().offset();
+        assert_eq!(offset(&topics.signals), Offset::Offset(4));
+        assert_eq!(offset(&topics.reports), Offset::Offset(5));
+        assert_eq!(list.count(), 3);
     }
 }

@@ -1516,10 +1516,9 @@ impl Runner {
             last,
             skipped,
             then,
-            "records were never read: the broker did not serve them, or retention deleted them before they were read. \
-             A broker that answers a fetch from inside a record batch with the batches after it skips records after \
-             a pause, a restart or a rebalance (tansu 0.6 does; Apache Kafka does not): run LiveCheck on one that \
-             serves such fetches, and keep the topics' retention longer than LiveCheck may stay behind"
+            "records were never read: the broker did not serve them, even when the partition was read again from \
+             earlier offsets, or retention deleted them before they were read. Check the broker's logs, and keep \
+             the topics' retention longer than LiveCheck may stay behind"
         );
     }
 
@@ -1554,7 +1553,7 @@ impl Runner {
         if positions.is_empty() {
             return;
         }
-        let list = group::commit_list(&self.inner.client.topics().tests, &positions);
+        let list = group::commit_list(self.inner.client.topics(), &positions);
         match consumer.commit(&list, mode) {
             Ok(()) => {
                 let mut ledger = self.lock_ledger();

@@ -6,7 +6,8 @@
 //! it answers with nothing: a stall. The runner notices both. It sees a record past the next
 //! offset, or none for 3 s although the broker holds some. It then reads the partition again
 //! from an earlier offset and drops what it had read before. The embedded broker serves the
-//! whole batch, so there the same test passes without a rewind.
+//! whole batch, so there the same test passes without a rewind. The runner's last commit
+//! holds each topic's position.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -43,7 +44,8 @@ fn trigger(client: &LiveCheck, n: u64) -> (u64, TestContext) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commit_once() {
+async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commit_once_and_commits_past_them(
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -109,7 +111,7 @@ async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commi
         Suite::new([case()]).unwrap(),
         client.clone(),
         RunnerConfig {
-            group_id: Some(group),
+            group_id: Some(group.clone()),
             ..RunnerConfig::default()
         },
     );
@@ -156,6 +158,28 @@ async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commi
     );
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+    // The runner's last commit: every position past the end, each as its own topic's commit
+    // too (tansu keeps no commit metadata).
+    let reader: BaseConsumer = kafka
+        .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    for topic in [&topics.tests, &topics.signals, &topics.reports] {
+        wanted.add_partition(topic, 0);
+    }
+    let committed = reader
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    let at = |topic: &str| committed.find_partition(topic, 0).unwrap().offset();
+    assert_eq!(
+        [at(&topics.tests), at(&topics.signals), at(&topics.reports)],
+        [
+            Offset::Offset(210),
+            Offset::Offset(210),
+            Offset::Offset(110)
+        ]
+    );
 
     let mut problems = Vec::new();
     for (id, reports) in &got {
