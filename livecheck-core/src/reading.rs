@@ -11,7 +11,8 @@
 //! - **a gap**: a record past the next offset (the broker skipped the rest of a batch);
 //! - **a stall**: the broker holds records from the next offset on (its high watermark is
 //!   above it), the partition is fetchable (its leader up, fetching, nothing fetched and
-//!   waiting), and nothing came for [`STALL_AFTER`].
+//!   waiting), and nothing came for [`STALL_AFTER`]; during a rewind, nothing came at all
+//!   (not even the records read before).
 //!
 //! Either way the partition is **rewound**: the consumer seeks back, so that its fetch starts
 //! at or before the start of the batch. It goes back [`FIRST_STEP`] offsets, then ten times
@@ -93,8 +94,8 @@ struct Rewound {
     times: u32,
     /// Where the last one went.
     to: i64,
-    /// A record before the next offset came since: the seek took effect there.
-    came_back: bool,
+    /// The last record before the next offset that came since (read before, dropped).
+    last_dropped: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -120,13 +121,15 @@ pub(crate) struct Reading {
 impl Reading {
     /// Reading `partition` starts (again) at `offset`.
     pub(crate) fn start(&mut self, partition: i32, offset: i64, now: Instant) {
+        // The watermarks stay: the next statistics come up to half a second later.
+        let marks = self.parts.get(&partition).and_then(|p| p.marks);
         self.parts.insert(
             partition,
             Part {
                 next: offset,
                 moved_at: now,
                 paused: false,
-                marks: None,
+                marks,
                 rewound: None,
                 gave_up_at: None,
             },
@@ -172,13 +175,18 @@ impl Reading {
         };
         if offset < part.next {
             if let Some(r) = &mut part.rewound {
-                r.came_back = true;
+                // The rewind's records come: it is under way.
+                r.last_dropped = Some(offset);
+                part.moved_at = now;
             }
             return Fetched::Drop;
         }
         if offset > part.next {
-            let came_back = part.rewound.is_some_and(|r| r.came_back);
-            if !came_back {
+            // Read again up to the record before the next one, and still a gap: a real one.
+            let real = part
+                .rewound
+                .is_some_and(|r| r.last_dropped == Some(part.next - 1));
+            if !real {
                 if let Some(to) = part.rewind() {
                     part.moved_at = now;
                     return Fetched::Rewind {
@@ -187,7 +195,7 @@ impl Reading {
                     };
                 }
             }
-            // Read from before the gap and still a gap, or nowhere left to go: a real one.
+            // A real gap, or nowhere left to go: taken as it is.
         }
         part.next = offset + 1;
         part.moved_at = now;
@@ -204,15 +212,16 @@ impl Reading {
                 continue;
             }
             let high = part.marks.map(|m| m.high);
-            if part.rewound.is_none() {
-                let holds_more = part.marks.is_some_and(|m| {
-                    m.fetchable
-                        && m.high > part.next
-                        && now.saturating_duration_since(m.at) <= MARKS_FRESH_FOR
-                });
-                if !holds_more || part.gave_up_at == Some(part.next) {
-                    continue;
-                }
+            // Records from the next offset on that the broker still has (retention may have
+            // deleted them all), fetchable now.
+            let holds_more = part.marks.is_some_and(|m| {
+                m.fetchable
+                    && m.high > part.next.max(m.low)
+                    && now.saturating_duration_since(m.at) <= MARKS_FRESH_FOR
+            });
+            let given_up = part.rewound.is_none() && part.gave_up_at == Some(part.next);
+            if !holds_more || given_up {
+                continue;
             }
             part.moved_at = now;
             let next = part.next;
@@ -258,22 +267,30 @@ impl Part {
         self.rewound = Some(Rewound {
             times: times + 1,
             to,
-            came_back: false,
+            last_dropped: None,
         });
         Some(to)
     }
 }
 
-/// Feeds `reading` the watermarks of each partition of `topic` in a consumer's statistics.
-/// A partition is fetchable when its leader is up, librdkafka fetches it, and nothing it
-/// fetched waits in its queue.
+/// Feeds `reading` the watermarks of each partition of `topic` in a consumer's statistics
+/// (the last stable offset as the high one, where known: a consumer reading committed
+/// records reads no further). A partition is fetchable when its leader is up, librdkafka
+/// fetches it, and nothing fetched waits in its queue: librdkafka counts the consumer's
+/// whole queue there when its partitions share one, as the runner's do, so a backlog of
+/// any partition holds every stall check back.
 pub(crate) fn statistics(reading: &mut Reading, topic: &str, stats: &Statistics) {
     let Some(t) = stats.topics.get(topic) else {
         return;
     };
     let now = Instant::now();
     for (&partition, p) in &t.partitions {
-        if partition < 0 || p.hi_offset < 0 {
+        let high = if p.ls_offset >= 0 {
+            p.ls_offset
+        } else {
+            p.hi_offset
+        };
+        if partition < 0 || high < 0 {
             continue;
         }
         let leader_up = p.leader >= 0
@@ -282,7 +299,7 @@ pub(crate) fn statistics(reading: &mut Reading, topic: &str, stats: &Statistics)
                 .values()
                 .any(|b| b.nodeid == p.leader && b.state == "UP");
         let fetchable = leader_up && p.fetch_state == "active" && p.fetchq_cnt == 0;
-        reading.marks(partition, p.lo_offset.max(0), p.hi_offset, fetchable, now);
+        reading.marks(partition, p.lo_offset.max(0), high, fetchable, now);
     }
 }
 
@@ -377,6 +394,21 @@ mod tests {
             Fetched::Take,
             "nothing at 100..=104"
         );
+        // Read again only up to 97, then past the next offset: not from just before it, so
+        // the broker may still have skipped some; further back.
+        r.start(2, 3_000, at(0));
+        assert_eq!(
+            r.record(2, 3_100, at(1)),
+            Fetched::Rewind {
+                to: 2_000,
+                next: 3_000
+            }
+        );
+        assert_eq!(r.record(2, 2_997, at(2)), Fetched::Drop);
+        assert!(matches!(
+            r.record(2, 3_100, at(3)),
+            Fetched::Rewind { to: 0, .. }
+        ));
         // Retention deleted what was next: nothing to go back for.
         r.start(1, 100, at(0));
         r.marks(1, 200, 300, true, at(0));
@@ -398,7 +430,10 @@ mod tests {
         };
         assert_eq!(r.stalled(at(STALL_MS)), [rewind(4_000)]);
         assert_eq!(r.stalled(at(STALL_MS + 1)), [], "a stall period per rewind");
+        // Nothing from the rewind either, and still fetchable: further back.
+        r.marks(0, 0, 5_400, true, at(2 * STALL_MS));
         assert_eq!(r.stalled(at(2 * STALL_MS)), [rewind(0)]);
+        r.marks(0, 0, 5_400, true, at(3 * STALL_MS));
         assert_eq!(
             r.stalled(at(3 * STALL_MS)),
             [Stall::GaveUp {
@@ -417,6 +452,99 @@ mod tests {
             r.stalled(at(7 * STALL_MS))[..],
             [Stall::Rewind { to: 4_001, .. }]
         ));
+    }
+
+    #[test]
+    fn a_rewind_whose_records_come_or_that_cannot_fetch_is_not_taken_further() {
+        let mut r = Reading::default();
+        r.start(0, 50_000, at(0));
+        r.marks(0, 0, 60_000, true, at(0));
+        assert!(matches!(
+            r.record(0, 50_500, at(0)),
+            Fetched::Rewind { to: 49_000, .. }
+        ));
+        // The records read before come again, slowly: the rewind is under way.
+        for (i, offset) in (49_000..49_005).enumerate() {
+            let t = at(i as u64 * (STALL_MS - 1));
+            r.marks(0, 0, 60_000, true, t);
+            assert_eq!(r.record(0, offset, t), Fetched::Drop);
+            assert_eq!(r.stalled(t), []);
+        }
+        // Nothing comes, but nothing can be fetched either (a backlog, the leader down).
+        let later = at(10 * STALL_MS);
+        r.marks(0, 0, 60_000, false, later);
+        assert_eq!(r.stalled(later), []);
+    }
+
+    #[test]
+    fn retention_past_the_next_offset_is_no_stall() {
+        let mut r = Reading::default();
+        r.start(0, 100, at(0));
+        r.marks(0, 500, 500, true, at(STALL_MS));
+        assert_eq!(r.stalled(at(STALL_MS)), [], "nothing left to read");
+        r.marks(0, 500, 700, true, at(STALL_MS));
+        assert!(
+            matches!(
+                r.stalled(at(STALL_MS))[..],
+                [Stall::GaveUp { next: 100, .. }]
+            ),
+            "records after the low watermark, none served, none to go back for"
+        );
+    }
+
+    #[test]
+    fn statistics_give_each_partition_its_watermarks_and_whether_it_can_fetch() {
+        let mut stats = Statistics::default();
+        for (id, state) in [(1, "UP"), (2, "DOWN")] {
+            stats.brokers.insert(
+                format!("b{id}"),
+                rdkafka::statistics::Broker {
+                    nodeid: id,
+                    state: state.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        let partition = |leader, state: &str, queued, ls_offset| rdkafka::statistics::Partition {
+            leader,
+            fetch_state: state.into(),
+            fetchq_cnt: queued,
+            lo_offset: 10,
+            hi_offset: 90,
+            ls_offset,
+            ..Default::default()
+        };
+        let mut topic = rdkafka::statistics::Topic::default();
+        for (p, part) in [
+            (0, partition(1, "active", 0, -1)),
+            (1, partition(1, "active", 0, 80)),
+            (2, partition(2, "active", 0, -1)),
+            (3, partition(1, "offset-query", 0, -1)),
+            (4, partition(1, "active", 3, -1)),
+        ] {
+            topic.partitions.insert(p, part);
+        }
+        stats.topics.insert("signals".into(), topic);
+        let mut r = Reading::default();
+        let now = Instant::now();
+        for p in 0..5 {
+            r.start(p, 20, now);
+        }
+        statistics(&mut r, "signals", &stats);
+        statistics(&mut r, "another", &stats);
+        let marks = |p| {
+            let m = r.parts[&p].marks.unwrap();
+            (m.low, m.high, m.fetchable)
+        };
+        assert_eq!(marks(0), (10, 90, true));
+        assert_eq!(
+            marks(1),
+            (10, 80, true),
+            "the last stable offset, where known"
+        );
+        assert_eq!(marks(2), (10, 90, false), "its leader is down");
+        assert_eq!(marks(3), (10, 90, false), "not fetching");
+        assert_eq!(marks(4), (10, 90, false), "records wait in the queue");
     }
 
     #[test]

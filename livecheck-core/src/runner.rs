@@ -1222,6 +1222,10 @@ impl Runner {
             let _ = list.add_partition_offset(&topics.signals, p, Offset::Offset(r.resume.signals));
             if let Err(err) = signals.incremental_assign(&list) {
                 error!(partition = p, error = %err, "could not read the signals partition of a restored tests partition");
+            } else if let Err(err) = signals.resume(&list) {
+                // librdkafka keeps an application's pause across an unassign: a partition
+                // the flow control paused before it was revoked would stay paused.
+                error!(partition = p, error = %err, "could not resume the signals partition of a restored tests partition");
             }
             let mut list = TopicPartitionList::new();
             list.add_partition(&topics.tests, p);

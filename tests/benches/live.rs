@@ -1035,6 +1035,18 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             intake_time.as_secs_f64(),
             describe(counts)
         );
+        let (rewinds, skipped) = (
+            c.partition_rewinds(),
+            c.tests_skipped_by_broker() + c.signals_skipped_by_broker(),
+        );
+        if rewinds + skipped + c.partitions_stalled() > 0 {
+            // A broker that answers a fetch from inside a record batch with what follows
+            // the batch (tansu 0.6), after the flow control's pauses.
+            println!(
+                "            the broker left records out: {rewinds} partitions read again from earlier, {skipped} offsets never read, {} stalls given up",
+                c.partitions_stalled()
+            );
+        }
         if in_group {
             // A group's first join waits for the broker's initial rebalance delay (3 s by
             // default, on Apache Kafka as on the embedded broker): not the runner's pace.
