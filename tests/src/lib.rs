@@ -12,7 +12,7 @@ pub mod orders;
 use std::time::Duration;
 
 use example_app::{AppConfig, AppTopics, Execution, FaultConfig, RunningApp};
-use livecheck_core::{Case, Suite, TableSpec};
+use livecheck_core::{Case, Runner, Suite, TableSpec};
 use livecheck_harness::{
     AppHandle, AppStart, EnvironmentConfig, EnvironmentError, ImageRef, Ready, Service,
 };
@@ -111,3 +111,40 @@ pub fn environment() -> Result<EnvironmentConfig, EnvironmentError> {
 
 /// A signal timeout short enough for tests that expect a `TIMEOUT`.
 pub const SHORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A runner's [`Runner::run`] on a task of its own, until [`RunningRunner::stop`].
+#[derive(Debug)]
+pub struct RunningRunner {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), livecheck_core::Error>>,
+}
+
+impl RunningRunner {
+    /// Runs `runner` on a task of its own.
+    pub fn start(runner: &Runner) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = runner.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Self { stop, task }
+    }
+
+    /// Whether the runner stopped on its own (an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the runner and waits for it (panics if it failed).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("the runner task panicked")
+            .expect("the runner failed");
+    }
+}

@@ -12,6 +12,7 @@ use livecheck_core::{
 };
 use livecheck_tests::load::publish_order_test;
 use livecheck_tests::orders::place_order;
+use livecheck_tests::RunningRunner;
 use tokio::sync::broadcast::error::RecvError;
 
 /// Tests per second (4 signals each); debug builds are slower, so they get less.
@@ -91,17 +92,7 @@ async fn no_false_verdicts_under_sustained_load() {
         }
     });
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn({
-        let runner = runner.clone();
-        async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let running = RunningRunner::start(&runner);
     runner.ready().await;
 
     // Sustained load: at each tick, produce the tests due by now.
@@ -143,11 +134,7 @@ async fn no_false_verdicts_under_sustained_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let settle = waited.elapsed();
-    let _ = stop.send(());
-    running
-        .await
-        .expect("the runner task panicked")
-        .expect("the runner failed");
+    running.stop().await;
     drain.abort();
 
     let tally = std::mem::take(&mut *tally.lock().unwrap());

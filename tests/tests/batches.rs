@@ -17,6 +17,7 @@ use livecheck_core::{
     Signal, Suite, TestContext, Topics, Trigger, Verdict,
 };
 use livecheck_harness::{create_topics, EnvironmentKind};
+use livecheck_tests::RunningRunner;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -116,17 +117,7 @@ async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commi
         },
     );
     let mut reports = runner.subscribe();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn({
-        let runner = runner.clone();
-        async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let running = RunningRunner::start(&runner);
     let expected: HashMap<String, u64> = tests
         .iter()
         .filter(|(n, _)| *n >= 100)
@@ -156,8 +147,7 @@ async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commi
         counters.signals_skipped_by_broker(),
         counters.partitions_stalled(),
     );
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
     // The runner's last commit: every position past the end, each as its own topic's commit
     // too (tansu keeps no commit metadata).
     let reader: BaseConsumer = kafka
