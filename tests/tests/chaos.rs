@@ -267,6 +267,19 @@ impl RunnerProcess {
     fn print_log(&self) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
+        // Its warnings and errors first (the last lines alone may not say what went wrong),
+        // then how it ended.
+        let warnings: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        eprintln!(
+            "--- warnings and errors of {} (the first 40 of {}) ---\n{}",
+            self.name,
+            warnings.len(),
+            warnings[..warnings.len().min(40)].join("\n")
+        );
         eprintln!(
             "--- last lines of {} ({}) ---\n{}",
             self.name,
