@@ -22,6 +22,11 @@
 //! After [`MAX_REWINDS`] rewinds in a row, a gap is taken as it is. It is counted, and the runs
 //! it concerns end in `ERROR`. A stall is then logged at error.
 //!
+//! Every offset of a LiveCheck topic holds a record: they hold no transaction markers and are
+//! not compacted. An offset without one (a marker of a transactional producer writing to the
+//! signals topic) would be taken for a gap, and read again up to four times before it is
+//! taken as one.
+//!
 //! Nothing here talks to Kafka: the runner feeds it records, statistics and the time, and
 //! seeks when it is told to.
 
@@ -102,11 +107,11 @@ struct Rewound {
 struct Part {
     /// The offset after the last record taken (or where reading starts).
     next: i64,
-    /// When a record was last taken (or reading started or resumed, or a rewind was asked).
+    /// When a record was last taken (or reading started or resumed, a rewind was asked, or
+    /// a record it reads again came).
     moved_at: Instant,
     /// Paused by the runner: not expected to move.
     paused: bool,
-    marks: Option<Marks>,
     rewound: Option<Rewound>,
     /// The next offset when the last rewinds gave up on a stall: not tried again there.
     gave_up_at: Option<i64>,
@@ -116,20 +121,20 @@ struct Part {
 #[derive(Debug, Default)]
 pub(crate) struct Reading {
     parts: HashMap<i32, Part>,
+    /// Every partition's in the last statistics, read or not (a partition assigned again
+    /// has them at once).
+    marks: HashMap<i32, Marks>,
 }
 
 impl Reading {
     /// Reading `partition` starts (again) at `offset`.
     pub(crate) fn start(&mut self, partition: i32, offset: i64, now: Instant) {
-        // The watermarks stay: the next statistics come up to half a second later.
-        let marks = self.parts.get(&partition).and_then(|p| p.marks);
         self.parts.insert(
             partition,
             Part {
                 next: offset,
                 moved_at: now,
                 paused: false,
-                marks,
                 rewound: None,
                 gave_up_at: None,
             },
@@ -158,18 +163,20 @@ impl Reading {
         fetchable: bool,
         now: Instant,
     ) {
-        if let Some(part) = self.parts.get_mut(&partition) {
-            part.marks = Some(Marks {
+        self.marks.insert(
+            partition,
+            Marks {
                 low,
                 high,
                 fetchable,
                 at: now,
-            });
-        }
+            },
+        );
     }
 
     /// The consumer fetched the record at `offset` of `partition`.
     pub(crate) fn record(&mut self, partition: i32, offset: i64, now: Instant) -> Fetched {
+        let marks = self.marks.get(&partition).copied();
         let Some(part) = self.parts.get_mut(&partition) else {
             return Fetched::Take;
         };
@@ -187,7 +194,7 @@ impl Reading {
                 .rewound
                 .is_some_and(|r| r.last_dropped == Some(part.next - 1));
             if !real {
-                if let Some(to) = part.rewind() {
+                if let Some(to) = part.rewind(marks) {
                     part.moved_at = now;
                     return Fetched::Rewind {
                         to,
@@ -211,10 +218,11 @@ impl Reading {
             if part.paused || now.saturating_duration_since(part.moved_at) < STALL_AFTER {
                 continue;
             }
-            let high = part.marks.map(|m| m.high);
+            let marks = self.marks.get(&partition).copied();
+            let high = marks.map(|m| m.high);
             // Records from the next offset on that the broker still has (retention may have
             // deleted them all), fetchable now.
-            let holds_more = part.marks.is_some_and(|m| {
+            let holds_more = marks.is_some_and(|m| {
                 m.fetchable
                     && m.high > part.next.max(m.low)
                     && now.saturating_duration_since(m.at) <= MARKS_FRESH_FOR
@@ -225,7 +233,7 @@ impl Reading {
             }
             part.moved_at = now;
             let next = part.next;
-            found.push(match part.rewind() {
+            found.push(match part.rewind(marks) {
                 Some(to) => Stall::Rewind {
                     partition,
                     to,
@@ -252,12 +260,12 @@ impl Reading {
 
 impl Part {
     /// Takes the next rewind, if there is one: where to seek.
-    fn rewind(&mut self) -> Option<i64> {
+    fn rewind(&mut self, marks: Option<Marks>) -> Option<i64> {
         let times = self.rewound.map_or(0, |r| r.times);
         if times >= MAX_REWINDS {
             return None;
         }
-        let floor = self.marks.map_or(0, |m| m.low.max(0));
+        let floor = marks.map_or(0, |m| m.low.max(0));
         if self.next <= floor || self.rewound.is_some_and(|r| r.to <= floor) {
             // Nothing before it to read (retention deleted it), or already from the start.
             return None;
@@ -409,9 +417,10 @@ mod tests {
             r.record(2, 3_100, at(3)),
             Fetched::Rewind { to: 0, .. }
         ));
-        // Retention deleted what was next: nothing to go back for.
-        r.start(1, 100, at(0));
+        // Retention deleted what was next: nothing to go back for (the watermarks known
+        // before reading starts, as after a restore).
         r.marks(1, 200, 300, true, at(0));
+        r.start(1, 100, at(0));
         assert_eq!(r.record(1, 200, at(1)), Fetched::Take);
     }
 
@@ -533,7 +542,7 @@ mod tests {
         statistics(&mut r, "signals", &stats);
         statistics(&mut r, "another", &stats);
         let marks = |p| {
-            let m = r.parts[&p].marks.unwrap();
+            let m = r.marks[&p];
             (m.low, m.high, m.fetchable)
         };
         assert_eq!(marks(0), (10, 90, true));
