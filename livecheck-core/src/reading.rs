@@ -90,6 +90,9 @@ struct Marks {
     high: i64,
     /// Leader up, fetching, and nothing fetched waiting to be taken.
     fetchable: bool,
+    /// librdkafka's fetch position for the partition, where known: past the next offset
+    /// while what it fetched waits to be taken.
+    fetched_to: Option<i64>,
     at: Instant,
 }
 
@@ -169,9 +172,18 @@ impl Reading {
                 low,
                 high,
                 fetchable,
+                fetched_to: None,
                 at: now,
             },
         );
+    }
+
+    /// librdkafka's fetch position for `partition`, in the same statistics as its
+    /// watermarks ([`Reading::marks`], called first).
+    pub(crate) fn fetch_position(&mut self, partition: i32, offset: i64) {
+        if let Some(m) = self.marks.get_mut(&partition) {
+            m.fetched_to = Some(offset);
+        }
     }
 
     /// The consumer fetched the record at `offset` of `partition`.
@@ -224,6 +236,7 @@ impl Reading {
             // deleted them all), fetchable now.
             let holds_more = marks.is_some_and(|m| {
                 m.fetchable
+                    && m.fetched_to.is_none_or(|f| f <= part.next)
                     && m.high > part.next.max(m.low)
                     && now.saturating_duration_since(m.at) <= MARKS_FRESH_FOR
             });
@@ -283,10 +296,10 @@ impl Part {
 
 /// Feeds `reading` the watermarks of each partition of `topic` in a consumer's statistics
 /// (the last stable offset as the high one, where known: a consumer reading committed
-/// records reads no further). A partition is fetchable when its leader is up, librdkafka
-/// fetches it, and nothing fetched waits in its queue: librdkafka counts the consumer's
-/// whole queue there when its partitions share one, as the runner's do, so a backlog of
-/// any partition holds every stall check back.
+/// records reads no further). A partition is fetchable when its leader is up and librdkafka
+/// fetches it. Records fetched and not yet taken show in its fetch position (`next_offset`)
+/// past the next offset; the queue's count is the consumer's whole queue when partitions
+/// share one, as the runner's do, so it is used only when the position is not known.
 pub(crate) fn statistics(reading: &mut Reading, topic: &str, stats: &Statistics) {
     let Some(t) = stats.topics.get(topic) else {
         return;
@@ -306,8 +319,15 @@ pub(crate) fn statistics(reading: &mut Reading, topic: &str, stats: &Statistics)
                 .brokers
                 .values()
                 .any(|b| b.nodeid == p.leader && b.state == "UP");
-        let fetchable = leader_up && p.fetch_state == "active" && p.fetchq_cnt == 0;
+        // Records fetched and waiting: the partition's fetch position is past the next
+        // offset then. Without one, the queue's count (the whole queue, shared).
+        let position = (p.next_offset >= 0).then_some(p.next_offset);
+        let waiting = position.is_none() && p.fetchq_cnt > 0;
+        let fetchable = leader_up && p.fetch_state == "active" && !waiting;
         reading.marks(partition, p.lo_offset.max(0), high, fetchable, now);
+        if let Some(offset) = position {
+            reading.fetch_position(partition, offset);
+        }
     }
 }
 
@@ -514,46 +534,76 @@ mod tests {
                 },
             );
         }
-        let partition = |leader, state: &str, queued, ls_offset| rdkafka::statistics::Partition {
-            leader,
-            fetch_state: state.into(),
-            fetchq_cnt: queued,
-            lo_offset: 10,
-            hi_offset: 90,
-            ls_offset,
-            ..Default::default()
-        };
+        let partition =
+            |leader, state: &str, queued, ls_offset, next_offset| rdkafka::statistics::Partition {
+                leader,
+                fetch_state: state.into(),
+                fetchq_cnt: queued,
+                lo_offset: 10,
+                hi_offset: 90,
+                ls_offset,
+                next_offset,
+                ..Default::default()
+            };
         let mut topic = rdkafka::statistics::Topic::default();
         for (p, part) in [
-            (0, partition(1, "active", 0, -1)),
-            (1, partition(1, "active", 0, 80)),
-            (2, partition(2, "active", 0, -1)),
-            (3, partition(1, "offset-query", 0, -1)),
-            (4, partition(1, "active", 3, -1)),
+            (0, partition(1, "active", 0, -1, 20)),
+            (1, partition(1, "active", 0, 80, 20)),
+            (2, partition(2, "active", 0, -1, 20)),
+            (3, partition(1, "offset-query", 0, -1, 20)),
+            (4, partition(1, "active", 3, -1, -1001)),
+            (5, partition(1, "active", 3, -1, 35)),
         ] {
             topic.partitions.insert(p, part);
         }
         stats.topics.insert("signals".into(), topic);
         let mut r = Reading::default();
         let now = Instant::now();
-        for p in 0..5 {
+        for p in 0..6 {
             r.start(p, 20, now);
         }
         statistics(&mut r, "signals", &stats);
         statistics(&mut r, "another", &stats);
         let marks = |p| {
             let m = r.marks[&p];
-            (m.low, m.high, m.fetchable)
+            (m.low, m.high, m.fetchable, m.fetched_to)
         };
-        assert_eq!(marks(0), (10, 90, true));
+        assert_eq!(marks(0), (10, 90, true, Some(20)));
         assert_eq!(
             marks(1),
-            (10, 80, true),
+            (10, 80, true, Some(20)),
             "the last stable offset, where known"
         );
-        assert_eq!(marks(2), (10, 90, false), "its leader is down");
-        assert_eq!(marks(3), (10, 90, false), "not fetching");
-        assert_eq!(marks(4), (10, 90, false), "records wait in the queue");
+        assert_eq!(marks(2), (10, 90, false, Some(20)), "its leader is down");
+        assert_eq!(marks(3), (10, 90, false, Some(20)), "not fetching");
+        assert_eq!(
+            marks(4),
+            (10, 90, false, None),
+            "no fetch position, and records in the queue"
+        );
+        assert_eq!(
+            marks(5),
+            (10, 90, true, Some(35)),
+            "the queue's records may be any partition's: the position says"
+        );
+    }
+
+    #[test]
+    fn records_fetched_and_not_yet_taken_are_no_stall() {
+        let mut r = Reading::default();
+        r.start(0, 20, at(0));
+        r.marks(0, 0, 90, true, at(STALL_MS));
+        r.fetch_position(0, 35);
+        assert_eq!(r.stalled(at(STALL_MS)), [], "fetched up to 35, waiting");
+        r.fetch_position(0, 20);
+        assert!(matches!(
+            r.stalled(at(STALL_MS))[..],
+            [Stall::Rewind {
+                to: 0,
+                next: 20,
+                ..
+            }]
+        ));
     }
 
     #[test]
