@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 use rdkafka::statistics::Statistics;
 
 /// How long a fetchable partition may hold records from its next offset on without one
-/// coming before it is rewound: far longer than a fetch takes, or a busy runner leaves
-/// fetched records waiting (those are not fetchable: they wait in librdkafka's queue).
+/// coming before it is rewound: far longer than a fetch takes. Records fetched and waiting
+/// for a busy runner do not count (the partition's fetch position is past them).
 pub(crate) const STALL_AFTER: Duration = Duration::from_secs(3);
 
-/// How far the first rewind goes back: more records than a producer's batch holds at
-/// librdkafka's usual settings of a few hundred bytes a record.
+/// How far the first rewind goes back. A larger batch (librdkafka's producer defaults allow
+/// up to 10,000 records or 1 MB) takes the next rewind, ten times further.
 pub(crate) const FIRST_STEP: i64 = 1_000;
 
 /// Rewinds in a row before a gap is taken as it is (a stall: logged at error): 1,000,
@@ -67,19 +67,19 @@ pub(crate) enum Fetched {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stall {
     /// Seek the partition back to `to`; nothing came from `next`, although the broker holds
-    /// records up to `high` (`None`: a rewind that still brings nothing).
+    /// records up to `high`.
     Rewind {
         partition: i32,
         to: i64,
         next: i64,
-        high: Option<i64>,
+        high: i64,
     },
     /// Every rewind brought nothing: the broker holds records up to `high` that it does not
     /// serve from `next`.
     GaveUp {
         partition: i32,
         next: i64,
-        high: Option<i64>,
+        high: i64,
     },
 }
 
@@ -230,23 +230,23 @@ impl Reading {
             if part.paused || now.saturating_duration_since(part.moved_at) < STALL_AFTER {
                 continue;
             }
-            let marks = self.marks.get(&partition).copied();
-            let high = marks.map(|m| m.high);
             // Records from the next offset on that the broker still has (retention may have
             // deleted them all), fetchable now.
-            let holds_more = marks.is_some_and(|m| {
+            let Some(marks) = self.marks.get(&partition).copied().filter(|m| {
                 m.fetchable
                     && m.fetched_to.is_none_or(|f| f <= part.next)
                     && m.high > part.next.max(m.low)
                     && now.saturating_duration_since(m.at) <= MARKS_FRESH_FOR
-            });
-            let given_up = part.rewound.is_none() && part.gave_up_at == Some(part.next);
-            if !holds_more || given_up {
+            }) else {
+                continue;
+            };
+            let high = marks.high;
+            if part.rewound.is_none() && part.gave_up_at == Some(part.next) {
                 continue;
             }
             part.moved_at = now;
             let next = part.next;
-            found.push(match part.rewind(marks) {
+            found.push(match part.rewind(Some(marks)) {
                 Some(to) => Stall::Rewind {
                     partition,
                     to,
@@ -455,7 +455,7 @@ mod tests {
             partition: 0,
             to,
             next: 5_000,
-            high: Some(5_400),
+            high: 5_400,
         };
         assert_eq!(r.stalled(at(STALL_MS)), [rewind(4_000)]);
         assert_eq!(r.stalled(at(STALL_MS + 1)), [], "a stall period per rewind");
@@ -468,7 +468,7 @@ mod tests {
             [Stall::GaveUp {
                 partition: 0,
                 next: 5_000,
-                high: Some(5_400)
+                high: 5_400
             }]
         );
         // Given up at this offset: no more rewinds there, even with fresh statistics.
