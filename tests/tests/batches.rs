@@ -58,7 +58,9 @@ async fn a_runner_resuming_inside_record_batches_runs_every_test_after_its_commi
         "b{}-",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     ));
-    let config = livecheck_tests::environment().unwrap().partitions(1);
+    // The environment as every test of the run has it (a container environment is shared
+    // by the run's tests: its own topics keep their settings).
+    let config = livecheck_tests::environment().unwrap();
     let kind = config.kind_of();
     let (kafka, _broker) = if kind == EnvironmentKind::Embedded {
         let broker = EmbeddedBroker::with_topics(&topics, &[], 1).unwrap();
