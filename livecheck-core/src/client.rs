@@ -173,7 +173,7 @@ impl ProducerContext for DeliveryCounter {
             self.connectivity.mark_reachable();
         }
         if let Err((err, msg)) = result {
-            bump(&self.counters.delivery_errors);
+            bump(&self.counters.here().delivery_errors);
             warn!(topic = msg.topic(), error = %err, "livecheck record was not delivered");
         }
     }
@@ -228,7 +228,7 @@ impl Inner {
         let payload = match serde_json::to_vec(record) {
             Ok(payload) => payload,
             Err(err) => {
-                bump(&self.counters.position_errors);
+                bump(&self.counters.here().position_errors);
                 debug!(error = %err, "positions do not serialize");
                 return;
             }
@@ -239,9 +239,9 @@ impl Inner {
                 .key("livecheck.positions")
                 .payload(&payload);
             match self.producer.send(sent) {
-                Ok(()) => bump(&self.counters.positions_sent),
+                Ok(()) => bump(&self.counters.here().positions_sent),
                 Err((err, _)) => {
-                    bump(&self.counters.position_errors);
+                    bump(&self.counters.here().position_errors);
                     debug!(partition, error = %err, "positions not enqueued");
                 }
             }
@@ -266,7 +266,7 @@ impl Inner {
             let payload = match serde_json::to_vec(&heartbeat) {
                 Ok(payload) => payload,
                 Err(err) => {
-                    bump(&self.counters.heartbeat_errors);
+                    bump(&self.counters.here().heartbeat_errors);
                     debug!(%key, error = %err, "heartbeat does not serialize");
                     continue;
                 }
@@ -276,11 +276,11 @@ impl Inner {
                 .payload(&payload);
             match self.producer.send(record) {
                 Ok(()) => {
-                    bump(&self.counters.heartbeats_sent);
+                    bump(&self.counters.here().heartbeats_sent);
                     sent += 1;
                 }
                 Err((err, _)) => {
-                    bump(&self.counters.heartbeat_errors);
+                    bump(&self.counters.here().heartbeat_errors);
                     debug!(%key, error = %err, "heartbeat not enqueued");
                     first_error.get_or_insert(err);
                 }
@@ -614,7 +614,7 @@ impl LiveCheck {
             Ok(found) => found,
             Err(err) => {
                 let counters = &self.inner.counters;
-                bump(&counters.contexts_rejected);
+                bump(&counters.here().contexts_rejected);
                 bump(counters.rejected_for(&err));
                 warn!(%origin, reason = err.reason(), error = %err, "rejected a test context; handling the request as a non-test request");
                 None
@@ -639,7 +639,7 @@ impl LiveCheck {
             None,
         )
         .map_err(Error::kafka(format!("publishing test {}", context.id)))?;
-        bump(&self.inner.counters.tests_triggered);
+        bump(&self.inner.counters.here().tests_triggered);
         debug!(test_id = %context.id, case = %context.case, "test registered");
         Ok(())
     }

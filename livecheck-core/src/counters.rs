@@ -1,27 +1,67 @@
 //! Counters: every rejected, evicted or skipped thing is counted here, never dropped silently.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// How many copies ("stripes") of its counters a set keeps: a thread adds to its own stripe,
+/// so threads on different cores do not take the same cache line from each other on every
+/// count (a runner's lanes count every record), and a read sums the stripes.
+const STRIPES: usize = 8;
+
+/// The stripe of the calling thread: threads take the stripes in turn (beyond
+/// [`STRIPES`] threads, they share).
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    MINE.with(|mine| *mine)
+}
 
 macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
-        $(#[$meta])*
+    ($(#[$meta:meta])* $name:ident($stripe:ident) { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
+        /// One stripe of the counters: see [`STRIPES`]. Aligned to 128 bytes (two cache
+        /// lines, which some cores fetch together) so that stripes share no line.
         #[derive(Debug, Default)]
-        pub struct $name {
-            // Read with the methods of the same name (or `snapshot`).
+        #[repr(align(128))]
+        pub(crate) struct $stripe {
             $($(#[doc = $doc])* pub(crate) $field: AtomicU64,)*
         }
 
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            // Read with the methods of the same name (or `snapshot`); counted with
+            // `bump(&counters.here().name)`.
+            stripes: [$stripe; STRIPES],
+        }
+
         impl $name {
+            /// The calling thread's stripe, to count in.
+            #[inline]
+            pub(crate) fn here(&self) -> &$stripe {
+                &self.stripes[stripe()]
+            }
+
+            /// The first stripe: where a gauge (a level set, not added to) is kept, the
+            /// others staying at zero.
+            #[allow(dead_code, reason = "not every set has a gauge")]
+            pub(crate) fn gauges(&self) -> &$stripe {
+                &self.stripes[0]
+            }
+
             $(
                 $(#[doc = $doc])*
                 pub fn $field(&self) -> u64 {
-                    self.$field.load(Ordering::Relaxed)
+                    self.stripes
+                        .iter()
+                        .map(|s| s.$field.load(Ordering::Relaxed))
+                        .fold(0, u64::wrapping_add)
                 }
             )*
 
             /// Every counter by name, at this instant.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+                vec![$((stringify!($field), self.$field()),)*]
             }
 
             /// Every counter's name and what it counts (its doc comment, lines joined), in
@@ -41,7 +81,7 @@ macro_rules! counters {
 
 counters! {
     /// Counters of a [`crate::LiveCheck`] client (the service side).
-    ClientCounters {
+    ClientCounters(ClientStripe) {
         /// Tests started by `maybe_trigger`.
         tests_triggered,
         /// Signals published.
@@ -117,7 +157,7 @@ counters! {
 
 counters! {
     /// Counters of a [`crate::Runner`].
-    RunnerCounters {
+    RunnerCounters(RunnerStripe) {
         /// Test records received.
         tests_received,
         /// Signal records received.
@@ -240,24 +280,25 @@ impl ClientCounters {
     /// The per-reason counter of a rejected context.
     pub(crate) fn rejected_for(&self, error: &crate::headers::ContextError) -> &AtomicU64 {
         use crate::headers::ContextError as E;
+        let c = self.here();
         match error {
             E::Missing { .. }
             | E::Empty { .. }
             | E::NotUtf8 { .. }
             | E::BadTimestamp { .. }
-            | E::ExpiresBeforeIssued { .. } => &self.contexts_rejected_malformed,
-            E::Oversized { .. } => &self.contexts_rejected_oversized,
-            E::BadTestId { .. } => &self.contexts_rejected_bad_test_id,
-            E::BadRoute { .. } => &self.contexts_rejected_bad_route,
-            E::BadArguments { .. } => &self.contexts_rejected_bad_arguments,
-            E::DuplicateHeader { .. } => &self.contexts_rejected_duplicate_header,
-            E::Unsigned { .. } => &self.contexts_rejected_unsigned,
-            E::MalformedSignature { .. } => &self.contexts_rejected_malformed_signature,
-            E::UnknownKey { .. } => &self.contexts_rejected_unknown_key,
+            | E::ExpiresBeforeIssued { .. } => &c.contexts_rejected_malformed,
+            E::Oversized { .. } => &c.contexts_rejected_oversized,
+            E::BadTestId { .. } => &c.contexts_rejected_bad_test_id,
+            E::BadRoute { .. } => &c.contexts_rejected_bad_route,
+            E::BadArguments { .. } => &c.contexts_rejected_bad_arguments,
+            E::DuplicateHeader { .. } => &c.contexts_rejected_duplicate_header,
+            E::Unsigned { .. } => &c.contexts_rejected_unsigned,
+            E::MalformedSignature { .. } => &c.contexts_rejected_malformed_signature,
+            E::UnknownKey { .. } => &c.contexts_rejected_unknown_key,
             E::BadSignature { .. } | E::UnsignedArguments { .. } => {
-                &self.contexts_rejected_bad_signature
+                &c.contexts_rejected_bad_signature
             }
-            E::Expired { .. } => &self.contexts_rejected_expired,
+            E::Expired { .. } => &c.contexts_rejected_expired,
         }
     }
 }

@@ -133,7 +133,7 @@ impl Follower {
                     }
                 }
                 Some(Transition::NotFollowing(reason)) => {
-                    bump(&self.counters.control_episodes);
+                    bump(&self.counters.here().control_episodes);
                     warn!(%topic, %reason, "not following the control topic: triggers use their local settings until it can be read again");
                 }
                 None => {}
@@ -145,6 +145,7 @@ impl Follower {
                 self.state.set_following(false, &follow.reason(now));
             }
             self.counters
+                .gauges()
                 .control_following
                 .store(u64::from(following), Ordering::Relaxed);
             if now >= next_beat {
@@ -154,7 +155,10 @@ impl Follower {
                 next_beat = now + heartbeat_every;
             }
         }
-        self.counters.control_following.store(0, Ordering::Relaxed);
+        self.counters
+            .gauges()
+            .control_following
+            .store(0, Ordering::Relaxed);
         debug!(%topic, "stopped following the control topic");
     }
 
@@ -163,7 +167,7 @@ impl Follower {
         let (topic, offset) = (message.topic(), message.offset());
         match self.state.apply(message.key(), message.payload()) {
             Applied::Changed(control) => {
-                bump(&self.counters.control_records);
+                bump(&self.counters.here().control_records);
                 if loaded {
                     info!(
                         case = %control.case, probability = control.probability,
@@ -176,17 +180,17 @@ impl Follower {
                 }
             }
             Applied::Removed(was_held) => {
-                bump(&self.counters.control_records);
+                bump(&self.counters.here().control_records);
                 if was_held {
                     info!(%topic, offset, key = ?message.key().map(String::from_utf8_lossy), "control topic: the case's record was deleted; its triggers use their local settings");
                 }
             }
             Applied::Stale { held, version } => {
-                bump(&self.counters.control_ignored);
+                bump(&self.counters.here().control_ignored);
                 debug!(%topic, offset, held, version, "control record ignored: not newer than the settings held");
             }
             Applied::Malformed(err) => {
-                bump(&self.counters.control_malformed);
+                bump(&self.counters.here().control_malformed);
                 warn!(%topic, partition = message.partition(), offset, error = %err, "malformed control record ignored");
             }
         }

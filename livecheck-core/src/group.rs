@@ -194,6 +194,7 @@ impl ConsumerContext for RunnerContext {
         // Counted here, as they are handed back: the runner loop may not read this event
         // (a revoke during its shutdown drain).
         self.counters
+            .here()
             .runs_handed_back
             .fetch_add(cancelled as u64, Ordering::Relaxed);
         let _ = self.events.send(GroupEvent::Revoked(revoked));

@@ -324,9 +324,9 @@ pub(crate) fn record(hop: Hop) {
             &payload,
             None,
         ) {
-            Ok(()) => crate::counters::bump(&counters.hops_sent),
+            Ok(()) => crate::counters::bump(&counters.here().hops_sent),
             Err(err) => {
-                crate::counters::bump(&counters.hop_errors);
+                crate::counters::bump(&counters.here().hop_errors);
                 tracing::warn!(test_id = %current.context.id, place = %hop.place(), error = %err, "hop could not be enqueued; dropped");
             }
         }

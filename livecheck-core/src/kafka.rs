@@ -331,7 +331,7 @@ impl LiveCheck {
             .reading
             .note(group, topic, partition, offset, context.is_some());
         let Some(context) = context else {
-            bump(&self.inner.counters.records_without_context);
+            bump(&self.inner.counters.here().records_without_context);
             return Consumed { scoped: None };
         };
         let hop = Hop {

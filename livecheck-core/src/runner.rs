@@ -158,6 +158,22 @@ pub struct RunnerConfig {
     /// signal wait for it; a shorter wait costs more fetches (CPU) while idle. See the
     /// README's Performance section for both measured.
     pub fetch_wait: Duration,
+    /// Outside a group: the partitions of the tests and signals topics this runner reads
+    /// (`None`, the default: every partition). Runners side by side on disjoint shares of
+    /// the partitions check every test once between them, each on a loop of its own: the
+    /// way to use more cores than one runner's loop keeps busy (see the README's
+    /// Performance section, "lanes"). Each partition listed must exist. A group assigns its
+    /// members' partitions itself, so this and [`RunnerConfig::group_id`] exclude each
+    /// other.
+    pub partitions: Option<Vec<i32>>,
+    /// How many loops ("lanes") the runner reads and checks with, each on its own share of
+    /// the partitions (default 1). One loop takes every record in on one thread, so it keeps
+    /// about one core busy however many the runtime has; each lane has its own consumers,
+    /// runs, reports producer and tables, like a runner of its own (in a group, a member of
+    /// its own), and the runner's counters, reports and status are the lanes' together. The
+    /// [`Limits`] on tests are shared out between the lanes. More lanes than partitions
+    /// leave the extra ones idle. See the README's Performance section for the figures.
+    pub lanes: usize,
 }
 
 /// The default [`RunnerConfig::fetch_wait`]: 2 ms, the longest that keeps the last signal
@@ -183,6 +199,8 @@ impl Default for RunnerConfig {
             report_retry_for: Duration::from_secs(300),
             restore_timeout: Duration::from_secs(30),
             fetch_wait: DEFAULT_FETCH_WAIT,
+            partitions: None,
+            lanes: 1,
         }
     }
 }
@@ -198,7 +216,8 @@ struct RunnerInner {
     counters: Arc<RunnerCounters>,
     tables: Arc<TableStore>,
     reports: broadcast::Sender<Arc<Report>>,
-    watchers: Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>,
+    /// Shared by the lanes: a test is watched before anyone knows which lane runs it.
+    watchers: Arc<Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>>,
     ready: watch::Sender<bool>,
     draining: AtomicBool,
     sink: OnceLock<ReportSink>,
@@ -212,14 +231,32 @@ struct RunnerInner {
     /// every record without the registry's lock.
     early_tests: Arc<AtomicUsize>,
     /// What the services' consumer groups report reading (for the diagnosis of a
-    /// missing step).
-    positions: Mutex<Positions>,
+    /// missing step). Shared by the lanes: each reads the reports of its partitions.
+    positions: Arc<Mutex<Positions>>,
     /// Per tests partition, the offset after the last test record read (or where reading
     /// starts): a record past it follows offsets never read (see
     /// `RunnerCounters::tests_skipped_by_broker`).
     tests_read_to: Mutex<HashMap<i32, i64>>,
     /// Whether each partition is really read (see [`crate::reading`]).
     readings: Arc<Readings>,
+    /// This lane's number, and how many there are (see [`RunnerConfig::lanes`]).
+    lane: (usize, usize),
+    /// The other lanes, in the first lane (the `Runner` its user holds): each is a runner of
+    /// its own, sharing the counters, reports and watchers of the first.
+    others: Vec<Runner>,
+}
+
+/// What the lanes of a runner share.
+struct Shared {
+    counters: Arc<RunnerCounters>,
+    reports: broadcast::Sender<Arc<Report>>,
+    watchers: Arc<Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>>,
+    positions: Arc<Mutex<Positions>>,
+}
+
+/// Resolves once `stopped` says so (or its sender is gone).
+async fn stop_when(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Which topic's records [`Runner::never_read`] is about.
@@ -315,7 +352,46 @@ type Restores = JoinSet<(Vec<Assignment>, Result<Vec<Restored>, KafkaError>)>;
 impl Runner {
     /// A runner for `suite`, publishing reports through `client`.
     pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
-        let (reports, _) = broadcast::channel(1024);
+        let shared = Shared {
+            counters: Arc::new(RunnerCounters::default()),
+            reports: broadcast::channel(1024).0,
+            watchers: Arc::default(),
+            positions: Arc::default(),
+        };
+        let lanes = config.lanes.max(1);
+        let others = (1..lanes)
+            .map(|lane| {
+                Self::lane(
+                    suite.clone(),
+                    client.clone(),
+                    config.clone(),
+                    &shared,
+                    (lane, lanes),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        Self::lane(suite, client, config, &shared, (0, lanes), others)
+    }
+
+    /// Lane `lane.0` of `lane.1`, with `shared`.
+    fn lane(
+        suite: Suite,
+        client: LiveCheck,
+        mut config: RunnerConfig,
+        shared: &Shared,
+        lane: (usize, usize),
+        others: Vec<Runner>,
+    ) -> Self {
+        // Each lane holds its share of the tests; a test is in one lane only.
+        let limits = &mut config.limits;
+        for limit in [
+            &mut limits.max_early_tests,
+            &mut limits.max_finished,
+            &mut limits.max_in_flight,
+        ] {
+            *limit = limit.div_ceil(lane.1).max(1);
+        }
         let (ready, _) = watch::channel(false);
         let connectivity = client.connectivity().clone();
         let clocks = Arc::new(Clocks::new(
@@ -326,7 +402,7 @@ impl Runner {
         let signals_topic = Arc::from(client.topics().signals.as_str());
         let tests_topic = Arc::from(client.topics().tests.as_str());
         let flow = Mutex::new(Flow::new(config.limits.max_early_tests));
-        let counters = Arc::new(RunnerCounters::default());
+        let counters = shared.counters.clone();
         // Suite::new checked the declarations.
         let tables = Arc::new(TableStore::new(
             suite.tables().unwrap_or_default(),
@@ -346,8 +422,8 @@ impl Runner {
                 config,
                 counters,
                 tables,
-                reports,
-                watchers: Mutex::new(HashMap::new()),
+                reports: shared.reports.clone(),
+                watchers: shared.watchers.clone(),
                 ready,
                 draining: AtomicBool::new(false),
                 sink: OnceLock::new(),
@@ -356,11 +432,18 @@ impl Runner {
                 connectivity,
                 flow,
                 early_tests,
-                positions: Mutex::default(),
+                positions: shared.positions.clone(),
                 tests_read_to: Mutex::default(),
                 readings: Arc::default(),
+                lane,
+                others,
             }),
         }
+    }
+
+    /// This runner's lanes: itself and the others (see [`RunnerConfig::lanes`]).
+    fn lanes(&self) -> impl Iterator<Item = &Runner> {
+        std::iter::once(self).chain(&self.inner.others)
     }
 
     /// The runner's counters.
@@ -368,9 +451,18 @@ impl Runner {
         &self.inner.counters
     }
 
-    /// The suite's tables, with the entries this runner holds of each.
+    /// The suite's tables, with the entries this runner holds of each (a global table's
+    /// once: every lane holds all of it).
     pub fn tables(&self) -> Vec<TableStats> {
-        self.inner.tables.stats()
+        let mut all = self.inner.tables.stats();
+        for lane in &self.inner.others {
+            for (table, of_lane) in all.iter_mut().zip(lane.inner.tables.stats()) {
+                if !table.global {
+                    table.entries += of_lane.entries;
+                }
+            }
+        }
+        all
     }
 
     /// The suite.
@@ -391,29 +483,41 @@ impl Runner {
 
     /// Runs in flight now.
     pub fn in_flight(&self) -> usize {
+        self.lanes().map(Self::lane_in_flight).sum()
+    }
+
+    /// Runs in flight in this lane.
+    fn lane_in_flight(&self) -> usize {
         self.lock_registry().in_flight()
     }
 
     /// Runs in flight that are parked until their first step (cases that
     /// [`Case::start_on_first_step`]): counted in [`Self::in_flight`] too.
     pub fn parked_runs(&self) -> usize {
-        self.lock_registry().parked()
+        self.lanes().map(|l| l.lock_registry().parked()).sum()
     }
 
     /// Tests with early (buffered) signals now.
     pub fn buffered_tests(&self) -> usize {
+        self.lanes().map(Self::lane_buffered_tests).sum()
+    }
+
+    /// Tests with early signals in this lane (its flow control's measure).
+    fn lane_buffered_tests(&self) -> usize {
         self.inner.early_tests.load(Ordering::Relaxed)
     }
 
     /// Tests-topic partitions this runner holds now (restored or being restored).
     pub fn assigned_partitions(&self) -> usize {
-        self.inner.ownership.assigned.load(Ordering::Relaxed)
+        self.lanes()
+            .map(|l| l.inner.ownership.assigned.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Signals partitions paused now because their tests partition is behind (a backlog
     /// being replayed; see the crate's flow control).
     pub fn paused_signal_partitions(&self) -> usize {
-        self.lock_flow().paused()
+        self.lanes().map(|l| l.lock_flow().paused()).sum()
     }
 
     /// Broker connectivity as the runner's consumers and its client's producer see it.
@@ -424,11 +528,9 @@ impl Runner {
     /// Records read and not yet committable (tests, signals): what a restart would read
     /// again.
     pub fn uncommitted(&self) -> (usize, usize) {
-        self.inner
-            .ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held()
+        self.lanes()
+            .map(|l| l.lock_ledger().held())
+            .fold((0, 0), |(t, s), (lt, ls)| (t + lt, s + ls))
     }
 
     /// Every report this runner publishes, as it publishes it (a slow receiver lags).
@@ -449,9 +551,11 @@ impl Runner {
     }
 
     /// Whether this runner holds partition 0 of the tests topic (the one instance of a group
-    /// that sends synthetic traffic). Always true without a group.
+    /// that sends synthetic traffic). Without a group: true unless
+    /// [`RunnerConfig::partitions`] leaves partition 0 out.
     pub fn owns_first_partition(&self) -> bool {
-        self.inner.ownership.owns_first.load(Ordering::Relaxed)
+        self.lanes()
+            .any(|l| l.inner.ownership.owns_first.load(Ordering::Relaxed))
     }
 
     /// Stops waiting for the report of `test_id` (e.g. its stimulus failed).
@@ -463,10 +567,12 @@ impl Runner {
             .remove(test_id);
     }
 
-    /// Resolves once the runner has its partitions (restored, in a group).
+    /// Resolves once the runner has its partitions (restored, in a group): every lane.
     pub async fn ready(&self) {
-        let mut rx = self.inner.ready.subscribe();
-        let _ = rx.wait_for(|ready| *ready).await;
+        for lane in self.lanes() {
+            let mut rx = lane.inner.ready.subscribe();
+            let _ = rx.wait_for(|ready| *ready).await;
+        }
     }
 
     /// The registry of the runs and their tests.
@@ -494,11 +600,71 @@ impl Runner {
         self.inner.config.group_id.is_some()
     }
 
-    /// Consumes until `shutdown` resolves.
+    /// Consumes until `shutdown` resolves: every lane (see [`RunnerConfig::lanes`]), the
+    /// others each in a task of their own. A lane that stops (an error) stops the others;
+    /// the first error is returned.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        if self.inner.config.lanes == 0 {
+            return Err(Error::Config(
+                "`lanes` is 0: a runner reads with one lane at least".into(),
+            ));
+        }
+        if self.inner.others.is_empty() {
+            return self.run_lane(shutdown).await;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut others = JoinSet::new();
+        for lane in &self.inner.others {
+            let (lane, stopped, stop) = (lane.clone(), stopped.clone(), stop.clone());
+            others.spawn(async move {
+                let result = lane.run_lane(stop_when(stopped)).await;
+                stop.send_replace(true);
+                result
+            });
+        }
+        let first = async {
+            let result = self.run_lane(stop_when(stopped)).await;
+            stop.send_replace(true);
+            result
+        };
+        tokio::pin!(first, shutdown);
+        let mut result = tokio::select! {
+            result = &mut first => result,
+            () = &mut shutdown => {
+                // Every lane at once: they drain side by side.
+                stop.send_replace(true);
+                first.await
+            }
+        };
+        while let Some(joined) = others.join_next().await {
+            let lane = joined.unwrap_or_else(|e| {
+                Err(Error::Config(format!("a lane of the runner failed: {e}")))
+            });
+            if result.is_ok() {
+                result = lane;
+            }
+        }
+        result
+    }
+
+    /// One lane's [`Runner::run`].
+    async fn run_lane(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let topics = self.inner.client.topics().clone();
         let kafka = self.inner.client.kafka();
         let in_group = self.in_group();
+        match &self.inner.config.partitions {
+            Some(_) if in_group => {
+                return Err(Error::Config(
+                    "a runner in a group is assigned its partitions by the group: set `group_id` or `partitions`, not both".into(),
+                ))
+            }
+            Some(list) if list.is_empty() => {
+                return Err(Error::Config(
+                    "`partitions` lists no partition: list at least one, or leave it unset to read them all".into(),
+                ))
+            }
+            _ => {}
+        }
         let (sink, mut sink_events) = ReportSink::new(
             kafka,
             topics.reports.clone(),
@@ -609,7 +775,7 @@ impl Runner {
                         }
                         // Stop taking new tests; let the in-flight runs finish.
                         self.inner.draining.store(true, Ordering::Relaxed);
-                        let in_flight = self.in_flight();
+                        let in_flight = self.lane_in_flight();
                         info!(in_flight, "runner draining: no new tests; waiting for the runs in flight");
                         drain_until = Some(tokio::time::Instant::now() + self.inner.config.drain_timeout);
                     }
@@ -645,7 +811,7 @@ impl Runner {
                     }
                 }
                 if let Some(until) = drain_until {
-                    let in_flight = self.in_flight();
+                    let in_flight = self.lane_in_flight();
                     if in_flight == 0 || tokio::time::Instant::now() >= until {
                         if in_flight > 0 {
                             warn!(in_flight, "drain timeout: handing the unfinished runs back (their records stay uncommitted)");
@@ -668,6 +834,7 @@ impl Runner {
             if handed_back > 0 {
                 self.inner
                     .counters
+                    .here()
                     .runs_handed_back
                     .fetch_add(handed_back as u64, Ordering::Relaxed);
                 warn!(
@@ -932,7 +1099,10 @@ impl Runner {
             .into_iter()
             .map(|(t, g)| (t.to_owned(), g))
             .collect();
-        type Found = (Vec<TopicPartitionList>, Vec<(String, bool, usize)>);
+        // The partitions of the tests topic, and those of them this runner reads.
+        type Found = (Vec<TopicPartitionList>, usize, Vec<(String, bool, usize)>);
+        let wanted = self.inner.config.partitions.clone();
+        let (lane, lanes) = self.inner.lane;
         let lists = {
             let consumer = tests.clone();
             let signals_consumer = signals.clone();
@@ -949,7 +1119,25 @@ impl Runner {
                             "topic {topic} does not exist or has no partitions; create it first"
                         )));
                     }
-                    let all: Vec<i32> = (0..partitions as i32).collect();
+                    let all: Vec<i32> = match &wanted {
+                        None => (0..partitions as i32).collect(),
+                        Some(wanted) => {
+                            if let Some(p) = wanted.iter().find(|p| !(0..partitions as i32).contains(*p)) {
+                                return Err(Error::Config(format!(
+                                    "partition {p} of `partitions` does not exist: topic {topic} has {partitions} (0 to {})",
+                                    partitions - 1
+                                )));
+                            }
+                            wanted.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+                        }
+                    };
+                    // This lane's share: every `lanes`-th partition.
+                    let all: Vec<i32> = all
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(k, _)| k % lanes == lane)
+                        .map(|(_, p)| p)
+                        .collect();
                     let ends = scan::watermarks(consumer, topic, &all, Duration::from_secs(10))
                         .map_err(Error::kafka(format!("reading the ends of {topic}")))?;
                     let mut list = TopicPartitionList::new();
@@ -958,7 +1146,7 @@ impl Runner {
                         list.add_partition_offset(topic, p, Offset::Offset(offset))
                             .map_err(Error::kafka("building the assignment"))?;
                     }
-                    Ok(list)
+                    Ok((list, partitions))
                 };
                 let (tests_list, signals_list) = std::thread::scope(|scope| {
                     let signals = scope.spawn(|| assignment(&topics.signals, &signals_consumer));
@@ -970,20 +1158,29 @@ impl Runner {
                     });
                     (tests, signals)
                 });
-                let lists = vec![tests_list?, signals_list?];
+                let ((tests_list, count), (signals_list, signals_count)) =
+                    (tests_list?, signals_list?);
+                if (wanted.is_some() || lanes > 1) && signals_count != count {
+                    // A test's signals are on its own partition's number only when both
+                    // topics have as many partitions.
+                    return Err(Error::Config(format!(
+                        "`partitions` and `lanes` need the tests and signals topics co-partitioned: {} has {count} partitions and {} {signals_count}; recreate one with as many as the other",
+                        topics.tests, topics.signals
+                    )));
+                }
                 let mut table_counts = Vec::new();
                 for (topic, global) in &table_topics {
                     table_counts.push((topic.clone(), *global, partition_count(&consumer, topic)?));
                 }
-                Ok((lists, table_counts))
+                Ok((vec![tests_list, signals_list], count, table_counts))
             })
             .await
             .map_err(|e| Error::Config(format!("the metadata task failed: {e}")))??
         };
-        let (lists, table_counts) = lists;
+        let (lists, count, table_counts) = lists;
         let partitions: Vec<i32> = lists[0].elements().iter().map(|e| e.partition()).collect();
-        self.check_table_topics(&table_counts, partitions.len())?;
-        self.inner.tables.set_partitions(partitions.len() as i32);
+        self.check_table_topics(&table_counts, count)?;
+        self.inner.tables.set_partitions(count as i32);
         if !self.inner.tables.is_empty() {
             let runner = self.clone();
             let wanted = partitions.clone();
@@ -1045,7 +1242,7 @@ impl Runner {
         self.inner
             .ownership
             .owns_first
-            .store(true, Ordering::Relaxed);
+            .store(partitions.contains(&0), Ordering::Relaxed);
         self.inner.ready.send_replace(true);
         Ok(())
     }
@@ -1169,7 +1366,7 @@ impl Runner {
         let restored = match result {
             Ok(restored) => restored,
             Err(err) => {
-                bump(&self.inner.counters.restore_retries);
+                bump(&self.inner.counters.here().restore_retries);
                 warn!(partitions = ?assignments.iter().map(|(p, _)| p).collect::<Vec<_>>(), error = %err, "could not restore assigned partitions; trying again in 1 s");
                 let retry = retry.clone();
                 tokio::spawn(async move {
@@ -1205,6 +1402,7 @@ impl Runner {
             }
             self.inner
                 .counters
+                .here()
                 .decided_restored
                 .fetch_add(r.decided.len() as u64, Ordering::Relaxed);
             let decided = r.decided.len();
@@ -1325,7 +1523,7 @@ impl Runner {
         }
         self.tests_read(p, msg.offset(), false);
         self.on_test_record(p, msg.offset(), msg.timestamp().to_millis(), msg.payload());
-        let buffered = self.buffered_tests();
+        let buffered = self.lane_buffered_tests();
         let action = self.lock_flow().test_record(p, buffered);
         self.apply(action, consumers.signals);
     }
@@ -1356,7 +1554,7 @@ impl Runner {
         if let Some((first, last)) = self.inner.clocks.record(p, msg.offset(), clock_at, now) {
             self.never_read(Unread::Signals, p, first, last);
         }
-        let buffered = self.buffered_tests();
+        let buffered = self.lane_buffered_tests();
         let action = self.lock_flow().signal_record(p, buffered);
         self.apply(action, signals);
         let pos = Pos {
@@ -1410,7 +1608,7 @@ impl Runner {
     /// Seeks `partition` of `topic` back to `to` (without waiting: records fetched before
     /// the seek are not handed over after it).
     fn rewind(&self, consumer: &Consumer2, topic: &str, partition: i32, to: i64) {
-        bump(&self.inner.counters.partition_rewinds);
+        bump(&self.inner.counters.here().partition_rewinds);
         if let Err(err) = consumer.seek(topic, partition, Offset::Offset(to), Duration::ZERO) {
             warn!(topic, partition, to, error = %err, "could not read a partition again from an earlier offset; trying again later");
         }
@@ -1453,7 +1651,7 @@ impl Runner {
                         next,
                         high,
                     } => {
-                        bump(&self.inner.counters.partitions_stalled);
+                        bump(&self.inner.counters.here().partitions_stalled);
                         error!(
                             topic = %topic,
                             partition,
@@ -1501,12 +1699,12 @@ impl Runner {
         let counters = &self.inner.counters;
         let (counter, topic, then) = match unread {
             Unread::Tests => (
-                &counters.tests_skipped_by_broker,
+                &counters.here().tests_skipped_by_broker,
                 &self.inner.tests_topic,
                 "their tests are not run and have no report",
             ),
             Unread::Signals => (
-                &counters.signals_skipped_by_broker,
+                &counters.here().signals_skipped_by_broker,
                 &self.inner.signals_topic,
                 "tests in flight that miss a step end in ERROR, not TIMEOUT",
             ),
@@ -1582,6 +1780,7 @@ impl Runner {
             self.release_signals(&dropped);
             self.inner
                 .counters
+                .here()
                 .buffer_evictions
                 .fetch_add(dropped.len() as u64, Ordering::Relaxed);
             warn!(
@@ -1603,7 +1802,7 @@ impl Runner {
     }
 
     fn malformed(&self, topic: &str, partition: i32, offset: i64, why: &str) {
-        bump(&self.inner.counters.records_malformed);
+        bump(&self.inner.counters.here().records_malformed);
         warn!(
             topic,
             partition, offset, "skipped a malformed record: {why}"
@@ -1626,7 +1825,7 @@ impl Runner {
             return;
         }
         let topic = self.inner.client.topics().tests.as_str();
-        bump(&self.inner.counters.tests_received);
+        bump(&self.inner.counters.here().tests_received);
         let Some(payload) = payload else {
             self.malformed(topic, partition, offset, "no payload");
             return self.test_done(partition, offset);
@@ -1646,21 +1845,21 @@ impl Runner {
         if let Err(err) = self.inner.client.verify_context(&context) {
             let c = &self.inner.counters;
             bump(match err.reason() {
-                "unsigned" => &c.tests_rejected_unsigned,
+                "unsigned" => &c.here().tests_rejected_unsigned,
                 "malformed_signature" | "unknown_key" | "bad_signature" => {
-                    &c.tests_rejected_bad_signature
+                    &c.here().tests_rejected_bad_signature
                 }
-                _ => &c.tests_rejected_other,
+                _ => &c.here().tests_rejected_other,
             });
             warn!(topic, partition, offset, test_id = %context.id, case = %context.case, reason = err.reason(), error = %err, "refused a test record: its context is not trusted; no run");
             return self.test_done(partition, offset);
         }
         if self.is_foreign(&context.id) {
-            bump(&self.inner.counters.foreign_records);
+            bump(&self.inner.counters.here().foreign_records);
             return self.test_done(partition, offset);
         }
         let Some(case) = self.inner.suite.get(&context.case).cloned() else {
-            bump(&self.inner.counters.unknown_case);
+            bump(&self.inner.counters.here().unknown_case);
             warn!(topic, partition, offset, case = %context.case, test_id = %context.id, "skipped a test of an unknown case");
             return self.test_done(partition, offset);
         };
@@ -1711,7 +1910,7 @@ impl Runner {
                 }
             }
             TestOutcome::Duplicate => {
-                bump(&self.inner.counters.duplicate_tests);
+                bump(&self.inner.counters.here().duplicate_tests);
                 debug!(test_id = %context.id, "test already decided or running; record ignored");
                 let pinned = self.in_group()
                     && self
@@ -1722,7 +1921,7 @@ impl Runner {
                 }
             }
             TestOutcome::AtCapacity => {
-                bump(&self.inner.counters.capacity_skips);
+                bump(&self.inner.counters.here().capacity_skips);
                 let dropped = self
                     .lock_registry()
                     .mark_finished(&context.id, Some(partition));
@@ -1851,7 +2050,7 @@ impl Runner {
     ) -> bool {
         let (topic, partition, offset) = (&pos.topic, pos.partition, pos.offset);
         let Some(payload) = payload else {
-            bump(&self.inner.counters.signals_received);
+            bump(&self.inner.counters.here().signals_received);
             self.malformed(topic, partition, offset, "no payload");
             return false;
         };
@@ -1860,7 +2059,7 @@ impl Runner {
         if payload.starts_with(PositionsRecord::PREFIX) {
             match serde_json::from_slice::<PositionsRecord>(payload) {
                 Ok(record) => {
-                    bump(&self.inner.counters.positions_received);
+                    bump(&self.inner.counters.here().positions_received);
                     self.inner
                         .positions
                         .lock()
@@ -1876,7 +2075,7 @@ impl Runner {
             }
             return false;
         }
-        bump(&self.inner.counters.signals_received);
+        bump(&self.inner.counters.here().signals_received);
         // Decoded in place: only what the run keeps is copied.
         let event: SignalRecord<'_> = match serde_json::from_slice(payload) {
             Ok(e) => e,
@@ -1886,11 +2085,11 @@ impl Runner {
             }
         };
         if self.is_foreign(&event.test_id) {
-            bump(&self.inner.counters.foreign_records);
+            bump(&self.inner.counters.here().foreign_records);
             return false;
         }
         if self.inner.suite.get(&event.case).is_none() {
-            bump(&self.inner.counters.unknown_case);
+            bump(&self.inner.counters.here().unknown_case);
             warn!(%topic, partition, offset, case = %event.case, signal = %event.signal, "skipped a signal of an unknown case");
             return false;
         }
@@ -1924,19 +2123,20 @@ impl Runner {
         match outcome {
             SignalOutcome::Delivered | SignalOutcome::Stored | SignalOutcome::Woke => true,
             SignalOutcome::Duplicate => {
-                bump(&c.duplicate_signals);
+                bump(&c.here().duplicate_signals);
                 false
             }
             SignalOutcome::Late => {
-                bump(&c.late_signals);
+                bump(&c.here().late_signals);
                 debug!(test_id = %event.test_id, "signal for a finished test ignored");
                 false
             }
             SignalOutcome::Buffered { evicted } => {
-                bump(&c.signals_buffered);
+                bump(&c.here().signals_buffered);
                 if !evicted.is_empty() {
                     self.release_signals(&evicted);
-                    c.buffer_evictions
+                    c.here()
+                        .buffer_evictions
                         .fetch_add(evicted.len() as u64, Ordering::Relaxed);
                     warn!(
                         evicted = evicted.len(),
@@ -1946,12 +2146,12 @@ impl Runner {
                 true
             }
             SignalOutcome::HopsFull => {
-                bump(&c.hops_dropped);
+                bump(&c.here().hops_dropped);
                 debug!(test_id = %event.test_id, "more hops than a test keeps; dropped this one");
                 false
             }
             SignalOutcome::BufferFull => {
-                bump(&c.buffer_evictions);
+                bump(&c.here().buffer_evictions);
                 warn!(%topic, partition, offset, test_id = %event.test_id, "too many early signals for one test; dropped this one");
                 false
             }
@@ -2049,7 +2249,7 @@ impl Runner {
         let (verdict, mut error) = match result {
             Ok(Ok(())) => (Verdict::Pass, None),
             Ok(Err(CheckError::Invariant(broken))) => {
-                bump(&self.inner.counters.invariant_failures);
+                bump(&self.inner.counters.here().invariant_failures);
                 let message = broken.to_string();
                 invariant = Some(*broken);
                 (Verdict::Fail, Some(message))
@@ -2198,11 +2398,11 @@ impl Runner {
     async fn publish(&self, report: Report, hold: Option<Hold>) {
         let c = &self.inner.counters;
         bump(match report.verdict {
-            Verdict::Pass => &c.verdict_pass,
-            Verdict::Fail => &c.verdict_fail,
-            Verdict::Error => &c.verdict_error,
-            Verdict::Timeout => &c.verdict_timeout,
-            Verdict::Skip => &c.verdict_skip,
+            Verdict::Pass => &c.here().verdict_pass,
+            Verdict::Fail => &c.here().verdict_fail,
+            Verdict::Error => &c.here().verdict_error,
+            Verdict::Timeout => &c.here().verdict_timeout,
+            Verdict::Skip => &c.here().verdict_skip,
         });
         if report.verdict == Verdict::Pass {
             debug!(test_id = %report.test_id, case = %report.case, "PASS");
@@ -2242,9 +2442,9 @@ impl Runner {
                 partition,
                 offset,
             } => {
-                bump(&c.reports_published);
+                bump(&c.here().reports_published);
                 if outgoing.truncated {
-                    bump(&c.reports_truncated);
+                    bump(&c.here().reports_truncated);
                 }
                 if self.in_group() {
                     let mut ledger = self.lock_ledger();
@@ -2268,7 +2468,7 @@ impl Runner {
                 mut outgoing,
                 error,
             } => {
-                bump(&c.report_errors);
+                bump(&c.here().report_errors);
                 let test_id = outgoing.report.test_id.clone();
                 let owned = outgoing
                     .hold
@@ -2277,7 +2477,7 @@ impl Runner {
                 if !owned {
                     // The partition went: its next owner runs the test (this report is not
                     // on the reports topic, so it is not decided there).
-                    bump(&c.runs_handed_back);
+                    bump(&c.here().runs_handed_back);
                     debug!(%test_id, error = %error, "report of a revoked partition refused; its next owner runs the test");
                 } else if sink::is_too_large(&error) && outgoing.shrink < sink::MAX_SHRINK {
                     outgoing.shrink += 1;
@@ -2287,13 +2487,13 @@ impl Runner {
                     || outgoing.first_try.elapsed() < self.inner.config.report_retry_for
                 {
                     // While Kafka is unreachable, reports wait for it, however long.
-                    bump(&c.reports_retried);
+                    bump(&c.here().reports_retried);
                     let backoff = Duration::from_millis(100 << outgoing.attempts.min(7))
                         .min(Duration::from_secs(10));
                     debug!(%test_id, error = %error, ?backoff, "report refused; retrying");
                     self.resend(outgoing, backoff);
                 } else {
-                    bump(&c.reports_lost);
+                    bump(&c.here().reports_lost);
                     error!(%test_id, case = %outgoing.report.case, verdict = %outgoing.report.verdict, error = %error, retried_for = ?self.inner.config.report_retry_for,
                         "report LOST: Kafka refused it for longer than report_retry_for while reachable (check the reports topic's configuration and ACLs); its partition's commit moves on");
                     if let Some(hold) = &outgoing.hold {
@@ -2437,7 +2637,7 @@ impl Drop for RunGuard {
         if !runner.lock_registry().is_overdue(&shared.context.id) {
             return;
         }
-        bump(&runner.inner.counters.runs_overdue);
+        bump(&runner.inner.counters.here().runs_overdue);
         let max_run_time = runner.inner.config.max_run_time;
         let result = Ok(Err(CheckError::Error(format!(
             "the check did not finish within {max_run_time:?} (max_run_time): stopped; does an expectation hang?"

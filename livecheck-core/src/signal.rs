@@ -77,7 +77,7 @@ pub(crate) fn encode_event<T: Serialize + ?Sized>(
     match serde_json::to_vec(&event) {
         Ok(payload) => Some((current.clone(), payload)),
         Err(err) => {
-            bump(&current.client.counters().signal_errors);
+            bump(&current.client.counters().here().signal_errors);
             warn!(signal = name, test_id = %context.id, error = %err, "signal value does not serialize; not sent");
             None
         }
@@ -226,9 +226,9 @@ impl<T: Serialize> Signal<T> {
     fn count(&self, current: &Current, result: Result<(), rdkafka::error::KafkaError>) {
         let counters = current.client.counters();
         match result {
-            Ok(()) => bump(&counters.signals_sent),
+            Ok(()) => bump(&counters.here().signals_sent),
             Err(err) => {
-                bump(&counters.signal_errors);
+                bump(&counters.here().signal_errors);
                 warn!(signal = self.name, test_id = %current.context.id, error = %err, "signal could not be enqueued; dropped");
             }
         }

@@ -814,7 +814,7 @@ impl TableStore {
         not_inside_change(table)?;
         let state = self.lock();
         let place = self.place(&state, table, case, route, partition)?;
-        bump(&self.counters.table_reads);
+        bump(&self.counters.here().table_reads);
         let Some(shard) = state.shards.get(&place) else {
             return Err(not_held(table, partition));
         };
@@ -857,7 +857,7 @@ impl TableStore {
         if let Some(done) =
             current.and_then(|e| e.ops.iter().find(|a| &*a.test == test_id && a.op == op))
         {
-            bump(&self.counters.table_writes_replayed);
+            bump(&self.counters.here().table_writes_replayed);
             debug!(
                 table,
                 route,
@@ -894,7 +894,7 @@ impl TableStore {
             op,
             result: Some(remembered.clone()),
         });
-        bump(&self.counters.table_writes);
+        bump(&self.counters.here().table_writes);
         let delivery = self.send(place.0, partition, route, entry, epoch);
         Ok((
             Written::Remembered(remembered),
@@ -925,6 +925,7 @@ impl TableStore {
             let over = entry.ops.len() + 1 - hard;
             entry.ops.drain(..over);
             self.counters
+                .here()
                 .table_writes_forgotten
                 .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
             warn!(
@@ -952,7 +953,7 @@ impl TableStore {
                 break;
             };
             oldest.result = None;
-            bump(&self.counters.table_results_dropped);
+            bump(&self.counters.here().table_results_dropped);
             payload = encode_entry(entry, epoch);
         }
         let producer = self.producer.get()?;
@@ -963,7 +964,7 @@ impl TableStore {
         match producer.send_result(record) {
             Ok(delivery) => Some(delivery),
             Err((err, _)) => {
-                bump(&self.counters.table_write_errors);
+                bump(&self.counters.here().table_write_errors);
                 debug!(table, partition, route, error = %err, "table write not enqueued; retried");
                 None
             }
@@ -994,12 +995,12 @@ impl TableStore {
                 };
                 attempts += 1;
                 if started.elapsed() > retry_for && !in_outage() {
-                    bump(&self.counters.table_writes_lost);
+                    bump(&self.counters.here().table_writes_lost);
                     tracing::error!(table = write.table, partition = write.partition, key = %write.route, error = %refused, retried_for = ?retry_for,
                         "table write LOST: Kafka refused it for longer than report_retry_for; the entry is written again at its next write");
                     break;
                 }
-                bump(&self.counters.table_write_errors);
+                bump(&self.counters.here().table_write_errors);
                 tokio::time::sleep(Duration::from_millis(100 << attempts.min(6))).await;
                 let mut state = self.lock();
                 let Some(shard) = state.shards.get_mut(&(write.table, write.partition)) else {
@@ -1086,8 +1087,8 @@ impl TableStore {
                 out.entry(*p).or_default().push((spec.name, shard));
             }
         }
-        bump_by(&self.counters.table_records_restored, read);
-        bump_by(&self.counters.table_records_fenced, fenced);
+        bump_by(&self.counters.here().table_records_restored, read);
+        bump_by(&self.counters.here().table_records_fenced, fenced);
         info!(
             partitions = ?partitions,
             tables = specs.len(),
@@ -1151,7 +1152,7 @@ impl TableStore {
     }
 
     fn malformed(&self, topic: &str, partition: i32, offset: i64, why: &str) {
-        bump(&self.counters.table_records_malformed);
+        bump(&self.counters.here().table_records_malformed);
         warn!(topic, partition, offset, "skipped a table record: {why}");
     }
 
@@ -1222,7 +1223,7 @@ impl TableStore {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
                     read += 1;
-                    bump(&self.counters.table_records_restored);
+                    bump(&self.counters.here().table_records_restored);
                     let topic = msg.topic();
                     let (p, offset) = (msg.partition(), msg.offset());
                     if let Some(name) = by_topic.get(topic) {

@@ -438,7 +438,11 @@ mod tests {
     }
 
     fn triggered(client: &LiveCheck) -> u64 {
-        client.counters().tests_triggered.load(Ordering::Relaxed)
+        client
+            .counters()
+            .here()
+            .tests_triggered
+            .load(Ordering::Relaxed)
     }
 
     /// The first of `account-0`, `account-1`, ... that `trigger` does (or does not) sample.

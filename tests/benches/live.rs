@@ -197,25 +197,40 @@ fn run() -> Result<Vec<String>, String> {
         // 1 and 2 workers, and more where the machine has the cores: 4, 8, ... and all.
         let cores = available_cores();
         let counts = worker_counts(cores)?;
-        let mut rates = Vec::new();
+        let (mut rates, mut lane_rates) = (Vec::new(), Vec::new());
         for workers in counts {
             let rt = runtime(workers)?;
-            let (r, runner_rate) = rt.block_on(throughput(&mut problems, workers))?;
+            let (r, runner_rate) = rt.block_on(throughput(&mut problems, workers, 1))?;
             if workers == 2 {
                 ratio = Some(r);
             }
             rates.push((workers, runner_rate));
             println!();
+            // As many runners as workers, each on its share of the partitions.
+            if workers > 1 && workers <= PARTITIONS as usize {
+                let (_, lanes_rate) = rt.block_on(throughput(&mut problems, workers, workers))?;
+                lane_rates.push((workers, lanes_rate));
+                println!();
+            }
         }
         if let Some(&(first, one)) = rates.first() {
-            let by_workers: Vec<String> = rates
-                .iter()
-                .map(|(w, r)| format!("{w}: {r:.0} ({:.2}x)", r / one))
-                .collect();
+            let scaled = |rates: &[(usize, f64)]| {
+                rates
+                    .iter()
+                    .map(|(w, r)| format!("{w}: {r:.0} ({:.2}x)", r / one))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             println!(
                 "   scaling: runner records/s by worker threads (against {first}) on {cores} cores: {}",
-                by_workers.join(", ")
+                scaled(&rates)
             );
+            if !lane_rates.is_empty() {
+                println!(
+                    "   scaling with lanes (as many runners as workers, against 1 runner on {first}): {}",
+                    scaled(&lane_rates)
+                );
+            }
             println!();
         }
     }
@@ -937,12 +952,22 @@ async fn fetch_wait_trade_off(problems: &mut Vec<String>) -> Result<(), String> 
     Ok(())
 }
 
-/// Section (c) at `workers` tokio worker threads: the ratio runner / bare consumer and the
-/// runner's records per second (medians over the rounds).
-async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, f64), String> {
+/// Section (c) at `workers` tokio worker threads, the runner reading with `lanes` lanes
+/// (`RunnerConfig::lanes`): the ratio runner / bare consumer and the runner's records per
+/// second (medians over the rounds).
+async fn throughput(
+    problems: &mut Vec<String>,
+    workers: usize,
+    lanes: usize,
+) -> Result<(f64, f64), String> {
     let records = THROUGHPUT_TESTS * (1 + SIGNALS_PER_TEST);
+    let lanes_said = if lanes > 1 {
+        format!(", the runner in {lanes} lanes (RunnerConfig::lanes)")
+    } else {
+        String::new()
+    };
     println!(
-        "c. Sustained runner throughput, {workers} tokio worker thread(s): {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
+        "c. Sustained runner throughput, {workers} tokio worker thread(s){lanes_said}: {THROUGHPUT_TESTS} tests x (1 test + {SIGNALS_PER_TEST} signals) = {records} records produced up front, {ROUNDS} rounds"
     );
     // In a group (`LIVE_BENCH_GROUP`, as the `livecheck` service runs) each round reads a
     // backlog of its own: a runner in a group takes the tests the reports topic has decided
@@ -974,6 +999,7 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
                 fetch_wait: fetch_wait(),
                 group_id: in_group.then(|| format!("live-bench-{}", uuid::Uuid::new_v4().simple())),
                 limits: max_early_tests(),
+                lanes,
                 ..RunnerConfig::default()
             },
         );
@@ -1035,16 +1061,16 @@ async fn throughput(problems: &mut Vec<String>, workers: usize) -> Result<(f64, 
             intake_time.as_secs_f64(),
             describe(counts)
         );
-        let (rewinds, skipped) = (
+        let (rewinds, skipped, stalled) = (
             c.partition_rewinds(),
             c.tests_skipped_by_broker() + c.signals_skipped_by_broker(),
+            c.partitions_stalled(),
         );
-        if rewinds + skipped + c.partitions_stalled() > 0 {
+        if rewinds + skipped + stalled > 0 {
             // A broker that answers a fetch from inside a record batch with what follows
             // the batch (tansu 0.6), after the flow control's pauses.
             println!(
-                "            the broker left records out: {rewinds} partitions read again from earlier, {skipped} offsets never read, {} stalls given up",
-                c.partitions_stalled()
+                "            the broker left records out: {rewinds} partitions read again from earlier, {skipped} offsets never read, {stalled} stalls given up"
             );
         }
         if in_group {
