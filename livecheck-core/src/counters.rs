@@ -28,7 +28,7 @@ macro_rules! counters {
         }
 
         $(#[$meta])*
-        #[derive(Debug, Default)]
+        #[derive(Default)]
         pub struct $name {
             // Read with the methods of the same name (or `snapshot`); counted with
             // `bump(&counters.here().name)`.
@@ -63,6 +63,18 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($field), self.$field()),)*]
             }
+        }
+
+        impl std::fmt::Debug for $name {
+            /// The totals, by name (not the stripes).
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut debug = f.debug_struct(stringify!($name));
+                $(debug.field(stringify!($field), &self.$field());)*
+                debug.finish()
+            }
+        }
+
+        impl $name {
 
             /// Every counter's name and what it counts (its doc comment, lines joined), in
             /// the order of [`Self::snapshot`]: the help texts of the exported metrics.

@@ -206,6 +206,9 @@ impl ConsumerContext for RunnerContext {
             Rebalance::Assign(list) => {
                 let assigned = partitions_of(list, &self.tests_topic);
                 if assigned.is_empty() {
+                    // A member given nothing (more lanes or runners than partitions) is
+                    // ready all the same: the loop says so.
+                    let _ = self.events.send(GroupEvent::Assigned(Vec::new()));
                     return;
                 }
                 if let Err(err) = consumer.pause(list) {

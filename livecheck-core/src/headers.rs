@@ -462,9 +462,10 @@ fn arguments_to_send(context: &TestContext) -> Option<String> {
 /// the first time that client counts them (or always, outside a test scope), then at debug.
 fn arguments_left_out(context: &TestContext, len: usize) {
     let first = crate::context::with_current(|current| {
-        let counter = &current.client.counters().here().arguments_not_injected;
-        let before = counter.load(std::sync::atomic::Ordering::Relaxed);
-        bump(counter);
+        let counters = current.client.counters();
+        // Every thread's count: a thread counts in a stripe of its own.
+        let before = counters.arguments_not_injected();
+        bump(&counters.here().arguments_not_injected);
         before == 0
     });
     if first == Some(false) {

@@ -235,7 +235,7 @@ pub use hop::{Hop, HopKind};
 pub use registry::Limits;
 pub use report::{Invariant, Report, Step, Truncation, Verdict};
 pub use run::{AnySignal, Occurrence, Run};
-pub use runner::{Runner, RunnerConfig, Suite, DEFAULT_FETCH_WAIT};
+pub use runner::{Runner, RunnerConfig, Suite, DEFAULT_FETCH_WAIT, MAX_LANES};
 pub use signal::{Signal, SignalEvent};
 pub use stimulus::{PreparedStimulus, StimulusError, Target};
 pub use table::{Table, TableSpec, Window, WindowTotals};

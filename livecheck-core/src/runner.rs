@@ -116,10 +116,11 @@ impl Suite {
 /// How the runner consumes.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Consumer group to join; `None` assigns every partition directly (one runner, fast
-    /// start, no offsets committed).
+    /// Consumer group to join; `None` assigns the partitions directly (every partition, or
+    /// those of [`RunnerConfig::partitions`], shared out between the lanes; fast start, no
+    /// offsets committed).
     pub group_id: Option<String>,
-    /// Buffer limits.
+    /// Buffer limits (per lane: see [`RunnerConfig::lanes`]).
     pub limits: Limits,
     /// How often stale buffers are swept and offsets committed.
     pub sweep_every: Duration,
@@ -162,7 +163,7 @@ pub struct RunnerConfig {
     /// (`None`, the default: every partition). Runners side by side on disjoint shares of
     /// the partitions check every test once between them, each on a loop of its own: the
     /// way to use more cores than one runner's loop keeps busy (see the README's
-    /// Performance section, "lanes"). Each partition listed must exist. A group assigns its
+    /// Performance section, "Lanes"). Each partition listed must exist. A group assigns its
     /// members' partitions itself, so this and [`RunnerConfig::group_id`] exclude each
     /// other.
     pub partitions: Option<Vec<i32>>,
@@ -171,10 +172,15 @@ pub struct RunnerConfig {
     /// about one core busy however many the runtime has; each lane has its own consumers,
     /// runs, reports producer and tables, like a runner of its own (in a group, a member of
     /// its own), and the runner's counters, reports and status are the lanes' together. The
-    /// [`Limits`] on tests are shared out between the lanes. More lanes than partitions
-    /// leave the extra ones idle. See the README's Performance section for the figures.
+    /// [`Limits`] hold per lane (a lane whose partitions bring more tests than the others'
+    /// must not be cut short): n lanes may hold n times as many tests. More lanes than
+    /// partitions leave the extra ones idle; 1 to [`MAX_LANES`]. See the README's
+    /// Performance section ("Lanes") for the figures.
     pub lanes: usize,
 }
+
+/// Most lanes a runner may have (see [`RunnerConfig::lanes`]).
+pub const MAX_LANES: usize = 256;
 
 /// The default [`RunnerConfig::fetch_wait`]: 2 ms, the longest that keeps the last signal
 /// sent to verdict under 10 ms at the median on tansu, which holds a fetch for 1–2× the
@@ -242,12 +248,56 @@ struct RunnerInner {
     /// This lane's number, and how many there are (see [`RunnerConfig::lanes`]).
     lane: (usize, usize),
     /// The other lanes, in the first lane (the `Runner` its user holds): each is a runner of
-    /// its own, sharing the counters, reports and watchers of the first.
+    /// its own, sharing the counters, reports, watchers and positions of the first.
     others: Vec<Runner>,
+    /// How many of the lanes are done (see [`Departure`]): shared by the lanes.
+    leaving: Arc<watch::Sender<usize>>,
+}
+
+/// A lane's leaving of its group: once its drain and last commit are done, it waits (at
+/// most [`LEAVE_TOGETHER_FOR`]) until every lane of the runner is done too; a lane that
+/// ends any other way is done when this is dropped.
+struct Departure<'a> {
+    done: &'a watch::Sender<usize>,
+    counted: bool,
+}
+
+/// How long a lane that is done waits for the others before it leaves its group all the
+/// same.
+const LEAVE_TOGETHER_FOR: Duration = Duration::from_secs(30);
+
+impl<'a> Departure<'a> {
+    fn new(done: &'a watch::Sender<usize>) -> Self {
+        Self {
+            done,
+            counted: false,
+        }
+    }
+
+    fn count(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.done.send_modify(|done| *done += 1);
+        }
+    }
+
+    /// Counts this lane done and waits for the others.
+    async fn leave(&mut self, lanes: usize) {
+        self.count();
+        let mut rx = self.done.subscribe();
+        let _ = tokio::time::timeout(LEAVE_TOGETHER_FOR, rx.wait_for(|done| *done >= lanes)).await;
+    }
+}
+
+impl Drop for Departure<'_> {
+    fn drop(&mut self) {
+        self.count();
+    }
 }
 
 /// What the lanes of a runner share.
 struct Shared {
+    leaving: Arc<watch::Sender<usize>>,
     counters: Arc<RunnerCounters>,
     reports: broadcast::Sender<Arc<Report>>,
     watchers: Arc<Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>>,
@@ -353,12 +403,14 @@ impl Runner {
     /// A runner for `suite`, publishing reports through `client`.
     pub fn new(suite: Suite, client: LiveCheck, config: RunnerConfig) -> Self {
         let shared = Shared {
+            leaving: Arc::new(watch::channel(0).0),
             counters: Arc::new(RunnerCounters::default()),
             reports: broadcast::channel(1024).0,
             watchers: Arc::default(),
             positions: Arc::default(),
         };
-        let lanes = config.lanes.max(1);
+        // `run` refuses a count out of bounds; none is built beyond them.
+        let lanes = config.lanes.clamp(1, MAX_LANES);
         let others = (1..lanes)
             .map(|lane| {
                 Self::lane(
@@ -378,20 +430,11 @@ impl Runner {
     fn lane(
         suite: Suite,
         client: LiveCheck,
-        mut config: RunnerConfig,
+        config: RunnerConfig,
         shared: &Shared,
         lane: (usize, usize),
         others: Vec<Runner>,
     ) -> Self {
-        // Each lane holds its share of the tests; a test is in one lane only.
-        let limits = &mut config.limits;
-        for limit in [
-            &mut limits.max_early_tests,
-            &mut limits.max_finished,
-            &mut limits.max_in_flight,
-        ] {
-            *limit = limit.div_ceil(lane.1).max(1);
-        }
         let (ready, _) = watch::channel(false);
         let connectivity = client.connectivity().clone();
         let clocks = Arc::new(Clocks::new(
@@ -437,6 +480,7 @@ impl Runner {
                 readings: Arc::default(),
                 lane,
                 others,
+                leaving: shared.leaving.clone(),
             }),
         }
     }
@@ -600,55 +644,67 @@ impl Runner {
         self.inner.config.group_id.is_some()
     }
 
-    /// Consumes until `shutdown` resolves: every lane (see [`RunnerConfig::lanes`]), the
-    /// others each in a task of their own. A lane that stops (an error) stops the others;
-    /// the first error is returned.
+    /// Consumes until `shutdown` resolves: every lane (see [`RunnerConfig::lanes`]), each in
+    /// a task of its own. A lane that stops (an error) stops the others, and the first error
+    /// is returned; a lane that panics stops the others and the panic goes on from here.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        if self.inner.config.lanes == 0 {
-            return Err(Error::Config(
-                "`lanes` is 0: a runner reads with one lane at least".into(),
-            ));
+        let lanes = self.inner.config.lanes;
+        if !(1..=MAX_LANES).contains(&lanes) {
+            return Err(Error::Config(format!(
+                "`lanes` is {lanes}: a runner reads with 1 to {MAX_LANES} lanes (one per core is plenty)"
+            )));
         }
         if self.inner.others.is_empty() {
             return self.run_lane(shutdown).await;
         }
         let (stop, stopped) = watch::channel(false);
-        let mut others = JoinSet::new();
-        for lane in &self.inner.others {
-            let (lane, stopped, stop) = (lane.clone(), stopped.clone(), stop.clone());
-            others.spawn(async move {
-                let result = lane.run_lane(stop_when(stopped)).await;
-                stop.send_replace(true);
-                result
-            });
+        let mut running = JoinSet::new();
+        for lane in self.lanes() {
+            let (lane, stopped) = (lane.clone(), stopped.clone());
+            running.spawn(async move { lane.run_lane(stop_when(stopped)).await });
         }
-        let first = async {
-            let result = self.run_lane(stop_when(stopped)).await;
-            stop.send_replace(true);
-            result
-        };
-        tokio::pin!(first, shutdown);
-        let mut result = tokio::select! {
-            result = &mut first => result,
-            () = &mut shutdown => {
-                // Every lane at once: they drain side by side.
-                stop.send_replace(true);
-                first.await
+        tokio::pin!(shutdown);
+        let (mut result, mut panic, mut stopping) = (Ok(()), None, false);
+        loop {
+            tokio::select! {
+                () = &mut shutdown, if !stopping => {
+                    // Every lane at once: they drain side by side.
+                    stopping = true;
+                    stop.send_replace(true);
+                }
+                joined = running.join_next() => {
+                    let Some(joined) = joined else { break };
+                    // One lane ended: the others stop too.
+                    stopping = true;
+                    stop.send_replace(true);
+                    match joined {
+                        Ok(lane) => {
+                            if result.is_ok() {
+                                result = lane;
+                            }
+                        }
+                        Err(e) if e.is_panic() => {
+                            panic.get_or_insert(e.into_panic());
+                        }
+                        Err(e) => {
+                            if result.is_ok() {
+                                result = Err(Error::Config(format!("a lane of the runner stopped: {e}")));
+                            }
+                        }
+                    }
+                }
             }
-        };
-        while let Some(joined) = others.join_next().await {
-            let lane = joined.unwrap_or_else(|e| {
-                Err(Error::Config(format!("a lane of the runner failed: {e}")))
-            });
-            if result.is_ok() {
-                result = lane;
-            }
+        }
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
         }
         result
     }
 
     /// One lane's [`Runner::run`].
     async fn run_lane(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        // However this lane ends, the others do not wait for it to leave the group.
+        let mut departure = Departure::new(&self.inner.leaving);
         let topics = self.inner.client.topics().clone();
         let kafka = self.inner.client.kafka();
         let in_group = self.in_group();
@@ -746,7 +802,7 @@ impl Runner {
         } else {
             self.assign_all(&tests_consumer, &signals_consumer).await?;
         }
-        info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, "runner consuming");
+        info!(tests = %topics.tests, signals = %topics.signals, group = ?self.inner.config.group_id, lane = self.inner.lane.0, lanes = self.inner.lane.1, "runner consuming");
         let mut tick = tokio::time::interval(self.inner.config.sweep_every);
         // After a stall, one sweep, not one per period missed.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -861,6 +917,10 @@ impl Runner {
                 runner.commit(&consumer, CommitMode::Sync, true)
             })
             .await;
+            // The lanes leave the group together: a lane that left first would hand its
+            // partitions to lanes still draining, which would restore them only to hand
+            // them on again.
+            departure.leave(self.inner.lane.1).await;
         } else {
             self.finish_in_background();
         }

@@ -438,11 +438,7 @@ mod tests {
     }
 
     fn triggered(client: &LiveCheck) -> u64 {
-        client
-            .counters()
-            .here()
-            .tests_triggered
-            .load(Ordering::Relaxed)
+        client.counters().tests_triggered()
     }
 
     /// The first of `account-0`, `account-1`, ... that `trigger` does (or does not) sample.

@@ -220,18 +220,32 @@ async fn runners_on_disjoint_partitions_check_every_test_once_between_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_in_lanes_in_a_group_holds_every_partition_between_its_lanes() {
+    in_a_group(2).await;
+}
+
+/// The lanes given no partition are ready all the same (the runner's `ready` waits for
+/// every lane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_in_more_lanes_than_partitions_in_a_group_is_ready_and_checks_every_test() {
+    in_a_group(6).await;
+}
+
+/// A runner in `lanes` lanes, in a group: ready, every partition held, every test once.
+async fn in_a_group(lanes: usize) {
     let (_broker, client) = world();
     let runner = Runner::new(
         Suite::new([case()]).unwrap(),
         client.clone(),
         RunnerConfig {
-            lanes: 2,
+            lanes,
             group_id: Some(format!("lanes-{}", uuid::Uuid::new_v4().simple())),
             ..RunnerConfig::default()
         },
     );
     let mut reports = [runner.subscribe()];
-    let _stop = support::start_runner(&runner).await;
+    let _stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
+        .await
+        .expect("every lane ready within 30 s");
     // Each lane is a member of the group: the group shares the partitions out.
     for _ in 0..1_000 {
         if runner.assigned_partitions() == PARTITIONS as usize {
@@ -259,12 +273,19 @@ async fn refused(config: RunnerConfig) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_lanes_and_partitions_are_refused_with_what_to_do() {
-    let message = refused(RunnerConfig {
-        lanes: 0,
-        ..RunnerConfig::default()
-    })
-    .await;
-    assert!(message.contains("`lanes` is 0"), "{message}");
+    for lanes in [0, livecheck_core::MAX_LANES + 1] {
+        let message = refused(RunnerConfig {
+            lanes,
+            ..RunnerConfig::default()
+        })
+        .await;
+        assert!(
+            message.contains(&format!(
+                "`lanes` is {lanes}: a runner reads with 1 to 256 lanes"
+            )),
+            "{message}"
+        );
+    }
     let message = refused(RunnerConfig {
         partitions: Some(vec![1, 7]),
         ..RunnerConfig::default()

@@ -97,6 +97,12 @@ pub struct LiveArgs {
     /// Kafka answers at once, so a long wait (500ms) costs no latency there and less CPU.
     #[arg(long = "fetch-wait", value_name = "DURATION", env = "LIVECHECK_FETCH_WAIT", value_parser = parse_duration)]
     pub fetch_wait: Option<Duration>,
+    /// How many lanes the runner reads and checks with, each a member of the group with its
+    /// share of the partitions and a loop of its own (default: the cores this process may
+    /// use, at most 8). One lane keeps about one core busy; more lanes than partitions stay
+    /// idle.
+    #[arg(long, value_name = "N", env = "LIVECHECK_LANES")]
+    pub lanes: Option<usize>,
     /// Seconds between summaries logged (one line per case: runs in the interval and since
     /// start).
     #[arg(long, env = "LIVECHECK_SUMMARY_EVERY", default_value_t = 10)]
@@ -154,6 +160,7 @@ impl std::fmt::Debug for LiveArgs {
             .field("hold_down", &self.hold_down)
             .field("history_window", &self.history_window)
             .field("fetch_wait", &self.fetch_wait)
+            .field("lanes", &self.lanes)
             .field("summary_every", &self.summary_every)
             .field("print_verdicts", &self.print_verdicts)
             .field("log_format", &self.log_format)
@@ -203,6 +210,14 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 const MIN_FETCH_WAIT: Duration = Duration::from_millis(1);
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(1);
 
+/// Most lanes a runner may have (each has two consumers and a producer of its own).
+use livecheck_core::MAX_LANES;
+
+/// The runner's lanes unless configured: one per core this process may use, up to 8.
+fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// How long a case must stay healthy before OK is announced, unless configured.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(30);
 
@@ -235,6 +250,8 @@ pub struct Profile {
     pub history_window: Option<String>,
     /// `fetch.wait.max.ms` of the runner's consumers (`"2ms"`, `"500ms"`; default 2ms).
     pub fetch_wait: Option<String>,
+    /// The runner's lanes (default: the cores this process may use, at most 8).
+    pub lanes: Option<usize>,
     /// Kafka client properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
@@ -349,6 +366,10 @@ pub struct LiveConfig {
     ///
     /// [`RunnerConfig::fetch_wait`]: livecheck_core::RunnerConfig::fetch_wait
     pub fetch_wait: Duration,
+    /// The runner's lanes ([`RunnerConfig::lanes`]).
+    ///
+    /// [`RunnerConfig::lanes`]: livecheck_core::RunnerConfig::lanes
+    pub lanes: usize,
     /// Per-case probability overrides.
     pub probabilities: BTreeMap<String, f64>,
     /// Per-case active overrides.
@@ -402,6 +423,7 @@ impl std::fmt::Debug for LiveConfig {
             .field("hold_down", &self.hold_down)
             .field("history_window", &self.history_window)
             .field("fetch_wait", &self.fetch_wait)
+            .field("lanes", &self.lanes)
             .field("probabilities", &self.probabilities)
             .field("active", &self.active)
             .field("run_for", &self.run_for)
@@ -655,9 +677,21 @@ impl LiveConfig {
                 fetch_wait.1, fetch_wait.0
             )));
         }
+        let lanes = match (args.lanes, profile.lanes) {
+            (Some(n), _) => (n, "--lanes (LIVECHECK_LANES)".to_owned()),
+            (None, Some(n)) => (n, origin("lanes")),
+            (None, None) => (default_lanes(), String::new()),
+        };
+        if !(1..=MAX_LANES).contains(&lanes.0) {
+            return Err(ConfigError(format!(
+                "{} is {}: use 1 to {MAX_LANES} lanes (one per core the runner may use is the default)",
+                lanes.1, lanes.0
+            )));
+        }
         Ok(Self {
             history_window: history_window.0,
             fetch_wait: fetch_wait.0,
+            lanes: lanes.0,
             sampling,
             test_expires,
             rollouts,
@@ -927,7 +961,7 @@ active = false
     /// Environment variables of the live CLI whose values are not secrets (shown by
     /// `--help`). Every other one must hide its value: a new secret-bearing setting is
     /// safe by default, and this list says what was decided.
-    const SHOWN_ENV: [&str; 16] = [
+    const SHOWN_ENV: [&str; 17] = [
         "LIVECHECK_PROFILE",
         "LIVECHECK_CONFIG",
         "LIVECHECK_BROKERS",
@@ -941,6 +975,7 @@ active = false
         "LIVECHECK_HOLD_DOWN",
         "LIVECHECK_HISTORY_WINDOW",
         "LIVECHECK_FETCH_WAIT",
+        "LIVECHECK_LANES",
         "LIVECHECK_SUMMARY_EVERY",
         "LIVECHECK_PRINT_VERDICTS",
         "LIVECHECK_LOG_FORMAT",
@@ -1029,6 +1064,30 @@ active = false
             .unwrap_err()
             .to_string();
         assert!(err.contains("`history_window` of [profiles.p]"), "{err}");
+    }
+
+    #[test]
+    fn lanes_come_from_the_flag_the_profile_or_the_cores_within_bounds() {
+        let lanes = |a: &LiveArgs| LiveConfig::resolve(a).map(|c| c.lanes);
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\n");
+        assert_eq!(lanes(&args(&f.0, "p")).unwrap(), default_lanes());
+        assert!((1..=8).contains(&default_lanes()));
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nlanes = 3\n");
+        let mut a = args(&f.0, "p");
+        assert_eq!(lanes(&a).unwrap(), 3);
+        a.lanes = Some(2);
+        assert_eq!(lanes(&a).unwrap(), 2, "the flag wins over the profile");
+        for wrong in [0, MAX_LANES + 1] {
+            a.lanes = Some(wrong);
+            let err = lanes(&a).unwrap_err().to_string();
+            assert!(
+                err.contains("--lanes (LIVECHECK_LANES)") && err.contains("use 1 to 256 lanes"),
+                "{err}"
+            );
+        }
+        let f = write("[profiles.p]\nbrokers = \"b:1\"\nlanes = 0\n");
+        let err = lanes(&args(&f.0, "p")).unwrap_err().to_string();
+        assert!(err.contains("`lanes` of [profiles.p]"), "{err}");
     }
 
     #[test]

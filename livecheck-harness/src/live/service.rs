@@ -96,6 +96,7 @@ impl LiveService {
             RunnerConfig {
                 group_id: Some(config.group_id.clone()),
                 fetch_wait: config.fetch_wait,
+                lanes: config.lanes,
                 ..RunnerConfig::default()
             },
         );
@@ -873,6 +874,7 @@ async fn reload(
         ("app_url", new.app_url != running.app_url),
         ("hold_down_secs", new.hold_down != running.hold_down),
         ("fetch_wait", new.fetch_wait != running.fetch_wait),
+        ("lanes", new.lanes != running.lanes),
         (
             "history_window",
             new.history_window != running.history_window,
