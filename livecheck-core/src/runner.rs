@@ -262,6 +262,13 @@ struct Departure<'a> {
     counted: bool,
 }
 
+/// How long a lane leaving its group waits for its partitions to be revoked before it
+/// closes all the same.
+const GIVE_UP_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a lane waits for its group consumer's close.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
 /// How long a lane that is done waits for the others before it leaves its group all the
 /// same.
 const LEAVE_TOGETHER_FOR: Duration = Duration::from_secs(30);
@@ -921,6 +928,29 @@ impl Runner {
             // partitions to lanes still draining, which would restore them only to hand
             // them on again.
             departure.leave(self.inner.lane.1).await;
+            // Then each gives its partitions up before it closes: librdkafka's close of a
+            // group member waits for the group with no bound, and a member that closes while
+            // the group hands it partitions can wait for ever (librdkafka#4527; once here,
+            // with four members of one group leaving at once).
+            tests_consumer.unsubscribe();
+            let until = tokio::time::Instant::now() + GIVE_UP_WITHIN;
+            while tests_consumer.assignment().is_ok_and(|a| a.count() > 0)
+                && tokio::time::Instant::now() < until
+            {
+                // Polling serves the revoke; a record still fetched is dropped (it is not
+                // committed: the next owner reads it).
+                let _ = tokio::time::timeout(Duration::from_millis(50), tests.next()).await;
+            }
+            drop((tests, signals, restores));
+            // The close on a thread of its own, waited for a while: a close that hangs all
+            // the same holds neither the runtime's workers nor the runner's stop.
+            let closing = tokio::task::spawn_blocking(move || drop(tests_consumer));
+            if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
+                warn!(
+                    within_s = CLOSE_WITHIN.as_secs(),
+                    "the runner's group consumer did not close in time; the group drops it after its session timeout"
+                );
+            }
         } else {
             self.finish_in_background();
         }
