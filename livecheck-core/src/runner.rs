@@ -288,11 +288,13 @@ impl<'a> Departure<'a> {
         }
     }
 
-    /// Counts this lane done and waits for the others.
-    async fn leave(&mut self, lanes: usize) {
+    /// Counts this lane done; resolves once `lanes` lanes are.
+    fn done(&mut self, lanes: usize) -> impl Future<Output = ()> + use<> {
         self.count();
         let mut rx = self.done.subscribe();
-        let _ = tokio::time::timeout(LEAVE_TOGETHER_FOR, rx.wait_for(|done| *done >= lanes)).await;
+        async move {
+            let _ = rx.wait_for(|done| *done >= lanes).await;
+        }
     }
 }
 
@@ -927,35 +929,83 @@ impl Runner {
             // The lanes leave the group together: a lane that left first would hand its
             // partitions to lanes still draining, which would restore them only to hand
             // them on again.
-            departure.leave(self.inner.lane.1).await;
+            // Meanwhile the consumer is polled, so that the group's rebalances are served
+            // (a record it brings is dropped: it is not committed, its next owner reads it).
+            let done = departure.done(self.inner.lane.1);
+            let give_up = tokio::time::sleep(LEAVE_TOGETHER_FOR);
+            tokio::pin!(done, give_up);
+            loop {
+                tokio::select! {
+                    () = &mut done => break,
+                    () = &mut give_up => break,
+                    Some(_) = tests.next() => tokio::task::yield_now().await,
+                }
+            }
             // Then each gives its partitions up before it closes: librdkafka's close of a
             // group member waits for the group with no bound, and a member that closes while
             // the group hands it partitions can wait for ever (librdkafka#4527; once here,
-            // with four members of one group leaving at once).
+            // with four members of one group leaving at once). The consumer is polled a
+            // while after the unsubscribe (a rebalance under way is served, even for a
+            // member that holds nothing), then until it holds nothing.
             tests_consumer.unsubscribe();
-            let until = tokio::time::Instant::now() + GIVE_UP_WITHIN;
-            while tests_consumer.assignment().is_ok_and(|a| a.count() > 0)
-                && tokio::time::Instant::now() < until
-            {
-                // Polling serves the revoke; a record still fetched is dropped (it is not
-                // committed: the next owner reads it).
+            let (start, until) = (
+                tokio::time::Instant::now(),
+                tokio::time::Instant::now() + GIVE_UP_WITHIN,
+            );
+            loop {
+                let now = tokio::time::Instant::now();
+                let served = now >= start + Duration::from_millis(200)
+                    && !tests_consumer.assignment().is_ok_and(|a| a.count() > 0);
+                if served || now >= until {
+                    break;
+                }
                 let _ = tokio::time::timeout(Duration::from_millis(50), tests.next()).await;
+                tokio::task::yield_now().await;
             }
-            drop((tests, signals, restores));
-            // The close on a thread of its own, waited for a while: a close that hangs all
-            // the same holds neither the runtime's workers nor the runner's stop.
-            let closing = tokio::task::spawn_blocking(move || drop(tests_consumer));
-            if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
-                warn!(
-                    within_s = CLOSE_WITHIN.as_secs(),
-                    "the runner's group consumer did not close in time; the group drops it after its session timeout"
-                );
-            }
+            drop((tests, signals));
+            self.close_group_consumer(tests_consumer, restores).await;
         } else {
             self.finish_in_background();
         }
         info!("runner stopped");
         Ok(())
+    }
+
+    /// Closes a lane's group consumer once the restores under way (each holds it) are over,
+    /// on a thread of its own, waited for [`CLOSE_WITHIN`]: a close that hangs all the same
+    /// holds neither the runtime's workers nor the runner's stop.
+    async fn close_group_consumer(&self, consumer: Arc<Consumer2>, mut restores: Restores) {
+        restores.abort_all();
+        let deadline = tokio::time::Instant::now() + CLOSE_WITHIN;
+        // A restore on a blocking thread is not stopped by the abort: it is waited for.
+        let _ = tokio::time::timeout_at(deadline, async {
+            while restores.join_next().await.is_some() {}
+        })
+        .await;
+        let mut consumer = consumer;
+        let last = loop {
+            match Arc::try_unwrap(consumer) {
+                Ok(last) => break Some(last),
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    consumer = shared;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => break None,
+            }
+        };
+        let closed = match last {
+            Some(last) => {
+                let closing = tokio::task::spawn_blocking(move || drop(last));
+                tokio::time::timeout_at(deadline, closing).await.is_ok()
+            }
+            None => false,
+        };
+        if !closed {
+            warn!(
+                within_s = CLOSE_WITHIN.as_secs(),
+                "the runner's group consumer did not close in time; the group drops it after its session timeout"
+            );
+        }
     }
 
     /// Outside a group, the runs in flight when the runner stops go on to their verdicts
@@ -1348,18 +1398,26 @@ impl Runner {
             GroupEvent::Assigned(assignments) => {
                 // Only those still waiting for this very assignment (a retry may come after
                 // a revoke, or after the partition came back).
-                let assignments: Vec<Assignment> = {
+                let (assignments, restoring): (Vec<Assignment>, bool) = {
                     let owned = self.inner.ownership.lock();
-                    assignments
+                    let restoring = owned
+                        .values()
+                        .any(|state| matches!(state, PartitionState::Restoring { .. }));
+                    let assignments = assignments
                         .into_iter()
                         .filter(|(p, epoch)| {
                             matches!(owned.get(p), Some(PartitionState::Restoring { epoch: e, .. }) if e == epoch)
                         })
-                        .collect()
+                        .collect();
+                    (assignments, restoring)
                 };
                 if assignments.is_empty() {
-                    // An empty assignment (more runners than partitions): nothing to wait for.
-                    self.inner.ready.send_replace(true);
+                    // An empty assignment (more members than partitions, or a rebalance that
+                    // gave this one nothing new): ready, unless an earlier assignment is
+                    // still being restored (its end says so).
+                    if !restoring {
+                        self.inner.ready.send_replace(true);
+                    }
                     return;
                 }
                 let consumer = tests.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use livecheck_core::control::SamplingName;
 use livecheck_core::signing::{SecretString, SigningKeys};
-use livecheck_core::KafkaConfig;
+use livecheck_core::{KafkaConfig, MAX_LANES};
 use serde::Deserialize;
 
 use super::alerts::{AlertFormat, Webhook, PAGERDUTY_EVENTS_URL};
@@ -100,7 +100,8 @@ pub struct LiveArgs {
     /// How many lanes the runner reads and checks with, each a member of the group with its
     /// share of the partitions and a loop of its own (default: the cores this process may
     /// use, at most 8). One lane keeps about one core busy; more lanes than partitions stay
-    /// idle.
+    /// idle. Each lane has two consumers and a producer of its own, and the runner's limits
+    /// hold per lane.
     #[arg(long, value_name = "N", env = "LIVECHECK_LANES")]
     pub lanes: Option<usize>,
     /// Seconds between summaries logged (one line per case: runs in the interval and since
@@ -209,9 +210,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// and a bare number is read as seconds (`"2"` is 2 s, refused rather than taken).
 const MIN_FETCH_WAIT: Duration = Duration::from_millis(1);
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(1);
-
-/// Most lanes a runner may have (each has two consumers and a producer of its own).
-use livecheck_core::MAX_LANES;
 
 /// The runner's lanes unless configured: one per core this process may use, up to 8.
 fn default_lanes() -> usize {
