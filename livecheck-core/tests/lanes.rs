@@ -134,12 +134,16 @@ fn assert_each_once(
     partitions
 }
 
+/// A runner of [`case`] on `client` with `config`.
+fn runner(client: &LiveCheck, config: RunnerConfig) -> Runner {
+    Runner::new(Suite::new([case()]).unwrap(), client.clone(), config)
+}
+
 /// A runner in `lanes` lanes, no group: every test once, from every partition.
 async fn every_test_once_in(lanes: usize) {
     let (_broker, client) = world();
-    let runner = Runner::new(
-        Suite::new([case()]).unwrap(),
-        client.clone(),
+    let runner = runner(
+        &client,
         RunnerConfig {
             lanes,
             ..RunnerConfig::default()
@@ -183,10 +187,9 @@ async fn lanes_beyond_the_partitions_stay_idle_and_every_test_is_checked_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_on_disjoint_partitions_check_every_test_once_between_them() {
     let (_broker, client) = world();
-    let runner = |partitions: Vec<i32>| {
-        Runner::new(
-            Suite::new([case()]).unwrap(),
-            client.clone(),
+    let on = |partitions: Vec<i32>| {
+        runner(
+            &client,
             RunnerConfig {
                 partitions: Some(partitions),
                 ..RunnerConfig::default()
@@ -194,7 +197,7 @@ async fn runners_on_disjoint_partitions_check_every_test_once_between_them() {
         )
     };
     // Listed out of order and twice: the same share.
-    let (low, high) = (runner(vec![1, 0, 1]), runner(vec![2, 3]));
+    let (low, high) = (on(vec![1, 0, 1]), on(vec![2, 3]));
     let mut reports = [low.subscribe(), high.subscribe()];
     let _stops = (
         support::start_runner(&low).await,
@@ -233,9 +236,8 @@ async fn a_runner_in_more_lanes_than_partitions_in_a_group_is_ready_and_checks_e
 /// A runner in `lanes` lanes, in a group: ready, every partition held, every test once.
 async fn in_a_group(lanes: usize) {
     let (_broker, client) = world();
-    let runner = Runner::new(
-        Suite::new([case()]).unwrap(),
-        client.clone(),
+    let runner = runner(
+        &client,
         RunnerConfig {
             lanes,
             group_id: Some(format!("lanes-{}", uuid::Uuid::new_v4().simple())),
@@ -263,7 +265,7 @@ async fn in_a_group(lanes: usize) {
 /// What `config` makes `Runner::run` say.
 async fn refused(config: RunnerConfig) -> String {
     let (_broker, client) = world();
-    let runner = Runner::new(Suite::new([case()]).unwrap(), client, config);
+    let runner = runner(&client, config);
     tokio::time::timeout(Duration::from_secs(30), runner.run(std::future::pending()))
         .await
         .expect("a refused setting stops the runner at once")
