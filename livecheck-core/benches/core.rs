@@ -62,7 +62,7 @@ mod counting_alloc;
 use counting_alloc::{allocations, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: CountingAlloc = CountingAlloc(std::alloc::System);
 
 const CASE: &str = "bench.four_steps";
 static STEP_1: Signal<u64> = Signal::new(CASE, "step_1");

@@ -58,7 +58,7 @@ mod counting_alloc;
 use counting_alloc::{live_bytes as heap_bytes, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: CountingAlloc = CountingAlloc(std::alloc::System);
 
 const CASE: &str = "bench.tables";
 /// The table restored and then read and updated.

@@ -58,6 +58,9 @@
 //! cargo bench -p livecheck-tests --bench live
 //! ```
 //!
+//! It runs on the `livecheck` binaries' global allocator, mimalloc (feature `mimalloc` of
+//! this package, on by default); `--no-default-features` measures the system allocator.
+//!
 //! Brokers: by default each section starts an embedded broker in this process. With
 //! `LIVE_BENCH_BROKER=tansu` the bench starts tansu on a free loopback port (the binary that
 //! `ci/build-images.sh` caches, or `LIVE_BENCH_TANSU_BIN`) and stops it at the end; with
@@ -65,7 +68,7 @@
 //! per section). The broker's own CPU is never counted.
 //!
 //! With `LIVE_BENCH_ONLY=a` (a, b and b'), `c` or `d` it runs only those sections (to profile
-//! them; the last lines then show zeros for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
+//! them; the last lines then say `n/a` for what was not measured), and with `LIVE_BENCH_TRACE=1` it prints the runner's
 //! counters every 100 ms while a runner works. `LIVE_BENCH_FETCH_WAIT_MS` sets the fetch wait
 //! of section (c)'s runner and bare consumer alike (default: the runner's default), and
 //! `LIVE_BENCH_WORKERS=2` (a comma-separated list) the worker counts section (c) runs. With
@@ -105,8 +108,17 @@ use counting_alloc::{
     allocations, by_size, count_by_size_class, live_bytes as heap_bytes, CountingAlloc,
 };
 
+// The `livecheck` binaries' allocator (feature `mimalloc`, on by default), counted.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: CountingAlloc<mimalloc::MiMalloc> = CountingAlloc(mimalloc::MiMalloc);
+#[cfg(feature = "mimalloc")]
+const ALLOCATOR: &str = "mimalloc, as the livecheck binaries";
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc(std::alloc::System);
+#[cfg(not(feature = "mimalloc"))]
+const ALLOCATOR: &str = "the system's (built with --no-default-features)";
 
 /// Partitions of each LiveCheck topic.
 const PARTITIONS: i32 = 4;
@@ -172,7 +184,7 @@ fn run() -> Result<Vec<String>, String> {
         let _ = EXTERNAL.set(b.clone());
     }
     println!(
-        "{}, {PARTITIONS} partitions per topic, case {} (4 signals per test); {} cores\n",
+        "{}, {PARTITIONS} partitions per topic, case {} (4 signals per test); {} cores; allocator: {ALLOCATOR}\n",
         broker.describe(),
         example_app::signals::ORDER_CASE,
         available_cores()

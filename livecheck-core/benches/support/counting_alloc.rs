@@ -90,25 +90,25 @@ fn allocated(ptr: *mut u8, size: usize) -> *mut u8 {
     ptr
 }
 
-/// The system allocator, counting.
-pub(crate) struct CountingAlloc;
+/// An allocator (the system's by default), counting.
+pub(crate) struct CountingAlloc<A = System>(pub(crate) A);
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract; the
+// SAFETY: every call is forwarded unchanged to `A`, which upholds the contract; the
 // counters have no effect on the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        allocated(unsafe { System.alloc(layout) }, layout.size())
+        allocated(unsafe { self.0.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
-        allocated(unsafe { System.alloc_zeroed(layout) }, layout.size())
+        allocated(unsafe { self.0.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above; `ptr` came from this allocator, hence from `System`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             counted(1, new_size as i64 - layout.size() as i64);
             count_by_size(layout.size(), -1);
@@ -119,7 +119,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.0.dealloc(ptr, layout) };
         counted(0, -(layout.size() as i64));
         count_by_size(layout.size(), -1);
     }
