@@ -43,7 +43,9 @@ use crate::group::{
 use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
 use crate::ledger::Ledger;
 use crate::reading::{self, Fetched, Readings, Stall};
-use crate::registry::{Arrival, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome, Wakers};
+use crate::registry::{
+    Arrival, FastMap, Limits, Parked, Pos, Registry, SignalOutcome, TestOutcome, Wakers,
+};
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::scan;
@@ -53,7 +55,7 @@ use crate::table::{TableSpec, TableStats, TableStore};
 /// The cases a runner knows, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Suite {
-    cases: HashMap<String, Arc<Case>>,
+    cases: FastMap<String, Arc<Case>>,
     /// Active flags set at run time (see [`Suite::set_active`]).
     pub(crate) active: Arc<crate::switches::ActiveSwitches>,
 }
@@ -61,7 +63,7 @@ pub struct Suite {
 impl Suite {
     /// A suite of `cases`; each is validated and names must be unique.
     pub fn new(cases: impl IntoIterator<Item = Case>) -> Result<Self, Error> {
-        let mut map = HashMap::new();
+        let mut map = FastMap::default();
         for case in cases {
             case.validate()?;
             let name = case.name().to_owned();
@@ -223,7 +225,7 @@ struct RunnerInner {
     tables: Arc<TableStore>,
     reports: broadcast::Sender<Arc<Report>>,
     /// Shared by the lanes: a test is watched before anyone knows which lane runs it.
-    watchers: Arc<Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>>,
+    watchers: Arc<Watchers>,
     ready: watch::Sender<bool>,
     draining: AtomicBool,
     sink: OnceLock<ReportSink>,
@@ -309,8 +311,45 @@ struct Shared {
     leaving: Arc<watch::Sender<usize>>,
     counters: Arc<RunnerCounters>,
     reports: broadcast::Sender<Arc<Report>>,
-    watchers: Arc<Mutex<HashMap<String, oneshot::Sender<Arc<Report>>>>>,
+    watchers: Arc<Watchers>,
     positions: Arc<Mutex<Positions>>,
+}
+
+/// Who waits for which test's report ([`Runner::report_for`]), shared by the lanes. Every
+/// report looks here: `count` lets it skip the lock (whose cache line would go from core to
+/// core with the lanes) while no one waits, as in the `livecheck` service.
+#[derive(Default)]
+struct Watchers {
+    by_test: Mutex<FastMap<String, oneshot::Sender<Arc<Report>>>>,
+    /// `by_test`'s length, written under its lock.
+    count: AtomicUsize,
+}
+
+impl Watchers {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut FastMap<String, oneshot::Sender<Arc<Report>>>) -> R,
+    ) -> R {
+        let mut by_test = self.by_test.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut by_test);
+        self.count.store(by_test.len(), Ordering::Release);
+        r
+    }
+
+    fn insert(&self, test_id: &str, tx: oneshot::Sender<Arc<Report>>) {
+        self.with(|by_test| by_test.insert(test_id.to_owned(), tx));
+    }
+
+    fn remove(&self, test_id: &str) -> Option<oneshot::Sender<Arc<Report>>> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.with(|by_test| by_test.remove(test_id))
+    }
+
+    fn contains(&self, test_id: &str) -> bool {
+        self.count.load(Ordering::Acquire) > 0 && self.with(|by_test| by_test.contains_key(test_id))
+    }
 }
 
 /// Resolves once `stopped` says so (or its sender is gone).
@@ -595,11 +634,7 @@ impl Runner {
     #[must_use = "the receiver gets the report; dropping it stops the watch"]
     pub fn report_for(&self, test_id: &str) -> oneshot::Receiver<Arc<Report>> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(test_id.to_owned(), tx);
+        self.inner.watchers.insert(test_id, tx);
         rx
     }
 
@@ -613,11 +648,7 @@ impl Runner {
 
     /// Stops waiting for the report of `test_id` (e.g. its stimulus failed).
     pub fn forget(&self, test_id: &str) {
-        self.inner
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(test_id);
+        self.inner.watchers.remove(test_id);
     }
 
     /// Resolves once the runner has its partitions (restored, in a group): every lane.
@@ -1940,12 +1971,7 @@ impl Runner {
 
     fn is_foreign(&self, test_id: &str) -> bool {
         self.inner.config.watched_only
-            && !self
-                .inner
-                .watchers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(test_id)
+            && !self.inner.watchers.contains(test_id)
             && !self.lock_registry().is_known(test_id)
     }
 
@@ -2558,12 +2584,7 @@ impl Runner {
             info!(test_id = %report.test_id, case = %report.case, verdict = %report.verdict, error = report.error.as_deref().unwrap_or(""), "run finished");
         }
         let report = Arc::new(report);
-        let watcher = self
-            .inner
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&report.test_id);
+        let watcher = self.inner.watchers.remove(&report.test_id);
         if let Some(tx) = watcher {
             let _ = tx.send(report.clone());
         }
