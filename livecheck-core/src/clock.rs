@@ -66,7 +66,9 @@ impl Outages {
 
     fn up(&mut self, now: DateTime<Utc>) {
         if let Some((start, None)) = self.episode {
-            self.episode = Some((start, Some(now)));
+            // A time read just before the outage was marked (on another thread, or the run
+            // loop's turn clock) ends it no earlier than it began.
+            self.episode = Some((start, Some(now.max(start))));
         }
     }
 }
@@ -426,6 +428,16 @@ mod tests {
             Some(at(39_800)),
             "after the grace: the wall clock again"
         );
+    }
+
+    #[test]
+    fn an_outage_ends_no_earlier_than_it_began() {
+        // The run loop's turn clock (or another thread) read the time just before the
+        // outage was marked: the end it gives is the start, not before it.
+        let c = clocks();
+        c.broker_down(at(2000));
+        c.broker_up(at(1999));
+        assert_eq!(c.lock().outages.episode, Some((at(2000), Some(at(2000)))));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //!    CPU, the trade-off behind [`livecheck_core::DEFAULT_FETCH_WAIT`];
 //! c. sustained throughput, on a runtime of 1, then 2 tokio worker threads (then 4, 8, ...
 //!    and as many as the machine has cores, where it has more): 15,000
-//!    tests (75,000 records) produced up front, then, in each of 3 rounds, a bare rdkafka
+//!    tests (75,000 records) produced up front, then, in each of 5 rounds, a bare rdkafka
 //!    `StreamConsumer` reading them all and parsing each payload as a `serde_json::Value`,
 //!    and a fresh runner from its start to its last report; the medians and their ratio;
 //!    and the CPU per record of each (this process less the broker's threads), with the
@@ -136,7 +136,7 @@ const LATENCY_GOAL: Duration = Duration::from_millis(50);
 /// (c) Tests produced up front: 5 records each, within what the mock cluster keeps.
 const THROUGHPUT_TESTS: u64 = 15_000;
 /// (c) Rounds (medians are printed).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// (c) Goal for runner throughput over bare-consumer throughput.
 const RATIO_GOAL: f64 = 0.9;
 
