@@ -50,6 +50,8 @@ pub(crate) struct Skip {
 #[derive(Debug, Default)]
 struct Outages {
     episode: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// The latest time the broker was marked down.
+    last_down: Option<DateTime<Utc>>,
 }
 
 /// Outages closer than this are one episode.
@@ -57,6 +59,7 @@ const EPISODE_GAP: TimeDelta = TimeDelta::seconds(30);
 
 impl Outages {
     fn down(&mut self, now: DateTime<Utc>) {
+        self.last_down = Some(self.last_down.map_or(now, |d| d.max(now)));
         self.episode = match self.episode {
             Some((start, None)) => Some((start, None)),
             Some((start, Some(end))) if now - end < EPISODE_GAP => Some((start, None)),
@@ -66,9 +69,10 @@ impl Outages {
 
     fn up(&mut self, now: DateTime<Utc>) {
         if let Some((start, None)) = self.episode {
-            // A time read just before the outage was marked (on another thread, or the run
-            // loop's turn clock) ends it no earlier than it began.
-            self.episode = Some((start, Some(now.max(start))));
+            // A time read just before the outage (or its relapse) was marked, on another
+            // thread or by the run loop's turn clock, ends it no earlier than that mark.
+            let end = self.last_down.map_or(now, |d| now.max(d)).max(start);
+            self.episode = Some((start, Some(end)));
         }
     }
 }
@@ -438,6 +442,10 @@ mod tests {
         c.broker_down(at(2000));
         c.broker_up(at(1999));
         assert_eq!(c.lock().outages.episode, Some((at(2000), Some(at(2000)))));
+        // A relapse within the episode: its end is no earlier than the relapse.
+        c.broker_down(at(9000));
+        c.broker_up(at(8999));
+        assert_eq!(c.lock().outages.episode, Some((at(2000), Some(at(9000)))));
     }
 
     #[test]

@@ -448,8 +448,10 @@ impl TestKey {
     }
 }
 
-/// A map of the registry's: looked up on every record, so hashed with foldhash (keyed per
-/// process, as `std`'s maps are; SipHash took 2–3 % of the lanes' time).
+/// A map of the registry's: looked up on every record, so hashed with foldhash (SipHash
+/// took 2–3 % of the lanes' time). Its seed is random per process, as `std`'s is, but it
+/// does not claim `std`'s resistance to crafted collisions: test ids come from the
+/// LiveCheck topics, which the services of the system under test write.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Deadlines of waiting runs, earliest first (see [`Registry::expire_waits`]). An entry is

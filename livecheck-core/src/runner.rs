@@ -423,10 +423,11 @@ struct Pace {
 const YIELD_EVERY: u32 = 1024;
 
 /// The clocks of one turn of the run loop ([`Runner::take_fetched`]), read once for the
-/// records it takes: they were all fetched when the turn began, and a clock read cost 2–4 %
-/// of the lanes' time (on a VM, 45–90 ns each). Read again after anything that may have
-/// given the worker up ([`Self::stale`]), so a time is never older than the turn's last
-/// await.
+/// records it takes (up to [`RECORDS_PER_TURN`], taken without waiting): a clock read cost
+/// 2–4 % of the lanes' time (45–90 ns each on this VM). Read again after anything that may
+/// have given the worker up ([`Self::stale`]), so a time is at most one turn old: tens of
+/// microseconds at full speed. A record the fetcher queued during the turn gets a time a
+/// little before it was taken; verdicts judge lateness by the records' own timestamps.
 #[derive(Default)]
 struct TurnClock {
     read: Option<(DateTime<Utc>, Instant)>,
@@ -469,7 +470,7 @@ impl Pace {
         let Some(every) = self.every else {
             // `consume_budget` yields exactly when no budget is left before it.
             let yields = !tokio::task::coop::has_budget_remaining();
-            tokio::task::consume_budget().await;
+            tokio::task::coop::consume_budget().await;
             return yields;
         };
         self.records += 1;
@@ -2750,7 +2751,8 @@ impl Runner {
 
 /// A record's JSON payload decoded: checked as UTF-8 once, then read as text, so that
 /// `serde_json` does not check each of its strings again (as it does reading bytes: 2–3 % of
-/// the lanes' time, perf).
+/// the lanes' time, perf). A payload that is not UTF-8 anywhere is malformed, also where
+/// the bytes are in a field the runner skips (JSON is UTF-8; `from_slice` let those by).
 fn decode_json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
     let text = std::str::from_utf8(payload).map_err(|e| format!("not UTF-8 ({e})"))?;
     serde_json::from_str(text).map_err(|e| e.to_string())

@@ -1,4 +1,5 @@
-//! The benches' global allocator: the system allocator, counting the allocations made and the
+//! The benches' global allocator: an allocator (the system's, or the `livecheck` binaries'
+//! mimalloc in the live bench), counting the allocations made and the
 //! bytes live on the Rust heap, and, while switched on, the live allocations by size.
 //!
 //! Each thread adds to counters of its own (one of [`STRIPES`] sets, each on a cache line of
@@ -107,7 +108,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as above; `ptr` came from this allocator, hence from `System`.
+        // SAFETY: as above; `ptr` came from this allocator, hence from `A`.
         let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             counted(1, new_size as i64 - layout.size() as i64);
