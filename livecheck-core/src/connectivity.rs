@@ -265,13 +265,10 @@ impl Connectivity {
         let Some(repeats) = self.lock().limiter.check(&kind, Instant::now()) else {
             return;
         };
-        match level {
-            // Connection failures: routine per broker; the outage line covers all down.
-            _ if fac == "FAIL" => info!(target: "librdkafka", repeats, "{fac} {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(target: "librdkafka", repeats, "{fac} {message}")
-            }
-            _ => warn!(target: "librdkafka", repeats, "{fac} {message}"),
+        if is_warning(level, fac, message) {
+            warn!(target: "librdkafka", repeats, "{fac} {message}");
+        } else {
+            info!(target: "librdkafka", repeats, "{fac} {message}");
         }
     }
 
@@ -312,6 +309,31 @@ impl ClientContext for ConnectivityContext {
 }
 
 impl ConsumerContext for ConnectivityContext {}
+
+/// Whether a librdkafka log line (not debug) is logged at warn, else at info. Routine news
+/// is info however librdkafka ranks it:
+/// - a connection failure (`FAIL`): routine per broker, and the outage line covers all down;
+/// - an offset commit refused because the group is rebalancing or has rebalanced under it
+///   (`COMMITFAIL` with "rebalance in progress", "generation id is not valid" or "unknown
+///   member"): members joining or leaving cause it, and the runner commits the same offsets
+///   again at its next tick. Other commit failures (authorization, a coordinator gone) stay
+///   warnings.
+fn is_warning(level: RDKafkaLogLevel, fac: &str, message: &str) -> bool {
+    const REBALANCING: [&str; 3] = [
+        "rebalance in progress",
+        "generation id is not valid",
+        "unknown member",
+    ];
+    match level {
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => false,
+        _ if fac == "FAIL" => false,
+        _ if fac == "COMMITFAIL" => {
+            let message = message.to_ascii_lowercase();
+            !REBALANCING.iter().any(|cause| message.contains(cause))
+        }
+        _ => true,
+    }
+}
 
 /// A message with its digits folded, so that `after 0ms` and `after 12ms`, or two ports of
 /// one host, are one kind.
@@ -498,6 +520,37 @@ mod tests {
             limiter.check("FAIL connect refused", t0 + Duration::from_secs(31)),
             None
         );
+    }
+
+    #[test]
+    fn commits_refused_by_a_rebalance_are_news_and_other_failures_warnings() {
+        // librdkafka's own lines (rdkafka_cgrp.c), as a member joining a group logs them.
+        let refused = [
+            "Offset commit (manual) failed for 1/1 partition(s) in join-state wait-join: Broker: Group rebalance in progress: livecheck-tests[0]@57(Broker: Group rebalance in progress)",
+            "Offset commit (manual) failed for 1/1 partition(s) in join-state steady: Broker: Specified group generation id is not valid: livecheck-tests[0]@57(Broker: Specified group generation id is not valid)",
+            "Offset commit (manual) failed for 2/2 partition(s) in join-state init: Broker: Unknown member",
+        ];
+        for message in refused {
+            assert!(
+                !is_warning(RDKafkaLogLevel::Warning, "COMMITFAIL", message),
+                "{message}"
+            );
+        }
+        let failed = "Offset commit (manual) failed for 1/1 partition(s) in join-state steady: Broker: Group authorization failed";
+        assert!(is_warning(RDKafkaLogLevel::Warning, "COMMITFAIL", failed));
+        assert!(is_warning(RDKafkaLogLevel::Error, "COMMITFAIL", failed));
+        // Whatever the facility, the cause decides only for commits.
+        assert!(is_warning(
+            RDKafkaLogLevel::Warning,
+            "SESSTMOUT",
+            "Consumer group session timed out (in join-state steady): Group rebalance in progress"
+        ));
+        assert!(!is_warning(
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+        ));
+        assert!(!is_warning(RDKafkaLogLevel::Notice, "MAXPOLL", "anything"));
     }
 
     #[test]

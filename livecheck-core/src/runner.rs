@@ -698,6 +698,16 @@ impl Runner {
         }
     }
 
+    /// How many lanes have had their partitions (restored, in a group; or were given none by
+    /// their group), of how many: once ready, a lane stays so. Some ready lanes mean the
+    /// brokers, the topics and the group work, even while a rebalance moves partitions to
+    /// the others.
+    pub fn lanes_ready(&self) -> (usize, usize) {
+        self.lanes().fold((0, 0), |(ready, all), lane| {
+            (ready + usize::from(*lane.inner.ready.borrow()), all + 1)
+        })
+    }
+
     /// The registry of the runs and their tests.
     pub(crate) fn registry(&self) -> &Mutex<Registry> {
         &self.inner.registry

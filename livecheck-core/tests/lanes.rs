@@ -150,7 +150,13 @@ async fn every_test_once_in(lanes: usize) {
         },
     );
     let mut reports = [runner.subscribe()];
+    assert_eq!(
+        runner.lanes_ready(),
+        (0, lanes),
+        "no lane ready before it runs"
+    );
     let _stop = support::start_runner(&runner).await;
+    assert_eq!(runner.lanes_ready(), (lanes, lanes));
     assert_eq!(runner.assigned_partitions(), PARTITIONS as usize);
     assert!(runner.owns_first_partition());
     let (pass, fail) = send_tests(&client).await;
@@ -248,6 +254,7 @@ async fn in_a_group(lanes: usize) {
     let _stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
         .await
         .expect("every lane ready within 30 s");
+    assert_eq!(runner.lanes_ready(), (lanes, lanes));
     // Each lane is a member of the group: the group shares the partitions out.
     for _ in 0..1_000 {
         if runner.assigned_partitions() == PARTITIONS as usize {

@@ -444,12 +444,27 @@ impl LiveService {
             .is_err()
             && runner.connectivity().reachable()
         {
-            warn!(
-                "the runner holds no partitions of {} after {} s (group {}): {BROKERS_HINT}, and that the LiveCheck topics exist; livecheck keeps waiting",
-                client.topics().tests,
-                STARTUP_REPORT_AFTER.as_secs(),
-                config.group_id
-            );
+            let ((ready, lanes), held) = (runner.lanes_ready(), runner.assigned_partitions());
+            if ready == 0 && held == 0 {
+                warn!(
+                    "the runner holds no partitions of {} after {} s (group {}): {BROKERS_HINT}, and that the LiveCheck topics exist; livecheck keeps waiting",
+                    client.topics().tests,
+                    STARTUP_REPORT_AFTER.as_secs(),
+                    config.group_id
+                );
+            } else {
+                // The group works: a rebalance is still moving partitions between the
+                // lanes (one joined late), or a restore is still reading.
+                info!(
+                    ready,
+                    lanes,
+                    partitions = held,
+                    "not every lane has its partitions of {} after {} s (group {}): a rebalance or a restore is under way",
+                    client.topics().tests,
+                    STARTUP_REPORT_AFTER.as_secs(),
+                    config.group_id
+                );
+            }
         }
         // The published settings known and the configuration's changes published (or, if
         // the control topic cannot be read yet, later in the background: a topic that does
