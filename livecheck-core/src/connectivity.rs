@@ -314,22 +314,28 @@ impl ConsumerContext for ConnectivityContext {}
 /// is info however librdkafka ranks it:
 /// - a connection failure (`FAIL`): routine per broker, and the outage line covers all down;
 /// - an offset commit refused because the group is rebalancing or has rebalanced under it
-///   (`COMMITFAIL` with "rebalance in progress", "generation id is not valid" or "unknown
-///   member"): members joining or leaving cause it, and the runner commits the same offsets
-///   again at its next tick. Other commit failures (authorization, a coordinator gone) stay
-///   warnings.
+///   (`COMMITFAIL` whose errors are all "Group rebalance in progress", "Specified group
+///   generation id is not valid" or "Unknown member"): members joining or leaving cause it, and the runner commits every position
+///   again after the rebalance (and every 30th tick whatever happened: see
+///   `Ledger::commit_all_again`). Other commit failures (authorization, a coordinator gone)
+///   stay warnings, and so does a line that names another error besides.
 fn is_warning(level: RDKafkaLogLevel, fac: &str, message: &str) -> bool {
+    // librdkafka's texts of those errors, lower case, after "Broker: ".
     const REBALANCING: [&str; 3] = [
-        "rebalance in progress",
-        "generation id is not valid",
+        "group rebalance in progress",
+        "specified group generation id is not valid",
         "unknown member",
     ];
     match level {
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => false,
         _ if fac == "FAIL" => false,
         _ if fac == "COMMITFAIL" => {
+            // librdkafka names each failed partition's error after the request's: every
+            // `Broker: ...` error of the line must be one of those.
             let message = message.to_ascii_lowercase();
-            !REBALANCING.iter().any(|cause| message.contains(cause))
+            let mut errors = message.split("broker: ").skip(1).peekable();
+            errors.peek().is_none()
+                || !errors.all(|error| REBALANCING.iter().any(|cause| error.starts_with(cause)))
         }
         _ => true,
     }
@@ -539,6 +545,19 @@ mod tests {
         let failed = "Offset commit (manual) failed for 1/1 partition(s) in join-state steady: Broker: Group authorization failed";
         assert!(is_warning(RDKafkaLogLevel::Warning, "COMMITFAIL", failed));
         assert!(is_warning(RDKafkaLogLevel::Error, "COMMITFAIL", failed));
+        // The line names the last partition's error first: another partition's counts too.
+        let mixed = "Offset commit (manual) failed for 2/2 partition(s) in join-state steady: Broker: Group rebalance in progress: livecheck-tests[0]@5(Broker: Group authorization failed), livecheck-tests[1]@7(Broker: Group rebalance in progress)";
+        assert!(is_warning(RDKafkaLogLevel::Warning, "COMMITFAIL", mixed));
+        // No broker error named (a local one, or none): a warning.
+        for message in [
+            "Offset commit (manual) failed for 1/1 partition(s) in join-state steady: Local: Timed out: livecheck-tests[0]@5(Local: Timed out)",
+            "Offset commit (manual) failed for 1/1 partition(s) in join-state steady: livecheck-tests[0]@5",
+        ] {
+            assert!(
+                is_warning(RDKafkaLogLevel::Warning, "COMMITFAIL", message),
+                "{message}"
+            );
+        }
         // Whatever the facility, the cause decides only for commits.
         assert!(is_warning(
             RDKafkaLogLevel::Warning,

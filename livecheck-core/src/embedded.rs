@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tracing::info;
 
 use crate::client::Topics;
@@ -28,6 +29,11 @@ enum Command {
     BrokersDown {
         down: bool,
         reply: mpsc::Sender<Result<(), String>>,
+    },
+    FailRequests {
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
+        reply: mpsc::Sender<()>,
     },
     Shutdown,
 }
@@ -81,6 +87,10 @@ impl EmbeddedBroker {
                                 .map_err(|e| format!("broker {id}: {e}"))
                             });
                             let _ = reply.send(result);
+                        }
+                        Command::FailRequests { api, errors, reply } => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(());
                         }
                         Command::Shutdown => {
                             // Clients still closing need their broker: destroy it later.
@@ -179,6 +189,29 @@ impl EmbeddedBroker {
                     if down { "down" } else { "up" }
                 ))
             })
+    }
+}
+
+impl EmbeddedBroker {
+    /// Makes the next `errors.len()` requests of kind `api`, from any client, fail with
+    /// those errors in turn (fault injection: e.g. offset commits refused as during a
+    /// rebalance, with `RDKafkaApiKey::OffsetCommit` and
+    /// `RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS`).
+    pub fn fail_requests(
+        &self,
+        api: RDKafkaApiKey,
+        errors: &[RDKafkaRespErr],
+    ) -> Result<(), Error> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::FailRequests {
+                api,
+                errors: errors.to_vec(),
+                reply,
+            })
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))
     }
 }
 

@@ -31,7 +31,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::client::{KafkaConfig, Topics};
 use crate::clock::Clocks;
@@ -238,17 +238,6 @@ impl ConsumerContext for RunnerContext {
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => warn!(error = %err, "runner rebalance error"),
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(err) = result {
-            // Committed again at the next tick; a rebalance in progress refuses commits.
-            debug!(error = %err, "offset commit failed; retrying at the next tick");
-            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            for p in partitions_of(offsets, &self.tests_topic) {
-                ledger.commit_failed(p);
-            }
         }
     }
 }

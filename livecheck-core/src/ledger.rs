@@ -298,9 +298,13 @@ impl Ledger {
         }
     }
 
-    /// A commit of `partition` failed: commit its position again at the next tick.
-    pub(crate) fn commit_failed(&mut self, partition: i32) {
-        if let Some(p) = self.partitions.get_mut(&partition) {
+    /// Commits may have been lost: every partition's position is committed again at the
+    /// next tick, moved or not. The runner cannot know: librdkafka reports an asynchronous
+    /// commit's result only to a commit callback or a reply queue, and rdkafka's
+    /// asynchronous commit sets neither; a group that rebalances refuses the commits made
+    /// meanwhile (librdkafka's `COMMITFAIL` lines).
+    pub(crate) fn commit_all_again(&mut self) {
+        for p in self.partitions.values_mut() {
             p.committed = None;
         }
     }
@@ -444,6 +448,30 @@ mod tests {
             !l.test_read(0, 11),
             "records of a revoked partition are not tracked"
         );
+    }
+
+    /// A commit the group may have refused: every position goes out again, moved or not.
+    #[test]
+    fn after_commits_that_may_be_lost_every_position_is_committed_again() {
+        let mut l = ledger();
+        l.open(1, START, HashMap::new());
+        l.test_read(0, 10);
+        l.decided(0, 10, [], Some(1000));
+        for (p, resume) in l.to_commit() {
+            l.committed(p, resume);
+        }
+        assert!(l.to_commit().is_empty());
+        l.commit_all_again();
+        let mut again = l.to_commit();
+        again.sort_by_key(|(p, _)| *p);
+        let mut all = l.positions();
+        all.sort_by_key(|(p, _)| *p);
+        assert_eq!(again, all);
+        assert_eq!(again.len(), 2, "the partition that never moved too");
+        for (p, resume) in again {
+            l.committed(p, resume);
+        }
+        assert!(l.to_commit().is_empty());
     }
 
     /// A test an earlier owner decided (its report found on restore) keeps the reports

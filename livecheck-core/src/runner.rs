@@ -387,6 +387,12 @@ type Consumer2 = StreamConsumer<RunnerContext>;
 /// every 2 s).
 const WAITS_CHECKED_EVERY: Duration = Duration::from_millis(20);
 
+/// In a group, every this many ticks (`sweep_every`, 30 s by default) a lane commits every
+/// partition's position, moved or not: an asynchronous commit the group refused is not
+/// known otherwise, and a partition whose position stays put would keep its older commit
+/// (see `Ledger::commit_all_again`). A rebalance has the same effect at once.
+const COMMIT_ALL_EVERY_TICKS: u64 = 30;
+
 /// Records of one consumer taken in a row by the runner loop (see [`Runner::run`]).
 const RECORDS_PER_TURN: usize = 32;
 
@@ -698,10 +704,8 @@ impl Runner {
         }
     }
 
-    /// How many lanes have had their partitions (restored, in a group; or were given none by
-    /// their group), of how many: once ready, a lane stays so. Some ready lanes mean the
-    /// brokers, the topics and the group work, even while a rebalance moves partitions to
-    /// the others.
+    /// How many lanes have been ready (their partitions assigned and restored, or none
+    /// given them by their group), of how many: once ready, a lane stays so.
     pub fn lanes_ready(&self) -> (usize, usize) {
         self.lanes().fold((0, 0), |(ready, all), lane| {
             (ready + usize::from(*lane.inner.ready.borrow()), all + 1)
@@ -901,6 +905,7 @@ impl Runner {
         let mut restores: Restores = JoinSet::new();
         tokio::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut ticks: u64 = 0;
         // One stream per consumer for the whole loop: a `recv()` per turn registers and
         // drops a waker slot each time.
         let (mut tests, mut signals) = (tests_consumer.stream(), signals_consumer.stream());
@@ -941,7 +946,12 @@ impl Runner {
                         self.sweep();
                         self.check_reading(&tests_consumer, &signals_consumer);
                         if in_group {
-                            self.commit(&tests_consumer, CommitMode::Async, false);
+                            // What moved; and every so often everything, since a commit
+                            // refused after it was sent is not known (see
+                            // `Ledger::commit_all_again`).
+                            ticks += 1;
+                            let all = ticks % COMMIT_ALL_EVERY_TICKS == 0;
+                            self.commit(&tests_consumer, CommitMode::Async, all);
                         }
                     }
                     _ = waits_tick.tick() => self.expire_waits(),
@@ -1479,6 +1489,8 @@ impl Runner {
         signals: &Consumer2,
         restores: &mut Restores,
     ) {
+        // The group rebalanced: the commits sent meanwhile may have been refused.
+        self.lock_ledger().commit_all_again();
         match event {
             GroupEvent::Assigned(assignments) => {
                 // Only those still waiting for this very assignment (a retry may come after
@@ -1993,7 +2005,10 @@ impl Runner {
     }
 
     /// Commits what is decided: per partition the tests offset, with the signals and
-    /// reports positions as metadata. Only what moved, unless `all`.
+    /// reports positions as metadata. Only what moved, unless `all`. An asynchronous
+    /// commit's `Ok` says it was sent, not that the group took it: what it refuses is
+    /// committed again after the next rebalance, or with everything every
+    /// [`COMMIT_ALL_EVERY_TICKS`] ticks.
     fn commit(&self, consumer: &Consumer2, mode: CommitMode, all: bool) {
         let positions = {
             let ledger = self.lock_ledger();

@@ -1,0 +1,136 @@
+//! A runner in a consumer group commits what it decided even when the group refused some of
+//! its commits, as a group does while it rebalances. librdkafka does not tell a program that
+//! an asynchronous commit failed, so the runner commits every position again after each
+//! rebalance and every 30th tick (embedded broker; `OffsetCommit` errors injected).
+
+mod support;
+
+use std::time::Duration;
+
+use livecheck_core::{
+    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Signal, Suite, Topics,
+    Trigger, Verdict,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+const CASE: &str = "commits.case";
+static STEP: Signal<u64> = Signal::new(CASE, "step");
+
+/// One step.
+fn case() -> Case {
+    Case::new(CASE)
+        .timeout(Duration::from_secs(30))
+        .expect(|run: Run, (): ()| async move {
+            run.wait(&STEP).await?;
+            Ok(())
+        })
+}
+
+/// Starts `n` tests with their step; returns once they are sent.
+async fn send_tests(client: &LiveCheck, n: usize) {
+    for _ in 0..n {
+        let test = Trigger::new(CASE).maybe_trigger(client, &()).unwrap();
+        client.scope(test, async { STEP.send(&1).await }).await;
+    }
+}
+
+/// Waits for `n` reports on `reports`, each a PASS.
+async fn passes(
+    reports: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<livecheck_core::Report>>,
+    n: usize,
+) {
+    for k in 0..n {
+        let report = tokio::time::timeout(Duration::from_secs(30), reports.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{k} of {n} reports within 30 s"))
+            .expect("reports");
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.render());
+    }
+}
+
+/// The tests offset `group` has committed for partition 0, if any.
+fn committed(kafka: &KafkaConfig, topics: &Topics, group: &str) -> Option<i64> {
+    let reader: BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(&topics.tests, 0);
+    let offsets = reader
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .ok()?;
+    match offsets.find_partition(&topics.tests, 0)?.offset() {
+        Offset::Offset(at) => Some(at),
+        _ => None,
+    }
+}
+
+/// Polls `committed` until it is `want` or 30 s pass; returns the last value read.
+async fn committed_becomes(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    group: &str,
+    want: i64,
+) -> Option<i64> {
+    let mut last = None;
+    for _ in 0..300 {
+        let (kafka, topics, group) = (kafka.clone(), topics.clone(), group.to_owned());
+        last = tokio::task::spawn_blocking(move || committed(&kafka, &topics, &group))
+            .await
+            .unwrap();
+        if last == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_the_group_refused_are_made_again_though_nothing_moves_after_them() {
+    let topics = Topics::with_prefix(&format!("c{}-", uuid::Uuid::new_v4().simple()));
+    let broker = EmbeddedBroker::with_topics(&topics, &[], 1).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+    let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
+    let group = format!("commits-{}", uuid::Uuid::new_v4().simple());
+    let runner = Runner::new(
+        Suite::new([case()]).unwrap(),
+        client.clone(),
+        RunnerConfig {
+            group_id: Some(group.clone()),
+            // 30 ticks: 3 s.
+            sweep_every: Duration::from_millis(100),
+            ..RunnerConfig::default()
+        },
+    );
+    let mut reports = runner.subscribe();
+    let _stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
+        .await
+        .expect("ready within 30 s");
+
+    send_tests(&client, 5).await;
+    passes(&mut reports, 5).await;
+    assert_eq!(
+        committed_becomes(&kafka, &topics, &group, 5).await,
+        Some(5),
+        "the first 5 tests committed"
+    );
+
+    // More refusals than the commits these tests bring (one per tick at most while their
+    // positions move): the last of them is refused too, and nothing moves afterwards.
+    broker
+        .fail_requests(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 4],
+        )
+        .unwrap();
+    send_tests(&client, 5).await;
+    passes(&mut reports, 5).await;
+    assert_eq!(
+        committed_becomes(&kafka, &topics, &group, 10).await,
+        Some(10),
+        "every decided test committed in the end, though the group refused commits"
+    );
+}
