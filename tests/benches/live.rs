@@ -46,7 +46,8 @@
 //! The last three lines are the figures to compare run to run: `runner/raw ratio` (c, 2
 //! workers, the runner in 2 lanes as the `livecheck` service runs it on 2 cores; 1 lane
 //! where the partitions are fewer), `bytes per in-flight run` (d, live Rust heap, runs
-//! started at once) and `send to verdict p50/p99 ms` (b); a section not run prints `n/a`.
+//! started at once) and `send to verdict p50/p99 ms` (b, over section a's runs); a section
+//! not run prints `n/a (...)` instead of a figure.
 //!
 //! It exits non-zero when a verdict is not PASS (or a reader does not see every record):
 //! the figures would then be meaningless. Times are wall-clock on whatever else the machine
