@@ -192,8 +192,11 @@ fn run() -> Result<Vec<String>, String> {
     );
     let mut problems = Vec::new();
     if std::env::var_os("RUST_LOG").is_some() {
+        // On stderr: stdout ends with the three figures' lines, and a task still running
+        // after them may log.
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
             .init();
     }
     // `LIVE_BENCH_ONLY=c` (or `d`) runs only that section (to profile it).
