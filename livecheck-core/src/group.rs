@@ -251,6 +251,9 @@ pub(crate) struct Restored {
     pub(crate) resume: Resume,
     /// Tests decided by earlier owners, not to run again, with their reports' offsets.
     pub(crate) decided: HashMap<String, i64>,
+    /// Where the tests partition ended, read after the reports' ends: the record of every
+    /// test in `decided` is before it.
+    pub(crate) tests_end: i64,
     /// The partition's entries of the partitioned tables.
     pub(crate) tables: Vec<(&'static str, crate::table::Shard)>,
 }
@@ -367,8 +370,14 @@ pub(crate) fn restore<C: ConsumerContext>(
                 ..resume
             },
             decided: HashMap::new(),
+            tests_end: 0,
             tables: Vec::new(),
         });
+    }
+    // After the reports' ends: a report is written after its test record was read.
+    let tests_ends = scan::watermarks(&scan, &topics.tests, partitions, timeout)?;
+    for (r, (_, high)) in restored.iter_mut().zip(tests_ends) {
+        r.tests_end = high;
     }
     let mut decided: HashMap<i32, HashMap<String, i64>> = HashMap::new();
     let read = scan::read_to_ends(&scan, &ranges, timeout, |msg| {

@@ -92,12 +92,19 @@ struct PartitionLedger {
     /// restored: their reports' offsets, pinned like this owner's own decisions until their
     /// test records are committable.
     restored: HashMap<String, i64>,
+    /// Where the tests partition ended when it was restored: every test in `restored` has
+    /// its record before it. Until this owner has read that far, the reports position stays
+    /// at the earliest report in `restored`, whose test may be among the records still to
+    /// read; past it, what is left there are tests behind the committed tests offset, never
+    /// read again.
+    restored_until: i64,
 }
 
 impl PartitionLedger {
-    fn new(from: Resume, restored: HashMap<String, i64>) -> Self {
+    fn new(from: Resume, restored: HashMap<String, i64>, restored_until: i64) -> Self {
         Self {
             restored,
+            restored_until,
             tests_pending: BTreeSet::new(),
             tests_next: from.tests,
             signals_pending: BTreeSet::new(),
@@ -140,10 +147,16 @@ impl PartitionLedger {
         .min()
         .copied()
         .unwrap_or(self.signals_next);
+        // A test an earlier owner decided whose record is not read yet: its report must stay
+        // ahead of the reports position, or a next owner would run the test again.
+        let restored = (self.tests_next < self.restored_until)
+            .then(|| self.restored.values().min().copied())
+            .flatten();
         let reports = self
             .decided
             .values()
             .filter_map(|d| d.report)
+            .chain(restored)
             .min()
             .unwrap_or(self.reports_next)
             .min(self.reports_next);
@@ -164,10 +177,19 @@ pub(crate) struct Ledger {
 
 impl Ledger {
     /// Starts tracking `partition` from what was committed (or the topics' starts), with
-    /// the tests decided by earlier owners (test id → report offset).
-    pub(crate) fn open(&mut self, partition: i32, from: Resume, restored: HashMap<String, i64>) {
-        self.partitions
-            .insert(partition, PartitionLedger::new(from, restored));
+    /// the tests decided by earlier owners (test id → report offset) and where the tests
+    /// partition ended when they were read (see `PartitionLedger::restored_until`).
+    pub(crate) fn open(
+        &mut self,
+        partition: i32,
+        from: Resume,
+        restored: HashMap<String, i64>,
+        restored_until: i64,
+    ) {
+        self.partitions.insert(
+            partition,
+            PartitionLedger::new(from, restored, restored_until),
+        );
     }
 
     /// A test record of a test decided by an earlier owner: it stays pinned by its report
@@ -332,7 +354,7 @@ mod tests {
 
     fn ledger() -> Ledger {
         let mut l = Ledger::default();
-        l.open(0, START, HashMap::new());
+        l.open(0, START, HashMap::new(), 0);
         l
     }
 
@@ -454,7 +476,7 @@ mod tests {
     #[test]
     fn after_commits_that_may_be_lost_every_position_is_committed_again() {
         let mut l = ledger();
-        l.open(1, START, HashMap::new());
+        l.open(1, START, HashMap::new(), 0);
         l.test_read(0, 10);
         l.decided(0, 10, [], Some(1000));
         for (p, resume) in l.to_commit() {
@@ -488,6 +510,7 @@ mod tests {
                 ..START
             },
             restored,
+            12,
         );
         l.test_read(0, 10); // undecided
         l.test_read(0, 11); // "d"
@@ -497,6 +520,46 @@ mod tests {
         assert_eq!(position(&l).reports, 900);
         l.decided(0, 10, [], Some(1001));
         assert_eq!(position(&l).reports, 1002);
+    }
+
+    /// A restored test whose record is still to be read keeps the reports position at its
+    /// report, moved or not, so that any commit meanwhile (a re-commit of everything, after
+    /// a rebalance) leaves it for a next owner to find; once the partition is read to where
+    /// it ended at the restore, what is left in `restored` is behind the tests offset.
+    #[test]
+    fn a_restored_decision_not_read_yet_holds_the_reports_position() {
+        let mut l = Ledger::default();
+        let from = Resume {
+            reports: 1000,
+            ..START
+        };
+        // "d" decided at report 900, "behind" at 950 (its record before offset 10).
+        let restored = HashMap::from([("d".to_owned(), 900), ("behind".to_owned(), 950)]);
+        l.open(0, from, restored, 13);
+        assert_eq!(position(&l).reports, 900, "nothing read yet");
+        l.test_read(0, 10);
+        l.decided(0, 10, [], Some(1000));
+        assert_eq!(
+            position(&l).reports,
+            900,
+            "\"d\" (record 11 or 12) not read yet"
+        );
+        l.test_read(0, 11);
+        assert!(l.decided_before(0, 11, "d"));
+        assert_eq!(position(&l).tests, 12);
+        assert_eq!(
+            position(&l).reports,
+            950,
+            "\"d\" committable, \"behind\" may still be among the records to read"
+        );
+        l.test_read(0, 12);
+        l.test_done(0, 12);
+        assert_eq!(position(&l).tests, 13);
+        assert_eq!(
+            position(&l).reports,
+            1001,
+            "read past the restore's end: \"behind\" is never read, and pins nothing"
+        );
     }
 
     #[test]

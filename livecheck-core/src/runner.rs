@@ -1655,7 +1655,7 @@ impl Runner {
             self.inner
                 .tables
                 .install(p, std::mem::take(&mut r.tables), Some(r.resume.tests));
-            self.lock_ledger().open(p, r.resume, r.decided);
+            self.lock_ledger().open(p, r.resume, r.decided, r.tests_end);
             self.inner.clocks.assigned(p, r.resume.signals);
             let now = Instant::now();
             self.inner.readings.of(true).start(p, r.resume.signals, now);

@@ -67,70 +67,150 @@ fn committed(kafka: &KafkaConfig, topics: &Topics, group: &str) -> Option<i64> {
     }
 }
 
-/// Polls `committed` until it is `want` or 30 s pass; returns the last value read.
+/// Polls `committed` until it is `want` or `within` passes; returns the last value read.
 async fn committed_becomes(
     kafka: &KafkaConfig,
     topics: &Topics,
     group: &str,
     want: i64,
+    within: Duration,
 ) -> Option<i64> {
-    let mut last = None;
-    for _ in 0..300 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
         let (kafka, topics, group) = (kafka.clone(), topics.clone(), group.to_owned());
-        last = tokio::task::spawn_blocking(move || committed(&kafka, &topics, &group))
+        let last = tokio::task::spawn_blocking(move || committed(&kafka, &topics, &group))
             .await
             .unwrap();
-        if last == Some(want) {
-            break;
+        if last == Some(want) || tokio::time::Instant::now() >= deadline {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    last
+}
+
+/// A broker with one partition per topic, a client, and a group for its runners.
+struct World {
+    broker: EmbeddedBroker,
+    kafka: KafkaConfig,
+    topics: Topics,
+    client: LiveCheck,
+    group: String,
+}
+
+impl World {
+    fn new() -> Self {
+        let topics = Topics::with_prefix(&format!("c{}-", uuid::Uuid::new_v4().simple()));
+        let broker = EmbeddedBroker::with_topics(&topics, &[], 1).unwrap();
+        let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+        let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
+        let group = format!("commits-{}", uuid::Uuid::new_v4().simple());
+        Self {
+            broker,
+            kafka,
+            topics,
+            client,
+            group,
+        }
+    }
+
+    /// A runner in the group, ticking every `tick`.
+    fn runner(&self, tick: Duration) -> Runner {
+        Runner::new(
+            Suite::new([case()]).unwrap(),
+            self.client.clone(),
+            RunnerConfig {
+                group_id: Some(self.group.clone()),
+                sweep_every: tick,
+                ..RunnerConfig::default()
+            },
+        )
+    }
+
+    /// Makes the next `n` offset commits fail as during a rebalance.
+    fn refuse_commits(&self, n: usize) {
+        self.broker
+            .fail_requests(
+                RDKafkaApiKey::OffsetCommit,
+                &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; n],
+            )
+            .unwrap();
+    }
+
+    async fn committed_becomes(&self, want: i64, within: Duration) -> Option<i64> {
+        committed_becomes(&self.kafka, &self.topics, &self.group, want, within).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_the_group_refused_are_made_again_though_nothing_moves_after_them() {
-    let topics = Topics::with_prefix(&format!("c{}-", uuid::Uuid::new_v4().simple()));
-    let broker = EmbeddedBroker::with_topics(&topics, &[], 1).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
-    let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
-    let group = format!("commits-{}", uuid::Uuid::new_v4().simple());
-    let runner = Runner::new(
-        Suite::new([case()]).unwrap(),
-        client.clone(),
-        RunnerConfig {
-            group_id: Some(group.clone()),
-            // 30 ticks: 3 s.
-            sweep_every: Duration::from_millis(100),
-            ..RunnerConfig::default()
-        },
-    );
+    let world = World::new();
+    // 30 ticks: 3 s.
+    let runner = world.runner(Duration::from_millis(100));
     let mut reports = runner.subscribe();
     let _stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
         .await
         .expect("ready within 30 s");
-
-    send_tests(&client, 5).await;
+    send_tests(&world.client, 5).await;
     passes(&mut reports, 5).await;
     assert_eq!(
-        committed_becomes(&kafka, &topics, &group, 5).await,
+        world.committed_becomes(5, Duration::from_secs(30)).await,
         Some(5),
         "the first 5 tests committed"
     );
 
     // More refusals than the commits these tests bring (one per tick at most while their
     // positions move): the last of them is refused too, and nothing moves afterwards.
-    broker
-        .fail_requests(
-            RDKafkaApiKey::OffsetCommit,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 4],
-        )
-        .unwrap();
-    send_tests(&client, 5).await;
+    world.refuse_commits(4);
+    send_tests(&world.client, 5).await;
     passes(&mut reports, 5).await;
     assert_eq!(
-        committed_becomes(&kafka, &topics, &group, 10).await,
+        world.committed_becomes(10, Duration::from_secs(30)).await,
         Some(10),
         "every decided test committed in the end, though the group refused commits"
+    );
+}
+
+/// A member joining makes the group rebalance: the runner commits everything again then,
+/// long before its periodic re-commit (every 30 ticks of 2 s here: a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_makes_the_runner_commit_again_what_the_group_refused() {
+    let world = World::new();
+    let first = world.runner(Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
+    let mut reports = first.subscribe();
+    let _first = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&first))
+        .await
+        .expect("ready within 30 s");
+    send_tests(&world.client, 5).await;
+    passes(&mut reports, 5).await;
+    assert_eq!(
+        world.committed_becomes(5, Duration::from_secs(30)).await,
+        Some(5)
+    );
+
+    // These 5 tests are decided within a tick: their one commit is refused.
+    world.refuse_commits(1);
+    send_tests(&world.client, 5).await;
+    passes(&mut reports, 5).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second member: the group rebalances (the one partition stays with the first).
+    let second = world.runner(Duration::from_secs(2));
+    let _second = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&second))
+        .await
+        .expect("the second member ready within 30 s");
+    // Before the periodic re-commit (a minute after the first member started), so that
+    // the rebalance's is the one seen.
+    let before_periodic =
+        (started + Duration::from_secs(55)).saturating_duration_since(tokio::time::Instant::now());
+    assert!(
+        before_periodic >= Duration::from_secs(10),
+        "the second member took {:?} to be ready: too late to tell the two re-commits apart",
+        started.elapsed()
+    );
+    assert_eq!(
+        world.committed_becomes(10, before_periodic).await,
+        Some(10),
+        "the refused commit made again after the rebalance ({:?} after the first member started)",
+        started.elapsed()
     );
 }
