@@ -251,8 +251,8 @@ pub(crate) struct Restored {
     pub(crate) resume: Resume,
     /// Tests decided by earlier owners, not to run again, with their reports' offsets.
     pub(crate) decided: HashMap<String, i64>,
-    /// Where the tests partition ended, read after the reports' ends: the record of every
-    /// test in `decided` is before it.
+    /// Where the tests partition ended, read after the reports' ends: a test in `decided`
+    /// whose record is on this partition had it read before then, so before this offset.
     pub(crate) tests_end: i64,
     /// The partition's entries of the partitioned tables.
     pub(crate) tables: Vec<(&'static str, crate::table::Shard)>,

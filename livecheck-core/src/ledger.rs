@@ -92,11 +92,12 @@ struct PartitionLedger {
     /// restored: their reports' offsets, pinned like this owner's own decisions until their
     /// test records are committable.
     restored: HashMap<String, i64>,
-    /// Where the tests partition ended when it was restored: every test in `restored` has
-    /// its record before it. Until this owner has read that far, the reports position stays
-    /// at the earliest report in `restored`, whose test may be among the records still to
-    /// read; past it, what is left there are tests behind the committed tests offset, never
-    /// read again.
+    /// Where the tests partition ended when it was restored: a test in `restored` whose
+    /// record is on this partition had it read before the restore, so before this offset.
+    /// Until this owner has read that far, the reports position stays at the earliest
+    /// report in `restored`, whose test may be among the records still to read; past it,
+    /// what is left there are tests behind the committed tests offset (or whose records are
+    /// elsewhere), never read here again.
     restored_until: i64,
 }
 
@@ -213,6 +214,9 @@ impl Ledger {
     }
 
     /// Notes a test record read; whether it is new (a record read twice is tracked once).
+    /// A test record of a restored test goes through this and [`Ledger::decided_before`]
+    /// with no commit in between (both on the lane's loop, as the commits): between them,
+    /// `tests_next` may be past `restored_until` while the test is not yet pinned.
     pub(crate) fn test_read(&mut self, partition: i32, offset: i64) -> bool {
         let Some(p) = self.partitions.get_mut(&partition) else {
             return false;
