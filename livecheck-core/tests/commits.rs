@@ -139,30 +139,56 @@ impl World {
     async fn committed_becomes(&self, want: i64, within: Duration) -> Option<i64> {
         committed_becomes(&self.kafka, &self.topics, &self.group, want, within).await
     }
+
+    /// A runner in the group ticking every `tick`, ready, with 5 tests passed and
+    /// committed; its reports, and what stops it when dropped.
+    async fn runner_with_five_committed(
+        &self,
+        tick: Duration,
+    ) -> (
+        Runner,
+        tokio::sync::broadcast::Receiver<std::sync::Arc<livecheck_core::Report>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let runner = self.runner(tick);
+        let mut reports = runner.subscribe();
+        let stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
+            .await
+            .expect("ready within 30 s");
+        send_tests(&self.client, 5).await;
+        passes(&mut reports, 5).await;
+        assert_eq!(
+            self.committed_becomes(5, Duration::from_secs(30)).await,
+            Some(5),
+            "the first 5 tests committed"
+        );
+        (runner, reports, stop)
+    }
+
+    /// Refuses the next `refused` offset commits, then sends 5 more tests and waits for
+    /// their passes.
+    async fn five_more_with_commits_refused(
+        &self,
+        reports: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<livecheck_core::Report>>,
+        refused: usize,
+    ) {
+        self.refuse_commits(refused);
+        send_tests(&self.client, 5).await;
+        passes(reports, 5).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_the_group_refused_are_made_again_though_nothing_moves_after_them() {
     let world = World::new();
     // 30 ticks: 3 s.
-    let runner = world.runner(Duration::from_millis(100));
-    let mut reports = runner.subscribe();
-    let _stop = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&runner))
-        .await
-        .expect("ready within 30 s");
-    send_tests(&world.client, 5).await;
-    passes(&mut reports, 5).await;
-    assert_eq!(
-        world.committed_becomes(5, Duration::from_secs(30)).await,
-        Some(5),
-        "the first 5 tests committed"
-    );
+    let (_runner, mut reports, _stop) = world
+        .runner_with_five_committed(Duration::from_millis(100))
+        .await;
 
     // More refusals than the commits these tests bring (one per tick at most while their
     // positions move): the last of them is refused too, and nothing moves afterwards.
-    world.refuse_commits(4);
-    send_tests(&world.client, 5).await;
-    passes(&mut reports, 5).await;
+    world.five_more_with_commits_refused(&mut reports, 4).await;
     assert_eq!(
         world.committed_becomes(10, Duration::from_secs(30)).await,
         Some(10),
@@ -175,23 +201,13 @@ async fn commits_the_group_refused_are_made_again_though_nothing_moves_after_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_makes_the_runner_commit_again_what_the_group_refused() {
     let world = World::new();
-    let first = world.runner(Duration::from_secs(2));
     let started = tokio::time::Instant::now();
-    let mut reports = first.subscribe();
-    let _first = tokio::time::timeout(Duration::from_secs(30), support::start_runner(&first))
-        .await
-        .expect("ready within 30 s");
-    send_tests(&world.client, 5).await;
-    passes(&mut reports, 5).await;
-    assert_eq!(
-        world.committed_becomes(5, Duration::from_secs(30)).await,
-        Some(5)
-    );
+    let (_first, mut reports, _stop) = world
+        .runner_with_five_committed(Duration::from_secs(2))
+        .await;
 
     // These 5 tests are decided within a tick: their one commit is refused.
-    world.refuse_commits(1);
-    send_tests(&world.client, 5).await;
-    passes(&mut reports, 5).await;
+    world.five_more_with_commits_refused(&mut reports, 1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // A second member: the group rebalances (the one partition stays with the first).
     let second = world.runner(Duration::from_secs(2));
