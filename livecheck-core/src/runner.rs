@@ -228,6 +228,8 @@ struct RunnerInner {
     watchers: Arc<Watchers>,
     ready: watch::Sender<bool>,
     draining: AtomicBool,
+    /// Reports between their run's end and the sink's queue (see [`Publishing`]).
+    publishing: AtomicUsize,
     sink: OnceLock<ReportSink>,
     signals_topic: Arc<str>,
     /// The tests topic's name, shared by the position of every test record (one allocation
@@ -562,6 +564,7 @@ impl Runner {
                 watchers: shared.watchers.clone(),
                 ready,
                 draining: AtomicBool::new(false),
+                publishing: AtomicUsize::new(0),
                 sink: OnceLock::new(),
                 signals_topic,
                 tests_topic,
@@ -966,10 +969,12 @@ impl Runner {
                     }
                 }
                 if let Some(until) = drain_until {
+                    // Runs first: a run that ends counts as publishing before it leaves them.
                     let in_flight = self.lane_in_flight();
-                    if in_flight == 0 || tokio::time::Instant::now() >= until {
-                        if in_flight > 0 {
-                            warn!(in_flight, "drain timeout: handing the unfinished runs back (their records stay uncommitted)");
+                    let publishing = self.inner.publishing.load(Ordering::SeqCst);
+                    if in_flight + publishing == 0 || tokio::time::Instant::now() >= until {
+                        if in_flight + publishing > 0 {
+                            warn!(in_flight, publishing, "drain timeout: handing the unfinished runs back (their records, and those of reports not enqueued yet, stay uncommitted)");
                         }
                         break;
                     }
@@ -2554,6 +2559,8 @@ impl Runner {
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState::new(started_at),
         );
+        // Counted before the run leaves those in flight, until its report is enqueued.
+        let _publishing = Publishing::start(&self);
         let Some(finished) = self.lock_registry().finish_test(&context.id) else {
             // Handed back (partition revoked, or shutdown) while it ended: the next owner
             // runs it. Counted where it was handed back, once.
@@ -2650,8 +2657,8 @@ impl Runner {
     }
 
     fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
-        let runner = self.clone();
-        tokio::spawn(async move { runner.publish(report, hold).await });
+        let publishing = Publishing::start(self);
+        tokio::spawn(async move { publishing.0.publish(report, hold).await });
     }
 
     /// Publishes a report: to the watchers and subscribers now, to the reports topic through
@@ -2941,6 +2948,25 @@ impl RunGuard {
         // Concluded here: the guard has nothing left to do.
         self.0 = None;
         runner.conclude(shared, result).await;
+    }
+}
+
+/// A report on its way from its run's end to the sink's queue, counted in its lane while it
+/// is. A lane's drain ends when no run is in flight and no report is on its way: a report
+/// enqueued after the drain's flush and last commit would reach the reports topic with its
+/// test uncommitted, and the partition's next owner would read that test again.
+struct Publishing(Runner);
+
+impl Publishing {
+    fn start(runner: &Runner) -> Self {
+        runner.inner.publishing.fetch_add(1, Ordering::SeqCst);
+        Self(runner.clone())
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        self.0.inner.publishing.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

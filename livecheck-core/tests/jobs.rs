@@ -120,8 +120,9 @@ impl Fixture {
     fn test(&self, n: u64) -> (TestContext, tokio::sync::oneshot::Receiver<Arc<Report>>) {
         let context = self.client.new_context(CASE, Duration::from_secs(60));
         let context = context.arguments(serde_json::json!(n));
-        self.client.register_test(&context).unwrap();
+        // Watched first: a run can be over before the registration returns.
         let report = self.runner.report_for(&context.id);
+        self.client.register_test(&context).unwrap();
         (context, report)
     }
 }

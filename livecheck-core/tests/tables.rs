@@ -94,6 +94,8 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        // Every test's logs, for the message of a verdict that does not come.
+        logs();
         let prefix = format!("tb{}-", uuid::Uuid::new_v4().simple());
         let topics = Topics::with_prefix(&prefix);
         let broker = EmbeddedBroker::with_topics(&topics, &[], 1).unwrap();
@@ -128,10 +130,23 @@ impl World {
 
     /// Registers a test of `case` with `arguments`; its context.
     fn test(&self, case: &str, arguments: impl Serialize) -> TestContext {
-        let context = TestContext::new(case, Duration::from_secs(600))
-            .arguments(serde_json::to_value(arguments).unwrap());
+        let context = Self::context(case, arguments);
         self.client.register_test(&context).unwrap();
         context
+    }
+
+    fn context(case: &str, arguments: impl Serialize) -> TestContext {
+        TestContext::new(case, Duration::from_secs(600))
+            .arguments(serde_json::to_value(arguments).unwrap())
+    }
+
+    /// A test of `case` with `arguments` run by `runner`: its report. Watched before the
+    /// test is registered: a run without waits can be over before the registration returns.
+    async fn verdict(&self, runner: &Runner, case: &str, arguments: impl Serialize) -> Arc<Report> {
+        let context = Self::context(case, arguments);
+        let report = runner.report_for(&context.id);
+        self.client.register_test(&context).unwrap();
+        report_of(&context, report).await
     }
 
     /// A test record of `case` whose timestamp (its event time) is `at`, run by `runner`;
@@ -157,10 +172,7 @@ impl World {
             )
             .await
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), report)
-            .await
-            .unwrap_or_else(|_| panic!("no report for {} within 30 s", context.id))
-            .unwrap()
+        report_of(&context, report).await
     }
 
     async fn raw(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
@@ -194,11 +206,19 @@ async fn start(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle
     (stop, task)
 }
 
-async fn verdict(runner: &Runner, context: &TestContext) -> Arc<Report> {
-    let report = runner.report_for(&context.id);
+/// The report `report` brings, the report of `context`'s test.
+async fn report_of(context: &TestContext, report: oneshot::Receiver<Arc<Report>>) -> Arc<Report> {
     tokio::time::timeout(Duration::from_secs(30), report)
         .await
-        .unwrap_or_else(|_| panic!("no report for {} within 30 s", context.id))
+        .unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(300)..].join("\n");
+            panic!(
+                "no report for {} within 30 s; the last log lines of this binary:\n{tail}",
+                context.id
+            )
+        })
         .unwrap()
 }
 
@@ -220,7 +240,7 @@ fn logs() -> &'static Mutex<Vec<u8>> {
         let _ = tracing_subscriber::fmt()
             .with_writer(writer)
             .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
+            .with_env_filter("info,livecheck_core=debug")
             .try_init();
         logs
     })
@@ -245,8 +265,7 @@ async fn the_next_owner_of_a_partition_sees_the_entries_the_previous_one_wrote()
     let a = world.runner(Some("owners"));
     let (stop_a, task_a) = start(&a).await;
     for expect in 1..=3 {
-        let test = world.test(COUNT_CASE, count("k", expect));
-        let report = verdict(&a, &test).await;
+        let report = world.verdict(&a, COUNT_CASE, count("k", expect)).await;
         assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
     }
     // A leaves (drains, commits); B takes the partition and restores it before its runs.
@@ -254,8 +273,7 @@ async fn the_next_owner_of_a_partition_sees_the_entries_the_previous_one_wrote()
     task_a.await.unwrap();
     let b = world.runner(Some("owners"));
     let (_stop_b, _task_b) = start(&b).await;
-    let test = world.test(COUNT_CASE, count("k", 4));
-    let report = verdict(&b, &test).await;
+    let report = world.verdict(&b, COUNT_CASE, count("k", 4)).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
     // A's three writes and the fences of A's restores (one per assignment).
     let restored = b.counters().table_records_restored();
@@ -293,8 +311,10 @@ async fn a_test_run_again_after_a_crash_does_not_apply_its_write_twice() {
         }
     });
     a.ready().await;
-    let first = world.test(COUNT_CASE, count("k", 1));
-    assert_eq!(verdict(&a, &first).await.verdict, Verdict::Pass);
+    assert_eq!(
+        world.verdict(&a, COUNT_CASE, count("k", 1)).await.verdict,
+        Verdict::Pass
+    );
     // The second test counts, then waits for GO: its write is in the changelog, its
     // verdict is not.
     let held = world.test(
@@ -332,8 +352,7 @@ async fn a_test_run_again_after_a_crash_does_not_apply_its_write_twice() {
         1,
         "B found the write of its first run"
     );
-    let next = world.test(COUNT_CASE, count("k", 3));
-    let report = verdict(&b, &next).await;
+    let report = world.verdict(&b, COUNT_CASE, count("k", 3)).await;
     assert_eq!(report.verdict, Verdict::Pass, "no double count: {report:?}");
 }
 
@@ -400,11 +419,15 @@ async fn changelog_records_that_do_not_decode_are_counted_and_skipped_with_their
     assert_eq!(runner.counters().table_records_malformed(), 2);
     assert_eq!(runner.counters().table_records_restored(), 4);
     // The entry before the bad record is kept.
-    let test = world.test(COUNT_CASE, count("k", 6));
-    assert_eq!(verdict(&runner, &test).await.verdict, Verdict::Pass);
+    assert_eq!(
+        world
+            .verdict(&runner, COUNT_CASE, count("k", 6))
+            .await
+            .verdict,
+        Verdict::Pass
+    );
     // A value that decodes as JSON but not as the table's type: the run's ERROR says so.
-    let test = world.test(COUNT_CASE, count("k2", 1));
-    let report = verdict(&runner, &test).await;
+    let report = world.verdict(&runner, COUNT_CASE, count("k2", 1)).await;
     assert_eq!(report.verdict, Verdict::Error);
     let error = report.error.as_deref().unwrap();
     assert!(
@@ -443,8 +466,13 @@ async fn a_global_table_is_read_whole_before_the_first_test_and_followed_after()
     world.client.flush(Duration::from_secs(5)).unwrap();
     let runner = world.runner(Some("global"));
     let (_stop, _task) = start(&runner).await;
-    let test = world.test(LIMIT_CASE, ("gold", Some(500)));
-    assert_eq!(verdict(&runner, &test).await.verdict, Verdict::Pass);
+    assert_eq!(
+        world
+            .verdict(&runner, LIMIT_CASE, ("gold", Some(500)))
+            .await
+            .verdict,
+        Verdict::Pass
+    );
     // Changed and removed while the runner runs: followed.
     LIMITS
         .publish(&world.client, &"gold".to_owned(), Some(&700))
@@ -457,8 +485,12 @@ async fn a_global_table_is_read_whole_before_the_first_test_and_followed_after()
     world.client.flush(Duration::from_secs(5)).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let test = world.test(LIMIT_CASE, ("gold", Some(700)));
-        if verdict(&runner, &test).await.verdict == Verdict::Pass {
+        if world
+            .verdict(&runner, LIMIT_CASE, ("gold", Some(700)))
+            .await
+            .verdict
+            == Verdict::Pass
+        {
             break;
         }
         assert!(
@@ -467,6 +499,11 @@ async fn a_global_table_is_read_whole_before_the_first_test_and_followed_after()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let test = world.test(LIMIT_CASE, ("basic", None::<u64>));
-    assert_eq!(verdict(&runner, &test).await.verdict, Verdict::Pass);
+    assert_eq!(
+        world
+            .verdict(&runner, LIMIT_CASE, ("basic", None::<u64>))
+            .await
+            .verdict,
+        Verdict::Pass
+    );
 }
