@@ -162,10 +162,12 @@ impl Fixture {
     /// Starts a test of `form`, runs `service` in its scope (the production code's sends),
     /// and returns the report.
     async fn run<F: Future<Output = ()>>(&self, form: Form, service: F) -> Arc<Report> {
+        // Watched first: a run can end before the trigger returns.
+        let id = uuid::Uuid::new_v4().to_string();
+        let report = self.runner.report_for(&id);
         let context = Trigger::new(CASE)
-            .maybe_trigger(&self.client, &form)
+            .maybe_trigger_with_id(&self.client, Some(&id), &form)
             .expect("probability 1");
-        let report = self.runner.report_for(&context.id);
         self.client.scope(context, service).await;
         tokio::time::timeout(Duration::from_secs(30), report)
             .await

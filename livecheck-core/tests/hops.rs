@@ -83,10 +83,12 @@ impl Fixture {
 
     /// Starts a test, runs `service` in its scope, and returns the report.
     async fn run<F: std::future::Future<Output = ()>>(&self, service: F) -> Arc<Report> {
+        // Watched first: a run can end before the trigger returns.
+        let id = uuid::Uuid::new_v4().to_string();
+        let report = self.runner.report_for(&id);
         let context = Trigger::new(CASE)
-            .maybe_trigger(&self.client, &())
+            .maybe_trigger_with_id(&self.client, Some(&id), &())
             .expect("probability 1");
-        let report = self.runner.report_for(&context.id);
         self.client.scope(context, service).await;
         tokio::time::timeout(Duration::from_secs(30), report)
             .await

@@ -309,10 +309,13 @@ async fn a_panic_before_the_check_has_a_future_fails_that_run_alone() {
         }
     });
     let fx = Fixture::new(vec![case]).await;
-    let context = Trigger::new(CASE)
-        .maybe_trigger(&fx.client, &"boom")
+    // Watched first: the run fails as soon as it starts.
+    let id = uuid::Uuid::new_v4().to_string();
+    let report = fx.runner.report_for(&id);
+    Trigger::new(CASE)
+        .maybe_trigger_with_id(&fx.client, Some(&id), &"boom")
         .unwrap();
-    let report = fx.report(fx.runner.report_for(&context.id)).await;
+    let report = fx.report(report).await;
     assert_eq!(report.verdict, Verdict::Fail);
     let error = report.error.as_deref().unwrap();
     assert!(
@@ -525,12 +528,19 @@ async fn an_inactive_case_is_skipped_and_bad_arguments_are_an_error() {
         .active(false)
         .expect(|_: Run, (): ()| async { Ok(()) });
     let fx = Fixture::new(vec![inactive, two_hop_case()]).await;
-    let skipped = Trigger::new("pipeline.inactive")
-        .maybe_trigger(&fx.client, &())
+    // Watched first: both are decided as soon as their records are read.
+    let (skipped, bad_args) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let skipped_report = fx.runner.report_for(&skipped);
+    let bad_report = fx.runner.report_for(&bad_args);
+    Trigger::new("pipeline.inactive")
+        .maybe_trigger_with_id(&fx.client, Some(&skipped), &())
         .unwrap();
-    let skipped_report = fx.runner.report_for(&skipped.id);
-    let bad_args = Trigger::new(CASE).maybe_trigger(&fx.client, &42).unwrap();
-    let bad_report = fx.runner.report_for(&bad_args.id);
+    Trigger::new(CASE)
+        .maybe_trigger_with_id(&fx.client, Some(&bad_args), &42)
+        .unwrap();
     let skipped = fx.report(skipped_report).await;
     assert_eq!(skipped.verdict, Verdict::Skip);
     assert_eq!(
