@@ -3,11 +3,12 @@
 //!
 //! The group consumer subscribes to the tests topic only, with incremental
 //! (cooperative-sticky) assignment; the signals partitions follow it on a consumer of their
-//! own (`signals[P]` is read exactly while `tests[P]` is owned). Nothing here blocks inside
-//! a rebalance callback (rust-rdkafka runs them inside poll): a revoke cancels the
-//! partition's runs and forgets its bookkeeping (no commit — the next owner skips what is
-//! decided, see [`crate::ledger`]); an assignment pauses the partition and hands it to the
-//! runner loop, which restores it off the async workers:
+//! own (`signals[P]` is read exactly while `tests[P]` is owned). The rebalance callbacks
+//! (rust-rdkafka runs them inside poll) block only for reports: a revoke cancels the
+//! partition's runs, forgets its bookkeeping and waits for the reports of runs that ended to
+//! be acknowledged (no commit — the next owner skips what is decided, see
+//! [`crate::ledger`], and learns it from those reports); an assignment pauses the partition
+//! and hands it to the runner loop, which restores it off the async workers:
 //!
 //! 1. read the partition's commit: the tests offset, and the signals and reports positions
 //!    in its metadata;
@@ -41,6 +42,7 @@ use crate::ledger::{Ledger, Resume};
 use crate::reading::{self, Readings};
 use crate::registry::Registry;
 use crate::scan;
+use crate::sink::ReportSink;
 
 /// A test record read while its partition was still being restored: kept, and handled
 /// once the partition is restored.
@@ -106,6 +108,59 @@ pub(crate) struct RunnerContext {
     pub(crate) events: mpsc::UnboundedSender<GroupEvent>,
     pub(crate) counters: Arc<RunnerCounters>,
     pub(crate) readings: Arc<Readings>,
+    pub(crate) reports: Reports,
+}
+
+/// The reports of a lane's runs, as a revoke sees them: it waits for those of runs that
+/// ended to be acknowledged before the group hands their partitions on.
+pub(crate) struct Reports {
+    pub(crate) sink: Arc<ReportSink>,
+    /// Reports of runs that ended, not in the sink's queue yet (`runner::Publishing`).
+    pub(crate) publishing: Arc<AtomicUsize>,
+    /// The longest a revoke waits (`RunnerConfig::drain_timeout`).
+    pub(crate) within: Duration,
+}
+
+/// How long a revoke waits for reports between their run's end and the sink's queue: their
+/// tasks, on the other workers, take microseconds (a single worker cannot run them while
+/// the revoke holds it).
+const PUBLISHING_WAIT: Duration = Duration::from_millis(100);
+
+impl Reports {
+    /// Waits until the reports of runs that ended are acknowledged, at most `within`
+    /// (blocking: the revoke holds the poll that called it, as a commit on revoke would).
+    /// The next owner of a revoked partition learns which of its tests are decided from the
+    /// reports topic, read to its end when it restores the partition: a report acknowledged
+    /// after that read leaves its test to be run again, and reported twice.
+    /// Not when the assignment was lost (the group has handed the partitions on already) or
+    /// the broker is unreachable (nothing can be acknowledged).
+    fn settle(&self, revoked: &[i32], lost: bool, reachable: bool) {
+        if lost || !reachable {
+            let waiting = self.sink.unacknowledged();
+            if waiting > 0 {
+                warn!(partitions = ?revoked, reports = waiting, lost, reachable, "revoked partitions handed on with reports not acknowledged: their next owner may run those tests again");
+            }
+            return;
+        }
+        let start = Instant::now();
+        while self.publishing.load(Ordering::SeqCst) > 0 && start.elapsed() < PUBLISHING_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let waiting = self.sink.unacknowledged();
+        if waiting == 0 {
+            return;
+        }
+        let flushed = self.sink.flush(self.within.saturating_sub(start.elapsed()));
+        let millis = start.elapsed().as_millis() as u64;
+        match flushed {
+            Ok(()) => {
+                info!(partitions = ?revoked, reports = waiting, millis, "reports acknowledged before the revoked partitions are handed on")
+            }
+            Err(err) => {
+                warn!(partitions = ?revoked, reports = self.sink.unacknowledged(), millis, error = %err, "reports not acknowledged before the revoked partitions are handed on: their next owner may run those tests again")
+            }
+        }
+    }
 }
 
 impl ClientContext for RunnerContext {
@@ -161,8 +216,9 @@ fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
 
 impl ConsumerContext for RunnerContext {
     /// A revoke hands the partitions' runs back without a report, synchronously, so that no
-    /// record of a later assignment can be mistaken for them. No commit, no flush here.
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// record of a later assignment can be mistaken for them; then it waits for the reports
+    /// of the runs that ended to be acknowledged ([`Reports::settle`]). No commit here.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(list) = rebalance else {
             return;
         };
@@ -197,6 +253,11 @@ impl ConsumerContext for RunnerContext {
             .here()
             .runs_handed_back
             .fetch_add(cancelled as u64, Ordering::Relaxed);
+        self.reports.settle(
+            &revoked,
+            consumer.assignment_lost(),
+            self.connectivity.reachable(),
+        );
         let _ = self.events.send(GroupEvent::Revoked(revoked));
     }
 

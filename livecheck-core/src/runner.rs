@@ -133,6 +133,9 @@ pub struct RunnerConfig {
     pub watched_only: bool,
     /// On shutdown (group mode), how long in-flight runs may take to finish before they are
     /// handed back (their records stay uncommitted and are read again after a restart).
+    /// Also the longest a revoke waits for the reports of runs that ended to be acknowledged
+    /// before the group hands their partitions on (a report acknowledged after that leaves
+    /// its test to be run again by the next owner).
     pub drain_timeout: Duration,
     /// How far out of timestamp order records may arrive (several producers interleaving,
     /// a producer retrying a refused request): a step is declared missing once the signals
@@ -229,8 +232,8 @@ struct RunnerInner {
     ready: watch::Sender<bool>,
     draining: AtomicBool,
     /// Reports between their run's end and the sink's queue (see [`Publishing`]).
-    publishing: AtomicUsize,
-    sink: OnceLock<ReportSink>,
+    publishing: Arc<AtomicUsize>,
+    sink: OnceLock<Arc<ReportSink>>,
     signals_topic: Arc<str>,
     /// The tests topic's name, shared by the position of every test record (one allocation
     /// per runner, not per record).
@@ -564,7 +567,7 @@ impl Runner {
                 watchers: shared.watchers.clone(),
                 ready,
                 draining: AtomicBool::new(false),
-                publishing: AtomicUsize::new(0),
+                publishing: Arc::default(),
                 sink: OnceLock::new(),
                 signals_topic,
                 tests_topic,
@@ -823,7 +826,8 @@ impl Runner {
             self.inner.config.max_report_bytes,
             self.inner.connectivity.clone(),
         )?;
-        if self.inner.sink.set(sink).is_err() {
+        let sink = Arc::new(sink);
+        if self.inner.sink.set(sink.clone()).is_err() {
             return Err(Error::Config(
                 "a runner runs once; create another one".into(),
             ));
@@ -848,6 +852,11 @@ impl Runner {
             events: group_tx.clone(),
             counters: self.inner.counters.clone(),
             readings: self.inner.readings.clone(),
+            reports: crate::group::Reports {
+                sink: sink.clone(),
+                publishing: self.inner.publishing.clone(),
+                within: self.inner.config.drain_timeout,
+            },
         };
         let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1).to_string();
         let tests_consumer: Arc<Consumer2> = Arc::new(
@@ -1199,7 +1208,7 @@ impl Runner {
     }
 
     fn sink(&self) -> Option<&ReportSink> {
-        self.inner.sink.get()
+        self.inner.sink.get().map(|sink| &**sink)
     }
 
     /// In a group: tests, signals and reports must have the same partition count (they are

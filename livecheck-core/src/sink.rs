@@ -225,6 +225,11 @@ impl ReportSink {
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
+
+    /// Reports enqueued and not acknowledged (nor refused) yet.
+    pub(crate) fn unacknowledged(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
 }
 
 /// How many times a report refused as too large is sent again, smaller each time; the last

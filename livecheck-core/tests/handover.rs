@@ -1,0 +1,210 @@
+//! A partition handed from one runner to another while the first runner's reports are still
+//! on their way to the broker: the next owner must find them there, and not run those tests
+//! again. The reports' produce requests are refused a while (embedded broker, `Produce`
+//! errors injected), a second runner joins the group, and the group moves a partition to
+//! it while those reports are being retried.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use livecheck_core::{
+    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Run, Runner, RunnerConfig, Signal, Suite, Topics,
+    Trigger,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tokio::sync::oneshot;
+
+const CASE: &str = "handover.case";
+/// Never sent: every run ends in a TIMEOUT after [`STEP_TIMEOUT`].
+static STEP: Signal<()> = Signal::new(CASE, "step");
+const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Tests sent until each of the two partitions has this many.
+const TESTS_PER_PARTITION: i64 = 3;
+
+fn case() -> Case {
+    Case::new(CASE)
+        .timeout(STEP_TIMEOUT)
+        .expect(|run: Run, (): ()| async move {
+            run.wait(&STEP).await?;
+            Ok(())
+        })
+}
+
+fn runner(client: &LiveCheck, group: &str) -> Runner {
+    Runner::new(
+        Suite::new([case()]).unwrap(),
+        client.clone(),
+        RunnerConfig {
+            group_id: Some(group.to_owned()),
+            ..RunnerConfig::default()
+        },
+    )
+}
+
+/// Runs `runner` until the returned sender is used or dropped.
+fn start(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let r = runner.clone();
+    let task = tokio::spawn(async move {
+        r.run(async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (stop, task)
+}
+
+fn reader(kafka: &KafkaConfig) -> BaseConsumer {
+    kafka
+        .client_config(&[
+            ("group.id", &format!("reader-{}", uuid::Uuid::new_v4())),
+            ("enable.auto.commit", "false"),
+        ])
+        .create()
+        .unwrap()
+}
+
+/// Where each of `topic`'s two partitions ends.
+fn ends(reader: &BaseConsumer, topic: &str) -> Vec<i64> {
+    (0..2)
+        .map(|p| {
+            reader
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// How many reports each test has on the reports topic (both partitions, from their start).
+fn reports_per_test(kafka: &KafkaConfig, topics: &Topics) -> HashMap<String, usize> {
+    let reader = reader(kafka);
+    let mut list = TopicPartitionList::new();
+    for p in 0..2 {
+        list.add_partition_offset(&topics.reports, p, Offset::Beginning)
+            .unwrap();
+    }
+    let ends = ends(&reader, &topics.reports);
+    reader.assign(&list).unwrap();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut read = [0i64; 2];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (0..2).any(|p| read[p] < ends[p]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reports topic not read to its end"
+        );
+        let Some(msg) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.unwrap();
+        read[msg.partition() as usize] = msg.offset() + 1;
+        let report: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+        let id = report["test_id"].as_str().unwrap().to_owned();
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_again() {
+    let topics = Topics::with_prefix(&format!("h{}-", uuid::Uuid::new_v4().simple()));
+    let broker = EmbeddedBroker::with_topics(&topics, &[], 2).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers()).set("linger.ms", "0");
+    let client = LiveCheck::new(kafka.clone(), topics.clone()).unwrap();
+    let group = format!("handover-{}", uuid::Uuid::new_v4().simple());
+
+    let a = runner(&client, &group);
+    let (_stop_a, _task_a) = start(&a);
+    a.ready().await;
+    // Tests on both partitions, whichever the group moves.
+    let mut ids = Vec::new();
+    let tests_reader = reader(&kafka);
+    while ends(&tests_reader, &topics.tests)
+        .iter()
+        .any(|&n| n < TESTS_PER_PARTITION)
+    {
+        assert!(ids.len() < 100, "the tests fall on one partition");
+        let test = Trigger::new(CASE).maybe_trigger(&client, &()).unwrap();
+        ids.push(test.id);
+        client.flush(Duration::from_secs(5)).unwrap();
+    }
+    let tests = ids.len();
+    // Refused until the runs' reports have been retried for about 15 s (librdkafka's
+    // backoff: 100 ms doubling up to 1 s), longer than the group takes to hand a partition
+    // to B (about 10 s on the embedded broker); every run has started by then.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.in_flight() < tests {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A did not start every run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker
+        .fail_requests(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 30],
+        )
+        .unwrap();
+    // The runs end (TIMEOUT, after the step's timeout and the runner's clock slack); their
+    // reports are being retried when B joins.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while a.in_flight() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's runs did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.counters().reports_published() < tests as u64,
+        "A's reports are still being retried when B joins"
+    );
+    let b = runner(&client, &group);
+    let (_stop_b, _task_b) = start(&b);
+    // B's first assignment can be empty (A gives a partition up first): until it has one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while b.assigned_partitions() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group gave B no partition of A's within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(30), b.ready())
+        .await
+        .expect("B ready within 30 s");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.counters().reports_published() < tests as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's reports acknowledged within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What B would run again would end after its step's timeout.
+    tokio::time::sleep(STEP_TIMEOUT + Duration::from_secs(2)).await;
+    let counts = {
+        let (kafka, topics) = (kafka.clone(), topics.clone());
+        tokio::task::spawn_blocking(move || reports_per_test(&kafka, &topics))
+            .await
+            .unwrap()
+    };
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tests reported more than once: {twice:?}");
+    for id in &ids {
+        assert_eq!(counts.get(id), Some(&1), "the report of test {id}");
+    }
+    assert_eq!(counts.len(), tests);
+    assert!(
+        b.counters().decided_restored() > 0,
+        "B found A's reports of its partition ({} restored)",
+        b.counters().decided_restored()
+    );
+    assert_eq!(b.counters().verdict_timeout(), 0, "B ran none of A's tests");
+}
