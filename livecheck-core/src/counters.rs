@@ -238,6 +238,9 @@ counters! {
         /// Runs handed back unfinished (partition revoked, or shutdown): the partition's
         /// next owner runs them.
         runs_handed_back,
+        /// Reports a revoke waited for, to hand its partitions on once they were
+        /// acknowledged (their next owner then finds those tests decided).
+        reports_awaited_on_revoke,
         /// Runs stopped at the overall run deadline (`max_run_time`): verdict `ERROR`.
         runs_overdue,
         /// Partition restores that failed and were retried.

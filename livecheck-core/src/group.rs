@@ -42,7 +42,7 @@ use crate::ledger::{Ledger, Resume};
 use crate::reading::{self, Readings};
 use crate::registry::Registry;
 use crate::scan;
-use crate::sink::ReportSink;
+use crate::sink::Unsettled;
 
 /// A test record read while its partition was still being restored: kept, and handled
 /// once the partition is restored.
@@ -111,55 +111,72 @@ pub(crate) struct RunnerContext {
     pub(crate) reports: Reports,
 }
 
-/// The reports of a lane's runs, as a revoke sees them: it waits for those of runs that
-/// ended to be acknowledged before the group hands their partitions on.
+/// The reports of a lane's runs, as a revoke sees them: it waits for those of its
+/// partitions on their way to be acknowledged before the group hands the partitions on.
 pub(crate) struct Reports {
-    pub(crate) sink: Arc<ReportSink>,
-    /// Reports of runs that ended, not in the sink's queue yet (`runner::Publishing`).
-    pub(crate) publishing: Arc<AtomicUsize>,
+    pub(crate) unsettled: Arc<Unsettled>,
+    /// Set once the lane's shutdown drain has waited for every report itself.
+    pub(crate) closing: Arc<AtomicBool>,
     /// The longest a revoke waits (`RunnerConfig::drain_timeout`).
     pub(crate) within: Duration,
 }
 
-/// How long a revoke waits for reports between their run's end and the sink's queue: their
-/// tasks, on the other workers, take microseconds (a single worker cannot run them while
-/// the revoke holds it).
-const PUBLISHING_WAIT: Duration = Duration::from_millis(100);
+/// How often a revoke waiting for reports looks at them and at the broker.
+const SETTLE_POLL: Duration = Duration::from_millis(5);
 
 impl Reports {
-    /// Waits until the reports of runs that ended are acknowledged, at most `within`
-    /// (blocking: the revoke holds the poll that called it, as a commit on revoke would).
-    /// The next owner of a revoked partition learns which of its tests are decided from the
-    /// reports topic, read to its end when it restores the partition: a report acknowledged
-    /// after that read leaves its test to be run again, and reported twice.
-    /// Not when the assignment was lost (the group has handed the partitions on already) or
-    /// the broker is unreachable (nothing can be acknowledged).
-    fn settle(&self, revoked: &[i32], lost: bool, reachable: bool) {
-        if lost || !reachable {
-            let waiting = self.sink.unacknowledged();
-            if waiting > 0 {
-                warn!(partitions = ?revoked, reports = waiting, lost, reachable, "revoked partitions handed on with reports not acknowledged: their next owner may run those tests again");
-            }
+    /// Waits until the reports of `revoked` on their way ([`Unsettled`]) are acknowledged
+    /// or refused, at most `within`: the partitions' next owner learns which tests are
+    /// decided from the reports topic, read to its end when it restores a partition, and a
+    /// report acknowledged after that read leaves its test to be run again, and reported
+    /// twice. It blocks the poll that called it (as a commit on revoke would), off the
+    /// async worker where it can ([`in_place`]): the reports' tasks and delivery go on.
+    /// Not when the assignment was lost (the group has handed the partitions on already),
+    /// the broker is unreachable (nothing can be acknowledged), or once the shutdown's drain
+    /// has waited already.
+    fn settle(
+        &self,
+        revoked: &[i32],
+        lost: bool,
+        connectivity: &Connectivity,
+        counters: &RunnerCounters,
+    ) {
+        let waiting = self.unsettled.of(revoked);
+        if waiting == 0 || self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if lost || !connectivity.reachable() {
+            warn!(partitions = ?revoked, reports = waiting, lost, "revoked partitions handed on with reports not acknowledged (assignment lost, or broker unreachable): their next owner may run those tests again");
             return;
         }
         let start = Instant::now();
-        while self.publishing.load(Ordering::SeqCst) > 0 && start.elapsed() < PUBLISHING_WAIT {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let waiting = self.sink.unacknowledged();
-        if waiting == 0 {
-            return;
-        }
-        let flushed = self.sink.flush(self.within.saturating_sub(start.elapsed()));
+        let left = in_place(|| loop {
+            let left = self.unsettled.of(revoked);
+            if left == 0 || start.elapsed() >= self.within || !connectivity.reachable() {
+                return left;
+            }
+            std::thread::sleep(SETTLE_POLL);
+        });
         let millis = start.elapsed().as_millis() as u64;
-        match flushed {
-            Ok(()) => {
-                info!(partitions = ?revoked, reports = waiting, millis, "reports acknowledged before the revoked partitions are handed on")
-            }
-            Err(err) => {
-                warn!(partitions = ?revoked, reports = self.sink.unacknowledged(), millis, error = %err, "reports not acknowledged before the revoked partitions are handed on: their next owner may run those tests again")
-            }
+        counters
+            .here()
+            .reports_awaited_on_revoke
+            .fetch_add(waiting as u64, Ordering::Relaxed);
+        if left == 0 {
+            info!(partitions = ?revoked, reports = waiting, millis, "reports acknowledged before the revoked partitions are handed on");
+        } else {
+            warn!(partitions = ?revoked, reports = left, millis, reachable = connectivity.reachable(), "reports not acknowledged before the revoked partitions are handed on: their next owner may run those tests again");
         }
+    }
+}
+
+/// Runs `wait`, which blocks, handing the async worker it is called on to another thread
+/// meanwhile (`block_in_place`) when that is one of a multi-thread runtime's workers: the
+/// tasks queued on it run on.
+fn in_place<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
     }
 }
 
@@ -217,7 +234,7 @@ fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
 impl ConsumerContext for RunnerContext {
     /// A revoke hands the partitions' runs back without a report, synchronously, so that no
     /// record of a later assignment can be mistaken for them; then it waits for the reports
-    /// of the runs that ended to be acknowledged ([`Reports::settle`]). No commit here.
+    /// of their runs that ended to be acknowledged ([`Reports::settle`]). No commit here.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(list) = rebalance else {
             return;
@@ -256,7 +273,8 @@ impl ConsumerContext for RunnerContext {
         self.reports.settle(
             &revoked,
             consumer.assignment_lost(),
-            self.connectivity.reachable(),
+            &self.connectivity,
+            &self.counters,
         );
         let _ = self.events.send(GroupEvent::Revoked(revoked));
     }

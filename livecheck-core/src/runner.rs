@@ -49,7 +49,7 @@ use crate::registry::{
 use crate::report::{Report, Step, Verdict};
 use crate::run::{Run, RunShared, RunState, RunTables};
 use crate::scan;
-use crate::sink::{self, Hold, Outgoing, ReportSink, SinkEvent};
+use crate::sink::{self, Claim, Hold, Outgoing, ReportSink, SinkEvent, Unsettled};
 use crate::table::{TableSpec, TableStats, TableStore};
 
 /// The cases a runner knows, by name.
@@ -133,9 +133,9 @@ pub struct RunnerConfig {
     pub watched_only: bool,
     /// On shutdown (group mode), how long in-flight runs may take to finish before they are
     /// handed back (their records stay uncommitted and are read again after a restart).
-    /// Also the longest a revoke waits for the reports of runs that ended to be acknowledged
-    /// before the group hands their partitions on (a report acknowledged after that leaves
-    /// its test to be run again by the next owner).
+    /// Also the longest a revoke waits for the reports of the partitions' runs that ended to
+    /// be acknowledged before the group hands them on (a report acknowledged after that
+    /// leaves its test to be run again by the next owner).
     pub drain_timeout: Duration,
     /// How far out of timestamp order records may arrive (several producers interleaving,
     /// a producer retrying a refused request): a step is declared missing once the signals
@@ -231,9 +231,13 @@ struct RunnerInner {
     watchers: Arc<Watchers>,
     ready: watch::Sender<bool>,
     draining: AtomicBool,
-    /// Reports between their run's end and the sink's queue (see [`Publishing`]).
-    publishing: Arc<AtomicUsize>,
-    sink: OnceLock<Arc<ReportSink>>,
+    /// After the drain: a refused report is not sent again (its test stays uncommitted, for
+    /// the next owner), and a revoke does not wait for reports (the drain did). Shared with
+    /// the revokes.
+    closing: Arc<AtomicBool>,
+    /// The reports of each partition on their way to the broker (in a group).
+    unsettled: Arc<Unsettled>,
+    sink: OnceLock<ReportSink>,
     signals_topic: Arc<str>,
     /// The tests topic's name, shared by the position of every test record (one allocation
     /// per runner, not per record).
@@ -567,7 +571,8 @@ impl Runner {
                 watchers: shared.watchers.clone(),
                 ready,
                 draining: AtomicBool::new(false),
-                publishing: Arc::default(),
+                closing: Arc::default(),
+                unsettled: Arc::default(),
                 sink: OnceLock::new(),
                 signals_topic,
                 tests_topic,
@@ -826,8 +831,7 @@ impl Runner {
             self.inner.config.max_report_bytes,
             self.inner.connectivity.clone(),
         )?;
-        let sink = Arc::new(sink);
-        if self.inner.sink.set(sink.clone()).is_err() {
+        if self.inner.sink.set(sink).is_err() {
             return Err(Error::Config(
                 "a runner runs once; create another one".into(),
             ));
@@ -853,8 +857,8 @@ impl Runner {
             counters: self.inner.counters.clone(),
             readings: self.inner.readings.clone(),
             reports: crate::group::Reports {
-                sink: sink.clone(),
-                publishing: self.inner.publishing.clone(),
+                unsettled: self.inner.unsettled.clone(),
+                closing: self.inner.closing.clone(),
                 within: self.inner.config.drain_timeout,
             },
         };
@@ -978,12 +982,12 @@ impl Runner {
                     }
                 }
                 if let Some(until) = drain_until {
-                    // Runs first: a run that ends counts as publishing before it leaves them.
+                    // Runs first: a run that ends claims its report before it leaves them.
                     let in_flight = self.lane_in_flight();
-                    let publishing = self.inner.publishing.load(Ordering::SeqCst);
-                    if in_flight + publishing == 0 || tokio::time::Instant::now() >= until {
-                        if in_flight + publishing > 0 {
-                            warn!(in_flight, publishing, "drain timeout: handing the unfinished runs back (their records, and those of reports not enqueued yet, stay uncommitted)");
+                    let reports = self.inner.unsettled.total();
+                    if in_flight + reports == 0 || tokio::time::Instant::now() >= until {
+                        if in_flight + reports > 0 {
+                            warn!(in_flight, reports, "drain timeout: handing the unfinished runs back (their records, and those of reports not acknowledged, stay uncommitted)");
                         }
                         break;
                     }
@@ -1011,14 +1015,22 @@ impl Runner {
                     "runs not finished at shutdown stay uncommitted and run again after a restart"
                 );
             }
-            // Wait for the reports enqueued so far, so the last commit covers them.
+            // No report refused from now on is sent again (see `resend`); wait for those
+            // enqueued so far, so the last commit covers them.
+            self.inner.closing.store(true, Ordering::SeqCst);
             let runner = self.clone();
             let flushed = tokio::task::spawn_blocking(move || {
                 runner.inner.tables.flush(Duration::from_secs(5));
                 runner.sink().map(|s| s.flush(Duration::from_secs(10)))
             })
             .await;
-            if !matches!(flushed, Ok(Some(Ok(())))) {
+            // A report sent again just before `closing` was set may have been enqueued after
+            // the flush began.
+            let settled_by = tokio::time::Instant::now() + Duration::from_secs(1);
+            while self.inner.unsettled.total() > 0 && tokio::time::Instant::now() < settled_by {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if !matches!(flushed, Ok(Some(Ok(())))) || self.inner.unsettled.total() > 0 {
                 warn!("not every report was acknowledged at shutdown; their tests run again after a restart");
             }
             while let Ok(event) = sink_events.try_recv() {
@@ -1208,7 +1220,7 @@ impl Runner {
     }
 
     fn sink(&self) -> Option<&ReportSink> {
-        self.inner.sink.get().map(|sink| &**sink)
+        self.inner.sink.get()
     }
 
     /// In a group: tests, signals and reports must have the same partition count (they are
@@ -2568,8 +2580,11 @@ impl Runner {
             &mut *shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             RunState::new(started_at),
         );
-        // Counted before the run leaves those in flight, until its report is enqueued.
-        let _publishing = Publishing::start(&self);
+        // Claimed before the run leaves those in flight: a revoke (or the drain) that finds
+        // it gone waits for its report.
+        let claim = self
+            .in_group()
+            .then(|| self.inner.unsettled.claim(shared.partition));
         let Some(finished) = self.lock_registry().finish_test(&context.id) else {
             // Handed back (partition revoked, or shutdown) while it ended: the next owner
             // runs it. Counted where it was handed back, once.
@@ -2627,7 +2642,7 @@ impl Runner {
         let hold = self.hold(shared.partition, shared.test_offset, &done);
         // Boxed: a future holding a report inline would make every waiting run's task that
         // large (2,176 bytes per run in flight, measured; see the live bench).
-        Box::pin(self.publish(report, hold)).await;
+        Box::pin(self.publish(report, hold, claim)).await;
     }
 
     /// The hops among a test's records, in the order they happened (a hop that does not
@@ -2666,13 +2681,16 @@ impl Runner {
     }
 
     fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
-        let publishing = Publishing::start(self);
-        tokio::spawn(async move { publishing.0.publish(report, hold).await });
+        let claim = hold
+            .as_ref()
+            .map(|h| self.inner.unsettled.claim(h.partition));
+        let runner = self.clone();
+        tokio::spawn(async move { runner.publish(report, hold, claim).await });
     }
 
     /// Publishes a report: to the watchers and subscribers now, to the reports topic through
     /// the sink (its acknowledgement decides the test in the ledger).
-    async fn publish(&self, report: Report, hold: Option<Hold>) {
+    async fn publish(&self, report: Report, hold: Option<Hold>, claim: Option<Claim>) {
         let c = &self.inner.counters;
         bump(match report.verdict {
             Verdict::Pass => &c.here().verdict_pass,
@@ -2692,7 +2710,7 @@ impl Runner {
             let _ = tx.send(report.clone());
         }
         let _ = self.inner.reports.send(report.clone());
-        self.enqueue(Outgoing::new(report, hold)).await;
+        self.enqueue(Outgoing::new(report, hold, claim)).await;
     }
 
     async fn enqueue(&self, outgoing: Box<Outgoing>) {
@@ -2781,10 +2799,22 @@ impl Runner {
         }
     }
 
-    fn resend(&self, outgoing: Box<Outgoing>, after: Duration) {
+    fn resend(&self, mut outgoing: Box<Outgoing>, after: Duration) {
         let runner = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
+            if let Some(p) = outgoing.hold.as_ref().map(|h| h.partition) {
+                // Claimed before the partition is looked at: a revoke or the close from
+                // now on waits for it, and one before it is seen here.
+                outgoing.claim = Some(runner.inner.unsettled.claim(p));
+                if runner.inner.closing.load(Ordering::SeqCst)
+                    || !runner.inner.ownership.is_active(p)
+                {
+                    bump(&runner.inner.counters.here().runs_handed_back);
+                    debug!(test_id = %outgoing.report.test_id, partition = p, "refused report not sent again: its partition was given up meanwhile, and its next owner runs the test");
+                    return;
+                }
+            }
             runner.enqueue(outgoing).await;
         });
     }
@@ -2957,25 +2987,6 @@ impl RunGuard {
         // Concluded here: the guard has nothing left to do.
         self.0 = None;
         runner.conclude(shared, result).await;
-    }
-}
-
-/// A report on its way from its run's end to the sink's queue, counted in its lane while it
-/// is. A lane's drain ends when no run is in flight and no report is on its way: a report
-/// enqueued after the drain's flush and last commit would reach the reports topic with its
-/// test uncommitted, and the partition's next owner would read that test again.
-struct Publishing(Runner);
-
-impl Publishing {
-    fn start(runner: &Runner) -> Self {
-        runner.inner.publishing.fetch_add(1, Ordering::SeqCst);
-        Self(runner.clone())
-    }
-}
-
-impl Drop for Publishing {
-    fn drop(&mut self) {
-        self.0.inner.publishing.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

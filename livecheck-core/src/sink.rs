@@ -9,7 +9,9 @@
 //! partition's commit is not pinned for ever. Enqueueing never blocks a thread: a full
 //! local queue is waited out asynchronously.
 
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -44,10 +46,13 @@ pub(crate) struct Outgoing {
     pub(crate) shrink: u8,
     /// Whether the last enqueued copy was truncated.
     pub(crate) truncated: bool,
+    /// Counts it among its partition's reports on their way until the broker has
+    /// acknowledged or refused it (in a group).
+    pub(crate) claim: Option<Claim>,
 }
 
 impl Outgoing {
-    pub(crate) fn new(report: Arc<Report>, hold: Option<Hold>) -> Box<Self> {
+    pub(crate) fn new(report: Arc<Report>, hold: Option<Hold>, claim: Option<Claim>) -> Box<Self> {
         Box::new(Self {
             report,
             hold,
@@ -55,7 +60,61 @@ impl Outgoing {
             first_try: Instant::now(),
             shrink: 0,
             truncated: false,
+            claim,
         })
+    }
+}
+
+/// The reports of each tests partition that may still reach the reports topic. Each is
+/// counted ([`Unsettled::claim`]) from before its run leaves the registry until the broker
+/// has acknowledged or refused it, and again while a refused one is sent again. A revoke
+/// waits for its partitions' counts to reach 0 (`group::Reports::settle`): the partitions'
+/// next owner learns which tests are decided from the reports topic, read to its end when
+/// it takes them, and would run again a test whose report landed after that read.
+#[derive(Debug, Default)]
+pub(crate) struct Unsettled(Mutex<HashMap<i32, usize>>);
+
+impl Unsettled {
+    /// Counts one report of `partition` until the claim is dropped.
+    pub(crate) fn claim(self: &Arc<Self>, partition: i32) -> Claim {
+        *self.lock().entry(partition).or_default() += 1;
+        Claim {
+            unsettled: self.clone(),
+            partition,
+        }
+    }
+
+    /// The reports of `partitions` counted now.
+    pub(crate) fn of(&self, partitions: &[i32]) -> usize {
+        let counts = self.lock();
+        partitions.iter().filter_map(|p| counts.get(p)).sum()
+    }
+
+    /// The reports of every partition counted now.
+    pub(crate) fn total(&self) -> usize {
+        self.lock().values().sum()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One report counted in [`Unsettled`] until this is dropped.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    unsettled: Arc<Unsettled>,
+    partition: i32,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut count) = self.unsettled.lock().entry(self.partition) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
     }
 }
 
@@ -101,7 +160,10 @@ impl ClientContext for SinkContext {
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Outgoing>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, outgoing: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, mut outgoing: Self::DeliveryOpaque) {
+        // Acknowledged or refused: no longer on its way (a refused one sent again is
+        // claimed again).
+        outgoing.claim = None;
         let event = match result {
             Ok(msg) => {
                 self.connectivity.mark_reachable();
@@ -216,7 +278,8 @@ impl ReportSink {
 
     /// Hands a report refused at enqueue to the runner's retry handling, like a refusal
     /// by the broker.
-    pub(crate) fn fail(&self, outgoing: Box<Outgoing>, error: KafkaError) {
+    pub(crate) fn fail(&self, mut outgoing: Box<Outgoing>, error: KafkaError) {
+        outgoing.claim = None;
         let _ = self.events.send(SinkEvent::Failed { outgoing, error });
     }
 
@@ -224,11 +287,6 @@ impl ReportSink {
     /// acknowledged or `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
-    }
-
-    /// Reports enqueued and not acknowledged (nor refused) yet.
-    pub(crate) fn unacknowledged(&self) -> i32 {
-        self.producer.in_flight_count()
     }
 }
 

@@ -207,4 +207,9 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         b.counters().decided_restored()
     );
     assert_eq!(b.counters().verdict_timeout(), 0, "B ran none of A's tests");
+    // Not a handover that came after the retries: A's revoke waited for them.
+    assert!(
+        a.counters().reports_awaited_on_revoke() > 0,
+        "A's revoke waited for its reports"
+    );
 }
