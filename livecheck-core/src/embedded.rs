@@ -35,6 +35,10 @@ enum Command {
         errors: Vec<RDKafkaRespErr>,
         reply: mpsc::Sender<()>,
     },
+    ClearRequestErrors {
+        api: RDKafkaApiKey,
+        reply: mpsc::Sender<()>,
+    },
     Shutdown,
 }
 
@@ -90,6 +94,10 @@ impl EmbeddedBroker {
                         }
                         Command::FailRequests { api, errors, reply } => {
                             cluster.request_errors(api, &errors);
+                            let _ = reply.send(());
+                        }
+                        Command::ClearRequestErrors { api, reply } => {
+                            cluster.clear_request_errors(api);
                             let _ = reply.send(());
                         }
                         Command::Shutdown => {
@@ -209,6 +217,17 @@ impl EmbeddedBroker {
                 errors: errors.to_vec(),
                 reply,
             })
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Embedded("the broker thread is gone".into()))
+    }
+
+    /// Drops the errors [`EmbeddedBroker::fail_requests`] queued for `api` that no request
+    /// has met yet: requests of that kind succeed again from now on.
+    pub fn clear_request_errors(&self, api: RDKafkaApiKey) -> Result<(), Error> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::ClearRequestErrors { api, reply })
             .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
         rx.recv()
             .map_err(|_| Error::Embedded("the broker thread is gone".into()))

@@ -58,8 +58,8 @@ pub(crate) enum PartitionState {
     /// Assigned and paused; its restore is under way. `epoch` tells this assignment from
     /// an earlier one of the same partition (a restore of that one must not be applied).
     Restoring { epoch: u64, held: Vec<HeldRecord> },
-    /// Restored: its records are handled.
-    Active,
+    /// Restored: its records are handled. `epoch` is its assignment's.
+    Active { epoch: u64 },
 }
 
 /// A partition and the epoch of its assignment.
@@ -88,7 +88,15 @@ impl Ownership {
 
     /// Whether records of `partition` are handled now.
     pub(crate) fn is_active(&self, partition: i32) -> bool {
-        matches!(self.lock().get(&partition), Some(PartitionState::Active))
+        self.active_epoch(partition).is_some()
+    }
+
+    /// The epoch of `partition`'s assignment, if its records are handled now.
+    pub(crate) fn active_epoch(&self, partition: i32) -> Option<u64> {
+        match self.lock().get(&partition) {
+            Some(PartitionState::Active { epoch }) => Some(*epoch),
+            _ => None,
+        }
     }
 }
 
@@ -129,8 +137,11 @@ impl Reports {
     /// or refused, at most `within`: the partitions' next owner learns which tests are
     /// decided from the reports topic, read to its end when it restores a partition, and a
     /// report acknowledged after that read leaves its test to be run again, and reported
-    /// twice. It blocks the poll that called it (as a commit on revoke would), off the
-    /// async worker where it can ([`in_place`]): the reports' tasks and delivery go on.
+    /// twice. It blocks the poll that called it, as a commit on revoke would: what it waits
+    /// for goes on elsewhere, since a report is claimed only by code that runs on to the
+    /// producer without yielding (`Runner::conclude`, `Runner::claim`; unless the
+    /// producer's local queue is full, which it waits out), and the producer's own thread
+    /// acknowledges it.
     /// Not when the assignment was lost (the group has handed the partitions on already),
     /// the broker is unreachable (nothing can be acknowledged), or once the shutdown's drain
     /// has waited already.
@@ -149,34 +160,24 @@ impl Reports {
             warn!(partitions = ?revoked, reports = waiting, lost, "revoked partitions handed on with reports not acknowledged (assignment lost, or broker unreachable): their next owner may run those tests again");
             return;
         }
-        let start = Instant::now();
-        let left = in_place(|| loop {
-            let left = self.unsettled.of(revoked);
-            if left == 0 || start.elapsed() >= self.within || !connectivity.reachable() {
-                return left;
-            }
-            std::thread::sleep(SETTLE_POLL);
-        });
-        let millis = start.elapsed().as_millis() as u64;
         counters
             .here()
             .reports_awaited_on_revoke
             .fetch_add(waiting as u64, Ordering::Relaxed);
+        let start = Instant::now();
+        let left = loop {
+            let left = self.unsettled.of(revoked);
+            if left == 0 || start.elapsed() >= self.within || !connectivity.reachable() {
+                break left;
+            }
+            std::thread::sleep(SETTLE_POLL);
+        };
+        let millis = start.elapsed().as_millis() as u64;
         if left == 0 {
             info!(partitions = ?revoked, reports = waiting, millis, "reports acknowledged before the revoked partitions are handed on");
         } else {
             warn!(partitions = ?revoked, reports = left, millis, reachable = connectivity.reachable(), "reports not acknowledged before the revoked partitions are handed on: their next owner may run those tests again");
         }
-    }
-}
-
-/// Runs `wait`, which blocks, handing the async worker it is called on to another thread
-/// meanwhile (`block_in_place`) when that is one of a multi-thread runtime's workers: the
-/// tasks queued on it run on.
-fn in_place<T>(wait: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-        _ => wait(),
     }
 }
 

@@ -1493,7 +1493,7 @@ impl Runner {
         {
             let mut partitions = self.inner.ownership.lock();
             for e in lists[0].elements() {
-                partitions.insert(e.partition(), PartitionState::Active);
+                partitions.insert(e.partition(), PartitionState::Active { epoch: 0 });
             }
             self.inner
                 .ownership
@@ -1658,7 +1658,7 @@ impl Runner {
                 match owned.get_mut(&p) {
                     Some(PartitionState::Restoring { epoch: e, held }) if *e == epoch => {
                         let held = std::mem::take(held);
-                        owned.insert(p, PartitionState::Active);
+                        owned.insert(p, PartitionState::Active { epoch });
                         held
                     }
                     // Revoked meanwhile (and maybe assigned again: its own restore follows).
@@ -1781,7 +1781,7 @@ impl Runner {
         if self.in_group() {
             let mut owned = self.inner.ownership.lock();
             match owned.get_mut(&p) {
-                Some(PartitionState::Active) => {}
+                Some(PartitionState::Active { .. }) => {}
                 Some(PartitionState::Restoring { held, .. }) => {
                     held.push(HeldRecord {
                         offset: msg.offset(),
@@ -2315,6 +2315,12 @@ impl Runner {
     fn hold(&self, partition: i32, test_offset: i64, records: &[Pos]) -> Option<Hold> {
         self.in_group().then(|| Hold {
             partition,
+            // Not active (given up meanwhile): no epoch matches.
+            epoch: self
+                .inner
+                .ownership
+                .active_epoch(partition)
+                .unwrap_or(u64::MAX),
             test_offset,
             signals: records
                 .iter()
@@ -2680,12 +2686,37 @@ impl Runner {
         }
     }
 
+    /// Publishes a report decided on the loop (a skip) in a task of its own.
     fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
-        let claim = hold
-            .as_ref()
-            .map(|h| self.inner.unsettled.claim(h.partition));
         let runner = self.clone();
-        tokio::spawn(async move { runner.publish(report, hold, claim).await });
+        tokio::spawn(async move {
+            let claim = match &hold {
+                Some(h) => match runner.claim(h) {
+                    Some(claim) => Some(claim),
+                    None => {
+                        debug!(test_id = %report.test_id, partition = h.partition, "report not published: its partition was given up meanwhile, and its next owner decides the test");
+                        return;
+                    }
+                },
+                None => None,
+            };
+            runner.publish(report, hold, claim).await;
+        });
+    }
+
+    /// Counts a report of `hold`'s partition on its way ([`Unsettled`]), unless the lane is
+    /// closing or the assignment it was decided in has ended (the partition given up,
+    /// maybe given back since: that restore did not see this report, and the test is
+    /// decided again). Claimed before the partition is looked at, so that a revoke from
+    /// then on waits for the report, and one before it is seen here.
+    fn claim(&self, hold: &Hold) -> Option<Claim> {
+        let claim = self.inner.unsettled.claim(hold.partition);
+        (!self.inner.closing.load(Ordering::SeqCst) && self.still_held(hold)).then_some(claim)
+    }
+
+    /// Whether the assignment `hold` was decided in lasts.
+    fn still_held(&self, hold: &Hold) -> bool {
+        self.inner.ownership.active_epoch(hold.partition) == Some(hold.epoch)
     }
 
     /// Publishes a report: to the watchers and subscribers now, to the reports topic through
@@ -2760,10 +2791,7 @@ impl Runner {
             } => {
                 bump(&c.here().report_errors);
                 let test_id = outgoing.report.test_id.clone();
-                let owned = outgoing
-                    .hold
-                    .as_ref()
-                    .is_none_or(|h| self.inner.ownership.is_active(h.partition));
+                let owned = outgoing.hold.as_ref().is_none_or(|h| self.still_held(h));
                 if !owned {
                     // The partition went: its next owner runs the test (this report is not
                     // on the reports topic, so it is not decided there).
@@ -2803,16 +2831,14 @@ impl Runner {
         let runner = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            if let Some(p) = outgoing.hold.as_ref().map(|h| h.partition) {
-                // Claimed before the partition is looked at: a revoke or the close from
-                // now on waits for it, and one before it is seen here.
-                outgoing.claim = Some(runner.inner.unsettled.claim(p));
-                if runner.inner.closing.load(Ordering::SeqCst)
-                    || !runner.inner.ownership.is_active(p)
-                {
-                    bump(&runner.inner.counters.here().runs_handed_back);
-                    debug!(test_id = %outgoing.report.test_id, partition = p, "refused report not sent again: its partition was given up meanwhile, and its next owner runs the test");
-                    return;
+            if let Some(hold) = &outgoing.hold {
+                match runner.claim(hold) {
+                    Some(claim) => outgoing.claim = Some(claim),
+                    None => {
+                        bump(&runner.inner.counters.here().runs_handed_back);
+                        debug!(test_id = %outgoing.report.test_id, partition = hold.partition, "refused report not sent again: its partition was given up meanwhile, and its next owner runs the test");
+                        return;
+                    }
                 }
             }
             runner.enqueue(outgoing).await;

@@ -31,6 +31,9 @@ use crate::report::{Report, Truncation};
 #[derive(Debug, Clone)]
 pub(crate) struct Hold {
     pub(crate) partition: i32,
+    /// The epoch of the partition's assignment it was decided in (`group::Ownership`): a
+    /// report refused and sent again later goes only while that assignment lasts.
+    pub(crate) epoch: u64,
     pub(crate) test_offset: i64,
     pub(crate) signals: Vec<i64>,
 }

@@ -1,8 +1,8 @@
 //! A partition handed from one runner to another while the first runner's reports are still
 //! on their way to the broker: the next owner must find them there, and not run those tests
-//! again. The reports' produce requests are refused a while (embedded broker, `Produce`
-//! errors injected), a second runner joins the group, and the group moves a partition to
-//! it while those reports are being retried.
+//! again. The reports' produce requests are refused (embedded broker, `Produce` errors
+//! injected), a second runner joins the group, and the refusals end only once the group has
+//! begun to move a partition to it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -134,9 +134,7 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         client.flush(Duration::from_secs(5)).unwrap();
     }
     let tests = ids.len();
-    // Refused until the runs' reports have been retried for about 15 s (librdkafka's
-    // backoff: 100 ms doubling up to 1 s), longer than the group takes to hand a partition
-    // to B (about 10 s on the embedded broker); every run has started by then.
+    // Every run started, then the produce requests refused until the handover has begun.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while a.in_flight() < tests {
         assert!(
@@ -148,7 +146,7 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
     broker
         .fail_requests(
             RDKafkaApiKey::Produce,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 30],
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 1000],
         )
         .unwrap();
     // The runs end (TIMEOUT, after the step's timeout and the runner's clock slack); their
@@ -167,6 +165,22 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
     );
     let b = runner(&client, &group);
     let (_stop_b, _task_b) = start(&b);
+    // The group takes a partition from A for B: A's revoke waits for its reports (or, were
+    // it not to, B has the partition while they are still refused). Then the broker takes
+    // them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.counters().reports_awaited_on_revoke() == 0 && b.assigned_partitions() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group moved no partition within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.counters().reports_published() < tests as u64,
+        "A's reports are still refused when its partition moves"
+    );
+    broker.clear_request_errors(RDKafkaApiKey::Produce).unwrap();
     // B's first assignment can be empty (A gives a partition up first): until it has one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while b.assigned_partitions() == 0 {
@@ -207,7 +221,6 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         b.counters().decided_restored()
     );
     assert_eq!(b.counters().verdict_timeout(), 0, "B ran none of A's tests");
-    // Not a handover that came after the retries: A's revoke waited for them.
     assert!(
         a.counters().reports_awaited_on_revoke() > 0,
         "A's revoke waited for its reports"
