@@ -167,17 +167,21 @@ impl EmbeddedBroker {
 
     /// Creates a topic (the mock does not implement the admin API).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        self.ask(|reply| Command::CreateTopic {
+            name: name.to_owned(),
+            partitions,
+            reply,
+        })?
+        .map_err(|e| Error::Embedded(format!("cannot create topic {name}: {e}")))
+    }
+
+    /// Sends the broker thread the command `command` builds around a reply channel; its
+    /// reply.
+    fn ask<T>(&self, command: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, Error> {
+        let gone = || Error::Embedded("the broker thread is gone".into());
         let (reply, rx) = mpsc::channel();
-        self.commands
-            .send(Command::CreateTopic {
-                name: name.to_owned(),
-                partitions,
-                reply,
-            })
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?
-            .map_err(|e| Error::Embedded(format!("cannot create topic {name}: {e}")))
+        self.commands.send(command(reply)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
     }
 }
 
@@ -185,12 +189,7 @@ impl EmbeddedBroker {
     /// Takes every broker of the cluster down (connections closed, new ones refused) or
     /// brings them up again: fault injection for outage tests.
     pub fn set_brokers_down(&self, down: bool) -> Result<(), Error> {
-        let (reply, rx) = mpsc::channel();
-        self.commands
-            .send(Command::BrokersDown { down, reply })
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?
+        self.ask(|reply| Command::BrokersDown { down, reply })?
             .map_err(|e| {
                 Error::Embedded(format!(
                     "cannot take the brokers {}: {e}",
@@ -210,27 +209,17 @@ impl EmbeddedBroker {
         api: RDKafkaApiKey,
         errors: &[RDKafkaRespErr],
     ) -> Result<(), Error> {
-        let (reply, rx) = mpsc::channel();
-        self.commands
-            .send(Command::FailRequests {
-                api,
-                errors: errors.to_vec(),
-                reply,
-            })
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))
+        self.ask(|reply| Command::FailRequests {
+            api,
+            errors: errors.to_vec(),
+            reply,
+        })
     }
 
     /// Drops the errors [`EmbeddedBroker::fail_requests`] queued for `api` that no request
     /// has met yet: requests of that kind succeed again from now on.
     pub fn clear_request_errors(&self, api: RDKafkaApiKey) -> Result<(), Error> {
-        let (reply, rx) = mpsc::channel();
-        self.commands
-            .send(Command::ClearRequestErrors { api, reply })
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Embedded("the broker thread is gone".into()))
+        self.ask(|reply| Command::ClearRequestErrors { api, reply })
     }
 }
 

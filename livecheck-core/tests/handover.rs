@@ -3,6 +3,7 @@
 //! again. The reports' produce requests are refused (embedded broker, `Produce` errors
 //! injected), a second runner joins the group, and the refusals end only once the group has
 //! begun to move a partition to it.
+mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use tokio::sync::oneshot;
 
 const CASE: &str = "handover.case";
 /// Never sent: every run ends in a TIMEOUT after [`STEP_TIMEOUT`].
@@ -44,18 +44,13 @@ fn runner(client: &LiveCheck, group: &str) -> Runner {
     )
 }
 
-/// Runs `runner` until the returned sender is used or dropped.
-fn start(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let r = runner.clone();
-    let task = tokio::spawn(async move {
-        r.run(async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (stop, task)
+/// Waits until `done`, at most `secs` seconds; else fails saying `what`.
+async fn until(secs: u64, what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn reader(kafka: &KafkaConfig) -> BaseConsumer {
@@ -119,7 +114,7 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
     let group = format!("handover-{}", uuid::Uuid::new_v4().simple());
 
     let a = runner(&client, &group);
-    let (_stop_a, _task_a) = start(&a);
+    let (_stop_a, _task_a) = support::spawn_runner(&a);
     a.ready().await;
     // Tests on both partitions, whichever the group moves.
     let mut ids = Vec::new();
@@ -135,14 +130,7 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
     }
     let tests = ids.len();
     // Every run started, then the produce requests refused until the handover has begun.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while a.in_flight() < tests {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A did not start every run"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(10, "A did not start every run", || a.in_flight() >= tests).await;
     broker
         .fail_requests(
             RDKafkaApiKey::Produce,
@@ -151,56 +139,39 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         .unwrap();
     // The runs end (TIMEOUT, after the step's timeout and the runner's clock slack); their
     // reports are being retried when B joins.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while a.in_flight() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A's runs did not end"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(15, "A's runs did not end", || a.in_flight() == 0).await;
     assert!(
         a.counters().reports_published() < tests as u64,
         "A's reports are still being retried when B joins"
     );
     let b = runner(&client, &group);
-    let (_stop_b, _task_b) = start(&b);
+    let (_stop_b, _task_b) = support::spawn_runner(&b);
     // The group takes a partition from A for B: A's revoke waits for its reports (or, were
     // it not to, B has the partition while they are still refused). Then the broker takes
     // them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.counters().reports_awaited_on_revoke() == 0 && b.assigned_partitions() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the group moved no partition within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(30, "the group moved no partition within 30 s", || {
+        a.counters().reports_awaited_on_revoke() > 0 || b.assigned_partitions() > 0
+    })
+    .await;
     assert!(
         a.counters().reports_published() < tests as u64,
         "A's reports are still refused when its partition moves"
     );
     broker.clear_request_errors(RDKafkaApiKey::Produce).unwrap();
     // B's first assignment can be empty (A gives a partition up first): until it has one.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while b.assigned_partitions() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the group gave B no partition of A's within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        30,
+        "the group gave B no partition of A's within 30 s",
+        || b.assigned_partitions() > 0,
+    )
+    .await;
     tokio::time::timeout(Duration::from_secs(30), b.ready())
         .await
         .expect("B ready within 30 s");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.counters().reports_published() < tests as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A's reports acknowledged within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(30, "A's reports acknowledged within 30 s", || {
+        a.counters().reports_published() >= tests as u64
+    })
+    .await;
     // What B would run again would end after its step's timeout.
     tokio::time::sleep(STEP_TIMEOUT + Duration::from_secs(2)).await;
     let counts = {

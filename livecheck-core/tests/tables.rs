@@ -190,18 +190,10 @@ impl World {
     }
 }
 
-/// Runs `runner` until the sender is used or dropped; the task, to abort it (a crash: no
-/// drain, no last commit).
+/// Runs `runner` until the sender is used or dropped, once it has its partitions; the task,
+/// to abort it (a crash: no drain, no last commit).
 async fn start(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let r = runner.clone();
-    let task = tokio::spawn(async move {
-        r.run(async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (stop, task) = support::spawn_runner(runner);
     runner.ready().await;
     (stop, task)
 }

@@ -15,17 +15,24 @@ use tokio::sync::oneshot;
 /// Runs `runner` in the background until the returned sender is used or dropped, and
 /// waits until it has its partitions.
 pub(crate) async fn start_runner(runner: &Runner) -> oneshot::Sender<()> {
+    let (stop, _task) = spawn_runner(runner);
+    runner.ready().await;
+    stop
+}
+
+/// Runs `runner` in the background until the returned sender is used or dropped; its task
+/// (to abort it: a crash, with no drain and no last commit).
+pub(crate) fn spawn_runner(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let r = runner.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         r.run(async {
             let _ = stopped.await;
         })
         .await
         .unwrap();
     });
-    runner.ready().await;
-    stop
+    (stop, task)
 }
 
 /// Produces one record per header list to a fresh one-partition topic of `broker` and
