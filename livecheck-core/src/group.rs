@@ -139,9 +139,10 @@ impl Reports {
     /// report acknowledged after that read leaves its test to be run again, and reported
     /// twice. It blocks the poll that called it, as a commit on revoke would: what it waits
     /// for goes on elsewhere, since a report is claimed only by code that runs on to the
-    /// producer without yielding (`Runner::conclude`, `Runner::claim`; unless the
-    /// producer's local queue is full, which it waits out), and the producer's own thread
-    /// acknowledges it.
+    /// producer without yielding (`Runner::conclude`, `Runner::claim`), and the producer's
+    /// own thread acknowledges it. The exception is a producer whose local queue is full: a
+    /// report waiting for room there may need the worker this wait holds (always, on a
+    /// single-worker runtime), and then holds the revoke to `within`.
     /// Not when the assignment was lost (the group has handed the partitions on already),
     /// the broker is unreachable (nothing can be acknowledged), or once the shutdown's drain
     /// has waited already.

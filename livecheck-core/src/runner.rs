@@ -983,8 +983,14 @@ impl Runner {
                 }
                 if let Some(until) = drain_until {
                     // Runs first: a run that ends claims its report before it leaves them.
+                    // Reports are not waited for while the broker is unreachable: they
+                    // would hold the drain to its end (the flush below still waits).
                     let in_flight = self.lane_in_flight();
-                    let reports = self.inner.unsettled.total();
+                    let reports = if self.inner.connectivity.reachable() {
+                        self.inner.unsettled.total()
+                    } else {
+                        0
+                    };
                     if in_flight + reports == 0 || tokio::time::Instant::now() >= until {
                         if in_flight + reports > 0 {
                             warn!(in_flight, reports, "drain timeout: handing the unfinished runs back (their records, and those of reports not acknowledged, stay uncommitted)");
@@ -2310,17 +2316,32 @@ impl Runner {
         }
     }
 
-    /// What a report of the test whose record is at `test_offset` of `partition` decides
-    /// (group mode).
+    /// What a report of the test whose record is at `test_offset` of `partition`, decided
+    /// now, decides (group mode).
     fn hold(&self, partition: i32, test_offset: i64, records: &[Pos]) -> Option<Hold> {
+        self.hold_in(self.epoch_now(partition), partition, test_offset, records)
+    }
+
+    /// The epoch of `partition`'s assignment now; one no epoch matches if the partition is
+    /// not active.
+    fn epoch_now(&self, partition: i32) -> u64 {
+        self.inner
+            .ownership
+            .active_epoch(partition)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// What a report decided in the assignment of epoch `epoch` decides (see [`Self::hold`]).
+    fn hold_in(
+        &self,
+        epoch: u64,
+        partition: i32,
+        test_offset: i64,
+        records: &[Pos],
+    ) -> Option<Hold> {
         self.in_group().then(|| Hold {
             partition,
-            // Not active (given up meanwhile): no epoch matches.
-            epoch: self
-                .inner
-                .ownership
-                .active_epoch(partition)
-                .unwrap_or(u64::MAX),
+            epoch,
             test_offset,
             signals: records
                 .iter()
@@ -2587,10 +2608,16 @@ impl Runner {
             RunState::new(started_at),
         );
         // Claimed before the run leaves those in flight: a revoke (or the drain) that finds
-        // it gone waits for its report.
-        let claim = self
-            .in_group()
-            .then(|| self.inner.unsettled.claim(shared.partition));
+        // it gone waits for its report. The epoch too: a run still in flight belongs to the
+        // partition's assignment now (a revoke would have taken it out).
+        let (claim, epoch) = if self.in_group() {
+            (
+                Some(self.inner.unsettled.claim(shared.partition)),
+                self.epoch_now(shared.partition),
+            )
+        } else {
+            (None, u64::MAX)
+        };
         let Some(finished) = self.lock_registry().finish_test(&context.id) else {
             // Handed back (partition revoked, or shutdown) while it ended: the next owner
             // runs it. Counted where it was handed back, once.
@@ -2645,7 +2672,7 @@ impl Runner {
             report
         };
         let done = finished.records;
-        let hold = self.hold(shared.partition, shared.test_offset, &done);
+        let hold = self.hold_in(epoch, shared.partition, shared.test_offset, &done);
         // Boxed: a future holding a report inline would make every waiting run's task that
         // large (2,176 bytes per run in flight, measured; see the live bench).
         Box::pin(self.publish(report, hold, claim)).await;
@@ -2694,7 +2721,8 @@ impl Runner {
                 Some(h) => match runner.claim(h) {
                     Some(claim) => Some(claim),
                     None => {
-                        debug!(test_id = %report.test_id, partition = h.partition, "report not published: its partition was given up meanwhile, and its next owner decides the test");
+                        bump(&runner.inner.counters.here().runs_handed_back);
+                        debug!(test_id = %report.test_id, partition = h.partition, "report not published: the partition was given up meanwhile, or the runner is stopping; the test stays uncommitted for the partition's next owner");
                         return;
                     }
                 },
@@ -2768,9 +2796,12 @@ impl Runner {
                     bump(&c.here().reports_truncated);
                 }
                 if self.in_group() {
+                    // What it decides, in the assignment it was decided in only (a later one
+                    // restored its decisions from the reports topic).
+                    let hold = outgoing.hold.as_ref().filter(|h| self.still_held(h));
                     let mut ledger = self.lock_ledger();
                     ledger.report_acked(partition, offset);
-                    if let Some(hold) = &outgoing.hold {
+                    if let Some(hold) = hold {
                         self.inner.tables.decided(
                             hold.partition,
                             &outgoing.report.test_id,
@@ -2836,7 +2867,7 @@ impl Runner {
                     Some(claim) => outgoing.claim = Some(claim),
                     None => {
                         bump(&runner.inner.counters.here().runs_handed_back);
-                        debug!(test_id = %outgoing.report.test_id, partition = hold.partition, "refused report not sent again: its partition was given up meanwhile, and its next owner runs the test");
+                        debug!(test_id = %outgoing.report.test_id, partition = hold.partition, "refused report not sent again: the partition was given up meanwhile, or the runner is stopping; the test stays uncommitted for the partition's next owner");
                         return;
                     }
                 }

@@ -2,12 +2,14 @@
 //!
 //! Reports have a producer of their own so that the runner learns where each one landed:
 //! its offset is the reports-topic position a new owner of the partition reads decided
-//! tests from (see [`crate::ledger`]). A report is never dropped: one too large for the
-//! broker is sent again with its arguments and long texts truncated and marked (verdict,
-//! error head and timeline intact); one the broker refuses otherwise is retried with
-//! back-off, and given up on only after a bounded time (counted, logged) so that its
-//! partition's commit is not pinned for ever. Enqueueing never blocks a thread: a full
-//! local queue is waited out asynchronously.
+//! tests from (see [`crate::ledger`]). A report is never dropped silently: one too large
+//! for the broker is sent again with its arguments and long texts truncated and marked
+//! (verdict, error head and timeline intact); one the broker refuses otherwise is retried
+//! with back-off, and given up on only after a bounded time (counted, logged) so that its
+//! partition's commit is not pinned for ever. In a group, one whose partition was given up
+//! before it could be sent (again) is not sent: its test stays uncommitted, and the
+//! partition's next owner decides it (counted in `runs_handed_back`). Enqueueing never
+//! blocks a thread: a full local queue is waited out asynchronously.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;

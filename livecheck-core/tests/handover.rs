@@ -129,7 +129,9 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         client.flush(Duration::from_secs(5)).unwrap();
     }
     let tests = ids.len();
-    // Every run started, then the produce requests refused until the handover has begun.
+    // Every run started, then the produce requests refused until the handover has begun
+    // (the producers retry a refused report within their `message.timeout.ms`, 30 s: the
+    // group moves a partition well within that, about 5 s after B joins here).
     until(10, "A did not start every run", || a.in_flight() >= tests).await;
     broker
         .fail_requests(
@@ -172,8 +174,10 @@ async fn a_partition_moved_while_its_reports_are_retried_does_not_run_its_tests_
         a.counters().reports_published() >= tests as u64
     })
     .await;
-    // What B would run again would end after its step's timeout.
-    tokio::time::sleep(STEP_TIMEOUT + Duration::from_secs(2)).await;
+    // What B would run again would end after its step's timeout and the runner's clock
+    // slack (2 s by default); and B has nothing in flight then.
+    tokio::time::sleep(STEP_TIMEOUT + Duration::from_secs(5)).await;
+    assert_eq!(b.in_flight(), 0, "B runs nothing");
     let counts = {
         let (kafka, topics) = (kafka.clone(), topics.clone());
         tokio::task::spawn_blocking(move || reports_per_test(&kafka, &topics))
