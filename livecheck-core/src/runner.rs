@@ -2717,19 +2717,26 @@ impl Runner {
     fn spawn_publish(&self, report: Report, hold: Option<Hold>) {
         let runner = self.clone();
         tokio::spawn(async move {
-            let claim = match &hold {
-                Some(h) => match runner.claim(h) {
-                    Some(claim) => Some(claim),
-                    None => {
-                        bump(&runner.inner.counters.here().runs_handed_back);
-                        debug!(test_id = %report.test_id, partition = h.partition, "report not published: the partition was given up meanwhile, or the runner is stopping; the test stays uncommitted for the partition's next owner");
-                        return;
-                    }
-                },
-                None => None,
-            };
-            runner.publish(report, hold, claim).await;
+            if let Ok(claim) = runner.claim_or_hand_back(hold.as_ref(), &report.test_id) {
+                runner.publish(report, hold, claim).await;
+            }
         });
+    }
+
+    /// [`Self::claim`] for a report about to be sent (none outside a group); `Err` when it
+    /// must not be: then its test is counted as handed back.
+    fn claim_or_hand_back(&self, hold: Option<&Hold>, test_id: &str) -> Result<Option<Claim>, ()> {
+        let Some(hold) = hold else {
+            return Ok(None);
+        };
+        match self.claim(hold) {
+            Some(claim) => Ok(Some(claim)),
+            None => {
+                bump(&self.inner.counters.here().runs_handed_back);
+                debug!(%test_id, partition = hold.partition, "report not sent: the partition was given up meanwhile, or the runner is stopping; the test stays uncommitted for the partition's next owner");
+                Err(())
+            }
+        }
     }
 
     /// Counts a report of `hold`'s partition on its way ([`Unsettled`]), unless the lane is
@@ -2862,17 +2869,12 @@ impl Runner {
         let runner = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            if let Some(hold) = &outgoing.hold {
-                match runner.claim(hold) {
-                    Some(claim) => outgoing.claim = Some(claim),
-                    None => {
-                        bump(&runner.inner.counters.here().runs_handed_back);
-                        debug!(test_id = %outgoing.report.test_id, partition = hold.partition, "refused report not sent again: the partition was given up meanwhile, or the runner is stopping; the test stays uncommitted for the partition's next owner");
-                        return;
-                    }
-                }
+            let claimed =
+                runner.claim_or_hand_back(outgoing.hold.as_ref(), &outgoing.report.test_id);
+            if let Ok(claim) = claimed {
+                outgoing.claim = claim;
+                runner.enqueue(outgoing).await;
             }
-            runner.enqueue(outgoing).await;
         });
     }
 }
