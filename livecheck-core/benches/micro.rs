@@ -4,8 +4,11 @@
 //! goal at most 300 ns each) and `Signal::send` outside a test (the cost every service pays
 //! on every request; goal a few nanoseconds), and the decoding of a test record as the runner
 //! reads it (`test record decode`). `http floor` is the baseline of `http inject`:
-//! the same headers copied into a fresh map, what `http`'s map alone costs. The allocation
-//! counts and the broker-bound sections stay in the `core` bench.
+//! the same headers copied into a fresh map, what `http`'s map alone costs; `kafka floor`
+//! that of `kafka extract`: the same headers read through rdkafka, what reading alone costs.
+//! The floors run in the same process as what they bound, so they show how fast the machine
+//! is that day. The allocation counts and the broker-bound sections stay in the `core`
+//! bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
@@ -24,7 +27,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use livecheck_core::{Signal, TestContext};
-use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 
 static STEP: Signal<u64> = Signal::new("bench.micro", "step");
 
@@ -60,6 +63,19 @@ fn headers(c: &mut Criterion) {
         );
         group.bench_function(format!("kafka extract{suffix}"), |b| {
             b.iter(|| livecheck_core::kafka::extract(black_box(&message)).ok())
+        });
+        // The floor of any extract: the same headers read through rdkafka (each name
+        // measured and checked as UTF-8), without LiveCheck's work (matching, decoding,
+        // the context's strings).
+        group.bench_function(format!("kafka floor{suffix}"), |b| {
+            b.iter(|| {
+                black_box(&message).headers().map_or(0, |headers| {
+                    headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                        .sum::<usize>()
+                })
+            })
         });
         group.bench_function(format!("http inject{suffix}"), |b| {
             b.iter(|| {
