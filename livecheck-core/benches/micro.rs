@@ -7,8 +7,9 @@
 //! the same headers copied into a fresh map, what `http`'s map alone costs; `kafka floor`
 //! that of `kafka extract`: the same headers read through rdkafka, what reading alone costs.
 //! The floors run in the same process as what they bound, so they show how fast the machine
-//! is that day. The allocation counts and the broker-bound sections stay in the `core`
-//! bench.
+//! is that day; after criterion's figures the bench prints each against its floor, timed in
+//! alternating blocks (`http inject / http floor: x.xx`), the ratio to compare from machine
+//! to machine. The allocation counts and the broker-bound sections stay in the `core` bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
@@ -22,29 +23,29 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderValue};
+use criterion::{criterion_group, Criterion};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use livecheck_core::{Signal, TestContext};
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 
 static STEP: Signal<u64> = Signal::new("bench.micro", "step");
 
-fn headers(c: &mut Criterion) {
-    let plain = TestContext::new("bench.micro", Duration::from_secs(3600));
-    // A test routed by a business key: one header (and baggage member) more.
-    let routed = plain.clone().route("user-7");
-    let mut group = c.benchmark_group("headers");
-    for (suffix, context) in [("", &plain), (" routed", &routed)] {
-        group.bench_function(format!("kafka inject{suffix}"), |b| {
-            b.iter(|| {
-                livecheck_core::kafka::inject_context(
-                    OwnedHeaders::new_with_capacity(4),
-                    black_box(context),
-                )
-            })
-        });
+/// One context's headers, written once, and the four operations a bench and its floor time
+/// on them: shared by the criterion benches and the interleaved ratios.
+struct Fixture {
+    context: TestContext,
+    /// A record carrying the context's Kafka headers.
+    message: OwnedMessage,
+    /// The context's HTTP headers.
+    http_headers: HeaderMap,
+    /// The names and values `http inject` writes, for `http floor` to copy.
+    written: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl Fixture {
+    fn new(context: TestContext) -> Self {
         let message = OwnedMessage::new(
             Some(b"{}".to_vec()),
             Some(context.partition_key().as_bytes().to_vec()),
@@ -54,64 +55,162 @@ fn headers(c: &mut Criterion) {
             0,
             Some(livecheck_core::kafka::inject_context(
                 OwnedHeaders::new_with_capacity(4),
-                context,
+                &context,
             )),
         );
         assert!(
             matches!(livecheck_core::kafka::extract(&message), Ok(Some(ref c)) if c.id == context.id && c.route == context.route),
             "the Kafka round trip gives the context back"
         );
-        group.bench_function(format!("kafka extract{suffix}"), |b| {
-            b.iter(|| livecheck_core::kafka::extract(black_box(&message)).ok())
-        });
-        // The floor of any extract: the same headers read through rdkafka (each name
-        // measured and checked as UTF-8), without LiveCheck's work (matching, decoding,
-        // the context's strings).
-        group.bench_function(format!("kafka floor{suffix}"), |b| {
-            b.iter(|| {
-                black_box(&message).headers().map_or(0, |headers| {
-                    headers
-                        .iter()
-                        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                        .sum::<usize>()
-                })
-            })
-        });
-        group.bench_function(format!("http inject{suffix}"), |b| {
-            b.iter(|| {
-                let mut headers = HeaderMap::new();
-                livecheck_core::http::inject(&mut headers, black_box(context));
-                headers
-            })
-        });
         let mut http_headers = HeaderMap::new();
-        livecheck_core::http::inject(&mut http_headers, context);
+        livecheck_core::http::inject(&mut http_headers, &context);
         assert!(
             matches!(livecheck_core::http::extract(&http_headers), Ok(Some(ref c)) if c.id == context.id && c.route == context.route),
             "the HTTP round trip gives the context back"
         );
-        // The floor of any inject: the same names and values copied into a fresh map, as
-        // `http` does it, without LiveCheck's work (formatting the times, the baggage).
-        let written: Vec<_> = http_headers
+        let written = http_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
             .collect();
-        group.bench_function(format!("http floor{suffix}"), |b| {
+        Self {
+            context,
+            message,
+            http_headers,
+            written,
+        }
+    }
+
+    fn kafka_extract(&self) -> Option<Option<TestContext>> {
+        livecheck_core::kafka::extract(black_box(&self.message)).ok()
+    }
+
+    /// The floor of any extract: the same headers read through rdkafka (each name measured
+    /// and checked as UTF-8), without LiveCheck's work (matching, decoding, the context's
+    /// strings).
+    fn kafka_floor(&self) -> usize {
+        black_box(&self.message).headers().map_or(0, |headers| {
+            headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum()
+        })
+    }
+
+    fn http_inject(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        livecheck_core::http::inject(&mut headers, black_box(&self.context));
+        headers
+    }
+
+    /// The floor of any inject: the same names and values copied into a fresh map, as `http`
+    /// does it, without LiveCheck's work (formatting the times, the baggage).
+    fn http_floor(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in black_box(&self.written) {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name.clone(), value);
+            }
+        }
+        headers
+    }
+}
+
+/// The contexts the header benches write and read: a plain one, and one routed by a business
+/// key (one header, and one baggage member, more).
+fn fixtures() -> [(&'static str, Fixture); 2] {
+    let plain = TestContext::new("bench.micro", Duration::from_secs(3600));
+    let routed = plain.clone().route("user-7");
+    [("", Fixture::new(plain)), (" routed", Fixture::new(routed))]
+}
+
+fn headers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("headers");
+    for (suffix, fixture) in &fixtures() {
+        group.bench_function(format!("kafka inject{suffix}"), |b| {
             b.iter(|| {
-                let mut headers = HeaderMap::new();
-                for (name, value) in black_box(&written) {
-                    if let Ok(value) = HeaderValue::from_bytes(value) {
-                        headers.insert(name.clone(), value);
-                    }
-                }
-                headers
+                livecheck_core::kafka::inject_context(
+                    OwnedHeaders::new_with_capacity(4),
+                    black_box(&fixture.context),
+                )
             })
         });
+        group.bench_function(format!("kafka extract{suffix}"), |b| {
+            b.iter(|| fixture.kafka_extract())
+        });
+        group.bench_function(format!("kafka floor{suffix}"), |b| {
+            b.iter(|| fixture.kafka_floor())
+        });
+        group.bench_function(format!("http inject{suffix}"), |b| {
+            b.iter(|| fixture.http_inject())
+        });
+        group.bench_function(format!("http floor{suffix}"), |b| {
+            b.iter(|| fixture.http_floor())
+        });
         group.bench_function(format!("http extract{suffix}"), |b| {
-            b.iter(|| livecheck_core::http::extract(black_box(&http_headers)).ok())
+            b.iter(|| livecheck_core::http::extract(black_box(&fixture.http_headers)).ok())
         });
     }
     group.finish();
+}
+
+/// Blocks of the interleaved comparison, and iterations per block.
+const PAIRS: usize = 40;
+const PER_BLOCK: u32 = 10_000;
+
+/// Nanoseconds per call of `f`, over [`PER_BLOCK`] calls.
+fn block<R>(f: impl Fn() -> R) -> f64 {
+    let start = Instant::now();
+    for _ in 0..PER_BLOCK {
+        black_box(f());
+    }
+    start.elapsed().as_secs_f64() * 1e9 / f64::from(PER_BLOCK)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `what` against its floor, timed in alternating blocks so that both see the machine at the
+/// same speed (criterion times one, then the other; on a shared VM the speed can move by 40 %
+/// between them): the median of the blocks' ratios, and each side's median.
+fn interleaved<A, B>(what: &str, floor: &str, a: impl Fn() -> A, b: impl Fn() -> B) {
+    let (mut ours, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        let (x, y) = (block(&a), block(&b));
+        ours.push(x);
+        floors.push(y);
+        ratios.push(x / y);
+    }
+    println!(
+        "{what} / {floor}: {:.2}   ({what} {:.0} ns, {floor} {:.0} ns; medians of {PAIRS} alternating blocks of {PER_BLOCK})",
+        median(ratios),
+        median(ours),
+        median(floors),
+    );
+}
+
+/// The ratios to compare from machine to machine: what LiveCheck adds to the cost of the
+/// carrier's own work. Not in criterion's test mode (`cargo bench` passes `--bench`).
+fn ratios() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
+    println!("\nInterleaved against the floors:");
+    for (suffix, fixture) in &fixtures() {
+        interleaved(
+            &format!("http inject{suffix}"),
+            &format!("http floor{suffix}"),
+            || fixture.http_inject(),
+            || fixture.http_floor(),
+        );
+        interleaved(
+            &format!("kafka extract{suffix}"),
+            &format!("kafka floor{suffix}"),
+            || fixture.kafka_extract(),
+            || fixture.kafka_floor(),
+        );
+    }
 }
 
 /// A test record's payload as the runner reads it: the `TestContext` a client registers,
@@ -148,4 +247,9 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = headers, test_record, noop_send
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    ratios();
+}
