@@ -153,8 +153,9 @@ fn headers(c: &mut Criterion) {
     group.finish();
 }
 
-/// Blocks of the interleaved comparison, and iterations per block.
+/// Pairs of blocks in the interleaved comparison.
 const PAIRS: usize = 40;
+/// Calls per block.
 const PER_BLOCK: u32 = 10_000;
 
 /// Nanoseconds per call of `f`, over [`PER_BLOCK`] calls.
@@ -168,7 +169,12 @@ fn block<R>(f: impl Fn() -> R) -> f64 {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    let mid = values.len() / 2;
+    match (values.get(mid.wrapping_sub(1)), values.get(mid)) {
+        (Some(low), Some(high)) if values.len() % 2 == 0 => f64::midpoint(*low, *high),
+        (_, Some(middle)) => *middle,
+        _ => f64::NAN,
+    }
 }
 
 /// `what` against its floor, timed in alternating blocks so that both see the machine at the
@@ -176,24 +182,91 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// between them): the median of the blocks' ratios, and each side's median.
 fn interleaved<A, B>(what: &str, floor: &str, a: impl Fn() -> A, b: impl Fn() -> B) {
     let (mut ours, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..PAIRS {
-        let (x, y) = (block(&a), block(&b));
+    for pair in 0..PAIRS {
+        // Each first in turn, so that neither always follows the other.
+        let (x, y) = if pair % 2 == 0 {
+            (block(&a), block(&b))
+        } else {
+            let y = block(&b);
+            (block(&a), y)
+        };
         ours.push(x);
         floors.push(y);
         ratios.push(x / y);
     }
     println!(
-        "{what} / {floor}: {:.2}   ({what} {:.0} ns, {floor} {:.0} ns; medians of {PAIRS} alternating blocks of {PER_BLOCK})",
+        "{what} / {floor}: {:.2}   ({what} {:.0} ns, {floor} {:.0} ns; medians of {PAIRS} pairs of blocks of {PER_BLOCK}, each first in turn)",
         median(ratios),
         median(ours),
         median(floors),
     );
 }
 
+/// Whether to time the ratios: under `cargo bench` (which passes `--bench`), unless criterion
+/// only lists, tests or profiles the benches, or every filter given names other benches.
+fn ratios_wanted() -> bool {
+    // criterion's options that take a value: that value is not a filter.
+    const WITH_VALUE: [&str; 19] = [
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--format",
+        "--profile-time",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let option = |arg: &str, name: &str| {
+        arg == name
+            || arg
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('='))
+    };
+    if !args.iter().any(|arg| arg == "--bench")
+        || args.iter().any(|arg| {
+            ["--list", "--test", "--ignored", "--profile-time"]
+                .iter()
+                .any(|name| option(arg, name))
+        })
+    {
+        return false;
+    }
+    let mut filters = Vec::new();
+    let mut value_next = false;
+    for arg in &args {
+        if std::mem::take(&mut value_next) {
+            continue;
+        }
+        if WITH_VALUE.contains(&arg.as_str()) {
+            value_next = true;
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    filters.is_empty()
+        || filters.iter().any(|filter| {
+            ["headers", "inject", "extract", "floor"]
+                .iter()
+                .any(|word| filter.contains(word))
+        })
+}
+
 /// The ratios to compare from machine to machine: what LiveCheck adds to the cost of the
-/// carrier's own work. Not in criterion's test mode (`cargo bench` passes `--bench`).
+/// carrier's own work (see [`ratios_wanted`] for when).
 fn ratios() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !ratios_wanted() {
         return;
     }
     println!("\nInterleaved against the floors:");

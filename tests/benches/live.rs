@@ -43,9 +43,10 @@
 //! d'. the same for the case declared [`Case::start_on_first_step`]: its runs are parked
 //!    in the runner, not tasks, until a record of their test comes.
 //!
-//! The last three lines are the figures to compare run to run: `runner/raw ratio` (c, 2
-//! workers, the runner in 2 lanes as the `livecheck` service runs it on 2 cores; 1 lane
-//! where the partitions are fewer), `bytes per in-flight run` (d, live Rust heap, runs
+//! The last three lines are the figures to compare run to run: `runner/raw ratio` (c, the
+//! runner as the `livecheck` service runs it on this machine: as many lanes as cores, up to
+//! 8 and up to the 4 partitions, on as many workers, so 2 lanes on 2 cores; 2 workers and 1
+//! lane where lanes were not run), `bytes per in-flight run` (d, live Rust heap, runs
 //! started at once) and `send to verdict p50/p99 ms` (b, over section a's runs); a section
 //! not run prints `n/a (...)` instead of a figure.
 //!
@@ -217,12 +218,17 @@ fn run() -> Result<Vec<String>, String> {
         // 1 and 2 workers, and more where the machine has the cores: 4, 8, ... and all.
         let cores = available_cores();
         let counts = worker_counts(cores)?;
+        // The ratio printed last is that of the runner as the `livecheck` service runs it
+        // here: as many lanes as cores, up to 8 (its default), or as many as this bench's
+        // partitions allow, on as many workers.
+        let service_lanes = cores.min(8);
+        let mut ratio_lanes = 0;
         let (mut rates, mut lane_rates) = (Vec::new(), Vec::new());
         for workers in counts {
             let rt = runtime(workers)?;
             let (r, runner_rate) = rt.block_on(throughput(&mut problems, workers, 1))?;
-            if workers == 2 {
-                ratio = Some((r, "1 lane"));
+            if workers == 2 && ratio_lanes == 0 {
+                ratio = Some((r, "2 worker threads, 1 lane".to_owned()));
             }
             rates.push((workers, runner_rate));
             println!();
@@ -230,8 +236,17 @@ fn run() -> Result<Vec<String>, String> {
             // each on its share of the partitions.
             if workers > 1 && workers <= PARTITIONS as usize {
                 let (r, lanes_rate) = rt.block_on(throughput(&mut problems, workers, workers))?;
-                if workers == 2 {
-                    ratio = Some((r, "2 lanes, as the livecheck service runs on 2 cores"));
+                if workers <= service_lanes && workers > ratio_lanes {
+                    ratio_lanes = workers;
+                    let capped = if workers < service_lanes {
+                        format!(" (it would run {service_lanes}; the bench's topics have {PARTITIONS} partitions)")
+                    } else {
+                        String::new()
+                    };
+                    ratio = Some((
+                        r,
+                        format!("{workers} worker threads, {workers} lanes, as the livecheck service runs on {cores} cores{capped}"),
+                    ));
                 }
                 lane_rates.push((workers, lanes_rate));
                 println!();
@@ -274,12 +289,12 @@ fn run() -> Result<Vec<String>, String> {
     let not_run = |section: &str| format!("n/a (section {section} not run: LIVE_BENCH_ONLY)");
     // The last three lines are exactly `name: figure`, to be compared run to run (and read
     // by scripts); what the ratio was measured on comes before them.
-    if let Some((_, how)) = ratio {
-        println!("the ratio below: 2 worker threads, {how}");
+    if let Some((_, how)) = &ratio {
+        println!("the ratio below: {how}");
     }
     match ratio {
         Some((ratio, _)) => println!("runner/raw ratio: {ratio:.2}"),
-        None => println!("runner/raw ratio: {}", not_run("c with 2 workers")),
+        None => println!("runner/raw ratio: {}", not_run("c with 2 workers or more")),
     }
     match bytes_per_run {
         Some(bytes) => println!("bytes per in-flight run: {bytes:.0}"),
