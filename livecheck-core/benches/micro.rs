@@ -202,20 +202,35 @@ fn interleaved<A, B>(what: &str, floor: &str, a: impl Fn() -> A, b: impl Fn() ->
     );
 }
 
+/// The ids of the benches the ratios compare, as criterion names them.
+const COMPARED: [&str; 8] = [
+    "headers/http inject",
+    "headers/http floor",
+    "headers/kafka extract",
+    "headers/kafka floor",
+    "headers/http inject routed",
+    "headers/http floor routed",
+    "headers/kafka extract routed",
+    "headers/kafka floor routed",
+];
+
 /// Whether to time the ratios: under `cargo bench` (which passes `--bench`), unless criterion
-/// only lists, tests or profiles the benches, or every filter given names other benches.
+/// only lists, tests, profiles or loads saved results (`--list`, `--test`, `--ignored`,
+/// `--profile-time`, `--load-baseline`), or its filter (a regular expression, as criterion
+/// reads it; the whole id with `--exact`) matches none of the compared benches.
 fn ratios_wanted() -> bool {
-    // criterion's options that take a value: that value is not a filter.
+    // criterion's options that take a value: that value is not the filter. (A value after
+    // combined short flags, `-vs base`, is taken for one: the ratios are then left out.)
     const WITH_VALUE: [&str; 19] = [
         "-c",
         "--color",
+        "--colour",
         "-s",
         "--save-baseline",
         "-b",
         "--baseline",
         "--baseline-lenient",
         "--format",
-        "--profile-time",
         "--load-baseline",
         "--sample-size",
         "--warm-up-time",
@@ -228,22 +243,25 @@ fn ratios_wanted() -> bool {
         "--output-format",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let option = |arg: &str, name: &str| {
-        arg == name
-            || arg
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('='))
-    };
-    if !args.iter().any(|arg| arg == "--bench")
-        || args.iter().any(|arg| {
-            ["--list", "--test", "--ignored", "--profile-time"]
-                .iter()
-                .any(|name| option(arg, name))
+    let given = |name: &str| {
+        args.iter().any(|arg| {
+            arg == name
+                || arg
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('='))
         })
-    {
+    };
+    let skipped = [
+        "--list",
+        "--test",
+        "--ignored",
+        "--profile-time",
+        "--load-baseline",
+    ];
+    if !given("--bench") || skipped.iter().any(|name| given(name)) {
         return false;
     }
-    let mut filters = Vec::new();
+    let mut filter = None;
     let mut value_next = false;
     for arg in &args {
         if std::mem::take(&mut value_next) {
@@ -252,15 +270,17 @@ fn ratios_wanted() -> bool {
         if WITH_VALUE.contains(&arg.as_str()) {
             value_next = true;
         } else if !arg.starts_with('-') {
-            filters.push(arg.as_str());
+            filter = Some(arg.as_str());
         }
     }
-    filters.is_empty()
-        || filters.iter().any(|filter| {
-            ["headers", "inject", "extract", "floor"]
-                .iter()
-                .any(|word| filter.contains(word))
-        })
+    let Some(filter) = filter else {
+        return true;
+    };
+    if given("--exact") {
+        return COMPARED.contains(&filter);
+    }
+    // criterion refuses a filter that is not a regular expression: nothing runs then.
+    regex::Regex::new(filter).is_ok_and(|filter| COMPARED.iter().any(|id| filter.is_match(id)))
 }
 
 /// The ratios to compare from machine to machine: what LiveCheck adds to the cost of the

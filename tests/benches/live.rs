@@ -44,9 +44,10 @@
 //!    in the runner, not tasks, until a record of their test comes.
 //!
 //! The last three lines are the figures to compare run to run: `runner/raw ratio` (c, the
-//! runner as the `livecheck` service runs it on this machine: as many lanes as cores, up to
-//! 8 and up to the 4 partitions, on as many workers, so 2 lanes on 2 cores; 2 workers and 1
-//! lane where lanes were not run), `bytes per in-flight run` (d, live Rust heap, runs
+//! largest lane count run that is at most the `livecheck` service's default here, one lane
+//! per core up to 8, and at most the bench's 4 partitions, on that many worker threads: 2
+//! lanes on 2 cores, 4 on 4 cores or more; 1 lane on 2 workers when none qualifies, as on 1
+//! core), `bytes per in-flight run` (d, live Rust heap, runs
 //! started at once) and `send to verdict p50/p99 ms` (b, over section a's runs); a section
 //! not run prints `n/a (...)` instead of a figure.
 //!
@@ -228,7 +229,7 @@ fn run() -> Result<Vec<String>, String> {
             let rt = runtime(workers)?;
             let (r, runner_rate) = rt.block_on(throughput(&mut problems, workers, 1))?;
             if workers == 2 && ratio_lanes == 0 {
-                ratio = Some((r, "2 worker threads, 1 lane".to_owned()));
+                ratio = Some((r, "1 lane on 2 worker threads".to_owned()));
             }
             rates.push((workers, runner_rate));
             println!();
@@ -238,14 +239,16 @@ fn run() -> Result<Vec<String>, String> {
                 let (r, lanes_rate) = rt.block_on(throughput(&mut problems, workers, workers))?;
                 if workers <= service_lanes && workers > ratio_lanes {
                     ratio_lanes = workers;
-                    let capped = if workers < service_lanes {
-                        format!(" (it would run {service_lanes}; the bench's topics have {PARTITIONS} partitions)")
+                    let how = if workers == service_lanes {
+                        format!("as the livecheck service runs them on {cores} cores")
+                    } else if workers == PARTITIONS as usize {
+                        format!("the livecheck service would run {service_lanes} on {cores} cores; the bench's topics have {PARTITIONS} partitions")
                     } else {
-                        String::new()
+                        format!("the livecheck service would run {service_lanes} on {cores} cores; LIVE_BENCH_WORKERS asked for no larger count")
                     };
                     ratio = Some((
                         r,
-                        format!("{workers} worker threads, {workers} lanes, as the livecheck service runs on {cores} cores{capped}"),
+                        format!("{workers} lanes on {workers} worker threads ({how})"),
                     ));
                 }
                 lane_rates.push((workers, lanes_rate));
@@ -294,7 +297,11 @@ fn run() -> Result<Vec<String>, String> {
     }
     match ratio {
         Some((ratio, _)) => println!("runner/raw ratio: {ratio:.2}"),
-        None => println!("runner/raw ratio: {}", not_run("c with 2 workers or more")),
+        None if runs("c") => println!(
+            "runner/raw ratio: n/a (section c ran neither 2 workers nor a lane count up to {}: LIVE_BENCH_WORKERS)",
+            available_cores().min(8)
+        ),
+        None => println!("runner/raw ratio: {}", not_run("c")),
     }
     match bytes_per_run {
         Some(bytes) => println!("bytes per in-flight run: {bytes:.0}"),
