@@ -6,8 +6,8 @@
 //! reads it (`test record decode`). `http floor` is the baseline of `http inject`:
 //! the same headers copied into a fresh map, what `http`'s map alone costs; `kafka floor`
 //! that of `kafka extract`: the same headers read through rdkafka, what reading alone costs.
-//! The floors run in the same process as what they bound, so they show how fast the machine
-//! is that day; after criterion's figures the bench prints each against its floor, timed in
+//! The floors (baselines; `http floor` is not a strict one) run in the same process as what
+//! they are compared with, so they show how fast the machine is that day; after criterion's figures the bench prints each against its floor, timed in
 //! alternating blocks (`http inject / http floor: x.xx`), the ratio to compare from machine
 //! to machine. The allocation counts and the broker-bound sections stay in the `core` bench.
 //!
@@ -102,8 +102,10 @@ impl Fixture {
         headers
     }
 
-    /// The floor of any inject: the same names and values copied into a fresh map, as `http`
-    /// does it, without LiveCheck's work (formatting the times, the baggage).
+    /// The baseline of an inject: the same names and values copied into a fresh map, as
+    /// `http` does it, without LiveCheck's work (formatting the times, the baggage). Not a
+    /// strict floor: it clones its names where the inject builds them, and with link-time
+    /// optimization the inject measured below it.
     fn http_floor(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in black_box(&self.written) {
@@ -178,8 +180,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// `what` against its floor, timed in alternating blocks so that both see the machine at the
-/// same speed (criterion times one, then the other; on a shared VM the speed can move by 40 %
-/// between them): the median of the blocks' ratios, and each side's median.
+/// same speed (criterion times one, then the other; on a shared VM times moved by up to 1.9x
+/// between runs minutes apart): the median of the blocks' ratios, and each side's median.
 fn interleaved<A, B>(what: &str, floor: &str, a: impl Fn() -> A, b: impl Fn() -> B) {
     let (mut ours, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for pair in 0..PAIRS {
