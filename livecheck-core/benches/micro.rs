@@ -6,6 +6,9 @@
 //! reads it (`test record decode`). `http floor` is the baseline of `http inject`:
 //! the same headers copied into a fresh map, what `http`'s map alone costs; `kafka floor`
 //! that of `kafka extract`: the same headers read through rdkafka, what reading alone costs.
+//! `http inject` writes into a new request's empty map (names from a template);
+//! `http inject into a request` into a request that has headers of its own (one insert per
+//! header), against `http floor into a request`.
 //! The floors (baselines; `http floor` is not a strict one) run in the same process as what
 //! they are compared with, so they show how fast the machine is that day; after criterion's figures the bench prints each against its floor, timed in
 //! alternating blocks (`http inject / http floor: x.xx`), the ratio to compare from machine
@@ -26,6 +29,7 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
+use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use livecheck_core::{Signal, TestContext};
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
@@ -42,6 +46,9 @@ struct Fixture {
     http_headers: HeaderMap,
     /// The names and values `http inject` writes, for `http floor` to copy.
     written: Vec<(HeaderName, Vec<u8>)>,
+    /// An outgoing request's own headers, before the context's are added: `inject` writes
+    /// into an empty map by filling in a template, into this one header by header.
+    request: HeaderMap,
 }
 
 impl Fixture {
@@ -77,6 +84,11 @@ impl Fixture {
             message,
             http_headers,
             written,
+            request: HeaderMap::from_iter([
+                (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (ACCEPT, HeaderValue::from_static("*/*")),
+                (USER_AGENT, HeaderValue::from_static("bench/1.0")),
+            ]),
         }
     }
 
@@ -102,12 +114,29 @@ impl Fixture {
         headers
     }
 
+    /// `http inject` into a copy of a request's own headers (the copy timed too, as in its
+    /// floor).
+    fn http_inject_into_request(&self) -> HeaderMap {
+        let mut headers = black_box(&self.request).clone();
+        livecheck_core::http::inject(&mut headers, black_box(&self.context));
+        headers
+    }
+
     /// The baseline of an inject: the same names and values copied into a fresh map, as
     /// `http` does it, without LiveCheck's work (formatting the times, the baggage). Not a
     /// strict floor: it clones its names where the inject builds them, and with link-time
     /// optimization the inject measured below it.
     fn http_floor(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+        self.copy_written(HeaderMap::new())
+    }
+
+    /// The baseline of `http inject into a request`: the same names and values copied into a
+    /// copy of the request's headers.
+    fn http_floor_into_request(&self) -> HeaderMap {
+        self.copy_written(black_box(&self.request).clone())
+    }
+
+    fn copy_written(&self, mut headers: HeaderMap) -> HeaderMap {
         for (name, value) in black_box(&self.written) {
             if let Ok(value) = HeaderValue::from_bytes(value) {
                 headers.insert(name.clone(), value);
@@ -147,6 +176,12 @@ fn headers(c: &mut Criterion) {
         });
         group.bench_function(format!("http floor{suffix}"), |b| {
             b.iter(|| fixture.http_floor())
+        });
+        group.bench_function(format!("http inject into a request{suffix}"), |b| {
+            b.iter(|| fixture.http_inject_into_request())
+        });
+        group.bench_function(format!("http floor into a request{suffix}"), |b| {
+            b.iter(|| fixture.http_floor_into_request())
         });
         group.bench_function(format!("http extract{suffix}"), |b| {
             b.iter(|| livecheck_core::http::extract(black_box(&fixture.http_headers)).ok())
@@ -205,13 +240,17 @@ fn interleaved<A, B>(what: &str, floor: &str, a: impl Fn() -> A, b: impl Fn() ->
 }
 
 /// The ids of the benches the ratios compare, as criterion names them.
-const COMPARED: [&str; 8] = [
+const COMPARED: [&str; 12] = [
     "headers/http inject",
     "headers/http floor",
+    "headers/http inject into a request",
+    "headers/http floor into a request",
     "headers/kafka extract",
     "headers/kafka floor",
     "headers/http inject routed",
     "headers/http floor routed",
+    "headers/http inject into a request routed",
+    "headers/http floor into a request routed",
     "headers/kafka extract routed",
     "headers/kafka floor routed",
 ];
@@ -298,6 +337,12 @@ fn ratios() {
             &format!("http floor{suffix}"),
             || fixture.http_inject(),
             || fixture.http_floor(),
+        );
+        interleaved(
+            &format!("http inject into a request{suffix}"),
+            &format!("http floor into a request{suffix}"),
+            || fixture.http_inject_into_request(),
+            || fixture.http_floor_into_request(),
         );
         interleaved(
             &format!("kafka extract{suffix}"),
