@@ -3,16 +3,17 @@
 //! (Kafka record headers and HTTP headers, inject and extract, without and with a route;
 //! goal at most 300 ns each) and `Signal::send` outside a test (the cost every service pays
 //! on every request; goal a few nanoseconds), and the decoding of a test record as the runner
-//! reads it (`test record decode`). `http floor` is the baseline of `http inject`:
-//! the same headers copied into a fresh map, what `http`'s map alone costs; `kafka floor`
-//! that of `kafka extract`: the same headers read through rdkafka, what reading alone costs.
-//! `http inject` writes into a new request's empty map (names from a template);
-//! `http inject into a request` into a request that has headers of its own (one insert per
-//! header), against `http floor into a request`.
-//! The floors (baselines; `http floor` is not a strict one) run in the same process as what
-//! they are compared with, so they show how fast the machine is that day; after criterion's figures the bench prints each against its floor, timed in
-//! alternating blocks (`http inject / http floor: x.xx`), the ratio to compare from machine
-//! to machine. The allocation counts and the broker-bound sections stay in the `core` bench.
+//! reads it (`test record decode`). `http floor` is the baseline of `http inject`: the same
+//! headers inserted one by one into a fresh map, what `http`'s map costs through its
+//! inserts; `kafka floor` that of `kafka extract`: the same headers read through rdkafka,
+//! what reading alone costs. `http inject` writes into a new request's empty map, filling in
+//! a copy of a template (no name hashed, no slot probed: work its floor does); `http inject
+//! into a request` into a request that has headers of its own, one insert per header,
+//! against `http floor into a request`. The floors are baselines, not strict floors: they
+//! run in the same process as what they are compared with, so they show how fast the
+//! machine is that day. After criterion's figures the bench prints each against its floor,
+//! timed in alternating blocks (`http inject / http floor: x.xx`), the ratio to compare
+//! from machine to machine. The allocation counts and the broker-bound sections stay in the `core` bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
@@ -122,10 +123,10 @@ impl Fixture {
         headers
     }
 
-    /// The baseline of an inject: the same names and values copied into a fresh map, as
-    /// `http` does it, without LiveCheck's work (formatting the times, the baggage). Not a
-    /// strict floor: it clones its names where the inject builds them, and with link-time
-    /// optimization the inject measured below it.
+    /// The baseline of an inject: the same names and values inserted one by one into a fresh
+    /// map, without LiveCheck's work (formatting the times, the baggage). Not a strict floor:
+    /// the inject into an empty map fills in a template instead, skipping the hashing and
+    /// probing of these inserts, and measures below it.
     fn http_floor(&self) -> HeaderMap {
         self.copy_written(HeaderMap::new())
     }

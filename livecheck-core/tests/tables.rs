@@ -190,14 +190,6 @@ impl World {
     }
 }
 
-/// Runs `runner` until the sender is used or dropped, once it has its partitions; the task,
-/// to abort it (a crash: no drain, no last commit).
-async fn start(runner: &Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, task) = support::spawn_runner(runner);
-    runner.ready().await;
-    (stop, task)
-}
-
 /// The report `report` brings, the report of `context`'s test.
 async fn report_of(context: &TestContext, report: oneshot::Receiver<Arc<Report>>) -> Arc<Report> {
     tokio::time::timeout(Duration::from_secs(30), report)
@@ -255,7 +247,7 @@ impl Write for LogWriter {
 async fn the_next_owner_of_a_partition_sees_the_entries_the_previous_one_wrote() {
     let world = World::new();
     let a = world.runner(Some("owners"));
-    let (stop_a, task_a) = start(&a).await;
+    let (stop_a, task_a) = support::start_runner_task(&a).await;
     for expect in 1..=3 {
         let report = world.verdict(&a, COUNT_CASE, count("k", expect)).await;
         assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
@@ -264,7 +256,7 @@ async fn the_next_owner_of_a_partition_sees_the_entries_the_previous_one_wrote()
     let _ = stop_a.send(());
     task_a.await.unwrap();
     let b = world.runner(Some("owners"));
-    let (_stop_b, _task_b) = start(&b).await;
+    let (_stop_b, _task_b) = support::start_runner_task(&b).await;
     let report = world.verdict(&b, COUNT_CASE, count("k", 4)).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
     // A's three writes and the fences of A's restores (one per assignment).
@@ -331,7 +323,7 @@ async fn a_test_run_again_after_a_crash_does_not_apply_its_write_twice() {
     drop((a, stop_a));
 
     let b = world.runner(Some("crash"));
-    let (_stop_b, _task_b) = start(&b).await;
+    let (_stop_b, _task_b) = support::start_runner_task(&b).await;
     let report = b.report_for(&held.id);
     world.client.scope(held.clone(), GO.send(&())).await;
     let report = tokio::time::timeout(Duration::from_secs(30), report)
@@ -352,7 +344,7 @@ async fn a_test_run_again_after_a_crash_does_not_apply_its_write_twice() {
 async fn a_window_rule_fires_at_n_plus_1_within_the_window_and_not_after_it() {
     let world = World::new();
     let runner = world.runner(None);
-    let (_stop, _task) = start(&runner).await;
+    let (_stop, _task) = support::start_runner_task(&runner).await;
     let t0 = Utc::now() - TimeDelta::seconds(300);
     let at = |s: i64| t0 + TimeDelta::seconds(s);
     let mut verdicts = Vec::new();
@@ -407,7 +399,7 @@ async fn changelog_records_that_do_not_decode_are_counted_and_skipped_with_their
         .raw(&topic, Some("k2"), Some(br#"{"v":"five"}"#))
         .await;
     let runner = world.runner(None);
-    let (_stop, _task) = start(&runner).await;
+    let (_stop, _task) = support::start_runner_task(&runner).await;
     assert_eq!(runner.counters().table_records_malformed(), 2);
     assert_eq!(runner.counters().table_records_restored(), 4);
     // The entry before the bad record is kept.
@@ -457,7 +449,7 @@ async fn a_global_table_is_read_whole_before_the_first_test_and_followed_after()
         .unwrap();
     world.client.flush(Duration::from_secs(5)).unwrap();
     let runner = world.runner(Some("global"));
-    let (_stop, _task) = start(&runner).await;
+    let (_stop, _task) = support::start_runner_task(&runner).await;
     assert_eq!(
         world
             .verdict(&runner, LIMIT_CASE, ("gold", Some(500)))

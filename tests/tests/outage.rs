@@ -56,6 +56,13 @@ struct Outcome {
 
 /// The scenario; asserts what live mode must show and returns the verdicts.
 async fn outage_scenario() -> Outcome {
+    // The service's log, shown for a failing test (`RUST_LOG` sets the level; warn otherwise).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let (prefix, broker, kafka, app) = support::broker_and_app('o', 1.0).await;
 
     let (url, alerts) = webhook().await;
@@ -201,11 +208,23 @@ async fn outage_scenario() -> Outcome {
 
     // Every test gets its verdict; no second outage alert came meanwhile.
     let all: Vec<String> = never_came.iter().chain(&in_time).cloned().collect();
-    eventually("a verdict for every test", Duration::from_secs(30), || {
-        let r = reports.lock().unwrap();
-        all.iter().all(|id| r.contains_key(id))
-    })
-    .await;
+    let waiting = std::time::Instant::now();
+    loop {
+        let missing: Vec<&String> = {
+            let r = reports.lock().unwrap();
+            all.iter().filter(|id| !r.contains_key(*id)).collect()
+        };
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no verdict within 30 s of the recovery for {} of {} tests: {missing:?} (run with RUST_LOG=info for the service's log)",
+            missing.len(),
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let alerts = alerts.lock().unwrap().clone();
     assert_eq!(blind_alerts(&alerts, "DOWN"), 1, "{alerts:#?}");

@@ -15,9 +15,17 @@ use tokio::sync::oneshot;
 /// Runs `runner` in the background until the returned sender is used or dropped, and
 /// waits until it has its partitions.
 pub(crate) async fn start_runner(runner: &Runner) -> oneshot::Sender<()> {
-    let (stop, _task) = spawn_runner(runner);
+    start_runner_task(runner).await.0
+}
+
+/// [`start_runner`], with the runner's task (to abort it: a crash, with no drain and no last
+/// commit).
+pub(crate) async fn start_runner_task(
+    runner: &Runner,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, task) = spawn_runner(runner);
     runner.ready().await;
-    stop
+    (stop, task)
 }
 
 /// Runs `runner` in the background until the returned sender is used or dropped; its task
