@@ -153,6 +153,8 @@ fn fill_template(
         return false;
     };
     *headers = template.clone();
+    #[cfg(test)]
+    tests::TEMPLATE_USED.set(true);
     let mut slots = headers.values_mut();
     let fill = |slot: Option<&mut HeaderValue>, value: Option<&[u8]>| {
         slot.zip(value.and_then(|v| HeaderValue::from_bytes(v).ok()))
@@ -302,6 +304,19 @@ mod tests {
 
     use super::*;
 
+    thread_local! {
+        /// Whether `fill_template` took a template on this thread (each test has its own).
+        pub(super) static TEMPLATE_USED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// `inject` into an empty map, and whether it took a template (even if it then fell back).
+    fn inject_new(context: &TestContext) -> (HeaderMap, bool) {
+        TEMPLATE_USED.set(false);
+        let mut map = HeaderMap::new();
+        inject(&mut map, context);
+        (map, TEMPLATE_USED.get())
+    }
+
     /// Contexts with every set of optional headers, with and without a trace parent.
     fn every_shape() -> Vec<TestContext> {
         let mut contexts = Vec::new();
@@ -358,8 +373,8 @@ mod tests {
                     .collect::<Vec<_>>(),
             );
             // `inject` takes the template into an empty map.
-            let mut injected = HeaderMap::new();
-            inject(&mut injected, &context);
+            let (injected, used) = inject_new(&context);
+            assert!(used);
             assert!(injected.iter().eq(map.iter()), "{injected:?}");
             let read = extract(&injected).unwrap().unwrap();
             assert_eq!(
@@ -397,6 +412,15 @@ mod tests {
                 "application/json"
             );
             assert_eq!(map, inserted(&context), "{context:?}");
+            // The request's own `traceparent` is kept.
+            let mut map = HeaderMap::new();
+            map.insert(TRACEPARENT, HeaderValue::from_static("00-theirs"));
+            inject(&mut map, &context);
+            assert_eq!(map[TRACEPARENT], "00-theirs");
+            assert_eq!(
+                map.len(),
+                inserted(&context).len() + usize::from(context.traceparent.is_none())
+            );
         }
     }
 
@@ -406,11 +430,34 @@ mod tests {
         // name's header out and write the others.
         let context = TestContext::new("orders\nplace", Duration::from_secs(60)).route("user-7");
         assert_eq!(from_template(&context), None);
-        let mut map = HeaderMap::new();
-        inject(&mut map, &context);
+        let (map, _) = inject_new(&context);
         assert_eq!(map, inserted(&context));
         assert!(!map.contains_key(headers::LOWERCASE[1]), "{map:?}");
         assert_eq!(map[headers::LOWERCASE[5]], "user-7");
         assert!(map.values().all(|value| !value.is_empty()), "{map:?}");
+    }
+
+    #[test]
+    fn a_bad_traceparent_or_a_baggage_too_long_falls_back_to_the_inserts() {
+        // A trace parent with a line break (set by hand: `TestContext::traceparent` checks).
+        let mut context = TestContext::new("orders.place", Duration::from_secs(60));
+        context.traceparent = Some("00-a\nb".to_owned());
+        assert_eq!(from_template(&context), None);
+        let (map, used) = inject_new(&context);
+        assert!(used);
+        assert_eq!(map.len(), 5, "{map:?}");
+        assert!(!map.contains_key(TRACEPARENT));
+        assert!(map.values().all(|value| !value.is_empty()), "{map:?}");
+        // A case name too long for the baggage: the context travels in the LiveCheck headers
+        // only, with no empty `baggage` header.
+        let context = TestContext::new(
+            "x".repeat(baggage::MAX_BAGGAGE_LEN),
+            Duration::from_secs(60),
+        );
+        assert_eq!(from_template(&context), None);
+        let (map, _) = inject_new(&context);
+        assert_eq!(map, inserted(&context));
+        assert!(!map.contains_key(BAGGAGE), "{map:?}");
+        assert_eq!(map.len(), 4, "{map:?}");
     }
 }

@@ -1498,7 +1498,7 @@ impl Runner {
         }
         {
             let mut partitions = self.inner.ownership.lock();
-            // Epoch 0, as a group's first assignment: the two never meet, since assignment
+            // Epoch 0, the first epoch a group hands out: the two never meet, since assignment
             // epochs are only compared in a group, and a runner outside one never joins one.
             for e in lists[0].elements() {
                 partitions.insert(e.partition(), PartitionState::Active { epoch: 0 });

@@ -208,7 +208,7 @@ async fn outage_scenario() -> Outcome {
 
     // Every test gets its verdict; no second outage alert came meanwhile.
     let all: Vec<String> = never_came.iter().chain(&in_time).cloned().collect();
-    let waiting = std::time::Instant::now();
+    let waiting = Instant::now();
     loop {
         let missing: Vec<&String> = {
             let r = reports.lock().unwrap();
