@@ -25,7 +25,10 @@
 //!    and as many as the machine has cores, where it has more): 15,000
 //!    tests (75,000 records) produced up front, then, in each of 5 rounds, a bare rdkafka
 //!    `StreamConsumer` reading them all and parsing each payload as a `serde_json::Value`,
-//!    and a fresh runner from its start to its last report; the medians and their ratio;
+//!    a floor (the same, plus a report of a passing run's shape encoded and produced for
+//!    each test, as any runner must: the work that is not the runner's own), and a fresh
+//!    runner from its start to its last report; the medians and their ratios, also from
+//!    each reader's first record on (its start-up left out);
 //!    and the CPU per record of each (this process less the broker's threads), with the
 //!    ratio that the runner's CPU per record allows on this machine's cores; then the
 //!    runner's records per second at each worker count against 1 worker (the scaling);
@@ -92,10 +95,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use example_app::signals::{ORDER_CACHED, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA};
 use example_app::Side;
 use livecheck_core::{
-    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Suite, Topics,
-    Verdict,
+    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Step, Suite,
+    Topics, Verdict,
 };
 use livecheck_tests::load::{publish_order_test, register_order_test};
 use livecheck_tests::orders::place_order;
@@ -568,6 +572,8 @@ struct World {
     // Dropped before the broker: a client whose broker vanished never finishes closing.
     client: LiveCheck,
     topics: Topics,
+    /// Section (c)'s floor writes its reports here, away from the runner's reports topic.
+    floor_topic: String,
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -577,12 +583,13 @@ impl World {
     async fn new(tag: &str) -> Result<Self, String> {
         let prefix = format!("{tag}{}-", uuid::Uuid::new_v4().simple());
         let topics = Topics::with_prefix(&prefix);
+        let floor_topic = format!("{prefix}floor-reports");
         let (bootstrap, broker) = match external_broker() {
             Some(bootstrap) => {
                 livecheck_harness::create_topics(
                     &KafkaConfig::new(bootstrap),
                     &topics,
-                    &[],
+                    std::slice::from_ref(&floor_topic),
                     &[],
                     PARTITIONS,
                 )
@@ -591,7 +598,7 @@ impl World {
                 (bootstrap.to_owned(), None)
             }
             None => {
-                let broker = EmbeddedBroker::with_topics(&topics, &[], PARTITIONS)
+                let broker = EmbeddedBroker::with_topics(&topics, &[&floor_topic], PARTITIONS)
                     .map_err(|e| format!("embedded broker: {e}"))?;
                 (broker.bootstrap_servers().to_owned(), Some(broker))
             }
@@ -607,6 +614,7 @@ impl World {
         Ok(Self {
             client,
             topics,
+            floor_topic,
             _broker: broker,
         })
     }
@@ -1042,6 +1050,8 @@ async fn throughput(
     let (mut raw_rates, mut tests_rates, mut signals_rates, mut ratios, mut intake_ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut raw_cpus, mut runner_cpus, mut runner_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_rates, mut floor_cpus, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut steady_ratios = Vec::new();
     let (mut raw_allocs, mut runner_allocs) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         if in_group && round > 1 {
@@ -1049,10 +1059,26 @@ async fn throughput(
         }
         let raw_cpu_before = cpu_split()?.0;
         let raw_allocs_before = allocations();
-        let (raw_time, raw_threads) =
-            raw_read(world.client.kafka(), &world.topics, records).await?;
+        let Read {
+            time: raw_time,
+            first: raw_first,
+            threads: raw_threads,
+        } = raw_read(world.client.kafka(), &world.topics, records).await?;
         let raw_cpu = cpu_split()?.0.saturating_sub(raw_cpu_before);
         let raw_allocated = allocations() - raw_allocs_before;
+        let floor_cpu_before = cpu_split()?.0;
+        let Read {
+            time: floor_time,
+            first: floor_first,
+            threads: floor_threads,
+        } = floor_read(
+            world.client.kafka(),
+            &world.topics,
+            &world.floor_topic,
+            records,
+        )
+        .await?;
+        let floor_cpu = cpu_split()?.0.saturating_sub(floor_cpu_before);
         let heap_before = heap_bytes();
         let runner = Runner::new(
             Suite::new([order_case()]).map_err(|e| e.to_string())?,
@@ -1072,6 +1098,13 @@ async fn throughput(
         let running = Running::start(runner.clone());
         runner.ready().await;
         let ready_after = start.elapsed();
+        let first_taken = running
+            .wait_for("a first record", |r| {
+                let c = r.counters();
+                c.tests_received() + c.signals_received() > 0
+            })
+            .await;
+        let first_after = start.elapsed();
         let taken_in = running
             .wait_for("every record taken in", |r| {
                 let c = r.counters();
@@ -1109,6 +1142,7 @@ async fn throughput(
             cpu_after.0.saturating_sub(cpu_before.0),
             cpu_after.1.saturating_sub(cpu_before.1),
         );
+        first_taken.map_err(|e| format!("(c) round {round}: {e}"))?;
         taken_in.map_err(|e| format!("(c) round {round}: {e}"))?;
         drained.map_err(|e| format!("(c) round {round}: {e}"))?;
         let raw = rate(records, raw_time);
@@ -1165,6 +1199,33 @@ async fn throughput(
             per_test(runner_allocated)
         );
         println!("            by thread (us per record): bare consumer {raw_threads}; runner {runner_threads}");
+        let floor = rate(records, floor_time);
+        println!(
+            "            floor (the bare consumer + a report per test produced): {floor:.0} records/s ({:.3} s, {:.2} of the bare consumer), CPU per record {:.1} us ({floor_threads}); the runner at {:.2} of it",
+            floor_time.as_secs_f64(),
+            floor / raw,
+            per_record(floor_cpu),
+            runner_rate / floor
+        );
+        // The same from each reader's first record on: the start-ups (new clients' first
+        // connections, up to about 50 ms each; see README, Performance) left out.
+        let steady = |time: Duration, first: Duration| rate(records, time.saturating_sub(first));
+        let (raw_steady, floor_steady, runner_steady) = (
+            steady(raw_time, raw_first),
+            steady(floor_time, floor_first),
+            steady(runner_time, first_after),
+        );
+        println!(
+            "            from each one's first record on (start-up left out: bare consumer {:.3} s, floor {:.3} s, runner {:.3} s): bare consumer {raw_steady:.0}, floor {floor_steady:.0}, runner {runner_steady:.0} records/s; runner / bare consumer {:.2}",
+            raw_first.as_secs_f64(),
+            floor_first.as_secs_f64(),
+            first_after.as_secs_f64(),
+            runner_steady / raw_steady
+        );
+        steady_ratios.push(runner_steady / raw_steady);
+        floor_rates.push(floor / raw);
+        floor_cpus.push(per_record(floor_cpu));
+        over_floor.push(runner_rate / floor);
         raw_cpus.push(per_record(raw_cpu));
         runner_cpus.push(per_record(clients));
         raw_allocs.push(per_test(raw_allocated));
@@ -1210,6 +1271,21 @@ async fn throughput(
         "   Rust allocations per test: bare consumer {:.1}, runner {:.1}",
         median(raw_allocs),
         median(runner_allocs)
+    );
+    // What the work every runner must do allows here: if the floor itself is below the
+    // goal, no design reaches it on this machine; the runner's distance from the floor is
+    // its own work (matching signals to tests, running the cases, the timeline).
+    let floor_cpu = median(floor_cpus);
+    println!(
+        "   floor (bare consumer + a report per test produced) / bare consumer: {:.2}, CPU per record {floor_cpu:.1} us (its CPU would allow at most {:.2} on {} cores); runner / floor: {:.2}",
+        median(floor_rates),
+        available_cores() as f64 / (floor_cpu * 1e-6) / raw,
+        available_cores(),
+        median(over_floor)
+    );
+    println!(
+        "   runner / bare consumer from each one's first record on (start-ups left out): {:.2}",
+        median(steady_ratios)
     );
     println!(
         "   runner / bare consumer (records/s), {workers} worker(s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
@@ -1320,16 +1396,47 @@ fn fetch_wait() -> Duration {
     }
 }
 
+/// How long a reader took, and its CPU per record by thread kind.
+struct Read {
+    /// From the consumer's creation to the last record (or the last report acknowledged).
+    time: Duration,
+    /// From the consumer's creation to the first record: its start-up.
+    first: Duration,
+    threads: String,
+}
+
 /// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
 /// every partition from the beginning, after a metadata fetch as the runner does), parsing
-/// each payload as JSON. Returns the time from the consumer's creation to the last record.
-async fn raw_read(
-    kafka: &KafkaConfig,
-    topics: &Topics,
-    expected: u64,
-) -> Result<(Duration, String), String> {
+/// each payload as JSON.
+async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result<Read, String> {
     let threads_before = ThreadCpu::now();
     let start = Instant::now();
+    let consumer = bare_consumer(kafka, topics)?;
+    let (mut read, mut first) = (0, None);
+    while read < expected {
+        let message = tokio::time::timeout(DEADLINE, consumer.recv())
+            .await
+            .map_err(|_| format!("the bare consumer read only {read} of {expected} records"))?
+            .map_err(|e| format!("the bare consumer: {e}"))?;
+        first.get_or_insert_with(|| start.elapsed());
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default())
+                .map_err(|e| format!("a payload is not JSON: {e}"))?;
+        std::hint::black_box(value);
+        read += 1;
+    }
+    let elapsed = start.elapsed();
+    // Before the consumer and its threads go.
+    Ok(Read {
+        time: elapsed,
+        first: first.unwrap_or(elapsed),
+        threads: ThreadCpu::now().per_record(threads_before, expected),
+    })
+}
+
+/// A consumer of every partition of the tests and signals topics from the beginning (no
+/// group; after a metadata fetch, as the runner does), with the runner's fetch wait.
+fn bare_consumer(kafka: &KafkaConfig, topics: &Topics) -> Result<StreamConsumer, String> {
     let consumer: StreamConsumer = kafka
         .client_config(&[
             ("group.id", "live-bench-bare"),
@@ -1356,24 +1463,160 @@ async fn raw_read(
     consumer
         .assign(&list)
         .map_err(|e| format!("assignment: {e}"))?;
-    let mut read = 0;
+    Ok(consumer)
+}
+
+/// Counts the floor's reports the broker acknowledged and refused.
+#[derive(Default)]
+struct FloorDeliveries {
+    acknowledged: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for FloorDeliveries {}
+
+impl rdkafka::producer::ProducerContext for FloorDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, (): ()) {
+        let counter = if result.is_ok() {
+            &self.acknowledged
+        } else {
+            &self.refused
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What any runner must do at least, whatever its design: [`raw_read`]'s reading and JSON
+/// decoding of every record, plus one report per test record, of a passing run's shape
+/// (its test's id, case and arguments, a four-step timeline), encoded as the runner's sink
+/// encodes one and produced with the runner's producer settings to a topic of its own.
+/// It matches no signal to its test and runs no case: that is the runner's own work.
+/// Its time runs from the consumer's creation to the broker's acknowledgement of the last
+/// report.
+async fn floor_read(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    floor_topic: &str,
+    expected: u64,
+) -> Result<Read, String> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use std::sync::atomic::Ordering;
+
+    let steps = [
+        ORDER_SENT_TO_DB.name(),
+        ORDER_SENT_TO_KAFKA.name(),
+        ORDER_CACHED.name(),
+        ORDER_EXECUTED.name(),
+    ];
+    let threads_before = ThreadCpu::now();
+    let start = Instant::now();
+    let producer: ThreadedProducer<FloorDeliveries> = kafka
+        .producer_config()
+        .create_with_context(FloorDeliveries::default())
+        .map_err(|e| format!("floor producer: {e}"))?;
+    let consumer = bare_consumer(kafka, topics)?;
+    let (mut read, mut reports, mut first) = (0, 0u64, None);
     while read < expected {
         let message = tokio::time::timeout(DEADLINE, consumer.recv())
             .await
-            .map_err(|_| format!("the bare consumer read only {read} of {expected} records"))?
-            .map_err(|e| format!("the bare consumer: {e}"))?;
+            .map_err(|_| format!("the floor read only {read} of {expected} records"))?
+            .map_err(|e| format!("the floor's consumer: {e}"))?;
+        first.get_or_insert_with(|| start.elapsed());
         let value: serde_json::Value =
             serde_json::from_slice(message.payload().unwrap_or_default())
                 .map_err(|e| format!("a payload is not JSON: {e}"))?;
-        std::hint::black_box(value);
         read += 1;
+        if message.topic() != topics.tests {
+            std::hint::black_box(value);
+            continue;
+        }
+        let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+        let now = chrono::Utc::now();
+        let report = Report {
+            test_id: text("id"),
+            case: text("case"),
+            verdict: Verdict::Pass,
+            error: None,
+            missing_step: None,
+            last_step: Some(steps[3].to_owned()),
+            unawaited: Vec::new(),
+            timeline: (0..)
+                .zip(steps)
+                .map(|(n, signal)| Step {
+                    signal: signal.to_owned(),
+                    item: None,
+                    awaited: true,
+                    sent_at: now,
+                    arrived_at: now,
+                    event_at: Some(now),
+                    latency_ms: 1.5,
+                    lag_ms: 2.5,
+                    topic: topics.signals.clone(),
+                    partition: message.partition(),
+                    offset: message.offset() * 4 + n,
+                })
+                .collect(),
+            waits: Vec::new(),
+            issued_at: now,
+            finished_at: now,
+            arguments: value["arguments"].clone(),
+            truncated: None,
+            hops: Vec::new(),
+            trace_id: None,
+            invariant: None,
+            route: None,
+        };
+        // As the sink encodes a report (`sink::encode`: sized up front, then written).
+        let mut payload = Vec::with_capacity(1_024);
+        serde_json::to_writer(&mut payload, &report)
+            .map_err(|e| format!("encoding a floor report: {e}"))?;
+        let mut record = BaseRecord::to(floor_topic)
+            .key(report.test_id.as_str())
+            .payload(&payload);
+        // A full local queue is waited out, as the sink does.
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(format!("the floor's producer: {e}")),
+            }
+        }
+        reports += 1;
     }
+    let producer = tokio::task::spawn_blocking(move || {
+        let flushed = producer.flush(DEADLINE);
+        (producer, flushed)
+    })
+    .await
+    .map_err(|e| format!("the floor's flush: {e}"))?;
     let elapsed = start.elapsed();
-    // Before the consumer and its threads go.
-    Ok((
-        elapsed,
-        ThreadCpu::now().per_record(threads_before, expected),
-    ))
+    let (producer, flushed) = producer;
+    flushed.map_err(|e| format!("the floor's producer flush: {e}"))?;
+    let deliveries = producer.context();
+    let (acknowledged, refused) = (
+        deliveries.acknowledged.load(Ordering::Relaxed),
+        deliveries.refused.load(Ordering::Relaxed),
+    );
+    if acknowledged != reports || refused > 0 {
+        return Err(format!(
+            "the floor's reports: {acknowledged} of {reports} acknowledged, {refused} refused"
+        ));
+    }
+    Ok(Read {
+        time: elapsed,
+        first: first.unwrap_or(elapsed),
+        threads: ThreadCpu::now().per_record(threads_before, expected),
+    })
 }
 
 /// (d); returns the live Rust heap per in-flight run, in bytes (second step).
