@@ -178,8 +178,8 @@ impl Case {
     /// a hop), or when its first step's deadline passes (by the partition's event time, in
     /// the runner's queue of deadlines, as a wait's), instead of when the test record is
     /// read. Until then the run is a small entry in the runner, not a task: for checks whose
-    /// first act is a wait, whose tests mostly wait, this is about 40 % of the memory per
-    /// run in flight (see README's Performance section). The verdicts are the same: a wait's deadline
+    /// first act is a wait, whose tests mostly wait, this is about half the memory per run
+    /// in flight (see `docs/performance.md`). The verdicts are the same: a wait's deadline
     /// counts from the test record's time either way.
     ///
     /// Only for checks that do nothing before their first wait but wait: what comes before

@@ -180,7 +180,7 @@ pub struct RunnerConfig {
     /// [`Limits`] hold per lane (a lane whose partitions bring more tests than the others'
     /// must not be cut short): n lanes may hold n times as many tests. More lanes than
     /// partitions leave the extra ones idle; 1 to [`MAX_LANES`]. See the README's
-    /// Performance section ("Lanes") for the figures.
+    /// Performance section ("Lanes"), and `docs/performance.md` for the figures.
     pub lanes: usize,
 }
 
