@@ -1051,7 +1051,7 @@ async fn throughput(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut raw_cpus, mut runner_cpus, mut runner_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_rates, mut floor_cpus, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
-    let mut steady_ratios = Vec::new();
+    let (mut steady_ratios, mut report_sizes) = (Vec::new(), Vec::new());
     let (mut raw_allocs, mut runner_allocs) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         if in_group && round > 1 {
@@ -1063,6 +1063,7 @@ async fn throughput(
             time: raw_time,
             first: raw_first,
             threads: raw_threads,
+            ..
         } = raw_read(world.client.kafka(), &world.topics, records).await?;
         let raw_cpu = cpu_split()?.0.saturating_sub(raw_cpu_before);
         let raw_allocated = allocations() - raw_allocs_before;
@@ -1071,11 +1072,13 @@ async fn throughput(
             time: floor_time,
             first: floor_first,
             threads: floor_threads,
+            report_bytes,
         } = floor_read(
             world.client.kafka(),
             &world.topics,
             &world.floor_topic,
             records,
+            THROUGHPUT_TESTS,
         )
         .await?;
         let floor_cpu = cpu_split()?.0.saturating_sub(floor_cpu_before);
@@ -1096,15 +1099,23 @@ async fn throughput(
         let allocs_before = allocations();
         let start = Instant::now();
         let running = Running::start(runner.clone());
-        runner.ready().await;
-        let ready_after = start.elapsed();
-        let first_taken = running
-            .wait_for("a first record", |r| {
-                let c = r.counters();
-                c.tests_received() + c.signals_received() > 0
-            })
-            .await;
-        let first_after = start.elapsed();
+        // Side by side: with lanes, one lane may take records before another is ready.
+        // Polled every millisecond, so the first record's time is up to about 1 ms late.
+        let (ready_after, (first_taken, first_after)) = tokio::join!(
+            async {
+                runner.ready().await;
+                start.elapsed()
+            },
+            async {
+                let taken = running
+                    .wait_for("a first record", |r| {
+                        let c = r.counters();
+                        c.tests_received() + c.signals_received() > 0
+                    })
+                    .await;
+                (taken, start.elapsed())
+            }
+        );
         let taken_in = running
             .wait_for("every record taken in", |r| {
                 let c = r.counters();
@@ -1224,6 +1235,7 @@ async fn throughput(
         );
         steady_ratios.push(runner_steady / raw_steady);
         floor_rates.push(floor / raw);
+        report_sizes.push(report_bytes as f64 / THROUGHPUT_TESTS as f64);
         floor_cpus.push(per_record(floor_cpu));
         over_floor.push(runner_rate / floor);
         raw_cpus.push(per_record(raw_cpu));
@@ -1272,16 +1284,17 @@ async fn throughput(
         median(raw_allocs),
         median(runner_allocs)
     );
-    // What the work every runner must do allows here: if the floor itself is below the
-    // goal, no design reaches it on this machine; the runner's distance from the floor is
-    // its own work (matching signals to tests, running the cases, the timeline).
+    // The floor's CPU per record is the least any runner spends here; its records/s are
+    // those of one task, not a bound. The runner's CPU beyond the floor's is its own work
+    // (matching signals to tests, running the cases, the timeline).
     let floor_cpu = median(floor_cpus);
     println!(
-        "   floor (bare consumer + a report per test produced) / bare consumer: {:.2}, CPU per record {floor_cpu:.1} us (its CPU would allow at most {:.2} on {} cores); runner / floor: {:.2}",
+        "   floor (bare consumer + a report per test produced, in one task) / bare consumer: {:.2}, CPU per record {floor_cpu:.1} us (with every core busy, that CPU would allow a ratio to the bare consumer of at most {:.2} on {} cores); runner / floor: {:.2}; reports of {:.0} bytes on average",
         median(floor_rates),
         available_cores() as f64 / (floor_cpu * 1e-6) / raw,
         available_cores(),
-        median(over_floor)
+        median(over_floor),
+        median(report_sizes)
     );
     println!(
         "   runner / bare consumer from each one's first record on (start-ups left out): {:.2}",
@@ -1398,11 +1411,14 @@ fn fetch_wait() -> Duration {
 
 /// How long a reader took, and its CPU per record by thread kind.
 struct Read {
-    /// From the consumer's creation to the last record (or the last report acknowledged).
+    /// From its start (the creation of its first client) to the last record, or to the
+    /// broker's acknowledgement of the last report.
     time: Duration,
-    /// From the consumer's creation to the first record: its start-up.
+    /// From its start to the first record: its start-up.
     first: Duration,
     threads: String,
+    /// The reports' encoded bytes, in all (the floor's; 0 for the bare consumer).
+    report_bytes: u64,
 }
 
 /// Reads `expected` records of the tests and signals topics with a bare consumer (no group,
@@ -1431,6 +1447,7 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result
         time: elapsed,
         first: first.unwrap_or(elapsed),
         threads: ThreadCpu::now().per_record(threads_before, expected),
+        report_bytes: 0,
     })
 }
 
@@ -1492,14 +1509,16 @@ impl rdkafka::producer::ProducerContext for FloorDeliveries {
 /// decoding of every record, plus one report per test record, of a passing run's shape
 /// (its test's id, case and arguments, a four-step timeline), encoded as the runner's sink
 /// encodes one and produced with the runner's producer settings to a topic of its own.
-/// It matches no signal to its test and runs no case: that is the runner's own work.
-/// Its time runs from the consumer's creation to the broker's acknowledgement of the last
-/// report.
+/// It matches no signal to its test and runs no case: that is the runner's own work. All
+/// of it in one task, one record after another: its CPU per record is the least a runner
+/// spends, its records/s are one task's. Its time runs from the producer's creation (just
+/// before the consumer's) to the broker's acknowledgement of the last report.
 async fn floor_read(
     kafka: &KafkaConfig,
     topics: &Topics,
     floor_topic: &str,
     expected: u64,
+    tests: u64,
 ) -> Result<Read, String> {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     use std::sync::atomic::Ordering;
@@ -1517,7 +1536,7 @@ async fn floor_read(
         .create_with_context(FloorDeliveries::default())
         .map_err(|e| format!("floor producer: {e}"))?;
     let consumer = bare_consumer(kafka, topics)?;
-    let (mut read, mut reports, mut first) = (0, 0u64, None);
+    let (mut read, mut reports, mut first, mut report_bytes) = (0, 0u64, None, 0u64);
     while read < expected {
         let message = tokio::time::timeout(DEADLINE, consumer.recv())
             .await
@@ -1532,11 +1551,19 @@ async fn floor_read(
             std::hint::black_box(value);
             continue;
         }
-        let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+        let text = |key: &str| {
+            value[key].as_str().map(str::to_owned).ok_or_else(|| {
+                format!(
+                    "a test record without {key:?} at offset {} of partition {}",
+                    message.offset(),
+                    message.partition()
+                )
+            })
+        };
         let now = chrono::Utc::now();
         let report = Report {
-            test_id: text("id"),
-            case: text("case"),
+            test_id: text("id")?,
+            case: text("case")?,
             verdict: Verdict::Pass,
             error: None,
             missing_step: None,
@@ -1568,14 +1595,16 @@ async fn floor_read(
             invariant: None,
             route: None,
         };
-        // As the sink encodes a report (`sink::encode`: sized up front, then written).
-        let mut payload = Vec::with_capacity(1_024);
+        // As the sink encodes a report (`sink::encode`: sized up front, as much as it
+        // reserves, then written).
+        let mut payload = Vec::with_capacity(4_096);
         serde_json::to_writer(&mut payload, &report)
             .map_err(|e| format!("encoding a floor report: {e}"))?;
+        report_bytes += payload.len() as u64;
         let mut record = BaseRecord::to(floor_topic)
             .key(report.test_id.as_str())
             .payload(&payload);
-        // A full local queue is waited out, as the sink does.
+        // A full local queue is waited out, as the sink does (up to `DEADLINE`).
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -1584,7 +1613,7 @@ async fn floor_read(
                         rdkafka::types::RDKafkaErrorCode::QueueFull,
                     ),
                     back,
-                )) => {
+                )) if start.elapsed() < DEADLINE => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -1607,15 +1636,16 @@ async fn floor_read(
         deliveries.acknowledged.load(Ordering::Relaxed),
         deliveries.refused.load(Ordering::Relaxed),
     );
-    if acknowledged != reports || refused > 0 {
+    if reports != tests || acknowledged != reports || refused > 0 {
         return Err(format!(
-            "the floor's reports: {acknowledged} of {reports} acknowledged, {refused} refused"
+            "the floor's reports: {reports} sent for {tests} tests, {acknowledged} acknowledged, {refused} refused"
         ));
     }
     Ok(Read {
         time: elapsed,
         first: first.unwrap_or(elapsed),
         threads: ThreadCpu::now().per_record(threads_before, expected),
+        report_bytes,
     })
 }
 
