@@ -1430,14 +1430,8 @@ async fn raw_read(kafka: &KafkaConfig, topics: &Topics, expected: u64) -> Result
     let consumer = bare_consumer(kafka, topics)?;
     let (mut read, mut first) = (0, None);
     while read < expected {
-        let message = tokio::time::timeout(DEADLINE, consumer.recv())
-            .await
-            .map_err(|_| format!("the bare consumer read only {read} of {expected} records"))?
-            .map_err(|e| format!("the bare consumer: {e}"))?;
+        let (_, value) = next_json(&consumer, "the bare consumer", read, expected).await?;
         first.get_or_insert_with(|| start.elapsed());
-        let value: serde_json::Value =
-            serde_json::from_slice(message.payload().unwrap_or_default())
-                .map_err(|e| format!("a payload is not JSON: {e}"))?;
         std::hint::black_box(value);
         read += 1;
     }
@@ -1481,6 +1475,23 @@ fn bare_consumer(kafka: &KafkaConfig, topics: &Topics) -> Result<StreamConsumer,
         .assign(&list)
         .map_err(|e| format!("assignment: {e}"))?;
     Ok(consumer)
+}
+
+/// The next record of `consumer` (`who`, which has read `read` of `expected`), its payload
+/// parsed as a JSON value.
+async fn next_json<'a>(
+    consumer: &'a StreamConsumer,
+    who: &str,
+    read: u64,
+    expected: u64,
+) -> Result<(rdkafka::message::BorrowedMessage<'a>, serde_json::Value), String> {
+    let message = tokio::time::timeout(DEADLINE, consumer.recv())
+        .await
+        .map_err(|_| format!("{who} read only {read} of {expected} records"))?
+        .map_err(|e| format!("{who}: {e}"))?;
+    let value = serde_json::from_slice(message.payload().unwrap_or_default())
+        .map_err(|e| format!("a payload is not JSON: {e}"))?;
+    Ok((message, value))
 }
 
 /// Counts the floor's reports the broker acknowledged and refused.
@@ -1538,14 +1549,8 @@ async fn floor_read(
     let consumer = bare_consumer(kafka, topics)?;
     let (mut read, mut reports, mut first, mut report_bytes) = (0, 0u64, None, 0u64);
     while read < expected {
-        let message = tokio::time::timeout(DEADLINE, consumer.recv())
-            .await
-            .map_err(|_| format!("the floor read only {read} of {expected} records"))?
-            .map_err(|e| format!("the floor's consumer: {e}"))?;
+        let (message, value) = next_json(&consumer, "the floor", read, expected).await?;
         first.get_or_insert_with(|| start.elapsed());
-        let value: serde_json::Value =
-            serde_json::from_slice(message.payload().unwrap_or_default())
-                .map_err(|e| format!("a payload is not JSON: {e}"))?;
         read += 1;
         if message.topic() != topics.tests {
             std::hint::black_box(value);
