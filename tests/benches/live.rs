@@ -28,7 +28,8 @@
 //!    a floor (the same, plus a report of a passing run's shape encoded and produced for
 //!    each test, as any runner must: the work that is not the runner's own), and a fresh
 //!    runner from its start to its last report; the medians and their ratios, also from
-//!    each reader's first record on (its start-up left out);
+//!    each reader's first record on (its wait for a first record left out; a runner in
+//!    lanes, its first lane's);
 //!    and the CPU per record of each (this process less the broker's threads), with the
 //!    ratio that the runner's CPU per record allows on this machine's cores; then the
 //!    runner's records per second at each worker count against 1 worker (the scaling);
@@ -1100,10 +1101,11 @@ async fn throughput(
         let start = Instant::now();
         let running = Running::start(runner.clone());
         // Side by side: with lanes, one lane may take records before another is ready.
-        // Polled every millisecond, so the first record's time is up to about 1 ms late.
+        // Polled on a 1 ms sleep, so the first record's time is 1–2 ms late at most.
         let (ready_after, (first_taken, first_after)) = tokio::join!(
             async {
-                runner.ready().await;
+                // Bounded: a runner that stops before every lane is ready never is.
+                let _ = tokio::time::timeout(DEADLINE, runner.ready()).await;
                 start.elapsed()
             },
             async {
@@ -1190,7 +1192,7 @@ async fn throughput(
             );
         }
         println!(
-            "            CPU while the runner worked: this process {:.2} cores, the broker {:.2} cores, of {} (the runner's consumers and producer threads are in this process)",
+            "            CPU while the runner worked: this process less the broker's threads {:.2} cores, the broker {:.2} cores, of {} (the runner's consumers and producer threads are in this process)",
             cores(clients),
             cores(broker),
             available_cores()
@@ -1227,7 +1229,7 @@ async fn throughput(
             steady(runner_time, first_after),
         );
         println!(
-            "            from each one's first record on (start-up left out: bare consumer {:.3} s, floor {:.3} s, runner {:.3} s): bare consumer {raw_steady:.0}, floor {floor_steady:.0}, runner {runner_steady:.0} records/s; runner / bare consumer {:.2}",
+            "            from each one's first record on (the wait for it left out: bare consumer {:.3} s, floor {:.3} s, runner's first lane {:.3} s): bare consumer {raw_steady:.0}, floor {floor_steady:.0}, runner {runner_steady:.0} records/s; runner / bare consumer {:.2}",
             raw_first.as_secs_f64(),
             floor_first.as_secs_f64(),
             first_after.as_secs_f64(),
@@ -1284,9 +1286,10 @@ async fn throughput(
         median(raw_allocs),
         median(runner_allocs)
     );
-    // The floor's CPU per record is the least any runner spends here; its records/s are
-    // those of one task, not a bound. The runner's CPU beyond the floor's is its own work
-    // (matching signals to tests, running the cases, the timeline).
+    // The floor's CPU per record is the least a runner reading and reporting this way
+    // spends here; its records/s are those of one task, not a bound. The runner's CPU
+    // beyond the floor's is mostly its own work (matching signals to tests, running the
+    // cases, the timeline), plus its lanes' extra clients and hand-offs between threads.
     let floor_cpu = median(floor_cpus);
     println!(
         "   floor (bare consumer + a report per test produced, in one task) / bare consumer: {:.2}, CPU per record {floor_cpu:.1} us (with every core busy, that CPU would allow a ratio to the bare consumer of at most {:.2} on {} cores); runner / floor: {:.2}; reports of {:.0} bytes on average",
@@ -1297,7 +1300,7 @@ async fn throughput(
         median(report_sizes)
     );
     println!(
-        "   runner / bare consumer from each one's first record on (start-ups left out): {:.2}",
+        "   runner / bare consumer from each one's first record on (each one's wait for it left out; the runner's first lane's): {:.2}",
         median(steady_ratios)
     );
     println!(
