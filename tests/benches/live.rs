@@ -1214,7 +1214,7 @@ async fn throughput(
         println!("            by thread (us per record): bare consumer {raw_threads}; runner {runner_threads}");
         let floor = rate(records, floor_time);
         println!(
-            "            floor (the bare consumer + a report per test produced): {floor:.0} records/s ({:.3} s, {:.2} of the bare consumer), CPU per record {:.1} us ({floor_threads}); the runner at {:.2} of it",
+            "            floor (the bare consumer + a report per test produced, in one task): {floor:.0} records/s ({:.3} s, {:.2} of the bare consumer), CPU per record {:.1} us ({floor_threads}); the runner at {:.2} of it",
             floor_time.as_secs_f64(),
             floor / raw,
             per_record(floor_cpu),
@@ -1525,7 +1525,7 @@ impl rdkafka::producer::ProducerContext for FloorDeliveries {
 /// encodes one and produced with the runner's producer settings to a topic of its own.
 /// It matches no signal to its test and runs no case: that is the runner's own work. All
 /// of it in one task, one record after another: its CPU per record is the least a runner
-/// spends, its records/s are one task's. Its time runs from the producer's creation (just
+/// reading and reporting this way spends, its records/s are one task's. Its time runs from the producer's creation (just
 /// before the consumer's) to the broker's acknowledgement of the last report.
 async fn floor_read(
     kafka: &KafkaConfig,
