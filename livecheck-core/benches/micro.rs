@@ -13,7 +13,8 @@
 //! run in the same process as what they are compared with, so they show how fast the
 //! machine is that day. After criterion's figures the bench prints each against its floor,
 //! timed in alternating blocks (`http inject / http floor: x.xx`), the ratio to compare
-//! from machine to machine. The allocation counts and the broker-bound sections stay in the `core` bench.
+//! from machine to machine. The allocation counts and the broker-bound sections stay in the
+//! `core` bench.
 //!
 //! ```text
 //! cargo bench -p livecheck-core --bench micro
