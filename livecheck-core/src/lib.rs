@@ -201,6 +201,7 @@ pub mod http;
 pub mod jobs;
 mod json_time;
 pub mod kafka;
+mod lane_runs;
 mod ledger;
 // Kafka's murmur2, public for the tests that pin partitions; not part of the API.
 #[doc(hidden)]
@@ -235,7 +236,7 @@ pub use hop::{Hop, HopKind};
 pub use registry::Limits;
 pub use report::{Invariant, Report, Step, Truncation, Verdict};
 pub use run::{AnySignal, Occurrence, Run};
-pub use runner::{Runner, RunnerConfig, Suite, DEFAULT_FETCH_WAIT, MAX_LANES};
+pub use runner::{Runner, RunnerConfig, Suite, DEFAULT_FETCH_WAIT, MAX_LANES, RECONNECT_BACKOFF};
 pub use signal::{Signal, SignalEvent};
 pub use stimulus::{PreparedStimulus, StimulusError, Target};
 pub use table::{Table, TableSpec, Window, WindowTotals};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::AbortHandle;
 use serde_json::value::RawValue;
 use std::task::Waker;
 use thin_vec::ThinVec;
@@ -109,7 +110,7 @@ struct Slot {
     /// The earliest deadline queued for the test in [`Registry::deadlines`]: its waiters'
     /// earliest, or a parked run's first step's (none queued: `None`).
     deadline: Option<QueuedAt>,
-    task: Option<tokio::task::AbortHandle>,
+    task: Option<AbortHandle>,
     /// A run not started yet (see [`crate::Case::start_on_first_step`]): what starts it.
     parked: Option<Box<Parked>>,
     /// When the test record was read, in tenths of a second since [`Registry::epoch`]
@@ -994,7 +995,7 @@ impl Registry {
     /// Remembers the task running a test (to cancel it on a rebalance).
     /// A run stopped for `max_run_time` before its task was set (a parked run) has it
     /// aborted at once: its guard concludes it.
-    pub(crate) fn set_task(&mut self, test_id: &str, task: tokio::task::AbortHandle) {
+    pub(crate) fn set_task(&mut self, test_id: &str, task: AbortHandle) {
         match self.running.get_mut(&TestKey::new(test_id)) {
             Some(slot) => {
                 if slot.overdue {
@@ -1807,6 +1808,16 @@ mod tests {
     /// `max_run_time` stops a running task once it has passed, from when the test record
     /// was read, and a parked run (taken out to be started: its task is stopped as it is
     /// set); never a run that is concluding.
+    /// A task that never ends unless the handle stops it; it ends `Err` once stopped.
+    fn abortable_pending() -> (
+        tokio::task::JoinHandle<Result<(), futures::future::Aborted>>,
+        AbortHandle,
+    ) {
+        let (stop, registration) = AbortHandle::new_pair();
+        let run = futures::future::Abortable::new(std::future::pending::<()>(), registration);
+        (tokio::spawn(run), stop)
+    }
+
     #[tokio::test]
     async fn max_run_time_stops_running_tasks_once_and_never_a_concluding_one() {
         let mut r = Registry::new(Limits::default());
@@ -1816,8 +1827,8 @@ mod tests {
             if id == "parked" {
                 assert!(r.park(id, parked(id, 0), LATER).is_none());
             } else {
-                let task = tokio::spawn(std::future::pending::<()>());
-                r.set_task(id, task.abort_handle());
+                let (task, stop) = abortable_pending();
+                r.set_task(id, stop);
                 tasks.push((id, task));
             }
         }
@@ -1841,12 +1852,12 @@ mod tests {
             "stopped once, whatever the later passes"
         );
         // The parked run's task, once started, is stopped as it is set.
-        let started = tokio::spawn(std::future::pending::<()>());
-        r.set_task("parked", started.abort_handle());
-        assert!(started.await.is_err_and(|e| e.is_cancelled()));
+        let (started, stop) = abortable_pending();
+        r.set_task("parked", stop);
+        assert!(started.await.is_ok_and(|run| run.is_err()), "stopped");
         for (id, task) in tasks {
             if id == "runs" {
-                assert!(task.await.is_err_and(|e| e.is_cancelled()), "aborted");
+                assert!(task.await.is_ok_and(|run| run.is_err()), "aborted");
             } else {
                 assert!(!task.is_finished(), "{id} goes on");
                 task.abort();

@@ -41,6 +41,7 @@ use crate::group::{
     self, Assignment, GroupEvent, HeldRecord, Ownership, PartitionState, Restored, RunnerContext,
 };
 use crate::hop::{self, Hop, Positions, PositionsRecord, HOP_SIGNAL};
+use crate::lane_runs::RunStarter;
 use crate::ledger::Ledger;
 use crate::reading::{self, Fetched, Readings, Stall};
 use crate::registry::{
@@ -238,6 +239,8 @@ struct RunnerInner {
     /// The reports of each partition on their way to the broker (in a group).
     unsettled: Arc<Unsettled>,
     sink: OnceLock<ReportSink>,
+    /// Where the lane's runs start: in its loop's set (see [`crate::lane_runs`]).
+    runs: RunStarter,
     signals_topic: Arc<str>,
     /// The tests topic's name, shared by the position of every test record (one allocation
     /// per runner, not per record).
@@ -423,10 +426,12 @@ struct Consumers<'a> {
 /// catches up: without yielding the loop would read a whole backlog before the runs it
 /// starts get a turn, holding all of them in memory at once (and the verdicts back).
 ///
-/// On one worker thread it yields when tokio's budget is spent. With more, every
-/// [`YIELD_EVERY`] records, so that it keeps reading while the other workers take the runs
-/// it wakes: yielding at tokio's budget, it waited behind every run it had woken on its own
-/// worker while the others idled (live bench, 2 workers: 12 % more records/s this way).
+/// The loop polls the runs its records wake itself, between its turns (see
+/// [`crate::lane_runs`]). On one worker thread it yields when tokio's budget is spent. With
+/// more, every [`YIELD_EVERY`] records: the other tasks of its worker (reports sent again,
+/// another lane when there are more lanes than workers) get a turn that often. (When runs
+/// were tasks of their own, yielding at tokio's budget made the loop wait behind every run
+/// it had woken on its own worker while the others idled: 12 % fewer records/s.)
 struct Pace {
     /// Yields every this many records; `None` (one worker): when tokio's budget is spent.
     every: Option<u32>,
@@ -436,6 +441,19 @@ struct Pace {
 
 /// See [`Pace`].
 const YIELD_EVERY: u32 = 1024;
+
+/// `reconnect.backoff.ms` of the runner's consumers: 20 ms, where librdkafka's default is
+/// 100. A consumer connects first to its bootstrap address, which it closes once the
+/// metadata names the broker there by its id; a request any broker may answer then waits for
+/// librdkafka's next "connect to any broker", which it holds back for half of this (11 ms at
+/// least). At 100 ms, one of a lane's two consumers waited 50 ms for its first metadata in
+/// about half the starts, and the lane read nothing meanwhile; at 20 ms a lane is ready in
+/// 4–19 ms (docs/performance.md, "Where the start-ups' 50 ms comes from"). It is also the
+/// first pause before reconnecting to a broker that closed a connection (doubled at each
+/// failure, up to `reconnect.backoff.max.ms`, 10 s): a broker that is down gets two or three
+/// attempts more from each consumer in the first second. The Kafka properties of the
+/// client (`KafkaConfig`) override it.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// The clocks of one turn of the run loop ([`Runner::take_fetched`]), read once for the
 /// records it takes (up to [`RECORDS_PER_TURN`], taken without waiting): a clock read cost
@@ -574,6 +592,7 @@ impl Runner {
                 closing: Arc::default(),
                 unsettled: Arc::default(),
                 sink: OnceLock::new(),
+                runs: RunStarter::default(),
                 signals_topic,
                 tests_topic,
                 connectivity,
@@ -831,11 +850,12 @@ impl Runner {
             self.inner.config.max_report_bytes,
             self.inner.connectivity.clone(),
         )?;
+        let once = || Error::Config("a runner runs once; create another one".into());
         if self.inner.sink.set(sink).is_err() {
-            return Err(Error::Config(
-                "a runner runs once; create another one".into(),
-            ));
+            return Err(once());
         }
+        // The lane's runs, polled by its loop below; those left when it ends go on as tasks.
+        let mut runs = self.inner.runs.open().ok_or_else(once)?;
         self.inner.tables.start(kafka, &self.inner.connectivity)?;
         let group_id = self
             .inner
@@ -863,6 +883,7 @@ impl Runner {
             },
         };
         let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1).to_string();
+        let backoff = RECONNECT_BACKOFF.as_millis().to_string();
         let tests_consumer: Arc<Consumer2> = Arc::new(
             kafka
                 .client_config(&[
@@ -878,6 +899,7 @@ impl Runner {
                     ("partition.assignment.strategy", "cooperative-sticky"),
                     // Watermarks, to notice a partition the broker does not serve.
                     ("statistics.interval.ms", "500"),
+                    ("reconnect.backoff.ms", &backoff),
                 ])
                 .create_with_context(context(false))
                 .map_err(Error::kafka("creating the runner's tests consumer"))?,
@@ -891,6 +913,7 @@ impl Runner {
                 ("fetch.wait.max.ms", &fetch_wait),
                 ("enable.partition.eof", "true"),
                 ("statistics.interval.ms", "500"),
+                ("reconnect.backoff.ms", &backoff),
             ])
             .create_with_context(context(true))
             .map(Arc::new)
@@ -971,6 +994,9 @@ impl Runner {
                         }
                     }
                     _ = waits_tick.tick() => self.expire_waits(),
+                    // The runs the records woke, right after those records (and before the
+                    // next ones: with a backlog, a record is always ready).
+                    () = runs.next_ended() => {}
                     // The records a consumer has fetched already are taken in a row, up to
                     // `RECORDS_PER_TURN`, without polling the other arms in between (an empty
                     // queue is polled twice, a waker registered): the other arms wait at most that.
@@ -1007,6 +1033,9 @@ impl Runner {
         } else {
             looped.await;
         }
+        // The runs still going, tasks of their own from now on (a group's are handed back
+        // just below).
+        drop(runs);
         if in_group {
             // Runs still going are handed back: they must not publish after the last commit.
             let handed_back = self.lock_registry().cancel_all();
@@ -2243,9 +2272,8 @@ impl Runner {
         } = parked;
         debug!(test_id = %context.id, case = %context.case, "run started");
         let (check, shared) = self.clone().execute(case, context, pos, event_at);
-        let task = tokio::spawn(check);
-        self.lock_registry()
-            .set_task(&shared.context.id, task.abort_handle());
+        let stop = self.inner.runs.start(check);
+        self.lock_registry().set_task(&shared.context.id, stop);
     }
 
     /// Holds the run of a case that starts on its first step until a record of its test
@@ -2918,10 +2946,9 @@ pub(crate) struct Checking(Arc<RunShared>);
 impl Checking {
     /// The run's check: `body` (the case's expectations), then, when they pass, the run's
     /// claims (after the case's settle time), then its conclusion. A panic in `body` fails
-    /// the run. One allocation holds `body` and the rest, and the run's task holds a pointer
-    /// to it: a tokio task with a future of 16 bytes takes 128 bytes, with any future of 24
-    /// bytes or more 256 (its cell is aligned to 128 bytes), and a boxed future of its own
-    /// beside that would cost its own allocation (memory per in-flight run).
+    /// the run. One allocation holds `body` and the rest, and the run's node in its lane's set
+    /// ([`crate::lane_runs`]) holds a pointer to it: a boxed future of its own beside that
+    /// would cost its own allocation (memory per in-flight run).
     pub(crate) fn then<F>(self, body: F) -> BoxFuture<()>
     where
         F: Future<Output = Result<(), CheckError>> + Send + 'static,
@@ -3298,8 +3325,8 @@ mod tests {
             offset: 0,
         };
         let (execute, _) = runner.clone().execute(case, context, pos, None);
-        // The task holds a pointer to this (a task of 128 bytes; with a future of 24 bytes
-        // or more, 256, as tokio aligns a task's cell to 128 bytes).
+        // The run's node in its lane's set holds a pointer to this (the node is 96 bytes, and
+        // the handle that stops the run 48 more: see `crate::lane_runs`).
         let size = std::mem::size_of_val(&*execute);
         // And the future of a wait, which the case's own (boxed) future holds inline.
         let wait = std::mem::size_of_val(&run.wait(&STEP));

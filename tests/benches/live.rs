@@ -1455,8 +1455,13 @@ fn bare_consumer(kafka: &KafkaConfig, topics: &Topics) -> Result<StreamConsumer,
         .client_config(&[
             ("group.id", "live-bench-bare"),
             ("enable.auto.commit", "false"),
-            // The runner's fetch wait, so that the two read alike.
+            // The runner's fetch wait and reconnect pause, so that the two read alike (the
+            // pause sets how long librdkafka holds a second metadata request back).
             ("fetch.wait.max.ms", &fetch_wait().as_millis().to_string()),
+            (
+                "reconnect.backoff.ms",
+                &livecheck_core::RECONNECT_BACKOFF.as_millis().to_string(),
+            ),
         ])
         .create()
         .map_err(|e| format!("bare consumer: {e}"))?;
