@@ -351,8 +351,11 @@ impl Case {
     ///
     /// The closure is called on the runner's loop, which reads the records, when the run
     /// starts: it should only build its future (`|run, args| async move { ... }`), doing its
-    /// work in the future, which runs in the run's own task. A panic, in the closure or in
-    /// the future, fails that run (`FAIL`, "the check panicked: ...").
+    /// work in the future. The future is polled by its lane's loop too, between the records
+    /// that wake it: it must not block (no blocking I/O, `std::thread::sleep` or long
+    /// computation: use `tokio::task::spawn_blocking` and await it), or its whole lane waits.
+    /// A panic, in the closure or in the future, fails that run (`FAIL`, "the check
+    /// panicked: ...").
     #[must_use]
     pub fn expect<A, F, Fut>(mut self, expectations: F) -> Self
     where

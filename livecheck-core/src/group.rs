@@ -137,12 +137,14 @@ impl Reports {
     /// or refused, at most `within`: the partitions' next owner learns which tests are
     /// decided from the reports topic, read to its end when it restores a partition, and a
     /// report acknowledged after that read leaves its test to be run again, and reported
-    /// twice. It blocks the poll that called it, as a commit on revoke would: what it waits
-    /// for goes on elsewhere, since a report is claimed only by code that runs on to the
-    /// producer without yielding (`Runner::conclude`, `Runner::claim`), and the producer's
-    /// own thread acknowledges it. The exception is a producer whose local queue is full: a
-    /// report waiting for room there may need the worker this wait holds (always, on a
-    /// single-worker runtime), and then holds the revoke to `within`.
+    /// twice. It blocks the poll that called it (the lane's loop, and so the lane's runs), as
+    /// a commit on revoke would: what it waits for goes on elsewhere, since a report is
+    /// claimed only by code that runs on to the producer without yielding
+    /// (`Runner::conclude`, `Runner::claim`), and the producer's own thread acknowledges it.
+    /// A report that finds its producer's local queue full waits for room in a task of its
+    /// own (`Runner::enqueue`), which the other tasks of this worker hand on to another
+    /// thread while this waits (`block_in_place`); on a single-worker runtime nothing can,
+    /// and such a report holds the revoke to `within`.
     /// Not when the assignment was lost (the group has handed the partitions on already),
     /// the broker is unreachable (nothing can be acknowledged), or once the shutdown's drain
     /// has waited already.
@@ -166,12 +168,21 @@ impl Reports {
             .reports_awaited_on_revoke
             .fetch_add(waiting as u64, Ordering::Relaxed);
         let start = Instant::now();
-        let left = loop {
+        let wait = || loop {
             let left = self.unsettled.of(revoked);
             if left == 0 || start.elapsed() >= self.within || !connectivity.reachable() {
                 break left;
             }
             std::thread::sleep(SETTLE_POLL);
+        };
+        // On a worker of a multi-thread runtime the worker's other tasks move to another
+        // thread meanwhile (a report waiting for room in its producer's queue among them).
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let left = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
         };
         let millis = start.elapsed().as_millis() as u64;
         if left == 0 {

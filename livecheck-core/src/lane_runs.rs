@@ -14,19 +14,38 @@
 //! when the loop ends become tasks of their own too ([`LaneRuns`]'s drop), so a run goes on
 //! to its verdict however the loop ends, as a task would have.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use futures::future::{AbortHandle, Abortable};
+use futures::future::{AbortHandle, Abortable, Aborted, CatchUnwind};
 use futures::stream::{FuturesUnordered, StreamExt as _};
+use futures::FutureExt as _;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::case::BoxFuture;
 
-/// A run in a lane's set: its check, which its [`AbortHandle`] stops.
-type LaneRun = Abortable<BoxFuture<()>>;
+/// A run in a lane's set: its check, which its [`AbortHandle`] stops. A panic the check
+/// does not catch itself (one in LiveCheck's own code around the case: the case's panics
+/// are its `FAIL`) ends that run, not the lane: see [`ended`].
+type LaneRun = Abortable<CatchUnwind<AssertUnwindSafe<BoxFuture<()>>>>;
+
+/// How a run left its set.
+type Ended = Result<Result<(), Box<dyn Any + Send>>, Aborted>;
+
+/// Logs a run that ended in a panic (as a tokio task would have ended: the panic hook has
+/// printed it; the run's test gets no verdict from this runner).
+fn ended(run: Ended) {
+    if let Ok(Err(panic)) = run {
+        error!(
+            panic = %crate::runner::panic_message(&*panic),
+            "a run panicked outside its check (a LiveCheck bug: please report it); its test gets no verdict from this runner, the lane goes on"
+        );
+    }
+}
 
 /// Where a lane's runs start: in its loop's set while there is one, else in a task.
 #[derive(Default)]
@@ -47,7 +66,7 @@ impl RunStarter {
     /// time it would be polled).
     pub(crate) fn start(&self, check: BoxFuture<()>) -> AbortHandle {
         let (handle, registration) = AbortHandle::new_pair();
-        let run = Abortable::new(check, registration);
+        let run = Abortable::new(AssertUnwindSafe(check).catch_unwind(), registration);
         let run = match self.0.get() {
             Some(tx) => match tx.send(run) {
                 Ok(()) => return handle,
@@ -56,7 +75,7 @@ impl RunStarter {
             },
             None => run,
         };
-        drop(tokio::spawn(run));
+        drop(tokio::spawn(run.map(ended)));
         handle
     }
 }
@@ -69,8 +88,9 @@ pub(crate) struct LaneRuns {
 }
 
 impl LaneRuns {
-    /// Ready once a run has ended; meanwhile, every run woken since the last poll has been
-    /// polled (and the runs started since taken in). Never ready while no run is going.
+    /// Ready once a run has ended. Each poll takes in the runs started since the last one
+    /// and polls the runs woken since (those left, when `FuturesUnordered` yields after
+    /// polling as many as it holds, on the next). Never ready while no run is going.
     pub(crate) fn next_ended(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_ended(cx))
     }
@@ -80,7 +100,10 @@ impl LaneRuns {
             self.runs.push(run);
         }
         match self.runs.poll_next_unpin(cx) {
-            Poll::Ready(Some(_)) => Poll::Ready(()),
+            Poll::Ready(Some(run)) => {
+                ended(run);
+                Poll::Ready(())
+            }
             // Empty: the channel's waker stands for the next run.
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
@@ -107,7 +130,7 @@ impl Drop for LaneRuns {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 for run in runs {
-                    drop(handle.spawn(run));
+                    drop(handle.spawn(run.map(ended)));
                 }
             }
             Err(_) => warn!(
@@ -162,6 +185,11 @@ mod tests {
         let waits = futures::poll!(Box::pin(lane.next_ended()));
         assert!(waits.is_pending() && stopped.load(Ordering::SeqCst) == 1);
         handle.abort();
+        lane.next_ended().await;
+        assert_eq!(lane.len(), 0);
+
+        // A run that panics ends; the set goes on.
+        let _panics = starter.start(Box::pin(async { panic!("a bug") }));
         lane.next_ended().await;
         assert_eq!(lane.len(), 0);
 

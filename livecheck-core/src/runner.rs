@@ -442,6 +442,10 @@ struct Pace {
 /// See [`Pace`].
 const YIELD_EVERY: u32 = 1024;
 
+/// How long a report waits for room in its producer's full local queue before it is handed
+/// to the retries of a refused report ([`Runner::enqueue`]).
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// `reconnect.backoff.ms` of the runner's consumers: 20 ms, where librdkafka's default is
 /// 100. A consumer connects first to its bootstrap address, which it closes once the
 /// metadata names the broker there by its id; a request any broker may answer then waits for
@@ -1033,12 +1037,12 @@ impl Runner {
         } else {
             looped.await;
         }
-        // The runs still going, tasks of their own from now on (a group's are handed back
-        // just below).
-        drop(runs);
         if in_group {
             // Runs still going are handed back: they must not publish after the last commit.
+            // Stopped before they leave the lane's set, so that none is polled, on another
+            // worker, between the two.
             let handed_back = self.lock_registry().cancel_all();
+            drop(runs);
             if handed_back > 0 {
                 self.inner
                     .counters
@@ -1116,6 +1120,8 @@ impl Runner {
             drop((tests, signals));
             self.close_group_consumer(tests_consumer, restores).await;
         } else {
+            // The runs still going go on to their verdicts, as tasks of their own.
+            drop(runs);
             self.finish_in_background();
         }
         info!("runner stopped");
@@ -2262,7 +2268,7 @@ impl Runner {
         }
     }
 
-    /// Starts a run: a task of its own.
+    /// Starts a run: in its lane's set (see [`crate::lane_runs`]).
     fn start_run(&self, parked: Parked) {
         let Parked {
             case,
@@ -2502,10 +2508,10 @@ impl Runner {
         }
     }
 
-    /// A run of `case` on the test `context`, whose record is at `pos`: the future its task
-    /// runs, and the run's shared state. That state is set up before the future is, and the
+    /// A run of `case` on the test `context`, whose record is at `pos`: the future its lane
+    /// polls, and the run's shared state. That state is set up before the future is, and the
     /// case's future and what concludes the run share one allocation ([`Checking::then`]),
-    /// so that the task holds only a pointer to it.
+    /// so that the run's node in its lane's set holds only a pointer to it.
     fn execute(
         self,
         case: Arc<Case>,
@@ -2703,7 +2709,7 @@ impl Runner {
         };
         let done = finished.records;
         let hold = self.hold_in(epoch, shared.partition, shared.test_offset, &done);
-        // Boxed: a future holding a report inline would make every waiting run's task that
+        // Boxed: a future holding a report inline would make every waiting run's future that
         // large (2,176 bytes per run in flight, measured; see the live bench).
         Box::pin(self.publish(report, hold, claim)).await;
     }
@@ -2809,13 +2815,30 @@ impl Runner {
         self.enqueue(Outgoing::new(report, hold, claim)).await;
     }
 
+    /// Hands a report to the sink. A full local queue is waited out (up to [`QUEUE_WAIT`]) in
+    /// a task of its own, not here: a run's conclusion is polled by its lane's loop, which a
+    /// revoke blocks until the reports of its partitions are acknowledged
+    /// ([`crate::group`]'s `Reports::settle`), and a report waiting here for room would hold
+    /// that revoke to its end.
     async fn enqueue(&self, outgoing: Box<Outgoing>) {
         let Some(sink) = self.sink() else {
             error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
             return;
         };
-        if let Err((outgoing, error)) = sink.send(outgoing, Duration::from_secs(5)).await {
-            sink.fail(outgoing, error);
+        match sink.send(outgoing, Duration::ZERO).await {
+            Ok(()) => {}
+            Err((outgoing, error)) if crate::client::is_queue_full(&error) => {
+                let runner = self.clone();
+                tokio::spawn(async move {
+                    let Some(sink) = runner.sink() else {
+                        return;
+                    };
+                    if let Err((outgoing, error)) = sink.send(outgoing, QUEUE_WAIT).await {
+                        sink.fail(outgoing, error);
+                    }
+                });
+            }
+            Err((outgoing, error)) => sink.fail(outgoing, error),
         }
     }
 
@@ -3019,8 +3042,8 @@ impl<F: Future<Output = Result<(), CheckError>>> Future for Checked<F> {
     }
 }
 
-/// What a run's task holds of its state (and, through it, its runner) until the run is
-/// concluded (`None` then). Dropped before — its task aborted — it concludes the run with
+/// What a run's future holds of its state (and, through it, its runner) until the run is
+/// concluded (`None` then). Dropped before — the run aborted — it concludes the run with
 /// an `ERROR` if `max_run_time` stopped it ([`Registry::abort_overdue`]), in a task of its
 /// own, once the run's expectations are gone; a run aborted otherwise (its partition
 /// revoked, the runner stopping) is not concluded here. Armed only in the run's check
@@ -3175,7 +3198,8 @@ fn skip_report(context: &TestContext, why: String) -> Report {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The message of a panic's payload (its text, or a note that it has none).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -3311,8 +3335,8 @@ mod tests {
         (runner, run, context)
     }
 
-    /// A run in flight is a task holding a pointer to its check: the case's future and the
-    /// check's own state, in one allocation. Their sizes are memory per in-flight run:
+    /// A run in flight is a node of its lane's set holding a pointer to its check: the case's
+    /// future and the check's own state, in one allocation. Their sizes are memory per in-flight run:
     /// printed, and bounded so that a future holding a report inline again (2,176 bytes
     /// measured before it was boxed) is noticed.
     #[tokio::test]
