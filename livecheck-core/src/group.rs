@@ -143,7 +143,7 @@ impl Reports {
     /// (`Runner::conclude`, `Runner::claim`), and the producer's own thread acknowledges it.
     /// A report that finds its producer's local queue full waits for room in a task of its
     /// own (`Runner::enqueue`), which the other tasks of this worker hand on to another
-    /// thread while this waits (`block_in_place`); on a single-worker runtime nothing can,
+    /// thread while this waits (`block_in_place`); on a current-thread runtime nothing can,
     /// and such a report holds the revoke to `within`.
     /// Not when the assignment was lost (the group has handed the partitions on already),
     /// the broker is unreachable (nothing can be acknowledged), or once the shutdown's drain

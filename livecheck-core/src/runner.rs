@@ -2831,6 +2831,7 @@ impl Runner {
                 let runner = self.clone();
                 tokio::spawn(async move {
                     let Some(sink) = runner.sink() else {
+                        error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
                         return;
                     };
                     if let Err((outgoing, error)) = sink.send(outgoing, QUEUE_WAIT).await {
