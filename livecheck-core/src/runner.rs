@@ -451,8 +451,9 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// metadata names the broker there by its id; a request any broker may answer then waits for
 /// librdkafka's next "connect to any broker", which it holds back for half of this (11 ms at
 /// least). At 100 ms, one of a lane's two consumers waited 50 ms for its first metadata in
-/// about half the starts, and the lane read nothing meanwhile; at 20 ms a lane is ready in
-/// 4–19 ms (docs/performance.md, "Where the start-ups' 50 ms comes from"). It is also the
+/// about half the starts, and the lane read nothing meanwhile; at 20 ms the live bench's
+/// first lane was ready in 6–27 ms (docs/performance.md, "Where the start-ups' 50 ms comes
+/// from"). It is also the
 /// first pause before reconnecting to a broker that closed a connection (doubled at each
 /// failure, up to `reconnect.backoff.max.ms`, 10 s): a broker that is down gets two or three
 /// attempts more from each consumer in the first second. The Kafka properties of the
@@ -2833,8 +2834,7 @@ impl Runner {
     /// ([`crate::group`]'s `Reports::settle`), and a report waiting here for room would hold
     /// that revoke to its end.
     async fn enqueue(&self, outgoing: Box<Outgoing>) {
-        let Some(sink) = self.sink() else {
-            error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
+        let Some(sink) = self.sink_for(&outgoing) else {
             return;
         };
         match sink.send(outgoing, Duration::ZERO).await {
@@ -2842,17 +2842,25 @@ impl Runner {
             Err((outgoing, error)) if crate::client::is_queue_full(&error) => {
                 let runner = self.clone();
                 tokio::spawn(async move {
-                    let Some(sink) = runner.sink() else {
-                        error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
-                        return;
-                    };
-                    if let Err((outgoing, error)) = sink.send(outgoing, QUEUE_WAIT).await {
-                        sink.fail(outgoing, error);
+                    if let Some(sink) = runner.sink_for(&outgoing) {
+                        if let Err((outgoing, error)) = sink.send(outgoing, QUEUE_WAIT).await {
+                            sink.fail(outgoing, error);
+                        }
                     }
                 });
             }
             Err((outgoing, error)) => sink.fail(outgoing, error),
         }
+    }
+
+    /// The sink for `outgoing`; `None`, logged, before the runner has started (the sink is
+    /// set once, before any run, and never taken).
+    fn sink_for(&self, outgoing: &Outgoing) -> Option<&ReportSink> {
+        let sink = self.sink();
+        if sink.is_none() {
+            error!(test_id = %outgoing.report.test_id, "report not published: the runner is not running");
+        }
+        sink
     }
 
     /// A report was acknowledged or refused.

@@ -31,7 +31,10 @@
 //!    each reader's first record on (its wait for a first record left out; a runner in
 //!    lanes, its first lane's);
 //!    and the CPU per record of each (this process less the broker's threads), with the
-//!    ratio that the runner's CPU per record allows on this machine's cores; then the
+//!    ratio that the runner's CPU per record allows on this machine's cores; and a runner
+//!    without verdicts, whose runs take and check the same four steps and then wait for a
+//!    fifth that never comes: the runner's intake and checks, without concluding the runs
+//!    and producing their reports (timed until every record is taken in); then the
 //!    runner's records per second at each worker count against 1 worker (the scaling);
 //!    at 2 worker threads and more (up to the 4 partitions), the same again with the runner
 //!    in as many lanes as workers (`RunnerConfig::lanes`, as the `livecheck` service runs
@@ -96,11 +99,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use example_app::signals::{ORDER_CACHED, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA};
+use example_app::model::{Cached, Delivered, Execution, Order};
+use example_app::signals::{
+    ORDER_CACHED, ORDER_CASE, ORDER_EXECUTED, ORDER_SENT_TO_DB, ORDER_SENT_TO_KAFKA,
+};
 use example_app::Side;
 use livecheck_core::{
-    Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Runner, RunnerConfig, Step, Suite,
-    Topics, Verdict,
+    ensure_eq, Case, EmbeddedBroker, KafkaConfig, LiveCheck, Report, Run, Runner, RunnerConfig,
+    Signal, Step, Suite, Topics, Verdict,
 };
 use livecheck_tests::load::{publish_order_test, register_order_test};
 use livecheck_tests::orders::place_order;
@@ -1054,6 +1060,8 @@ async fn throughput(
     let (mut floor_rates, mut floor_cpus, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
     let (mut steady_ratios, mut report_sizes) = (Vec::new(), Vec::new());
     let (mut raw_allocs, mut runner_allocs) = (Vec::new(), Vec::new());
+    let (mut open_ratios, mut open_steady_ratios, mut open_cpus) =
+        (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         if in_group && round > 1 {
             world = backlog(records).await?;
@@ -1235,6 +1243,21 @@ async fn throughput(
             first_after.as_secs_f64(),
             runner_steady / raw_steady
         );
+        let open = intake_only(&world, lanes, records).await?;
+        let open_steady = steady(open.time, open.first);
+        println!(
+            "            intake without verdicts (a runner whose runs take and check the same 4 steps, then wait for a 5th: nothing concluded, no report): {:.0} records/s ({:.3} s to take every record in, {:.3} s to the first), {:.2} of the bare consumer, from the first records on {:.2}; CPU per record {:.1} us ({})",
+            rate(records, open.time),
+            open.time.as_secs_f64(),
+            open.first.as_secs_f64(),
+            rate(records, open.time) / raw,
+            open_steady / raw_steady,
+            open.cpu_per_record,
+            open.threads
+        );
+        open_ratios.push(rate(records, open.time) / raw);
+        open_steady_ratios.push(open_steady / raw_steady);
+        open_cpus.push(open.cpu_per_record);
         steady_ratios.push(runner_steady / raw_steady);
         floor_rates.push(floor / raw);
         report_sizes.push(report_bytes as f64 / THROUGHPUT_TESTS as f64);
@@ -1303,6 +1326,14 @@ async fn throughput(
         "   runner / bare consumer from each one's first record on (each one's wait for it left out; the runner's first lane's): {:.2}",
         median(steady_ratios)
     );
+    // The runner's line less what concluding its runs costs (the verdict, the timeline, the
+    // report's JSON and its production): how far the intake and the checks alone go.
+    println!(
+        "   intake without verdicts (runs that take and check every step, then wait) / bare consumer: {:.2}, from the first records on {:.2}; CPU per record {:.1} us (the runner's line: {runner_cpu:.1} us)",
+        median(open_ratios),
+        median(open_steady_ratios),
+        median(open_cpus)
+    );
     println!(
         "   runner / bare consumer (records/s), {workers} worker(s): {ratio:.2}   goal >= {RATIO_GOAL} ({})",
         if ratio >= RATIO_GOAL {
@@ -1312,6 +1343,76 @@ async fn throughput(
         }
     );
     Ok((ratio, median(runner_rates)))
+}
+
+/// What a runner of [`order_case_left_open`] did in one round of (c).
+struct Intake {
+    /// From its start to every record taken in.
+    time: Duration,
+    /// From its start to its first record.
+    first: Duration,
+    /// CPU per record: this process less the broker's threads.
+    cpu_per_record: f64,
+    threads: String,
+}
+
+/// (c) The runner's intake without its verdicts: a fresh runner of [`order_case_left_open`]
+/// on the round's records (as many lanes, the same fetch wait and limits as the runner's
+/// line), timed from its start until it has taken every record in, then stopped. Its runs
+/// read, decode, match and check what the order case's runs do, then wait: none concludes,
+/// and no report is encoded or produced.
+async fn intake_only(world: &World, lanes: usize, records: u64) -> Result<Intake, String> {
+    let runner = Runner::new(
+        Suite::new([order_case_left_open()]).map_err(|e| e.to_string())?,
+        world.client.clone(),
+        RunnerConfig {
+            fetch_wait: fetch_wait(),
+            limits: max_early_tests(),
+            lanes,
+            ..RunnerConfig::default()
+        },
+    );
+    let taken = |at_least: u64| {
+        move |r: &Runner| {
+            let c = r.counters();
+            c.tests_received() + c.signals_received() >= at_least
+        }
+    };
+    let cpu_before = cpu_split()?.0;
+    let threads_before = ThreadCpu::now();
+    let start = Instant::now();
+    let running = Running::start(runner.clone());
+    let (first, taken_in) = tokio::join!(
+        async {
+            let first = running.wait_for("a first record", taken(1)).await;
+            first.map(|()| start.elapsed())
+        },
+        async {
+            let all = running
+                .wait_for("every record taken in", taken(records))
+                .await;
+            all.map(|()| start.elapsed())
+        }
+    );
+    let cpu = cpu_split()?.0.saturating_sub(cpu_before);
+    let threads = ThreadCpu::now().per_record(threads_before, records);
+    let (in_flight, decided) = (runner.in_flight(), verdicts(&runner).iter().sum::<u64>());
+    running.stop().await?;
+    let (first, time) = (
+        first.map_err(|e| format!("(c) the runner left open: {e}"))?,
+        taken_in.map_err(|e| format!("(c) the runner left open: {e}"))?,
+    );
+    if in_flight as u64 != THROUGHPUT_TESTS || decided != 0 {
+        return Err(format!(
+            "(c) the runner left open: {in_flight} runs in flight and {decided} verdicts, where each of the {THROUGHPUT_TESTS} tests' runs should wait for its fifth step"
+        ));
+    }
+    Ok(Intake {
+        time,
+        first,
+        cpu_per_record: cpu.as_secs_f64() * 1e6 / records as f64,
+        threads,
+    })
 }
 
 /// Publishes `tests` order tests with their signals into `world`, buying and selling in
@@ -1852,4 +1953,27 @@ fn nonzero(snapshot: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
 /// The order case without its settle time (see the module docs).
 fn order_case() -> Case {
     place_order().settle(Duration::ZERO)
+}
+
+/// A step of the order case that no service sends: what [`order_case_left_open`] waits for.
+static NEVER_SENT: Signal<serde_json::Value> = Signal::new(ORDER_CASE, "bench_never_sent");
+
+/// The order case's four steps, taken and decoded as [`place_order`] takes them, and then a
+/// wait for a fifth that never comes (600 s): its runs take every record of their test and
+/// check it, and reach no verdict while the bench watches.
+fn order_case_left_open() -> Case {
+    Case::new(ORDER_CASE)
+        .timeout(Duration::from_secs(600))
+        .expect(|run: Run, side: Side| async move {
+            let order: Order = run.wait(&ORDER_SENT_TO_DB).await?;
+            ensure_eq!(order.side, side, "the side of the stored order");
+            let delivered: Delivered = run.wait(&ORDER_SENT_TO_KAFKA).await?;
+            ensure_eq!(delivered.order_id, order.id, "the order forwarded");
+            let cached: Cached = run.wait(&ORDER_CACHED).await?;
+            ensure_eq!(cached.user_id, order.user_id, "the user cached");
+            let executed: Execution = run.wait(&ORDER_EXECUTED).await?;
+            ensure_eq!(executed.order_id, order.id, "the order executed");
+            run.wait(&NEVER_SENT).await?;
+            Ok(())
+        })
 }
