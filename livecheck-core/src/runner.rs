@@ -452,12 +452,11 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// librdkafka's next "connect to any broker", which it holds back for half of this (11 ms at
 /// least). At 100 ms, one of a lane's two consumers waited 50 ms for its first metadata in
 /// about half the starts, and the lane read nothing meanwhile; at 20 ms the live bench's
-/// first lane was ready in 6–27 ms (docs/performance.md, "Where the start-ups' 50 ms comes
-/// from"). It is also the
+/// runner was ready in 8–27 ms (docs/performance.md, "Runs in their lane"). It is also the
 /// first pause before reconnecting to a broker that closed a connection (doubled at each
 /// failure, up to `reconnect.backoff.max.ms`, 10 s): a broker that is down gets two or three
-/// attempts more from each consumer in the first second. The Kafka properties of the
-/// client (`KafkaConfig`) override it.
+/// attempts more from each consumer in the first second. The Kafka properties of the client
+/// (`KafkaConfig`) override it.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// The clocks of one turn of the run loop ([`Runner::take_fetched`]), read once for the
@@ -2853,8 +2852,8 @@ impl Runner {
         }
     }
 
-    /// The sink for `outgoing`; `None`, logged, before the runner has started (the sink is
-    /// set once, before any run, and never taken).
+    /// The sink for `outgoing`; `None`, logged, while the runner is not running (the sink is
+    /// set once, when it starts, before any run, and never taken).
     fn sink_for(&self, outgoing: &Outgoing) -> Option<&ReportSink> {
         let sink = self.sink();
         if sink.is_none() {
