@@ -63,7 +63,7 @@
 //! the figures would then be meaningless. Times are wall-clock on whatever else the machine
 //! is doing: compare runs on a quiet machine only.
 //!
-//! Run it (release mode; about 2 minutes on 2 cores) with
+//! Run it (release mode; about 3.5 minutes on 2 cores, most of it waiting) with
 //!
 //! ```text
 //! cargo bench -p livecheck-tests --bench live
