@@ -189,6 +189,18 @@ impl HealthMonitor {
         self.lock().voice
     }
 
+    /// Starts without the group's voice, as a service does before its runner is assigned
+    /// any partition: [`Self::set_voice`] gives it when this instance gets partition 0. Says
+    /// so in the log, as a wait, where giving the voice up later says it is another's.
+    pub fn start_without_voice(&self) {
+        let mut m = self.lock();
+        m.voice = false;
+        m.quiet_until = None;
+        drop(m);
+        info!("{NOT_THE_VOICE}: this instance sends them if it is assigned partition 0, and until then shows its own runs");
+        self.state.set_voice(false);
+    }
+
     /// Takes (`true`) or gives up the group's voice. Taking it starts from the current
     /// state with fresh inputs and sends no alert for [`HealthRules::warm_up`]; at the end
     /// of the warm-up, only states that differ from what the group last announced are
@@ -758,7 +770,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_voice_alerts_and_a_new_voice_repeats_nothing_the_group_heard() {
         let (m, mut rx) = monitor(30);
-        m.set_voice(false);
+        // As the service starts: without the voice until its runner gets partition 0.
+        m.start_without_voice();
+        assert!(!m.is_voice());
         m.on_report(&report(A, Verdict::Fail));
         m.set_blind_at(Some("the runner holds no partitions".into()), Utc::now());
         assert_eq!(

@@ -113,7 +113,7 @@ impl LiveService {
             alerts_tx,
         ));
         // The group's voice is taken when this runner gets partition 0 (see below).
-        health.set_voice(false);
+        health.start_without_voice();
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
 
