@@ -1120,19 +1120,13 @@ async fn throughput(
             },
             async {
                 let taken = running
-                    .wait_for("a first record", |r| {
-                        let c = r.counters();
-                        c.tests_received() + c.signals_received() > 0
-                    })
+                    .wait_for("a first record", |r| taken_in(r) > 0)
                     .await;
                 (taken, start.elapsed())
             }
         );
         let taken_in = running
-            .wait_for("every record taken in", |r| {
-                let c = r.counters();
-                c.tests_received() + c.signals_received() >= records
-            })
+            .wait_for("every record taken in", |r| taken_in(r) >= records)
             .await;
         let intake_time = start.elapsed();
         let drained = running
@@ -1398,10 +1392,7 @@ async fn intake_only(
     let running = Running::start(runner.clone());
     let (first, checked) = tokio::join!(
         async {
-            let first = running.wait_for("a first record", |r| {
-                let c = r.counters();
-                c.tests_received() + c.signals_received() > 0
-            });
+            let first = running.wait_for("a first record", |r| taken_in(r) > 0);
             first.await.map(|()| start.elapsed())
         },
         async {
@@ -1441,6 +1432,12 @@ async fn intake_only(
         cpu_per_record: cpu.as_secs_f64() * 1e6 / records as f64,
         threads,
     })
+}
+
+/// The records `runner` has taken in so far: tests and signals.
+fn taken_in(runner: &Runner) -> u64 {
+    let c = runner.counters();
+    c.tests_received() + c.signals_received()
 }
 
 /// Publishes `tests` order tests with their signals into `world`, buying and selling in

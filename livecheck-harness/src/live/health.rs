@@ -193,11 +193,19 @@ impl HealthMonitor {
     /// any partition: [`Self::set_voice`] gives it when this instance gets partition 0. Says
     /// so in the log, as a wait, where giving the voice up later says it is another's.
     pub fn start_without_voice(&self) {
-        let mut m = self.lock();
+        self.without_voice(
+            self.lock(),
+            ": this instance sends them if it is assigned partition 0, and until then shows its own runs",
+        );
+    }
+
+    /// Holds no voice from now on (`m`, locked, is this monitor's), logging [`NOT_THE_VOICE`]
+    /// followed by `what`.
+    fn without_voice(&self, mut m: std::sync::MutexGuard<'_, Monitor>, what: &str) {
         m.voice = false;
         m.quiet_until = None;
         drop(m);
-        info!("{NOT_THE_VOICE}: this instance sends them if it is assigned partition 0, and until then shows its own runs");
+        info!("{NOT_THE_VOICE}{what}");
         self.state.set_voice(false);
     }
 
@@ -211,23 +219,22 @@ impl HealthMonitor {
         if m.voice == voice {
             return;
         }
-        m.voice = voice;
-        if voice {
-            for inputs in m.inputs.values_mut() {
-                inputs.consecutive_failures = 0;
-                inputs.passes = 0;
-            }
-            m.quiet_until = Some(now + to_chrono(self.rules.warm_up));
-            info!(
-                warm_up_s = self.rules.warm_up.as_secs_f64(),
-                "this instance owns partition 0: it decides suite health for the group from the reports topic and sends the alerts"
-            );
-        } else {
-            m.quiet_until = None;
-            info!("{NOT_THE_VOICE}; this instance shows its own runs and sends none");
+        if !voice {
+            self.without_voice(m, "; this instance shows its own runs and sends none");
+            return;
         }
+        m.voice = true;
+        for inputs in m.inputs.values_mut() {
+            inputs.consecutive_failures = 0;
+            inputs.passes = 0;
+        }
+        m.quiet_until = Some(now + to_chrono(self.rules.warm_up));
+        info!(
+            warm_up_s = self.rules.warm_up.as_secs_f64(),
+            "this instance owns partition 0: it decides suite health for the group from the reports topic and sends the alerts"
+        );
         drop(m);
-        self.state.set_voice(voice);
+        self.state.set_voice(true);
     }
 
     /// A suite-state record read on the reports topic: what the group announced last.
