@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use serde::Serialize;
 use tracing::{debug, warn};
@@ -20,6 +20,7 @@ use crate::counters::{bump, ClientCounters};
 use crate::error::Error;
 use crate::follower::Follower;
 use crate::headers::{self, ContextError};
+use crate::polled::Polled;
 use crate::signing::SigningKeys;
 
 /// Names of the LiveCheck topics. Tests and signals must have the same partition count
@@ -182,7 +183,7 @@ impl ProducerContext for DeliveryCounter {
 pub(crate) struct Inner {
     topics: Topics,
     kafka: KafkaConfig,
-    producer: ThreadedProducer<DeliveryCounter>,
+    producer: Polled<DeliveryCounter>,
     pub(crate) counters: Arc<ClientCounters>,
     connectivity: Connectivity,
     control: Arc<ControlState>,
@@ -325,13 +326,14 @@ impl LiveCheck {
     pub fn new(kafka: KafkaConfig, topics: Topics) -> Result<Self, Error> {
         let counters = Arc::new(ClientCounters::default());
         let connectivity = Connectivity::new(kafka.brokers.clone());
-        let producer = kafka
-            .producer_config()
-            .create_with_context(DeliveryCounter {
+        let producer = Polled::new(
+            &kafka.producer_config(),
+            DeliveryCounter {
                 counters: counters.clone(),
                 connectivity: connectivity.clone(),
-            })
-            .map_err(Error::kafka("creating the LiveCheck producer"))?;
+            },
+        )
+        .map_err(Error::kafka("creating the LiveCheck producer"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 topics,

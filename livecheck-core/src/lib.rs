@@ -208,6 +208,7 @@ mod ledger;
 pub mod murmur2;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod polled;
 mod reading;
 pub mod redact;
 mod registry;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::client::KafkaConfig;
 use crate::connectivity::Connectivity;
 use crate::error::Error;
+use crate::polled::Polled;
 use crate::report::{Report, Truncation};
 
 /// What a report decides, for the ledger (group mode).
@@ -190,7 +191,7 @@ impl ProducerContext for SinkContext {
 
 /// The reports producer.
 pub(crate) struct ReportSink {
-    producer: ThreadedProducer<SinkContext>,
+    producer: Polled<SinkContext>,
     events: mpsc::UnboundedSender<SinkEvent>,
     topic: String,
     max_bytes: usize,
@@ -217,13 +218,14 @@ impl ReportSink {
         connectivity: Connectivity,
     ) -> Result<(Self, mpsc::UnboundedReceiver<SinkEvent>), Error> {
         let (events, rx) = mpsc::unbounded_channel();
-        let producer = kafka
-            .producer_config()
-            .create_with_context(SinkContext {
+        let producer = Polled::new(
+            &kafka.producer_config(),
+            SinkContext {
                 events: events.clone(),
                 connectivity,
-            })
-            .map_err(Error::kafka("creating the reports producer"))?;
+            },
+        )
+        .map_err(Error::kafka("creating the reports producer"))?;
         Ok((
             Self {
                 producer,

@@ -108,7 +108,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::de::DeserializeOwned;
@@ -122,6 +122,7 @@ use crate::connectivity::{Connectivity, ConnectivityContext};
 use crate::counters::{bump, RunnerCounters};
 use crate::error::Error;
 use crate::murmur2::partition_for;
+use crate::polled::{AckContext, Acked, Polled};
 use crate::run::Run;
 use crate::scan;
 
@@ -532,7 +533,7 @@ pub(crate) struct PendingWrite {
     table: &'static str,
     partition: i32,
     route: Box<str>,
-    delivery: Option<DeliveryFuture>,
+    delivery: Option<Acked>,
 }
 
 /// What a write gives back: what its first run remembered, or the entry's current value
@@ -573,7 +574,7 @@ pub(crate) struct TableStore {
     specs: Vec<TableSpec>,
     topics: HashMap<&'static str, String>,
     state: Mutex<StoreState>,
-    producer: OnceLock<FutureProducer<ConnectivityContext>>,
+    producer: OnceLock<Polled<AckContext>>,
     counters: Arc<RunnerCounters>,
 }
 
@@ -663,14 +664,15 @@ impl TableStore {
         if self.is_empty() || self.producer.get().is_some() {
             return Ok(());
         }
-        let producer: FutureProducer<ConnectivityContext> = kafka
-            .client_config(&[
+        let producer = Polled::new(
+            &kafka.client_config(&[
                 ("enable.idempotence", "true"),
                 ("linger.ms", "1"),
                 ("message.timeout.ms", "30000"),
-            ])
-            .create_with_context(connectivity.context())
-            .map_err(Error::kafka("creating the tables' producer"))?;
+            ]),
+            AckContext(connectivity.context()),
+        )
+        .map_err(Error::kafka("creating the tables' producer"))?;
         let _ = self.producer.set(producer);
         Ok(())
     }
@@ -944,7 +946,7 @@ impl TableStore {
         route: &str,
         entry: &mut Entry,
         epoch: u64,
-    ) -> Option<DeliveryFuture> {
+    ) -> Option<Acked> {
         let mut payload = encode_entry(entry, epoch);
         // Over budget: the oldest writes' results are not remembered (they are still
         // recognised, so not applied twice).
@@ -957,13 +959,13 @@ impl TableStore {
             payload = encode_entry(entry, epoch);
         }
         let producer = self.producer.get()?;
-        let record = FutureRecord::to(&self.topics[table])
+        let record = BaseRecord::to(&self.topics[table])
             .key(route)
             .partition(partition)
             .payload(&payload);
-        match producer.send_result(record) {
+        match producer.send_acked(record) {
             Ok(delivery) => Some(delivery),
-            Err((err, _)) => {
+            Err(err) => {
                 bump(&self.counters.here().table_write_errors);
                 debug!(table, partition, route, error = %err, "table write not enqueued; retried");
                 None
@@ -988,7 +990,7 @@ impl TableStore {
                 let refused = match write.delivery.take() {
                     Some(delivery) => match delivery.await {
                         Ok(Ok(_)) => break,
-                        Ok(Err((err, _))) => err.to_string(),
+                        Ok(Err(err)) => err.to_string(),
                         Err(_) => "the producer went away".to_owned(),
                     },
                     None => "not enqueued".to_owned(),
@@ -1107,23 +1109,23 @@ impl TableStore {
             return Ok(());
         };
         for route in gone {
-            let record = FutureRecord::<str, [u8]>::to(topic)
+            let record = BaseRecord::<str, [u8]>::to(topic)
                 .key(route)
                 .partition(partition);
-            if let Err((err, _)) = producer.send_result(record) {
+            if let Err(err) = producer.send_acked(record) {
                 debug!(topic, partition, error = %err, "tombstone of a removed entry not enqueued; it is sent at the next restore");
             }
         }
         let payload = format!("{{\"fence\":{epoch}}}");
-        let record = FutureRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(FENCE_KEY)
             .partition(partition)
             .payload(&payload);
-        let delivery = producer.send_result(record).map_err(|(err, _)| err)?;
+        let delivery = producer.send_acked(record)?;
         // Resolves within the producer's message.timeout.ms.
         match futures::executor::block_on(delivery) {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((err, _))) => Err(err),
+            Ok(Err(err)) => Err(err),
             Err(_) => Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageTimedOut,
             )),

@@ -1665,7 +1665,8 @@ async fn floor_read(
     expected: u64,
     tests: u64,
 ) -> Result<Read, String> {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use livecheck_core::polled::Polled;
+    use rdkafka::producer::{BaseRecord, Producer};
     use std::sync::atomic::Ordering;
 
     let steps = [
@@ -1676,9 +1677,8 @@ async fn floor_read(
     ];
     let threads_before = ThreadCpu::now();
     let start = Instant::now();
-    let producer: ThreadedProducer<FloorDeliveries> = kafka
-        .producer_config()
-        .create_with_context(FloorDeliveries::default())
+    // The runner's kind of producer (see `livecheck_core::polled`).
+    let producer = Polled::new(&kafka.producer_config(), FloorDeliveries::default())
         .map_err(|e| format!("floor producer: {e}"))?;
     let consumer = bare_consumer(kafka, topics)?;
     let (mut read, mut reports, mut first, mut report_bytes) = (0, 0u64, None, 0u64);

@@ -36,11 +36,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use livecheck_core::connectivity::ConnectivityContext;
 use livecheck_core::control::{CaseControl, SamplingName};
+use livecheck_core::polled::{AckContext, Polled};
 use livecheck_core::Connectivity;
 use livecheck_core::{Case, KafkaConfig, Report, Verdict};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::BaseRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -430,7 +432,7 @@ pub enum PublishError {
 /// Publishes control records and follows the control topic back.
 pub struct Control {
     view: Arc<ControlView>,
-    producer: FutureProducer<ConnectivityContext>,
+    producer: Polled<AckContext>,
     topic: String,
     /// The configuration's settings per case (replaced on reload).
     config: RwLock<BTreeMap<String, ConfigSettings>>,
@@ -472,15 +474,16 @@ impl Control {
         config: BTreeMap<String, ConfigSettings>,
         origin: String,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: FutureProducer<ConnectivityContext> = kafka
-            .client_config(&[
+        let producer = Polled::new(
+            &kafka.client_config(&[
                 ("linger.ms", "0"),
                 (
                     "message.timeout.ms",
                     &PUBLISH_TIMEOUT.as_millis().to_string(),
                 ),
-            ])
-            .create_with_context(Connectivity::new(kafka.brokers.clone()).context())?;
+            ]),
+            AckContext(Connectivity::new(kafka.brokers.clone()).context()),
+        )?;
         Ok(Self {
             view,
             producer,
@@ -666,17 +669,16 @@ impl Control {
             key: CONFIG_HEADER,
             value: Some(&config_json),
         });
-        let sent = self
-            .producer
-            .send(
-                FutureRecord::to(&self.topic)
-                    .key(case)
-                    .payload(&payload)
-                    .headers(headers),
-                PUBLISH_TIMEOUT,
-            )
-            .await;
-        if let Err((err, _)) = sent {
+        let outgoing = BaseRecord::to(&self.topic)
+            .key(case)
+            .payload(&payload)
+            .headers(headers);
+        // Acknowledged, or refused, within the producer's message.timeout.ms.
+        let sent = match self.producer.send_acked(outgoing) {
+            Ok(acked) => acked.await.unwrap_or(Err(KafkaError::Canceled)),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = sent {
             return Err(PublishError::NotDelivered {
                 case: case.to_owned(),
                 reason: err.to_string(),
