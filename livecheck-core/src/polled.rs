@@ -207,21 +207,29 @@ mod tests {
         assert_eq!(offsets, vec![(1, 0), (1, 1), (1, 2)]);
     }
 
-    #[tokio::test]
-    async fn a_record_that_cannot_be_placed_is_acknowledged_with_the_error() {
+    /// The error a record for `partition` of a topic of one partition is acknowledged
+    /// with; when `dropped`, the brokers are down and the producer is dropped right after
+    /// the send.
+    async fn refusal(partition: i32, dropped: bool) -> KafkaError {
         let broker = EmbeddedBroker::start().unwrap();
         broker.create_topic("polled", 1).unwrap();
+        broker.set_brokers_down(dropped).unwrap();
         let producer = producer(&broker);
+        let record = BaseRecord::<str, str>::to("polled")
+            .partition(partition)
+            .payload("x");
+        let acked = producer.send_acked(record).unwrap();
+        if dropped {
+            drop(producer);
+        }
+        acked.await.unwrap().unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_placed_is_acknowledged_with_the_error() {
         // Partition 7 does not exist. A new producer has no metadata yet: the record waits
         // for it, and is then refused by the client with the reason.
-        let acked = producer
-            .send_acked(
-                BaseRecord::<str, str>::to("polled")
-                    .partition(7)
-                    .payload("x"),
-            )
-            .unwrap();
-        let error = acked.await.unwrap().unwrap_err();
+        let error = refusal(7, false).await;
         assert_eq!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::UnknownPartition),
@@ -231,20 +239,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_in_flight_when_it_is_dropped_is_acknowledged_with_the_error() {
-        let broker = EmbeddedBroker::start().unwrap();
-        broker.create_topic("polled", 1).unwrap();
-        broker.set_brokers_down(true).unwrap();
-        let producer = producer(&broker);
-        let acked = producer
-            .send_acked(
-                BaseRecord::<str, str>::to("polled")
-                    .partition(0)
-                    .payload("x"),
-            )
-            .unwrap();
-        drop(producer);
         // Purged by the producer's drop, and told so: not left waiting.
-        let error = acked.await.unwrap().unwrap_err();
+        let error = refusal(0, true).await;
         assert!(
             matches!(
                 error.rdkafka_error_code(),
